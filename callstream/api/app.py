@@ -1,0 +1,65 @@
+"""The HTTP control plane: ``create_app(services)`` builds the FastAPI application."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from callstream import __version__
+from callstream.api.auth import AuthMiddleware, KeyChecker
+from callstream.api.errors import on_command_error, on_http_error, on_validation_error
+from callstream.api.routes import applications, calls
+from callstream.api.services import Services
+from callstream.calls.exceptions import CommandError
+from callstream.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="callstream",
+        version=__version__,
+        description="Telnyx Call Control compatible voice media server. "
+        "Authenticate with `Authorization: Bearer <key>` (`callstream keys create`).",
+        openapi_url="/v2/openapi.json",
+        docs_url="/v2/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(CommandError, on_command_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness (no key needed)")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(calls.router)
+    app.include_router(applications.router)
+    try:
+        from callstream.api.routes import webhook_deliveries
+    except ImportError:  # pragma: no cover - present once the webhooks part lands
+        pass
+    else:
+        app.include_router(webhook_deliveries.router)
+    app.add_middleware(AuthMiddleware, checker=KeyChecker(services.store))
+    return app

@@ -1,0 +1,95 @@
+"""/v2/calls and the call actions. Thin: parse, call CallControl, render."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Path
+from starlette.responses import Response
+
+from callstream.api.errors import JSON
+from callstream.api.schemas.calls import (
+    AnswerRequest,
+    BridgeRequest,
+    CallListResponse,
+    CallStatusResponse,
+    DialRequest,
+    HangupRequest,
+    RejectRequest,
+)
+from callstream.api.schemas.common import CommandBody, CommandResponse
+from callstream.api.services import Services, services
+from callstream.calls.control import Reply, status_dict
+from callstream.calls.exceptions import InvalidCommand
+
+router = APIRouter(prefix="/v2/calls", tags=["calls"])
+CallId = Annotated[str, Path(description="call_control_id from call.initiated or dial")]
+Svc = Annotated[Services, Depends(services)]
+
+
+def _reply(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=JSON)
+
+
+def _body(model: Any) -> dict[str, Any]:
+    return {} if model is None else dict(model.model_dump(by_alias=True, exclude_unset=False))
+
+
+@router.post("", response_model=CallStatusResponse, summary="Dial")
+async def dial(svc: Svc, body: Annotated[DialRequest, Body()]) -> Response:
+    return _reply(await svc.calls.dial(_body(body)))
+
+
+@router.get("", response_model=CallListResponse, summary="List active calls")
+async def list_calls(svc: Svc) -> Response:
+    records = await svc.store.list_calls(alive=True)
+    data = [status_dict(r) for r in records]
+    return Response(
+        orjson.dumps({"data": data, "meta": {"total_results": len(data), "page_number": 1,
+                                            "page_size": len(data), "total_pages": 1}}),
+        media_type=JSON,
+    )
+
+
+@router.get("/{call_control_id}", response_model=CallStatusResponse, summary="Call status")
+async def retrieve_status(svc: Svc, call_control_id: CallId) -> Response:
+    record = await svc.store.get_call(call_control_id)
+    if record is None:
+        raise InvalidCommand(
+            "10005", "Resource not found", f"No call with call_control_id {call_control_id!r}.",
+            status=404,
+        )
+    return Response(orjson.dumps({"data": status_dict(record)}), media_type=JSON)
+
+
+@router.post("/{call_control_id}/actions/answer", response_model=CommandResponse)
+async def answer(
+    svc: Svc, call_control_id: CallId, body: Annotated[AnswerRequest | None, Body()] = None
+) -> Response:
+    return _reply(await svc.calls.answer(call_control_id, _body(body)))
+
+
+@router.post("/{call_control_id}/actions/hangup", response_model=CommandResponse)
+async def hangup(
+    svc: Svc, call_control_id: CallId, body: Annotated[HangupRequest | None, Body()] = None
+) -> Response:
+    return _reply(await svc.calls.hangup(call_control_id, _body(body)))
+
+
+@router.post("/{call_control_id}/actions/reject", response_model=CommandResponse)
+async def reject(
+    svc: Svc, call_control_id: CallId, body: Annotated[RejectRequest, Body()]
+) -> Response:
+    return _reply(await svc.calls.reject(call_control_id, _body(body)))
+
+
+@router.post("/{call_control_id}/actions/bridge", response_model=CommandResponse)
+async def bridge(
+    svc: Svc, call_control_id: CallId, body: Annotated[BridgeRequest, Body()]
+) -> Response:
+    return _reply(await svc.calls.bridge(call_control_id, _body(body)))
+
+
+# Keeps CommandBody in the OpenAPI components for actions that take no other field.
+__all__ = ["CommandBody", "router"]

@@ -1,0 +1,1 @@
+"""Request and response models of the REST API (the OpenAPI document is built from them)."""

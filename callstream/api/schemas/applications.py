@@ -1,0 +1,67 @@
+"""Call Control Applications (Telnyx ``/v2/call_control_applications``, the fields we use)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from callstream.api.schemas.fields import HttpUrl
+
+
+class ApplicationCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    application_name: str = Field(min_length=1, max_length=255)
+    webhook_event_url: HttpUrl
+    webhook_event_failover_url: HttpUrl | None = None
+    webhook_timeout_secs: int | None = Field(None, ge=0, le=30)
+    webhook_api_version: Literal["1", "2"] = "2"
+    active: bool = True
+    anchorsite_override: str | None = None
+    dtmf_type: Literal["RFC 2833", "Inband", "SIP INFO"] = "RFC 2833"
+    first_command_timeout: bool = False
+    first_command_timeout_secs: int = Field(30, ge=1, le=600)
+    tags: list[str] = Field(default_factory=list)
+
+
+class ApplicationUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    application_name: str | None = Field(None, min_length=1, max_length=255)
+    webhook_event_url: HttpUrl | None = None
+    webhook_event_failover_url: HttpUrl | None = None
+    webhook_timeout_secs: int | None = Field(None, ge=0, le=30)
+    webhook_api_version: Literal["1", "2"] | None = None
+    active: bool | None = None
+    dtmf_type: Literal["RFC 2833", "Inband", "SIP INFO"] | None = None
+    first_command_timeout: bool | None = None
+    first_command_timeout_secs: int | None = Field(None, ge=1, le=600)
+    tags: list[str] | None = None
+
+
+class ApplicationOut(BaseModel):
+    id: str
+    record_type: Literal["call_control_application"] = "call_control_application"
+    application_name: str
+    webhook_event_url: str | None
+    webhook_event_failover_url: str | None
+    webhook_timeout_secs: int | None
+    webhook_api_version: str = "2"
+    active: bool
+    dtmf_type: str = "RFC 2833"
+    first_command_timeout: bool = False
+    first_command_timeout_secs: int = 30
+    tags: list[str] = Field(default_factory=list)
+    created_at: str
+    updated_at: str
+    extra: dict[str, Any] | None = Field(None, exclude=True)
+
+
+class ApplicationResponse(BaseModel):
+    data: ApplicationOut
+
+
+class ApplicationListResponse(BaseModel):
+    data: list[ApplicationOut]
+    meta: dict[str, int]

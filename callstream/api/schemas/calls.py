@@ -1,0 +1,75 @@
+"""Request/response models for /v2/calls and the call actions (spec §4)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from callstream.api.schemas.common import CommandBody, CustomHeader
+from callstream.api.schemas.fields import HttpUrl, PhoneOrSip
+
+
+class DialRequest(CommandBody):
+    connection_id: str = Field(description="Call Control Application id; 'default' always exists.")
+    to: PhoneOrSip | list[PhoneOrSip] = Field(description="sip: URI, or +E164 via the trunk.")
+    from_: PhoneOrSip = Field(alias="from")
+    from_display_name: str | None = Field(None, max_length=128)
+    timeout_secs: int = Field(30, ge=5, le=600)
+    time_limit_secs: int = Field(14400, ge=30, le=14400)
+    webhook_url: HttpUrl | None = None
+    webhook_url_method: Literal["POST", "GET"] = "POST"
+    custom_headers: list[CustomHeader] = Field(default_factory=list)
+    send_silence_when_idle: bool = False
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class AnswerRequest(CommandBody):
+    webhook_url: HttpUrl | None = None
+    webhook_url_method: Literal["POST", "GET"] = "POST"
+    send_silence_when_idle: bool = False
+    preferred_codecs: str | None = None
+
+
+class HangupRequest(CommandBody):
+    custom_headers: list[CustomHeader] = Field(default_factory=list)
+
+
+class RejectRequest(CommandBody):
+    cause: Literal["CALL_REJECTED", "USER_BUSY"] = Field(description="Rejection cause.")
+
+
+class BridgeRequest(CommandBody):
+    call_control_id: str = Field(description="The call to bridge with.")
+
+
+class CallStatus(BaseModel):
+    """What `GET /v2/calls/{id}` and dial return; the first five fields are required by the SDK."""
+
+    call_control_id: str
+    call_leg_id: str
+    call_session_id: str
+    is_alive: bool
+    record_type: Literal["call"] = "call"
+    client_state: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    call_duration: int | None = None
+    recording_id: str | None = None
+    connection_id: str | None = None
+    direction: str | None = None
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    state: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class CallStatusResponse(BaseModel):
+    data: CallStatus
+
+
+class CallListResponse(BaseModel):
+    data: list[CallStatus]
+    meta: dict[str, int]

@@ -1,0 +1,25 @@
+"""What the routes reach through ``request.app.state.services``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from callstream.calls.control import CallControl
+from callstream.config import Settings
+from callstream.store.sql import SqlStore
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: SqlStore
+    calls: CallControl
+    webhooks: Any = None  # callstream.webhooks.worker.WebhookWorker once started
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc

@@ -1,0 +1,434 @@
+"""Call Control: the commands the API runs and the events telephony reports.
+
+Each command on a call runs under that call's lock, so a command and a repeat of it
+(same ``command_id``) can't interleave; the answer, the state change and the webhooks
+it causes are committed in one store transaction before the API replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from callstream.calls.events import call_event, call_identity, call_payload
+from callstream.calls.exceptions import (
+    CallEnded,
+    CallNotFound,
+    CommandError,
+    InvalidCommand,
+)
+from callstream.calls.model import Call, new_record
+from callstream.calls.state import CallEvent, CallState
+from callstream.calls.telephony import Telephony
+from callstream.store.base import Store
+from callstream.store.records import Application, CallRecord, Change, IdempotencyRecord
+from callstream.timefmt import iso, iso_now, parse_iso
+
+log = logging.getLogger(__name__)
+
+OK_BODY = b'{"data":{"result":"ok"}}'
+DIAL_KEY = ""  # idempotency scope of dial: command_id alone (spec §2)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer kept verbatim so a repeated command_id gets the same bytes."""
+
+    status: int
+    body: bytes
+
+
+class CallControl:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        owner: str,
+        wake_webhooks: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.owner = owner
+        self.telephony: Telephony | None = None
+        self.calls: dict[str, Call] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = wake_webhooks
+        self._clock = clock
+        self.trunk_uri: str | None = None
+        self.on_change: Callable[[Call], None] = lambda call: None
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def commit(self, change: Change) -> None:
+        await self.store.commit(change)
+        if change.events:
+            self._wake()
+
+    async def _resolve_app(self, connection_id: str) -> Application:
+        app = await self.store.get_application(connection_id)
+        if app is None or not app.active:
+            raise InvalidCommand(
+                "10015",
+                "Invalid value for connection_id",
+                f"No active Call Control Application with id {connection_id!r}.",
+                pointer="/connection_id",
+            )
+        return app
+
+    async def live_call(self, call_control_id: str) -> Call:
+        call = self.calls.get(call_control_id)
+        if call is not None and call.alive:
+            return call
+        record = await self.store.get_call(call_control_id)
+        if record is None:
+            raise CallNotFound(f"No call with call_control_id {call_control_id!r}.")
+        raise CallEnded(f"Call {call_control_id} has already ended.")
+
+    async def run_command(
+        self,
+        call_control_id: str,
+        command_id: str | None,
+        client_state: str | None,
+        action: Callable[[Call, Change], Awaitable[Reply | None]],
+    ) -> Reply:
+        """Run ``action`` on a live call once per ``command_id``; commit what it changed."""
+        async with self._lock(call_control_id):
+            if command_id:
+                seen = await self.store.get_idempotency(call_control_id, command_id)
+                if seen is not None:
+                    return Reply(seen.status_code, seen.body)
+            call = await self.live_call(call_control_id)
+            if client_state is not None:
+                call.update(client_state=client_state)
+            change = Change()
+            reply = await action(call, change) or Reply(200, OK_BODY)
+            change.calls.append(call.record)
+            if command_id:
+                change.idempotency.append(
+                    IdempotencyRecord(
+                        call_control_id, command_id, reply.status, reply.body, iso_now()
+                    )
+                )
+            await self.commit(change)
+            self.on_change(call)
+            return reply
+
+    def _need_telephony(self) -> Telephony:
+        if self.telephony is None:
+            raise InvalidCommand("10015", "Bad Request", "Telephony is not running.", status=422)
+        return self.telephony
+
+    # -- commands ----------------------------------------------------------
+
+    async def dial(self, req: dict[str, Any]) -> Reply:
+        command_id = req.get("command_id")
+        async with self._lock("dial"):
+            if command_id:
+                seen = await self.store.get_idempotency(DIAL_KEY, command_id)
+                if seen is not None:
+                    return Reply(seen.status_code, seen.body)
+            app = await self._resolve_app(req["connection_id"])
+            to = req["to"][0] if isinstance(req["to"], list) else req["to"]
+            target = self._target_uri(to)
+            telephony = self._need_telephony()
+            now = self._clock()
+            record = new_record(
+                direction="outgoing",
+                connection_id=app.id,
+                from_=req["from"],
+                to=to,
+                state=CallState.BRIDGING,
+                start_time=iso(now),
+                owner=self.owner,
+                client_state=req.get("client_state"),
+                webhook_url=req.get("webhook_url"),
+                details={
+                    "timeout_secs": req.get("timeout_secs", 30),
+                    "time_limit_secs": req.get("time_limit_secs", 14400),
+                    "dial": {k: v for k, v in req.items() if k not in ("command_id",)},
+                },
+            )
+            call = self._adopt(record, app, CallState.BRIDGING)
+            status = status_body(call.record, is_alive=False)
+            reply = Reply(200, status)
+            change = Change(
+                calls=[call.record],
+                events=[
+                    call_event(
+                        call, "call.initiated", call_payload(call, **call_identity(call)), now
+                    )
+                ],
+            )
+            if command_id:
+                change.idempotency.append(
+                    IdempotencyRecord(DIAL_KEY, command_id, reply.status, reply.body, iso_now())
+                )
+            await self.commit(change)
+            self.on_change(call)
+            from_uri = req["from"] if req["from"].startswith("sip") else _tel_uri(req["from"])
+            headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
+            telephony.dial(
+                call,
+                target,
+                from_uri=from_uri,
+                display_name=req.get("from_display_name"),
+                headers=headers,
+            )
+            return reply
+
+    def _target_uri(self, to: str) -> str:
+        if to.lower().startswith(("sip:", "sips:")):
+            return to
+        if not self.trunk_uri:
+            raise InvalidCommand(
+                "10015",
+                "Bad Request",
+                "Dialling a phone number needs an outbound trunk (CALLSTREAM_TRUNK_URI); "
+                "or dial a sip: URI.",
+                pointer="/to",
+            )
+        host = self.trunk_uri.split(":", 1)[1]
+        return f"sip:{to}@{host}"
+
+    def _adopt(self, record: CallRecord, app: Application, state: CallState) -> Call:
+        call = Call(
+            record=record,
+            state=state,
+            application_webhook_url=app.webhook_event_url,
+            application_failover_url=app.webhook_event_failover_url,
+            webhook_timeout_secs=float(app.webhook_timeout_secs or 10),
+        )
+        self.calls[record.call_control_id] = call
+        return call
+
+    async def answer(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+        async def action(call: Call, change: Change) -> Reply | None:
+            if call.state is not CallState.PARKED:
+                raise InvalidCommand(
+                    "90018" if not call.alive else "10015",
+                    "Bad Request",
+                    f"Call is {call.state.value}; only a parked incoming call can be answered.",
+                )
+            if req.get("webhook_url"):
+                call.update(webhook_url=req["webhook_url"])
+            call.apply(CallEvent.ANSWER)
+            self._need_telephony().answer(call)
+            return None
+
+        return await self.run_command(
+            call_control_id, req.get("command_id"), req.get("client_state"), action
+        )
+
+    async def hangup(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+        async def action(call: Call, change: Change) -> Reply | None:
+            if call.state is CallState.HANGING_UP:
+                return None
+            call.apply(CallEvent.HANGUP)
+            headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
+            call.update(details={**call.record.details, "hangup_requested": True})
+            self._need_telephony().hangup(call, headers)
+            return None
+
+        return await self.run_command(
+            call_control_id, req.get("command_id"), req.get("client_state"), action
+        )
+
+    async def reject(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+        async def action(call: Call, change: Change) -> Reply | None:
+            if call.state is not CallState.PARKED:
+                raise InvalidCommand(
+                    "10015", "Bad Request", "Only a parked incoming call can be rejected."
+                )
+            call.apply(CallEvent.HANGUP)
+            status, reason = (486, "Busy Here") if req["cause"] == "USER_BUSY" else (
+                603, "Decline")
+            call.update(details={**call.record.details, "hangup_requested": True})
+            self._need_telephony().reject(call, status, reason)
+            return None
+
+        return await self.run_command(
+            call_control_id, req.get("command_id"), req.get("client_state"), action
+        )
+
+    async def bridge(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+        other_id = req["call_control_id"]
+
+        async def action(call: Call, change: Change) -> Reply | None:
+            other = self.calls.get(other_id)
+            if other is None or not other.alive:
+                raise InvalidCommand(
+                    "90015", "Invalid Call Control ID",
+                    f"No live call {other_id!r} to bridge with.", pointer="/call_control_id",
+                )
+            if other is call:
+                raise InvalidCommand(
+                    "10015", "Bad Request", "A call can't be bridged with itself.",
+                    pointer="/call_control_id",
+                )
+            for leg in (call, other):
+                if leg.state is not CallState.ANSWERED:
+                    raise InvalidCommand(
+                        "90034", "Call not answered yet",
+                        f"Call {leg.id} must be answered before it is bridged.",
+                    )
+            call.bridged_with, other.bridged_with = other.id, call.id
+            self._need_telephony().bridge(call, other)
+            now = self._clock()
+            for leg in (call, other):
+                change.events.append(
+                    call_event(leg, "call.bridged", call_payload(leg, **call_identity(leg)), now)
+                )
+            change.calls.append(other.record)
+            return None
+
+        return await self.run_command(
+            call_control_id, req.get("command_id"), req.get("client_state"), action
+        )
+
+    # -- reports from telephony ----------------------------------------------
+
+    async def incoming_call(
+        self, *, from_: str, to: str, connection_id: str, details: dict[str, Any]
+    ) -> Call | None:
+        """A new INVITE reached us: park it and tell the application (call.initiated)."""
+        app = await self.store.get_application(connection_id)
+        if app is None or not app.active:
+            log.warning("incoming call to %s: no active application %r", to, connection_id)
+            return None
+        now = self._clock()
+        record = new_record(
+            direction="incoming",
+            connection_id=app.id,
+            from_=from_,
+            to=to,
+            state=CallState.PARKED,
+            start_time=iso(now),
+            owner=self.owner,
+            details=details,
+        )
+        call = self._adopt(record, app, CallState.PARKED)
+        payload = call_payload(call, **call_identity(call))
+        for key in ("from_sip_uri", "to_sip_uri", "offered_codecs", "custom_headers",
+                    "caller_id_name"):
+            if key in details:
+                payload[key] = details[key]
+        await self.commit(
+            Change(calls=[call.record], events=[call_event(call, "call.initiated", payload, now)])
+        )
+        self.on_change(call)
+        return call
+
+    async def leg_answered(self, call: Call, media: dict[str, Any]) -> None:
+        async with self._lock(call.id):
+            if call.state not in (CallState.ANSWERING, CallState.BRIDGING):
+                return
+            now = self._clock()
+            call.apply(CallEvent.ANSWERED, answer_time=iso(now))
+            call.update(details={**call.record.details, **media})
+            payload = call_payload(call, **call_identity(call), **media)
+            await self.commit(
+                Change(calls=[call.record], events=[call_event(call, "call.answered", payload,
+                                                               now)])
+            )
+            self.on_change(call)
+
+    async def leg_ended(
+        self,
+        call: Call,
+        *,
+        cause: str,
+        source: str,
+        sip_code: int | None,
+        quality: dict[str, Any] | None = None,
+        extra_events: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        """The leg is gone. ``extra_events`` (stream/fork stops) are sent before call.hangup."""
+        async with self._lock(call.id):
+            if not call.alive:
+                return
+            now = self._clock()
+            call.apply(
+                CallEvent.ENDED,
+                end_time=iso(now),
+                hangup_cause=cause,
+                hangup_source=source,
+                sip_hangup_cause=str(sip_code) if sip_code else "unspecified",
+            )
+            events = [
+                call_event(call, etype, call_payload(call, **extra), now)
+                for etype, extra in extra_events or []
+            ]
+            payload = call_payload(
+                call,
+                **call_identity(call),
+                end_time=call.record.end_time,
+                hangup_cause=cause,
+                hangup_source=source,
+                sip_hangup_cause=call.record.sip_hangup_cause,
+            )
+            if quality:
+                payload["call_quality_stats"] = quality
+            events.append(call_event(call, "call.hangup", payload, now))
+            await self.commit(Change(calls=[call.record], events=events))
+            self.calls.pop(call.id, None)
+            self._locks.pop(call.id, None)
+            if call.bridged_with and (peer := self.calls.get(call.bridged_with)):
+                peer.bridged_with = None
+            self.on_change(call)
+
+    async def leg_event(self, call: Call, event_type: str, extra: dict[str, Any]) -> None:
+        """Any other call webhook (call.dtmf.received, streaming.*, call.fork.*...)."""
+        now = self._clock()
+        await self.commit(
+            Change(events=[call_event(call, event_type, call_payload(call, **extra), now)])
+        )
+
+    async def hangup_all(self) -> None:
+        """Shutdown: hang up every live call so their webhooks are stored before exit."""
+        for call in list(self.calls.values()):
+            if call.alive and call.state is not CallState.HANGING_UP:
+                try:
+                    await self.hangup(call.id, {})
+                except CommandError:
+                    continue
+
+
+def _tel_uri(number: str) -> str:
+    return f"sip:{number}@callstream.invalid"
+
+
+def status_body(record: CallRecord, *, is_alive: bool | None = None) -> bytes:
+    return orjson.dumps({"data": status_dict(record, is_alive=is_alive)})
+
+
+def status_dict(record: CallRecord, *, is_alive: bool | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "call_control_id": record.call_control_id,
+        "call_leg_id": record.call_leg_id,
+        "call_session_id": record.call_session_id,
+        "is_alive": record.is_alive if is_alive is None else is_alive,
+        "record_type": "call",
+        "client_state": record.client_state,
+        "start_time": record.start_time,
+        "end_time": record.end_time,
+        "connection_id": record.connection_id,
+        "direction": record.direction,
+        "from": record.from_,
+        "to": record.to,
+        "state": record.state,
+    }
+    if record.end_time:
+        data["call_duration"] = int(parse_iso(record.end_time) - parse_iso(record.start_time))
+    return data

@@ -1,0 +1,139 @@
+"""``callstream`` command line: serve, config, keys, call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from callstream.config import Settings, load_settings
+from callstream.logs import setup_logging
+from callstream.store.sql import SqlStore
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+keys_app = typer.Typer(no_args_is_help=True, help="API keys and the webhook signing key.")
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory [env CALLSTREAM_DATA_DIR]", show_default=False),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML settings file [env CALLSTREAM_CONFIG]", exists=True,
+                 dir_okay=False, show_default=False),
+]
+
+
+def _settings(config: Path | None = None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"callstream: bad settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    http: Annotated[str | None, typer.Option("--http", help="HOST:PORT [CALLSTREAM_HTTP]")] = None,
+    sip: Annotated[str | None, typer.Option("--sip", help="HOST:PORT [CALLSTREAM_SIP]")] = None,
+    log_format: Annotated[str | None, typer.Option("--log-format", help="text or json")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Run the server: HTTP API, SIP, media and webhook delivery in one process."""
+    from callstream.server import run_server
+
+    settings = _settings(config, data_dir=data_dir, http=http, sip=sip, log_format=log_format,
+                         log_level=log_level)
+    setup_logging(settings.log_format, settings.log_level)
+    run_server(settings)
+
+
+@app.command("config")
+def show_config(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Print the effective settings (secrets masked) as JSON."""
+    settings = _settings(config, data_dir=data_dir)
+    values = settings.model_dump(mode="json")
+    for secret in ("trunk_password", "webhook_signing_seed"):
+        if values.get(secret):
+            values[secret] = "***"
+    values["effective_database_url"] = settings.effective_database_url
+    typer.echo(json.dumps(values, indent=2))
+
+
+async def _with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) -> T:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqlStore(settings.effective_database_url)
+    await store.open()
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    data_dir: DataDir = None,
+    label: Annotated[str, typer.Option("--label", help="A note to tell keys apart")] = "",
+    config: ConfigFile = None,
+) -> None:
+    """Create an API key and print it alone on stdout (it is stored hashed)."""
+    from callstream.api.auth import create_key
+
+    settings = _settings(config, data_dir=data_dir)
+
+    async def work(store: SqlStore) -> str:
+        key, _ = await create_key(store, label)
+        return key
+
+    typer.echo(asyncio.run(_with_store(settings, work)))
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """List API keys (id, prefix, label, created, revoked)."""
+    settings = _settings(config, data_dir=data_dir)
+
+    for key in asyncio.run(_with_store(settings, lambda store: store.list_api_keys())):
+        state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
+        typer.echo(f"{key.id}  {key.prefix}…  {key.created_at}  {state}  {key.label}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id or prefix, from `keys list`")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Revoke an API key; requests with it fail within a few seconds."""
+    from callstream.timefmt import iso_now
+
+    settings = _settings(config, data_dir=data_dir)
+
+    revoked = asyncio.run(_with_store(settings, lambda store: store.revoke_api_key(key, iso_now())))
+    if not revoked:
+        typer.echo(f"callstream: no active key {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key}")
+
+
+@keys_app.command("webhook")
+def keys_webhook(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Print the webhook public key, base64, as TELNYX_PUBLIC_KEY expects it."""
+    from callstream.webhooks.signing import load_signer
+
+    settings = _settings(config, data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo(load_signer(settings).public_key_b64)
+
+
+def main() -> None:
+    app()

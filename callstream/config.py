@@ -1,0 +1,137 @@
+"""Settings: environment variables (``CALLSTREAM_*``), an optional TOML file, CLI flags.
+
+Precedence, highest first: CLI flags, environment, the TOML file named by
+``--config`` / ``CALLSTREAM_CONFIG``, built-in defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Inbound SIP is accepted from these networks unless configured otherwise.
+DEFAULT_SIP_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+
+
+def split_host_port(value: str, *, what: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port`` into its parts.
+
+    Raises:
+        ValueError: naming ``what`` when the value is not host:port.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{what} must be HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{what} port must be 0-65535, got {number}")
+    return host, number
+
+
+class Settings(BaseSettings):
+    """Everything callstream can be told. ``callstream config`` prints the effective values."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_", extra="ignore")
+
+    data_dir: Path = Field(Path("./callstream-data"), description="Keys, database, signing key.")
+    http: str = Field("127.0.0.1:8080", description="HTTP API listen address HOST:PORT.")
+    sip: str = Field("127.0.0.1:5060", description="SIP listen address (UDP and TCP) HOST:PORT.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default is SQLite in the data dir."
+    )
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # The default Call Control Application ("connection_id": "default").
+    webhook_url: str | None = None
+    webhook_failover_url: str | None = None
+    webhook_timeout_secs: int = Field(10, ge=1, le=60)
+
+    # Webhook delivery.
+    webhook_signing_seed: str | None = Field(
+        None, description="Base64 32-byte Ed25519 seed; default: generated into the data dir."
+    )
+    webhook_retry_delays: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0],
+        description="Seconds to wait before each retry; jitter is added.",
+    )
+    webhook_max_connections: int = Field(64, ge=1, le=1024)
+    webhook_retention_days: float = Field(30.0, gt=0)
+
+    # Media.
+    media_address: str | None = Field(
+        None, description="Address put in SDP; default: the SIP listen host."
+    )
+    rtp_port_min: int = Field(20000, ge=1024, le=65534)
+    rtp_port_max: int = Field(30000, ge=1025, le=65535)
+    sip_allowed_networks: list[str] = Field(default_factory=lambda: list(DEFAULT_SIP_NETWORKS))
+
+    # Outbound trunk for E.164 numbers.
+    trunk_uri: str | None = Field(None, description="e.g. sip:trunk.example.com:5060")
+    trunk_username: str | None = None
+    trunk_password: str | None = None
+
+    account_id: str = Field(
+        "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."
+    )
+
+    @field_validator("http", "sip")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        split_host_port(value, what="address")
+        return value
+
+    @field_validator("sip_allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.http, what="http")
+
+    @property
+    def sip_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.sip, what="sip")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'callstream.db').resolve()}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the TOML file, then environment, then ``overrides`` (CLI flags).
+
+    ``None`` overrides are ignored so unset flags don't hide the environment.
+    """
+    path = config_file or (Path(os.environ["CALLSTREAM_CONFIG"]) if os.environ.get(
+        "CALLSTREAM_CONFIG") else None)
+    from_file: dict[str, Any] = {}
+    if path is not None:
+        with path.open("rb") as fh:
+            from_file = tomllib.load(fh)
+    env = Settings()
+    env_set = env.model_fields_set
+    merged = {k: v for k, v in from_file.items() if k not in env_set}
+    merged.update({k: getattr(env, k) for k in env_set})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings.model_validate(merged)

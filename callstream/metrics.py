@@ -1,0 +1,17 @@
+"""Prometheus metrics of the process (HTTP, calls). Each part registers its own beside it."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "callstream_http_requests_total", "HTTP API requests", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "callstream_http_request_seconds",
+    "HTTP API request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+ACTIVE_CALLS = Gauge("callstream_active_calls", "Calls alive in this process")
+CALLS_TOTAL = Counter("callstream_calls_total", "Calls created", ["direction"])

@@ -1,0 +1,172 @@
+"""The composition root: builds every part from settings, starts and stops them in order.
+
+Start: store (migrations) → default application → webhook worker → telephony (SIP,
+RTP) → HTTP. Stop (SIGINT/SIGTERM): stop taking HTTP requests, hang up every live
+call and wait for the hangups to be stored, stop telephony, let the webhook worker
+finish its in-flight attempts, close the store. Anything undelivered stays pending in
+the store and goes out on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import replace
+
+import uvicorn
+
+from callstream.api.app import create_app
+from callstream.api.services import Services
+from callstream.calls.control import CallControl
+from callstream.config import Settings
+from callstream.metrics import ACTIVE_CALLS
+from callstream.store.records import Application
+from callstream.store.sql import SqlStore
+from callstream.timefmt import iso_now
+from callstream.webhooks.signing import load_signer
+from callstream.webhooks.worker import WebhookWorker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_APP_ID = "default"
+#: How long shutdown waits for hung-up calls to end before forcing them.
+HANGUP_GRACE_SECS = 5.0
+
+
+async def ensure_default_application(store: SqlStore, settings: Settings) -> Application:
+    """The ``default`` connection, so a new user needs no set-up step; settings own its URLs."""
+    now = iso_now()
+    app = await store.get_application(DEFAULT_APP_ID)
+    if app is None:
+        app = Application(
+            id=DEFAULT_APP_ID,
+            application_name="default",
+            webhook_event_url=settings.webhook_url,
+            webhook_event_failover_url=settings.webhook_failover_url,
+            webhook_timeout_secs=settings.webhook_timeout_secs,
+            active=True,
+            created_at=now,
+            updated_at=now,
+        )
+    elif (app.webhook_event_url, app.webhook_event_failover_url) != (
+        settings.webhook_url,
+        settings.webhook_failover_url,
+    ) and (settings.webhook_url or settings.webhook_failover_url):
+        app = replace(
+            app,
+            webhook_event_url=settings.webhook_url,
+            webhook_event_failover_url=settings.webhook_failover_url,
+            updated_at=now,
+        )
+    else:
+        return app
+    await store.put_application(app)
+    return app
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SqlStore(settings.effective_database_url)
+        self.owner = f"{socket.gethostname()}:{settings.sip}"
+        self.webhooks: WebhookWorker | None = None
+        self.calls: CallControl | None = None
+        self.http: uvicorn.Server | None = None
+        self._stopping = asyncio.Event()
+        self.switch: object | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        await ensure_default_application(self.store, settings)
+        signer = load_signer(settings)
+        self.webhooks = WebhookWorker(self.store, settings, signer)
+        self.calls = CallControl(self.store, owner=self.owner, wake_webhooks=self.webhooks.wake)
+        self.calls.trunk_uri = settings.trunk_uri
+        self.calls.on_change = lambda _call: ACTIVE_CALLS.set(len(self.calls.calls)) if (
+            self.calls) else None
+        orphans = await self.store.mark_orphaned_calls(self.owner, iso_now())
+        if orphans:
+            log.warning("%d calls were alive when this node last stopped; marked ended",
+                        len(orphans))
+        await self.webhooks.start()
+        await self._start_telephony()
+        services = Services(settings=settings, store=self.store, calls=self.calls,
+                            webhooks=self.webhooks)
+        host, port = settings.http_host_port
+        config = uvicorn.Config(
+            create_app(services),
+            host=host,
+            port=port,
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            loop="none",
+        )
+        config.load()
+        self.http = uvicorn.Server(config)
+        self.http.lifespan = config.lifespan_class(config)
+        await self.http.startup()
+        if self.http.should_exit:
+            raise OSError(f"cannot listen for HTTP on {settings.http}")
+        log.info("callstream listening: http=%s sip=%s data=%s", settings.http, settings.sip,
+                 settings.data_dir)
+
+    async def _start_telephony(self) -> None:
+        try:
+            from callstream.switch import Switch
+        except ImportError:
+            log.warning("telephony is not available in this build: SIP is off")
+            return
+        assert self.calls is not None
+        switch = Switch(self.settings, self.calls)
+        await switch.start()
+        self.calls.telephony = switch
+        self.switch = switch
+
+    async def stop(self) -> None:
+        if self.calls is not None:
+            await self.calls.hangup_all()
+            deadline = asyncio.get_running_loop().time() + HANGUP_GRACE_SECS
+            while self.calls.calls and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        if self.switch is not None:
+            await self.switch.stop()  # type: ignore[attr-defined]
+        if self.http is not None:
+            self.http.should_exit = True
+            await self.http.shutdown()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+        await self.store.close()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve until SIGINT/SIGTERM."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            assert self.http is not None
+            ticker = asyncio.create_task(self.http.main_loop())
+            await self._stopping.wait()
+            log.info("shutting down")
+            await self.stop()
+            await ticker
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def run_server(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(Server(settings).run())
+    else:
+        uvloop.run(Server(settings).run())

@@ -1,0 +1,20 @@
+"""Store errors.
+
+StoreError
+ ├── StoreUnavailable   the database could not be opened or reached
+ └── SchemaTooNew       the database was written by a newer callstream
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """A persistence operation failed; the message names the operation."""
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class SchemaTooNew(StoreError):
+    pass

@@ -1,0 +1,393 @@
+"""SQLAlchemy Core implementation of :class:`~callstream.store.base.Store`.
+
+SQLite (the embedded default, WAL mode) and PostgreSQL share this code; only the
+migration DDL words and connection set-up differ. SQLite allows one writer, so
+writes go through one asyncio lock instead of piling up on ``SQLITE_BUSY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import event, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from callstream.store import schema as t
+from callstream.store.exceptions import SchemaTooNew, StoreError, StoreUnavailable
+from callstream.store.migrations import DIALECT_WORDS, LATEST_VERSION, MIGRATIONS
+from callstream.store.records import (
+    ApiKey,
+    Application,
+    CallRecord,
+    CallResource,
+    Change,
+    IdempotencyRecord,
+    OutboxStatus,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class SqlStore:
+    """A :class:`Store` over an SQLAlchemy async engine URL."""
+
+    def __init__(self, url: str, *, clock: Any = None) -> None:
+        import time
+
+        self.url = url
+        self._clock = clock or time.time
+        self._engine: AsyncEngine | None = None
+        self._write_lock = asyncio.Lock()
+        self.is_sqlite = url.startswith("sqlite")
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreError("store is not open")
+        return self._engine
+
+    async def open(self) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+        engine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL survives process crashes (kill -9); only an OS crash can
+                # lose the last transactions.
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+        self._engine = engine
+        try:
+            await self._migrate()
+        except SQLAlchemyError as exc:
+            await engine.dispose()
+            self._engine = None
+            raise StoreUnavailable(f"cannot open database {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def _migrate(self) -> None:
+        dialect = self.engine.dialect.name
+        words = DIALECT_WORDS.get(dialect)
+        if words is None:
+            raise StoreUnavailable(f"unsupported database dialect {dialect!r}")
+        async with self.engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)"))
+            current = (await conn.execute(select(t.schema_version.c.version))).scalar()
+            if current is None:
+                current = 0
+                await conn.execute(insert(t.schema_version).values(version=0))
+            if current > LATEST_VERSION:
+                raise SchemaTooNew(
+                    f"database schema version {current} is newer than this callstream "
+                    f"({LATEST_VERSION}); upgrade callstream"
+                )
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    await conn.execute(text(statement.format(**words)))
+                await conn.execute(update(t.schema_version).values(version=version))
+                log.info("store migrated to schema version %d", version)
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; errors become :class:`StoreError`."""
+        async with self._write_lock:
+            try:
+                async with self.engine.begin() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise StoreError(f"write failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+
+    def _upsert(self, table: Any, values: dict[str, Any], keys: list[str]) -> Any:
+        ins = sqlite_insert if self.is_sqlite else pg_insert
+        stmt = ins(table).values(**values)
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys}
+        )
+
+    # -- the transactional write -------------------------------------------
+
+    async def commit(self, change: Change) -> None:
+        if not change:
+            return
+        now = self._clock()
+        async with self.writing() as conn:
+            for call in change.calls:
+                await conn.execute(self._upsert(t.calls, _call_row(call), ["call_control_id"]))
+            for res in change.resources:
+                await conn.execute(
+                    self._upsert(
+                        t.call_resources,
+                        {
+                            "id": res.id,
+                            "call_control_id": res.call_control_id,
+                            "kind": res.kind,
+                            "status": res.status,
+                            "params": _dumps(res.params),
+                            "created_at": res.created_at,
+                            "updated_at": res.updated_at,
+                        },
+                        ["id"],
+                    )
+                )
+            for rec in change.idempotency:
+                await conn.execute(
+                    self._upsert(
+                        t.idempotency,
+                        {
+                            "call_control_id": rec.call_control_id,
+                            "command_id": rec.command_id,
+                            "status_code": rec.status_code,
+                            "body": rec.body,
+                            "created_at": rec.created_at,
+                        },
+                        ["call_control_id", "command_id"],
+                    )
+                )
+            if change.events:
+                await conn.execute(
+                    insert(t.webhook_outbox),
+                    [
+                        {
+                            "id": ev.id,
+                            "ordering_key": ev.ordering_key,
+                            "event_type": ev.event_type,
+                            "call_control_id": ev.call_control_id,
+                            "data": _dumps(ev.data),
+                            "url": ev.url,
+                            "failover_url": ev.failover_url,
+                            "method": ev.method,
+                            "content_type": ev.content_type,
+                            "timeout_secs": ev.timeout_secs,
+                            "status": OutboxStatus.PENDING.value,
+                            "attempts": 0,
+                            "next_attempt_at": now,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for ev in change.events
+                    ],
+                )
+
+    # -- API keys ----------------------------------------------------------
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        async with self.writing() as conn:
+            await conn.execute(
+                insert(t.api_keys).values(
+                    id=key.id,
+                    prefix=key.prefix,
+                    key_hash=key.key_hash,
+                    label=key.label,
+                    created_at=key.created_at,
+                    revoked_at=key.revoked_at,
+                )
+            )
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        async with self.reading() as conn:
+            row = (
+                await conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))
+            ).first()
+        return ApiKey(**row._mapping) if row else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        async with self.reading() as conn:
+            rows = (await conn.execute(select(t.api_keys).order_by(t.api_keys.c.created_at))).all()
+        return [ApiKey(**r._mapping) for r in rows]
+
+    async def revoke_api_key(self, key_id_or_prefix: str, now: str) -> bool:
+        c = t.api_keys.c
+        async with self.writing() as conn:
+            result = await conn.execute(
+                update(t.api_keys)
+                .where((c.id == key_id_or_prefix) | (c.prefix == key_id_or_prefix))
+                .where(c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        return bool(result.rowcount)
+
+    # -- applications ------------------------------------------------------
+
+    async def put_application(self, app: Application) -> None:
+        values = {
+            "id": app.id,
+            "application_name": app.application_name,
+            "webhook_event_url": app.webhook_event_url,
+            "webhook_event_failover_url": app.webhook_event_failover_url,
+            "webhook_timeout_secs": app.webhook_timeout_secs,
+            "active": app.active,
+            "created_at": app.created_at,
+            "updated_at": app.updated_at,
+            "extra": _dumps(app.extra),
+        }
+        async with self.writing() as conn:
+            await conn.execute(self._upsert(t.applications, values, ["id"]))
+
+    async def get_application(self, app_id: str) -> Application | None:
+        async with self.reading() as conn:
+            row = (
+                await conn.execute(select(t.applications).where(t.applications.c.id == app_id))
+            ).first()
+        return _application(row) if row else None
+
+    async def list_applications(self) -> list[Application]:
+        async with self.reading() as conn:
+            rows = (
+                await conn.execute(select(t.applications).order_by(t.applications.c.created_at))
+            ).all()
+        return [_application(r) for r in rows]
+
+    async def delete_application(self, app_id: str) -> bool:
+        async with self.writing() as conn:
+            result = await conn.execute(
+                t.applications.delete().where(t.applications.c.id == app_id)
+            )
+        return bool(result.rowcount)
+
+    # -- calls -------------------------------------------------------------
+
+    async def get_call(self, call_control_id: str) -> CallRecord | None:
+        async with self.reading() as conn:
+            row = (
+                await conn.execute(
+                    select(t.calls).where(t.calls.c.call_control_id == call_control_id)
+                )
+            ).first()
+        return _call(row) if row else None
+
+    async def list_calls(self, *, alive: bool | None = True) -> list[CallRecord]:
+        query = select(t.calls).order_by(t.calls.c.start_time)
+        if alive is not None:
+            query = query.where(t.calls.c.is_alive == alive)
+        async with self.reading() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_call(r) for r in rows]
+
+    async def list_resources(self, call_control_id: str) -> list[CallResource]:
+        c = t.call_resources.c
+        async with self.reading() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.call_resources)
+                    .where(c.call_control_id == call_control_id)
+                    .order_by(c.created_at)
+                )
+            ).all()
+        return [
+            CallResource(**{**r._mapping, "params": orjson.loads(r.params)}) for r in rows
+        ]
+
+    async def get_idempotency(
+        self, call_control_id: str, command_id: str
+    ) -> IdempotencyRecord | None:
+        c = t.idempotency.c
+        async with self.reading() as conn:
+            row = (
+                await conn.execute(
+                    select(t.idempotency).where(
+                        (c.call_control_id == call_control_id) & (c.command_id == command_id)
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return IdempotencyRecord(
+            call_control_id=m["call_control_id"],
+            command_id=m["command_id"],
+            status_code=m["status_code"],
+            body=bytes(m["body"]),
+            created_at=m["created_at"],
+        )
+
+    async def mark_orphaned_calls(self, owner: str, now: str) -> Sequence[CallRecord]:
+        """Calls this owner held when it last stopped without hanging them up (a crash)."""
+        c = t.calls.c
+        async with self.writing() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.calls).where((c.owner == owner) & (c.is_alive.is_(True)))
+                )
+            ).all()
+            await conn.execute(
+                update(t.calls)
+                .where((c.owner == owner) & (c.is_alive.is_(True)))
+                .values(is_alive=False, state="hangup", end_time=now,
+                        hangup_cause="unspecified", hangup_source="unknown")
+            )
+        return [_call(r) for r in rows]
+
+
+def _call_row(call: CallRecord) -> dict[str, Any]:
+    return {
+        "call_control_id": call.call_control_id,
+        "call_leg_id": call.call_leg_id,
+        "call_session_id": call.call_session_id,
+        "connection_id": call.connection_id,
+        "direction": call.direction,
+        "from_": call.from_,
+        "to": call.to,
+        "state": call.state,
+        "is_alive": call.is_alive,
+        "start_time": call.start_time,
+        "owner": call.owner,
+        "client_state": call.client_state,
+        "answer_time": call.answer_time,
+        "end_time": call.end_time,
+        "hangup_cause": call.hangup_cause,
+        "hangup_source": call.hangup_source,
+        "sip_hangup_cause": call.sip_hangup_cause,
+        "webhook_url": call.webhook_url,
+        "webhook_failover_url": call.webhook_failover_url,
+        "details": _dumps(call.details),
+    }
+
+
+def _call(row: Row[Any]) -> CallRecord:
+    m = dict(row._mapping)
+    m["details"] = orjson.loads(m["details"])
+    m["is_alive"] = bool(m["is_alive"])
+    return CallRecord(**m)
+
+
+def _application(row: Row[Any]) -> Application:
+    m = dict(row._mapping)
+    m["extra"] = orjson.loads(m["extra"])
+    m["active"] = bool(m["active"])
+    return Application(**m)

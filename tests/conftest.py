@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ServerProcess, running_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real `callstream serve` process for the module, with a fresh data dir and API key."""
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    with running_server(data_dir) as srv:
+        yield srv

@@ -1,0 +1,127 @@
+"""Test helpers: a real `callstream serve` process on loopback, free ports, HTTP client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+STARTUP_TIMEOUT = 20.0
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_tcp_port() -> int:
+    """A port free for both UDP and TCP (SIP listens on both)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "callstream", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=True,
+    )
+    return out.stdout
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    http_port: int
+    sip_port: int
+    api_key: str
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v2"
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {key or self.api_key}"},
+            timeout=10,
+        )
+
+    def start(self) -> None:
+        self.log_path = self.data_dir / "server.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "callstream", "serve",
+                "--data-dir", str(self.data_dir),
+                "--http", f"127.0.0.1:{self.http_port}",
+                "--sip", f"127.0.0.1:{self.sip_port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+@contextmanager
+def running_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = cli("keys", "create", data_dir=data_dir).strip()
+    server = ServerProcess(data_dir, free_port(), free_udp_tcp_port(), key, env=env or {})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
