@@ -76,18 +76,18 @@ class ServerProcess:
 
     def start(self) -> None:
         self.log_path = self.data_dir / "server.log"
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "callstream", "serve",
-                "--data-dir", str(self.data_dir),
-                "--http", f"127.0.0.1:{self.http_port}",
-                "--sip", f"127.0.0.1:{self.sip_port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "callstream", "serve",
+                    "--data-dir", str(self.data_dir),
+                    "--http", f"127.0.0.1:{self.http_port}",
+                    "--sip", f"127.0.0.1:{self.sip_port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
