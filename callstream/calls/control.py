@@ -179,13 +179,18 @@ class CallControl:
             self.on_change(call)
             from_uri = req["from"] if req["from"].startswith("sip") else _tel_uri(req["from"])
             headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
-            telephony.dial(
-                call,
-                target,
-                from_uri=from_uri,
-                display_name=req.get("from_display_name"),
-                headers=headers,
-            )
+            try:
+                await telephony.dial(
+                    call,
+                    target,
+                    from_uri=from_uri,
+                    display_name=req.get("from_display_name"),
+                    headers=headers,
+                )
+            except Exception:
+                # Accepted and announced (call.initiated), so it must also end visibly.
+                log.exception("dial %s to %s failed", call.id, target)
+                await self.leg_ended(call, cause="unspecified", source="unknown", sip_code=None)
             return reply
 
     def _target_uri(self, to: str) -> str:

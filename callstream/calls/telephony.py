@@ -13,7 +13,7 @@ from callstream.calls.model import Call
 
 
 class Telephony(Protocol):
-    def dial(
+    async def dial(
         self,
         call: Call,
         target_uri: str,

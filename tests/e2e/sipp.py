@@ -1,0 +1,38 @@
+"""Running SIPp (Debian package sip-tester) as a real peer, bounded in time."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+SIPP = shutil.which("sipp")
+
+
+def sipp(
+    *args: str, cwd: Path, timeout: float = 40.0
+) -> subprocess.Popen[bytes]:
+    assert SIPP is not None, "sipp is missing: apt-get install sip-tester (.ci/run does)"
+    return subprocess.Popen(
+        [SIPP, *args, "-nostdin", "-timeout", str(int(timeout)), "-timeout_error",
+         "-trace_err"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: int,
+        hold_ms: int = 1000, service: str = "+15550002222") -> subprocess.Popen[bytes]:
+    """SIPp calls ``target`` (host:port) once with ``scenario`` from data/."""
+    return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(local_port),
+                "-mp", str(media_port), "-m", "1", "-d", str(hold_ms), "-s", service,
+                target, cwd=cwd)
+
+
+def uas(scenario: str, *, cwd: Path, port: int, media_port: int) -> subprocess.Popen[bytes]:
+    """SIPp answers one call on ``port``; ``scenario`` is a file in data/ or built-in 'uas'."""
+    spec = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(DATA / scenario)]
+    return sipp(*spec, "-i", "127.0.0.1", "-p", str(port), "-mp", str(media_port), "-m", "1",
+                cwd=cwd)

@@ -1,0 +1,97 @@
+"""A real HTTP webhook receiver on loopback that records every delivery."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def event_type(self) -> str:
+        return str(self.json["data"]["event_type"])
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return dict(self.json["data"]["payload"])
+
+
+@dataclass
+class Receiver:
+    port: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhooks"
+
+    def events(self, event_type: str | None = None) -> list[Delivery]:
+        with self.lock:
+            items = list(self.deliveries)
+        return [d for d in items if event_type is None or d.event_type == event_type]
+
+    def wait_for(
+        self, predicate: Callable[[Delivery], bool], timeout: float = 20.0
+    ) -> Delivery:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for d in self.events():
+                if predicate(d):
+                    return d
+            time.sleep(0.05)
+        seen = [d.event_type for d in self.events()]
+        raise AssertionError(f"no matching webhook within {timeout}s; got {seen}")
+
+    def wait_event(self, event_type: str, call_control_id: str | None = None,
+                   timeout: float = 20.0) -> Delivery:
+        return self.wait_for(
+            lambda d: d.event_type == event_type
+            and (call_control_id is None or d.payload.get("call_control_id") == call_control_id),
+            timeout,
+        )
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            with receiver.lock:
+                receiver.deliveries.append(
+                    Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                )
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
