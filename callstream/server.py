@@ -92,6 +92,7 @@ class Server:
         if orphans:
             log.warning("%d calls were alive when this node last stopped; marked ended",
                         len(orphans))
+            await self.calls.close_orphans(orphans)
         await self.webhooks.start()
         await self._start_telephony()
         services = Services(settings=settings, store=self.store, calls=self.calls,

@@ -348,12 +348,15 @@ class Switch:
         leg.timers.clear()
 
     def _limit(self, leg: Leg, cause: str) -> None:
-        if leg.handle not in self.legs:
-            return
+        if leg.handle in self.legs:
+            self._give_up(leg, cause)
+
+    def _give_up(self, leg: Leg, cause: str) -> None:
         leg.end_cause = cause
+        unanswered = self.endpoint.call_state(leg.handle) is not sip.CallState.CONFIRMED
         self.endpoint.hangup(leg.handle, self._now())
         self.transport.flush()
-        if leg.call.state is CallState.BRIDGING:
+        if unanswered and leg.call.record.direction == "outgoing":
             # An unanswered INVITE may take 32 s (Timer B) to die when the peer is silent
             # (CANCEL waits for a provisional, RFC 3261 §9.1); the call ends for the
             # application now and the transaction winds down on its own.
@@ -423,11 +426,12 @@ class Switch:
         now = self._now()
         if self.endpoint.call_state(leg.handle) is sip.CallState.CONFIRMED:
             self.endpoint.bye(leg.handle, now, headers=headers)
+            self.transport.flush()
+        elif call.record.direction == "outgoing":
+            self._give_up(leg, "originator_cancel")
         else:
-            if call.record.direction == "outgoing":
-                leg.end_cause = leg.end_cause or "originator_cancel"
             self.endpoint.hangup(leg.handle, now, status=480)
-        self.transport.flush()
+            self.transport.flush()
 
     def bridge(self, a: Call, b: Call) -> None:
         leg_a, leg_b = self.by_call[a.id], self.by_call[b.id]

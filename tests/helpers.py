@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,8 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
+from sqlalchemy import select
+
+from callstream.store import schema
+from callstream.store.sql import SqlStore
 
 STARTUP_TIMEOUT = 20.0
 
@@ -125,3 +132,19 @@ def running_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
         yield server
     finally:
         server.stop()
+
+
+def stored_events(data_dir: Path) -> list[dict[str, Any]]:
+    """Every webhook event in the server's outbox (read from its SQLite file)."""
+
+    async def read() -> list[dict[str, Any]]:
+        store = SqlStore(f"sqlite+aiosqlite:///{data_dir / 'callstream.db'}")
+        await store.open()
+        try:
+            async with store.reading() as conn:
+                rows = (await conn.execute(select(schema.webhook_outbox.c.data))).all()
+        finally:
+            await store.close()
+        return [orjson.loads(r.data) for r in rows]
+
+    return asyncio.run(read())

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -399,6 +399,32 @@ class CallControl:
         await self.commit(
             Change(events=[call_event(call, event_type, call_payload(call, **extra), now)])
         )
+
+    async def close_orphans(self, records: Sequence[CallRecord]) -> None:
+        """Calls left alive by a crash: their media is gone, so they ended; say so."""
+        now = self._clock()
+        events = []
+        for rec in records:
+            app = await self.store.get_application(rec.connection_id)
+            ended = replace(
+                rec, state=CallState.HANGUP.value, is_alive=False, end_time=iso(now),
+                hangup_cause="unspecified", hangup_source="unknown",
+                sip_hangup_cause="unspecified",
+            )
+            call = Call(
+                record=ended,
+                state=CallState.HANGUP,
+                application_webhook_url=app.webhook_event_url if app else None,
+                application_failover_url=app.webhook_event_failover_url if app else None,
+            )
+            payload = call_payload(
+                call, **call_identity(call), end_time=ended.end_time,
+                hangup_cause="unspecified", hangup_source="unknown",
+                sip_hangup_cause="unspecified",
+            )
+            events.append(call_event(call, "call.hangup", payload, now))
+        if events:
+            await self.commit(Change(events=events))
 
     async def hangup_all(self) -> None:
         """Shutdown: hang up every live call so their webhooks are stored before exit."""
