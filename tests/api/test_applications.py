@@ -50,5 +50,6 @@ def test_create_validation(server: ServerProcess) -> None:
             "application_name": "x", "webhook_event_url": "nope"})
         assert r.json()["errors"][0]["code"] == "10003"
         r = c.post("/v2/call_control_applications", json={
-            "application_name": "x", "webhook_event_url": "https://a.b", "webhook_timeout_secs": 99})
+            "application_name": "x", "webhook_event_url": "https://a.b",
+            "webhook_timeout_secs": 99})
         assert r.json()["errors"][0]["code"] == "10033"
