@@ -70,8 +70,16 @@ class Settings(BaseSettings):
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0],
         description="Seconds to wait before each retry; jitter is added.",
     )
+    webhook_retry_jitter: float = Field(
+        0.2, ge=0, le=1, description="Each retry delay is scaled by 1 ± this fraction, at random."
+    )
     webhook_max_connections: int = Field(64, ge=1, le=1024)
     webhook_retention_days: float = Field(30.0, gt=0)
+    webhook_standard_secret: str | None = Field(
+        None,
+        description="whsec_<base64>: also send Standard Webhooks HMAC headers (old SDKs); "
+        "off by default.",
+    )
 
     # Media.
     media_address: str | None = Field(

@@ -38,23 +38,34 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 call_control_id VARCHAR NOT NULL, command_id VARCHAR NOT NULL,
                 status_code INTEGER NOT NULL, body {blob} NOT NULL, created_at VARCHAR NOT NULL,
                 PRIMARY KEY (call_control_id, command_id))""",
+            # The webhook outbox (callstream.store.outbox). Partial indexes on pending rows
+            # keep the delivery worker's queries small however much history is retained;
+            # their WHERE must match the queries' literal 'pending' exactly.
             """CREATE TABLE webhook_outbox (
                 seq {serial}, id VARCHAR NOT NULL UNIQUE, ordering_key VARCHAR NOT NULL,
                 event_type VARCHAR NOT NULL, call_control_id VARCHAR, data TEXT NOT NULL,
                 url TEXT, failover_url TEXT, method VARCHAR NOT NULL,
                 content_type VARCHAR NOT NULL, timeout_secs DOUBLE PRECISION NOT NULL,
                 status VARCHAR NOT NULL, attempts INTEGER NOT NULL,
+                round_start INTEGER NOT NULL DEFAULT 0,
                 next_attempt_at DOUBLE PRECISION NOT NULL, created_at DOUBLE PRECISION NOT NULL,
-                updated_at DOUBLE PRECISION NOT NULL, delivered_at DOUBLE PRECISION,
-                delivered_to TEXT, last_status INTEGER, last_error TEXT)""",
-            "CREATE INDEX outbox_due ON webhook_outbox (status, next_attempt_at)",
-            "CREATE INDEX outbox_order ON webhook_outbox (ordering_key, seq)",
-            "CREATE INDEX outbox_call ON webhook_outbox (call_control_id)",
+                updated_at DOUBLE PRECISION NOT NULL, started_at DOUBLE PRECISION,
+                finished_at DOUBLE PRECISION, delivered_at DOUBLE PRECISION,
+                delivered_to TEXT, last_status INTEGER, last_error TEXT,
+                lease_owner VARCHAR, lease_until DOUBLE PRECISION)""",
+            "CREATE INDEX outbox_pending_due ON webhook_outbox (next_attempt_at)"
+            " WHERE status = 'pending'",
+            "CREATE INDEX outbox_pending_key ON webhook_outbox (ordering_key, seq)"
+            " WHERE status = 'pending'",
+            "CREATE INDEX outbox_status ON webhook_outbox (status, seq)",
+            "CREATE INDEX outbox_call ON webhook_outbox (call_control_id, seq)",
+            "CREATE INDEX outbox_finished ON webhook_outbox (finished_at)",
             """CREATE TABLE webhook_attempts (
                 id {serial}, event_id VARCHAR NOT NULL, attempt INTEGER NOT NULL,
-                url TEXT NOT NULL, status_code INTEGER, error TEXT,
+                url TEXT NOT NULL, outcome VARCHAR NOT NULL, status_code INTEGER,
+                error_code INTEGER, error TEXT, response_body TEXT,
                 latency_ms DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL)""",
-            "CREATE INDEX attempts_event ON webhook_attempts (event_id)",
+            "CREATE INDEX attempts_event ON webhook_attempts (event_id, id)",
         ],
     ),
 ]

@@ -109,14 +109,19 @@ webhook_outbox = Table(
     Column("content_type", String, nullable=False),
     Column("timeout_secs", Float, nullable=False),
     Column("status", String, nullable=False),
-    Column("attempts", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),  # all attempts ever: meta.attempt - 1
+    Column("round_start", Integer, nullable=False, server_default="0"),  # attempts at redelivery
     Column("next_attempt_at", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),  # first attempt began
+    Column("finished_at", Float),  # delivered or given up
     Column("delivered_at", Float),
     Column("delivered_to", Text),
     Column("last_status", Integer),
     Column("last_error", Text),
+    Column("lease_owner", String),  # the delivery worker holding the row
+    Column("lease_until", Float),
 )
 
 webhook_attempts = Table(
@@ -126,8 +131,11 @@ webhook_attempts = Table(
     Column("event_id", String, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("url", Text, nullable=False),
+    Column("outcome", String, nullable=False),  # "delivered" | "failed"
     Column("status_code", Integer),
+    Column("error_code", Integer),
     Column("error", Text),
+    Column("response_body", Text),
     Column("latency_ms", Float, nullable=False),
-    Column("at", Float, nullable=False),
+    Column("at", Float, nullable=False),  # the attempt began
 )

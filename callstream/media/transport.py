@@ -1,0 +1,501 @@
+"""The asyncio edge of the media layer: sockets, the 20 ms pacer, tap readers.
+
+Theory of operation
+-------------------
+Everything here is thin: it moves datagrams and time into the sans-I/O cores
+and output back onto sockets. Nothing on the media path awaits.
+
+* :class:`PortAllocator` hands out even RTP ports from a range (RTCP is the
+  odd port above, RFC 3550 §11).
+* :class:`RtpEndpoint` is the ``asyncio.DatagramProtocol`` of one leg's RTP
+  socket (a small sibling protocol serves RTCP). ``datagram_received`` runs
+  synchronously: session → (accepted packet) hub packet taps. ICMP errors
+  reported through ``error_received`` are counted, never fatal: a peer that
+  hung up without BYE must not take the call down with an exception.
+* :class:`Pacer` is **one** loop timer for all legs — not a task per call.
+  Each 20 ms tick it (1) plays every leg's jitter buffer out into its hub
+  (inbound), then (2) ticks every hub and sends each leg's outbound frame,
+  then (3) runs the sessions' RTCP and no-media timers when due. Doing every
+  inbound step before any outbound step lets a bridged peer's frame cross in
+  the same tick. The schedule is ``start + n * 20 ms`` against
+  ``loop.time()``, so timer lateness does not accumulate; after a stall of
+  more than :data:`MAX_CATCHUP_TICKS` it skips ahead instead of bursting.
+* :class:`TapReader` lets a coroutine ``await`` frames from a
+  :class:`~callstream.media.hub.FrameTap`.
+
+Works on the default asyncio loop and on uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+from callstream.media.exceptions import MediaStateError, PortsExhaustedError
+from callstream.media.hub import AudioFrame, FrameTap, MediaHub, Track
+from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST
+from callstream.media.session import Address, RtpSession, SessionEvent
+
+__all__ = [
+    "MAX_CATCHUP_TICKS",
+    "PACER_INTERVAL",
+    "Pacer",
+    "PortAllocator",
+    "RtpEndpoint",
+    "TapReader",
+    "open_rtp_endpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+PACER_INTERVAL = 0.020
+MAX_CATCHUP_TICKS = 3  # more than 60 ms behind: skip ahead rather than burst
+BIND_ATTEMPTS = 16  # ports tried when the allocator's pick is taken by someone else
+
+EventHandler = Callable[[SessionEvent], None]
+
+
+class PortAllocator:
+    """Hands out even RTP ports (RTCP = port + 1) from an inclusive range.
+
+    Ports are handed out round-robin, so a just-released port rests before
+    reuse (late packets of the old call do not reach the new one).
+
+    Args:
+        range_start: lowest port; rounded up to even.
+        range_end: highest port; the last pair must fit below it.
+    """
+
+    __slots__ = ("_cursor", "_in_use", "_ports", "range_end", "range_start")
+
+    def __init__(self, range_start: int, range_end: int) -> None:
+        first = range_start + (range_start & 1)
+        if not 0 < range_start <= range_end <= 65535 or first + 1 > range_end:
+            raise ValueError(f"RTP port range {range_start}-{range_end} holds no even/odd pair")
+        self.range_start = range_start
+        self.range_end = range_end
+        self._ports = range(first, range_end, 2)
+        self._cursor = 0
+        self._in_use: set[int] = set()
+
+    @property
+    def capacity(self) -> int:
+        """How many port pairs the range holds."""
+        return len(self._ports)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._in_use)
+
+    def allocate(self) -> int:
+        """Return a free even port.
+
+        Raises:
+            PortsExhaustedError: every pair is in use.
+        """
+        ports = self._ports
+        for _ in range(len(ports)):
+            port = ports[self._cursor]
+            self._cursor = (self._cursor + 1) % len(ports)
+            if port not in self._in_use:
+                self._in_use.add(port)
+                return port
+        raise PortsExhaustedError(self.range_start, self.range_end)
+
+    def release(self, port: int) -> None:
+        """Give a port back (unknown ports are ignored)."""
+        self._in_use.discard(port)
+
+
+class RtpEndpoint(asyncio.DatagramProtocol):
+    """One leg's RTP socket: feeds its session and hub, sends their output.
+
+    Create it with :func:`open_rtp_endpoint`. Counters: ``icmp_errors``
+    (errors the OS reported for our datagrams), ``send_errors``.
+
+    Args:
+        session: the leg's sans-I/O session.
+        hub: the call's hub, where the leg is already added.
+        leg: the leg's name in the hub.
+        on_event: called with each session event (DTMF, timeouts, ...).
+    """
+
+    def __init__(
+        self,
+        session: RtpSession,
+        hub: MediaHub,
+        leg: str,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.session = session
+        self.hub = hub
+        self.leg = leg
+        self.on_event = on_event
+        self._loop = loop
+        self._time = loop.time
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._ports: PortAllocator | None = None
+        self._pacer: Pacer | None = None
+        self._deadline: float | None = None
+        self.local_port = 0
+        self.closed = False
+        self.icmp_errors = 0
+        self.send_errors = 0
+
+    # asyncio.DatagramProtocol ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._rtp = transport  # type: ignore[assignment]  # a datagram endpoint's transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # The hot path: synchronous from the socket to the taps.
+        now = self._time()
+        session = self.session
+        if session.receive_rtp(data, addr, now):
+            self.hub.push_packet(self.leg, Track.INBOUND, data, now)
+        if session.has_events:
+            self._dispatch_events()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port/host unreachable and friends: the peer may be gone; RTCP
+        # or the no-media timer will tell. Never fatal. (Linux reports ICMP
+        # errors on unconnected UDP sockets only with IP_RECVERR, which we
+        # leave off: with it, uvloop 0.23 segfaults when one arrives.)
+        self.icmp_errors += 1
+        logger.debug("%s RTP socket error: %s", self.leg, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._rtp = None
+
+    # Driven by the pacer ---------------------------------------------------------
+
+    def pull_inbound(self, now: float) -> None:
+        """Play the jitter buffer out into the hub (tick phase 1)."""
+        pcm = self.session.playout(now)
+        if pcm is not None:
+            self.hub.push_inbound(self.leg, pcm, now)
+
+    def send_outbound(self, pcm: bytes | None, now: float) -> None:
+        """Send the hub's frame for this leg, or let the tick pass (phase 2)."""
+        if self.closed:
+            return
+        if pcm is None:
+            self.session.skip_frame(now)
+        else:
+            self.session.send_frame(pcm, now)
+        self.flush(now)
+
+    def service_timers(self, now: float) -> None:
+        """Run the session's timers if due (phase 3)."""
+        # The deadline is cached: received packets only push the no-media
+        # deadline later, so a stale one just costs one early no-op call.
+        deadline = self._deadline
+        if deadline is None or deadline > now:
+            return
+        self.session.handle_timeout(now)
+        self.flush(now)
+        self._deadline = self.session.next_deadline()
+        if self.session.has_events:
+            self._dispatch_events()
+
+    def flush(self, now: float) -> None:
+        """Send what the session has queued; wire copies go to packet taps."""
+        session = self.session
+        rtp = self._rtp
+        datagrams = session.datagrams_to_send()
+        if datagrams and rtp is not None:
+            push_packet = self.hub.push_packet
+            for data, addr in datagrams:
+                rtp.sendto(data, addr)
+                if not RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
+                    push_packet(self.leg, Track.OUTBOUND, data, now)
+        rtcp_datagrams = session.rtcp_datagrams_to_send()
+        if rtcp_datagrams and self._rtcp is not None:
+            for data, addr in rtcp_datagrams:
+                self._rtcp.sendto(data, addr)
+
+    def _rtcp_received(self, data: bytes, addr: Address) -> None:
+        self.session.receive_rtcp(data, addr, self._time())
+        if self.session.has_events:
+            self._dispatch_events()
+
+    def _dispatch_events(self) -> None:
+        events = self.session.events_received()
+        handler = self.on_event
+        if handler is None:
+            return
+        for event in events:
+            try:
+                handler(event)
+            except Exception:
+                logger.exception("%s media event handler failed on %r", self.leg, event)
+
+    def close(self, reason: str | None = None) -> None:
+        """Send RTCP BYE, close both sockets, release the ports, leave the pacer."""
+        if self.closed:
+            return
+        now = self._time()
+        self.session.close(now, reason)
+        self.flush(now)
+        self.closed = True
+        if self._pacer is not None:
+            self._pacer.detach(self)
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        if self._ports is not None:
+            self._ports.release(self.local_port)
+            self._ports = None
+
+
+class _RtcpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: RtpEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._endpoint._rtcp_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._endpoint.icmp_errors += 1
+
+
+async def open_rtp_endpoint(
+    session: RtpSession,
+    hub: MediaHub,
+    leg: str,
+    *,
+    host: str,
+    ports: PortAllocator,
+    pacer: Pacer | None = None,
+    on_event: EventHandler | None = None,
+) -> RtpEndpoint:
+    """Bind an RTP/RTCP socket pair for a leg and start its session.
+
+    Args:
+        session: the leg's session (its timers start now).
+        hub: the call's hub; ``leg`` must already be added to it.
+        leg: the leg's name in the hub.
+        host: the local address to bind.
+        ports: where the port pair comes from.
+        pacer: the shared pacer to join; None leaves pacing to the caller.
+        on_event: called with each session event.
+
+    Raises:
+        PortsExhaustedError: no pair could be bound.
+        MediaStateError: the leg is not in the hub, or its rate is not the codec's.
+    """
+    loop = asyncio.get_running_loop()
+    if hub.sample_rate(leg) != session.codec.sample_rate:
+        raise MediaStateError(
+            f"leg {leg!r} runs at {hub.sample_rate(leg)} Hz but its codec"
+            f" {session.codec.name} at {session.codec.sample_rate} Hz"
+        )
+    last_error: OSError | None = None
+    for _ in range(min(BIND_ATTEMPTS, ports.capacity)):
+        port = ports.allocate()
+        endpoint = RtpEndpoint(session, hub, leg, loop=loop, on_event=on_event)
+        try:
+            await _bind_pair(loop, endpoint, host, port)
+        except OSError as exc:
+            ports.release(port)
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last_error = exc
+            continue
+        endpoint._ports = ports
+        endpoint.local_port = port
+        session.start(loop.time())
+        endpoint._deadline = session.next_deadline()
+        if pacer is not None:
+            pacer.attach(endpoint)
+        return endpoint
+    raise PortsExhaustedError(ports.range_start, ports.range_end) from last_error
+
+
+async def _bind_pair(
+    loop: asyncio.AbstractEventLoop, endpoint: RtpEndpoint, host: str, port: int
+) -> None:
+    # We bind the sockets ourselves: a failed bind then raises a plain
+    # OSError with its errno on every loop (uvloop wraps it, and leaks the
+    # transport it had made).
+    rtp_sock = _bind_udp(host, port)
+    try:
+        rtcp_sock = _bind_udp(host, port + 1)
+    except OSError:
+        rtp_sock.close()
+        raise
+    await loop.create_datagram_endpoint(lambda: endpoint, sock=rtp_sock)
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _RtcpProtocol(endpoint), sock=rtcp_sock
+    )
+    endpoint._rtcp = transport
+
+
+def _bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Pacer:
+    """One 20 ms clock for every leg of this worker.
+
+    Args:
+        loop: the event loop (default: the running one at first attach).
+        interval: the tick, 20 ms.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None = None, *, interval: float = PACER_INTERVAL
+    ) -> None:
+        self._loop = loop
+        self.interval = interval
+        self._endpoints: list[RtpEndpoint] = []
+        self._hubs: dict[MediaHub, dict[str, RtpEndpoint]] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._next = 0.0
+        self.ticks = 0
+        self.skipped_ticks = 0
+        self.late_ticks = 0
+        self.errors = 0
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def attach(self, endpoint: RtpEndpoint) -> None:
+        """Tick ``endpoint`` (and its hub) from the next tick on."""
+        if endpoint.closed:
+            raise MediaStateError("endpoint is closed")
+        if endpoint in self._endpoints:
+            return
+        self._endpoints.append(endpoint)
+        self._hubs.setdefault(endpoint.hub, {})[endpoint.leg] = endpoint
+        endpoint._pacer = self
+        if self._handle is None:
+            loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+            self._loop = loop
+            self._next = loop.time() + self.interval
+            self._handle = loop.call_at(self._next, self._run)
+
+    def detach(self, endpoint: RtpEndpoint) -> None:
+        """Stop ticking ``endpoint``; the timer stops with the last one."""
+        if endpoint not in self._endpoints:
+            return
+        self._endpoints.remove(endpoint)
+        legs = self._hubs.get(endpoint.hub)
+        if legs is not None:
+            legs.pop(endpoint.leg, None)
+            if not legs:
+                del self._hubs[endpoint.hub]
+        endpoint._pacer = None
+        if not self._endpoints and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def stop(self) -> None:
+        """Cancel the timer (endpoints stay attached; ``attach`` restarts it)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _run(self) -> None:
+        loop = self._loop
+        if loop is None:  # pragma: no cover - set before the timer exists
+            return
+        now = loop.time()
+        ran = 0
+        while self._next <= now and ran < MAX_CATCHUP_TICKS:
+            if ran:
+                self.late_ticks += 1
+            self.tick(self._next)
+            self._next += self.interval
+            ran += 1
+        if self._next <= now:
+            # A long stall (GC, a blocking call): drop the missed ticks.
+            missed = int((now - self._next) / self.interval) + 1
+            self.skipped_ticks += missed
+            self._next += missed * self.interval
+        if self._endpoints:
+            self._handle = loop.call_at(self._next, self._run)
+        else:
+            self._handle = None
+
+    def tick(self, now: float) -> None:
+        """Run one tick at media time ``now`` (the timer calls it; tests may too)."""
+        self.ticks += 1
+        endpoints = self._endpoints
+        for endpoint in endpoints:
+            try:
+                endpoint.pull_inbound(now)
+            except Exception:
+                self.errors += 1
+                logger.exception("%s inbound playout failed", endpoint.leg)
+        for hub, legs in list(self._hubs.items()):
+            try:
+                frames = hub.tick(now)
+            except Exception:
+                self.errors += 1
+                logger.exception("hub %s tick failed", hub.name)
+                continue
+            for leg, pcm in frames:
+                target = legs.get(leg)
+                if target is None:
+                    continue
+                try:
+                    target.send_outbound(pcm, now)
+                except Exception:
+                    self.errors += 1
+                    logger.exception("%s outbound send failed", leg)
+        for endpoint in list(endpoints):
+            try:
+                endpoint.service_timers(now)
+            except Exception:
+                self.errors += 1
+                logger.exception("%s timers failed", endpoint.leg)
+
+
+class TapReader:
+    """Awaitable reading of a :class:`FrameTap` for one coroutine.
+
+    ``async for frame in TapReader(tap)`` yields frames until the tap closes
+    and is drained.
+    """
+
+    def __init__(self, tap: FrameTap) -> None:
+        self._tap = tap
+        self._ready = asyncio.Event()
+        tap.waker = self._ready.set
+
+    async def get(self) -> AudioFrame | None:
+        """Return the next frame, waiting for one; None once the tap is closed."""
+        tap = self._tap
+        while True:
+            frame = tap.get_nowait()
+            if frame is not None:
+                return frame
+            if tap.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+
+    def __aiter__(self) -> TapReader:
+        return self
+
+    async def __anext__(self) -> AudioFrame:
+        frame = await self.get()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame

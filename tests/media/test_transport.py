@@ -1,0 +1,226 @@
+"""The asyncio edge over real loopback sockets, on asyncio and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from callstream.media.codecs import G722, PCMU
+from callstream.media.dtmf import DtmfDigit
+from callstream.media.exceptions import MediaStateError, PortsExhaustedError
+from callstream.media.hub import AudioFrame, MediaHub, QueueSource, Track
+from callstream.media.session import RtpSession, SessionEvent
+from callstream.media.transport import Pacer, PortAllocator, TapReader, open_rtp_endpoint
+
+from .helpers import samples, tone, tone_snr
+
+LOCALHOST = "127.0.0.1"
+
+
+def run(loop_kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    if loop_kind == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def free_port_range(pairs: int = 8) -> tuple[int, int]:
+    """A stretch of ports that were free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOCALHOST, 0))
+        base = s.getsockname()[1]
+    base = min(base, 65000 - 2 * pairs) & ~1
+    return base, base + 2 * pairs - 1
+
+
+def test_port_allocator_hands_out_even_pairs() -> None:
+    ports = PortAllocator(10001, 10008)
+    assert ports.capacity == 3  # 10002, 10004, 10006 (10008 has no odd partner)
+    got = [ports.allocate() for _ in range(3)]
+    assert got == [10002, 10004, 10006]
+    with pytest.raises(PortsExhaustedError, match=r"^no free RTP port pair in 10001-10008$"):
+        ports.allocate()
+    ports.release(10004)
+    assert ports.allocate() == 10004
+    assert ports.in_use == 3
+
+
+def test_port_allocator_is_round_robin() -> None:
+    ports = PortAllocator(20000, 20009)
+    first = ports.allocate()
+    ports.release(first)
+    assert ports.allocate() != first  # a released port rests
+
+
+def test_port_allocator_rejects_bad_ranges() -> None:
+    with pytest.raises(ValueError, match="no even/odd pair"):
+        PortAllocator(5001, 5002)
+    with pytest.raises(ValueError):
+        PortAllocator(0, 10)
+
+
+def test_two_legs_exchange_rtp_over_udp(loop_kind: str) -> None:
+    """Two legs on real sockets, paced: a's source is heard at b; b answers a."""
+
+    async def main() -> None:
+        start, end = free_port_range()
+        ports = PortAllocator(start, end)
+        pacer = Pacer()
+        hub_a, hub_b = MediaHub("a"), MediaHub("b")
+        hub_a.add_leg("a", 8000)
+        hub_b.add_leg("b", 8000, send_silence_when_idle=True)
+        events: list[SessionEvent] = []
+        session_a = RtpSession(PCMU, rng=random.Random(1), name="a")
+        session_b = RtpSession(PCMU, rng=random.Random(2), name="b")
+        endpoint_a = await open_rtp_endpoint(
+            session_a, hub_a, "a", host=LOCALHOST, ports=ports, pacer=pacer
+        )
+        endpoint_b = await open_rtp_endpoint(
+            session_b, hub_b, "b", host=LOCALHOST, ports=ports, pacer=pacer,
+            on_event=events.append,
+        )
+        try:
+            # Only a knows where to send; b learns a's address from its packets.
+            session_a.set_remote_address((LOCALHOST, endpoint_b.local_port))
+            source = QueueSource(8000)
+            source.feed(tone(440, 8000, 0.6))
+            hub_a.add_source("a", source)
+            tap = hub_b.open_tap("b", Track.INBOUND)
+            wire: list[bytes] = []
+            hub_b.add_packet_callback("b", "inbound", lambda leg, track, data: wire.append(data))
+            received: list[AudioFrame] = []
+
+            async def consume() -> None:
+                async for frame in TapReader(tap):
+                    received.append(frame)
+
+            consumer = asyncio.create_task(consume())
+            await asyncio.sleep(0.8)
+            session_a.send_dtmf("7", duration_ms=60)
+            await asyncio.sleep(0.3)
+            assert session_b.remote_address == (LOCALHOST, endpoint_a.local_port)
+            assert session_a.packets_received > 10  # b's silence came back
+            assert session_b.packets_received >= 30
+            assert len(wire) == session_b.packets_received
+            pcm = b"".join(f.pcm for f in received[2:28])
+            assert tone_snr(samples(pcm), 440, 8000) > 30
+            assert [e.digit for e in events if isinstance(e, DtmfDigit)] == ["7"]
+            assert pacer.errors == 0
+        finally:
+            endpoint_a.close()
+            endpoint_b.close()
+        tap.close()
+        await asyncio.wait_for(consumer, 1)
+        assert not pacer.running
+        assert ports.in_use == 0
+        assert endpoint_a.icmp_errors == 0
+
+    run(loop_kind, main)
+
+
+def test_unreachable_peer_does_not_raise(loop_kind: str) -> None:
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((LOCALHOST, 0))
+            dead = s.getsockname()[1]  # closed again below: ICMP port unreachable
+        start, end = free_port_range()
+        pacer = Pacer()
+        hub = MediaHub()
+        hub.add_leg("a", 8000, send_silence_when_idle=True)
+        session = RtpSession(PCMU, remote_address=(LOCALHOST, dead))
+        endpoint = await open_rtp_endpoint(
+            session, hub, "a", host=LOCALHOST, ports=PortAllocator(start, end), pacer=pacer
+        )
+        await asyncio.sleep(0.2)
+        endpoint.error_received(ConnectionRefusedError(111, "Connection refused"))
+        assert endpoint.icmp_errors >= 1
+        assert session.packets_sent >= 5
+        assert pacer.errors == 0 and not endpoint.closed
+        endpoint.close()
+
+    run(loop_kind, main)
+
+
+def test_pacer_keeps_time_and_skips_after_a_stall(loop_kind: str) -> None:
+    async def main() -> None:
+        start, end = free_port_range()
+        pacer = Pacer()
+        hub = MediaHub()
+        hub.add_leg("a", 8000)
+        endpoint = await open_rtp_endpoint(
+            RtpSession(PCMU), hub, "a", host=LOCALHOST, ports=PortAllocator(start, end),
+            pacer=pacer,
+        )
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.sleep(0.5)
+        elapsed = loop.time() - t0
+        assert abs(pacer.ticks - elapsed / 0.02) <= 2  # no drift
+        time.sleep(0.2)  # noqa: ASYNC251 - a deliberate blocking stall of 10 ticks
+        await asyncio.sleep(0.05)
+        assert pacer.skipped_ticks >= 5
+        assert pacer.late_ticks >= 1
+        endpoint.close()
+
+    run(loop_kind, main)
+
+
+def test_busy_port_is_skipped(loop_kind: str) -> None:
+    async def main() -> None:
+        start, end = free_port_range()
+        ports = PortAllocator(start, end)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+            squatter.bind((LOCALHOST, start))
+            hub = MediaHub()
+            hub.add_leg("a", 8000)
+            endpoint = await open_rtp_endpoint(
+                RtpSession(PCMU), hub, "a", host=LOCALHOST, ports=ports
+            )
+            assert endpoint.local_port == start + 2
+            assert ports.in_use == 1
+            endpoint.close()
+
+    run(loop_kind, main)
+
+
+def test_leg_rate_must_match_codec() -> None:
+    async def main() -> None:
+        hub = MediaHub()
+        hub.add_leg("a", 8000)
+        with pytest.raises(MediaStateError, match="runs at 8000 Hz but its codec G722"):
+            await open_rtp_endpoint(
+                RtpSession(G722), hub, "a", host=LOCALHOST, ports=PortAllocator(40000, 40010)
+            )
+
+    asyncio.run(main())
+
+
+def test_tap_reader_ends_when_the_tap_closes() -> None:
+    async def main() -> None:
+        hub = MediaHub()
+        hub.add_leg("a", 8000)
+        tap = hub.open_tap("a")
+        reader = TapReader(tap)
+        waiter = asyncio.create_task(reader.get())
+        await asyncio.sleep(0)
+        hub.push_inbound("a", bytes(320), 1.0)
+        frame = await asyncio.wait_for(waiter, 1)
+        assert frame is not None and frame.time == 1.0
+        waiter = asyncio.create_task(reader.get())
+        await asyncio.sleep(0)
+        tap.close()
+        assert await asyncio.wait_for(waiter, 1) is None
+
+    asyncio.run(main())

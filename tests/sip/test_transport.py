@@ -1,0 +1,191 @@
+"""Tests for callstream.sip.transport: real sockets on loopback, default loop and uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from callstream.sip.endpoint import (
+    CallAnswered,
+    CallEnded,
+    DtmfReceived,
+    EndReason,
+    IncomingCall,
+    SipEvent,
+)
+from callstream.sip.transport import SipTransport
+
+from .helpers import ANSWER, OFFER, EventLog
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+TIMEOUT = 10.0
+
+
+def run(loop: str, coroutine: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(coroutine, TIMEOUT))
+
+
+def ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+class Answering(EventLog):
+    """An on_event callback that answers every call at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transport: SipTransport | None = None
+
+    def __call__(self, event: SipEvent) -> None:
+        super().__call__(event)
+        if isinstance(event, IncomingCall) and self.transport is not None:
+            with self.transport.command() as now:
+                self.transport.endpoint.ring(event.handle, now)
+                self.transport.endpoint.answer(event.handle, ANSWER, now)
+
+
+async def call_over(host: str, transport_param: str) -> None:
+    caller_log = EventLog()
+    caller_events = caller_log.events
+    answering = Answering()
+    callee = await SipTransport.start(host, 0, answering)
+    answering.transport = callee
+    caller = await SipTransport.start(host, 0, caller_log)
+    try:
+        assert callee.local_addr[1] != 0
+        target_host = f"[{host}]" if ":" in host else host
+        target = f"sip:service@{target_host}:{callee.local_addr[1]}{transport_param}"
+        with caller.command() as now:
+            handle = caller.endpoint.invite(
+                target, from_uri=f"sip:me@{target_host}", sdp=OFFER, now=now
+            )
+        await caller_log.wait_for_type(CallAnswered)
+        with caller.command() as now:
+            caller.endpoint.send_info(handle, "application/dtmf", b"7", now)
+        await answering.wait_for_type(DtmfReceived)
+        with caller.command() as now:
+            caller.endpoint.bye(handle, now)
+        await answering.wait_for_type(CallEnded)
+        await caller_log.wait_for_type(CallEnded)
+        assert caller_events[-1] == CallEnded(handle, EndReason.LOCAL_BYE, 200)
+        incoming = answering.events[0]
+        assert isinstance(incoming, IncomingCall)
+        assert incoming.transport == ("tcp" if transport_param else "udp")
+        assert incoming.source[0] == host
+    finally:
+        await caller.close()
+        await callee.close()
+    assert caller.stats.callback_errors == callee.stats.callback_errors == 0
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+@pytest.mark.parametrize("transport_param", ["", ";transport=tcp"])
+def test_call_over_loopback(loop: str, transport_param: str) -> None:
+    run(loop, call_over("127.0.0.1", transport_param))
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_call_over_ipv6(loop: str) -> None:
+    run(loop, call_over("::1", ""))
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_tcp_connect_failure_fails_the_call(loop: str) -> None:
+    async def scenario() -> None:
+        log = EventLog()
+        events = log.events
+        caller = await SipTransport.start("127.0.0.1", 0, log, tcp=False)
+        with socket.socket() as closed:  # a port nobody listens on
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        try:
+            with caller.command() as now:
+                caller.endpoint.invite(
+                    f"sip:x@127.0.0.1:{port};transport=tcp",
+                    from_uri="sip:me@127.0.0.1",
+                    sdp=OFFER,
+                    now=now,
+                )
+            await log.wait_for(bool)
+            assert [(type(e).__name__, getattr(e, "status", None)) for e in events] == [
+                ("CallFailed", 503)
+            ]
+        finally:
+            await caller.close()
+
+    run(loop, scenario())
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_garbage_and_timers_over_udp(loop: str) -> None:
+    async def scenario() -> None:
+        server = await SipTransport.start("127.0.0.1", 0, EventLog())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            client.setblocking(False)
+            loop_ = asyncio.get_running_loop()
+            client.sendto(b"\x00\xffgarbage", server.local_addr)
+            client.sendto(
+                b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;rport;branch=z9hG4bK1\r\n"  # noqa: E501
+                b"From: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"  # noqa: E501
+                b"Content-Length: 0\r\n\r\n",
+                server.local_addr,
+            )
+            data = await loop_.sock_recv(client, 4096)
+            assert data.startswith(b"SIP/2.0 200 OK\r\n")
+        # The NIST waits for Timer J (32 s) on a single armed TimerHandle.
+        assert server.endpoint.next_deadline() is not None
+        assert server._timer is not None
+        assert server.endpoint.stats.parse_errors == 1
+        await server.close()
+        await server.close()  # idempotent
+
+    run(loop, scenario())
+
+
+def test_flush_survives_a_failing_callback() -> None:
+    async def scenario() -> None:
+        called = asyncio.Event()
+
+        def boom(event: SipEvent) -> None:
+            called.set()
+            raise RuntimeError("callback bug")
+
+        callee = await SipTransport.start("127.0.0.1", 0, boom)
+        caller_events: list[SipEvent] = []
+        caller = await SipTransport.start("127.0.0.1", 0, caller_events.append)
+        try:
+            with caller.command() as now:
+                caller.endpoint.invite(
+                    f"sip:s@127.0.0.1:{callee.local_addr[1]}",
+                    from_uri="sip:me@127.0.0.1",
+                    sdp=OFFER,
+                    now=now,
+                )
+            await called.wait()
+            assert callee.stats.callback_errors == 1
+        finally:
+            await caller.close()
+            await callee.close()
+
+    logging_disabled = pytest.MonkeyPatch()
+    logging_disabled.setattr("callstream.sip.transport.logger.exception", lambda *a, **k: None)
+    try:
+        run("asyncio", scenario())
+    finally:
+        logging_disabled.undo()

@@ -1,0 +1,163 @@
+"""HttpDeliverer against real receivers: each way an attempt can fail maps to DeliveryFailed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from callstream.webhooks.delivery import MAX_BODY_KEPT, DeliveryResponse, HttpDeliverer
+from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
+from tests.webhooks.receivers import Receiver, Reply, closed_port_url
+
+Start = Callable[..., Awaitable[Receiver]]
+HEADERS = {"content-type": "application/json", "telnyx-timestamp": "1"}
+
+
+async def send(
+    d: HttpDeliverer, url: str, secs: float = 2.0, body: bytes = b"{}"
+) -> DeliveryResponse:
+    return await d.send(url, method="POST", body=body, headers=HEADERS, timeout_secs=secs)
+
+
+@pytest.fixture
+async def deliverer() -> AsyncIterator[HttpDeliverer]:
+    d = HttpDeliverer(4)
+    yield d
+    await d.aclose()
+
+
+async def test_2xx_is_delivered_with_the_exact_body_and_headers(
+    receivers: Start, deliverer: HttpDeliverer
+) -> None:
+    r = await receivers(Reply(status=204, body=b""))
+    response = await send(deliverer, r.url, body=b'{"a":1}')
+    assert response.status_code == 204
+    (req,) = r.requests
+    assert (req.method, req.path, req.body) == ("POST", "/hooks", b'{"a":1}')
+    assert req.headers["content-type"] == "application/json"
+    assert req.headers["telnyx-timestamp"] == "1"
+    assert req.headers["user-agent"].startswith("callstream-webhooks/")
+
+
+async def test_connections_are_kept_alive(receivers: Start, deliverer: HttpDeliverer) -> None:
+    r = await receivers()
+    for _ in range(5):
+        await send(deliverer, r.url)
+    assert r.connections == 1
+
+
+async def test_connection_refused(deliverer: HttpDeliverer) -> None:
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, closed_port_url())
+    assert info.value.kind is FailureKind.CONNECT
+    assert info.value.retryable
+
+
+async def test_http_500_keeps_status_and_body(receivers: Start, deliverer: HttpDeliverer) -> None:
+    r = await receivers(Reply(status=500, body=b"database down"))
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, r.url)
+    err = info.value
+    assert (err.kind, err.status_code, err.body, err.retryable) == (
+        FailureKind.HTTP_STATUS, 500, "database down", True)
+    assert str(err) == "HTTP 500: Internal Server Error"
+
+
+async def test_retry_after_is_read(receivers: Start, deliverer: HttpDeliverer) -> None:
+    r = await receivers(Reply(status=429, headers={"retry-after": "12"}))
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, r.url)
+    assert info.value.retry_after == 12.0
+
+
+async def test_no_answer_within_the_timeout(receivers: Start, deliverer: HttpDeliverer) -> None:
+    r = await receivers(Reply(hang=True))
+    start = time.monotonic()
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, r.url, secs=0.3)
+    assert info.value.kind is FailureKind.TIMEOUT
+    assert info.value.retryable
+    assert 0.25 <= time.monotonic() - start < 1.5
+
+
+async def test_slow_status_line_is_a_timeout(receivers: Start, deliverer: HttpDeliverer) -> None:
+    r = await receivers(Reply(delay=1.0))
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, r.url, secs=0.3)
+    assert info.value.kind is FailureKind.TIMEOUT
+
+
+async def test_2xx_with_a_slow_body_is_delivered_and_not_reused(
+    receivers: Start, deliverer: HttpDeliverer
+) -> None:
+    r = await receivers(Reply(body=b"0123456789", trickle=0.1))
+    start = time.monotonic()
+    response = await send(deliverer, r.url, secs=0.35)
+    assert time.monotonic() - start < 1.0
+    assert response.status_code == 200
+    assert not response.complete
+    assert response.body.startswith("01")
+    r.behaviour = Reply()
+    await send(deliverer, r.url)
+    assert r.connections == 2  # the half-read connection was dropped
+
+
+async def test_500_with_a_slow_body_fails_with_its_status(
+    receivers: Start, deliverer: HttpDeliverer
+) -> None:
+    r = await receivers(Reply(status=500, body=b"xxxxxxxx", trickle=0.2))
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, r.url, secs=0.3)
+    assert info.value.status_code == 500
+
+
+async def test_dropped_connection_is_a_protocol_failure(
+    receivers: Start, deliverer: HttpDeliverer
+) -> None:
+    r = await receivers(Reply(drop=True))
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, r.url)
+    assert info.value.kind in (FailureKind.PROTOCOL, FailureKind.NETWORK)
+    assert info.value.retryable
+
+
+async def test_long_answers_are_truncated_for_the_log(
+    receivers: Start, deliverer: HttpDeliverer
+) -> None:
+    r = await receivers(Reply(status=500, body=b"x" * 5000))
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, r.url)
+    assert info.value.body == "x" * MAX_BODY_KEPT
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "not a url", "http://"])
+async def test_unusable_urls_are_not_retryable(deliverer: HttpDeliverer, url: str) -> None:
+    with pytest.raises(DeliveryFailed) as info:
+        await send(deliverer, url)
+    assert info.value.kind is FailureKind.INVALID_URL
+    assert not info.value.retryable
+
+
+async def test_concurrency_is_bounded(receivers: Start) -> None:
+    r = await receivers(Reply(delay=0.05))
+    d = HttpDeliverer(3)
+    try:
+        await asyncio.gather(*(send(d, r.url) for _ in range(12)))
+    finally:
+        await d.aclose()
+    assert r.max_in_flight == 3
+    assert r.connections == 3
+
+
+async def test_connections_move_between_receivers(receivers: Start) -> None:
+    a, b = await receivers(), await receivers()
+    d = HttpDeliverer(1)
+    try:
+        for url in (a.url, b.url, a.url):
+            await send(d, url)
+    finally:
+        await d.aclose()
+    assert len(a.requests) == 2 and len(b.requests) == 1
