@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import warnings
@@ -82,3 +83,34 @@ def test_importing_codecs_never_warns() -> None:
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_without_audioop_the_numpy_fallback_takes_over(audioop) -> None:  # type: ignore[no-untyped-def]
+    """As on Python 3.13 without audioop-lts: same bytes, through numpy."""
+    code = """
+import hashlib, sys
+sys.modules["audioop"] = None  # makes "import audioop" raise ImportError
+import numpy as np
+from callstream.media.codecs import PCMA, PCMU, g711, pcm
+assert g711.AUDIOOP is None and pcm.AUDIOOP is None
+samples = np.arange(-32768, 32768, dtype="<i2").tobytes()
+codes = bytes(range(256))
+out = b"".join([
+    PCMU.new_encoder().encode(samples), PCMA.new_encoder().encode(samples),
+    PCMU.new_decoder().decode(codes), PCMA.new_decoder().decode(codes),
+])
+print(hashlib.sha256(out).hexdigest())
+"""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    expected = b"".join(
+        [
+            audioop.lin2ulaw(ALL_SAMPLES, 2),
+            audioop.lin2alaw(ALL_SAMPLES, 2),
+            audioop.ulaw2lin(ALL_CODES, 2),
+            audioop.alaw2lin(ALL_CODES, 2),
+        ]
+    )
+    assert result.stdout.strip() == hashlib.sha256(expected).hexdigest()

@@ -82,8 +82,8 @@ def test_two_legs_exchange_rtp_over_udp(loop_kind: str) -> None:
         hub_a.add_leg("a", 8000)
         hub_b.add_leg("b", 8000, send_silence_when_idle=True)
         events: list[SessionEvent] = []
-        session_a = RtpSession(PCMU, rng=random.Random(1), name="a")
-        session_b = RtpSession(PCMU, rng=random.Random(2), name="b")
+        session_a = RtpSession(PCMU, rng=random.Random(1), name="a", rtcp_interval=0.2)
+        session_b = RtpSession(PCMU, rng=random.Random(2), name="b", rtcp_interval=0.2)
         endpoint_a = await open_rtp_endpoint(
             session_a, hub_a, "a", host=LOCALHOST, ports=ports, pacer=pacer
         )
@@ -117,6 +117,10 @@ def test_two_legs_exchange_rtp_over_udp(loop_kind: str) -> None:
             pcm = b"".join(f.pcm for f in received[2:28])
             assert tone_snr(samples(pcm), 440, 8000) > 30
             assert [e.digit for e in events if isinstance(e, DtmfDigit)] == ["7"]
+            # RTCP flowed on the odd ports, both ways.
+            assert session_a.rtcp_received >= 2 and session_b.rtcp_received >= 2
+            assert session_b.remote_cname == session_a.cname
+            assert session_a.rtt is not None and session_a.rtt < 0.1
             assert pacer.errors == 0
         finally:
             endpoint_a.close()
@@ -175,6 +179,35 @@ def test_pacer_keeps_time_and_skips_after_a_stall(loop_kind: str) -> None:
         endpoint.close()
 
     run(loop_kind, main)
+
+
+def test_a_failing_leg_does_not_stop_the_others() -> None:
+    async def main() -> None:
+        start, end = free_port_range()
+        ports = PortAllocator(start, end)
+        pacer = Pacer()
+        hub = MediaHub()
+        hub.add_leg("bad", 8000)
+        hub.add_leg("good", 8000, send_silence_when_idle=True)
+        bad = await open_rtp_endpoint(
+            RtpSession(PCMU), hub, "bad", host=LOCALHOST, ports=ports, pacer=pacer
+        )
+        good_session = RtpSession(PCMU, remote_address=(LOCALHOST, 9))
+        good = await open_rtp_endpoint(
+            good_session, hub, "good", host=LOCALHOST, ports=ports, pacer=pacer
+        )
+
+        def broken(now: float) -> None:
+            raise RuntimeError("bug")
+
+        bad.pull_inbound = broken  # type: ignore[method-assign]
+        await asyncio.sleep(0.1)
+        assert pacer.errors >= 3
+        assert good_session.packets_sent >= 3
+        bad.close()
+        good.close()
+
+    asyncio.run(main())
 
 
 def test_busy_port_is_skipped(loop_kind: str) -> None:

@@ -877,7 +877,9 @@ def test_in_dialog_options_and_unsupported_methods() -> None:
     dialog = pair.uac.dialog(handle)
     assert dialog is not None
     for method, status in (("OPTIONS", 200), ("UPDATE", 405), ("FROB", 501)):
-        request = dialog.create_request(method, via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx" + method)
+        request = dialog.create_request(
+            method, via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx" + method
+        )
         pair.uas.receive_datagram(request.serialize(), UAC_ADDR, pair.now)
         (out,) = pair.uas.datagrams_to_send()
         assert response_of(out.data).status == status
@@ -961,7 +963,7 @@ def test_outbound_proxy_gets_every_request() -> None:
 
 def test_2xx_without_usable_contact_fails_the_call() -> None:
     uac = SipEndpoint(UAC_ADDR, token=make_token("a"))
-    handle = uac.invite(TARGET, from_uri=FROM, sdp=OFFER, now=0.0)
+    uac.invite(TARGET, from_uri=FROM, sdp=OFFER, now=0.0)
     request = request_of(uac.datagrams_to_send()[0].data)
     ok = (
         f"SIP/2.0 200 OK\r\nVia: {request.headers.get('Via')}\r\nFrom: {request.headers.get('From')}\r\n"  # noqa: E501
@@ -1014,7 +1016,9 @@ def test_challenge_for_another_realm_is_not_answered() -> None:
     uac.receive_datagram(challenge_response(invite, 401, "WWW-Authenticate", "n"), UAS_ADDR, 0.1)
     assert uac.events_received() == [CallFailed(handle, 401, "Unauthorized")]
     uac.datagrams_to_send()  # the ACK for that 401
-    handle = uac.invite(TARGET, from_uri=FROM, sdp=OFFER, now=0.0, credentials=Credentials("a", "b"))
+    handle = uac.invite(
+        TARGET, from_uri=FROM, sdp=OFFER, now=0.0, credentials=Credentials("a", "b")
+    )
     invite = request_of(uac.datagrams_to_send()[0].data)
     unusable = challenge_response(invite, 401, "WWW-Authenticate", "n").replace(b"Digest", b"Basic")
     uac.receive_datagram(unusable, UAS_ADDR, 0.1)

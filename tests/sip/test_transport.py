@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import pytest
@@ -13,14 +15,17 @@ import uvloop
 from callstream.sip.endpoint import (
     CallAnswered,
     CallEnded,
+    CallFailed,
     DtmfReceived,
     EndReason,
     IncomingCall,
+    SipEndpoint,
     SipEvent,
 )
+from callstream.sip.transaction import TimerConfig
 from callstream.sip.transport import SipTransport
 
-from .helpers import ANSWER, OFFER, EventLog
+from .helpers import ANSWER, OFFER, EventLog, fixture
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -189,3 +194,84 @@ def test_flush_survives_a_failing_callback() -> None:
         run("asyncio", scenario())
     finally:
         logging_disabled.undo()
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_timers_fire_on_the_loop(loop: str) -> None:
+    """A silent peer: the INVITE is retransmitted on Timer A and fails on Timer B."""
+
+    async def scenario() -> None:
+        log = EventLog()
+        fast = TimerConfig(t1=0.02)
+        caller = await SipTransport.start(
+            "127.0.0.1", 0, log, tcp=False, make_endpoint=partial(SipEndpoint, timers=fast)
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.setblocking(False)
+            try:
+                with caller.command() as now:
+                    handle = caller.endpoint.invite(
+                        f"sip:x@localhost:{silent.getsockname()[1]}",  # resolved by the transport
+                        from_uri="sip:me@127.0.0.1",
+                        sdp=OFFER,
+                        now=now,
+                    )
+                await log.wait_for(bool)
+                assert log.events == [CallFailed(handle, 408, "Request Timeout")]
+                copies = 0
+                with contextlib.suppress(BlockingIOError):
+                    while silent.recv(4096):
+                        copies += 1
+                assert copies == 7  # the INVITE and 6 retransmissions before 64*T1
+            finally:
+                await caller.close()
+
+    run(loop, scenario())
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_unframeable_tcp_stream_is_closed(loop: str) -> None:
+    async def scenario() -> None:
+        server = await SipTransport.start("127.0.0.1", 0, EventLog())
+        try:
+            reader, writer = await asyncio.open_connection(*server.local_addr)
+            writer.write(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: lots\r\n\r\n")
+            await writer.drain()
+            assert await reader.read() == b""  # the server hung up
+            writer.close()
+            await writer.wait_closed()
+            assert server.stats.framing_errors == 1
+        finally:
+            await server.close()
+
+    run(loop, scenario())
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6")
+def test_dual_stack_bind_serves_ipv4() -> None:
+    async def scenario() -> None:
+        server = await SipTransport.start("::", 0, EventLog(), tcp=False)
+        try:
+            loop = asyncio.get_running_loop()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.bind(("127.0.0.1", 0))
+                client.setblocking(False)
+                options = fixture("asterisk_options.sip").replace(
+                    b"192.168.1.10:5060;rport", b"127.0.0.1:1;rport"
+                )
+                client.sendto(options, ("127.0.0.1", server.local_addr[1]))
+                data = await loop.sock_recv(client, 4096)
+            assert data.startswith(b"SIP/2.0 200 OK")
+            assert b"received=127.0.0.1" in data  # not ::ffff:127.0.0.1
+        finally:
+            await server.close()
+
+    run("asyncio", scenario())
+
+
+def test_endpoint_before_start_is_an_error() -> None:
+    transport = SipTransport(EventLog(), asyncio.new_event_loop())
+    with pytest.raises(RuntimeError, match="not started"):
+        transport.endpoint  # noqa: B018
+    transport._loop.close()
