@@ -283,7 +283,15 @@ class QueueSource:
         return self.buffered_bytes * 1000.0 / (2 * self.sample_rate)
 
     def feed(self, pcm: bytes, sample_rate: int | None = None) -> None:
-        """Queue PCM, converting from ``sample_rate`` when it differs."""
+        """Queue PCM, converting from ``sample_rate`` when it differs.
+
+        A trailing odd byte is not a sample and is dropped.
+
+        Raises:
+            CodecError: ``sample_rate`` is not a supported rate.
+        """
+        if len(pcm) & 1:
+            pcm = pcm[:-1]
         if sample_rate is not None and sample_rate != self.sample_rate:
             resampler = self._resamplers.get(sample_rate)
             if resampler is None:
@@ -291,8 +299,6 @@ class QueueSource:
                     sample_rate, self.sample_rate
                 )
             pcm = resampler.process(pcm)
-        if len(pcm) & 1:
-            pcm = pcm[:-1]
         if not pcm:
             return
         if self.buffered_bytes + len(pcm) > self._max_bytes:

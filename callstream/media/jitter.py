@@ -251,15 +251,18 @@ class JitterBuffer:
                 self._next += 1
                 self._buffered -= self._duration(entry)
                 if entry is None:
-                    decoded = self._silence
+                    decoded = self._last_frame = self._silence
                 else:
                     decoded = self._decoder.decode(entry)
                     self._last_packet_samples = len(decoded) >> 1 or self._frame_samples
+                    if len(decoded) > frame_bytes:
+                        self._last_frame = decoded[-frame_bytes:]  # what PLC repeats
+                    elif len(decoded) == frame_bytes:
+                        self._last_frame = decoded
                 self._conceal_run = 0
                 self._concealed_for_next = 0
                 self.played += 1
                 if not pcm and len(decoded) == frame_bytes:
-                    self._last_frame = decoded
                     return decoded  # the common case: 20 ms packets, no copy
                 pcm += decoded
                 continue
@@ -278,7 +281,6 @@ class JitterBuffer:
             self._next = first
         frame = bytes(pcm[:frame_bytes])
         del pcm[:frame_bytes]
-        self._last_frame = frame
         return frame
 
     def _conceal_tick(self) -> bytes | None:

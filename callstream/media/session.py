@@ -165,6 +165,8 @@ class RtpSession:
         jitter_prefetch_ms: the jitter buffer's depth.
         wallclock_offset: Unix time minus the ``now`` clock, from
             :func:`callstream.media.clock.wallclock_offset`; for RTCP NTP times.
+            None until known: :func:`~callstream.media.transport.open_rtp_endpoint`
+            fills it in.
         rng: source of the random SSRC, sequence number, timestamp and
             RTCP jitter (tests pass a seeded one).
         name: a tag for log lines (the call leg id).
@@ -209,7 +211,6 @@ class RtpSession:
         "_symmetric",
         "_timed_out",
         "_ts",
-        "_wallclock_offset",
         "bytes_received",
         "bytes_sent",
         "cname",
@@ -230,6 +231,7 @@ class RtpSession:
         "skipped_out",
         "ssrc",
         "unknown_payload_type",
+        "wallclock_offset",
     )
 
     def __init__(
@@ -247,7 +249,7 @@ class RtpSession:
         media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
         rtcp_interval: float = RTCP_INTERVAL,
         jitter_prefetch_ms: int = JITTER_PREFETCH_MS,
-        wallclock_offset: float = 0.0,
+        wallclock_offset: float | None = None,
         rng: random.Random | None = None,
         name: str = "",
     ) -> None:
@@ -279,7 +281,7 @@ class RtpSession:
         self._dtmf_event_ts = 0
         self._media_timeout = media_timeout
         self._rtcp_interval = rtcp_interval
-        self._wallclock_offset = wallclock_offset
+        self.wallclock_offset = wallclock_offset
         self._started = False
         self._closed = False
         self._timed_out = False
@@ -392,6 +394,11 @@ class RtpSession:
         self._last_rx = now
         self._timed_out = False
         if ssrc != self._remote_ssrc:
+            if pt == self._dtmf_pt and self._remote_ssrc is not None:
+                # Some senders (SIPp's pcaps among them) send telephone-events
+                # under their own SSRC: detect the key, leave the audio stream be.
+                self._receive_dtmf(data[start:end], ts, now)
+                return True
             self._new_source(ssrc, now)
         if pt == self._pt:
             self._stats.update(seq, ts, now)
@@ -493,7 +500,7 @@ class RtpSession:
             self.remote_report = block
             if block.lsr:
                 # RFC 3550 §6.4.1: RTT = A - LSR - DLSR, in 1/65536 s.
-                arrival = ntp_middle(ntp_from_unix(now + self._wallclock_offset))
+                arrival = ntp_middle(ntp_from_unix(now + (self.wallclock_offset or 0.0)))
                 rtt = ((arrival - block.lsr - block.dlsr) & _MASK32) / 65536.0
                 if rtt < MAX_RTT:
                     self.rtt = rtt
@@ -698,7 +705,7 @@ class RtpSession:
             # RFC 3550 §6.4.1: the RTP timestamp of the same instant as the NTP one.
             elapsed = round((now - self._last_send_at) * self._codec.clock_rate)
             info = SenderInfo(
-                ntp_timestamp=ntp_from_unix(now + self._wallclock_offset),
+                ntp_timestamp=ntp_from_unix(now + (self.wallclock_offset or 0.0)),
                 rtp_timestamp=(self._last_send_ts + elapsed) & _MASK32,
                 packet_count=self.packets_sent & _MASK32,
                 octet_count=self.octets_sent & _MASK32,

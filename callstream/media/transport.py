@@ -33,7 +33,9 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
+from callstream.media.clock import wallclock_offset
 from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, FrameTap, MediaHub, Track
 from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST
@@ -114,7 +116,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     """One leg's RTP socket: feeds its session and hub, sends their output.
 
     Create it with :func:`open_rtp_endpoint`. Counters: ``icmp_errors``
-    (errors the OS reported for our datagrams), ``send_errors``.
+    (errors the OS reported for our datagrams), ``tick_errors`` (exceptions
+    the pacer caught while driving this leg).
 
     Args:
         session: the leg's sans-I/O session.
@@ -132,7 +135,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         loop: asyncio.AbstractEventLoop,
         on_event: EventHandler | None = None,
     ) -> None:
-        self.session = session
+        self._session = session
         self.hub = hub
         self.leg = leg
         self.on_event = on_event
@@ -143,20 +146,39 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._ports: PortAllocator | None = None
         self._pacer: Pacer | None = None
         self._deadline: float | None = None
+        # Read once per leg: maps loop.time() to Unix time for RTCP.
+        self._wallclock_offset = wallclock_offset(loop.time())
+        if session.wallclock_offset is None:
+            session.wallclock_offset = self._wallclock_offset
         self.local_port = 0
         self.closed = False
         self.icmp_errors = 0
-        self.send_errors = 0
+        self.tick_errors = 0
+
+    @property
+    def session(self) -> RtpSession:
+        """The leg's session."""
+        return self._session
+
+    @session.setter
+    def session(self, session: RtpSession) -> None:
+        # Replacing the session (the answer chose another codec): start it if
+        # needed and take its timers over.
+        if session.wallclock_offset is None:
+            session.wallclock_offset = self._wallclock_offset
+        session.start(self._time())
+        self._session = session
+        self._deadline = session.next_deadline()
 
     # asyncio.DatagramProtocol ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._rtp = transport  # type: ignore[assignment]  # a datagram endpoint's transport
+        self._rtp = cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # The hot path: synchronous from the socket to the taps.
         now = self._time()
-        session = self.session
+        session = self._session
         if session.receive_rtp(data, addr, now):
             self.hub.push_packet(self.leg, Track.INBOUND, data, now)
         if session.has_events:
@@ -177,7 +199,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def pull_inbound(self, now: float) -> None:
         """Play the jitter buffer out into the hub (tick phase 1)."""
-        pcm = self.session.playout(now)
+        pcm = self._session.playout(now)
         if pcm is not None:
             self.hub.push_inbound(self.leg, pcm, now)
 
@@ -186,9 +208,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if self.closed:
             return
         if pcm is None:
-            self.session.skip_frame(now)
+            self._session.skip_frame(now)
         else:
-            self.session.send_frame(pcm, now)
+            self._session.send_frame(pcm, now)
         self.flush(now)
 
     def service_timers(self, now: float) -> None:
@@ -198,15 +220,15 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         deadline = self._deadline
         if deadline is None or deadline > now:
             return
-        self.session.handle_timeout(now)
+        self._session.handle_timeout(now)
         self.flush(now)
-        self._deadline = self.session.next_deadline()
-        if self.session.has_events:
+        self._deadline = self._session.next_deadline()
+        if self._session.has_events:
             self._dispatch_events()
 
     def flush(self, now: float) -> None:
         """Send what the session has queued; wire copies go to packet taps."""
-        session = self.session
+        session = self._session
         rtp = self._rtp
         datagrams = session.datagrams_to_send()
         if datagrams and rtp is not None:
@@ -221,12 +243,12 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 self._rtcp.sendto(data, addr)
 
     def _rtcp_received(self, data: bytes, addr: Address) -> None:
-        self.session.receive_rtcp(data, addr, self._time())
-        if self.session.has_events:
+        self._session.receive_rtcp(data, addr, self._time())
+        if self._session.has_events:
             self._dispatch_events()
 
     def _dispatch_events(self) -> None:
-        events = self.session.events_received()
+        events = self._session.events_received()
         handler = self.on_event
         if handler is None:
             return
@@ -241,7 +263,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if self.closed:
             return
         now = self._time()
-        self.session.close(now, reason)
+        self._session.close(now, reason)
         self.flush(now)
         self.closed = True
         if self._pacer is not None:
@@ -441,14 +463,13 @@ class Pacer:
             try:
                 endpoint.pull_inbound(now)
             except Exception:
-                self.errors += 1
-                logger.exception("%s inbound playout failed", endpoint.leg)
+                self._failed(endpoint, "inbound playout")
         for hub, legs in list(self._hubs.items()):
             try:
                 frames = hub.tick(now)
             except Exception:
                 self.errors += 1
-                logger.exception("hub %s tick failed", hub.name)
+                logger.debug("hub %s tick failed", hub.name, exc_info=True)
                 continue
             for leg, pcm in frames:
                 target = legs.get(leg)
@@ -457,14 +478,22 @@ class Pacer:
                 try:
                     target.send_outbound(pcm, now)
                 except Exception:
-                    self.errors += 1
-                    logger.exception("%s outbound send failed", leg)
+                    self._failed(target, "outbound send")
         for endpoint in list(endpoints):
             try:
                 endpoint.service_timers(now)
             except Exception:
-                self.errors += 1
-                logger.exception("%s timers failed", endpoint.leg)
+                self._failed(endpoint, "timers")
+
+    def _failed(self, endpoint: RtpEndpoint, what: str) -> None:
+        # A bug that fires every tick would log 50 tracebacks a second: log
+        # the first one of each leg loudly, the rest at debug level.
+        self.errors += 1
+        endpoint.tick_errors += 1
+        if endpoint.tick_errors == 1:
+            logger.exception("%s %s failed (further failures logged at debug)", endpoint.leg, what)
+        else:
+            logger.debug("%s %s failed", endpoint.leg, what, exc_info=True)
 
 
 class TapReader:

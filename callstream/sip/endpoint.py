@@ -79,11 +79,12 @@ What it does on its own
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import ipaddress
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .dialog import Dialog, DialogState
@@ -437,7 +438,9 @@ class _TxRecord:
         self.scheduled: float | None = None
 
 
-def _is_allowed(host: str, networks: Sequence[IPNetwork]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _is_allowed(host: str, networks: tuple[IPNetwork, ...]) -> bool:
+    # Cached: peers are few, and parsing the address is the slow part.
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -1232,6 +1235,28 @@ class SipEndpoint:
             self._emit(RequestForbidden(request.method, addr))
             self._reply(record, 403, now)
             return
+        try:
+            self._dispatch(request, record, key, from_, to, cseq.seq, handle, addr, now)
+        except SipParseError as exc:
+            # A header needed on the way did not parse: the transaction must
+            # still end with a final response, or it would wait forever.
+            self.stats.parse_errors += 1
+            if record.tx.last_response is None or record.tx.last_response.status < 200:
+                self._reply_bad(record, exc, now)
+
+    def _dispatch(
+        self,
+        request: SipRequest,
+        record: _TxRecord,
+        key: ServerKey,
+        from_: NameAddr,
+        to: NameAddr,
+        cseq: int,
+        handle: str | None,
+        addr: Addr,
+        now: float,
+    ) -> None:
+        """Route a new request that passed the allow-list to its handler."""
         unsupported = [
             option
             for value in request.headers.get_all("Require")
@@ -1247,11 +1272,11 @@ class SipEndpoint:
                 # RFC 3261 §12.2.2: unknown dialog "...MUST respond to the request with a 481".
                 self._reply(record, 481, now)
                 return
-            self._on_in_dialog(self._calls[handle], request, record, cseq.seq, now)
+            self._on_in_dialog(self._calls[handle], request, record, cseq, now)
             return
         method = request.method
         if method == "INVITE":
-            self._on_new_invite(request, record, key, from_, to, cseq.seq, addr, transport, now)
+            self._on_new_invite(request, record, key, from_, to, cseq, addr, record.transport, now)
         elif method == "OPTIONS":
             self._reply(record, 200, now, headers=[("Accept", "application/sdp")])
         elif method in DIALOG_METHODS:

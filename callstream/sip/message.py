@@ -100,6 +100,8 @@ _COMPACT = {
 }  # fmt: skip
 _CANONICAL.update(_COMPACT)
 _CANONICAL.update({name.upper(): value for name, value in _COMPACT.items()})
+# Any known spelling -> the lower-case index key (the hot path of Headers.get).
+_KEYS: dict[str, str] = {name: value.lower() for name, value in _CANONICAL.items()}
 
 #: Headers whose values are comma-joined lists (RFC 3261 §7.3.1).
 LIST_HEADERS = frozenset(
@@ -120,6 +122,10 @@ def canonical_name(name: str) -> str:
     Unknown names come back as given.
     """
     return _CANONICAL.get(name) or _CANONICAL.get(name.lower()) or name
+
+
+def _key(name: str) -> str:
+    return _KEYS.get(name) or canonical_name(name).lower()
 
 
 def split_comma_list(value: str) -> list[str]:
@@ -182,7 +188,7 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """Return the first value of ``name`` (any spelling), or ``None``."""
-        positions = self._index.get(canonical_name(name).lower())
+        positions = self._index.get(_key(name))
         return self._items[positions[0]][1] if positions else None
 
     def get_all(self, name: str) -> list[str]:
@@ -202,7 +208,7 @@ class Headers:
         return parts
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and canonical_name(name).lower() in self._index
+        return isinstance(name, str) and _key(name) in self._index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)

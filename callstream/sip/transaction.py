@@ -69,6 +69,7 @@ __all__ = [
     "TransportFailed",
     "client_key",
     "server_key",
+    "state_diagram",
 ]
 
 
@@ -606,3 +607,21 @@ class Transaction:
         for timer in zero:
             # A zero timer (D, I, J, K over TCP) leaves the state at once.
             outputs.extend(self._step(_TIMER_INPUT[timer], None, now))
+
+
+def state_diagram(kind: Kind) -> str:
+    """Draw one machine from :data:`TRANSITIONS` as a Mermaid ``stateDiagram``.
+
+    Absorbing self-loops (no actions) are left out to keep the picture readable;
+    the table remains the reference.
+    """
+    lines = ["stateDiagram-v2", f"    [*] --> {INITIAL_STATE[kind].value}"]
+    for (row_kind, state, event), (target, actions) in TRANSITIONS.items():
+        if row_kind is not kind or (target is state and not actions):
+            continue
+        label = event.value
+        if actions:
+            label += " / " + ", ".join(action.name.lower() for action in actions)
+        lines.append(f"    {state.value} --> {target.value}: {label}")
+    lines.append(f"    {State.TERMINATED.value} --> [*]")
+    return "\n".join(lines) + "\n"

@@ -55,6 +55,8 @@ CONNECT_TIMEOUT = 5.0
 MAX_PENDING_PER_CONNECTION = 64
 #: Tries to find a port free for both UDP and TCP when binding port 0.
 BIND_ATTEMPTS = 10
+#: Bind addresses that mean "every interface": no use in a Via or Contact.
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 
 
 @dataclass(slots=True)
@@ -182,6 +184,7 @@ class SipTransport:
         on_event: Callable[[SipEvent], None],
         *,
         tcp: bool = True,
+        advertised_host: str | None = None,
         make_endpoint: Callable[[Addr], SipEndpoint] = SipEndpoint,
     ) -> SipTransport:
         """Bind ``host:port`` (UDP, and TCP unless ``tcp=False``) and start serving.
@@ -191,16 +194,22 @@ class SipTransport:
             port: Port to bind; 0 picks a port free for both UDP and TCP.
             on_event: Called with each event, synchronously.
             tcp: Also listen on TCP.
-            make_endpoint: Builds the endpoint from the bound address (pass a
-                ``functools.partial(SipEndpoint, advertised_addr=...)`` to set
-                options).
+            advertised_host: The address peers reach us at, for Via and
+                Contact; required when ``host`` is a wildcard.
+            make_endpoint: Builds the endpoint from ``(advertised host, bound
+                port)``; pass ``functools.partial(SipEndpoint, ...)`` to set
+                options.
 
         Raises:
             OSError: The address cannot be bound.
+            ValueError: ``host`` is a wildcard and ``advertised_host`` is missing.
         """
+        if advertised_host is None and host in WILDCARDS:
+            raise ValueError(f"binding {host!r} needs advertised_host for Via and Contact")
         transport = cls(on_event, asyncio.get_running_loop())
         await transport._bind(host, port, tcp)
-        transport._endpoint = make_endpoint(transport.local_addr)
+        advertised = (advertised_host or transport.local_addr[0], transport.local_addr[1])
+        transport._endpoint = make_endpoint(advertised)
         return transport
 
     async def _bind(self, host: str, port: int, tcp: bool) -> None:

@@ -31,6 +31,7 @@ _HOSTNAME = re.compile(
 )
 _PARAM_CHARS = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+")
 _USER_FORBIDDEN = frozenset(' \t\r\n<>"@')
+_URI_FORBIDDEN = re.compile(r'[ \t\r\n<>"]')
 
 Params = tuple[tuple[str, str | None], ...]
 
@@ -200,7 +201,7 @@ def parse_uri(text: str) -> SipUri:
     scheme = scheme.lower()
     if not colon or scheme not in _SCHEMES:
         raise InvalidUri(text, "scheme is not sip, sips or tel")
-    if any(c in ' \t\r\n<>"' for c in rest):
+    if _URI_FORBIDDEN.search(rest):
         raise InvalidUri(text, "whitespace, quote or angle bracket inside the URI")
     if scheme == "tel":
         number, _, param_text = rest.partition(";")

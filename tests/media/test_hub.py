@@ -251,6 +251,7 @@ def test_queue_source_resamples_and_bounds() -> None:
     assert source.buffered_ms == pytest.approx(200, abs=1)
     source.feed(bytes(16000))
     assert source.overflow_bytes == 16000
+    source.feed(b"\x01", sample_rate=24000)  # an odd byte is no sample
     out = b"".join(iter(lambda: source.read(0.0), None))
     assert tone_snr(samples(out), 1000, 8000, skip=400) > 40
 

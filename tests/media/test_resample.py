@@ -57,3 +57,8 @@ def test_same_rate_passes_through() -> None:
 def test_unsupported_rate() -> None:
     with pytest.raises(CodecError, match=r"^sample rate 11025 Hz is not supported$"):
         Resampler(11025, 8000)
+
+
+def test_odd_input_is_refused() -> None:
+    with pytest.raises(CodecError, match="odd number of bytes"):
+        Resampler(8000, 16000).process(b"abc")

@@ -199,6 +199,21 @@ def test_sipp_dtmf_packets_give_one_digit() -> None:
     assert [d.digit for d in digits] == ["1"]
 
 
+def test_dtmf_under_its_own_ssrc_leaves_the_audio_stream_alone() -> None:
+    """SIPp plays speech and DTMF from two pcaps: two SSRCs, two sequence spaces."""
+    b = RtpSession(PCMU, jitter_prefetch_ms=20)
+    for n in range(5):
+        b.receive_rtp(RtpPacket(0, 100 + n, 160 * n, 0xAAAA, bytes(160)).serialize(), A_ADDR, 0.0)
+    for packet in dtmf_packets("4", payload_type=101, ssrc=0xBBBB, sequence_number=9000):
+        assert b.receive_rtp(packet.serialize(), A_ADDR, 0.1)
+    b.receive_rtp(RtpPacket(0, 105, 800, 0xAAAA, bytes(160)).serialize(), A_ADDR, 0.2)
+    events = b.events_received()
+    assert not any(isinstance(e, SsrcChanged) for e in events)
+    assert [e.digit for e in events if isinstance(e, DtmfDigit)] == ["4"]
+    assert b.remote_ssrc == 0xAAAA
+    assert b.stats.received == 6 and b.stats.lost == 0
+
+
 def test_dtmf_needs_negotiation_and_keys() -> None:
     session = RtpSession(PCMU, dtmf_payload_type=None)
     with pytest.raises(MediaStateError, match="telephone-event was not negotiated"):

@@ -16,6 +16,8 @@ from callstream.media.codecs import G722, PCMU
 from callstream.media.dtmf import DtmfDigit
 from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, MediaHub, QueueSource, Track
+from callstream.media.clock import unix_from_ntp
+from callstream.media.rtcp import RtcpSenderReport, parse_rtcp
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, TapReader, open_rtp_endpoint
 
@@ -206,6 +208,43 @@ def test_a_failing_leg_does_not_stop_the_others() -> None:
         assert good_session.packets_sent >= 3
         bad.close()
         good.close()
+
+    asyncio.run(main())
+
+
+def test_endpoint_supplies_wall_clock_and_takes_a_new_session() -> None:
+    """RTCP needs Unix time; the endpoint maps loop.time() to it for its sessions."""
+
+    async def main() -> None:
+        start, end = free_port_range()
+        hub = MediaHub()
+        hub.add_leg("a", 8000)
+        session = RtpSession(PCMU, remote_address=(LOCALHOST, 9))
+        assert session.wallclock_offset is None
+        endpoint = await open_rtp_endpoint(
+            session, hub, "a", host=LOCALHOST, ports=PortAllocator(start, end)
+        )
+        loop = asyncio.get_running_loop()
+        assert session.wallclock_offset is not None
+        assert loop.time() + session.wallclock_offset == pytest.approx(time.time(), abs=0.5)
+        session.send_frame(bytes(320), loop.time())
+        session.handle_timeout(loop.time() + 100)
+        (data, _), = session.rtcp_datagrams_to_send()
+        sr = parse_rtcp(data)[0]
+        assert isinstance(sr, RtcpSenderReport)
+        assert unix_from_ntp(sr.sender_info.ntp_timestamp) == pytest.approx(
+            time.time() + 100, abs=1
+        )
+        # The answer picked another codec: a new session replaces the old one.
+        hub.remove_leg("a")
+        hub.add_leg("a", 16000)
+        replacement = RtpSession(G722, remote_address=(LOCALHOST, 9), rtcp_interval=0.05)
+        endpoint.session = replacement
+        assert replacement.wallclock_offset == session.wallclock_offset
+        assert replacement.next_deadline() is not None
+        endpoint.service_timers(loop.time() + 1)
+        assert replacement.rtcp_sent == 1
+        endpoint.close()
 
     asyncio.run(main())
 

@@ -1031,3 +1031,13 @@ def test_debug_logging_names_messages(caplog: pytest.LogCaptureFixture) -> None:
     place_call(pair)
     assert any(record.getMessage().startswith("> ") for record in caplog.records)
     assert any("< ('127.0.0.1', 5060) 100 Trying" in r.getMessage() for r in caplog.records)
+
+
+def test_header_failing_late_still_gets_a_final_response() -> None:
+    """A server transaction must never be left without a final response."""
+    endpoint = uas()
+    require = ", ".join(f"ext{i}" for i in range(70)).encode()
+    data = fixture("asterisk_options.sip").replace(b"Max-Forwards: 70", b"Require: " + require)
+    response = answer_to(endpoint, data, ("192.168.1.10", 5060))
+    assert response.status == 400
+    assert "more than 64 values" in (response.headers.get("Warning") or "")

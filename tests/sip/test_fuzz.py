@@ -136,5 +136,10 @@ def test_endpoint_never_raises_on_wire_input(messages: list[bytes]) -> None:
             endpoint.receive_datagram(data, UAC_ADDR, pair.now)
             # Let it answer/retransmit into the void for a while.
         pair.advance(1.0)
-    pair.advance(70)
-    assert pair.next_deadline() is None or pair.uas.active_calls > 0 or pair.uac.active_calls > 0
+    # Every transaction and call ends (setup timeout included): nothing leaks.
+    pair.advance(400)
+    for endpoint in (pair.uas, pair.uac):
+        assert not endpoint._server_tx and not endpoint._client_tx
+        assert not endpoint._calls and not endpoint._dialogs and not endpoint._invites_in
+        assert endpoint.active_calls == 0
+    assert pair.next_deadline() is None

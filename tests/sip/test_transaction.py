@@ -32,6 +32,7 @@ from callstream.sip.transaction import (
     build_ack_for_final,
     client_key,
     server_key,
+    state_diagram,
 )
 
 from .helpers import fixture, request_of
@@ -345,3 +346,11 @@ def test_rfc2543_key_without_magic_cookie() -> None:
     assert key[0] == "2543"
     ack = build_ack_for_final(old, response_to(old, 486))
     assert server_key(ack, parse_via(ack.headers.get("Via") or "")) == key
+
+
+def test_state_diagram_comes_from_the_table() -> None:
+    diagram = state_diagram(Kind.INVITE_SERVER)
+    assert diagram.startswith("stateDiagram-v2\n    [*] --> Proceeding\n")
+    assert "    Completed --> Confirmed: ACK received\n" in diagram
+    assert "    Proceeding --> Accepted: TU sends 2xx / send_response\n" in diagram
+    assert "Confirmed --> Confirmed" not in diagram  # absorbing loops left out

@@ -223,7 +223,9 @@ def test_timers_fire_on_the_loop(loop: str) -> None:
                 with contextlib.suppress(BlockingIOError):
                     while silent.recv(4096):
                         copies += 1
-                assert copies == 7  # the INVITE and 6 retransmissions before 64*T1
+                # The INVITE and 6 retransmissions before 64*T1 (a busy machine
+                # may fire timers late and squeeze out the last one).
+                assert 5 <= copies <= 7
             finally:
                 await caller.close()
 
@@ -251,7 +253,10 @@ def test_unframeable_tcp_stream_is_closed(loop: str) -> None:
 @pytest.mark.skipif(not ipv6_available(), reason="no IPv6")
 def test_dual_stack_bind_serves_ipv4() -> None:
     async def scenario() -> None:
-        server = await SipTransport.start("::", 0, EventLog(), tcp=False)
+        with pytest.raises(ValueError, match="needs advertised_host"):
+            await SipTransport.start("::", 0, EventLog())
+        server = await SipTransport.start("::", 0, EventLog(), tcp=False, advertised_host="::1")
+        assert server.endpoint.local_addr == ("::1", server.local_addr[1])
         try:
             loop = asyncio.get_running_loop()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:

@@ -214,12 +214,16 @@ class Transcoder:
         self._resampler = Resampler(in_rate, out_rate) if in_rate != out_rate else None
 
     def transcode(self, data: bytes) -> bytes:
-        """Convert one chunk (a payload, or PCM when the source is a rate)."""
+        """Convert one chunk (a payload, or PCM when the source is a rate).
+
+        Raises:
+            CodecError: PCM input has an odd number of bytes.
+        """
         if self._passthrough:
             return data
         pcm = self._decoder.decode(data) if self._decoder is not None else data
-        if self._resampler is not None:
-            pcm = self._resampler.process(pcm)
         if len(pcm) & 1:
             raise CodecError("PCM has an odd number of bytes")
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
         return self._encoder.encode(pcm) if self._encoder is not None else pcm

@@ -79,7 +79,13 @@ class Resampler:
                 break
 
     def process(self, pcm: bytes) -> bytes:
-        """Convert one chunk; returns the samples ready so far."""
+        """Convert one chunk; returns the samples ready so far.
+
+        Raises:
+            CodecError: ``pcm`` has an odd number of bytes.
+        """
+        if len(pcm) & 1:
+            raise CodecError("PCM has an odd number of bytes")
         if self.in_rate == self.out_rate:
             return pcm
         if self._stream is not None:
