@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import uvloop
 
+from callstream.media.clock import unix_from_ntp
 from callstream.media.codecs import G722, PCMU
 from callstream.media.dtmf import DtmfDigit
 from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, MediaHub, QueueSource, Track
-from callstream.media.clock import unix_from_ntp
 from callstream.media.rtcp import RtcpSenderReport, parse_rtcp
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, TapReader, open_rtp_endpoint
