@@ -87,17 +87,22 @@ def bench_leg(codec: CodecInfo) -> dict[str, float]:
         if session.receive_rtp(data, ADDR, n * 0.02):
             hub.push_packet("a", Track.INBOUND, data, n * 0.02)
 
-    def tick() -> None:
+    def tick_in() -> None:
         now = state["n"] * 0.02
         pcm = session.playout(now)
         if pcm is not None:
             hub.push_inbound("a", pcm, now)
+
+    def tick_out() -> None:
+        now = state["n"] * 0.02
         source.feed(frame)
         for _, out in hub.tick(now):
             if out is not None:
                 session.send_frame(out, now)
         for data, _ in session.datagrams_to_send():
             hub.push_packet("a", Track.OUTBOUND, data, now)
+
+    def consume() -> None:
         for tap in taps:
             tap.drain()
         forked.clear()
@@ -105,29 +110,36 @@ def bench_leg(codec: CodecInfo) -> dict[str, float]:
     # Warm up into steady state (jitter buffer playing).
     for _ in range(10):
         receive()
-        tick()
+        tick_in()
+        tick_out()
+        consume()
     n = 20_000
     clock = time.perf_counter
-    rx = tx = 0.0
+    rx = inbound = outbound = 0.0
     for _ in range(n):
         t0 = clock()
         receive()
         t1 = clock()
-        tick()
+        tick_in()
         t2 = clock()
+        tick_out()
+        t3 = clock()
+        consume()
         rx += t1 - t0
-        tx += t2 - t1
+        inbound += t2 - t1
+        outbound += t3 - t2
     overhead = per_op(clock, 100_000) * 1e-6  # one clock() call, taken off each span
     rx = (rx / n - overhead) * 1e6
-    tx = (tx / n - overhead) * 1e6
+    inbound = (inbound / n - overhead) * 1e6
+    outbound = (outbound / n - overhead) * 1e6
     encoder, decoder = codec.new_encoder(), codec.new_decoder()
     encoded = encoder.encode(frame)
     codec_cost = per_op(lambda: decoder.decode(encoder.encode(frame)), 20_000)
     return {
         f"{codec.name} receive: parse+latch+stats+jitter push+fork callback": rx,
-        f"{codec.name} tick: playout/decode+hub in (2 taps)+mix 1 source+encode+send"
-        "+hub out (2 taps)": tx,
-        f"{codec.name} total per leg per 20 ms": rx + tx,
+        f"{codec.name} tick in: playout+decode+hub fan-out to 2 taps": inbound,
+        f"{codec.name} tick out: mix 1 source+encode+build+fan-out to 2 taps+fork": outbound,
+        f"{codec.name} total per leg per 20 ms": rx + inbound + outbound,
         f"{codec.name} of which codec encode+decode": codec_cost,
         f"{codec.name} payload bytes": float(len(encoded)),
     }
