@@ -1,6 +1,6 @@
 """Media hot-path benchmarks (not collected by pytest).
 
-Run: ``python -m tests.media.bench_media [--calls 100] [--seconds 5] [--json out.json]``
+Run: ``python bench/media.py [--calls 100] [--seconds 5] [--json out.json]``
 
 Part 1 times the sans-I/O pieces per operation with ``time.perf_counter``.
 Part 2 runs real legs over loopback UDP on uvloop and on asyncio, each leg
