@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -99,11 +100,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 

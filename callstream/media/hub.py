@@ -442,6 +442,26 @@ def _remove(items: list[_T], item: _T) -> None:
             return
 
 
+def _subscribe(
+    track: Track | str, inbound: list[_T], outbound: list[_T], callback: _T
+) -> Subscription:
+    """Add ``callback`` to the sink lists ``track`` selects; the subscription removes it."""
+    track = Track.parse(track)
+    lists = []
+    if track is not Track.OUTBOUND:
+        lists.append(inbound)
+    if track is not Track.INBOUND:
+        lists.append(outbound)
+    for sinks in lists:
+        sinks.append(callback)
+
+    def detach() -> None:
+        for sinks in lists:
+            _remove(sinks, callback)
+
+    return Subscription(detach)
+
+
 class MediaHub:
     """The audio crossroads of one call: legs, taps, sources and the tick.
 
@@ -520,40 +540,16 @@ class MediaHub:
     ) -> Subscription:
         """Call ``callback(frame)`` inline for each frame of a leg's track(s)."""
         state = self._leg(leg)
-        track = Track.parse(track)
-        lists = []
-        if track is not Track.OUTBOUND:
-            lists.append(state.inbound_sinks)
-        if track is not Track.INBOUND:
-            lists.append(state.outbound_sinks)
-        for sinks in lists:
-            sinks.append(callback)
-
-        def detach() -> None:
-            for sinks in lists:
-                _remove(sinks, callback)
-
-        return Subscription(detach)
+        return _subscribe(track, state.inbound_sinks, state.outbound_sinks, callback)
 
     def add_packet_callback(
         self, leg: str, track: Track | str, callback: PacketCallback
     ) -> Subscription:
         """Call ``callback(leg, track, data)`` inline for each RTP packet of a leg."""
         state = self._leg(leg)
-        track = Track.parse(track)
-        lists = []
-        if track is not Track.OUTBOUND:
-            lists.append(state.inbound_packet_sinks)
-        if track is not Track.INBOUND:
-            lists.append(state.outbound_packet_sinks)
-        for sinks in lists:
-            sinks.append(callback)
-
-        def detach() -> None:
-            for sinks in lists:
-                _remove(sinks, callback)
-
-        return Subscription(detach)
+        return _subscribe(
+            track, state.inbound_packet_sinks, state.outbound_packet_sinks, callback
+        )
 
     def add_source(self, leg: str, source: AudioSource) -> Subscription:
         """Mix ``source`` into what the leg hears, from the next tick on."""

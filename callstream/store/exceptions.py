@@ -13,8 +13,8 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    pass
+    """The database could not be opened or reached."""
 
 
 class SchemaTooNew(StoreError):
-    pass
+    """The database was migrated by a newer callstream."""

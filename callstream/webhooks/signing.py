@@ -132,10 +132,8 @@ def load_or_create_seed(path: Path) -> bytes:
     Raises:
         SigningKeyError: the file exists but does not hold a valid seed, or cannot be written.
     """
-    try:
+    with contextlib.suppress(FileNotFoundError):
         return _read_seed(path)
-    except FileNotFoundError:
-        pass
     seed = os.urandom(SEED_SIZE)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:

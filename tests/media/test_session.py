@@ -115,8 +115,8 @@ def read_pcap_udp(path: Path) -> list[tuple[float, bytes]]:
     return out
 
 
-@pytest.mark.skipif(not G711A_PCAP.exists(), reason="sip-tester's g711a.pcap is not installed")
 def test_sipp_g711a_pcap_plays_bit_exact() -> None:
+    assert G711A_PCAP.exists(), "sip-tester's g711a.pcap is missing: apt-get install sip-tester"
     packets = read_pcap_udp(G711A_PCAP)
     session = RtpSession(PCMA, rng=random.Random(0))
     start = packets[0][0]
