@@ -97,6 +97,7 @@ class Server:
         await self._start_telephony()
         services = Services(settings=settings, store=self.store, calls=self.calls,
                             webhooks=self.webhooks)
+        self._start_features(services)
         host, port = settings.http_host_port
         config = uvicorn.Config(
             create_app(services),
@@ -127,6 +128,11 @@ class Server:
         await switch.start()
         self.calls.telephony = switch
         self.switch = switch
+
+    def _start_features(self, services: Services) -> None:
+        """Build the feature managers and hook them into Call Control."""
+        assert self.calls is not None
+        # Each manager: services.<name> = Manager(...); self.calls.hooks.append(manager)
 
     async def stop(self) -> None:
         if self.calls is not None:

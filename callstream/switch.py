@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callstream.calls.control import CallControl
+from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
 from callstream.calls.state import CallState
 from callstream.config import Settings
@@ -442,6 +443,17 @@ class Switch:
         leg = self.by_call.get(call.id)
         if leg is not None and leg.bridge is not None:
             leg.bridge.close()
+
+    def media(self, call: Call) -> LegMedia:
+        leg = self.by_call[call.id]
+        if leg.rtp is None or leg.media is None:
+            raise KeyError(call.id)
+        session = leg.rtp.session
+        return LegMedia(
+            hub=leg.hub, leg=call.record.call_leg_id, codec=session.codec.name,
+            sample_rate=session.codec.sample_rate, payload_type=session.payload_type,
+            session=session,
+        )
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

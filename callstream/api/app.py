@@ -14,7 +14,14 @@ from starlette.responses import JSONResponse, Response
 from callstream import __version__
 from callstream.api.auth import AuthMiddleware, KeyChecker
 from callstream.api.errors import on_command_error, on_http_error, on_validation_error
-from callstream.api.routes import applications, calls, webhook_deliveries
+from callstream.api.routes import (
+    applications,
+    calls,
+    forking,
+    streaming,
+    transcription,
+    webhook_deliveries,
+)
 from callstream.api.services import Services
 from callstream.calls.exceptions import CommandError
 from callstream.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -55,6 +62,9 @@ def create_app(services: Services) -> FastAPI:
 
     app.include_router(calls.router)
     app.include_router(applications.router)
+    app.include_router(streaming.router)
+    app.include_router(forking.router)
+    app.include_router(transcription.router)
     app.include_router(webhook_deliveries.router)
     app.add_middleware(AuthMiddleware, checker=KeyChecker(services.store))
     return app

@@ -18,6 +18,10 @@ class Services:
     store: SqlStore
     calls: CallControl
     webhooks: Any = None  # callstream.webhooks.worker.WebhookWorker once started
+    # Feature managers, built in server.Server._start_features (None: not running).
+    streams: Any = None  # callstream.streaming
+    forks: Any = None  # callstream.forking
+    transcriptions: Any = None  # callstream.transcription
 
 
 def services(request: Request) -> Services:

@@ -23,6 +23,7 @@ from callstream.calls.exceptions import (
     CommandError,
     InvalidCommand,
 )
+from callstream.calls.features import CallHooks, FeatureEvent
 from callstream.calls.model import Call, new_record
 from callstream.calls.state import CallEvent, CallState
 from callstream.calls.telephony import Telephony
@@ -62,6 +63,8 @@ class CallControl:
         self._clock = clock
         self.trunk_uri: str | None = None
         self.on_change: Callable[[Call], None] = lambda call: None
+        #: Feature managers (streaming, forking, transcription), see calls.features.
+        self.hooks: list[CallHooks] = []
 
     # -- plumbing ----------------------------------------------------------
 
@@ -180,6 +183,8 @@ class CallControl:
             from_uri = req["from"] if req["from"].startswith("sip") else _tel_uri(req["from"])
             headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
             try:
+                for hook in self.hooks:
+                    await hook.before_dial(call)
                 await telephony.dial(
                     call,
                     target,
@@ -228,6 +233,8 @@ class CallControl:
                 )
             if req.get("webhook_url"):
                 call.update(webhook_url=req["webhook_url"])
+            answer = {k: v for k, v in req.items() if k != "command_id" and v is not None}
+            call.update(details={**call.record.details, "answer": answer})
             call.apply(CallEvent.ANSWER)
             self._need_telephony().answer(call)
             return None
@@ -348,6 +355,11 @@ class CallControl:
                                                                now)])
             )
             self.on_change(call)
+        for hook in self.hooks:
+            try:
+                await hook.answered(call)
+            except Exception:
+                log.exception("call %s: %s failed on answer", call.id, type(hook).__name__)
 
     async def leg_ended(
         self,
@@ -357,12 +369,14 @@ class CallControl:
         source: str,
         sip_code: int | None,
         quality: dict[str, Any] | None = None,
-        extra_events: list[tuple[str, dict[str, Any]]] | None = None,
+        extra_events: list[FeatureEvent] | None = None,
     ) -> None:
-        """The leg is gone. ``extra_events`` (stream/fork stops) are sent before call.hangup."""
+        """The leg is gone. Its features stop; their webhooks and ``extra_events`` are
+        sent before call.hangup."""
         async with self._lock(call.id):
             if not call.alive:
                 return
+            extra_events = [*self._detach_features(call), *(extra_events or [])]
             now = self._clock()
             call.apply(
                 CallEvent.ENDED,
@@ -373,7 +387,7 @@ class CallControl:
             )
             events = [
                 call_event(call, etype, call_payload(call, **extra), now)
-                for etype, extra in extra_events or []
+                for etype, extra in extra_events
             ]
             payload = call_payload(
                 call,
@@ -392,6 +406,17 @@ class CallControl:
             if call.bridged_with and (peer := self.calls.get(call.bridged_with)):
                 peer.bridged_with = None
             self.on_change(call)
+
+    @staticmethod
+    def _detach_features(call: Call) -> list[FeatureEvent]:
+        events: list[FeatureEvent] = []
+        for key, feature in list(call.features.items()):
+            try:
+                events.extend(feature.detach("hangup"))
+            except Exception:
+                log.exception("call %s: feature %s failed to stop", call.id, key)
+        call.features.clear()
+        return events
 
     async def leg_event(self, call: Call, event_type: str, extra: dict[str, Any]) -> None:
         """Any other call webhook (call.dtmf.received, streaming.*, call.fork.*...)."""

@@ -6,10 +6,13 @@ import base64
 import secrets
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callstream.calls.state import ALIVE, CallEvent, CallState, next_state
 from callstream.store.records import CallRecord
+
+if TYPE_CHECKING:
+    from callstream.calls.features import Feature
 
 
 def new_call_control_id() -> str:
@@ -27,7 +30,8 @@ class Call:
     #: What the switch keeps for this leg (SIP handle, media leg); opaque here.
     leg: Any = None
     bridged_with: str | None = None
-    commands_seen: set[str] = field(default_factory=set)
+    #: Running media features (streams, forks, transcriptions), see calls.features.
+    features: dict[str, Feature] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
 
 
@@ -35,3 +36,7 @@ class Telephony(Protocol):
     def bridge(self, a: Call, b: Call) -> None: ...
 
     def unbridge(self, call: Call) -> None: ...
+
+    def media(self, call: Call) -> LegMedia:
+        """The leg's media, for taps; raises KeyError when the call has none here."""
+        ...

@@ -1,0 +1,7 @@
+"""/v2/calls/{call_control_id}/actions/... for transcription."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v2/calls", tags=["calls"])

@@ -1,0 +1,64 @@
+"""Media features on a live call: WebSocket streams, RTP forks, transcriptions.
+
+A feature taps a call's media hub (see :mod:`callstream.media.hub`) and lives as long
+as the call or until it is stopped. Two seams connect features to Call Control:
+
+* :class:`Feature` — one running stream/fork/transcription, kept in
+  ``Call.features`` under a key of its own choosing (``"stream:<id>"``...). When the
+  leg ends, :meth:`CallControl.leg_ended` calls :meth:`Feature.detach` on each and
+  commits the webhooks they return (``streaming.stopped``, ``call.fork.stopped``...)
+  *before* ``call.hangup``, in the same transaction.
+* :class:`CallHooks` — a feature manager's reaction to a call's life: ``before_dial``
+  (``stream_establish_before_call_originate``) and ``answered`` (start what ``dial``
+  or ``answer`` asked for: ``stream_url``, ``transcription``...). The request bodies
+  are in ``call.record.details["dial"]`` / ``["answer"]``.
+
+Managers reach a call's media through :meth:`Telephony.media`, which returns a
+:class:`LegMedia`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from callstream.calls.model import Call
+    from callstream.media.hub import MediaHub
+    from callstream.media.session import RtpSession
+
+#: A webhook a feature wants sent: (event_type, payload fields beyond the call's own).
+FeatureEvent = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LegMedia:
+    """Where one call leg's audio is, for taps.
+
+    ``hub.open_tap(leg, "inbound")`` gives what the remote party sends,
+    ``"outbound"`` what we send it; ``hub.add_source(leg, ...)`` plays audio to it;
+    ``hub.add_packet_callback(leg, ...)`` sees its RTP packets byte for byte. Frames
+    are PCM s16le mono at ``sample_rate`` (the codec's audio rate).
+    """
+
+    hub: MediaHub
+    leg: str
+    codec: str
+    sample_rate: int
+    payload_type: int
+    session: RtpSession
+
+
+class Feature(Protocol):
+    def detach(self, reason: str) -> list[FeatureEvent]:
+        """The call ended (``reason``: "hangup"): let go of the media now, without
+        waiting on I/O (finish sockets in a task), and return the stop webhooks."""
+        ...
+
+
+class CallHooks(Protocol):
+    async def before_dial(self, call: Call) -> None:
+        """Runs after call.initiated is stored and before the INVITE goes out."""
+
+    async def answered(self, call: Call) -> None:
+        """Runs once call.answered is stored (incoming or outgoing)."""
