@@ -144,7 +144,7 @@ def write_pcap(
         frame += header + udp
         t = i * interval
         secs = int(t)
-        out.append(struct.pack("<IIII", secs, int(round((t - secs) * 1e6)), len(frame),
+        out.append(struct.pack("<IIII", secs, round((t - secs) * 1e6), len(frame),
                                len(frame)))
         out.append(frame)
     path.write_bytes(b"".join(out))
