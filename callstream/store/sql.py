@@ -62,7 +62,10 @@ class SqlStore:
         return self._engine
 
     async def open(self) -> None:
-        kwargs: dict[str, Any] = {}
+        # Every connection is used as a context manager, which ends its transaction
+        # (commit in writing(), rollback of the autobegun one in reading()); the pool's
+        # own rollback on return would be one more round trip to the driver thread.
+        kwargs: dict[str, Any] = {"pool_reset_on_return": None}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         engine = create_async_engine(self.url, **kwargs)

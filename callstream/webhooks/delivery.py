@@ -1,14 +1,14 @@
 """One webhook attempt over HTTP: send, read the answer, map failures to DeliveryFailed.
 
-Connections are bounded and kept alive, over httpx's HTTP/1.1 transport. Rather than one
-pool of N connections, :class:`HttpDeliverer` keeps N one-connection transports: httpcore's
-pool re-scans every connection on each request, so its cost grows with the pool size
-(encode/httpcore#929; measured here, 64 pooled connections ran at a third of the rate of
-64 one-connection transports). Idle transports are filed by origin, so a request reuses a
-warm connection to the same receiver when there is one. Requests go to the transport
-directly: a webhook needs none of ``AsyncClient``'s redirects, cookies, auth or event
-hooks, and skipping them (and re-parsing each URL) made a delivery a third cheaper. The
-transports' network I/O is :mod:`callstream.webhooks.transport` (asyncio, not anyio).
+Connections are bounded (``max_connections``) and kept alive; idle ones are filed by
+origin, so a request reuses a warm connection to the same receiver when there is one, and
+otherwise takes a new slot or repoints an idle connection of another origin. The bytes
+are :mod:`callstream.webhooks.http11` (sans-I/O) over
+:mod:`callstream.webhooks.transport` (an asyncio Protocol): a webhook needs none of a
+general HTTP client's redirects, cookies, proxies or pools, and dropping httpx/httpcore
+from this path made a delivery several times cheaper (docs/benchmarks.md). A request
+that finds its kept-alive connection closed by the receiver (no byte of answer) is sent
+once more on a fresh connection, as browsers do; a receiver dedupes on ``data.id``.
 
 Success is a 2xx status line received within the event's timeout. The answer's body is
 then read, with what is left of the timeout, only to keep its beginning for the delivery
@@ -22,19 +22,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import httpx
+from urllib.parse import urlsplit
 
 from callstream import __version__
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
-from callstream.webhooks.transport import single_connection_transport
+from callstream.webhooks.http11 import ResponseParser, build_request
+from callstream.webhooks.transport import HttpConnection
 
 #: The start of a receiver's answer kept for the delivery log.
 MAX_BODY_KEPT = 1024
-#: Beyond this, the answer is not drained: the connection is dropped instead.
-MAX_BODY_READ = 64 * 1024
 USER_AGENT = f"callstream-webhooks/{__version__}"
 _URL_CACHE_SIZE = 4096
 
@@ -48,14 +46,21 @@ class DeliveryResponse:
     complete: bool  # the whole body arrived in time
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    origin: str  # scheme://host:port, the key for connection reuse
+    host: str
+    port: int
+    tls: bool
+    host_header: str
+    path: str  # path and query
+
+
 class HttpDeliverer:
     """Sends webhook attempts over at most ``max_connections`` keep-alive connections.
 
     Args:
         max_connections: the bound on concurrent requests (and open connections).
-        transport_factory: builds each connection's transport; by default an
-            ``httpx.AsyncHTTPTransport`` of one connection over
-            :class:`~callstream.webhooks.transport.AsyncioBackend`.
         ssl_context: TLS settings for https receivers; the system's CA bundle by default.
         keepalive_expiry: seconds an idle connection is kept.
     """
@@ -64,7 +69,6 @@ class HttpDeliverer:
         self,
         max_connections: int,
         *,
-        transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         keepalive_expiry: float = 30.0,
     ) -> None:
@@ -72,58 +76,80 @@ class HttpDeliverer:
             raise ValueError("max_connections must be >= 1")
         self.max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: dict[str, list[httpx.AsyncBaseTransport]] = {}
-        self._all: list[httpx.AsyncBaseTransport] = []
-        self._urls: dict[str, httpx.URL] = {}
-        self._factory = transport_factory or self._default_transport
+        self._idle: dict[str, list[HttpConnection]] = {}
+        self._open = 0  # connections that exist, idle or busy
+        self._urls: dict[str, _Target] = {}
         self._keepalive_expiry = keepalive_expiry
         self._ssl = ssl_context
         #: Requests being sent right now.
         self.in_flight = 0
 
-    def _default_transport(self) -> httpx.AsyncBaseTransport:
-        if self._ssl is None:
-            # One context for all connections: loading the CA bundle takes ~15 ms.
-            self._ssl = httpx.create_ssl_context()
-        return single_connection_transport(self._ssl, keepalive_expiry=self._keepalive_expiry)
+    def _target(self, url: str) -> _Target:
+        target = self._urls.get(url)
+        if target is not None:
+            return target
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+            host = parts.hostname
+        except ValueError as exc:
+            raise DeliveryFailed(
+                FailureKind.INVALID_URL, f"invalid URL {url!r}: {exc}", retryable=False
+            ) from exc
+        if parts.scheme not in ("http", "https") or not host:
+            raise DeliveryFailed(
+                FailureKind.INVALID_URL,
+                f"invalid URL {url!r}: need http:// or https:// and a host",
+                retryable=False,
+            )
+        tls = parts.scheme == "https"
+        port = port or (443 if tls else 80)
+        netloc = parts.netloc.rpartition("@")[2]
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = _Target(f"{parts.scheme}://{host}:{port}", host, port, tls, netloc, path)
+        if len(self._urls) >= _URL_CACHE_SIZE:
+            self._urls.clear()
+        self._urls[url] = target
+        return target
 
-    def _url(self, url: str) -> httpx.URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            try:
-                parsed = httpx.URL(url)
-            except (httpx.InvalidURL, ValueError, TypeError) as exc:
-                raise DeliveryFailed(
-                    FailureKind.INVALID_URL, f"invalid URL {url!r}: {exc}", retryable=False
-                ) from exc
-            if parsed.scheme not in ("http", "https") or not parsed.host:
-                raise DeliveryFailed(
-                    FailureKind.INVALID_URL,
-                    f"invalid URL {url!r}: need http:// or https:// and a host",
-                    retryable=False,
-                )
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            self._urls[url] = parsed
-        return parsed
+    def _take_idle(self, origin: str) -> HttpConnection | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.reusable and now - conn.idle_since < self._keepalive_expiry:
+                return conn
+            self._drop(conn)
+        return None
 
-    def _take(self, origin: str) -> httpx.AsyncBaseTransport:
-        same = self._idle.get(origin)
-        if same:
-            return same.pop()
-        if len(self._all) < self.max_connections:
-            transport = self._factory()
-            self._all.append(transport)
-            return transport
-        # Every connection exists and none is idle towards this origin: repoint an idle
-        # one (the semaphore guarantees there is one); its old connection gets closed.
-        for key, idle in self._idle.items():
-            if idle:
-                transport = idle.pop()
-                if not idle:
-                    del self._idle[key]
-                return transport
-        raise RuntimeError("no idle connection although a slot was acquired")  # pragma: no cover
+    def _drop(self, conn: HttpConnection) -> None:
+        conn.close()
+        self._open -= 1
+
+    async def _connection(self, target: _Target, within: float) -> HttpConnection:
+        conn = self._take_idle(target.origin)
+        if conn is not None:
+            return conn
+        if self._open >= self.max_connections:
+            # Every slot has a connection and none is idle towards this origin: close an
+            # idle one elsewhere (the semaphore guarantees there is one).
+            for idle in self._idle.values():
+                if idle:
+                    self._drop(idle.pop())
+                    break
+        tls = None
+        if target.tls:
+            if self._ssl is None:
+                # One context for all connections: loading the CA bundle takes ~15 ms.
+                self._ssl = ssl.create_default_context()
+            tls = self._ssl
+        self._open += 1
+        try:
+            return await HttpConnection.open(target.origin, target.host, target.port, tls=tls,
+                                             within=within)
+        except BaseException:
+            self._open -= 1
+            raise
 
     async def send(
         self,
@@ -146,80 +172,63 @@ class HttpDeliverer:
         Raises:
             DeliveryFailed: no 2xx answer in time, with ``retryable`` and the failure kind.
         """
-        target = self._url(url)
-        origin = f"{target.scheme}://{target.netloc.decode('ascii')}"
-        request = httpx.Request(
-            method,
-            target,
-            headers=[("user-agent", USER_AGENT), *headers.items()],
-            content=body or None,
-            extensions={"timeout": httpx.Timeout(timeout_secs).as_dict()},
-        )
+        target = self._target(url)
+        try:
+            request = build_request(method, target.path, target.host_header,
+                                    [("user-agent", USER_AGENT), *headers.items()], body)
+        except ValueError as exc:
+            raise DeliveryFailed(FailureKind.PROTOCOL, f"cannot send request: {exc}",
+                                 retryable=False) from exc
+        deadline = time.monotonic() + timeout_secs
         await self._slots.acquire()
-        transport = self._take(origin)
         self.in_flight += 1
         try:
-            return await _exchange(transport, request, timeout_secs)
+            return await self._exchange(target, request, deadline, timeout_secs)
         finally:
             self.in_flight -= 1
-            self._idle.setdefault(origin, []).append(transport)
             self._slots.release()
 
-    async def aclose(self) -> None:
-        transports, self._all, self._idle = self._all, [], {}
-        for transport in transports:
-            await transport.aclose()
-
-
-async def _exchange(
-    transport: httpx.AsyncBaseTransport, request: httpx.Request, timeout_secs: float
-) -> DeliveryResponse:
-    deadline = time.monotonic() + timeout_secs
-    try:
-        async with asyncio.timeout(timeout_secs):
-            response = await transport.handle_async_request(request)
-    except TimeoutError as exc:
-        raise DeliveryFailed(
-            FailureKind.TIMEOUT, f"no answer within {timeout_secs:g} s"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise map_httpx_error(exc, timeout_secs) from exc
-    try:
-        text, complete = await _read_start(response, deadline)
-    finally:
-        await response.aclose()
-    status = response.status_code
-    if 200 <= status < 300:
-        return DeliveryResponse(status, text, complete)
-    raise DeliveryFailed(
-        FailureKind.HTTP_STATUS,
-        response.reason_phrase or "non-2xx answer",
-        status_code=status,
-        body=text,
-        retry_after=_retry_after(response.headers.get("retry-after")),
-    )
-
-
-async def _read_start(response: httpx.Response, deadline: float) -> tuple[str, bool]:
-    """Read the answer's body until its end, ``MAX_BODY_READ`` bytes or the deadline."""
-    kept = bytearray()
-    size = 0
-    complete = False
-    try:
-        async with asyncio.timeout_at(
-            asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
-        ):
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if len(kept) < MAX_BODY_KEPT:
-                    kept += chunk[: MAX_BODY_KEPT - len(kept)]
-                if size > MAX_BODY_READ:
-                    break
+    async def _exchange(
+        self, target: _Target, request: bytes, deadline: float, timeout_secs: float
+    ) -> DeliveryResponse:
+        for attempt in (1, 2):
+            conn = await self._connection(target, max(0.0, deadline - time.monotonic()))
+            parser = ResponseParser(MAX_BODY_KEPT)
+            try:
+                await conn.send(request, parser, max(0.0, deadline - time.monotonic()))
+            except DeliveryFailed as exc:
+                self._drop(conn)
+                stale = conn.requests > 1 and not conn.answered
+                if attempt == 1 and stale and exc.kind is not FailureKind.TIMEOUT:
+                    continue  # the receiver closed the idle connection as we wrote to it
+                if exc.kind is FailureKind.TIMEOUT:
+                    exc.reason = f"no answer within {timeout_secs:g} s"
+                    exc.args = (exc.reason,)
+                raise
+            complete = await conn.finish(max(0.0, deadline - time.monotonic()))
+            if conn.reusable:
+                self._idle.setdefault(target.origin, []).append(conn)
             else:
-                complete = True
-    except (TimeoutError, httpx.HTTPError):
-        pass  # the status line already decided the outcome
-    return kept.decode("utf-8", "replace"), complete
+                self._open -= 1
+            status = parser.status
+            assert status is not None
+            text = parser.body.decode("utf-8", "replace")
+            if 200 <= status < 300:
+                return DeliveryResponse(status, text, complete)
+            raise DeliveryFailed(
+                FailureKind.HTTP_STATUS,
+                parser.reason or "non-2xx answer",
+                status_code=status,
+                body=text,
+                retry_after=_retry_after(parser.headers.get("retry-after")),
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                self._drop(conn)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -230,20 +239,3 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None  # an HTTP-date: ignored, the schedule's own delay applies
     return seconds if seconds >= 0 else None
-
-
-def map_httpx_error(exc: httpx.HTTPError, timeout: float) -> DeliveryFailed:
-    """Translate an httpx error into the failure kind and whether a retry can help."""
-    if isinstance(exc, httpx.TimeoutException):
-        return DeliveryFailed(FailureKind.TIMEOUT, f"no answer within {timeout:g} s ({exc!r})")
-    if isinstance(exc, httpx.ConnectError):
-        return DeliveryFailed(FailureKind.CONNECT, f"cannot connect: {exc}")
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return DeliveryFailed(FailureKind.INVALID_URL, f"unsupported URL: {exc}", retryable=False)
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return DeliveryFailed(FailureKind.PROTOCOL, f"receiver broke HTTP: {exc}")
-    if isinstance(exc, httpx.LocalProtocolError):
-        return DeliveryFailed(FailureKind.PROTOCOL, f"cannot send request: {exc}", retryable=False)
-    if isinstance(exc, httpx.NetworkError):
-        return DeliveryFailed(FailureKind.NETWORK, f"connection error: {exc}")
-    return DeliveryFailed(FailureKind.NETWORK, f"{type(exc).__name__}: {exc}")

@@ -5,7 +5,7 @@ WebhookError
  └── DeliveryFailed      one delivery attempt did not get a 2xx (remote, or a bad URL)
 
 ``DeliveryFailed.retryable`` says whether trying the same URL again can help: a refused
-connection, a timeout or a 500 can; a URL httpx cannot even send to cannot.
+connection, a timeout or a 500 can; a URL that cannot be sent to at all cannot.
 """
 
 from __future__ import annotations
