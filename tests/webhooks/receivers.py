@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,8 +52,12 @@ REASONS = {200: "OK", 204: "No Content", 404: "Not Found", 429: "Too Many Reques
 class Receiver:
     """A webhook receiver; ``url`` is valid after :meth:`start`."""
 
-    def __init__(self, behaviour: Behaviour = OK, *, path: str = "/hooks") -> None:
+    def __init__(
+        self, behaviour: Behaviour = OK, *, path: str = "/hooks",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.behaviour = behaviour
+        self.tls = tls
         self.path = path
         self.requests: list[Received] = []
         self.in_flight = 0
@@ -64,9 +69,10 @@ class Receiver:
         self.url = ""
 
     async def start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}{self.path}"
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}{self.path}"
         return self.url
 
     async def close(self) -> None:

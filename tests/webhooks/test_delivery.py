@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import trustme
 
 from callstream.webhooks.delivery import MAX_BODY_KEPT, DeliveryResponse, HttpDeliverer
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
-from tests.webhooks.receivers import Receiver, Reply, closed_port_url
+from tests.webhooks.receivers import Received, Receiver, Reply, closed_port_url
 
 Start = Callable[..., Awaitable[Receiver]]
 HEADERS = {"content-type": "application/json", "telnyx-timestamp": "1"}
@@ -161,3 +163,48 @@ async def test_connections_move_between_receivers(receivers: Start) -> None:
     finally:
         await d.aclose()
     assert len(a.requests) == 2 and len(b.requests) == 1
+
+
+async def test_https_receivers_are_verified(receivers: Start) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    r = await receivers(tls=server_ctx)
+    assert r.url.startswith("https://")
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    d = HttpDeliverer(2, ssl_context=trusting)
+    try:
+        for _ in range(3):
+            assert (await send(d, r.url)).status_code == 200
+    finally:
+        await d.aclose()
+    assert len(r.requests) == 3 and r.connections == 1
+    # The system's CA bundle does not know this receiver's certificate.
+    untrusting = HttpDeliverer(1)
+    try:
+        with pytest.raises(DeliveryFailed) as info:
+            await send(untrusting, r.url)
+    finally:
+        await untrusting.aclose()
+    assert info.value.kind is FailureKind.CONNECT and "certificate" in info.value.reason.lower()
+
+
+async def test_a_kept_alive_connection_closed_by_the_receiver_is_retried_once(
+    receivers: Start, deliverer: HttpDeliverer
+) -> None:
+    seen: list[int] = []
+
+    def close_the_second(req: Received) -> Reply:
+        seen.append(req.connection)
+        return Reply(drop=True) if len(seen) == 2 else Reply()
+
+    r = await receivers(close_the_second)
+    await send(deliverer, r.url)
+    await send(deliverer, r.url)  # lands on the dropped connection, then on a fresh one
+    assert len(r.requests) == 3 and r.connections == 2
+    # A fresh connection that drops is a failure, not retried.
+    r2 = await receivers(Reply(drop=True))
+    with pytest.raises(DeliveryFailed):
+        await send(deliverer, r2.url)
+    assert len(r2.requests) == 1
