@@ -370,13 +370,13 @@ class StreamSession:
         if not clean:
             self.outcome = "failed"
         log.info("stream %s: consumer closed the socket (%d)", self.id, code)
-        events = self._begin_stop()
         self._stop_frame = False
-        if clean:
-            for event_type, extra in events:
-                await self.host.emit(self, event_type, extra)
-        else:
-            await self.host.emit(self, "streaming.failed", self.failure_fields("connection_lost"))
+        events = self._begin_stop()
+        if not clean:
+            events = [("streaming.failed", self.failure_fields("connection_lost"))]
+        for event_type, extra in events:
+            # Shielded: the sender task, finishing, cancels this reader.
+            await asyncio.shield(self.host.emit(self, event_type, extra))
         task = self._task
         if task is not None and task is not asyncio.current_task():
             task.cancel()

@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from subprocess import Popen
 
+import numpy as np
 import pytest
+from telnyx import UnprocessableEntityError
 
 from callstream.media.codecs import PCMU
-from tests.audio import snr_db, speech
+from tests.audio import resample, rtp_packets, snr_db, speech, write_pcap
 from tests.e2e.conftest import Rig
-from tests.e2e.sipp import DATA, sipp
+from tests.e2e.sipp import DATA, sipp, uac
 from tests.helpers import free_udp_tcp_port
 from tests.rtp_peer import RtpPeer
 from tests.ws_consumer import Connection, Consumer, ws_consumer
@@ -74,6 +76,20 @@ def _ulaw(pcm: bytes) -> bytes:
 
 def _pcm(ulaw: bytes) -> bytes:
     return PCMU.new_decoder().decode(ulaw)
+
+
+def _segment_snr(reference: bytes, got: bytes, rate: int) -> float:
+    """SNR of half a second from the middle of ``got`` against where it sits in ``reference``
+    (the stream may start after the caller did, so the heads need not line up)."""
+    ref = np.frombuffer(reference, "<i2").astype(np.float64)
+    rec = np.frombuffer(got, "<i2").astype(np.float64)
+    mid = len(rec) // 2
+    chunk = rec[mid - rate // 4: mid + rate // 4]
+    corr = np.correlate(ref, chunk, mode="valid")
+    lag = int(np.argmax(corr))
+    aligned = ref[lag: lag + len(chunk)]
+    noise = np.sum((aligned - chunk) ** 2)
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(aligned**2) / noise))
 
 
 def _payloads(conn: Connection, track: str) -> bytes:
@@ -160,3 +176,202 @@ def test_dial_with_bidirectional_stream(rig: Rig, consumer: Consumer) -> None:
     hooks = [d.event_type for d in rig.hooks.events()
              if d.payload.get("call_control_id") == pc.ccid]
     assert hooks.index("streaming.stopped") < hooks.index("call.hangup")
+
+
+def _sipp_call(rig: Rig, pcm: bytes, hold_ms: int) -> tuple[Popen[bytes], str]:
+    """SIPp calls in and, once answered, plays ``pcm`` as PCMU RTP from a pcap."""
+    write_pcap(rig.workdir / "caller_speech.pcap", rtp_packets(pcm, "PCMU"))
+    proc = uac(rig.sip_target, "uac_pcap.xml", cwd=rig.workdir, local_port=free_udp_tcp_port(),
+               media_port=free_udp_tcp_port(), hold_ms=hold_ms)
+    seen = {d.payload["call_control_id"] for d in rig.hooks.events("call.initiated")}
+    initiated = rig.hooks.wait_for(
+        lambda d: d.event_type == "call.initiated" and d.payload.get("direction") == "incoming"
+        and d.payload["call_control_id"] not in seen, timeout=20)
+    return proc, initiated.payload["call_control_id"]
+
+
+def test_answer_with_l16_stream_transcodes(rig: Rig, consumer: Consumer) -> None:
+    """answer with stream fields: L16 16 kHz big-endian frames carry the caller's speech."""
+    caller = speech("beckett")[: 8000 * 2 * 3]
+    proc, ccid = _sipp_call(rig, caller, hold_ms=4000)
+    rig.sdk.calls.actions.answer(
+        ccid, stream_url=consumer.url, stream_codec="L16",
+        extra_body={"custom_parameters": [{"name": "customer_id", "value": "c-42"}]})
+    conn = consumer.wait_connection()
+    assert "x-telnyx-streaming-auth-token" not in conn.headers
+    assert proc.wait(30) == 0
+    rig.hooks.wait_event("call.hangup", ccid)
+    assert conn.done.wait(10) and conn.closed_code == 1000
+    start = conn.of("start")[0]["start"]
+    assert start["media_format"] == {"encoding": "L16", "sample_rate": 16000, "channels": 1}
+    assert start["custom_parameters"] == {"customer_id": "c-42"}
+    assert conn.frames[0] == {"event": "connected", "version": "1.0.0"}
+    media = [f["media"] for f in conn.of("media")]
+    assert media and {m["track"] for m in media} == {"inbound"}
+    payloads = [base64.b64decode(m["payload"]) for m in media]
+    assert {len(p) for p in payloads} == {640}
+    big_endian = b"".join(payloads)
+    pcm16 = np.frombuffer(big_endian, ">i2").astype("<i2").tobytes()
+    reference = resample(_pcm(_ulaw(caller)), 8000, 16000)
+    assert _segment_snr(reference, pcm16, 16000) > 15
+    rig.hooks.wait_event("streaming.stopped", ccid)
+
+
+def _wait_count(rig: Rig, event_type: str, ccid: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        got = [d for d in rig.hooks.events(event_type) if d.payload["call_control_id"] == ccid]
+        if len(got) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(got) == count, (event_type, len(got))
+
+
+def _error(exc: pytest.ExceptionInfo[UnprocessableEntityError]) -> dict[str, object]:
+    body = exc.value.body
+    assert isinstance(body, dict)
+    return dict(body["errors"][0])
+
+
+def test_streaming_start_stop_via_sdk(rig: Rig, consumer: Consumer) -> None:
+    """start_streaming/stop_streaming: validation, several streams and one bidirectional,
+    stop by stream_id and stop all, per-stream counters on /metrics, clear timing."""
+    with peer_call(rig) as pc:
+        actions = rig.sdk.calls.actions
+        bad = [
+            ({"stream_url": consumer.url, "stream_track": "left"}, "10032", "/stream_track"),
+            ({"stream_url": "http://example.com/x"}, "10003", "/stream_url"),
+            ({"stream_url": consumer.url, "stream_codec": "OPUS"}, "10015", "/stream_codec"),
+            ({"stream_url": consumer.url, "stream_bidirectional_codec": "AMR-WB"}, "10015",
+             "/stream_bidirectional_codec"),
+            ({"stream_url": consumer.url, "stream_bidirectional_sampling_rate": 11025},
+             "10032", "/stream_bidirectional_sampling_rate"),
+            ({"stream_url": consumer.url, "enable_dialogflow": True}, "10015",
+             "/enable_dialogflow"),
+            ({"stream_url": consumer.url, "stream_auth_token": "x" * 4001}, "10033",
+             "/stream_auth_token"),
+            ({}, "10004", "/stream_url"),
+        ]
+        for body, code, pointer in bad:
+            with pytest.raises(UnprocessableEntityError) as info:
+                actions.start_streaming(pc.ccid, extra_body=body)
+            err = _error(info)
+            assert (err["code"], err["source"]) == (code, {"pointer": pointer}), (body, err)
+
+        actions.start_streaming(pc.ccid, stream_url=consumer.url, command_id="s1")
+        actions.start_streaming(pc.ccid, stream_url=consumer.url, command_id="s1")  # repeat
+        actions.start_streaming(pc.ccid, stream_url=consumer.url + "?two",
+                                stream_track="outbound_track")
+        actions.start_streaming(pc.ccid, stream_url=consumer.url + "?bidi",
+                                stream_bidirectional_mode="rtp",
+                                stream_bidirectional_target_legs="self")
+        with pytest.raises(UnprocessableEntityError) as info:
+            actions.start_streaming(pc.ccid, stream_url=consumer.url,
+                                    stream_bidirectional_mode="mp3")
+        assert _error(info)["code"] == "90045"
+        conns = [consumer.wait_connection(i) for i in range(3)]
+        for conn in conns:
+            conn.wait_for(lambda c: "start" in c.events())
+        time.sleep(0.2)
+        assert len(consumer.connections) == 3  # the repeated command_id started nothing
+        bidi = next(c for c in conns if c.path.endswith("?bidi"))
+        first = next(c for c in conns if c.path == "/media")
+        first_id = first.of("start")[0]["stream_id"]
+
+        talker = threading.Thread(target=pc.peer.play, args=(speech("beckett")[:16000],))
+        talker.start()
+        first.wait_for(lambda c: len(c.of("media")) >= 20)
+        with rig.server.client() as http:
+            metrics = http.get("/metrics").text
+        sent = re.search(
+            rf'callstream_stream_frames_sent_total{{stream_id="{first_id}"}} (\d+)', metrics)
+        assert sent and int(float(sent[1])) >= 20
+        assert f'callstream_stream_connect_seconds{{stream_id="{first_id}"}}' in metrics
+        assert f'callstream_stream_frames_dropped_total{{stream_id="{first_id}"}}' in metrics
+
+        # clear: 10 s queued, a mark behind it; clear after 0.5 s echoes the mark at once
+        # and the caller stops hearing it.
+        talker.join()
+        long_reply = _ulaw(speech("two_cities")[: 8000 * 2 * 10])
+        consumer.send(bidi, {"event": "media",
+                             "media": {"payload": base64.b64encode(long_reply).decode()}},
+                      {"event": "mark", "mark": {"name": "after-long"}})
+        time.sleep(0.5)
+        cleared_at = time.monotonic()
+        consumer.send(bidi, {"event": "clear"})
+        bidi.wait_for(lambda c: bool(c.of("mark")), timeout=5)
+        echoed = bidi.times[[f["event"] for f in bidi.frames].index("mark")]
+        assert echoed - cleared_at < 0.3
+        time.sleep(0.3)
+        before = len(pc.peer.received)
+        time.sleep(0.5)
+        assert len(pc.peer.received) - before <= 2  # nothing more of it plays
+        assert 15 <= before <= 60  # about 0.5 s of it had played
+
+        actions.stop_streaming(pc.ccid, stream_id=first_id)
+        assert first.done.wait(10) and first.events()[-1] == "stop"
+        assert first.closed_code == 1000
+        stopped = rig.hooks.wait_for(lambda d: d.event_type == "streaming.stopped"
+                                     and d.payload.get("stream_id") == first_id)
+        assert stopped.payload["call_control_id"] == pc.ccid
+        with pytest.raises(UnprocessableEntityError) as info:
+            actions.stop_streaming(pc.ccid, stream_id=first_id)
+        assert _error(info)["code"] == "10005"
+        actions.stop_streaming(pc.ccid)  # every remaining stream
+        for conn in conns:
+            assert conn.done.wait(10) and conn.events()[-1] == "stop"
+        _wait_count(rig, "streaming.stopped", pc.ccid, 3)
+        assert rig.sdk.calls.retrieve_status(pc.ccid).data.is_alive  # type: ignore[union-attr]
+        rig.sdk.calls.actions.hangup(pc.ccid)
+        rig.hooks.wait_event("call.hangup", pc.ccid)
+
+
+def test_streaming_before_answer_is_refused(rig: Rig, consumer: Consumer) -> None:
+    proc, ccid = _sipp_call(rig, speech("beckett")[:8000], hold_ms=500)
+    with pytest.raises(UnprocessableEntityError) as info:
+        rig.sdk.calls.actions.start_streaming(ccid, stream_url=consumer.url)
+    assert _error(info)["code"] == "90034"
+    rig.sdk.calls.actions.answer(ccid)
+    assert proc.wait(30) == 0
+    rig.hooks.wait_event("call.hangup", ccid)
+    with pytest.raises(UnprocessableEntityError) as info:
+        rig.sdk.calls.actions.start_streaming(ccid, stream_url=consumer.url)
+    assert _error(info)["code"] == "90018"
+
+
+def test_consumer_refuses_dies_or_leaves(rig: Rig, consumer: Consumer) -> None:
+    """A refused upgrade and a consumer that dies give streaming.failed, one that closes
+    cleanly gives streaming.stopped; the call goes on through all of them."""
+    with peer_call(rig) as pc:
+        actions = rig.sdk.calls.actions
+        consumer.refuse = True
+        actions.start_streaming(pc.ccid, stream_url=consumer.url)
+        failed = rig.hooks.wait_event("streaming.failed", pc.ccid)
+        assert failed.payload["failure_reason"] == "connection_failed"
+        assert failed.payload["stream_type"] == "websocket"
+        assert failed.payload["stream_params"] == {
+            "stream_url": consumer.url, "track": "inbound_track",
+            "stream_track": "inbound_track"}
+        consumer.refuse = False
+
+        talker = threading.Thread(target=pc.peer.play, args=(speech("beckett")[:8000 * 2 * 2],))
+        talker.start()
+        consumer.die_after = 10
+        actions.start_streaming(pc.ccid, stream_url=consumer.url + "?dies")
+        rig.hooks.wait_for(lambda d: d.event_type == "streaming.failed"
+                           and d.payload["failure_reason"] == "connection_lost")
+        consumer.die_after = None
+        consumer.close_after = 10
+        actions.start_streaming(pc.ccid, stream_url=consumer.url + "?leaves")
+        rig.hooks.wait_event("streaming.stopped", pc.ccid)
+        talker.join()
+        assert rig.sdk.calls.retrieve_status(pc.ccid).data.is_alive  # type: ignore[union-attr]
+        with rig.server.client() as http:
+            assert http.get("/v2/calls").json()["meta"]["total_results"] >= 1
+        rig.sdk.calls.actions.hangup(pc.ccid)
+        hangup = rig.hooks.wait_event("call.hangup", pc.ccid)
+        assert hangup.payload["hangup_cause"] == "normal_clearing"
+        types = [d.event_type for d in rig.hooks.events()
+                 if d.payload.get("call_control_id") == pc.ccid]
+        assert types.count("streaming.started") == 2
+        assert types.count("streaming.stopped") == 1
