@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from websockets.asyncio.server import Response, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 
 
 @dataclass
@@ -137,7 +137,7 @@ def ws_consumer() -> Iterator[Consumer]:
         async with serve(consumer._handler, "127.0.0.1", 0, compression=None,
                          process_request=consumer._process_request,
                          max_size=None) as server:
-            consumer.port = list(server.sockets)[0].getsockname()[1]
+            consumer.port = next(iter(server.sockets)).getsockname()[1]
             ready.set()
             await stop
 

@@ -11,16 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from subprocess import Popen
+from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
+from nacl.signing import VerifyKey
 from telnyx import UnprocessableEntityError
 
 from callstream.media.codecs import PCMU
+from callstream.webhooks.signing import WebhookSigner, load_or_create_seed
 from tests.audio import resample, rtp_packets, snr_db, speech, write_pcap
 from tests.e2e.conftest import Rig
 from tests.e2e.sipp import DATA, sipp, uac
 from tests.helpers import free_udp_tcp_port
+from tests.receiver import webhook_receiver
 from tests.rtp_peer import RtpPeer
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
@@ -375,3 +379,123 @@ def test_consumer_refuses_dies_or_leaves(rig: Rig, consumer: Consumer) -> None:
                  if d.payload.get("call_control_id") == pc.ccid]
         assert types.count("streaming.started") == 2
         assert types.count("streaming.stopped") == 1
+
+
+def test_both_tracks_on_a_bridged_call(rig: Rig, consumer: Consumer) -> None:
+    """Two dialled legs bridged: both_tracks on A carries A (inbound) and B (outbound);
+    a bidirectional stream targeting the opposite leg is heard by B."""
+    with peer_call(rig) as a, peer_call(rig) as b:
+        with rig.server.client() as http:
+            bridged = http.post(f"/v2/calls/{a.ccid}/actions/bridge",
+                                json={"call_control_id": b.ccid})
+            assert bridged.status_code == 200, bridged.text
+        rig.sdk.calls.actions.start_streaming(
+            a.ccid, stream_url=consumer.url, stream_track="both_tracks",
+            stream_bidirectional_mode="rtp", stream_bidirectional_target_legs="opposite")
+        conn = consumer.wait_connection()
+        conn.wait_for(lambda c: "start" in c.events())
+        talkers = [threading.Thread(target=a.peer.play, args=(speech("beckett")[:48000],)),
+                   threading.Thread(target=b.peer.play, args=(speech("two_cities")[:48000],))]
+        for t in talkers:
+            t.start()
+        for t in talkers:
+            t.join()
+        # Then A is silent and the consumer talks: only B must hear it.
+        reply = _ulaw(speech("two_cities")[8000 * 2 * 10: 8000 * 2 * 12])
+        consumer.send(conn, {"event": "media",
+                             "media": {"payload": base64.b64encode(reply).decode()}})
+        time.sleep(2.4)
+        rig.sdk.calls.actions.stop_streaming(a.ccid)
+        assert conn.done.wait(10)
+        inbound, outbound = _payloads(conn, "inbound"), _payloads(conn, "outbound")
+        assert len(inbound) > 0.8 * len(b"".join(a.peer.sent)) and inbound in b"".join(a.peer.sent)
+        assert outbound and outbound in a.peer.audio()  # what A heard, byte for byte
+        assert _segment_snr(_pcm(b"".join(b.peer.sent)), _pcm(outbound), 8000) > 20  # B's voice
+        heard = _pcm(b.peer.audio())
+        snr = _segment_snr(heard[-8000 * 2 * 3:], _pcm(reply), 8000)
+        assert snr > 30, snr  # B heard the consumer...
+        assert _pcm(reply)[:3200] not in _pcm(a.peer.audio())  # ...and A did not
+        for pc in (a, b):
+            rig.sdk.calls.actions.hangup(pc.ccid)
+            rig.hooks.wait_event("call.hangup", pc.ccid)
+
+
+def test_texml_streams_with_signed_status_callbacks(rig: Rig, consumer: Consumer) -> None:
+    """The SDK's texml streams_json / streaming_sid_json (JSON), and the same as a form."""
+    seed = load_or_create_seed(rig.workdir / "webhook_signing_key")
+    verify = VerifyKey(WebhookSigner(seed).public_key)
+    with peer_call(rig) as pc, webhook_receiver() as callbacks:
+        texml = rig.sdk.texml.accounts.calls
+        started = texml.streams_json(pc.ccid, account_sid="acct-1", url=consumer.url,
+                                     name="agent", track="both_tracks",
+                                     status_callback=callbacks.url)
+        assert started.status == "in-progress" and started.name == "agent"
+        assert started.call_sid == pc.ccid and started.account_sid == "acct-1"
+        uri = f"/v2/texml/Accounts/acct-1/Calls/{pc.ccid}/Streams/{started.sid}.json"
+        assert started.uri == uri
+        conn = consumer.wait_connection()
+        conn.wait_for(lambda c: "start" in c.events())
+        assert conn.of("start")[0]["stream_id"] == started.sid
+        assert started.sid is not None
+        stopped = texml.streams.streaming_sid_json(started.sid, account_sid="acct-1",
+                                                   call_sid=pc.ccid, status="stopped")
+        assert stopped.status == "stopped" and stopped.sid == started.sid
+        assert conn.done.wait(10) and conn.events()[-1] == "stop"
+
+        with rig.server.client() as http:  # Node's form encoding
+            form = http.post(f"/v2/texml/Accounts/acct-1/Calls/{pc.ccid}/Streams.json",
+                             content=f"Url={consumer.url}&Track=inbound_track&Name=form",
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+            assert form.status_code == 200, form.text
+            sid = form.json()["sid"]
+            bad = http.post(f"/v2/texml/Accounts/acct-1/Calls/{pc.ccid}/Streams.json",
+                            content="Url=http://x&Track=inbound_track",
+                            headers={"content-type": "application/x-www-form-urlencoded"})
+            assert bad.status_code == 422
+            assert bad.json()["errors"][0]["source"] == {"pointer": "/Url"}
+            missing = http.post("/v2/texml/Accounts/acct-1/Calls/v3:nope/Streams.json",
+                                json={"Url": consumer.url})
+            assert missing.status_code == 404
+            assert missing.json() == {"errors": [{"detail": "Resource not found"}]}
+            unknown = http.post(f"/v2/texml/Accounts/acct-1/Calls/{pc.ccid}/Streams/x.json",
+                                content="Status=stopped",
+                                headers={"content-type": "application/x-www-form-urlencoded"})
+            assert unknown.status_code == 404
+            done = http.post(f"/v2/texml/Accounts/acct-1/Calls/{pc.ccid}/Streams/{sid}.json",
+                             content="Status=stopped",
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+            assert done.json()["status"] == "stopped"
+
+        deadline = time.monotonic() + 10
+        while len(callbacks.deliveries) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        forms = [d for d in callbacks.deliveries]
+        assert len(forms) == 2
+        for d in forms:
+            assert d.headers["content-type"] == "application/x-www-form-urlencoded"
+            ts = d.headers["telnyx-timestamp"]
+            verify.verify(ts.encode() + b"|" + d.body,
+                          base64.b64decode(d.headers["telnyx-signature-ed25519"]))
+        fields = [dict(parse_qsl(d.body.decode())) for d in forms]
+        assert [f["StreamEvent"] for f in fields] == ["stream-started", "stream-stopped"]
+        for f in fields:
+            assert f["StreamSid"] == started.sid and f["CallSid"] == pc.ccid
+            assert f["AccountSid"] == "acct-1" and f["StreamName"] == "agent"
+        rig.sdk.calls.actions.hangup(pc.ccid)
+
+
+def test_dial_establishes_stream_before_originate(rig: Rig, consumer: Consumer) -> None:
+    with peer_call(rig, stream_url=consumer.url,
+                   stream_establish_before_call_originate=True) as pc:
+        conn = consumer.wait_connection()
+        conn.wait_for(lambda c: "start" in c.events())
+        # connected arrived before the call was answered; start after.
+        answered = rig.hooks.wait_event("call.answered", pc.ccid)
+        assert conn.events()[:2] == ["connected", "start"]
+        assert conn.times[0] < conn.times[1]
+        assert answered is not None
+        pc.peer.play(speech("beckett")[:16000])
+        conn.wait_for(lambda c: len(c.of("media")) >= 40)
+        rig.sdk.calls.actions.hangup(pc.ccid)
+        assert conn.done.wait(10) and conn.events()[-1] == "stop"
+        rig.hooks.wait_event("streaming.stopped", pc.ccid)
