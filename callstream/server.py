@@ -24,6 +24,7 @@ from callstream.config import Settings
 from callstream.metrics import ACTIVE_CALLS
 from callstream.store.records import Application
 from callstream.store.sql import SqlStore
+from callstream.streaming.manager import StreamManager
 from callstream.timefmt import iso_now
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
@@ -133,6 +134,8 @@ class Server:
         """Build the feature managers and hook them into Call Control."""
         assert self.calls is not None
         # Each manager: services.<name> = Manager(...); self.calls.hooks.append(manager)
+        services.streams = StreamManager(self.calls, account_id=self.settings.account_id)
+        self.calls.hooks.append(services.streams)
 
     async def stop(self) -> None:
         if self.calls is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callstream.calls.control import CallControl
-from callstream.calls.features import LegMedia
+from callstream.calls.features import LegMedia, notify_dtmf
 from callstream.calls.model import Call
 from callstream.calls.state import CallState
 from callstream.config import Settings
@@ -250,6 +250,7 @@ class Switch:
 
     async def _dtmf(self, leg: Leg, digit: str) -> None:
         rec = leg.call.record
+        notify_dtmf(leg.call, digit, self._now())
         await self.calls.leg_event(
             leg.call, "call.dtmf.received", {"digit": digit, "from": rec.from_, "to": rec.to}
         )

@@ -19,6 +19,7 @@ from callstream.api.routes import (
     calls,
     forking,
     streaming,
+    texml,
     transcription,
     webhook_deliveries,
 )
@@ -63,6 +64,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(calls.router)
     app.include_router(applications.router)
     app.include_router(streaming.router)
+    app.include_router(texml.router)
     app.include_router(forking.router)
     app.include_router(transcription.router)
     app.include_router(webhook_deliveries.router)

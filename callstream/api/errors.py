@@ -41,6 +41,7 @@ VALIDATION_CODES: dict[str, tuple[str, str]] = {
     "too_long": ("10033", "Value outside of range"),
     "invalid_e164": ("10016", "Phone number must be in +E164 format"),
     "invalid_connection_id": ("10015", "Invalid value for connection_id"),
+    "unsupported": ("10015", "Bad Request"),
 }
 
 

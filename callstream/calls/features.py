@@ -20,7 +20,7 @@ Managers reach a call's media through :meth:`Telephony.media`, which returns a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from callstream.calls.model import Call
@@ -62,3 +62,17 @@ class CallHooks(Protocol):
 
     async def answered(self, call: Call) -> None:
         """Runs once call.answered is stored (incoming or outgoing)."""
+
+
+@runtime_checkable
+class DtmfListener(Protocol):
+    """A feature that wants the call's DTMF digits (a stream's ``dtmf`` frames)."""
+
+    def on_dtmf(self, digit: str, now: float) -> None: ...
+
+
+def notify_dtmf(call: Call, digit: str, now: float) -> None:
+    """Hand a digit to every feature of the call that listens for them."""
+    for feature in list(call.features.values()):
+        if isinstance(feature, DtmfListener):
+            feature.on_dtmf(digit, now)

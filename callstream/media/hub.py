@@ -243,8 +243,17 @@ class QueueSource:
     WebSocket ``clear`` semantics). At most :data:`SOURCE_MAX_SECONDS` are
     queued; input beyond that is refused and counted (``overflow_bytes``).
 
+    When less than a frame is queued, the source can wait ``hold_ticks``
+    ticks for the rest before it pads the tail with silence, so a producer
+    feeding odd-sized chunks just in time plays gap-free; it never waits
+    while a mark is pending (the producer has declared a boundary). Before
+    padding it calls ``drain()``, where a producer pushes out audio it still
+    holds (a resampler's filter tail).
+
     Args:
         sample_rate: the leg's rate, which :meth:`read` produces.
+        hold_ticks: ticks to wait for the rest of a partial frame (0: pad at once).
+        drain: called when the queue runs short of a frame, before padding.
     """
 
     __slots__ = (
@@ -252,17 +261,30 @@ class QueueSource:
         "_consumed",
         "_fed",
         "_frame_bytes",
+        "_held",
         "_marks",
         "_max_bytes",
         "_offset",
         "_resamplers",
+        "drain",
+        "hold_ticks",
         "overflow_bytes",
         "played_frames",
         "sample_rate",
     )
 
-    def __init__(self, sample_rate: int, *, max_seconds: float = SOURCE_MAX_SECONDS) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        *,
+        max_seconds: float = SOURCE_MAX_SECONDS,
+        hold_ticks: int = 0,
+        drain: Callable[[], None] | None = None,
+    ) -> None:
         self.sample_rate = sample_rate
+        self.hold_ticks = hold_ticks
+        self.drain = drain
+        self._held = 0  # ticks waited so far for the rest of a partial frame
         self._frame_bytes = 2 * sample_rate // FRAMES_PER_SECOND
         self._max_bytes = int(max_seconds * sample_rate) * 2
         self._chunks: deque[bytes] = deque()
@@ -306,26 +328,42 @@ class QueueSource:
             return
         self._chunks.append(pcm)
         self._fed += len(pcm)
+        self._held = 0
 
-    def mark(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the audio queued so far has played."""
-        if self._fed == self._consumed:
+    def mark(self, callback: Callable[[], None], offset: int = 0) -> None:
+        """Call ``callback`` once the audio queued so far has played.
+
+        ``offset`` moves the mark by that many bytes from the end of the queue:
+        positive for audio a producer will still feed (a resampler's delay),
+        negative for padding it has already fed past the real audio.
+        """
+        position = self._fed + offset
+        if position <= self._consumed:
             callback()  # nothing playing: echo at once
         else:
-            self._marks.append((self._fed, callback))
+            self._marks.append((position, callback))
 
     def clear(self) -> None:
         """Drop queued audio; fire every pending mark now."""
         self._chunks.clear()
         self._offset = 0
         self._consumed = self._fed
-        self._fire_marks()
+        self._held = 0
+        marks = self._marks
+        while marks:  # all of them, even those placed past the queue's end
+            self._call_mark(marks.popleft()[1])
 
     def read(self, now: float) -> bytes | None:
+        want = self._frame_bytes
+        if self._fed - self._consumed < want:
+            if self._held < self.hold_ticks and not self._marks:
+                self._held += 1  # the rest of this frame may be on its way
+                return None
+            if self.drain is not None:
+                self.drain()
         chunks = self._chunks
         if not chunks:
             return None
-        want = self._frame_bytes
         first = chunks[0]
         if self._offset == 0 and len(first) == want:
             chunks.popleft()  # the common case: fed in 20 ms frames
@@ -354,11 +392,14 @@ class QueueSource:
     def _fire_marks(self) -> None:
         marks = self._marks
         while marks and marks[0][0] <= self._consumed:
-            callback = marks.popleft()[1]
-            try:
-                callback()
-            except Exception:  # a consumer's bug must not stop playout
-                logger.debug("mark callback failed", exc_info=True)
+            self._call_mark(marks.popleft()[1])
+
+    @staticmethod
+    def _call_mark(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # a consumer's bug must not stop playout
+            logger.debug("mark callback failed", exc_info=True)
 
 
 class BridgeSource:

@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from callstream.api.schemas.common import CommandBody, CustomHeader
 from callstream.api.schemas.fields import HttpUrl, PhoneOrSip
+from callstream.api.schemas.streaming import CallStreamFields
 
 
-class DialRequest(CommandBody):
+class DialRequest(CommandBody, CallStreamFields):
     connection_id: str = Field(description="Call Control Application id; 'default' always exists.")
     to: PhoneOrSip | list[PhoneOrSip] = Field(description="sip: URI, or +E164 via the trunk.")
     from_: PhoneOrSip = Field(alias="from")
@@ -25,7 +26,7 @@ class DialRequest(CommandBody):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-class AnswerRequest(CommandBody):
+class AnswerRequest(CommandBody, CallStreamFields):
     webhook_url: HttpUrl | None = None
     webhook_url_method: Literal["POST", "GET"] = "POST"
     send_silence_when_idle: bool = False

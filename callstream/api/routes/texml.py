@@ -1,0 +1,88 @@
+"""TeXML Streams REST (spec §10): start and stop a stream on a call by its ``call_sid``.
+
+Bodies are PascalCase, as JSON (Python SDK) or ``application/x-www-form-urlencoded``
+(Node SDK, OAS); both are accepted. Answers are flat objects (no ``data`` wrapper).
+An unknown call or stream is 404 with the TeXML error shape
+``{"errors": [{"detail": "Resource not found"}]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from callstream.api.errors import JSON, error_body, error_response, validation_errors
+from callstream.api.schemas.streaming import TexmlStream, TexmlStreamCreate, TexmlStreamUpdate
+from callstream.api.services import Services, services
+from callstream.calls.exceptions import CallNotFound, CommandError, InvalidCommand
+
+router = APIRouter(prefix="/v2/texml/Accounts/{account_sid}/Calls/{call_sid}",
+                   tags=["texml"])
+Svc = Annotated[Services, Depends(services)]
+AccountSid = Annotated[str, Path(description="Account (any value; echoed back)")]
+CallSid = Annotated[str, Path(description="The call_control_id of the call")]
+
+NOT_FOUND = b'{"errors":[{"detail":"Resource not found"}]}'
+
+
+async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | Response:
+    raw = await request.body()
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    data: Any
+    if ctype == "application/x-www-form-urlencoded":
+        data = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    elif not raw.strip():
+        data = {}
+    else:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
+    if not isinstance(data, dict):
+        return error_response(400, [error_body("10015", "Bad Request",
+                                               "The request body is not a JSON object.")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        status, errors = validation_errors(exc.errors(), location="body")
+        return error_response(status, errors)
+
+
+async def _run(coro: Any) -> Response:
+    try:
+        result = await coro
+    except CallNotFound:
+        return Response(NOT_FOUND, status_code=404, media_type=JSON)
+    except InvalidCommand as exc:
+        if exc.code == "10005":
+            return Response(NOT_FOUND, status_code=404, media_type=JSON)
+        raise
+    except CommandError:
+        raise
+    return Response(orjson.dumps(result), media_type=JSON)
+
+
+@router.post("/Streams.json", response_model=TexmlStream, summary="Start streaming media")
+async def create_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
+                        request: Request) -> Response:
+    body = await _parse(request, TexmlStreamCreate)
+    if isinstance(body, Response):
+        return body
+    assert svc.streams is not None
+    return await _run(svc.streams.texml_start(account_sid, call_sid, body.model_dump()))
+
+
+@router.post("/Streams/{streaming_sid}.json", response_model=TexmlStream,
+             summary="Update (stop) a stream")
+async def update_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
+                        streaming_sid: str, request: Request) -> Response:
+    body = await _parse(request, TexmlStreamUpdate)
+    if isinstance(body, Response):
+        return body
+    assert svc.streams is not None
+    return await _run(svc.streams.texml_stop(account_sid, call_sid, streaming_sid))

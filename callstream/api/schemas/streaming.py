@@ -1,0 +1,124 @@
+"""Request models for streaming_start/stop, the stream fields of dial/answer, TeXML Streams.
+
+Field names, enums and defaults are spec §3.1, §3.2, §4 and §10. Bidirectional fields
+default to None so "not given" stays visible: a stream is bidirectional when any of them
+is given (the manager fills in the documented defaults: mp3, PCMU, 8000, opposite).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from callstream.api.schemas.common import CommandBody
+from callstream.api.schemas.fields import HttpUrl, WsUrl
+
+UNSUPPORTED = ("OPUS", "AMR-WB")
+
+
+def _producible(value: str) -> str:
+    if value in UNSUPPORTED:
+        raise PydanticCustomError(
+            "unsupported",
+            "{codec} is not supported by this server; use PCMU, PCMA, G722 or L16.",
+            {"codec": value},
+        )
+    return value
+
+
+def _no_dialogflow(value: bool | None) -> bool | None:
+    if value:
+        raise PydanticCustomError("unsupported", "Dialogflow streaming is not supported.")
+    return value
+
+
+StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
+StreamCodec = Annotated[
+    Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default"],
+    AfterValidator(_producible),
+]
+BidirectionalCodec = Annotated[
+    Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16"], AfterValidator(_producible)
+]
+SamplingRate = Literal[8000, 16000, 22050, 24000, 48000]
+
+
+class CustomParameter(BaseModel):
+    name: str = Field(max_length=256)
+    value: str = Field(max_length=4096)
+
+
+class DialogflowConfig(BaseModel):
+    analyze_sentiment: bool = False
+    partial_automated_agent_reply: bool = False
+
+
+class StreamFields(BaseModel):
+    """The ``stream_*`` fields shared by streaming_start, dial and answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stream_track: StreamTrack = "inbound_track"
+    stream_codec: StreamCodec = "default"
+    stream_bidirectional_mode: Literal["mp3", "rtp"] | None = None
+    stream_bidirectional_codec: BidirectionalCodec | None = None
+    stream_bidirectional_sampling_rate: SamplingRate | None = None
+    stream_bidirectional_target_legs: Literal["both", "self", "opposite"] | None = None
+    stream_auth_token: str | None = Field(None, max_length=4000)
+    enable_dialogflow: Annotated[bool | None, AfterValidator(_no_dialogflow)] = None
+    dialogflow_config: DialogflowConfig | None = None
+
+
+class CallStreamFields(StreamFields):
+    """On dial and answer: the stream starts when the call is answered."""
+
+    stream_url: WsUrl | None = None
+    stream_establish_before_call_originate: bool = False
+    # Not in the answer/dial schemas of OAS; accepted anyway (spec §12.12).
+    custom_parameters: list[CustomParameter] | None = None
+
+
+class StartStreamingRequest(CommandBody, StreamFields):
+    stream_url: WsUrl | None = Field(None, description="ws:// or wss:// URL to stream to.")
+    custom_parameters: list[CustomParameter] | None = Field(
+        None, description="Copied into start.custom_parameters as an object."
+    )
+
+
+class StopStreamingRequest(CommandBody):
+    stream_id: str | None = Field(None, max_length=64,
+                                  description="The stream to stop; omitted: every stream.")
+
+
+class TexmlStreamCreate(BaseModel):
+    """``Streams.json`` body (JSON from the Python SDK, form from Node; spec §10.1)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    Url: WsUrl
+    Track: StreamTrack = "inbound_track"
+    Name: str | None = Field(None, max_length=256)
+    BidirectionalMode: Literal["mp3", "rtp"] | None = None
+    BidirectionalCodec: Literal["PCMU", "PCMA", "G722"] | None = None
+    StatusCallback: HttpUrl | None = None
+    StatusCallbackMethod: Literal["GET", "POST"] = "POST"
+
+
+class TexmlStreamUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    Status: Literal["stopped"] = "stopped"
+
+
+class TexmlStream(BaseModel):
+    """The TeXML stream object (no ``data`` wrapper)."""
+
+    account_sid: str
+    call_sid: str
+    sid: str
+    name: str | None = None
+    status: str
+    date_updated: str
+    uri: str

@@ -1,0 +1,120 @@
+"""A stream's view of the call audio: captured on the media path, encoded off it.
+
+Two ways to get a track's payloads, chosen per stream:
+
+* **Pass-through** — the stream codec is the call's codec: the RTP packets of the
+  leg (``MediaHub.add_packet_callback``) are cut to their payload, so the consumer
+  gets exactly the bytes that crossed the wire (bit-exact; no decode/encode round
+  trip, which for G.711 would not even be exact around zero).
+* **Transcode** — any other codec: the hub's 20 ms PCM frames go through a
+  :class:`~callstream.media.codecs.Transcoder` (resampling where rates differ,
+  e.g. PCMU 8 kHz → L16 16 kHz).
+
+The hub callbacks only append to one bounded queue (rule 1 of the design: the media
+path never waits). When the consumer is slow the **oldest** item is dropped and
+counted (``dropped``); the sender task drains and encodes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+from callstream.calls.features import LegMedia
+from callstream.media.codecs import CodecInfo, Transcoder
+from callstream.media.exceptions import RtpParseError
+from callstream.media.hub import AudioFrame, Subscription, Track
+from callstream.media.rtp import parse_header
+
+__all__ = ["QUEUE_ITEMS", "Chunk", "StreamEncoder"]
+
+#: Two seconds of both tracks: enough to ride out a slow consumer, small enough to stay live.
+QUEUE_ITEMS = 200
+
+
+class Chunk(NamedTuple):
+    """One 20 ms media payload ready for a ``media`` frame."""
+
+    track: str
+    payload: bytes
+    time: float
+
+
+class StreamEncoder:
+    """Subscribes to one leg's track(s) and yields encoded :class:`Chunk` s.
+
+    Args:
+        media: the leg.
+        track: ``inbound``, ``outbound`` or ``both``.
+        codec: the stream's codec (``MediaFormat.codec``).
+        clock: the hub clock, to time packets (frames carry their own time).
+        wake: called when the queue goes from empty to non-empty.
+    """
+
+    def __init__(
+        self,
+        media: LegMedia,
+        track: Track,
+        codec: CodecInfo,
+        *,
+        clock: Callable[[], float],
+        wake: Callable[[], None],
+        max_items: int = QUEUE_ITEMS,
+    ) -> None:
+        self._queue: deque[tuple[str, bytes, float]] = deque()
+        self._max = max_items
+        self._clock = clock
+        self._wake = wake
+        self.dropped = 0
+        self.captured = 0
+        self.passthrough = codec.name == media.codec and codec.sample_rate == media.sample_rate
+        self._payload_type = media.payload_type
+        self._transcoders: dict[str, Transcoder] = {}
+        if self.passthrough:
+            self._sub: Subscription = media.hub.add_packet_callback(
+                media.leg, track, self._on_packet)
+        else:
+            for name in ("inbound", "outbound"):
+                self._transcoders[name] = Transcoder(media.sample_rate, codec)
+            self._sub = media.hub.add_frame_callback(media.leg, track, self._on_frame)
+
+    # -- media path (synchronous, never waits) ---------------------------------
+
+    def _put(self, item: tuple[str, bytes, float]) -> None:
+        queue = self._queue
+        if len(queue) >= self._max:
+            queue.popleft()
+            self.dropped += 1
+        queue.append(item)
+        self.captured += 1
+        if len(queue) == 1:
+            self._wake()
+
+    def _on_packet(self, leg: str, track: str, data: bytes) -> None:
+        try:
+            pt, _, _, _, _, start, end = parse_header(data)
+        except RtpParseError:
+            return
+        if pt == self._payload_type and end > start:  # telephone-event and CN are not audio
+            self._put((track, data[start:end], self._clock()))
+
+    def _on_frame(self, frame: AudioFrame) -> None:
+        self._put((frame.track, frame.pcm, frame.time))
+
+    # -- sender side --------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def drain(self) -> list[Chunk]:
+        """Take everything queued, encoded for the stream."""
+        items = list(self._queue)
+        self._queue.clear()
+        if self.passthrough:
+            return [Chunk(*item) for item in items]
+        return [Chunk(track, self._transcoders[track].transcode(pcm), t)
+                for track, pcm, t in items]
+
+    def close(self) -> None:
+        self._sub.close()

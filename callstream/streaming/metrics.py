@@ -1,0 +1,88 @@
+"""Per-stream counters on ``/metrics`` (Prometheus), labelled by ``stream_id``.
+
+A stream's series exist while it runs and are removed when it ends, so a long-lived
+server does not accumulate one series per stream ever made; the unlabelled totals
+keep the history.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+FRAMES_SENT = Counter("callstream_stream_frames_sent_total",
+                      "WebSocket frames sent to a stream's consumer", ["stream_id"])
+FRAMES_DROPPED = Counter("callstream_stream_frames_dropped_total",
+                         "Media frames a stream dropped because its consumer was slow",
+                         ["stream_id"])
+BYTES_SENT = Counter("callstream_stream_media_bytes_total",
+                     "Audio payload bytes sent to a stream's consumer", ["stream_id"])
+CONNECT_SECONDS = Gauge("callstream_stream_connect_seconds",
+                        "Time the WebSocket connect and upgrade took", ["stream_id"])
+ACTIVE = Gauge("callstream_streams_active", "Streams running in this process")
+STREAMS = Counter("callstream_streams_total", "Streams ended, by outcome", ["outcome"])
+ALL_FRAMES_SENT = Counter("callstream_stream_frames_sent_all_total",
+                          "WebSocket frames sent, all streams")
+ALL_FRAMES_DROPPED = Counter("callstream_stream_frames_dropped_all_total",
+                             "Media frames dropped by back-pressure, all streams")
+
+_SERIES = (FRAMES_SENT, FRAMES_DROPPED, BYTES_SENT, CONNECT_SECONDS)
+
+
+class StreamCounters:
+    """One stream's counters, mirrored to Prometheus as they change."""
+
+    __slots__ = ("_bytes", "_dropped", "_frames", "_live", "bytes_sent", "connect_seconds",
+                 "frames_dropped", "frames_sent", "stream_id")
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        self.bytes_sent = 0
+        self.connect_seconds: float | None = None
+        self._live = False
+        self._frames = FRAMES_SENT.labels(stream_id)
+        self._bytes = BYTES_SENT.labels(stream_id)
+        self._dropped = FRAMES_DROPPED.labels(stream_id)
+
+    def connected(self, seconds: float) -> None:
+        self.connect_seconds = seconds
+        CONNECT_SECONDS.labels(self.stream_id).set(seconds)
+        if not self._live:
+            self._live = True
+            ACTIVE.inc()
+
+    def sent_frame(self, payload_bytes: int) -> None:
+        self.frames_sent += 1
+        self._frames.inc()
+        ALL_FRAMES_SENT.inc()
+        if payload_bytes:
+            self.bytes_sent += payload_bytes
+            self._bytes.inc(payload_bytes)
+
+    def dropped(self, total: int) -> None:
+        """The encoder's drop count so far (monotonic); records the increase."""
+        delta = total - self.frames_dropped
+        if delta > 0:
+            self.frames_dropped = total
+            self._dropped.inc(delta)
+            ALL_FRAMES_DROPPED.inc(delta)
+
+    def ended(self, outcome: str) -> None:
+        """The stream is over (``stopped`` or ``failed``)."""
+        STREAMS.labels(outcome).inc()
+        if self._live:
+            self._live = False
+            ACTIVE.dec()
+
+    def forget(self) -> None:
+        """Drop the stream's labelled series (a while after it ended)."""
+        for metric in _SERIES:
+            try:
+                metric.remove(self.stream_id)
+            except KeyError:
+                continue
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"frames_sent": self.frames_sent, "frames_dropped": self.frames_dropped,
+                "bytes_sent": self.bytes_sent, "connect_seconds": self.connect_seconds}

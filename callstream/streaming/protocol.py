@@ -1,0 +1,145 @@
+"""The media-streaming WebSocket messages we send, sans-I/O (spec §5.2).
+
+One :class:`FrameBuilder` per stream owns the counters the frames carry:
+
+* ``sequence_number`` — a string, ``"1"`` on ``start`` and one more on every later
+  frame of the socket (``connected`` has none; ``error`` frames take one too, [impl]).
+* ``chunk`` — per track, ``"1"`` for the first media frame of that track [impl, §12.11].
+* ``timestamp`` — milliseconds since the stream's ``start`` frame, by the hub clock
+  when the audio passed [impl, §12.11].
+
+Frames are returned as JSON text ready for ``websocket.send``. Parsing what the
+consumer sends back is :mod:`callstream.streaming.playback`'s job.
+
+Codec resolution (:func:`media_format`) follows spec §5.2's table: ``default`` is the
+call's codec; ``G722`` reports its 8000 Hz RTP clock rate; ``L16`` is 16 kHz
+big-endian. OPUS and AMR-WB are refused earlier, at validation (see docs/streaming.md).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from callstream.media.codecs import CodecInfo, get_codec
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "STREAM_CODECS",
+    "SUPPORTED_STREAM_CODECS",
+    "FrameBuilder",
+    "MediaFormat",
+    "media_format",
+]
+
+PROTOCOL_VERSION = "1.0.0"
+AUTH_HEADER = "x-telnyx-streaming-auth-token"
+#: Every value of ``stream_codec`` the API knows (spec §3.1).
+STREAM_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default")
+#: Those we can produce; OPUS and AMR-WB get a 422.
+SUPPORTED_STREAM_CODECS = ("PCMU", "PCMA", "G722", "L16", "default")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFormat:
+    """``start.media_format``, and the codec that makes the media payloads."""
+
+    encoding: str
+    sample_rate: int
+    codec: CodecInfo
+
+    def as_frame(self) -> dict[str, Any]:
+        return {"encoding": self.encoding, "sample_rate": self.sample_rate, "channels": 1}
+
+
+def media_format(stream_codec: str, call_codec: CodecInfo) -> MediaFormat:
+    """Resolve ``stream_codec`` against the call's codec.
+
+    Raises:
+        ValueError: a codec we cannot produce (validation keeps these out).
+    """
+    if stream_codec == "default":
+        codec = call_codec
+    elif stream_codec in ("PCMU", "PCMA", "G722", "L16"):
+        codec = get_codec(stream_codec)  # L16 -> its 16 kHz default
+    else:
+        raise ValueError(f"stream_codec {stream_codec!r} is not supported")
+    return MediaFormat(codec.name, codec.clock_rate, codec)
+
+
+class FrameBuilder:
+    """Builds one stream's server→client frames, numbering them as they go.
+
+    Args:
+        stream_id: the stream's UUID, sent at the top level of every frame but
+            ``connected`` (Pipecat detects Telnyx by it).
+        start_time: the hub clock at ``start``; media timestamps count from it.
+    """
+
+    __slots__ = ("_chunks", "_sequence", "start_time", "stream_id")
+
+    def __init__(self, stream_id: str, start_time: float = 0.0) -> None:
+        self.stream_id = stream_id
+        self.start_time = start_time
+        self._sequence = 0
+        self._chunks = {"inbound": 0, "outbound": 0}
+
+    @property
+    def sequence(self) -> int:
+        """The last sequence number given out (0 before ``start``)."""
+        return self._sequence
+
+    def _next(self) -> str:
+        self._sequence += 1
+        return str(self._sequence)
+
+    @staticmethod
+    def connected(auth_token: str | None = None) -> str:
+        frame: dict[str, Any] = {"event": "connected", "version": PROTOCOL_VERSION}
+        if auth_token:
+            frame[AUTH_HEADER] = auth_token  # spec §12.8: header and top-level key
+        return orjson.dumps(frame).decode()
+
+    def start(self, details: dict[str, Any], now: float) -> str:
+        """The ``start`` frame; ``details`` is its ``start`` object (user_id, ids, media_format)."""
+        self.start_time = now
+        return self._dump({"event": "start", "sequence_number": self._next(),
+                           "stream_id": self.stream_id, "start": details})
+
+    def media(self, track: str, payload: bytes, now: float) -> str:
+        self._chunks[track] += 1
+        return self._dump({
+            "event": "media",
+            "sequence_number": self._next(),
+            "stream_id": self.stream_id,
+            "media": {
+                "track": track,
+                "chunk": str(self._chunks[track]),
+                "timestamp": str(max(0, round((now - self.start_time) * 1000))),
+                "payload": base64.b64encode(payload).decode("ascii"),
+            },
+        })
+
+    def dtmf(self, digit: str, occurred_at: str) -> str:
+        return self._dump({"event": "dtmf", "sequence_number": self._next(),
+                           "stream_id": self.stream_id, "occurred_at": occurred_at,
+                           "dtmf": {"digit": digit}})
+
+    def stop(self, user_id: str, call_control_id: str) -> str:
+        return self._dump({"event": "stop", "sequence_number": self._next(),
+                           "stream_id": self.stream_id,
+                           "stop": {"user_id": user_id, "call_control_id": call_control_id}})
+
+    def stamp(self, frame: dict[str, Any]) -> str:
+        """Number a frame made elsewhere (a ``mark`` echo, an ``error``) and serialise it."""
+        out = {"event": frame.get("event"), "sequence_number": self._next(),
+               "stream_id": self.stream_id}
+        out.update((k, v) for k, v in frame.items() if k not in out)
+        return self._dump(out)
+
+    @staticmethod
+    def _dump(frame: dict[str, Any]) -> str:
+        return orjson.dumps(frame).decode()

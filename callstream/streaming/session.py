@@ -1,0 +1,415 @@
+"""One media stream: the WebSocket client that carries a call's audio to ``stream_url``.
+
+Life of a stream (spec §5.1, §5.5)
+----------------------------------
+1. ``streaming_start`` (or ``dial``/``answer`` stream fields) creates the session and its
+   task. The task dials ``stream_url`` with the ``websockets`` library, sending
+   ``x-telnyx-streaming-auth-token`` when a token was given. Failure →
+   ``streaming.failed`` (``failure_reason: connection_failed``); the call goes on.
+2. On upgrade: ``connected`` → webhook ``streaming.started`` (committed before the next
+   frame) → ``start`` → ``media`` frames as the hub delivers audio, ``dtmf`` frames as
+   digits arrive, ``mark``/``error`` frames from the bidirectional :class:`Playback`.
+   A dial with ``stream_establish_before_call_originate`` connects (1) and sends
+   ``connected`` before the INVITE, and waits for the answer to go on with (2).
+3. End, one of:
+
+   * ``streaming_stop`` → the audio already captured is sent, then ``stop``, close 1000,
+     then ``streaming.stopped``;
+   * hangup (:meth:`detach`) → ``streaming.stopped`` goes with the hangup's webhooks;
+     ``stop`` and the close finish in the background;
+   * the consumer closes cleanly (1000/1001) → ``streaming.stopped``; the connection
+     dies or the consumer fails (any other close) → ``streaming.failed``
+     (``failure_reason: connection_lost``). The call goes on either way.
+
+``streaming.stopped`` is only ever sent after ``streaming.started``.
+
+The media path only appends to the :class:`StreamEncoder` queue; everything here runs
+in the stream's own task, so a slow consumer costs only its own (dropped, counted) frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+from callstream.calls.features import FeatureEvent, LegMedia
+from callstream.calls.model import Call
+from callstream.media.codecs import get_codec
+from callstream.media.hub import Track
+from callstream.streaming.encoder import StreamEncoder
+from callstream.streaming.metrics import StreamCounters
+from callstream.streaming.playback import Playback
+from callstream.streaming.protocol import AUTH_HEADER, FrameBuilder, MediaFormat, media_format
+from callstream.timefmt import iso_now
+
+__all__ = ["StreamParams", "StreamSession", "StreamState"]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0
+#: Largest client message accepted: 30 s of 48 kHz L16 as base64 is ~3.9 MB.
+MAX_CLIENT_MESSAGE = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StreamParams:
+    """A validated stream request, in spec §3.1 names."""
+
+    stream_id: str
+    stream_url: str
+    stream_track: str = "inbound_track"
+    stream_codec: str = "default"
+    bidirectional: bool = False
+    stream_bidirectional_mode: str = "mp3"
+    stream_bidirectional_codec: str = "PCMU"
+    stream_bidirectional_sampling_rate: int = 8000
+    stream_bidirectional_target_legs: str = "opposite"
+    stream_auth_token: str | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    client_state: str | None = None
+    #: TeXML streams: where stream-started/stopped/error callbacks go.
+    texml: dict[str, Any] | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The params as stored with the stream (no token)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "stream_auth_token"}
+        out["has_auth_token"] = self.stream_auth_token is not None
+        return out
+
+
+class StreamState(enum.Enum):
+    CONNECTING = "connecting"
+    WAITING = "waiting"  # connected before originate; waits for the answer
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+class PlaybackLike(Protocol):
+    def on_text(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamHost(Protocol):
+    """What a session needs from its manager."""
+
+    account_id: str
+
+    async def emit(self, session: StreamSession, event_type: str,
+                   extra: dict[str, Any]) -> None: ...
+
+    def ended(self, session: StreamSession) -> None: ...
+
+    def playback_targets(self, session: StreamSession) -> Sequence[LegMedia]: ...
+
+
+class StreamSession:
+    """One stream of one call. Also the call's :class:`~callstream.calls.features.Feature`."""
+
+    def __init__(self, host: StreamHost, call: Call, params: StreamParams, *,
+                 clock: Callable[[], float]) -> None:
+        self.host = host
+        self.call = call
+        self.params = params
+        self.id = params.stream_id
+        self.key = f"stream:{params.stream_id}"
+        self.state = StreamState.CONNECTING
+        self.media: LegMedia | None = None
+        self.format: MediaFormat | None = None
+        self.started = False  # streaming.started went out
+        self.outcome = "stopped"
+        self.counters = StreamCounters(self.id)
+        self._clock = clock
+        self._frames = FrameBuilder(self.id)
+        self._ws: ClientConnection | None = None
+        self._encoder: StreamEncoder | None = None
+        self._playback: PlaybackLike | None = None
+        self._control: deque[Callable[[], str]] = deque()
+        self._wakeup = asyncio.Event()
+        self._media_ready = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._stop_requested = False
+        self._stop_frame = True
+        self._task: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    # -- control from the manager ---------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.key)
+
+    async def wait_connected(self) -> bool:
+        """For establish-before-originate: wait until ``connected`` went out (or failed)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_TIMEOUT + 1):
+                await self._connected.wait()
+        return self.state is StreamState.WAITING or self._ws is not None
+
+    def attach(self, media: LegMedia) -> None:
+        """The call's media is up (answer): resolve the codec and start capturing."""
+        if self.state is StreamState.STOPPED or self.media is not None:
+            return
+        self.media = media
+        self.format = media_format(self.params.stream_codec, get_codec(media.codec))
+        self._media_ready.set()
+
+    def on_dtmf(self, digit: str, now: float) -> None:
+        """A digit from the caller (``DtmfListener``)."""
+        if self.state is StreamState.STREAMING:
+            occurred = iso_now()
+            self._control.append(lambda: self._frames.dtmf(digit, occurred))
+            self._wakeup.set()
+
+    async def stop(self) -> list[FeatureEvent]:
+        """``streaming_stop``: send what was captured, ``stop``, close; then the webhook."""
+        events = self._begin_stop()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT + 1)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        return events
+
+    def detach(self, reason: str) -> list[FeatureEvent]:
+        """The call ended: let go of the media now; the socket finishes in the task."""
+        return self._begin_stop()
+
+    def _begin_stop(self) -> list[FeatureEvent]:
+        if self.state is StreamState.STOPPED:
+            return []
+        was_streaming = self.state is StreamState.STREAMING
+        self.state = StreamState.STOPPED
+        self._stop_requested = True
+        self._release_media()
+        self._media_ready.set()
+        self._wakeup.set()
+        if not was_streaming and self._task is not None:
+            self._task.cancel()  # still connecting or waiting: nothing to say to anyone
+            self._stop_frame = False
+        self.host.ended(self)
+        if not self.started:
+            return []
+        return [("streaming.stopped", self._stream_fields())]
+
+    def _release_media(self) -> None:
+        if self._encoder is not None:
+            self.counters.dropped(self._encoder.dropped)
+            self._encoder.close()
+        if self._playback is not None:
+            try:
+                self._playback.close()
+            except Exception:
+                log.exception("stream %s: playback failed to close", self.id)
+            self._playback = None
+
+    def _stream_fields(self) -> dict[str, Any]:
+        return {"stream_url": self.params.stream_url, "stream_id": self.id}
+
+    def failure_fields(self, reason: str) -> dict[str, Any]:
+        track = self.params.stream_track
+        return {
+            "failure_reason": reason,
+            "stream_id": self.id,
+            "stream_type": "websocket",
+            # OAS/SDK say "track", the docs example "stream_track": send both (spec §12.3).
+            "stream_params": {"stream_url": self.params.stream_url, "track": track,
+                              "stream_track": track},
+        }
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_and_stream()
+        except asyncio.CancelledError:
+            if self._ws is not None:
+                self._ws.transport.abort()
+            raise
+        except Exception:
+            log.exception("stream %s failed", self.id)
+            await self._fail("internal_error")
+
+    async def _connect_and_stream(self) -> None:
+        params = self.params
+        headers = {AUTH_HEADER: params.stream_auth_token} if params.stream_auth_token else None
+        started = self._clock()
+        try:
+            ws = await connect(
+                params.stream_url, additional_headers=headers, open_timeout=CONNECT_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_MESSAGE,
+                ping_interval=None, proxy=None, user_agent_header="callstream",
+            )
+        except Exception as exc:
+            log.info("stream %s: cannot connect to %s: %s", self.id, params.stream_url, exc)
+            self._connected.set()
+            await self._fail("connection_failed")
+            return
+        self._ws = ws
+        self.counters.connected(self._clock() - started)
+        await ws.send(FrameBuilder.connected(params.stream_auth_token))
+        if self.media is None:
+            self.state = StreamState.WAITING
+        self._connected.set()
+        await self._media_ready.wait()
+        if self._stop_requested or self.media is None or self.format is None:
+            await self._close()
+            return
+        self.state = StreamState.STREAMING
+        media = self.media
+        track = Track.parse(params.stream_track)
+        self._encoder = StreamEncoder(media, track, self.format.codec, clock=self._clock,
+                                      wake=self._wakeup.set)
+        self.started = True
+        await self.host.emit(self, "streaming.started", self._stream_fields())
+        if self._stop_requested:  # stopped while the webhook was being stored
+            await self._finish()
+            return
+        await ws.send(self._frames.start(self._start_details(), self._clock()))
+        self.counters.sent_frame(0)
+        if params.bidirectional:
+            self._playback = self._make_playback()
+        self._reader = asyncio.get_running_loop().create_task(self._read(ws))
+        try:
+            while not self._stop_requested:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                await self._send_pending(ws)
+            await self._finish()
+        except ConnectionClosed as exc:
+            await self._consumer_gone(exc)
+
+    def _start_details(self) -> dict[str, Any]:
+        rec = self.call.record
+        assert self.format is not None
+        return {
+            "user_id": self.host.account_id,
+            "call_control_id": rec.call_control_id,
+            "call_session_id": rec.call_session_id,
+            "from": rec.from_,
+            "to": rec.to,
+            "client_state": self.params.client_state or rec.client_state,
+            "custom_parameters": dict(self.params.custom_parameters),
+            "media_format": self.format.as_frame(),
+        }
+
+    def _make_playback(self) -> PlaybackLike | None:
+        params = self.params
+        try:
+            playback: PlaybackLike = Playback(
+                self.host.playback_targets(self),
+                mode=params.stream_bidirectional_mode,
+                codec=params.stream_bidirectional_codec,
+                sampling_rate=params.stream_bidirectional_sampling_rate,
+                emit=self._emit_frame,
+                clock=self._clock,
+            )
+        except Exception:
+            log.exception("stream %s: bidirectional playback is unavailable", self.id)
+            return None
+        return playback
+
+    def _emit_frame(self, frame: dict[str, Any]) -> None:
+        """A frame from Playback (mark echo, error): numbered and sent in order."""
+        if self._stop_requested:
+            return
+        self._control.append(lambda: self._frames.stamp(frame))
+        self._wakeup.set()
+
+    async def _send_pending(self, ws: ClientConnection) -> None:
+        encoder = self._encoder
+        if encoder is not None and len(encoder):
+            self.counters.dropped(encoder.dropped)
+            frames = self._frames
+            for chunk in encoder.drain():
+                await ws.send(frames.media(chunk.track, chunk.payload, chunk.time))
+                self.counters.sent_frame(len(chunk.payload))
+        while self._control:
+            await ws.send(self._control.popleft()())
+            self.counters.sent_frame(0)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        """Client → server frames go to Playback; the end of the socket ends the stream."""
+        try:
+            async for message in ws:
+                playback = self._playback
+                if playback is not None and isinstance(message, str):
+                    playback.on_text(message)
+        except ConnectionClosed as exc:
+            if not self._stop_requested:
+                await self._consumer_gone(exc)
+            return
+        if not self._stop_requested:
+            rcvd = ws.protocol.close_rcvd
+            code = rcvd.code if rcvd is not None else 1006
+            await self._consumer_gone_code(code)
+
+    async def _consumer_gone(self, exc: ConnectionClosed) -> None:
+        if self.state is StreamState.STOPPED:
+            return
+        rcvd = exc.rcvd
+        code = rcvd.code if rcvd is not None else 1006
+        if isinstance(exc, ConnectionClosedOK) and code not in (1000, 1001):
+            code = 1006
+        await self._consumer_gone_code(code)
+
+    async def _consumer_gone_code(self, code: int) -> None:
+        if self.state is StreamState.STOPPED:
+            return
+        clean = code in (1000, 1001)
+        if not clean:
+            self.outcome = "failed"
+        log.info("stream %s: consumer closed the socket (%d)", self.id, code)
+        self._stop_frame = False
+        events = self._begin_stop()
+        if not clean:
+            events = [("streaming.failed", self.failure_fields("connection_lost"))]
+        for event_type, extra in events:
+            # Shielded: the sender task, finishing, cancels this reader.
+            await asyncio.shield(self.host.emit(self, event_type, extra))
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _fail(self, reason: str) -> None:
+        if self.state is StreamState.STOPPED:
+            return
+        self.outcome = "failed"
+        self.state = StreamState.STOPPED
+        self._release_media()
+        self.host.ended(self)
+        await self.host.emit(self, "streaming.failed", self.failure_fields(reason))
+
+    async def _finish(self) -> None:
+        """Stopped on our side: flush the captured audio, ``stop``, close 1000."""
+        ws = self._ws
+        if ws is None:
+            return
+        if self._reader is not None:
+            self._reader.cancel()
+        try:
+            if self._stop_frame:
+                await self._send_pending(ws)
+                rec = self.call.record
+                await ws.send(self._frames.stop(self.host.account_id, rec.call_control_id))
+                self.counters.sent_frame(0)
+        except ConnectionClosed:
+            pass
+        await self._close()
+
+    async def _close(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(1000)
+

@@ -1,0 +1,60 @@
+"""StreamEncoder over a real MediaHub: pass-through, transcoding, drop-oldest."""
+
+from __future__ import annotations
+
+from callstream.calls.features import LegMedia
+from callstream.media.codecs import L16, PCMU
+from callstream.media.hub import MediaHub, Track
+from callstream.media.rtp import build_packet
+from callstream.streaming.encoder import StreamEncoder
+from tests.audio import speech
+
+
+def _leg() -> tuple[MediaHub, LegMedia]:
+    hub = MediaHub("test")
+    hub.add_leg("a", 8000)
+    return hub, LegMedia(hub, "a", "PCMU", 8000, 0, None)  # type: ignore[arg-type]
+
+
+def test_same_codec_passes_wire_payloads_through_untouched() -> None:
+    hub, media = _leg()
+    wakes: list[int] = []
+    enc = StreamEncoder(media, Track.BOTH, PCMU, clock=lambda: 1.5,
+                        wake=lambda: wakes.append(1))
+    assert enc.passthrough
+    payload = bytes(range(160))
+    hub.push_packet("a", Track.INBOUND, build_packet(0, False, 1, 0, 7, payload), 1.0)
+    hub.push_packet("a", Track.INBOUND, build_packet(101, False, 2, 0, 7, b"\x05\x0a\x00\xa0"),
+                    1.0)  # telephone-event: not audio
+    hub.push_packet("a", Track.OUTBOUND, build_packet(0, False, 9, 0, 8, payload[::-1]), 1.0)
+    hub.push_packet("a", Track.INBOUND, b"\x00junk", 1.0)
+    chunks = enc.drain()
+    assert [(c.track, c.payload, c.time) for c in chunks] == [
+        ("inbound", payload, 1.5), ("outbound", payload[::-1], 1.5)]
+    assert wakes == [1] and not enc.drain()  # woken once, when the queue filled
+    enc.close()
+    hub.push_packet("a", Track.INBOUND, build_packet(0, False, 3, 0, 7, payload), 1.0)
+    assert not enc.drain()
+
+
+def test_other_codec_transcodes_hub_frames() -> None:
+    hub, media = _leg()
+    enc = StreamEncoder(media, Track.INBOUND, L16, clock=lambda: 0.0, wake=lambda: None)
+    assert not enc.passthrough
+    pcm = speech("beckett")[:3200]
+    hub.push_inbound("a", pcm[:320], 0.0)
+    hub.push_inbound("a", pcm[320:640], 0.02)
+    chunks = enc.drain()
+    assert [len(c.payload) for c in chunks] == [640, 640]  # 16 kHz big-endian
+    assert [c.time for c in chunks] == [0.0, 0.02]
+
+
+def test_a_slow_consumer_loses_the_oldest_frames_counted() -> None:
+    hub, media = _leg()
+    enc = StreamEncoder(media, Track.INBOUND, PCMU, clock=lambda: 0.0, wake=lambda: None,
+                        max_items=3)
+    for seq in range(5):
+        hub.push_packet("a", Track.INBOUND, build_packet(0, False, seq, 0, 7, bytes([seq]) * 160),
+                        0.0)
+    assert enc.dropped == 2
+    assert [c.payload[0] for c in enc.drain()] == [2, 3, 4]
