@@ -133,6 +133,10 @@ class Server:
         """Build the feature managers and hook them into Call Control."""
         assert self.calls is not None
         # Each manager: services.<name> = Manager(...); self.calls.hooks.append(manager)
+        from callstream.forking.manager import ForkManager
+
+        services.forks = ForkManager(self.calls)
+        self.calls.hooks.append(services.forks)
 
     async def stop(self) -> None:
         if self.calls is not None:
