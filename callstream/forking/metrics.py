@@ -3,8 +3,9 @@
 ``callstream_fork_packets_total{direction}``, ``callstream_fork_bytes_total{direction}``
 (``rx``: RTP the calls received, ``tx``: RTP they sent), and
 ``callstream_fork_send_errors_total{direction,reason}`` with ``reason`` one of
-``unreachable`` (ICMP port/host unreachable), ``buffer_full`` (packet dropped) and
-``other``; ``callstream_forks_active``.
+``unreachable`` (an ICMP port/host unreachable came back; the packet was sent
+again), ``buffer_full`` (packet dropped) and ``other`` (packet dropped);
+``callstream_forks_active``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class ForkCollector(Collector):
                                      "Bytes forked (UDP payloads, STREP headers included)",
                                      labels=["direction"])
         errors = CounterMetricFamily("callstream_fork_send_errors",
-                                     "Fork packets not sent", labels=["direction", "reason"])
+                                     "Fork send errors (unreachable: resent; others: dropped)",
+                                     labels=["direction", "reason"])
         for direction in ("rx", "tx"):
             packets.add_metric([direction], totals.get((direction, "packets"), 0))
             octets.add_metric([direction], totals.get((direction, "bytes"), 0))

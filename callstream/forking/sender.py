@@ -9,8 +9,9 @@ else happens to it: no queue, no task, no added delay.
 Why a connected socket: ``send`` needs no address lookup per packet, and Linux
 reports an ICMP "port unreachable" for a dead destination as
 ``ConnectionRefusedError`` on the next ``send``. That is counted
-(``unreachable``) and the packet is lost, never the call: nothing here raises
-into the media path. A full socket buffer (``BlockingIOError``) drops the packet
+(``unreachable``) and the packet is sent again, so nothing is lost to a port
+that is merely closed (a recorder capturing with tshark has no socket open);
+nothing here raises into the media path. A full socket buffer (``BlockingIOError``) drops the packet
 (``dropped``); any other ``OSError`` is counted in ``errors``.
 
 A :class:`RtpFork` is the running fork of one call leg, kept in
@@ -92,13 +93,20 @@ class ForkPath:
         sock = self._sock
         if sock is None:
             return
+        if self._prefix:
+            data = self._prefix + data
         try:
-            sent = sock.send(self._prefix + data if self._prefix else data)
+            try:
+                sent = sock.send(data)
+            except ConnectionRefusedError:
+                # An ICMP port unreachable for an earlier datagram, reported (and
+                # cleared) now instead of sending this one: count it, send again.
+                # A capture without a listening socket (tshark on the recorder) so
+                # still sees every packet.
+                self.unreachable += 1
+                sent = sock.send(data)
         except BlockingIOError:
             self.dropped += 1
-        except ConnectionRefusedError:
-            # ICMP port unreachable for an earlier datagram, reported now.
-            self.unreachable += 1
         except OSError as exc:
             self.errors += 1
             if self.errors == 1:

@@ -114,13 +114,14 @@ def test_ipv6_destination() -> None:
 
 
 def test_dead_destination_is_counted_never_raised() -> None:
-    """ICMP port unreachable comes back as ECONNREFUSED on the next send: counted."""
+    """ICMP port unreachable comes back as ECONNREFUSED on the next send: counted, and
+    that packet is sent again, so a capture on a closed port still sees them all."""
     path = ForkPath(socket.AF_INET, ("127.0.0.1", dead_port()), "rx")
     for i in range(20):
         path.forward(LEG, "inbound", packet(i))
         time.sleep(0.001)  # let loopback deliver the ICMP error
-    assert path.unreachable > 0
-    assert path.packets + path.unreachable == 20
+    assert path.unreachable >= 5
+    assert path.packets == 20
     path.close()
     path.forward(LEG, "inbound", packet(0))  # closed: silently nothing
     assert path.closed
@@ -166,7 +167,7 @@ def test_collector_reports_totals() -> None:
     sent = samples[("callstream_fork_packets", (("direction", "rx"),))]
     errors = samples[("callstream_fork_send_errors",
                       (("direction", "rx"), ("reason", "unreachable")))]
-    assert sent + errors == 10 and errors > 0
+    assert sent == 10 and errors > 0
     fork.stop()
     after = {(m.name, tuple(sorted(s.labels.items()))): s.value
              for m in ForkCollector(stats).collect() for s in m.samples}
