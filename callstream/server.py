@@ -21,6 +21,7 @@ from callstream.api.app import create_app
 from callstream.api.services import Services
 from callstream.calls.control import CallControl
 from callstream.config import Settings
+from callstream.forking.manager import ForkManager
 from callstream.metrics import ACTIVE_CALLS
 from callstream.store.records import Application
 from callstream.store.sql import SqlStore
@@ -133,9 +134,10 @@ class Server:
     def _start_features(self, services: Services) -> None:
         """Build the feature managers and hook them into Call Control."""
         assert self.calls is not None
-        # Each manager: services.<name> = Manager(...); self.calls.hooks.append(manager)
         services.streams = StreamManager(self.calls, account_id=self.settings.account_id)
         self.calls.hooks.append(services.streams)
+        services.forks = ForkManager(self.calls)
+        self.calls.hooks.append(services.forks)
 
     async def stop(self) -> None:
         if self.calls is not None:

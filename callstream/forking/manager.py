@@ -1,0 +1,190 @@
+"""``fork_start`` / ``fork_stop``: forks of a call's RTP to UDP destinations (spec §3.3, §3.4, §6).
+
+Two modes:
+
+* ``rx`` + ``tx``: the RTP the call receives goes to ``rx`` and the RTP it sends
+  goes to ``tx``, each datagram byte for byte as it was on the wire.
+* ``target`` (legacy): both directions to one address, each packet behind a
+  24-byte STREP header (:mod:`callstream.forking.strep`) naming the direction and
+  the ``call_leg_id``.
+
+Both commands run through :meth:`CallControl.run_command`, so ``command_id``
+idempotency, 90015 and 90018 behave as for every other action, and
+``call.fork.started`` / ``call.fork.stopped`` are stored in the command's own
+transaction. A host name is resolved once, here, never per packet. A call has at
+most one fork; at hangup :meth:`RtpFork.detach` stops it and ``call.fork.stopped``
+goes out before ``call.hangup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from callstream.calls.control import CallControl, Reply
+from callstream.calls.events import call_event, call_payload
+from callstream.calls.exceptions import CallEnded, CallNotAnswered, InvalidCommand
+from callstream.calls.model import Call
+from callstream.calls.state import CallState
+from callstream.forking.metrics import FORK_STATS
+from callstream.forking.sender import ForkStats, PathSpec, RtpFork, SockAddr
+from callstream.forking.strep import StrepDirection, StrepHeader, StrepLeg
+from callstream.forking.target import ForkTarget, InvalidTarget, parse_target
+from callstream.store.records import Change
+
+__all__ = ["FEATURE_KEY", "RESOLVE_TIMEOUT_SECS", "ForkManager"]
+
+FEATURE_KEY = "fork"
+#: How long fork_start waits for a host name to resolve.
+RESOLVE_TIMEOUT_SECS = 5.0
+
+
+class ForkManager:
+    """Starts and stops forks; a CallHooks member (forks start only by command).
+
+    Args:
+        calls: Call Control, whose ``run_command`` runs both actions.
+        stats: process totals for ``/metrics``.
+        clock: Unix time for webhook timestamps.
+    """
+
+    def __init__(self, calls: CallControl, *, stats: ForkStats = FORK_STATS,
+                 clock: Callable[[], float] = time.time,
+                 resolve_timeout: float = RESOLVE_TIMEOUT_SECS) -> None:
+        self.calls = calls
+        self.stats = stats
+        self._clock = clock
+        self._resolve_timeout = resolve_timeout
+
+    # CallHooks: dial and answer carry no fork parameters.
+    async def before_dial(self, call: Call) -> None:
+        return None
+
+    async def answered(self, call: Call) -> None:
+        return None
+
+    async def start(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+        """Run ``fork_start``; ``req`` is the validated body (targets still strings)."""
+        targets = _targets(req)
+        stream_type = req.get("stream_type") or ("raw" if "target" in targets else "decrypted")
+
+        async def action(call: Call, change: Change) -> Reply | None:
+            if call.state is CallState.HANGING_UP:
+                raise CallEnded(f"Call {call.id} is hanging up.")
+            if call.state is not CallState.ANSWERED:
+                raise CallNotAnswered(f"Call {call.id} must be answered before it is forked.")
+            if FEATURE_KEY in call.features:
+                raise InvalidCommand(
+                    "10015", "Bad Request",
+                    "Call is already forked; stop the fork with fork_stop first.")
+            telephony = self.calls.telephony
+            if telephony is None:
+                raise InvalidCommand("10015", "Bad Request", "Telephony is not running.")
+            try:
+                media = telephony.media(call)
+            except KeyError:
+                raise CallEnded(f"Call {call.id} has no media any more.") from None
+            resolved = {name: await self._resolve(name, target)
+                        for name, target in targets.items()}
+            paths = _paths(call, resolved)
+            try:
+                fork = RtpFork(media.hub, media.leg, paths, stream_type=stream_type,
+                               stats=self.stats)
+            except OSError as exc:
+                name = next(iter(targets))
+                raise InvalidCommand(
+                    "10015", "Invalid value", f"Cannot send to {targets[name]}: {exc}.",
+                    pointer=f"/{name}") from exc
+            call.features[FEATURE_KEY] = fork
+            change.events.append(call_event(
+                call, "call.fork.started", call_payload(call, stream_type=stream_type),
+                self._clock()))
+            return None
+
+        return await self.calls.run_command(
+            call_control_id, req.get("command_id"), req.get("client_state"), action)
+
+    async def stop(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+        """Run ``fork_stop``. Its ``stream_type`` is accepted but not matched: forks of
+        either type carry the same bytes here (no SRTP), and the SDK's default
+        (``raw``) differs from fork_start's (``decrypted``)."""
+
+        async def action(call: Call, change: Change) -> Reply | None:
+            fork = call.features.get(FEATURE_KEY)
+            if not isinstance(fork, RtpFork):
+                raise InvalidCommand("90031", "Call is not currently forked",
+                                     f"Call {call.id} has no fork to stop.")
+            del call.features[FEATURE_KEY]
+            now = self._clock()
+            for event_type, extra in fork.stop():
+                change.events.append(call_event(call, event_type, call_payload(call, **extra),
+                                                now))
+            return None
+
+        return await self.calls.run_command(
+            call_control_id, req.get("command_id"), req.get("client_state"), action)
+
+    async def _resolve(self, name: str, target: ForkTarget) -> tuple[int, SockAddr]:
+        """One address for ``target``: the literal, or the first UDP result of DNS."""
+        if target.literal is not None:
+            if target.literal.version == 4:
+                return socket.AF_INET, (str(target.literal), target.port)
+            return socket.AF_INET6, (str(target.literal), target.port, 0, 0)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._resolve_timeout):
+                infos = await loop.getaddrinfo(target.host, target.port,
+                                               type=socket.SOCK_DGRAM)
+        except (OSError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise InvalidCommand(
+                "10015", "Invalid value", f"Cannot resolve host {target.host!r}: {reason}.",
+                pointer=f"/{name}") from exc
+        for family, _type, _proto, _name, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                return family, sockaddr
+        raise InvalidCommand("10015", "Invalid value",
+                             f"Host {target.host!r} has no IPv4 or IPv6 address.",
+                             pointer=f"/{name}")
+
+
+def _targets(req: dict[str, Any]) -> dict[str, ForkTarget]:
+    """The destinations by field name, or the Telnyx error for a bad combination."""
+    given = {name: req.get(name) for name in ("target", "rx", "tx") if req.get(name)}
+    if "target" in given and ("rx" in given or "tx" in given):
+        raise InvalidCommand("10015", "Invalid value",
+                             "Give either target or rx and tx, not both.", pointer="/target")
+    if "target" not in given:
+        for name in ("rx", "tx"):
+            if name not in given:
+                raise InvalidCommand(
+                    "10004", "Missing required parameter",
+                    f"The '{name}' parameter is required (rx and tx, or target).",
+                    pointer=f"/{name}")
+    out = {}
+    for name, value in given.items():
+        try:
+            out[name] = parse_target(str(value))
+        except InvalidTarget as exc:  # the schema checks this too; keep the core honest
+            raise InvalidCommand("10015", "Invalid value", f"{name} {exc}.",
+                                 pointer=f"/{name}") from exc
+    return out
+
+
+def _paths(call: Call, resolved: dict[str, tuple[int, SockAddr]]) -> list[PathSpec]:
+    if "target" in resolved:
+        family, address = resolved["target"]
+        leg_id = uuid.UUID(call.record.call_leg_id)
+        # A-leg: the call that came in; B-leg: one we placed (dial).
+        leg = StrepLeg.A if call.record.direction == "incoming" else StrepLeg.B
+        return [
+            PathSpec(name, family, address,
+                     StrepHeader(leg_id, direction, leg).serialize())
+            for name, direction in (("rx", StrepDirection.INBOUND),
+                                    ("tx", StrepDirection.OUTBOUND))
+        ]
+    return [PathSpec(name, *resolved[name]) for name in ("rx", "tx")]
