@@ -417,9 +417,10 @@ class Switch:
 
     def reject(self, call: Call, status: int, reason: str) -> None:
         leg = self.by_call[call.id]
-        leg.end_cause = "user_busy" if status == 486 else "call_rejected"
+        cause = "user_busy" if status == 486 else "call_rejected"
         self.endpoint.reject(leg.handle, status, reason, self._now())
         self.transport.flush()
+        self._ended_locally(leg, cause, status)
 
     def hangup(self, call: Call, headers: list[tuple[str, str]]) -> None:
         leg = self.by_call.get(call.id)
@@ -434,6 +435,11 @@ class Switch:
         else:
             self.endpoint.hangup(leg.handle, now, status=480)
             self.transport.flush()
+            self._ended_locally(leg, "normal_clearing", 480)
+
+    def _ended_locally(self, leg: Leg, cause: str, status: int) -> None:
+        """We refused an incoming call: the endpoint reports nothing more, so end it now."""
+        asyncio.get_running_loop().create_task(self._ended(leg, cause, "callee", status))
 
     def bridge(self, a: Call, b: Call) -> None:
         leg_a, leg_b = self.by_call[a.id], self.by_call[b.id]

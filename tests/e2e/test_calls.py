@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 
 import pytest
 from telnyx import UnprocessableEntityError
@@ -14,8 +15,9 @@ from tests.helpers import free_udp_tcp_port
 pytestmark = pytest.mark.slow
 
 
-def _call_from_sipp(rig: Rig, hold_ms: int = 1000) -> tuple[object, str]:
-    proc = uac(rig.sip_target, "uac_answered.xml", cwd=rig.workdir,
+def _call_from_sipp(rig: Rig, hold_ms: int = 1000, scenario: str = "uac_answered.xml"
+                    ) -> tuple[subprocess.Popen[bytes], str]:
+    proc = uac(rig.sip_target, scenario, cwd=rig.workdir,
                local_port=free_udp_tcp_port(), media_port=free_udp_tcp_port(),
                hold_ms=hold_ms)
     initiated = rig.hooks.wait_for(
@@ -117,3 +119,23 @@ def test_dial_timeout(rig: Rig) -> None:
     assert call.data is not None
     hangup = rig.hooks.wait_event("call.hangup", call.data.call_control_id, timeout=15)
     assert hangup.payload["hangup_cause"] == "timeout"
+
+
+@pytest.mark.parametrize(("how", "status", "cause"), [
+    ("reject_busy", "486", "user_busy"),
+    ("reject_decline", "603", "call_rejected"),
+    ("hangup", "480", "normal_clearing"),
+])
+def test_parked_call_refused_by_the_application(rig: Rig, how: str, status: str,
+                                                cause: str) -> None:
+    proc, ccid = _call_from_sipp(rig, scenario="uac_refused.xml")
+    if how == "hangup":
+        rig.sdk.calls.actions.hangup(ccid)
+    else:
+        rig.sdk.calls.actions.reject(
+            ccid, cause="USER_BUSY" if how == "reject_busy" else "CALL_REJECTED")
+    hangup = rig.hooks.wait_event("call.hangup", ccid)
+    assert hangup.payload["hangup_cause"] == cause
+    assert hangup.payload["hangup_source"] == "callee"
+    assert hangup.payload["sip_hangup_cause"] == status
+    assert proc.wait(30) == 0  # SIPp got the status it expected and ACKed it
