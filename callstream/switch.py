@@ -233,6 +233,7 @@ class Switch:
             dtmf_payload_type=params.telephone_event_pt,
             remote_address=(params.remote_addr, params.remote_port),
             name=leg.call.record.call_leg_id,
+            jitter_prefetch_ms=self.settings.jitter_buffer_ms,
         )
         leg.rtp = await open_rtp_endpoint(
             session,
@@ -309,6 +310,7 @@ class Switch:
                 codec, payload_type=params.payload_type,
                 dtmf_payload_type=params.telephone_event_pt,
                 remote_address=(params.remote_addr, params.remote_port), name=name,
+                jitter_prefetch_ms=self.settings.jitter_buffer_ms,
             )
             session.start(self._now())
             leg.rtp.session = session
