@@ -491,10 +491,15 @@ class _Call:
         if self.options.record is not None:
             self.recorder = Recorder(codec.sample_rate)
             self.hub.add_frame_callback(LEG, Track.INBOUND, self.recorder.feed)
-        if self.audio is not None:
+        if self.audio is not None and self.options.play is not None:
             pcm, rate = self.audio
             if rate != codec.sample_rate:
-                pcm, _ = _resample(pcm, rate, codec.sample_rate)
+                # Resampled from the file's own samples, as load_wav(path, rate) does.
+                try:
+                    pcm, _ = load_wav(self.options.play, codec.sample_rate)
+                except CallerError as exc:
+                    self.notify(str(exc))
+                    pcm = b""
             seconds = len(pcm) / (2 * codec.sample_rate)
             source = QueueSource(codec.sample_rate, max_seconds=seconds + 1)
             source.feed(pcm)
@@ -637,12 +642,6 @@ class _Call:
                 get_codec(self.summary.codec or "PCMU").sample_rate)
             write_wav(self.options.record, self.recorder.pcm if self.recorder else b"", rate)
             self.summary.recording = str(self.options.record)
-
-
-def _resample(pcm: bytes, rate_in: int, rate_out: int) -> tuple[bytes, int]:
-    samples = np.frombuffer(pcm, "<i2")
-    out = soxr.resample(samples, rate_in, rate_out)
-    return np.asarray(out, dtype="<i2").tobytes(), rate_out
 
 
 async def place_call(
