@@ -122,7 +122,7 @@ def test_hostile_datagrams_do_not_disturb_a_live_call(rig: Rig, tmp_path: Path) 
     voices = {"alice": "beckett", "bob": "two_cities"}
     callers = {}
     for name, text in voices.items():
-        write_wav(tmp_path / f"{name}.wav", clip(text, 8.0), 8000)
+        write_wav(tmp_path / f"{name}.wav", clip(text, 6.0), 8000)
         callers[name] = start_caller(
             f"sip:{name}@{rig.sip_target}", "--play", str(tmp_path / f"{name}.wav"),
             "--record", str(tmp_path / f"{name}-heard.wav"), "--codec", "PCMU", "-q")
@@ -152,7 +152,7 @@ def test_hostile_datagrams_do_not_disturb_a_live_call(rig: Rig, tmp_path: Path) 
             hurl()
         fuzz_seconds = time.monotonic() - started
         assert len(hurled) >= EXAMPLES // 2
-        assert fuzz_seconds < 5.5, f"fuzzing took {fuzz_seconds:.1f} s: the check below is moot"
+        assert fuzz_seconds < 3.5, f"fuzzing took {fuzz_seconds:.1f} s: the check below is moot"
 
         assert rig.server.proc is not None and rig.server.proc.poll() is None
         assert _options_ok(sip_port)
@@ -161,7 +161,7 @@ def test_hostile_datagrams_do_not_disturb_a_live_call(rig: Rig, tmp_path: Path) 
         for caller in callers.values():
             caller.kill()
 
-    # The call kept flowing: seconds 6 to 8 of each voice, played after the fuzzing,
+    # The call kept flowing: seconds 4 to 6 of each voice, played after the fuzzing,
     # reached the other caller intact.
     for me, other in (("alice", "bob"), ("bob", "alice")):
         code, summary, err = results[me]
@@ -169,7 +169,7 @@ def test_hostile_datagrams_do_not_disturb_a_live_call(rig: Rig, tmp_path: Path) 
         assert summary["hangup"] == "played"
         heard, _ = read_wav(tmp_path / f"{me}-heard.wav")
         sent = through_codec(load_wav(tmp_path / f"{other}.wav")[0], "PCMU")
-        matched, inserted = match_frames(sent[6 * 16000:8 * 16000], heard)
+        matched, inserted = match_frames(sent[4 * 16000:6 * 16000], heard)
         assert matched == 100 and inserted <= 10
 
     # Calls the fuzzer's well-formed INVITEs made are parked: hang them up, then a new
