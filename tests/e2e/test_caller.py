@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,34 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "unknown codec 'OPUS'" in err
     code, _, err = run_caller("sip:x@127.0.0.1:9", "--dtmf", "12x")
     assert code == 2 and "bad --dtmf" in err
+
+
+def test_ctrl_c_hangs_up_an_answered_call_and_cancels_a_ringing_one(rig: Rig) -> None:
+    # Answered: SIGINT sends BYE; the call counts as answered (exit 0).
+    caller = start_caller(f"sip:interrupt-up@{rig.sip_target}", "-q")
+    try:
+        ccid = incoming(rig, "interrupt-up")
+        answer(rig, ccid)
+        rig.hooks.wait_event("call.answered", ccid)
+        caller.proc.send_signal(signal.SIGINT)
+        code, summary, err = caller.finish()
+    finally:
+        caller.kill()
+    assert code == 0, err
+    assert summary["hangup"] == "interrupted" and summary["ended_by"] == "local"
+    hangup = rig.hooks.wait_event("call.hangup", ccid)
+    assert hangup.payload["hangup_cause"] == "normal_clearing"
+    assert hangup.payload["hangup_source"] == "caller"
+
+    # Ringing: SIGINT sends CANCEL (exit 1, cancelled).
+    caller = start_caller(f"sip:interrupt-ringing@{rig.sip_target}", "-q")
+    try:
+        ccid = incoming(rig, "interrupt-ringing")
+        caller.proc.send_signal(signal.SIGINT)
+        code, summary, err = caller.finish()
+    finally:
+        caller.kill()
+    assert code == 1
+    assert summary["status"] == "cancelled" and summary["sip_status"] == 487
+    hangup = rig.hooks.wait_event("call.hangup", ccid)
+    assert hangup.payload["hangup_cause"] == "originator_cancel"
