@@ -135,5 +135,91 @@ def keys_webhook(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     typer.echo(load_signer(settings).public_key_b64)
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        first, last = int(low), int(high)
+    except ValueError:
+        first = last = 0
+    if not 1024 <= first < last <= 65535:
+        typer.echo(f"callstream call: bad --rtp-ports {text!r}: want LOW-HIGH "
+                   "within 1024-65535", err=True)
+        raise typer.Exit(2)
+    return first, last
+
+
+@app.command("call")
+def call(
+    target: Annotated[str, typer.Argument(help="Who to call: sip:user@host:port (or host:port)")],
+    play: Annotated[Path | None, typer.Option("--play", help="WAV to play once answered "
+                                              "(any rate; mixed to mono, resampled)")] = None,
+    record: Annotated[Path | None, typer.Option("--record", help="Write what the far end "
+                                                "sends to this WAV (the codec's rate)")] = None,
+    dtmf: Annotated[str, typer.Option("--dtmf", help="DTMF digits to send once answered "
+                                      "(RFC 4733; SIP INFO if not negotiated)")] = "",
+    dtmf_delay: Annotated[float, typer.Option("--dtmf-delay", help="Seconds after the answer "
+                                              "to send --dtmf")] = 0.5,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="Hang up this many seconds after the answer "
+        "[default: at the end of --play, else when the far end hangs up]")] = None,
+    codec: Annotated[list[str] | None, typer.Option(
+        "--codec", help="Codecs to offer, in order: PCMU, PCMA, G722, L16 "
+        "(repeat or comma-separate) [default: all, in that order]")] = None,
+    from_uri: Annotated[str | None, typer.Option("--from", help="From URI "
+                                                 "[default: sip:callstream@LOCAL-IP:PORT]")] = None,
+    local_ip: Annotated[str, typer.Option("--local-ip", help="Address to bind and put in "
+                                          "SIP and SDP")] = "127.0.0.1",
+    sip_port: Annotated[int, typer.Option("--sip-port", help="Local SIP port (0: any free)")] = 0,
+    rtp_ports: Annotated[str, typer.Option("--rtp-ports", help="Local RTP port range "
+                                           "LOW-HIGH")] = "40000-59998",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for an "
+                                           "answer")] = 30.0,
+    max_duration: Annotated[float, typer.Option("--max-duration", help="Longest an answered "
+                                                "call may last")] = 3600.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr")] = False,
+) -> None:
+    """Place a SIP call: play a WAV, record the reply, send DTMF, hang up.
+
+    Prints a one-line JSON summary on stdout; exits 0 when the call was answered,
+    1 when it was not (the SIP status is shown), 2 on bad options.
+    """
+    import signal
+
+    from callstream.caller import DEFAULT_CODECS, CallerError, CallOptions, place_call
+    from callstream.media.exceptions import PortsExhaustedError
+
+    options = CallOptions(
+        target=target, play=play, record=record, dtmf=dtmf, dtmf_delay=dtmf_delay,
+        duration=duration, codecs=tuple(codec) if codec else DEFAULT_CODECS,
+        from_uri=from_uri, local_ip=local_ip, sip_port=sip_port, timeout=timeout,
+        max_duration=max_duration, rtp_ports=_port_range(rtp_ports),
+    )
+
+    def notify(line: str) -> None:
+        if not quiet:
+            typer.echo(f"callstream call: {line}", err=True)
+
+    async def run() -> int:
+        interrupted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupted.set)
+        summary = await place_call(options, interrupted=interrupted, notify=notify)
+        typer.echo(summary.to_json())
+        if summary.exit_code:
+            typer.echo(f"callstream call: {summary.status}: {summary.reason}", err=True)
+        return summary.exit_code
+
+    try:
+        code = asyncio.run(run())
+    except CallerError as exc:
+        typer.echo(f"callstream call: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except (OSError, PortsExhaustedError) as exc:
+        typer.echo(f"callstream call: can't bind sockets: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app()

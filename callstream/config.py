@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     )
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
     rtp_port_max: int = Field(30000, ge=1025, le=65535)
+    jitter_buffer_ms: int = Field(
+        40, ge=20, le=200,
+        description="Audio each leg's jitter buffer holds before playout: more rides out "
+        "bursty networks and busy hosts, at the cost of latency.",
+    )
     sip_allowed_networks: list[str] = Field(default_factory=lambda: list(DEFAULT_SIP_NETWORKS))
 
     # Outbound trunk for E.164 numbers.

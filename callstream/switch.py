@@ -206,6 +206,8 @@ class Switch:
             log.exception("call %s: no media ports", call.id)
             self.endpoint.reject(event.handle, 503, "Service Unavailable", self._now())
             self.transport.flush()
+            # reject() ends the SIP call without an event: end the call here.
+            await self._ended(leg, "unspecified", "callee", 503)
             return
         assert leg.rtp is not None
         answer, _ = answer_offer(
@@ -233,6 +235,7 @@ class Switch:
             dtmf_payload_type=params.telephone_event_pt,
             remote_address=(params.remote_addr, params.remote_port),
             name=leg.call.record.call_leg_id,
+            jitter_prefetch_ms=self.settings.jitter_buffer_ms,
         )
         leg.rtp = await open_rtp_endpoint(
             session,
@@ -310,6 +313,7 @@ class Switch:
                 codec, payload_type=params.payload_type,
                 dtmf_payload_type=params.telephone_event_pt,
                 remote_address=(params.remote_addr, params.remote_port), name=name,
+                jitter_prefetch_ms=self.settings.jitter_buffer_ms,
             )
             session.start(self._now())
             leg.rtp.session = session
@@ -417,10 +421,16 @@ class Switch:
 
     def reject(self, call: Call, status: int, reason: str) -> None:
         leg = self.by_call[call.id]
-        cause = "user_busy" if status == 486 else "call_rejected"
+        leg.end_cause = "user_busy" if status == 486 else "call_rejected"
         self.endpoint.reject(leg.handle, status, reason, self._now())
         self.transport.flush()
-        self._ended_locally(leg, cause, status)
+        self._rejected(leg, leg.end_cause, status)
+
+    def _rejected(self, leg: Leg, cause: str, status: int) -> None:
+        # The endpoint ends a rejected call silently (no SIP event follows), so the
+        # leg ends here; as a task, since the command holding the call's lock is
+        # still running.
+        asyncio.get_running_loop().create_task(self._ended(leg, cause, "callee", status))
 
     def hangup(self, call: Call, headers: list[tuple[str, str]]) -> None:
         leg = self.by_call.get(call.id)
@@ -435,11 +445,7 @@ class Switch:
         else:
             self.endpoint.hangup(leg.handle, now, status=480)
             self.transport.flush()
-            self._ended_locally(leg, "normal_clearing", 480)
-
-    def _ended_locally(self, leg: Leg, cause: str, status: int) -> None:
-        """We refused an incoming call: the endpoint reports nothing more, so end it now."""
-        asyncio.get_running_loop().create_task(self._ended(leg, cause, "callee", status))
+            self._rejected(leg, leg.end_cause or "normal_clearing", 480)
 
     def bridge(self, a: Call, b: Call) -> None:
         leg_a, leg_b = self.by_call[a.id], self.by_call[b.id]

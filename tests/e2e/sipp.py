@@ -24,15 +24,20 @@ def sipp(
 
 
 def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: int,
-        hold_ms: int = 1000, service: str = "+15550002222") -> subprocess.Popen[bytes]:
-    """SIPp calls ``target`` (host:port) once with ``scenario`` from data/."""
+        hold_ms: int = 1000, service: str = "+15550002222",
+        extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """SIPp calls ``target`` (host:port) once with ``scenario`` from data/.
+
+    ``extra``: more SIPp arguments, e.g. ``("-key", "pt", "8")`` for ``[pt]`` in the scenario.
+    """
     return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(local_port),
                 "-mp", str(media_port), "-m", "1", "-d", str(hold_ms), "-s", service,
-                target, cwd=cwd)
+                *extra, target, cwd=cwd)
 
 
-def uas(scenario: str, *, cwd: Path, port: int, media_port: int) -> subprocess.Popen[bytes]:
+def uas(scenario: str, *, cwd: Path, port: int, media_port: int,
+        extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """SIPp answers one call on ``port``; ``scenario`` is a file in data/ or built-in 'uas'."""
     spec = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(DATA / scenario)]
     return sipp(*spec, "-i", "127.0.0.1", "-p", str(port), "-mp", str(media_port), "-m", "1",
-                cwd=cwd)
+                *extra, cwd=cwd)
