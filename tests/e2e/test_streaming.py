@@ -185,8 +185,9 @@ def test_dial_with_bidirectional_stream(rig: Rig, consumer: Consumer) -> None:
 def _sipp_call(rig: Rig, pcm: bytes, hold_ms: int) -> tuple[Popen[bytes], str]:
     """SIPp calls in and, once answered, plays ``pcm`` as PCMU RTP from a pcap."""
     write_pcap(rig.workdir / "caller_speech.pcap", rtp_packets(pcm, "PCMU"))
-    proc = uac(rig.sip_target, "uac_caller_speech.xml", cwd=rig.workdir, local_port=free_udp_tcp_port(),
-               media_port=free_udp_tcp_port(), hold_ms=hold_ms)
+    proc = uac(rig.sip_target, "uac_caller_speech.xml", cwd=rig.workdir,
+               local_port=free_udp_tcp_port(), media_port=free_udp_tcp_port(),
+               hold_ms=hold_ms)
     seen = {d.payload["call_control_id"] for d in rig.hooks.events("call.initiated")}
     initiated = rig.hooks.wait_for(
         lambda d: d.event_type == "call.initiated" and d.payload.get("direction") == "incoming"
