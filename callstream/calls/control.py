@@ -68,7 +68,8 @@ class CallControl:
 
     # -- plumbing ----------------------------------------------------------
 
-    def _lock(self, key: str) -> asyncio.Lock:
+    def lock(self, key: str) -> asyncio.Lock:
+        """The call's command lock: features hold it to change a call outside a command."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
@@ -107,7 +108,7 @@ class CallControl:
         action: Callable[[Call, Change], Awaitable[Reply | None]],
     ) -> Reply:
         """Run ``action`` on a live call once per ``command_id``; commit what it changed."""
-        async with self._lock(call_control_id):
+        async with self.lock(call_control_id):
             if command_id:
                 seen = await self.store.get_idempotency(call_control_id, command_id)
                 if seen is not None:
@@ -137,7 +138,7 @@ class CallControl:
 
     async def dial(self, req: dict[str, Any]) -> Reply:
         command_id = req.get("command_id")
-        async with self._lock("dial"):
+        async with self.lock("dial"):
             if command_id:
                 seen = await self.store.get_idempotency(DIAL_KEY, command_id)
                 if seen is not None:
@@ -343,7 +344,7 @@ class CallControl:
         return call
 
     async def leg_answered(self, call: Call, media: dict[str, Any]) -> None:
-        async with self._lock(call.id):
+        async with self.lock(call.id):
             if call.state not in (CallState.ANSWERING, CallState.BRIDGING):
                 return
             now = self._clock()
@@ -373,7 +374,7 @@ class CallControl:
     ) -> None:
         """The leg is gone. Its features stop; their webhooks and ``extra_events`` are
         sent before call.hangup."""
-        async with self._lock(call.id):
+        async with self.lock(call.id):
             if not call.alive:
                 return
             extra_events = [*self._detach_features(call), *(extra_events or [])]

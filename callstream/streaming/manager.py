@@ -298,17 +298,13 @@ class StreamManager:
                 session.attach(media)
             return
         try:
-            async with _lock_of(self.calls, call.id):
+            async with self.calls.lock(call.id):  # so a stop can't interleave
                 change = Change()
                 self._start_now(call, change, stream_params(req))
                 await self.calls.commit(change)
         except CommandError as exc:
             log.warning("call %s: stream of %s not started: %s", call.id,
                         call.record.direction, exc.detail)
-
-
-def _lock_of(calls: CallControl, call_id: str) -> asyncio.Lock:
-    return calls._lock(call_id)  # the call's command lock, so a stop can't interleave
 
 
 def texml_object(account_sid: str, call_sid: str, sid: str, status: str, *,
