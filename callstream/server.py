@@ -133,6 +133,11 @@ class Server:
         """Build the feature managers and hook them into Call Control."""
         assert self.calls is not None
         # Each manager: services.<name> = Manager(...); self.calls.hooks.append(manager)
+        from callstream.transcription.manager import TranscriptionManager
+
+        transcriptions = TranscriptionManager(self.calls, self.settings)
+        services.transcriptions = transcriptions
+        self.calls.hooks.append(transcriptions)
 
     async def stop(self) -> None:
         if self.calls is not None:
