@@ -11,8 +11,8 @@ Whisper is not a streaming model; this module makes it behave like one
    window: the utterance so far plus 3 s of silence. CTranslate2 takes fewer than
    3000 mel frames, which makes this ~20x cheaper than Whisper's 30 s window; the
    trailing silence and timestamp tokens keep the decoder from looping on it. The
-   first interim comes ``FIRST_INTERIM_S`` after the onset, then one every
-   ``INTERIM_HOP_S``.
+   first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
+   ``RETRY_HOP_S`` until it has words), then one comes every ``INTERIM_HOP_S``.
 3. When the utterance ends, its **final** is decoded on a fixed 10 s window; if that
    output loops (gzip ratio > 2.4 or > 5 words a second) it is decoded again on the
    full 30 s window.
@@ -52,7 +52,8 @@ from callstream.transcription.vad import (
 
 log = logging.getLogger(__name__)
 
-FIRST_INTERIM_S = 0.3  # speech before the first interim (plus the 400 ms pre-pad)
+FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
+RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
 INTERIM_HOP_S = 0.6  # audio between later interims
 INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
@@ -242,6 +243,7 @@ class WhisperTrack:
         self._audio = np.zeros(0, dtype=np.float32)
         self._base = 0
         self._last_interim = 0  # sample where the latest interim's audio ended
+        self._heard = False  # the utterance in progress has had a non-empty interim
         self.decodes = 0  # decoder runs, for metrics
 
     @property
@@ -272,6 +274,7 @@ class WhisperTrack:
             for event in self._segmenter.push(float(prob)):
                 if event.kind is VadEventKind.START:
                     self._last_interim = event.start * WINDOW_SAMPLES
+                    self._heard = False
                 elif event.kind is VadEventKind.END:
                     segments.extend(self._final(event.start, event.end))
         if self._segmenter.in_speech and interims and self.options.interim_results:
@@ -301,12 +304,14 @@ class WhisperTrack:
         since_onset = now - start
         if since_onset < FIRST_INTERIM_S * SAMPLE_RATE:
             return None
-        if self._last_interim > start and now - self._last_interim < INTERIM_HOP_S * SAMPLE_RATE:
+        hop = INTERIM_HOP_S if self._heard else RETRY_HOP_S
+        if self._last_interim > start and now - self._last_interim < hop * SAMPLE_RATE:
             return None
         self._last_interim = now
         decoded = self._decode(self._slice(start - self._pad, now), window_s=None)
         if decoded.looped or decoded.no_speech or not decoded.text:
             return None
+        self._heard = True
         return Segment(decoded.text, False, decoded.confidence,
                        max(start - self._pad, 0) / SAMPLE_RATE, now / SAMPLE_RATE)
 
