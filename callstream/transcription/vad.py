@@ -176,6 +176,17 @@ class SileroVad:
         self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
 
+    def reset(self) -> None:
+        """Forget the network's memory (not the audio context).
+
+        After a long stretch of speech or silence the recurrent state makes Silero slow
+        to react to the next onset: on phone-band speech, the first 250 ms of an
+        utterance scored 0.17 with the carried state against 0.6 with a fresh one.
+        Resetting at each utterance end gives every utterance the fresh-state onset.
+        """
+        self._h[:] = 0
+        self._c[:] = 0
+
     def probabilities(self, audio: Audio) -> Audio:
         """Probabilities of each complete window ``audio`` (plus leftovers) makes."""
         pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio

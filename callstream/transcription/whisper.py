@@ -269,14 +269,17 @@ class WhisperTrack:
         audio = self._to_16k(pcm, sample_rate)
         self._audio = np.concatenate([self._audio, audio]) if len(self._audio) else audio
         segments: list[Segment] = []
-        probs = self._vad.probabilities(audio)
-        for prob in probs:
-            for event in self._segmenter.push(float(prob)):
-                if event.kind is VadEventKind.START:
-                    self._last_interim = event.start * WINDOW_SAMPLES
-                    self._heard = False
-                elif event.kind is VadEventKind.END:
-                    segments.extend(self._final(event.start, event.end))
+        # Window by window: an utterance's end resets the VAD before the next window.
+        for offset in range(0, len(audio), WINDOW_SAMPLES):
+            for prob in self._vad.probabilities(audio[offset: offset + WINDOW_SAMPLES]):
+                for event in self._segmenter.push(float(prob)):
+                    if event.kind is VadEventKind.START:
+                        self._last_interim = event.start * WINDOW_SAMPLES
+                        self._heard = False
+                    else:
+                        self._vad.reset()
+                        if event.kind is VadEventKind.END:
+                            segments.extend(self._final(event.start, event.end))
         if self._segmenter.in_speech and interims and self.options.interim_results:
             interim = self._interim()
             if interim is not None:
