@@ -99,6 +99,24 @@ class Settings(BaseSettings):
     trunk_username: str | None = None
     trunk_password: str | None = None
 
+    # Live transcription (docs/transcription.md).
+    transcription_model: str = Field(
+        "tiny.en", description="Default Whisper model: tiny.en, base, a CTranslate2 model "
+        "directory, or (with downloads allowed) a hub name such as small.en.")
+    transcription_engines: dict[str, str] = Field(
+        default_factory=dict, description="transcription_engine name (Google, Telnyx, "
+        "Deepgram...) -> model for it; unlisted engines use transcription_model.")
+    transcription_models: dict[str, str] = Field(
+        default_factory=dict, description="Extra model names a call may ask for in "
+        "transcription_engine_config -> local model (name or directory).")
+    transcription_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where Whisper runs; auto picks cuda when a GPU is present.")
+    transcription_threads: int = Field(
+        0, ge=0, le=256, description="Recognition worker threads; 0 = one per core.")
+    transcription_allow_download: bool = Field(
+        False, description="Let a model missing locally be downloaded from the Hugging "
+        "Face hub.")
+
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."
     )

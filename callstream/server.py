@@ -26,6 +26,7 @@ from callstream.metrics import ACTIVE_CALLS
 from callstream.store.records import Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
+from callstream.transcription.manager import TranscriptionManager
 from callstream.timefmt import iso_now
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
@@ -138,6 +139,8 @@ class Server:
         self.calls.hooks.append(services.streams)
         services.forks = ForkManager(self.calls)
         self.calls.hooks.append(services.forks)
+        services.transcriptions = TranscriptionManager(self.calls, self.settings)
+        self.calls.hooks.append(services.transcriptions)
 
     async def stop(self) -> None:
         if self.calls is not None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from callstream.api.schemas.common import CommandBody, CustomHeader
 from callstream.api.schemas.fields import HttpUrl, PhoneOrSip
 from callstream.api.schemas.streaming import CallStreamFields
+from callstream.api.schemas.transcription import TranscriptionStartRequest
 
 
 class DialRequest(CommandBody, CallStreamFields):
@@ -25,12 +26,20 @@ class DialRequest(CommandBody, CallStreamFields):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
+    # Transcription (spec §4.1): started when the call is answered.
+    transcription: bool = False
+    transcription_config: TranscriptionStartRequest | None = None
+
 
 class AnswerRequest(CommandBody, CallStreamFields):
     webhook_url: HttpUrl | None = None
     webhook_url_method: Literal["POST", "GET"] = "POST"
     send_silence_when_idle: bool = False
     preferred_codecs: str | None = None
+
+    # Transcription (spec §4.2): started once answered.
+    transcription: bool = False
+    transcription_config: TranscriptionStartRequest | None = None
 
 
 class HangupRequest(CommandBody):

@@ -1,0 +1,350 @@
+"""Live transcription of calls: transcription_start/stop, dial/answer auto-start, webhooks.
+
+Theory of operation
+-------------------
+One :class:`TranscriptionManager` per process holds the loaded engines (one per model,
+loaded on first use, shared by every call) and a thread pool sized to the cores.
+Each transcribed track of a call gets a :class:`TrackWorker`: a bounded hub tap
+(:data:`TAP_SECONDS` of audio) read by a coroutine that hands batches of frames to
+the pool, one batch at a time, and posts the resulting segments as
+``call.transcription`` webhooks.
+
+The media path never waits: the hub only appends to the tap. When recognition falls
+behind, it degrades in two steps instead of growing latency or memory:
+
+1. a batch whose oldest audio is older than :data:`INTERIM_MAX_LAG_S` is recognised
+   without interim decoding (finals only) — ``..._interims_skipped_total``;
+2. if the tap fills anyway, its oldest frames are dropped —
+   ``..._dropped_frames_total``.
+
+Track names follow the hub and the spec: ``inbound`` is what the call's remote party
+says, ``outbound`` what it hears (on a bridged call, the other party).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from callstream.calls.exceptions import CallNotAnswered, InvalidCommand
+from callstream.calls.features import FeatureEvent, LegMedia
+from callstream.calls.model import Call
+from callstream.calls.state import CallState
+from callstream.media.transport import TapReader
+from callstream.transcription import metrics
+from callstream.transcription.engine import (
+    Engine,
+    EngineUnavailable,
+    RecognizerOptions,
+    Segment,
+    TrackRecognizer,
+    UnsupportedOption,
+)
+from callstream.transcription.models import (
+    DEFAULT_MODEL,
+    MODEL_ALIASES,
+    pinned_hash,
+    resolve_model,
+    verify_sha256,
+)
+
+if TYPE_CHECKING:
+    from callstream.calls.control import CallControl, Reply
+    from callstream.config import Settings
+    from callstream.store.records import Change
+
+log = logging.getLogger(__name__)
+
+FEATURE_KEY = "transcription"
+TAP_SECONDS = 10  # audio a track may fall behind by before frames are dropped
+INTERIM_MAX_LAG_S = 0.5  # behind by more: skip interims
+MIN_BATCH_FRAMES = 3  # 60 ms: fewer thread hand-offs per track
+AUTO_LANGUAGES = ("auto", "auto_detect")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed transcription_start body (or dial/answer ``transcription_config``)."""
+
+    engine: str
+    tracks: tuple[str, ...]
+    options: RecognizerOptions
+    model: str | None  # a model the config asked for, if it names one we know
+    model_pointer: str
+
+
+def parse_request(body: dict[str, Any], *, prefix: str = "") -> Request:
+    engine = body.get("transcription_engine") or "Google"
+    config = body.get("transcription_engine_config") or {}
+    language = config.get("language") or "en"
+    model = config.get("transcription_model") or config.get("model")
+    key = "transcription_model" if config.get("transcription_model") else "model"
+    tracks = body.get("transcription_tracks") or "inbound"
+    hints = tuple(config.get("hints") or ()) + tuple(config.get("keyterms") or ())
+    return Request(
+        engine=engine,
+        tracks=("inbound", "outbound") if tracks == "both" else (tracks,),
+        options=RecognizerOptions(
+            language=None if language.lower() in AUTO_LANGUAGES else language,
+            interim_results=bool(config.get("interim_results")),
+            hints=hints,
+        ),
+        model=model,
+        model_pointer=f"{prefix}/transcription_engine_config/{key}",
+    )
+
+
+class TranscriptionManager:
+    """Runs transcriptions for :class:`CallControl`; a ``CallHooks`` for dial/answer.
+
+    Raises:
+        EngineUnavailable: at construction, when the default model can't be found
+            (so a misconfigured server fails at startup, not at the first call).
+    """
+
+    def __init__(self, calls: CallControl, settings: Settings) -> None:
+        self.calls = calls
+        self.settings = settings
+        self.workers = settings.transcription_threads or os.cpu_count() or 1
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="transcribe")
+        self._engines: dict[Path, Engine] = {}
+        self._loading: dict[Path, asyncio.Lock] = {}
+        if importlib.util.find_spec("faster_whisper") is None:
+            raise EngineUnavailable("faster-whisper is not installed: pip install "
+                                    "faster-whisper==1.2.1")
+        for spec in {settings.transcription_model, *settings.transcription_engines.values()}:
+            self._resolve(spec)
+
+    # -- engines -------------------------------------------------------------------
+
+    def _resolve(self, spec: str) -> Path:
+        return resolve_model(spec, data_dir=self.settings.data_dir,
+                             allow_download=self.settings.transcription_allow_download)
+
+    def model_for(self, request: Request) -> str:
+        """Which model spec a request gets: a Whisper model it names, else its engine's."""
+        if request.model:
+            aliases = {**MODEL_ALIASES, **self.settings.transcription_models}
+            if request.model in aliases:
+                return aliases[request.model]
+        return self.settings.transcription_engines.get(
+            request.engine, self.settings.transcription_model)
+
+    async def engine(self, spec: str) -> Engine:
+        """The loaded engine for a model spec; loads it (in the pool) on first use."""
+        loop = asyncio.get_running_loop()
+        path = await loop.run_in_executor(self.pool, self._resolve, spec)
+        engine = self._engines.get(path)
+        if engine is not None:
+            return engine
+        lock = self._loading.setdefault(path, asyncio.Lock())
+        async with lock:
+            engine = self._engines.get(path)
+            if engine is None:
+                engine = await loop.run_in_executor(self.pool, self._load, path, spec)
+                self._engines[path] = engine
+        return engine
+
+    def _load(self, path: Path, spec: str) -> Engine:
+        from callstream.transcription.whisper import WhisperEngine
+
+        expected = pinned_hash(path)
+        if expected is not None:
+            verify_sha256(path / "model.bin", expected)
+        name = MODEL_ALIASES.get(spec, Path(spec).name or DEFAULT_MODEL)
+        started = time.perf_counter()
+        engine = WhisperEngine(path, name=name, device=self.settings.transcription_device,
+                               workers=self.workers)
+        log.info("loaded Whisper %s from %s on %s in %.2f s", name, path, engine.device,
+                 time.perf_counter() - started)
+        return engine
+
+    # -- commands ------------------------------------------------------------------
+
+    async def start(self, call_control_id: str, body: dict[str, Any]) -> Reply:
+        request = parse_request(body)
+        engine = await self._engine_or_error(request)
+
+        async def action(call: Call, change: Change) -> Reply | None:
+            self._start(call, request, engine)
+            return None
+
+        return await self.calls.run_command(
+            call_control_id, body.get("command_id"), body.get("client_state"), action)
+
+    async def stop(self, call_control_id: str, body: dict[str, Any]) -> Reply:
+        async def action(call: Call, change: Change) -> Reply | None:
+            feature = call.features.pop(FEATURE_KEY, None)
+            if not isinstance(feature, Transcription):
+                raise InvalidCommand("10015", "Bad Request", "Transcription is not active.")
+            feature.stop()
+            return None
+
+        return await self.calls.run_command(
+            call_control_id, body.get("command_id"), body.get("client_state"), action)
+
+    async def _engine_or_error(self, request: Request, prefix: str = "") -> Engine:
+        spec = self.model_for(request)
+        try:
+            engine = await self.engine(spec)
+            engine.check(request.options)
+        except EngineUnavailable as exc:
+            raise InvalidCommand(
+                "10015", "Transcription engine unavailable", str(exc),
+                pointer=request.model_pointer if request.model else
+                f"{prefix}/transcription_engine",
+            ) from exc
+        except UnsupportedOption as exc:
+            raise InvalidCommand(
+                "10032", "Invalid enumerated value", str(exc),
+                pointer=f"{prefix}/transcription_engine_config/{exc.field}",
+            ) from exc
+        return engine
+
+    def _start(self, call: Call, request: Request, engine: Engine) -> None:
+        if call.state is not CallState.ANSWERED:
+            raise CallNotAnswered("Transcription needs an answered call.")
+        if FEATURE_KEY in call.features:
+            raise InvalidCommand("90054", "Call transcription is already in progress",
+                                 "Stop the running transcription first.")
+        telephony = self.calls.telephony
+        try:
+            if telephony is None:
+                raise KeyError(call.id)
+            media = telephony.media(call)
+        except KeyError:
+            raise CallNotAnswered("The call has no media yet.") from None
+        call.features[FEATURE_KEY] = Transcription(self, call, media, engine, request)
+
+    # -- CallHooks -----------------------------------------------------------------
+
+    async def before_dial(self, call: Call) -> None:
+        return None
+
+    async def answered(self, call: Call) -> None:
+        details = call.record.details
+        body = details.get("answer") if call.record.direction == "incoming" else details.get(
+            "dial")
+        if not body or not body.get("transcription"):
+            return
+        config = body.get("transcription_config") or {}
+        request = parse_request(config, prefix="/transcription_config")
+        engine = await self._engine_or_error(request, "/transcription_config")
+
+        async def action(live: Call, change: Change) -> Reply | None:
+            if FEATURE_KEY not in live.features:
+                self._start(live, request, engine)
+            return None
+
+        await self.calls.run_command(call.id, None, None, action)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Transcription:
+    """A running transcription of one call (a :class:`~callstream.calls.features.Feature`)."""
+
+    def __init__(self, manager: TranscriptionManager, call: Call, media: LegMedia,
+                 engine: Engine, request: Request) -> None:
+        self.request = request
+        self.workers = [
+            TrackWorker(manager, call, media, engine.new_track(request.options), track)
+            for track in request.tracks
+        ]
+
+    def stop(self) -> None:
+        """Stop listening; utterances in progress still get their finals."""
+        for worker in self.workers:
+            worker.stop()
+
+    def detach(self, reason: str) -> list[FeatureEvent]:
+        # The spec defines no stop webhook; finals of cut-off speech follow on their own.
+        self.stop()
+        return []
+
+
+class TrackWorker:
+    """Feeds one track's frames to its recogniser off the event loop, posts segments."""
+
+    def __init__(self, manager: TranscriptionManager, call: Call, media: LegMedia,
+                 recognizer: TrackRecognizer, track: str) -> None:
+        self.manager = manager
+        self.call = call
+        self.track = track
+        self.recognizer = recognizer
+        self.tap = media.hub.open_tap(
+            media.leg, track, max_frames=TAP_SECONDS * 50)
+        self._reader = TapReader(self.tap)
+        self._dropped = 0
+        metrics.TRACKS.inc()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        self.tap.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        pool = self.manager.pool
+        recognizer = self.recognizer
+        try:
+            while True:
+                frame = await self._reader.get()
+                if frame is None:
+                    break
+                frames = [frame, *self.tap.drain()]
+                while len(frames) < MIN_BATCH_FRAMES and not self.tap.closed:
+                    more = await self._reader.get()
+                    if more is None:
+                        break
+                    frames.append(more)
+                    frames.extend(self.tap.drain())
+                self._count_drops()
+                lag = loop.time() - frames[0].time
+                metrics.LAG_SECONDS.observe(lag)
+                interims = lag < INTERIM_MAX_LAG_S
+                if not interims:
+                    metrics.INTERIMS_SKIPPED.inc()
+                pcm = b"".join(f.pcm for f in frames)
+                started = time.perf_counter()
+                segments = await loop.run_in_executor(
+                    pool, functools.partial(recognizer.feed, pcm, frames[0].sample_rate,
+                                            interims=interims))
+                spent = time.perf_counter() - started
+                metrics.DECODE_SECONDS.observe(spent)
+                metrics.BUSY_SECONDS.inc(spent)
+                await self._post(segments)
+            await self._post(await loop.run_in_executor(pool, recognizer.flush))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call %s: transcription of the %s track failed", self.call.id,
+                          self.track)
+        finally:
+            self._count_drops()
+            metrics.TRACKS.dec()
+
+    def _count_drops(self) -> None:
+        if self.tap.dropped > self._dropped:
+            metrics.DROPPED_FRAMES.inc(self.tap.dropped - self._dropped)
+            self._dropped = self.tap.dropped
+
+    async def _post(self, segments: list[Segment]) -> None:
+        for segment in segments:
+            metrics.SEGMENTS.labels("final" if segment.is_final else "interim").inc()
+            await self.manager.calls.leg_event(self.call, "call.transcription", {
+                "transcription_data": {
+                    "transcript": segment.text,
+                    "is_final": segment.is_final,
+                    "confidence": segment.confidence,
+                    "transcription_track": self.track,
+                },
+            })

@@ -1,0 +1,31 @@
+"""Prometheus metrics of live transcription (served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TRACKS = Gauge("callstream_transcription_tracks", "Tracks being transcribed now")
+SEGMENTS = Counter(
+    "callstream_transcription_segments_total", "Transcript segments emitted", ["kind"]
+)
+DECODE_SECONDS = Histogram(
+    "callstream_transcription_feed_seconds",
+    "Worker time per recogniser call (VAD plus any decoding)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+BUSY_SECONDS = Counter(
+    "callstream_transcription_busy_seconds_total", "Worker time spent recognising"
+)
+INTERIMS_SKIPPED = Counter(
+    "callstream_transcription_interims_skipped_total",
+    "Recogniser calls made without interim decoding because the track was behind",
+)
+DROPPED_FRAMES = Counter(
+    "callstream_transcription_dropped_frames_total",
+    "20 ms frames lost because transcription could not keep up (tap queue full)",
+)
+LAG_SECONDS = Histogram(
+    "callstream_transcription_lag_seconds",
+    "Age of the oldest audio when a recogniser call starts",
+    buckets=(0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)

@@ -1,0 +1,349 @@
+"""The embedded engine: Whisper (CTranslate2, via faster-whisper) made live.
+
+Whisper is not a streaming model; this module makes it behave like one
+(research/asr.md, *Streaming design*):
+
+1. Audio is resampled to 16 kHz and run through Silero VAD (:mod:`.vad`), which cuts
+   the track into utterances (threshold 0.2 for phone audio, 600 ms of silence ends
+   one, 400 ms of padding each side, at most 9.5 s each). Whisper never sees
+   silence alone: it invents words there ("Okay.").
+2. While an utterance goes on, an **interim** is decoded greedily on a *short*
+   window: the utterance so far plus 3 s of silence. CTranslate2 takes fewer than
+   3000 mel frames, which makes this ~20x cheaper than Whisper's 30 s window; the
+   trailing silence and timestamp tokens keep the decoder from looping on it. The
+   first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
+   ``RETRY_HOP_S`` until it has words), then one comes every ``INTERIM_HOP_S``.
+3. When the utterance ends, its **final** is decoded on a fixed 10 s window; if that
+   output loops (gzip ratio > 2.4 or > 5 words a second) it is decoded again on the
+   full 30 s window.
+
+This calls ``WhisperModel.model.generate`` (CTranslate2) directly, which is not
+faster-whisper's public API: both packages are pinned in pyproject.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from callstream.transcription.engine import (
+    EngineUnavailable,
+    RecognizerOptions,
+    Segment,
+    UnsupportedOption,
+)
+from callstream.transcription.vad import (
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    Audio,
+    Segmenter,
+    SileroSession,
+    SileroVad,
+    VadEventKind,
+    VadOptions,
+)
+
+log = logging.getLogger(__name__)
+
+FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
+RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
+INTERIM_HOP_S = 0.6  # audio between later interims
+INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
+FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
+FULL_WINDOW_S = 30.0
+MAX_COMPRESSION_RATIO = 2.4  # above: the decoder repeats itself
+MAX_WORDS_PER_SECOND = 5.0
+NO_SPEECH_PROB = 0.6  # with a low log-prob, Whisper "heard" nothing
+LOW_LOGPROB = -1.0
+TOKENS_PER_SECOND = 8  # generous cap on tokens per second of audio
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    text: str
+    confidence: float
+    looped: bool
+    no_speech: bool
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _pcm_to_float(pcm: bytes) -> Audio:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+class WhisperEngine:
+    """One CTranslate2 Whisper model and one Silero VAD network, shared by all tracks.
+
+    Args:
+        model_dir: a CTranslate2 Whisper directory (model.bin, config.json,
+            tokenizer.json, vocabulary.txt).
+        name: what to call it in logs (``"tiny.en"``).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        workers: how many decodes may run at once (threads calling it).
+        vad: segmentation settings.
+
+    Raises:
+        EngineUnavailable: faster-whisper is missing or the model does not load.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        name: str,
+        device: str = "cpu",
+        workers: int = 1,
+        vad: VadOptions | None = None,
+    ) -> None:
+        try:
+            import ctranslate2
+            from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"faster-whisper is not installed ({exc}); pip install faster-whisper"
+            ) from exc
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        self.device = device
+        self._name = name
+        self.vad_options = vad or VadOptions()
+        try:
+            self.model: Any = WhisperModel(
+                str(model_dir),
+                device=device,
+                compute_type="float16" if device == "cuda" else "int8",
+                cpu_threads=1,
+                num_workers=max(1, workers),
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise EngineUnavailable(f"Whisper model {name} at {model_dir} failed to load: "
+                                    f"{exc}") from exc
+        self.multilingual = bool(self.model.model.is_multilingual)
+        self._tokenizer_cls = Tokenizer
+        self._tokenizers: dict[str | None, Any] = {}
+        self._lock = threading.Lock()
+        english = self.tokenizer("en" if self.multilingual else None)
+        self.suppress_tokens = list(get_suppressed_tokens(english, [-1]))
+        self.vad_session = SileroSession()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def tokenizer(self, language: str | None) -> Any:
+        with self._lock:
+            tok = self._tokenizers.get(language)
+            if tok is None:
+                tok = self._tokenizers[language] = self._tokenizer_cls(
+                    self.model.hf_tokenizer, self.multilingual, task="transcribe",
+                    language=language,
+                )
+            return tok
+
+    def check(self, options: RecognizerOptions) -> None:
+        language = options.language
+        if not self.multilingual:
+            if language not in (None, "en") and not (language or "").startswith("en-"):
+                raise UnsupportedOption(
+                    f"Model {self.name} transcribes English only; configure a "
+                    f"multilingual Whisper model for {language!r}.", field="language")
+            return
+        if language is not None:
+            from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+            if language.split("-")[0].lower() not in _LANGUAGE_CODES:
+                raise UnsupportedOption(
+                    f"Model {self.name} has no language {language!r}.", field="language")
+
+    def new_track(self, options: RecognizerOptions) -> WhisperTrack:
+        self.check(options)
+        return WhisperTrack(self, options)
+
+    # -- decoding (any thread) --------------------------------------------------
+
+    def decode(
+        self, audio: Audio, *, window_s: float | None, language: str | None,
+        hints: tuple[str, ...] = (),
+    ) -> Decoded:
+        """Decode ``audio`` greedily on a window of ``window_s`` seconds (None: the
+        audio plus :data:`INTERIM_PAD_S` of silence)."""
+        duration = len(audio) / SAMPLE_RATE
+        if window_s is None:
+            samples = len(audio) + int(INTERIM_PAD_S * SAMPLE_RATE)
+        else:
+            samples = int(window_s * SAMPLE_RATE)
+        padded = np.zeros(samples, dtype=np.float32)
+        padded[: min(len(audio), samples)] = audio[:samples]
+        features = self.model.feature_extractor(padded, padding=0)
+        features = features[:, : samples // self.model.feature_extractor.hop_length]
+        encoded = self.model.encode(features)
+        if self.multilingual and language is None:
+            detected = self.model.model.detect_language(encoded)[0][0][0]  # ("<|en|>", p)
+            language = detected.strip("<|>")
+        elif self.multilingual and language is not None:
+            language = language.split("-")[0].lower()
+        tokenizer = self.tokenizer(language if self.multilingual else None)
+        prompt: list[int] = []
+        if hints:
+            prompt += [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[:100]]
+        prompt += list(tokenizer.sot_sequence)
+        max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
+        result = self.model.model.generate(
+            encoded, [prompt], beam_size=1, max_length=len(prompt) + max_new,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
+        )[0]
+        tokens: list[int] = result.sequences_ids[0]
+        # Keep text up to the first timestamp past the audio: beyond is padding.
+        limit = tokenizer.timestamp_begin + round((duration + 0.5) / 0.02)
+        words: list[int] = []
+        for token in tokens:
+            if token >= tokenizer.timestamp_begin:
+                if token > limit:
+                    break
+                continue
+            if token < tokenizer.eot:
+                words.append(token)
+        text = tokenizer.decode(words).strip()
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
+        n_words = len(text.split())
+        looped = (_compression_ratio(text) > MAX_COMPRESSION_RATIO
+                  or n_words > MAX_WORDS_PER_SECOND * max(duration, 1.0))
+        no_speech = result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB
+        confidence = min(1.0, max(0.0, math.exp(avg_logprob)))
+        return Decoded(text, round(confidence, 4), looped, no_speech)
+
+
+class WhisperTrack:
+    """One track's VAD state, audio and utterance progress. One caller at a time."""
+
+    def __init__(self, engine: WhisperEngine, options: RecognizerOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self._vad = SileroVad(engine.vad_session)
+        self._segmenter = Segmenter(engine.vad_options)
+        self._pad = int(engine.vad_options.pad_ms / 1000 * SAMPLE_RATE)
+        self._resampler: Any = None
+        self._rate: int | None = None
+        # Audio kept: samples [self._base, self._base + len(self._audio)) of the track.
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._base = 0
+        self._last_interim = 0  # sample where the latest interim's audio ended
+        self._heard = False  # the utterance in progress has had a non-empty interim
+        self.decodes = 0  # decoder runs, for metrics
+
+    @property
+    def _total(self) -> int:
+        return self._base + len(self._audio)
+
+    def _to_16k(self, pcm: bytes, sample_rate: int) -> Audio:
+        if self._rate is None:
+            self._rate = sample_rate
+            if sample_rate != SAMPLE_RATE:
+                import soxr
+
+                self._resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1,
+                                                      dtype="float32")
+        elif sample_rate != self._rate:
+            raise ValueError(f"track rate changed from {self._rate} to {sample_rate} Hz")
+        audio = _pcm_to_float(pcm)
+        if self._resampler is not None:
+            audio = self._resampler.resample_chunk(audio).astype(np.float32, copy=False)
+        return audio
+
+    def feed(self, pcm: bytes, sample_rate: int, *, interims: bool = True) -> list[Segment]:
+        audio = self._to_16k(pcm, sample_rate)
+        self._audio = np.concatenate([self._audio, audio]) if len(self._audio) else audio
+        segments: list[Segment] = []
+        # Window by window: an utterance's end resets the VAD before the next window.
+        for offset in range(0, len(audio), WINDOW_SAMPLES):
+            for prob in self._vad.probabilities(audio[offset: offset + WINDOW_SAMPLES]):
+                for event in self._segmenter.push(float(prob)):
+                    if event.kind is VadEventKind.START:
+                        self._last_interim = event.start * WINDOW_SAMPLES
+                        self._heard = False
+                    else:
+                        self._vad.reset()
+                        if event.kind is VadEventKind.END:
+                            segments.extend(self._final(event.start, event.end))
+        if self._segmenter.in_speech and interims and self.options.interim_results:
+            interim = self._interim()
+            if interim is not None:
+                segments.append(interim)
+        self._trim()
+        return segments
+
+    def flush(self) -> list[Segment]:
+        segments: list[Segment] = []
+        for event in self._segmenter.finish():
+            if event.kind is VadEventKind.END:
+                segments.extend(self._final(event.start, event.end))
+        self._audio = np.zeros(0, dtype=np.float32)
+        return segments
+
+    def _slice(self, start: int, end: int) -> Audio:
+        lo = max(start - self._base, 0)
+        return self._audio[lo: max(end - self._base, lo)]
+
+    def _interim(self) -> Segment | None:
+        start_window = self._segmenter.start
+        assert start_window is not None
+        start = start_window * WINDOW_SAMPLES
+        now = self._total
+        since_onset = now - start
+        if since_onset < FIRST_INTERIM_S * SAMPLE_RATE:
+            return None
+        hop = INTERIM_HOP_S if self._heard else RETRY_HOP_S
+        if self._last_interim > start and now - self._last_interim < hop * SAMPLE_RATE:
+            return None
+        self._last_interim = now
+        decoded = self._decode(self._slice(start - self._pad, now), window_s=None)
+        if decoded.looped or decoded.no_speech or not decoded.text:
+            return None
+        self._heard = True
+        return Segment(decoded.text, False, decoded.confidence,
+                       max(start - self._pad, 0) / SAMPLE_RATE, now / SAMPLE_RATE)
+
+    def _final(self, start_window: int, end_window: int) -> list[Segment]:
+        start = max(start_window * WINDOW_SAMPLES - self._pad, 0)
+        end = min(end_window * WINDOW_SAMPLES + self._pad, self._total)
+        audio = self._slice(start, end)
+        decoded = self._decode(audio, window_s=FINAL_WINDOW_S)
+        if decoded.looped or len(audio) > FINAL_WINDOW_S * SAMPLE_RATE:
+            decoded = self._decode(audio, window_s=FULL_WINDOW_S)
+        if decoded.looped or decoded.no_speech or not decoded.text:
+            return []
+        return [Segment(decoded.text, True, decoded.confidence, start / SAMPLE_RATE,
+                        end / SAMPLE_RATE)]
+
+    def _decode(self, audio: Audio, *, window_s: float | None) -> Decoded:
+        self.decodes += 1
+        return self.engine.decode(audio, window_s=window_s, language=self.options.language,
+                                  hints=self.options.hints)
+
+    def _trim(self) -> None:
+        """Forget audio no utterance can need: before the current one's pre-pad (in
+        speech) or before the last pad + min-silence span (between utterances)."""
+        if self._segmenter.start is not None:
+            keep_from = self._segmenter.start * WINDOW_SAMPLES - self._pad
+        else:
+            keep_from = self._total - self._pad - int(
+                self.engine.vad_options.min_silence_ms / 1000 * SAMPLE_RATE) - WINDOW_SAMPLES
+        drop = keep_from - self._base
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._base += drop

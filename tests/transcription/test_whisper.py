@@ -1,0 +1,83 @@
+"""The streaming Whisper recogniser on real phone-band speech, fed 20 ms at a time."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from callstream.media.codecs import get_codec
+from callstream.transcription.engine import RecognizerOptions, Segment, UnsupportedOption
+from callstream.transcription.models import resolve_model
+from callstream.transcription.whisper import WhisperEngine
+from tests.corpus import clip, noise, phone_band, wer
+
+FRAME = 320  # 20 ms of 8 kHz s16
+
+
+@cache
+def engine() -> WhisperEngine:
+    return WhisperEngine(resolve_model("tiny.en", data_dir=Path("/nonexistent")),
+                         name="tiny.en")
+
+
+def over_pcmu(pcm: bytes) -> bytes:
+    codec = get_codec("PCMU")
+    enc, dec = codec.new_encoder(), codec.new_decoder()
+    return b"".join(dec.decode(enc.encode(pcm[i:i + FRAME]))
+                    for i in range(0, len(pcm) - FRAME + 1, FRAME))
+
+
+def run(pcm: bytes, options: RecognizerOptions) -> list[Segment]:
+    track = engine().new_track(options)
+    out = [s for i in range(0, len(pcm), FRAME) for s in track.feed(pcm[i:i + FRAME], 8000)]
+    return out + track.flush()
+
+
+def test_finals_transcribe_speech_and_interims_come_first() -> None:
+    item = clip("sense_and_sensibility_01_austen_64kb-0870")
+    pcm = b"\0" * 8000 + over_pcmu(phone_band(item)) + b"\0" * 16000
+    segments = run(pcm, RecognizerOptions(interim_results=True))
+    finals = [s for s in segments if s.is_final]
+    assert finals and wer(item.reference, " ".join(s.text for s in finals)) <= 0.15
+    assert not segments[0].is_final
+    first = segments[0]
+    # The first interim covers well under a second of speech (onset ~0.5 s in).
+    assert first.end - 0.5 < 1.2, first
+    for s in segments:
+        assert 0.0 <= s.start <= s.end <= len(pcm) / 16000 + 0.1
+
+
+def test_no_interims_unless_asked() -> None:
+    item = clip("goforward")
+    segments = run(over_pcmu(phone_band(item)) + b"\0" * 16000, RecognizerOptions())
+    assert segments and all(s.is_final for s in segments)
+    assert wer(item.reference, " ".join(s.text for s in segments)) <= 0.25
+
+
+def test_silence_and_noise_give_nothing() -> None:
+    pcm = b"\0" * 16000 + over_pcmu(noise(4.0, level_db=-35.0)) + b"\0" * 16000
+    assert run(pcm, RecognizerOptions(interim_results=True)) == []
+
+
+def test_an_english_model_refuses_other_languages() -> None:
+    with pytest.raises(UnsupportedOption) as info:
+        engine().new_track(RecognizerOptions(language="fr"))
+    assert info.value.field == "language"
+    engine().check(RecognizerOptions(language="en-US"))
+    engine().check(RecognizerOptions(language=None))
+
+
+def test_the_track_rate_is_fixed() -> None:
+    track = engine().new_track(RecognizerOptions())
+    track.feed(b"\0" * FRAME, 8000)
+    with pytest.raises(ValueError, match="rate changed"):
+        track.feed(b"\0" * 640, 16000)
+
+
+def test_segments_check_themselves() -> None:
+    with pytest.raises(ValueError):
+        Segment("x", True, 1.5, 0.0, 1.0)
+    with pytest.raises(ValueError):
+        Segment("x", True, 0.5, 2.0, 1.0)
