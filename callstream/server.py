@@ -26,8 +26,8 @@ from callstream.metrics import ACTIVE_CALLS
 from callstream.store.records import Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
-from callstream.transcription.manager import TranscriptionManager
 from callstream.timefmt import iso_now
+from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
 
