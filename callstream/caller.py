@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import soxr  # type: ignore[import-untyped]  # no stubs; a declared dependency
+import soxr
 
 from callstream.media.codecs import FRAME_MS, get_codec
 from callstream.media.codecs.pcm import silence
