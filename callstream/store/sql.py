@@ -11,18 +11,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from callstream.store import schema as t
 from callstream.store.exceptions import SchemaTooNew, StoreError, StoreUnavailable
+from callstream.store.inline_sqlite import connect_inline
 from callstream.store.migrations import DIALECT_WORDS, LATEST_VERSION, MIGRATIONS
 from callstream.store.records import (
     ApiKey,
@@ -44,7 +46,7 @@ def _dumps(value: Any) -> str:
 class SqlStore:
     """A :class:`Store` over an SQLAlchemy async engine URL."""
 
-    def __init__(self, url: str, *, clock: Any = None) -> None:
+    def __init__(self, url: str, *, clock: Any = None, inline_sqlite: bool = True) -> None:
         import time
 
         self.url = url
@@ -52,6 +54,7 @@ class SqlStore:
         self._engine: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
         self.is_sqlite = url.startswith("sqlite")
+        self.inline_sqlite = inline_sqlite
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -65,6 +68,10 @@ class SqlStore:
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
+            database = make_url(self.url).database
+            if database and database != ":memory:" and self.inline_sqlite:
+                # Statements run on the loop thread: see store/inline_sqlite.py.
+                kwargs["async_creator"] = partial(connect_inline, database, timeout=30)
         engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
 
