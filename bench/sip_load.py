@@ -18,9 +18,12 @@ The whole path a user runs, on loopback:
 Per step it reports the set-up rate achieved against the one offered (INVITE → 200 OK,
 from SIPp's response-time trace), failed calls, the peak of concurrent answered calls,
 the share of calls that had RTP both ways, server CPU % (``/proc/<pid>/stat``, one core
-= 100 %), RTP received against expected and lost by sequence number (from each
-``call.hangup``'s ``call_quality_stats`` and ``/metrics``), pacer ticks late or
-skipped, webhook latency (commit → 2xx) and the answer/bridge API latency.
+= 100 %), the share of the time its main thread was runnable but waiting for a CPU
+(``/proc/<pid>/schedstat``: the other tenants of the machine), server CPU ms per call,
+SIPp's and the application's CPU %, RTP received against expected and lost by sequence
+number (from each ``call.hangup``'s ``call_quality_stats`` and ``/metrics``), pacer ticks
+late or skipped, webhook latency (event time → received by the application) and the
+answer/bridge API latency (request → response, at the application).
 
 Usage::
 
@@ -134,7 +137,7 @@ class ApiClient:
     shares the 2 cores with the server it measures.
     """
 
-    def __init__(self, port: int, key: str, connections: int = 16) -> None:
+    def __init__(self, port: int, key: str, connections: int = 64) -> None:
         self.port = port
         self.auth = f"Authorization: Bearer {key}\r\n".encode()
         self.size = connections
@@ -144,26 +147,45 @@ class ApiClient:
         self._made = 0
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes, float]:
-        """Returns status, body and seconds taken."""
+        """Returns status, body and seconds taken (waiting for a free connection included).
+
+        A kept-alive connection the server closed meanwhile (uvicorn drops idle ones
+        after 5 s) is replaced and the request sent again, once.
+        """
         start = time.perf_counter()
-        if self._idle.empty() and self._made < self.size:
-            self._made += 1
-            conn = await asyncio.open_connection("127.0.0.1", self.port)
-        else:
-            conn = await self._idle.get()
-        reader, writer = conn
         data = orjson.dumps(body)
-        writer.write(
+        request = (
             b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + self.auth
             + b"Content-Type: application/json\r\nContent-Length: "
             + str(len(data)).encode() + b"\r\n\r\n" + data
         )
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        match = re.search(rb"(?i)content-length:\s*(\d+)", head)
-        payload = await reader.readexactly(int(match.group(1))) if match else b""
-        self._idle.put_nowait(conn)
-        return status, payload, time.perf_counter() - start
+        if self._idle.empty() and self._made < self.size:
+            self._made += 1
+            conn = None
+        else:
+            conn = await self._idle.get()
+        for attempt in range(2):
+            fresh = conn is None
+            try:
+                if conn is None:
+                    conn = await asyncio.open_connection("127.0.0.1", self.port)
+                reader, writer = conn
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                payload = await reader.readexactly(int(match.group(1))) if match else b""
+            except (OSError, asyncio.IncompleteReadError):
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+                if fresh or attempt:
+                    self._made -= 1  # the slot is free again
+                    raise
+                continue
+            self._idle.put_nowait(conn)
+            return status, payload, time.perf_counter() - start
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         while not self._idle.empty():
@@ -286,6 +308,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the server's main thread has waited, runnable, for a CPU (schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -337,8 +364,11 @@ class Result:
     peak_concurrent: int = 0
     two_way_rtp_pct: float = 0.0
     server_cpu_pct: float = 0.0
+    server_wait_pct: float = 0.0
+    cpu_ms_per_call: float = 0.0
     machine_cpu_pct: float = 0.0
     sipp_cpu_pct: float = 0.0
+    app_cpu_pct: float = 0.0
     rtp_in: int = 0
     rtp_in_expected: int = 0
     rtp_in_loss_pct: float = 0.0
@@ -415,6 +445,7 @@ class Bench:
         metrics0 = await scrape(http_port, key)
         pid = self.server.proc.pid
         cpu0, busy0, wall0 = cpu_seconds(pid), machine_busy(), time.monotonic()
+        wait0, app0 = runqueue_wait(pid), cpu_seconds(os.getpid())
         duration = step.calls / step.rate + step.hold_s + 15
         proc = await asyncio.create_subprocess_exec(
             SIPP, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(free_udp_tcp_port()),
@@ -433,7 +464,7 @@ class Bench:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(proc.wait(), 0.5)
         wall1 = time.monotonic()
-        cpu1, busy1 = cpu_seconds(pid), machine_busy()
+        cpu1, busy1, wait1 = cpu_seconds(pid), machine_busy(), runqueue_wait(pid)
         # Let the last hangups and their webhooks land before reading the counters.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (app.live or app.tasks or  # noqa: ASYNC110
@@ -460,7 +491,10 @@ class Bench:
                       and int(q["outbound"]["packet_count"]) > 0)
         res.two_way_rtp_pct = round(100 * two_way / max(st.answered, 1), 1)
         res.server_cpu_pct = round(100 * (cpu1 - cpu0) / wall, 1)
+        res.server_wait_pct = round(100 * (wait1 - wait0) / wall, 1)
+        res.cpu_ms_per_call = round(1000 * (cpu1 - cpu0) / max(len(rtt), 1), 2)
         res.sipp_cpu_pct = round(100 * sipp_cpu / wall, 1)
+        res.app_cpu_pct = round(100 * (cpu_seconds(os.getpid()) - app0) / wall, 1)
         res.machine_cpu_pct = round(100 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1)
                                     * (os.cpu_count() or 1), 1)
         res.rtp_in = sum(int(q["inbound"]["packet_count"]) for q in st.quality)
@@ -497,6 +531,8 @@ class Bench:
             "CALLSTREAM_RTP_PORT_MAX": "49999",
             "CALLSTREAM_LOG_LEVEL": "warning",
         }
+        if self.args.callstream:  # another checkout's server, for before/after runs
+            env["PYTHONPATH"] = self.args.callstream
         self.server = ServerProcess(data, free_port(), free_udp_tcp_port(), key, env=env)
         await loop.run_in_executor(None, self.server.start)
         api.port = self.server.http_port
@@ -572,6 +608,8 @@ COLUMNS = [
     ("answered", "answered", 8), ("failed", "failed", 6), ("setup_p50_ms", "p50 ms", 7),
     ("setup_p99_ms", "p99 ms", 7), ("peak_concurrent", "peak", 5),
     ("two_way_rtp_pct", "2-way%", 6), ("server_cpu_pct", "srv CPU%", 8),
+    ("server_wait_pct", "srv wait%", 9), ("cpu_ms_per_call", "CPU ms/call", 11),
+    ("sipp_cpu_pct", "SIPp CPU%", 9), ("app_cpu_pct", "app CPU%", 8),
     ("machine_cpu_pct", "box CPU%", 8), ("rtp_in_loss_pct", "RTP loss%", 9),
     ("rtp_seq_lost", "seq lost", 8), ("pacer_late", "late", 5), ("pacer_skipped", "skip", 5),
     ("webhook_p50_ms", "hook p50", 8), ("webhook_p99_ms", "hook p99", 8),
@@ -606,13 +644,13 @@ def ladder(args: argparse.Namespace) -> list[Step]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~1 min ladder")
-    parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
+    parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",") if x],
                         help="offered set-up rates, calls/s (default 50,100,200,300)")
     parser.add_argument("--setup-seconds", type=float, default=6.0,
                         help="how long each set-up step offers calls")
     parser.add_argument("--setup-hold", type=float, default=2.0,
                         help="hold time of set-up step calls, s")
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",") if x],
                         help="concurrent calls to hold (default 250,500,1000)")
     parser.add_argument("--ramp-rate", type=float, default=100.0,
                         help="calls/s while ramping up to a concurrency step")
@@ -620,6 +658,8 @@ def main() -> None:
                         help="seconds all calls of a concurrency step are up together")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--pyspy", help="record the server with py-spy (raw) into this file")
+    parser.add_argument("--callstream", help="run the server from this source tree "
+                        "(PYTHONPATH), e.g. an older commit's, to compare")
     parser.add_argument("--keep", help="work in this (new) folder and keep it: server log, "
                         "SIPp traces")
     args = parser.parse_args()

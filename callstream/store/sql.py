@@ -55,6 +55,7 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
         self.is_sqlite = url.startswith("sqlite")
         self.inline_sqlite = inline_sqlite
+        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -140,12 +141,25 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"read failed: {exc}") from exc
 
-    def _upsert(self, table: Any, values: dict[str, Any], keys: list[str]) -> Any:
-        ins = sqlite_insert if self.is_sqlite else pg_insert
-        stmt = ins(table).values(**values)
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys}
-        )
+    def _upsert(
+        self, table: Any, values: dict[str, Any], keys: list[str]
+    ) -> tuple[Any, dict[str, Any]]:
+        """``(statement, parameters)`` for ``conn.execute``: insert, or update on conflict.
+
+        The statement depends only on the table and the column names, so it is built once
+        and its values are bound at execution: building one from values each time cost
+        more than SQLite running it.
+        """
+        key = (table.name, tuple(values), tuple(keys))
+        stmt = self._upserts.get(key)
+        if stmt is None:
+            ins = (sqlite_insert if self.is_sqlite else pg_insert)(table)
+            stmt = ins.on_conflict_do_update(
+                index_elements=keys,
+                set_={k: ins.excluded[k] for k in values if k not in keys},
+            )
+            self._upserts[key] = stmt
+        return stmt, values
 
     # -- the transactional write -------------------------------------------
 
@@ -155,10 +169,10 @@ class SqlStore:
         now = self._clock()
         async with self.writing() as conn:
             for call in change.calls:
-                await conn.execute(self._upsert(t.calls, _call_row(call), ["call_control_id"]))
+                await conn.execute(*self._upsert(t.calls, _call_row(call), ["call_control_id"]))
             for res in change.resources:
                 await conn.execute(
-                    self._upsert(
+                    *self._upsert(
                         t.call_resources,
                         {
                             "id": res.id,
@@ -174,7 +188,7 @@ class SqlStore:
                 )
             for rec in change.idempotency:
                 await conn.execute(
-                    self._upsert(
+                    *self._upsert(
                         t.idempotency,
                         {
                             "call_control_id": rec.call_control_id,
@@ -264,7 +278,7 @@ class SqlStore:
             "extra": _dumps(app.extra),
         }
         async with self.writing() as conn:
-            await conn.execute(self._upsert(t.applications, values, ["id"]))
+            await conn.execute(*self._upsert(t.applications, values, ["id"]))
 
     async def get_application(self, app_id: str) -> Application | None:
         async with self.reading() as conn:
