@@ -357,6 +357,7 @@ class Result:
     calls: int
     hold_s: float
     setup_cps: float = 0.0
+    placed: int = 0  # INVITEs SIPp sent (fewer than calls if its time limit struck)
     answered: int = 0
     failed: int = 0
     setup_p50_ms: float = 0.0
@@ -383,6 +384,7 @@ class Result:
     api_p99_ms: float = 0.0
     api_errors: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    drain_s: float = 0.0  # after SIPp ended, until the server had no call left
 
 
 def pct(values: list[float], q: float) -> float:
@@ -465,11 +467,16 @@ class Bench:
                 await asyncio.wait_for(proc.wait(), 0.5)
         wall1 = time.monotonic()
         cpu1, busy1, wait1 = cpu_seconds(pid), machine_busy(), runqueue_wait(pid)
-        # Let the last hangups and their webhooks land before reading the counters.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (app.live or app.tasks or  # noqa: ASYNC110
-                                               app.step.hungup < app.step.answered):
-            await asyncio.sleep(0.1)
+        # Let the server end every call and the last webhooks land before reading the
+        # counters, so that no step's calls spill into the next one's figures.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            metrics1 = await scrape(http_port, key)
+            if (metrics1.get("callstream_active_calls", 0.0) == 0 and not app.tasks
+                    and app.step.hungup >= app.step.answered):
+                break
+            await asyncio.sleep(0.25)
+        drained = time.monotonic() - wall1
         await asyncio.sleep(0.5)
         metrics1 = await scrape(http_port, key)
         wall = wall1 - wall0
@@ -478,6 +485,8 @@ class Bench:
         stat = read_stat(workdir)
         res = Result(step.name, step.rate, step.calls, step.hold_s, wall_s=round(wall, 1))
         res.answered = len(rtt)
+        res.placed = int(stat.get("OutgoingCall(C)", "0") or 0)
+        res.drain_s = round(drained, 1)
         res.failed = int(stat.get("FailedCall(C)", "0") or 0)
         if rtt:
             first_invite = min(t - ms / 1000 for t, ms in rtt)
@@ -672,6 +681,13 @@ def main() -> None:
         args.setup_seconds = min(args.setup_seconds, 4.0)
     if SIPP is None:
         sys.exit("sipp is missing: apt-get install sip-tester")
+    for name in ("json", "pyspy", "keep"):
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    if args.callstream:
+        # `python -m callstream` imports from its working directory first.
+        args.callstream = str(Path(args.callstream).resolve())
+        os.chdir(args.callstream)
     steps = ladder(args)
     try:
         import uvloop

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callstream.calls.control import CallControl
+from callstream.calls.exceptions import CallEnded
 from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
 from callstream.calls.state import CallState
@@ -29,6 +30,7 @@ from callstream.media.hub import Bridge, MediaHub, bridge
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, RtpEndpoint, open_rtp_endpoint
 from callstream.sip import endpoint as sip
+from callstream.sip.exceptions import InvalidCallState
 from callstream.sip.offer_answer import (
     MediaParams,
     accept_answer,
@@ -423,9 +425,15 @@ class Switch:
         )
 
     def answer(self, call: Call) -> None:
-        leg = self.by_call[call.id]
-        assert leg.answer_sdp is not None
-        self.endpoint.answer(leg.handle, leg.answer_sdp, self._now())
+        leg = self.by_call.get(call.id)
+        try:
+            if leg is None:
+                raise InvalidCallState(call.id)
+            assert leg.answer_sdp is not None
+            self.endpoint.answer(leg.handle, leg.answer_sdp, self._now())
+        except InvalidCallState as exc:
+            # The caller's CANCEL is in; its event has not reached Call Control yet.
+            raise CallEnded(f"Call {call.id} has already ended.") from exc
         self.transport.flush()
         params = leg.media
         fields = self._media_fields(params) if params else {}
