@@ -594,7 +594,7 @@ def summarize_pyspy(path: str) -> dict[str, Any]:
     total = 0
     for line in Path(path).read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        n = int(count)
+        n = int(float(count))
         total += n
         frames = stack.split(";")
         if "asyncio/runners.py" in frames[-1] or "uvloop/__init__" in frames[-1]:
