@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from callstream.store import schema as t
 from callstream.store.exceptions import SchemaTooNew, StoreError, StoreUnavailable
-from callstream.store.inline_sqlite import connect_inline
+from callstream.store.inline_sqlite import Checkpointer, connect_inline
 from callstream.store.migrations import DIALECT_WORDS, LATEST_VERSION, MIGRATIONS
 from callstream.store.records import (
     ApiKey,
@@ -55,6 +55,7 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
         self.is_sqlite = url.startswith("sqlite")
         self.inline_sqlite = inline_sqlite
+        self._checkpointer: Checkpointer | None = None
         self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
 
     # -- lifecycle ---------------------------------------------------------
@@ -73,7 +74,9 @@ class SqlStore:
             if database and database != ":memory:" and self.inline_sqlite:
                 # Statements run on the loop thread: see store/inline_sqlite.py.
                 kwargs["async_creator"] = partial(connect_inline, database, timeout=30)
+                self._checkpointer = Checkpointer(database)
         engine = create_async_engine(self.url, **kwargs)
+        manual_checkpoints = self._checkpointer is not None
         if self.is_sqlite:
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -84,6 +87,8 @@ class SqlStore:
                 # lose the last transactions.
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
+                if manual_checkpoints:  # done off the loop thread by the Checkpointer
+                    cur.execute("PRAGMA wal_autocheckpoint=0")
                 cur.close()
 
         self._engine = engine
@@ -93,8 +98,13 @@ class SqlStore:
             await engine.dispose()
             self._engine = None
             raise StoreUnavailable(f"cannot open database {self.url}: {exc}") from exc
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -61,6 +62,37 @@ def test_thread_mode_is_still_available(tmp_path: Path) -> None:
             async with store.reading() as conn:
                 raw = await conn.get_raw_connection()
                 assert not isinstance(raw.driver_connection, InlineConnection)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
+    """Commits never checkpoint (no fsync on the loop); the Checkpointer empties the WAL."""
+
+    async def main() -> None:
+        db = tmp_path / "db.sqlite"
+        store = SqlStore(f"sqlite+aiosqlite:///{db}")
+        await store.open()
+        try:
+            checkpointer = store._checkpointer
+            assert checkpointer is not None
+            checkpointer.interval = 0.05
+            async with store.reading() as conn:
+                auto = (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar()
+            assert auto == 0
+            for n in range(300):
+                await store.put_application(_app(f"name-{n}" + "x" * 2000))
+            wal = Path(f"{db}-wal")
+            await asyncio.sleep(0.3)
+            # Every frame is back in the database file: a reader without the WAL sees it.
+            ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                _busy, frames, done = ro.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                ro.close()
+            assert wal.exists() and frames > 0 and done == frames  # noqa: ASYNC240
         finally:
             await store.close()
 
