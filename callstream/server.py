@@ -10,6 +10,7 @@ the store and goes out on the next start.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -117,6 +118,10 @@ class Server:
         await self.http.startup()
         if self.http.should_exit:
             raise OSError(f"cannot listen for HTTP on {settings.http}")
+        # What start() built lives as long as the process: keep it out of the cycle
+        # collector's full passes, which otherwise stall the loop, RTP included, for
+        # 90-200 ms under load (docs/benchmarks.md, "SIP load").
+        gc.freeze()
         log.info("callstream listening: http=%s sip=%s data=%s", settings.http, settings.sip,
                  settings.data_dir)
 

@@ -2,8 +2,10 @@
 
 It implements :class:`callstream.calls.telephony.Telephony` (commands from the API go
 out as SIP and media set-up) and turns SIP and media events back into
-``CallControl.on_*``-style reports. SIP events are handled in arrival order by one
-task, so a call's reports can never overtake each other.
+``CallControl.on_*``-style reports. Each call's SIP events are handled in arrival
+order (one task chain per dialog), so a call's reports can never overtake each other;
+different calls proceed side by side, so one call waiting for its media sockets or the
+store does not hold up the INVITEs queued behind it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callstream.calls.control import CallControl
+from callstream.calls.exceptions import CallEnded
 from callstream.calls.features import LegMedia, notify_dtmf
 from callstream.calls.model import Call
 from callstream.calls.state import CallState
@@ -27,6 +30,7 @@ from callstream.media.hub import Bridge, MediaHub, bridge
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, RtpEndpoint, open_rtp_endpoint
 from callstream.sip import endpoint as sip
+from callstream.sip.exceptions import InvalidCallState
 from callstream.sip.offer_answer import (
     MediaParams,
     accept_answer,
@@ -86,6 +90,7 @@ class Switch:
         self.by_call: dict[str, Leg] = {}  # by call_control_id
         self._events: asyncio.Queue[sip.SipEvent] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
+        self._chains: dict[str, asyncio.Task[None]] = {}  # SIP handle -> its latest event
         self._rng = random.SystemRandom()
 
     @property
@@ -117,6 +122,8 @@ class Switch:
         await self.transport.close()
         if self._runner is not None:
             self._runner.cancel()
+        for task in list(self._chains.values()):
+            task.cancel()
 
     # -- SIP events, in order ------------------------------------------------
 
@@ -126,10 +133,28 @@ class Switch:
     async def _run(self) -> None:
         while True:
             event = await self._events.get()
-            try:
-                await self._handle(event)
-            except Exception:
-                log.exception("switch: failed to handle %r", event)
+            handle = getattr(event, "handle", "")
+            if not handle:
+                await self._handle_logged(event)
+                continue
+            task = asyncio.create_task(self._chained(self._chains.get(handle), event))
+            self._chains[handle] = task
+            task.add_done_callback(functools.partial(self._chain_done, handle))
+
+    async def _chained(self, before: asyncio.Task[None] | None, event: sip.SipEvent) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # the call's previous event first (never raises)
+        await self._handle_logged(event)
+
+    def _chain_done(self, handle: str, task: asyncio.Task[None]) -> None:
+        if self._chains.get(handle) is task:
+            del self._chains[handle]
+
+    async def _handle_logged(self, event: sip.SipEvent) -> None:
+        try:
+            await self._handle(event)
+        except Exception:
+            log.exception("switch: failed to handle %r", event)
 
     async def _handle(self, event: sip.SipEvent) -> None:
         if isinstance(event, sip.IncomingCall):
@@ -405,9 +430,15 @@ class Switch:
         )
 
     def answer(self, call: Call) -> None:
-        leg = self.by_call[call.id]
-        assert leg.answer_sdp is not None
-        self.endpoint.answer(leg.handle, leg.answer_sdp, self._now())
+        leg = self.by_call.get(call.id)
+        try:
+            if leg is None:
+                raise InvalidCallState(call.id)
+            assert leg.answer_sdp is not None
+            self.endpoint.answer(leg.handle, leg.answer_sdp, self._now())
+        except InvalidCallState as exc:
+            # The caller's CANCEL is in; its event has not reached Call Control yet.
+            raise CallEnded(f"Call {call.id} has already ended.") from exc
         self.transport.flush()
         params = leg.media
         fields = self._media_fields(params) if params else {}

@@ -38,6 +38,7 @@ from typing import cast
 from callstream.media.clock import wallclock_offset
 from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, FrameTap, MediaHub, Track
+from callstream.media.metrics import PACER_TICKS, RTP_LOST, RTP_PACKETS, RTP_SKIPPED_OUT
 from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST
 from callstream.media.session import Address, RtpSession, SessionEvent
 
@@ -58,6 +59,7 @@ MAX_CATCHUP_TICKS = 3  # more than 60 ms behind: skip ahead rather than burst
 BIND_ATTEMPTS = 16  # ports tried when the allocator's pick is taken by someone else
 
 EventHandler = Callable[[SessionEvent], None]
+_ON_TIME, _LATE, _SKIPPED = (PACER_TICKS.labels(o) for o in ("on_time", "late", "skipped"))
 
 
 class PortAllocator:
@@ -266,6 +268,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._session.close(now, reason)
         self.flush(now)
         self.closed = True
+        self._count(self._session)
         if self._pacer is not None:
             self._pacer.detach(self)
         for transport in (self._rtp, self._rtcp):
@@ -274,6 +277,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if self._ports is not None:
             self._ports.release(self.local_port)
             self._ports = None
+
+
+    @staticmethod
+    def _count(session: RtpSession) -> None:
+        RTP_PACKETS.labels("received").inc(session.packets_received)
+        RTP_PACKETS.labels("sent").inc(session.packets_sent)
+        RTP_LOST.inc(session.quality().inbound_skipped)
+        RTP_SKIPPED_OUT.inc(session.skipped_out)
 
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
@@ -442,6 +453,9 @@ class Pacer:
         while self._next <= now and ran < MAX_CATCHUP_TICKS:
             if ran:
                 self.late_ticks += 1
+                _LATE.inc()
+            else:
+                _ON_TIME.inc()
             self.tick(self._next)
             self._next += self.interval
             ran += 1
@@ -449,6 +463,7 @@ class Pacer:
             # A long stall (GC, a blocking call): drop the missed ticks.
             missed = int((now - self._next) / self.interval) + 1
             self.skipped_ticks += missed
+            _SKIPPED.inc(missed)
             self._next += missed * self.interval
         if self._endpoints:
             self._handle = loop.call_at(self._next, self._run)

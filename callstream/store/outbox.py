@@ -22,12 +22,16 @@ executemany UPDATE for the outbox and one INSERT for the attempt log.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
+    Float,
+    Integer,
     String,
     and_,
     bindparam,
@@ -312,10 +316,10 @@ class Outbox:
         max_keys: int,
         max_events: int,
     ) -> list[OutboxItem]:
-        stmt = _claim_statement(
-            owner, now, lease_secs, max_keys, max_events, postgres=self._is_postgres
-        )
-        return _items((await conn.execute(stmt)).all())
+        stmt = _claim_statement(postgres=self._is_postgres)
+        params = {"c_owner": owner, "c_now": now, "c_until": now + lease_secs,
+                  "c_keys": max_keys, "c_events": max_events}
+        return _items((await conn.execute(stmt, params)).all())
 
     async def count_pending(self) -> int:
         async with self.store.reading() as conn:
@@ -410,9 +414,15 @@ class Outbox:
                 return removed
 
 
-def _claim_statement(
-    owner: str, now: float, lease_secs: float, max_keys: int, max_events: int, *, postgres: bool
-) -> Any:
+@functools.cache
+def _claim_statement(*, postgres: bool) -> Any:
+    """The claim UPDATE, built once per dialect; its values are bound at execution.
+
+    Building it costs ~1.5 ms (three aliases of a 25-column table, and a cache key made
+    from all of it), more than running it: the worker claims on every cycle.
+    Parameters: ``c_owner``, ``c_now``, ``c_until``, ``c_keys``, ``c_events``.
+    """
+    now: BindParameter[float] = bindparam("c_now", type_=Float())
     h = _o.alias("h")
     p = _o.alias("p")
     ld = _o.alias("ld")
@@ -428,7 +438,7 @@ def _claim_statement(
             ~exists(earlier),
         )
         .order_by(h.c.seq)
-        .limit(max_keys)
+        .limit(bindparam("c_keys", type_=Integer()))
     )
     rows = (
         select(ld.c.seq)
@@ -438,14 +448,14 @@ def _claim_statement(
             ld.c.ordering_key.in_(heads),
         )
         .order_by(ld.c.seq)
-        .limit(max_events)
+        .limit(bindparam("c_events", type_=Integer()))
     )
     if postgres:
         rows = rows.with_for_update(skip_locked=True)
     return (
         update(_o)
         .where(_o.c.seq.in_(rows))
-        .values(lease_owner=owner, lease_until=now + lease_secs)
+        .values(lease_owner=bindparam("c_owner"), lease_until=bindparam("c_until"))
         .returning(*_o.c)
     )
 
@@ -547,7 +557,7 @@ _RELEASE = (
 )
 
 
-def _lease_free(lease_until: Any, now: float) -> ColumnElement[bool]:
+def _lease_free(lease_until: Any, now: float | ColumnElement[float]) -> ColumnElement[bool]:
     return or_(lease_until.is_(None), lease_until < now)
 
 

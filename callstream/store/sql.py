@@ -11,18 +11,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from callstream.store import schema as t
 from callstream.store.exceptions import SchemaTooNew, StoreError, StoreUnavailable
+from callstream.store.inline_sqlite import Checkpointer, connect_inline
 from callstream.store.migrations import DIALECT_WORDS, LATEST_VERSION, MIGRATIONS
 from callstream.store.records import (
     ApiKey,
@@ -44,7 +46,7 @@ def _dumps(value: Any) -> str:
 class SqlStore:
     """A :class:`Store` over an SQLAlchemy async engine URL."""
 
-    def __init__(self, url: str, *, clock: Any = None) -> None:
+    def __init__(self, url: str, *, clock: Any = None, inline_sqlite: bool = True) -> None:
         import time
 
         self.url = url
@@ -52,6 +54,9 @@ class SqlStore:
         self._engine: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
         self.is_sqlite = url.startswith("sqlite")
+        self.inline_sqlite = inline_sqlite
+        self._checkpointer: Checkpointer | None = None
+        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -68,7 +73,13 @@ class SqlStore:
         kwargs: dict[str, Any] = {"pool_reset_on_return": None}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
+            database = make_url(self.url).database
+            if database and database != ":memory:" and self.inline_sqlite:
+                # Statements run on the loop thread: see store/inline_sqlite.py.
+                kwargs["async_creator"] = partial(connect_inline, database, timeout=30)
+                self._checkpointer = Checkpointer(database)
         engine = create_async_engine(self.url, **kwargs)
+        manual_checkpoints = self._checkpointer is not None
         if self.is_sqlite:
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -79,6 +90,8 @@ class SqlStore:
                 # lose the last transactions.
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
+                if manual_checkpoints:  # done off the loop thread by the Checkpointer
+                    cur.execute("PRAGMA wal_autocheckpoint=0")
                 cur.close()
 
         self._engine = engine
@@ -88,8 +101,13 @@ class SqlStore:
             await engine.dispose()
             self._engine = None
             raise StoreUnavailable(f"cannot open database {self.url}: {exc}") from exc
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -136,12 +154,25 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"read failed: {exc}") from exc
 
-    def _upsert(self, table: Any, values: dict[str, Any], keys: list[str]) -> Any:
-        ins = sqlite_insert if self.is_sqlite else pg_insert
-        stmt = ins(table).values(**values)
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys}
-        )
+    def _upsert(
+        self, table: Any, values: dict[str, Any], keys: list[str]
+    ) -> tuple[Any, dict[str, Any]]:
+        """``(statement, parameters)`` for ``conn.execute``: insert, or update on conflict.
+
+        The statement depends only on the table and the column names, so it is built once
+        and its values are bound at execution: building one from values each time cost
+        more than SQLite running it.
+        """
+        key = (table.name, tuple(values), tuple(keys))
+        stmt = self._upserts.get(key)
+        if stmt is None:
+            ins = (sqlite_insert if self.is_sqlite else pg_insert)(table)
+            stmt = ins.on_conflict_do_update(
+                index_elements=keys,
+                set_={k: ins.excluded[k] for k in values if k not in keys},
+            )
+            self._upserts[key] = stmt
+        return stmt, values
 
     # -- the transactional write -------------------------------------------
 
@@ -151,10 +182,10 @@ class SqlStore:
         now = self._clock()
         async with self.writing() as conn:
             for call in change.calls:
-                await conn.execute(self._upsert(t.calls, _call_row(call), ["call_control_id"]))
+                await conn.execute(*self._upsert(t.calls, _call_row(call), ["call_control_id"]))
             for res in change.resources:
                 await conn.execute(
-                    self._upsert(
+                    *self._upsert(
                         t.call_resources,
                         {
                             "id": res.id,
@@ -170,7 +201,7 @@ class SqlStore:
                 )
             for rec in change.idempotency:
                 await conn.execute(
-                    self._upsert(
+                    *self._upsert(
                         t.idempotency,
                         {
                             "call_control_id": rec.call_control_id,
@@ -260,7 +291,7 @@ class SqlStore:
             "extra": _dumps(app.extra),
         }
         async with self.writing() as conn:
-            await conn.execute(self._upsert(t.applications, values, ["id"]))
+            await conn.execute(*self._upsert(t.applications, values, ["id"]))
 
     async def get_application(self, app_id: str) -> Application | None:
         async with self.reading() as conn:

@@ -1,0 +1,27 @@
+"""Prometheus counters of the media layer: RTP totals per ended leg, pacer health.
+
+Per-packet counting would cost a Python call per datagram on the hot path, so the
+RTP counters are added once per leg, when its endpoint closes, from the session's own
+plain-integer counters. Live calls therefore show up when they end.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+RTP_PACKETS = Counter(
+    "callstream_rtp_packets", "RTP packets of ended legs", ["direction"]
+)
+RTP_LOST = Counter(
+    "callstream_rtp_lost_packets",
+    "Inbound RTP packets of ended legs missing by sequence number (RFC 3550 A.3)",
+)
+RTP_SKIPPED_OUT = Counter(
+    "callstream_rtp_skipped_out",
+    "Outbound 20 ms ticks of ended legs sent as silence gaps (nothing to play)",
+)
+PACER_TICKS = Counter(
+    "callstream_media_pacer_ticks",
+    "Pacer ticks: run on time, run late (catch-up), or skipped after a stall",
+    ["outcome"],
+)
