@@ -643,6 +643,8 @@ def ladder(args: argparse.Namespace) -> list[Step]:
         steps.append(Step(f"setup-{rate:g}", rate, args.setup_hold,
                           max(1, int(rate * args.setup_seconds))))
     for concurrent in args.concurrency:
+        if concurrent <= 0:  # --concurrency 0: set-up steps only
+            continue
         rate = min(args.ramp_rate, concurrent / 2)
         calls = concurrent
         hold = concurrent / rate + args.hold  # the first call outlives the ramp

@@ -71,7 +71,7 @@ def show_config(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 
 async def _with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) -> T:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqlStore(settings.effective_database_url)
+    store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
     await store.open()
     try:
         return await work(store)

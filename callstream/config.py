@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; default is SQLite in the data dir."
     )
+    sqlite_inline: bool = Field(
+        True, description="Run SQLite statements on the event loop (fast; see "
+        "store/inline_sqlite.py) rather than in aiosqlite's thread.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

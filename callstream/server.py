@@ -73,7 +73,7 @@ async def ensure_default_application(store: SqlStore, settings: Settings) -> App
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SqlStore(settings.effective_database_url)
+        self.store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
         self.owner = f"{socket.gethostname()}:{settings.sip}"
         self.webhooks: WebhookWorker | None = None
         self.calls: CallControl | None = None

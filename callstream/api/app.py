@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callstream import __version__
 from callstream.api.auth import AuthMiddleware, KeyChecker
@@ -43,16 +43,6 @@ def create_app(services: Services) -> FastAPI:
     app.add_exception_handler(CommandError, on_command_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
-        return response
-
     @app.get("/healthz", tags=["ops"], summary="Liveness (no key needed)")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -69,4 +59,34 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(transcription.router)
     app.include_router(webhook_deliveries.router)
     app.add_middleware(AuthMiddleware, checker=KeyChecker(services.store))
+    app.add_middleware(RequestMetrics)
     return app
+
+
+class RequestMetrics:
+    """Counts requests and their latency by route, as a pure ASGI middleware (Starlette's
+    ``@app.middleware("http")`` runs each request through extra tasks and streams)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)

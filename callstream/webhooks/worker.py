@@ -510,7 +510,7 @@ class WebhookWorker:
 async def run_standalone(settings: Settings, *, ready: Callable[[], None] | None = None) -> None:
     """Deliver the outbox of ``settings``' store until SIGINT/SIGTERM."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqlStore(settings.effective_database_url)
+    store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
     await store.open()
     worker = WebhookWorker(store, settings, load_signer(settings))
     stop = asyncio.Event()

@@ -143,7 +143,7 @@ def test_metrics_exposes_http_and_calls(server: ServerProcess) -> None:
     with server.client() as c:
         c.get("/v2/calls")
         text = c.get("/metrics").text
-    assert "callstream_http_requests_total" in text
+    assert 'callstream_http_requests_total{method="GET",route="/v2/calls",status="200"}' in text
     assert "callstream_active_calls" in text
 
 
