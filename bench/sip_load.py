@@ -59,6 +59,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.http_framing import take_request
 from tests.audio import rtp_packets, speech, write_pcap
 from tests.helpers import ServerProcess, cli, free_port, free_udp_tcp_port
 
@@ -218,20 +219,8 @@ class App(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].lower()
-            at = head.find(b"content-length:")
-            length = 0
-            if at >= 0:
-                stop = head.find(b"\r\n", at)
-                length = int(head[at + 15 : stop if stop >= 0 else None])
-            if len(self.buf) < end + 4 + length:
-                return
-            body = self.buf[end + 4 : end + 4 + length]
-            self.buf = self.buf[end + 4 + length :]
+        while (request := take_request(self.buf)) is not None:
+            body, self.buf = request
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             self.owner.on_event(orjson.loads(body)["data"])
 

@@ -41,6 +41,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.http_framing import take_request
 from callstream.config import Settings
 from callstream.store import schema as t
 from callstream.store.records import Change, OutboxEvent
@@ -67,19 +70,8 @@ class _Receiver(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].lower()
-            at = head.find(b"content-length:")
-            length = 0
-            if at >= 0:
-                stop = head.find(b"\r\n", at)
-                length = int(head[at + 15 : stop if stop >= 0 else None])
-            if len(self.buf) < end + 4 + length:
-                return
-            self.buf = self.buf[end + 4 + length :]
+        while (request := take_request(self.buf)) is not None:
+            _, self.buf = request
             _Receiver.count += 1
             self.transport.write(RESPONSE)
 

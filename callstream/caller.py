@@ -667,8 +667,7 @@ async def place_call(
     if options.from_uri is not None:
         normalize_target(options.from_uri)
     try:
-        for _ in plan_dtmf(options.dtmf, clock_rate=8000):
-            pass
+        list(plan_dtmf(options.dtmf, clock_rate=8000))  # validates the digits
     except InvalidDtmfError as exc:
         raise CallerError(f"bad --dtmf {options.dtmf!r}: {exc}") from exc
     for name, value in (("timeout", options.timeout), ("max-duration", options.max_duration)):

@@ -397,14 +397,12 @@ class StreamSession:
             return
         if self._reader is not None:
             self._reader.cancel()
-        try:
+        with contextlib.suppress(ConnectionClosed):
             if self._stop_frame:
                 await self._send_pending(ws)
                 rec = self.call.record
                 await ws.send(self._frames.stop(self.host.account_id, rec.call_control_id))
                 self.counters.sent_frame(0)
-        except ConnectionClosed:
-            pass
         await self._close()
 
     async def _close(self) -> None:

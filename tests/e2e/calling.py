@@ -15,13 +15,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from telnyx import Telnyx
 
 from callstream.media.codecs import get_codec
 from tests.audio import read_wav, rtp_packets, speech, write_pcap
-from tests.e2e.conftest import Rig
-from tests.helpers import running_server
-from tests.receiver import Delivery, webhook_receiver
+from tests.e2e.conftest import Rig, make_rig
+from tests.receiver import Delivery
 
 #: The servers of these tests buffer 120 ms of jitter rather than 40: the machines
 #: that run them are shared and busy, and bit-exact checks must not trip on a late tick.
@@ -31,15 +29,9 @@ JITTER_BUFFER_MS = "120"
 def media_rig(tmp_path_factory: pytest.TempPathFactory, rtp_ports: tuple[int, int] = (33000, 33999),
               **env: str) -> Iterator[Rig]:
     """Like conftest's ``rig``, with a deeper jitter buffer and its own RTP ports."""
-    data = tmp_path_factory.mktemp("e2e-media")
-    with webhook_receiver() as hooks, running_server(
-        data, env={"CALLSTREAM_WEBHOOK_URL": hooks.url,
-                   "CALLSTREAM_RTP_PORT_MIN": str(rtp_ports[0]),
-                   "CALLSTREAM_RTP_PORT_MAX": str(rtp_ports[1]),
-                   "CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS, **env}
-    ) as server:
-        sdk = Telnyx(api_key=server.api_key, base_url=server.api_url, max_retries=0)
-        yield Rig(server, hooks, sdk, data)
+    env = {"CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS, **env}
+    with make_rig(tmp_path_factory.mktemp("e2e-media"), rtp_ports, env) as rig:
+        yield rig
 
 
 @dataclass

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +24,21 @@ class Rig:
         return f"127.0.0.1:{self.server.sip_port}"
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    """A server whose default application posts webhooks to a real receiver."""
-    data = tmp_path_factory.mktemp("e2e")
+@contextmanager
+def make_rig(data: Path, rtp_ports: tuple[int, int], env: dict[str, str] | None = None
+             ) -> Iterator[Rig]:
+    """A server whose default application posts webhooks to a real receiver; its own
+    RTP port range keeps test modules' media apart."""
     with webhook_receiver() as hooks, running_server(
-        data, env={"CALLSTREAM_WEBHOOK_URL": hooks.url, "CALLSTREAM_RTP_PORT_MIN": "31000",
-                   "CALLSTREAM_RTP_PORT_MAX": "31999"}
+        data, env={"CALLSTREAM_WEBHOOK_URL": hooks.url,
+                   "CALLSTREAM_RTP_PORT_MIN": str(rtp_ports[0]),
+                   "CALLSTREAM_RTP_PORT_MAX": str(rtp_ports[1]), **(env or {})}
     ) as server:
         sdk = Telnyx(api_key=server.api_key, base_url=server.api_url, max_retries=0)
         yield Rig(server, hooks, sdk, data)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    with make_rig(tmp_path_factory.mktemp("e2e"), (31000, 31999)) as rig:
+        yield rig

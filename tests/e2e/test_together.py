@@ -13,15 +13,13 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from telnyx import Telnyx
 
 from tests.audio import rtp_packets, write_pcap
 from tests.corpus import clip, phone_band, wer
-from tests.e2e.conftest import Rig
+from tests.e2e.conftest import Rig, make_rig
 from tests.e2e.sipp import uac
 from tests.e2e.test_forking import UdpRecorder
-from tests.helpers import free_udp_tcp_port, running_server
-from tests.receiver import webhook_receiver
+from tests.helpers import free_udp_tcp_port
 from tests.ws_consumer import ws_consumer
 
 pytestmark = pytest.mark.slow
@@ -32,13 +30,8 @@ SPEECH = "sense_and_sensibility_01_austen_64kb-0870"
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    data = tmp_path_factory.mktemp("e2e-together")
-    with webhook_receiver() as hooks, running_server(
-        data, env={"CALLSTREAM_WEBHOOK_URL": hooks.url, "CALLSTREAM_RTP_PORT_MIN": "34000",
-                   "CALLSTREAM_RTP_PORT_MAX": "34999"}
-    ) as server:
-        yield Rig(server, hooks, Telnyx(api_key=server.api_key, base_url=server.api_url,
-                                        max_retries=0), data)
+    with make_rig(tmp_path_factory.mktemp("e2e-together"), (36000, 36999)) as rig:
+        yield rig
 
 
 def _payload(rtp: bytes) -> bytes:

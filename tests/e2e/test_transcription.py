@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from telnyx import Telnyx, UnprocessableEntityError
+from telnyx import UnprocessableEntityError
 
 from tests.audio import rtp_packets, write_pcap
 from tests.corpus import clip, noise, phone_band, wer
-from tests.e2e.conftest import Rig
+from tests.e2e.conftest import Rig, make_rig
 from tests.e2e.sipp import uac
 from tests.helpers import free_udp_tcp_port, running_server
-from tests.receiver import Delivery, webhook_receiver
+from tests.receiver import Delivery
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +29,8 @@ SPEECH = ("sense_and_sensibility_01_austen_64kb-0870", "sense_and_sensibility_01
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     data = tmp_path_factory.mktemp("e2e-transcription")
     models = json.dumps({"missing-model": str(data / "no-such-model")})
-    with webhook_receiver() as hooks, running_server(
-        data, env={"CALLSTREAM_WEBHOOK_URL": hooks.url, "CALLSTREAM_RTP_PORT_MIN": "33000",
-                   "CALLSTREAM_RTP_PORT_MAX": "33999",
-                   "CALLSTREAM_TRANSCRIPTION_MODELS": models}
-    ) as server:
-        sdk = Telnyx(api_key=server.api_key, base_url=server.api_url, max_retries=0)
-        yield Rig(server, hooks, sdk, data)
+    with make_rig(data, (33000, 33999), {"CALLSTREAM_TRANSCRIPTION_MODELS": models}) as rig:
+        yield rig
 
 
 def silence(seconds: float) -> bytes:

@@ -45,4 +45,4 @@ class TranscriptionStartRequest(CommandBody):
 
 
 class TranscriptionStopRequest(CommandBody):
-    pass
+    """Only the common fields (``command_id``, ``client_state``)."""
