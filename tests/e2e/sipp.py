@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
+
+from tests.helpers import free_udp_tcp_port
 
 DATA = Path(__file__).parent / "data"
 SIPP = shutil.which("sipp")
@@ -23,6 +26,25 @@ def sipp(
     )
 
 
+def _media_ports(first: int) -> int:
+    """SIPp binds ``-mp`` and the next three UDP ports (RTCP, video): keep ``first`` if all
+    four are free, else find four that are; one taken port makes SIPp exit at start."""
+    for _ in range(50):
+        socks = []
+        try:
+            for port in range(first, first + 4):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            first = free_udp_tcp_port()
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no four free UDP ports in a row for SIPp's media")
+
+
 def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: int,
         hold_ms: int = 1000, service: str = "+15550002222",
         extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
@@ -31,7 +53,7 @@ def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: i
     ``extra``: more SIPp arguments, e.g. ``("-key", "pt", "8")`` for ``[pt]`` in the scenario.
     """
     return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(local_port),
-                "-mp", str(media_port), "-m", "1", "-d", str(hold_ms), "-s", service,
+                "-mp", str(_media_ports(media_port)), "-m", "1", "-d", str(hold_ms), "-s", service,
                 *extra, target, cwd=cwd)
 
 
@@ -39,5 +61,5 @@ def uas(scenario: str, *, cwd: Path, port: int, media_port: int,
         extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """SIPp answers one call on ``port``; ``scenario`` is a file in data/ or built-in 'uas'."""
     spec = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(DATA / scenario)]
-    return sipp(*spec, "-i", "127.0.0.1", "-p", str(port), "-mp", str(media_port), "-m", "1",
-                *extra, cwd=cwd)
+    return sipp(*spec, "-i", "127.0.0.1", "-p", str(port),
+                "-mp", str(_media_ports(media_port)), "-m", "1", *extra, cwd=cwd)
