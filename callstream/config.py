@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         False, description="Let a model missing locally be downloaded from the Hugging "
         "Face hub.")
 
+    # Security: stalled stream consumers (docs/security.md).
+    stream_stall_timeout_secs: float = Field(
+        10.0, ge=1.0, le=300.0,
+        description="A media-stream consumer that answers no WebSocket ping for this long "
+        "(it stopped reading) is cut off with streaming.failed (consumer_stalled); the "
+        "call goes on.")
+
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."
     )

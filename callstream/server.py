@@ -140,7 +140,9 @@ class Server:
     def _start_features(self, services: Services) -> None:
         """Build the feature managers and hook them into Call Control."""
         assert self.calls is not None
-        services.streams = StreamManager(self.calls, account_id=self.settings.account_id)
+        services.streams = StreamManager(
+            self.calls, account_id=self.settings.account_id,
+            stall_timeout=self.settings.stream_stall_timeout_secs)
         self.calls.hooks.append(services.streams)
         services.forks = ForkManager(self.calls)
         self.calls.hooks.append(services.forks)

@@ -20,6 +20,8 @@ generic handlers catch them.
     ├── FramingError                  remote: a TCP byte stream that cannot be framed
     ├── NegotiationFailed             remote: offer has nothing we support (488)
     ├── DigestError                   remote: a challenge we cannot answer
+    ├── InvalidHeaderField            local: a header field that would break the message
+    │                                 (also ValueError)
     ├── InvalidTransition             local: a transaction step the table forbids
     │                                 (also AssertionError)
     └── InvalidCallState              local: a command for a call in the wrong state
@@ -34,6 +36,7 @@ __all__ = [
     "FramingError",
     "InvalidCallState",
     "InvalidHeader",
+    "InvalidHeaderField",
     "InvalidTransition",
     "InvalidUri",
     "LineTooLong",
@@ -170,6 +173,23 @@ class NegotiationFailed(SipError):
 
 class DigestError(SipError):
     """A 401/407 challenge we cannot answer (bad syntax, unknown algorithm)."""
+
+
+class InvalidHeaderField(SipError, ValueError):
+    """A header field handed to the serializer would break the message on the wire.
+
+    A name that is not an RFC 3261 token, or a value with CR, LF or NUL, would
+    let whoever chose it add header fields or whole messages (header injection).
+
+    Args:
+        name: The header name (as given, shortened).
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"header field {name[:40]!r}: {reason}")
+        self.name = name
+        self.reason = reason
 
 
 class InvalidTransition(SipError, AssertionError):

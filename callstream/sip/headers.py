@@ -11,13 +11,16 @@ import re
 from dataclasses import dataclass
 
 from .exceptions import InvalidHeader, InvalidUri
+from .message import canonical_name
 from .uri import Params, SipUri, format_host, format_params, param_value, parse_params, parse_uri
 
 __all__ = [
     "BRANCH_MAGIC_COOKIE",
+    "UA_OWNED_HEADERS",
     "CSeq",
     "NameAddr",
     "Via",
+    "is_ua_owned",
     "parse_cseq",
     "parse_name_addr",
     "parse_via",
@@ -28,6 +31,28 @@ __all__ = [
 BRANCH_MAGIC_COOKIE = "z9hG4bK"
 #: Largest CSeq number (RFC 3261 §8.1.1.5: "MUST be less than 2**31").
 MAX_CSEQ = 2**31 - 1
+
+#: Headers the UA writes itself: they route the request, identify the transaction
+#: and dialog, frame the body, carry credentials or negotiate extensions. A second
+#: copy from an application would redirect, forge or break the call, so extra
+#: headers from outside (``custom_headers``) may not use these names (nor their
+#: compact forms: v, f, t, i, m, l, c, e, k).
+UA_OWNED_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Route",
+        "Record-Route", "Path", "Content-Length", "Content-Type", "Content-Encoding",
+        "Content-Disposition", "Authorization", "Proxy-Authorization", "WWW-Authenticate",
+        "Proxy-Authenticate", "Authentication-Info", "Require", "Proxy-Require", "Supported",
+        "Allow", "RAck", "RSeq",
+    )
+)  # fmt: skip
+
+
+def is_ua_owned(name: str) -> bool:
+    """Whether ``name`` (any case, long or compact form) is in :data:`UA_OWNED_HEADERS`."""
+    return canonical_name(name).lower() in UA_OWNED_HEADERS
+
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # sent-protocol with the LWS the grammar allows around "/" (RFC 3261 §25.1 SLASH).

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from .exceptions import (
     BodyTooLarge,
     InvalidHeader,
+    InvalidHeaderField,
     LineTooLong,
     MessageTooLarge,
     SipParseError,
@@ -49,6 +50,7 @@ __all__ = [
     "SipRequest",
     "SipResponse",
     "canonical_name",
+    "check_header_field",
     "parse_message",
     "split_comma_list",
 ]
@@ -114,6 +116,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _STATUS_CODE = re.compile(r"[1-6][0-9][0-9]")
 _DIGITS = re.compile(r"[0-9]{1,10}")
 _LWS = " \t"
+# Characters that end or corrupt a header line (RFC 3261 §7.3.1, §25.1 TEXT-UTF8char).
+_LINE_BREAKING = re.compile(r"[\r\n\x00]")
+_CHAR_NAMES = {"\r": "a CR", "\n": "an LF", "\x00": "a NUL"}
 
 
 def canonical_name(name: str) -> str:
@@ -244,12 +249,41 @@ class Headers:
         return Headers((n, value) if i == first else (n, v) for i, (n, v) in enumerate(self._items))
 
 
+def check_header_field(name: str, value: str) -> None:
+    """Check that ``name: value`` is one header line on the wire.
+
+    RFC 3261 §7.3.1: a field name is a token and a line ends at CRLF, so a CR
+    or LF in a value would start a new header (or a new message, on TCP) of
+    the writer's choosing; NUL is no TEXT-UTF8 character at all.
+
+    Raises:
+        InvalidHeaderField: ``name`` is not a token, or ``value`` has CR, LF or NUL.
+    """
+    if not _TOKEN.fullmatch(name):
+        raise InvalidHeaderField(name, "the name is not an RFC 3261 token")
+    bad = _LINE_BREAKING.search(value)
+    if bad is not None:
+        raise InvalidHeaderField(name, f"the value has {_CHAR_NAMES[bad.group()]}")
+
+
 def _serialize_head(start_line: str, headers: Headers) -> bytes:
     lines = [start_line]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     lines.append("")
     lines.append("")
-    return "\r\n".join(lines).encode()
+    text = "\r\n".join(lines)
+    # Every CR and LF must be one of the separators just written: one C-level
+    # count each instead of a scan per field; find the culprit only on failure.
+    breaks = len(lines) - 1
+    if text.count("\r") != breaks or text.count("\n") != breaks or "\0" in text:
+        for name, value in headers.items():
+            check_header_field(name, value)
+        raise InvalidHeaderField(start_line[:40], "the start line has CR, LF or NUL")
+    token = _TOKEN.fullmatch
+    for name, value in headers.items():
+        if not token(name):
+            check_header_field(name, value)
+    return text.encode()
 
 
 def _check_content_length(headers: Headers, body: bytes) -> None:
@@ -365,12 +399,15 @@ def _parse_start_line(line: str) -> tuple[str, str, int, str]:
 
 
 def _parse_header_lines(
-    lines: list[str],
+    lines: list[str], dirty: bool = False
 ) -> tuple[tuple[tuple[str, str], ...], dict[str, list[int]], SipParseError | None]:
     """Parse header lines; return the good fields and the first error, if any.
 
     Bad lines are skipped rather than fatal so that a UAS can still echo Via,
-    From, To, Call-ID and CSeq into a 400 response (RFC 3261 §8.2).
+    From, To, Call-ID and CSeq into a 400 response (RFC 3261 §8.2). ``dirty``
+    says the head has a CR, LF or NUL that is no line separator: the lines
+    holding one are refused, so no parsed value can break a message it is
+    copied into.
     """
     if len(lines) - 1 > MAX_HEADERS:
         return (), {}, TooManyHeaders(f"more than {MAX_HEADERS} header lines")
@@ -383,6 +420,11 @@ def _parse_header_lines(
         if len(line) > MAX_LINE_LENGTH:
             error = error or LineTooLong(
                 f"header line is longer than {MAX_LINE_LENGTH} characters", line=number + 1
+            )
+            continue
+        if dirty and (bad := _LINE_BREAKING.search(line)) is not None:
+            error = error or SipParseError(
+                f"header line has {_CHAR_NAMES[bad.group()]}", line=number + 1
             )
             continue
         if line[:1] in (" ", "\t"):
@@ -504,7 +546,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipMessage:
             exc.method = first
             exc.headers = _parse_header_lines(lines)[0]
         raise
-    pairs, index, error = _parse_header_lines(lines)
+    breaks = len(lines) - 1
+    dirty = "\0" in text or (
+        separator == "\r\n" and (text.count("\r") != breaks or text.count("\n") != breaks)
+    )
+    pairs, index, error = _parse_header_lines(lines, dirty)
     headers = Headers._trusted(pairs, index)
     try:
         if error is not None:

@@ -12,7 +12,8 @@ Two ways to get a track's payloads, chosen per stream:
 
 The hub callbacks only append to one bounded queue (rule 1 of the design: the media
 path never waits). When the consumer is slow the **oldest** item is dropped and
-counted (``dropped``); the sender task drains and encodes.
+counted (``dropped``, and ``on_drop`` at once: the sender task is then stuck behind the
+consumer and cannot be the one to report it); the sender task drains and encodes.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class StreamEncoder:
         codec: the stream's codec (``MediaFormat.codec``).
         clock: the hub clock, to time packets (frames carry their own time).
         wake: called when the queue goes from empty to non-empty.
+        on_drop: called with the drop total each time an item is dropped.
     """
 
     def __init__(
@@ -60,12 +62,14 @@ class StreamEncoder:
         *,
         clock: Callable[[], float],
         wake: Callable[[], None],
+        on_drop: Callable[[int], None] | None = None,
         max_items: int = QUEUE_ITEMS,
     ) -> None:
         self._queue: deque[tuple[str, bytes, float]] = deque()
         self._max = max_items
         self._clock = clock
         self._wake = wake
+        self._on_drop = on_drop
         self.dropped = 0
         self.captured = 0
         self.passthrough = codec.name == media.codec and codec.sample_rate == media.sample_rate
@@ -86,6 +90,8 @@ class StreamEncoder:
         if len(queue) >= self._max:
             queue.popleft()
             self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop(self.dropped)
         queue.append(item)
         self.captured += 1
         if len(queue) == 1:

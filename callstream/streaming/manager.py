@@ -31,7 +31,7 @@ from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
 from callstream.calls.state import CallState
 from callstream.store.records import CallResource, Change, OutboxEvent
-from callstream.streaming.session import StreamParams, StreamSession
+from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
 from callstream.timefmt import iso_now
 from callstream.webhooks.payloads import BodyFormat, StreamEvent, make_texml_stream_callback
 
@@ -77,9 +77,11 @@ def stream_params(req: dict[str, Any], *, stream_id: str | None = None,
 
 class StreamManager:
     def __init__(self, calls: CallControl, *, account_id: str,
+                 stall_timeout: float = STALL_TIMEOUT,
                  clock: Callable[[], float] | None = None) -> None:
         self.calls = calls
         self.account_id = account_id
+        self.stall_timeout = stall_timeout
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -114,7 +116,8 @@ class StreamManager:
                 pointer="/stream_bidirectional_mode")
 
     def _new_session(self, call: Call, params: StreamParams) -> StreamSession:
-        session = StreamSession(self, call, params, clock=self._now)
+        session = StreamSession(self, call, params, clock=self._now,
+                                stall_timeout=self.stall_timeout)
         call.features[session.key] = session
         return session
 

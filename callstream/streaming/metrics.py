@@ -22,6 +22,8 @@ ACTIVE = Gauge("callstream_streams_active", "Streams running in this process")
 STREAMS = Counter("callstream_streams_total", "Streams ended, by outcome", ["outcome"])
 ALL_FRAMES_SENT = Counter("callstream_stream_frames_sent_all_total",
                           "WebSocket frames sent, all streams")
+STALLED = Counter("callstream_streams_stalled_total",
+                  "Streams cut off because their consumer stopped reading (no pong in time)")
 ALL_FRAMES_DROPPED = Counter("callstream_stream_frames_dropped_all_total",
                              "Media frames dropped by back-pressure, all streams")
 
@@ -67,6 +69,10 @@ class StreamCounters:
             self.frames_dropped = total
             self._dropped.inc(delta)
             ALL_FRAMES_DROPPED.inc(delta)
+
+    def stalled(self) -> None:
+        """The consumer answered no ping in time; the stream is being cut off."""
+        STALLED.inc()
 
     def ended(self, outcome: str) -> None:
         """The stream is over (``stopped`` or ``failed``)."""

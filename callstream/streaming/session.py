@@ -19,7 +19,18 @@ Life of a stream (spec §5.1, §5.5)
      ``stop`` and the close finish in the background;
    * the consumer closes cleanly (1000/1001) → ``streaming.stopped``; the connection
      dies or the consumer fails (any other close) → ``streaming.failed``
-     (``failure_reason: connection_lost``). The call goes on either way.
+     (``failure_reason: connection_lost``). The call goes on either way;
+   * the consumer stalls: it answers no WebSocket ping within the stall timeout
+     (``CALLSTREAM_STREAM_STALL_TIMEOUT_SECS``) → the socket is aborted and
+     ``streaming.failed`` (``failure_reason: consumer_stalled``); the call goes on.
+
+Stalls. A consumer that stops reading is not visible from the sending side for a long
+time: frames pile up in the consumer's receive buffer, our kernel send buffer (which
+Linux grows to megabytes) and the library's write buffer, ~30 s of audio before a
+send blocks. So the session caps its kernel send buffer (``SEND_BUFFER_BYTES``) and
+a watchdog pings the consumer every half timeout: a pong comes back only once the
+consumer has read everything sent before the ping, so no pong within the timeout
+means it is that far behind, whatever the buffers hold.
 
 ``streaming.stopped`` is only ever sent after ``streaming.started``.
 
@@ -33,6 +44,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +69,15 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
+#: Default for ``CALLSTREAM_STREAM_STALL_TIMEOUT_SECS``: no pong for this long = stalled.
+STALL_TIMEOUT = 10.0
+#: ``failure_reason`` of ``streaming.failed`` when the consumer stalled.
+STALL_REASON = "consumer_stalled"
+#: Kernel send buffer of a stream's socket (SO_SNDBUF; Linux doubles it). Autotuned,
+#: loopback grows it to 4 MB: minutes of audio hidden from the drop counter. 64 KiB
+#: still covers the bandwidth-delay product of the fattest stream (L16 16 kHz, both
+#: tracks, ~100 KB/s) over a 300 ms path.
+SEND_BUFFER_BYTES = 64 * 1024
 #: Largest client message accepted: 30 s of 48 kHz L16 as base64 is ~3.9 MB.
 MAX_CLIENT_MESSAGE = 8 * 1024 * 1024
 
@@ -117,7 +138,7 @@ class StreamSession:
     """One stream of one call. Also the call's :class:`~callstream.calls.features.Feature`."""
 
     def __init__(self, host: StreamHost, call: Call, params: StreamParams, *,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], stall_timeout: float = STALL_TIMEOUT) -> None:
         self.host = host
         self.call = call
         self.params = params
@@ -130,6 +151,7 @@ class StreamSession:
         self.outcome = "stopped"
         self.counters = StreamCounters(self.id)
         self._clock = clock
+        self._stall_timeout = stall_timeout
         self._frames = FrameBuilder(self.id)
         self._ws: ClientConnection | None = None
         self._encoder: StreamEncoder | None = None
@@ -142,6 +164,7 @@ class StreamSession:
         self._stop_frame = True
         self._task: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     # -- control from the manager ---------------------------------------------------
 
@@ -233,6 +256,7 @@ class StreamSession:
         try:
             await self._connect_and_stream()
         except asyncio.CancelledError:
+            self._cancel_helpers()
             if self._ws is not None:
                 self._ws.transport.abort()
             raise
@@ -256,6 +280,10 @@ class StreamSession:
             await self._fail("connection_failed")
             return
         self._ws = ws
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.counters.connected(self._clock() - started)
         await ws.send(FrameBuilder.connected(params.stream_auth_token))
         if self.media is None:
@@ -269,7 +297,7 @@ class StreamSession:
         media = self.media
         track = Track.parse(params.stream_track)
         self._encoder = StreamEncoder(media, track, self.format.codec, clock=self._clock,
-                                      wake=self._wakeup.set)
+                                      wake=self._wakeup.set, on_drop=self._dropped)
         self.started = True
         await self.host.emit(self, "streaming.started", self._stream_fields())
         if self._stop_requested:  # stopped while the webhook was being stored
@@ -279,7 +307,9 @@ class StreamSession:
         self.counters.sent_frame(0)
         if params.bidirectional:
             self._playback = self._make_playback()
-        self._reader = asyncio.get_running_loop().create_task(self._read(ws))
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read(ws))
+        self._watchdog = loop.create_task(self._watch(ws))
         try:
             while not self._stop_requested:
                 await self._wakeup.wait()
@@ -338,6 +368,47 @@ class StreamSession:
             await ws.send(self._control.popleft()())
             self.counters.sent_frame(0)
 
+    def _dropped(self, total: int) -> None:
+        """From the media path: the encoder dropped its oldest frame (counted live)."""
+        if total == 1:
+            log.warning("stream %s: consumer is not keeping up; dropping the oldest audio",
+                        self.id)
+        self.counters.dropped(total)
+
+    async def _watch(self, ws: ClientConnection) -> None:
+        """Ping every half timeout; a pong not back within the timeout means a stall."""
+        timeout = self._stall_timeout
+        while True:
+            await asyncio.sleep(timeout / 2)
+            try:
+                # Both steps count: ping() itself waits while the write buffer is full.
+                async with asyncio.timeout(timeout):
+                    pong = await ws.ping()
+                    await pong
+            except TimeoutError:
+                await asyncio.shield(self._stalled(ws))
+                return
+            except ConnectionClosed:
+                return
+
+    async def _stalled(self, ws: ClientConnection) -> None:
+        if self.state is StreamState.STOPPED:
+            return
+        log.warning("stream %s: consumer stalled (no pong in %.1f s, %d frames dropped); "
+                    "closing it", self.id, self._stall_timeout, self.counters.frames_dropped)
+        self.outcome = "failed"
+        self._stop_frame = False
+        self.counters.stalled()
+        self._begin_stop()
+        ws.transport.abort()
+        await self.host.emit(self, "streaming.failed", self.failure_fields(STALL_REASON))
+
+    def _cancel_helpers(self) -> None:
+        current = asyncio.current_task()
+        for task in (self._reader, self._watchdog):
+            if task is not None and task is not current:
+                task.cancel()
+
     async def _read(self, ws: ClientConnection) -> None:
         """Client → server frames go to Playback; the end of the socket ends the stream."""
         try:
@@ -377,6 +448,7 @@ class StreamSession:
         for event_type, extra in events:
             # Shielded: the sender task, finishing, cancels this reader.
             await asyncio.shield(self.host.emit(self, event_type, extra))
+        self._cancel_helpers()
         task = self._task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -395,8 +467,7 @@ class StreamSession:
         ws = self._ws
         if ws is None:
             return
-        if self._reader is not None:
-            self._reader.cancel()
+        self._cancel_helpers()
         with contextlib.suppress(ConnectionClosed):
             if self._stop_frame:
                 await self._send_pending(ws)

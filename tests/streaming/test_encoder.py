@@ -58,3 +58,16 @@ def test_a_slow_consumer_loses_the_oldest_frames_counted() -> None:
                         0.0)
     assert enc.dropped == 2
     assert [c.payload[0] for c in enc.drain()] == [2, 3, 4]
+
+
+def test_drops_are_reported_as_they_happen() -> None:
+    # The sender task is stuck behind a stalled consumer, so it cannot be the one to
+    # count: each drop is reported from the media path at once.
+    hub, media = _leg()
+    reported: list[int] = []
+    enc = StreamEncoder(media, Track.INBOUND, PCMU, clock=lambda: 0.0, wake=lambda: None,
+                        on_drop=reported.append, max_items=2)
+    for seq in range(5):
+        hub.push_packet("a", Track.INBOUND, build_packet(0, False, seq, 0, 7, bytes(160)), 0.0)
+        assert reported == list(range(1, max(seq - 1, 0) + 1))
+    assert enc.dropped == 3

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from callstream.api.schemas.common import CommandBody, CustomHeader
-from callstream.api.schemas.fields import HttpUrl, PhoneOrSip
+from callstream.api.schemas.common import CommandBody, CustomHeaders
+from callstream.api.schemas.fields import HttpUrl, PhoneOrSip, SipText
 from callstream.api.schemas.streaming import CallStreamFields
 from callstream.api.schemas.transcription import TranscriptionStartRequest
 
@@ -16,12 +16,13 @@ class DialRequest(CommandBody, CallStreamFields):
     connection_id: str = Field(description="Call Control Application id; 'default' always exists.")
     to: PhoneOrSip | list[PhoneOrSip] = Field(description="sip: URI, or +E164 via the trunk.")
     from_: PhoneOrSip = Field(alias="from")
-    from_display_name: str | None = Field(None, max_length=128)
+    from_display_name: SipText | None = Field(
+        None, max_length=128, description="Display name in From; quotes are escaped.")
     timeout_secs: int = Field(30, ge=5, le=600)
     time_limit_secs: int = Field(14400, ge=30, le=14400)
     webhook_url: HttpUrl | None = None
     webhook_url_method: Literal["POST", "GET"] = "POST"
-    custom_headers: list[CustomHeader] = Field(default_factory=list)
+    custom_headers: CustomHeaders
     send_silence_when_idle: bool = False
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -43,7 +44,7 @@ class AnswerRequest(CommandBody, CallStreamFields):
 
 
 class HangupRequest(CommandBody):
-    custom_headers: list[CustomHeader] = Field(default_factory=list)
+    custom_headers: CustomHeaders
 
 
 class RejectRequest(CommandBody):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from callstream.api.schemas.fields import ClientState, CommandId
+from callstream.api.schemas.fields import ClientState, CommandId, sip_header_name, sip_text
+
+#: Most custom headers one command may add to its SIP request.
+MAX_CUSTOM_HEADERS = 32
+#: Longest custom header name and value, in characters.
+MAX_HEADER_NAME = 128
+MAX_HEADER_VALUE = 1024
 
 
 class CommandBody(BaseModel):
@@ -27,5 +33,14 @@ class CommandResponse(BaseModel):
 
 
 class CustomHeader(BaseModel):
-    name: str
-    value: str
+    """One extra SIP header: an RFC 3261 token name the UA does not own, a one-line value."""
+
+    name: Annotated[str, Field(max_length=MAX_HEADER_NAME), AfterValidator(sip_header_name)]
+    value: Annotated[str, Field(max_length=MAX_HEADER_VALUE), AfterValidator(sip_text)]
+
+
+CustomHeaders = Annotated[
+    list[CustomHeader],
+    Field(default_factory=list, max_length=MAX_CUSTOM_HEADERS,
+          description="Extra SIP headers (X-... and others the UA does not write itself)."),
+]
