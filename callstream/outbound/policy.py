@@ -73,10 +73,13 @@ class OutboundDenied(ValueError):
         self.address = address
         self.host = host
         self.rule = rule
-        if host == str(address):
-            super().__init__(f"{address} is {rule}")
+        shown = str(address)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            shown = f"::ffff:{address.ipv4_mapped}"  # as people write it, not ::ffff:a9fe:a9fe
+        if host in (str(address), shown):
+            super().__init__(f"{shown} is {rule}")
         else:
-            super().__init__(f"{host} resolves to {address}, which is {rule}")
+            super().__init__(f"{host} resolves to {shown}, which is {rule}")
 
 
 def parse_networks(values: Iterable[str], *, setting: str) -> tuple[IPNetwork, ...]:
