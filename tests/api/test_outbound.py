@@ -76,6 +76,11 @@ def test_patch_dial_answer_stream_and_texml_urls_are_checked(server: ServerProce
         assert refusal(r) == refused(METADATA, "/webhook_event_url")
         app = c.get(f"/v2/call_control_applications/{app_id}").json()["data"]
         assert app["webhook_event_url"] == "http://127.0.0.1:9/hook"
+        r = c.patch(f"/v2/call_control_applications/{app_id}",
+                    json={"webhook_event_failover_url": "http://127.0.0.1:99999/"})
+        assert refusal(r) == {"code": "10003", "title": "Invalid URL",
+                              "detail": "'http://127.0.0.1:99999/': Port out of range 0-65535.",
+                              "source": {"pointer": "/webhook_event_failover_url"}}
 
         dial = {"connection_id": "default", "to": "sip:bob@127.0.0.1:9", "from": "+15550001111"}
         r = c.post("/v2/calls", json={**dial, "webhook_url": "http://169.254.169.254/"})
