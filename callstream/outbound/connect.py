@@ -78,8 +78,9 @@ async def connect_tcp(host: str, port: int, policy: OutboundPolicy) -> socket.so
         OSError: resolution failed, or no address accepted (the last error).
     """
     loop = asyncio.get_running_loop()
-    error: OSError | None = None
-    for dest in await resolve(host, port, policy):
+    destinations = await resolve(host, port, policy)
+    error = OSError(f"cannot connect to {host}")  # replaced by each address's own error
+    for dest in destinations:
         sock = socket.socket(dest.family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
@@ -92,5 +93,4 @@ async def connect_tcp(host: str, port: int, policy: OutboundPolicy) -> socket.so
             raise
         else:
             return sock
-    assert error is not None  # resolve() returns at least one address
     raise error
