@@ -12,8 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callstream.outbound.policy import (
+    DEFAULT_ALLOW,
+    DEFAULT_DENY,
+    OutboundPolicy,
+    parse_networks,
+)
 
 #: Inbound SIP is accepted from these networks unless configured otherwise.
 DEFAULT_SIP_NETWORKS = (
@@ -126,6 +133,15 @@ class Settings(BaseSettings):
         description="A media-stream consumer that answers no WebSocket ping for this long "
         "(it stopped reading) is cut off with streaming.failed (consumer_stalled); the "
         "call goes on.")
+    # Security: outbound network policy (docs/security.md).
+    outbound_allow: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOW), max_length=1000,
+        description="Networks (CIDR) webhooks, streams and forks may connect to; an "
+        "address must be in one of them and in no outbound_deny network.")
+    outbound_deny: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DENY), max_length=1000,
+        description="Networks (CIDR) never connected to, whatever outbound_allow says; "
+        "default: link-local and the cloud metadata addresses.")
 
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."
@@ -143,6 +159,16 @@ class Settings(BaseSettings):
         for item in value:
             ipaddress.ip_network(item, strict=False)
         return value
+
+    @field_validator("outbound_allow", "outbound_deny")
+    @classmethod
+    def _check_outbound(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        parse_networks(value, setting=f"CALLSTREAM_{str(info.field_name).upper()}")
+        return value
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy.from_lists(self.outbound_allow, self.outbound_deny)
 
     @property
     def http_host_port(self) -> tuple[str, int]:

@@ -100,7 +100,7 @@ class Server:
         await self.webhooks.start()
         await self._start_telephony()
         services = Services(settings=settings, store=self.store, calls=self.calls,
-                            webhooks=self.webhooks)
+                            outbound=settings.outbound_policy, webhooks=self.webhooks)
         self._start_features(services)
         host, port = settings.http_host_port
         config = uvicorn.Config(
@@ -142,9 +142,10 @@ class Server:
         assert self.calls is not None
         services.streams = StreamManager(
             self.calls, account_id=self.settings.account_id,
-            stall_timeout=self.settings.stream_stall_timeout_secs)
+            stall_timeout=self.settings.stream_stall_timeout_secs,
+            outbound=services.outbound)
         self.calls.hooks.append(services.streams)
-        services.forks = ForkManager(self.calls)
+        services.forks = ForkManager(self.calls, outbound=services.outbound)
         self.calls.hooks.append(services.forks)
         services.transcriptions = TranscriptionManager(self.calls, self.settings)
         self.calls.hooks.append(services.transcriptions)

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from callstream.calls.control import CallControl
 from callstream.config import Settings
+from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.sql import SqlStore
 
 
@@ -17,6 +18,7 @@ class Services:
     settings: Settings
     store: SqlStore
     calls: CallControl
+    outbound: OutboundPolicy = DEFAULT_POLICY  # settings.outbound_policy, built once
     webhooks: Any = None  # callstream.webhooks.worker.WebhookWorker once started
     # Feature managers, built in server.Server._start_features (None: not running).
     streams: Any = None  # callstream.streaming

@@ -11,7 +11,8 @@ Two modes:
 Both commands run through :meth:`CallControl.run_command`, so ``command_id``
 idempotency, 90015 and 90018 behave as for every other action, and
 ``call.fork.started`` / ``call.fork.stopped`` are stored in the command's own
-transaction. A host name is resolved once, here, never per packet. A call has at
+transaction. A host name is resolved once, here, never per packet, and the address
+is checked against the outbound policy (:mod:`callstream.outbound`). A call has at
 most one fork; at hangup :meth:`RtpFork.detach` stops it and ``call.fork.stopped``
 goes out before ``call.hangup``.
 """
@@ -19,6 +20,7 @@ goes out before ``call.hangup``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import uuid
@@ -34,9 +36,14 @@ from callstream.forking.metrics import FORK_STATS
 from callstream.forking.sender import ForkStats, PathSpec, RtpFork, SockAddr
 from callstream.forking.strep import StrepDirection, StrepHeader, StrepLeg
 from callstream.forking.target import ForkTarget, InvalidTarget, parse_target
+from callstream.outbound.connect import resolve
+from callstream.outbound.metrics import OUTBOUND_DENIED
+from callstream.outbound.policy import DEFAULT_POLICY, OutboundDenied, OutboundPolicy
 from callstream.store.records import Change
 
 __all__ = ["FEATURE_KEY", "RESOLVE_TIMEOUT_SECS", "ForkManager"]
+
+log = logging.getLogger(__name__)
 
 FEATURE_KEY = "fork"
 #: How long fork_start waits for a host name to resolve.
@@ -50,12 +57,16 @@ class ForkManager:
         calls: Call Control, whose ``run_command`` runs both actions.
         stats: process totals for ``/metrics``.
         clock: Unix time for webhook timestamps.
+        resolve_timeout: how long a host name may take to resolve.
+        outbound: the addresses a fork may send to.
     """
 
     def __init__(self, calls: CallControl, *, stats: ForkStats = FORK_STATS,
                  clock: Callable[[], float] = time.time,
-                 resolve_timeout: float = RESOLVE_TIMEOUT_SECS) -> None:
+                 resolve_timeout: float = RESOLVE_TIMEOUT_SECS,
+                 outbound: OutboundPolicy = DEFAULT_POLICY) -> None:
         self.calls = calls
+        self.outbound = outbound
         self.stats = stats
         self._clock = clock
         self._resolve_timeout = resolve_timeout
@@ -129,27 +140,26 @@ class ForkManager:
             call_control_id, req.get("command_id"), req.get("client_state"), action)
 
     async def _resolve(self, name: str, target: ForkTarget) -> tuple[int, SockAddr]:
-        """One address for ``target``: the literal, or the first UDP result of DNS."""
-        if target.literal is not None:
-            if target.literal.version == 4:
-                return socket.AF_INET, (str(target.literal), target.port)
-            return socket.AF_INET6, (str(target.literal), target.port, 0, 0)
-        loop = asyncio.get_running_loop()
+        """One address for ``target``: the literal, or the first UDP result of DNS.
+
+        Every address is checked against the outbound policy here; packets go to the
+        checked address only, for the fork's life, so no later lookup can redirect them.
+        """
         try:
             async with asyncio.timeout(self._resolve_timeout):
-                infos = await loop.getaddrinfo(target.host, target.port,
-                                               type=socket.SOCK_DGRAM)
+                found = await resolve(target.host, target.port, self.outbound,
+                                      kind=socket.SOCK_DGRAM)
+        except OutboundDenied as exc:
+            OUTBOUND_DENIED.labels("request").inc()
+            log.warning("fork %s %s refused: %s", name, target, exc)
+            raise InvalidCommand("10015", "Destination not allowed",
+                                 f"Refused destination: {exc}.", pointer=f"/{name}") from exc
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             raise InvalidCommand(
                 "10015", "Invalid value", f"Cannot resolve host {target.host!r}: {reason}.",
                 pointer=f"/{name}") from exc
-        for family, _type, _proto, _name, sockaddr in infos:
-            if family in (socket.AF_INET, socket.AF_INET6):
-                return family, sockaddr
-        raise InvalidCommand("10015", "Invalid value",
-                             f"Host {target.host!r} has no IPv4 or IPv6 address.",
-                             pointer=f"/{name}")
+        return found[0].family, found[0].sockaddr
 
 
 def _targets(req: dict[str, Any]) -> dict[str, ForkTarget]:

@@ -30,6 +30,7 @@ from callstream.calls.exceptions import CallNotAnswered, CommandError, InvalidCo
 from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
 from callstream.calls.state import CallState
+from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent
 from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
 from callstream.timefmt import iso_now
@@ -78,10 +79,12 @@ def stream_params(req: dict[str, Any], *, stream_id: str | None = None,
 class StreamManager:
     def __init__(self, calls: CallControl, *, account_id: str,
                  stall_timeout: float = STALL_TIMEOUT,
+                 outbound: OutboundPolicy = DEFAULT_POLICY,
                  clock: Callable[[], float] | None = None) -> None:
         self.calls = calls
         self.account_id = account_id
         self.stall_timeout = stall_timeout
+        self.outbound = outbound
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
 

@@ -3,9 +3,11 @@
 Life of a stream (spec §5.1, §5.5)
 ----------------------------------
 1. ``streaming_start`` (or ``dial``/``answer`` stream fields) creates the session and its
-   task. The task dials ``stream_url`` with the ``websockets`` library, sending
-   ``x-telnyx-streaming-auth-token`` when a token was given. Failure →
-   ``streaming.failed`` (``failure_reason: connection_failed``); the call goes on.
+   task. The task dials ``stream_url`` with the ``websockets`` library, over a socket
+   connected to an address the outbound policy passed (:mod:`callstream.outbound`),
+   sending ``x-telnyx-streaming-auth-token`` when a token was given. Failure, a refused
+   address included → ``streaming.failed`` (``failure_reason: connection_failed``);
+   the call goes on.
 2. On upgrade: ``connected`` → webhook ``streaming.started`` (committed before the next
    frame) → ``start`` → ``media`` frames as the hub delivers audio, ``dtmf`` frames as
    digits arrive, ``mark``/``error`` frames from the bidirectional :class:`Playback`.
@@ -52,11 +54,15 @@ from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.uri import parse_uri
 
 from callstream.calls.features import FeatureEvent, LegMedia
 from callstream.calls.model import Call
 from callstream.media.codecs import get_codec
 from callstream.media.hub import Track
+from callstream.outbound.connect import connect_tcp
+from callstream.outbound.metrics import OUTBOUND_DENIED
+from callstream.outbound.policy import OutboundDenied, OutboundPolicy
 from callstream.streaming.encoder import StreamEncoder
 from callstream.streaming.metrics import StreamCounters
 from callstream.streaming.playback import Playback
@@ -125,6 +131,7 @@ class StreamHost(Protocol):
     """What a session needs from its manager."""
 
     account_id: str
+    outbound: OutboundPolicy
 
     async def emit(self, session: StreamSession, event_type: str,
                    extra: dict[str, Any]) -> None: ...
@@ -269,11 +276,13 @@ class StreamSession:
         headers = {AUTH_HEADER: params.stream_auth_token} if params.stream_auth_token else None
         started = self._clock()
         try:
-            ws = await connect(
-                params.stream_url, additional_headers=headers, open_timeout=CONNECT_TIMEOUT,
-                close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_MESSAGE,
-                ping_interval=None, proxy=None, user_agent_header="callstream",
-            )
+            ws = await self._open(params.stream_url, headers)
+        except OutboundDenied as exc:
+            OUTBOUND_DENIED.labels("connect").inc()
+            log.warning("stream %s: refused %s: %s", self.id, params.stream_url, exc)
+            self._connected.set()
+            await self._fail("connection_failed")
+            return
         except Exception as exc:
             log.info("stream %s: cannot connect to %s: %s", self.id, params.stream_url, exc)
             self._connected.set()
@@ -318,6 +327,24 @@ class StreamSession:
             await self._finish()
         except ConnectionClosed as exc:
             await self._consumer_gone(exc)
+
+    async def _open(self, url: str, headers: dict[str, str] | None) -> ClientConnection:
+        """Connect to a checked address of the URL's host; Host and SNI keep the name.
+
+        A redirect cannot lead elsewhere: websockets follows none on a given socket.
+        """
+        uri = parse_uri(url)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            sock = await connect_tcp(uri.host, uri.port, self.host.outbound)
+            try:
+                return await connect(
+                    url, sock=sock, additional_headers=headers, open_timeout=None,
+                    close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_MESSAGE,
+                    ping_interval=None, proxy=None, user_agent_header="callstream",
+                )
+            except BaseException:
+                sock.close()
+                raise
 
     def _start_details(self) -> dict[str, Any]:
         rec = self.call.record

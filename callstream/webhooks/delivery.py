@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from callstream import __version__
+from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
 from callstream.webhooks.http11 import ResponseParser, build_request
 from callstream.webhooks.transport import HttpConnection
@@ -63,6 +64,7 @@ class HttpDeliverer:
         max_connections: the bound on concurrent requests (and open connections).
         ssl_context: TLS settings for https receivers; the system's CA bundle by default.
         keepalive_expiry: seconds an idle connection is kept.
+        policy: the addresses a connection may open to (checked at each connect).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class HttpDeliverer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         keepalive_expiry: float = 30.0,
+        policy: OutboundPolicy = DEFAULT_POLICY,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
@@ -81,6 +84,7 @@ class HttpDeliverer:
         self._urls: dict[str, _Target] = {}
         self._keepalive_expiry = keepalive_expiry
         self._ssl = ssl_context
+        self._policy = policy
         #: Requests being sent right now.
         self.in_flight = 0
 
@@ -146,7 +150,7 @@ class HttpDeliverer:
         self._open += 1
         try:
             return await HttpConnection.open(target.origin, target.host, target.port, tls=tls,
-                                             within=within)
+                                             within=within, policy=self._policy)
         except BaseException:
             self._open -= 1
             raise

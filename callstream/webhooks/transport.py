@@ -1,9 +1,10 @@
 """One keep-alive HTTP/1.1 connection to a webhook receiver, on a plain asyncio Protocol.
 
 The bytes are :mod:`callstream.webhooks.http11`'s; this module only moves them: it
-connects (TCP_NODELAY, TLS through the loop), writes a request in one ``write``, feeds
-what arrives to a :class:`~callstream.webhooks.http11.ResponseParser` and wakes the
-waiting attempt when the status line is in and again when the body is. Failures raise
+connects (to an address the outbound policy passed; TCP_NODELAY, TLS through the loop),
+writes a request in one ``write``, feeds what arrives to a
+:class:`~callstream.webhooks.http11.ResponseParser` and wakes the waiting attempt when
+the status line is in and again when the body is. Failures raise
 :class:`~callstream.webhooks.exceptions.DeliveryFailed` with their kind.
 """
 
@@ -11,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import time
 from collections.abc import Callable
 
+from callstream.outbound.connect import connect_tcp, literal_address
+from callstream.outbound.metrics import OUTBOUND_DENIED
+from callstream.outbound.policy import OutboundDenied, OutboundPolicy
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
 from callstream.webhooks.http11 import HttpProtocolError, ResponseParser
+
+log = logging.getLogger(__name__)
 
 #: Bytes of a body read (and dropped) to keep a connection reusable; beyond, it closes.
 MAX_DRAIN = 64 * 1024
@@ -40,15 +47,35 @@ class HttpConnection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, origin: str, host: str, port: int, *, tls: ssl.SSLContext | None, within: float
+        cls, origin: str, host: str, port: int, *, tls: ssl.SSLContext | None, within: float,
+        policy: OutboundPolicy,
     ) -> HttpConnection:
+        """Connect to a checked address of ``host`` (see :mod:`callstream.outbound.connect`).
+
+        Raises:
+            DeliveryFailed: CONNECT (refused by the outbound policy, DNS, refused, TLS)
+                or TIMEOUT.
+        """
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(within):
-                _, conn = await loop.create_connection(
-                    lambda: cls(origin), host, port, ssl=tls,
-                    server_hostname=host if tls is not None else None,
-                )
+                sock = await connect_tcp(host, port, policy)
+                try:
+                    _, conn = await loop.create_connection(
+                        lambda: cls(origin), sock=sock, ssl=tls,
+                        server_hostname=host if tls is not None else None,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
+        except OutboundDenied as exc:
+            OUTBOUND_DENIED.labels("connect").inc()
+            log.warning("webhook to %s refused: %s", origin, exc)
+            # A literal address stays refused; a name may resolve elsewhere later.
+            raise DeliveryFailed(
+                FailureKind.CONNECT, f"cannot connect to {origin}: refused by the outbound "
+                f"policy: {exc}", retryable=literal_address(host) is None,
+            ) from exc
         except TimeoutError as exc:
             raise DeliveryFailed(
                 FailureKind.TIMEOUT, f"cannot connect to {origin} within {within:g} s"

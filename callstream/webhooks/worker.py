@@ -135,7 +135,8 @@ class WebhookWorker:
         self.policy = policy or RetryPolicy.from_settings(
             settings.webhook_retry_delays, settings.webhook_retry_jitter
         )
-        self.deliverer = deliverer or HttpDeliverer(settings.webhook_max_connections)
+        self.deliverer = deliverer or HttpDeliverer(settings.webhook_max_connections,
+                                                    policy=settings.outbound_policy)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._clock = clock
         self._poll = poll_interval

@@ -389,6 +389,18 @@ def test_fork_start_validation(rig: Rig, tmp_path: Path) -> None:
         status, err = error(call.a, {"rx": "udp:no-such-host.invalid:5000", "tx": rx.udp})
         assert (status, err["code"], err["source"]) == (422, "10015", {"pointer": "/rx"})
         assert "Cannot resolve host 'no-such-host.invalid'" in err["detail"]
+        # The outbound policy: the cloud metadata address, as itself or IPv4-mapped, is
+        # refused, naming the field and the rule.
+        metadata = "169.254.169.254 is denied by CALLSTREAM_OUTBOUND_DENY (169.254.0.0/16)"
+        for body, field, shown in (
+                ({"rx": "udp:169.254.169.254:5000", "tx": rx.udp}, "rx", "169.254.169.254"),
+                ({"rx": rx.udp, "tx": "udp:[::ffff:169.254.169.254]:5000"}, "tx",
+                 "::ffff:169.254.169.254"),
+                ({"target": "udp:169.254.169.254:5000"}, "target", "169.254.169.254")):
+            assert error(call.a, body) == (422, {
+                "code": "10015", "title": "Destination not allowed",
+                "detail": f"Refused destination: {metadata.replace('169.254.169.254', shown, 1)}.",
+                "source": {"pointer": f"/{field}"}})
         assert error(call.a, {}, "fork_stop")[1]["code"] == "90031"
         # command_id: a repeat is the same answer and no second fork.
         body = {"rx": rx.udp, "tx": rx.udp, "command_id": "fork-1"}

@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends, Query
 from starlette.responses import Response
 
+from callstream.api.destinations import check_urls
 from callstream.api.errors import JSON
 from callstream.api.schemas.applications import (
     ApplicationCreate,
@@ -63,9 +64,16 @@ async def _get(svc: Services, app_id: str) -> Application:
     return app
 
 
+async def _check_urls(svc: Services, values: dict[str, Any]) -> None:
+    await check_urls(svc.outbound, {
+        f"/{name}": values.get(name)
+        for name in ("webhook_event_url", "webhook_event_failover_url")})
+
+
 @router.post("", response_model=ApplicationResponse, status_code=201)
 async def create(svc: Svc, body: Annotated[ApplicationCreate, Body()]) -> Response:
     values = body.model_dump()
+    await _check_urls(svc, values)
     now = iso_now()
     app = Application(
         id=str(uuid.uuid4()),
@@ -111,6 +119,7 @@ async def retrieve(svc: Svc, app_id: str) -> Response:
 async def update(svc: Svc, app_id: str, body: Annotated[ApplicationUpdate, Body()]) -> Response:
     app = await _get(svc, app_id)
     values = body.model_dump(exclude_unset=True)
+    await _check_urls(svc, values)
     own = {k: v for k, v in values.items() if k in OWN_FIELDS}
     extra = {**app.extra, **{k: v for k, v in values.items() if k not in OWN_FIELDS}}
     app = replace(app, **own, extra=extra, updated_at=iso_now())

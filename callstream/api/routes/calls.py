@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends, Path
 from starlette.responses import Response
 
+from callstream.api.destinations import check_urls
 from callstream.api.errors import JSON
 from callstream.api.schemas.calls import (
     AnswerRequest,
@@ -38,6 +39,8 @@ def _body(model: Any) -> dict[str, Any]:
 
 @router.post("", response_model=CallStatusResponse, summary="Dial")
 async def dial(svc: Svc, body: Annotated[DialRequest, Body()]) -> Response:
+    await check_urls(svc.outbound, {"/webhook_url": body.webhook_url,
+                                    "/stream_url": body.stream_url})
     return _reply(await svc.calls.dial(_body(body)))
 
 
@@ -67,6 +70,9 @@ async def retrieve_status(svc: Svc, call_control_id: CallId) -> Response:
 async def answer(
     svc: Svc, call_control_id: CallId, body: Annotated[AnswerRequest | None, Body()] = None
 ) -> Response:
+    if body is not None:
+        await check_urls(svc.outbound, {"/webhook_url": body.webhook_url,
+                                        "/stream_url": body.stream_url})
     return _reply(await svc.calls.answer(call_control_id, _body(body)))
 
 

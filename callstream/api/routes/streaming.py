@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path
 from starlette.responses import Response
 
+from callstream.api.destinations import check_urls
 from callstream.api.errors import JSON
 from callstream.api.schemas.common import CommandResponse
 from callstream.api.schemas.streaming import StartStreamingRequest, StopStreamingRequest
@@ -33,6 +34,7 @@ async def streaming_start(
     if not req.get("stream_url"):
         raise InvalidCommand("10004", "Missing required parameter",
                              "The 'stream_url' parameter is required.", pointer="/stream_url")
+    await check_urls(svc.outbound, {"/stream_url": req["stream_url"]})
     reply = await _manager(svc).start(call_control_id, req)
     return Response(reply.body, status_code=reply.status, media_type=JSON)
 

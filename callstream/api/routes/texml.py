@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from callstream.api.destinations import check_urls
 from callstream.api.errors import JSON, error_body, error_response, validation_errors
 from callstream.api.schemas.streaming import TexmlStream, TexmlStreamCreate, TexmlStreamUpdate
 from callstream.api.services import Services, services
@@ -73,6 +74,8 @@ async def create_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
     body = await _parse(request, TexmlStreamCreate)
     if isinstance(body, Response):
         return body
+    assert isinstance(body, TexmlStreamCreate)
+    await check_urls(svc.outbound, {"/Url": body.Url, "/StatusCallback": body.StatusCallback})
     assert svc.streams is not None
     return await _run(svc.streams.texml_start(account_sid, call_sid, body.model_dump()))
 
