@@ -1,0 +1,123 @@
+"""RTP hijack ("RTP bleed", issue #11): a stranger sprays PCMU at a leg's RTP port while the
+caller is silent. A real call (SIPp signalling, the test's own RTP socket as the caller), a
+real WebSocket consumer as the other party, a real UDP socket as the attacker."""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from callstream.media.codecs import PCMU
+from callstream.media.rtp import build_packet
+from tests.audio import speech
+from tests.e2e.conftest import Rig
+from tests.e2e.test_streaming import peer_call
+from tests.ws_consumer import Connection, Consumer, ws_consumer
+
+pytestmark = pytest.mark.slow
+
+ATTACK_PAYLOAD = bytes([0x2A]) * 160  # loud, and survives the PCMU decode/encode unchanged
+ATTACK_PACKETS = 150  # 3 s at 20 ms
+SILENCE = 1.5  # seconds the caller says nothing: more than the old 1 s re-latch delay
+
+
+@pytest.fixture
+def consumer() -> Iterator[Consumer]:
+    with ws_consumer() as c:
+        yield c
+
+
+def rejected_foreign(rig: Rig) -> float:
+    with rig.server.client() as http:
+        text = http.get("/metrics").text
+    match = re.search(
+        r'^callstream_rtp_rejected_packets_total\{protocol="rtp",reason="foreign"\} (\S+)$',
+        text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+def inbound_payloads(conn: Connection) -> list[bytes]:
+    return [base64.b64decode(f["media"]["payload"]) for f in conn.of("media")
+            if f["media"]["track"] == "inbound"]
+
+
+class Sprayer:
+    """The attacker: sends in-sequence PCMU from its own socket, counts what comes back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.received = 0
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sock.recv(4096)
+            except (TimeoutError, OSError):
+                continue
+            self.received += 1
+
+    def spray(self, packets: int) -> None:
+        start = time.monotonic()
+        for seq in range(packets):
+            self.sock.sendto(build_packet(0, seq == 0, seq, seq * 160, 0xBAD, ATTACK_PAYLOAD),
+                             self.target)
+            delay = start + (seq + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join(2)
+        self.sock.close()
+
+
+def test_a_stranger_spraying_a_silent_leg_gets_nothing_out_and_puts_nothing_in(
+    rig: Rig, consumer: Consumer
+) -> None:
+    first, second = speech("beckett")[: 8000 * 2], speech("beckett")[8000 * 2: 8000 * 2 * 2]
+    reply = PCMU.new_encoder().encode(speech("two_cities")[: 8000 * 2 * 3])
+    with peer_call(rig, stream_url=consumer.url, stream_track="both_tracks",
+                   stream_bidirectional_mode="rtp", stream_bidirectional_codec="PCMU") as pc:
+        assert pc.peer.remote is not None
+        conn = consumer.wait_connection()
+        conn.wait_for(lambda c: "start" in c.events())
+        before = rejected_foreign(rig)
+        pc.peer.play(first)  # media starts: the leg learns the caller
+        time.sleep(SILENCE)  # the caller goes quiet (hold, DTX, listening)
+        # The other party talks into the call while a stranger sprays the leg's port.
+        consumer.send(conn, {"event": "media",
+                             "media": {"payload": base64.b64encode(reply).decode()}})
+        attacker = Sprayer(pc.peer.remote)
+        try:
+            attacker.spray(ATTACK_PACKETS)
+            time.sleep(0.5)
+        finally:
+            attacker.close()
+        pc.peer.play(second)  # the caller speaks again and is still heard
+        time.sleep(0.5)
+        after = rejected_foreign(rig)
+        rig.sdk.calls.actions.hangup(pc.ccid)
+        assert conn.done.wait(10)
+
+    inbound = inbound_payloads(conn)
+    injected = sum(p == ATTACK_PAYLOAD for p in inbound)
+    assert (attacker.received, injected) == (0, 0), (
+        f"the attacker got {attacker.received} packets of the call and the other party "
+        f"heard {injected} of its frames")
+    assert after - before >= ATTACK_PACKETS
+    # The locked caller was not disturbed: its speech after the attack reached the consumer,
+    # and the other party's reply reached the caller.
+    assert PCMU.new_encoder().encode(second)[:1600] in b"".join(inbound)
+    assert reply[:1600] in pc.peer.audio(0)
