@@ -10,14 +10,19 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from callstream.media.codecs import PCMU
 from callstream.media.rtp import build_packet
 from tests.audio import speech
+from tests.e2e.calling import incoming
 from tests.e2e.conftest import Rig
+from tests.e2e.sipp import DATA, sipp
 from tests.e2e.test_streaming import peer_call
+from tests.helpers import free_udp_tcp_port
+from tests.rtp_peer import RtpPeer
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
 pytestmark = pytest.mark.slow
@@ -121,3 +126,60 @@ def test_a_stranger_spraying_a_silent_leg_gets_nothing_out_and_puts_nothing_in(
     # and the other party's reply reached the caller.
     assert PCMU.new_encoder().encode(second)[:1600] in b"".join(inbound)
     assert reply[:1600] in pc.peer.audio(0)
+
+
+def read_when_written(path: Path, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"SIPp did not write {path.name}"
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def test_a_reinvite_that_moves_the_media_is_learned_anew_and_locks_out_the_old_address(
+    rig: Rig, consumer: Consumer, tmp_path: Path
+) -> None:
+    """The phone re-INVITEs with a new RTP address: it is heard from there at once, and its
+    old address is now a stranger's."""
+    before_move = speech("beckett")[: 8000 * 2]
+    after_move = speech("beckett")[8000 * 2: 8000 * 2 * 2]
+    stale = speech("two_cities")[: 8000 * 2]
+    old, new = RtpPeer(), RtpPeer()
+    proc = sipp("-sf", str(DATA / "uac_moves_media.xml"), "-i", "127.0.0.1",
+                "-p", str(free_udp_tcp_port()), "-mp", str(free_udp_tcp_port()), "-m", "1",
+                "-s", "mover", "-key", "rtp_port", str(old.port),
+                "-key", "rtp_port2", str(new.port), "-key", "port_file", str(tmp_path / "port"),
+                "-key", "moved_file", str(tmp_path / "moved"), rig.sip_target,
+                cwd=tmp_path, timeout=90)
+    try:
+        ccid = incoming(rig, "mover")
+        rig.sdk.calls.actions.answer(ccid, stream_url=consumer.url, stream_track="inbound_track")
+        conn = consumer.wait_connection()
+        server = ("127.0.0.1", int(read_when_written(tmp_path / "port")))
+        old.remote = new.remote = server
+        old.play(before_move)
+        read_when_written(tmp_path / "moved")
+        new._seq, new._ts = old._seq, old._ts  # one stream, continuing from the new port
+        before = rejected_foreign(rig)
+        new.play(after_move)
+        old.play(stale)  # the old address, right after: no longer the phone's
+        time.sleep(0.5)
+        after = rejected_foreign(rig)
+        rig.sdk.calls.actions.hangup(ccid)
+        assert conn.done.wait(10)
+        assert proc.wait(30) == 0
+    finally:
+        old.close()
+        new.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    inbound = b"".join(inbound_payloads(conn))
+    encode = PCMU.new_encoder().encode
+    assert encode(before_move)[4000:5600] in inbound
+    # From the second packet on (the first starts a talkspurt after a pause), bit-exact:
+    # no packet went to probation, the SDP's new address was trusted at once.
+    assert encode(after_move)[160:] in inbound
+    assert encode(stale)[:1600] not in inbound
+    assert after - before >= 50  # the stale 1 s, 50 packets
