@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from callstream.media.codecs import PCMU
 from callstream.media.rtp import build_packet
 from tests.audio import speech
 from tests.e2e.calling import incoming
-from tests.e2e.conftest import Rig
+from tests.e2e.conftest import Rig, make_rig
 from tests.e2e.sipp import DATA, sipp
 from tests.e2e.test_streaming import peer_call
 from tests.helpers import free_udp_tcp_port
@@ -88,18 +89,27 @@ class Sprayer:
         self.sock.close()
 
 
-def test_a_stranger_spraying_a_silent_leg_gets_nothing_out_and_puts_nothing_in(
-    rig: Rig, consumer: Consumer
-) -> None:
-    first, second = speech("beckett")[: 8000 * 2], speech("beckett")[8000 * 2: 8000 * 2 * 2]
-    reply = PCMU.new_encoder().encode(speech("two_cities")[: 8000 * 2 * 3])
+@dataclass
+class Attack:
+    """What a spraying stranger achieved on one call."""
+
+    received: int  # packets of the call the attacker got
+    injected: int  # attacker frames the other party (the WebSocket consumer) heard
+    rejected: float  # the rise of the foreign-source counter on /metrics
+    inbound: bytes  # what the other party heard of the caller
+    caller_heard: bytes  # what the caller heard
+
+
+def attack(rig: Rig, consumer: Consumer, resumed: bytes, reply: bytes) -> Attack:
+    """A call whose caller speaks, goes silent for 1.5 s while the other party talks and a
+    stranger sprays the leg's RTP port, then speaks ``resumed``."""
     with peer_call(rig, stream_url=consumer.url, stream_track="both_tracks",
                    stream_bidirectional_mode="rtp", stream_bidirectional_codec="PCMU") as pc:
         assert pc.peer.remote is not None
         conn = consumer.wait_connection()
         conn.wait_for(lambda c: "start" in c.events())
         before = rejected_foreign(rig)
-        pc.peer.play(first)  # media starts: the leg learns the caller
+        pc.peer.play(speech("beckett")[: 8000 * 2])  # media starts: the leg learns the caller
         time.sleep(SILENCE)  # the caller goes quiet (hold, DTX, listening)
         # The other party talks into the call while a stranger sprays the leg's port.
         consumer.send(conn, {"event": "media",
@@ -110,22 +120,47 @@ def test_a_stranger_spraying_a_silent_leg_gets_nothing_out_and_puts_nothing_in(
             time.sleep(0.5)
         finally:
             attacker.close()
-        pc.peer.play(second)  # the caller speaks again and is still heard
+        pc.peer.play(resumed)  # the caller speaks again
         time.sleep(0.5)
         after = rejected_foreign(rig)
         rig.sdk.calls.actions.hangup(pc.ccid)
         assert conn.done.wait(10)
-
+        caller_heard = pc.peer.audio(0)
     inbound = inbound_payloads(conn)
-    injected = sum(p == ATTACK_PAYLOAD for p in inbound)
-    assert (attacker.received, injected) == (0, 0), (
-        f"the attacker got {attacker.received} packets of the call and the other party "
-        f"heard {injected} of its frames")
-    assert after - before >= ATTACK_PACKETS
-    # The locked caller was not disturbed: its speech after the attack reached the consumer,
-    # and the other party's reply reached the caller.
-    assert PCMU.new_encoder().encode(second)[:1600] in b"".join(inbound)
-    assert reply[:1600] in pc.peer.audio(0)
+    return Attack(attacker.received, sum(p == ATTACK_PAYLOAD for p in inbound), after - before,
+                  b"".join(inbound), caller_heard)
+
+
+def test_a_stranger_spraying_a_silent_leg_gets_nothing_out_and_puts_nothing_in(
+    rig: Rig, consumer: Consumer
+) -> None:
+    resumed = speech("beckett")[8000 * 2: 8000 * 2 * 2]
+    reply = PCMU.new_encoder().encode(speech("two_cities")[: 8000 * 2 * 3])
+    got = attack(rig, consumer, resumed, reply)
+    assert (got.received, got.injected) == (0, 0), (
+        f"the attacker got {got.received} packets of the call and the other party "
+        f"heard {got.injected} of its frames")
+    assert got.rejected >= ATTACK_PACKETS
+    # The locked caller was not disturbed: its speech after the attack reached the other
+    # party, and the other party's reply reached the caller.
+    assert PCMU.new_encoder().encode(resumed)[:1600] in got.inbound
+    assert reply[:1600] in got.caller_heard
+
+
+@pytest.fixture(scope="module")
+def unsafe_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    with make_rig(tmp_path_factory.mktemp("e2e-strict-rtp-off"), (37000, 37199),
+                  {"CALLSTREAM_STRICT_RTP": "off"}) as rig:
+        yield rig
+
+
+def test_strict_rtp_off_is_as_unsafe_as_documented(unsafe_rig: Rig, consumer: Consumer) -> None:
+    """CALLSTREAM_STRICT_RTP=off reaches the legs and brings the old behaviour back: the
+    stranger takes over the silent leg (for broken NATs only; docs/security/rtp.md)."""
+    resumed = speech("beckett")[8000 * 2: 8000 * 2 * 2]
+    reply = PCMU.new_encoder().encode(speech("two_cities")[: 8000 * 2 * 3])
+    got = attack(unsafe_rig, consumer, resumed, reply)
+    assert got.received > 0 and got.injected > 0
 
 
 def read_when_written(path: Path, timeout: float = 20.0) -> str:
