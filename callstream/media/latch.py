@@ -19,18 +19,23 @@ So a leg's source is learned once, when media starts, and then locked:
   probation: it is the negotiated one, and what goes to it goes to the peer.
 * A new SDP address (re-INVITE, UPDATE) starts learning afresh (:meth:`reset`).
 
-The modes (``CALLSTREAM_STRICT_RTP``) as a table, per packet from ``addr``:
+The modes (``CALLSTREAM_STRICT_RTP``) as a table: the :class:`Verdict` on a packet from
+``addr`` (packets from the locked source itself are accepted before the policy is asked):
 
-================  ==============  ==================  ================  ===========
-mode              nothing learned nothing learned     learned,          learned,
-                  addr is SDP's   addr is another     addr is SDP's     addr another
-================  ==============  ==================  ================  ===========
-``learn``         LEARNED         PROBATION, then     LEARNED           FOREIGN
-                                  LEARNED on the Nth
-``strict``        LEARNED         FOREIGN             (always learned)  FOREIGN
-``off`` (unsafe)  LEARNED         LEARNED             FOREIGN unless silent for
-                                                      :data:`RELATCH_IDLE`, then LEARNED
-================  ==============  ==================  ==============================
+==========  ================  =========================  =================  =================
+mode        nothing learned,  nothing learned,           learned,           learned,
+            addr is SDP's     addr is another            addr is SDP's      addr is another
+==========  ================  =========================  =================  =================
+``learn``   LEARNED           PROBATION, until the       LEARNED            FOREIGN
+                              PROBATION_PACKETS-th in a
+                              row: LEARNED
+``strict``  LEARNED           FOREIGN                    (it is the locked  FOREIGN
+                                                         source)
+``off``     LEARNED           LEARNED                    LEARNED if the     LEARNED if the
+                                                         source was silent  source was silent
+                                                         RELATCH_IDLE,      RELATCH_IDLE,
+                                                         else FOREIGN       else FOREIGN
+==========  ================  =========================  =================  =================
 """
 
 from __future__ import annotations
