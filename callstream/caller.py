@@ -38,7 +38,7 @@ import soxr
 from callstream.media.codecs import FRAME_MS, get_codec
 from callstream.media.codecs.pcm import silence
 from callstream.media.dtmf import DtmfDigit, plan_dtmf
-from callstream.media.exceptions import InvalidDtmfError, PortsExhaustedError
+from callstream.media.exceptions import InvalidDtmfError
 from callstream.media.hub import AudioFrame, MediaHub, QueueSource, Track
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, RtpEndpoint, open_rtp_endpoint
@@ -87,10 +87,8 @@ DEFAULT_LINGER = 0.5
 DEFAULT_DTMF_DELAY = 0.5
 #: Seconds to wait for the far end to answer our BYE or CANCEL.
 END_WAIT = 5.0
-#: Default local RTP port range; a random window of it is tried.
+#: Default local RTP port range (the allocator starts at a random pair of it).
 RTP_PORTS = (40000, 59998)
-RTP_WINDOW = 200
-RTP_WINDOW_TRIES = 8
 #: Longest gap in the far end's stream the recording fills with silence.
 MAX_GAP_SECONDS = 60.0
 #: The caller's jitter buffer depth: deeper than the server's 40 ms, since a test
@@ -406,21 +404,13 @@ class _Call:
         self.notify(f"calling {target.serialize()} from {from_uri}")
 
     async def _open_rtp(self, session: RtpSession) -> RtpEndpoint:
-        """Bind an RTP/RTCP pair in a random window of the range, trying a few windows:
-        other programs on the machine may hold whole stretches of it."""
+        """Bind an RTP/RTCP pair in the range: the allocator starts at a random pair and
+        tries them all, since other programs on the machine may hold stretches of it."""
         low, high = self.options.rtp_ports
-        for attempt in range(RTP_WINDOW_TRIES):
-            start = low + 2 * random.randrange(max(1, (high - low - RTP_WINDOW) // 2))
-            ports = PortAllocator(start, min(high, start + RTP_WINDOW))
-            try:
-                return await open_rtp_endpoint(
-                    session, self.hub, LEG, host=self.options.local_ip, ports=ports,
-                    on_event=self.on_media,
-                )
-            except PortsExhaustedError:
-                if attempt + 1 == RTP_WINDOW_TRIES:
-                    raise
-        raise AssertionError("unreachable")
+        return await open_rtp_endpoint(
+            session, self.hub, LEG, host=self.options.local_ip, ports=PortAllocator(low, high),
+            on_event=self.on_media,
+        )
 
     # SIP events -------------------------------------------------------------
 

@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_DENY), max_length=1000,
         description="Networks (CIDR) never connected to, whatever outbound_allow says; "
         "default: link-local and the cloud metadata addresses.")
+    # Security: RTP (docs/security.md).
+    strict_rtp: Literal["learn", "strict", "off"] = Field(
+        "learn", description="Whose RTP a leg accepts. learn: the SDP's address, or one "
+        "learned on a 3-packet probation when media starts; then locked until the SDP "
+        "changes. strict: only the SDP's address (no NAT). off: follow any source after 1 s "
+        "of silence (unsafe: lets others hear and talk into calls).")
 
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."

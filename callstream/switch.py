@@ -27,6 +27,7 @@ from callstream.config import Settings
 from callstream.media.codecs import get_codec
 from callstream.media.dtmf import DtmfDigit
 from callstream.media.hub import Bridge, MediaHub, bridge
+from callstream.media.latch import StrictRtp
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, RtpEndpoint, open_rtp_endpoint
 from callstream.sip import endpoint as sip
@@ -259,6 +260,7 @@ class Switch:
             payload_type=params.payload_type,
             dtmf_payload_type=params.telephone_event_pt,
             remote_address=(params.remote_addr, params.remote_port),
+            strict_rtp=StrictRtp(self.settings.strict_rtp),
             name=leg.call.record.call_leg_id,
             jitter_prefetch_ms=self.settings.jitter_buffer_ms,
         )
@@ -338,6 +340,7 @@ class Switch:
                 codec, payload_type=params.payload_type,
                 dtmf_payload_type=params.telephone_event_pt,
                 remote_address=(params.remote_addr, params.remote_port), name=name,
+                strict_rtp=StrictRtp(self.settings.strict_rtp),
                 jitter_prefetch_ms=self.settings.jitter_buffer_ms,
             )
             session.start(self._now())

@@ -83,12 +83,16 @@ class MediaStateError(MediaError, RuntimeError):
 
 
 class PortsExhaustedError(MediaError):
-    """Every even port of the configured RTP range is in use."""
+    """Every even port of the configured RTP range is in use (ours or busy)."""
 
-    def __init__(self, range_start: int, range_end: int) -> None:
+    def __init__(self, range_start: int, range_end: int, *, busy: int = 0) -> None:
         self.range_start = range_start
         self.range_end = range_end
-        super().__init__(range_start, range_end)
+        self.busy = busy
+        super().__init__(range_start, range_end, busy)
 
     def __str__(self) -> str:
-        return f"no free RTP port pair in {self.range_start}-{self.range_end}"
+        text = f"no free RTP port pair in {self.range_start}-{self.range_end}"
+        if self.busy:
+            text += f" ({self.busy} pairs held by other programs)"
+        return text

@@ -2,7 +2,9 @@
 
 Per-packet counting would cost a Python call per datagram on the hot path, so the
 RTP counters are added once per leg, when its endpoint closes, from the session's own
-plain-integer counters. Live calls therefore show up when they end.
+plain-integer counters. Live calls therefore show up when they end. Rejected packets are
+the exception: they are counted as they come (an attack in progress must show), from the
+path that already dropped them.
 """
 
 from __future__ import annotations
@@ -24,4 +26,11 @@ PACER_TICKS = Counter(
     "callstream_media_pacer_ticks",
     "Pacer ticks: run on time, run late (catch-up), or skipped after a stall",
     ["outcome"],
+)
+RTP_REJECTED = Counter(
+    "callstream_rtp_rejected_packets",
+    "RTP/RTCP packets dropped for their source (CALLSTREAM_STRICT_RTP): from another "
+    "address than the leg's locked one (foreign), or while an address not in the SDP "
+    "was on probation",
+    ["protocol", "reason"],
 )

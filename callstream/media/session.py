@@ -25,11 +25,13 @@ a clock, opens a socket or creates a task. The I/O layer
   randomized to 0.5-1.5 of it) and the no-media timeout.
 * **Events.** ``events_received()`` drains :data:`SessionEvent` objects.
 
-Symmetric RTP: the session sends to the address the SDP gave until a valid
-packet arrives, then latches onto the packet's source (NATs rewrite it).
-Packets from any other source are dropped (``foreign_dropped``) unless the
-latched source has been silent for :data:`RELATCH_IDLE` seconds, in which case
-the session follows the new one (``RemoteAddressChanged``).
+Symmetric RTP: the session sends to the address the SDP gave until it has
+learned the peer's source, then to that source (NATs rewrite it). Whose
+packets are accepted is :mod:`callstream.media.latch`'s policy (strict RTP):
+the SDP's address at once, another only after a probation (dropped meanwhile,
+``probation_dropped``), and then that source only: packets from anywhere else
+are dropped (``foreign_dropped``, ``rtcp_foreign_dropped``) until the SDP
+changes (:meth:`RtpSession.set_remote_address`).
 
 Note the gotcha: both directions may carry the same SSRC (SIPp plays one pcap
 both ways), so streams are told apart by socket, never by SSRC.
@@ -52,6 +54,7 @@ from callstream.media.exceptions import (
     RtpParseError,
 )
 from callstream.media.jitter import JITTER_PREFETCH_MS, JitterBuffer
+from callstream.media.latch import SourceLatch, StrictRtp, Verdict
 from callstream.media.rtcp import (
     SDES_CNAME,
     ReportBlock,
@@ -71,7 +74,6 @@ from callstream.media.stats import CallQuality, ReceiverStats, estimate_mos
 
 __all__ = [
     "DEFAULT_MEDIA_TIMEOUT",
-    "RELATCH_IDLE",
     "RTCP_INTERVAL",
     "Address",
     "ByeReceived",
@@ -94,14 +96,13 @@ RTCP_INTERVAL = 5.0
 RTCP_JITTER_LOW = 0.5
 RTCP_JITTER_HIGH = 1.5
 DEFAULT_MEDIA_TIMEOUT = 30.0
-RELATCH_IDLE = 1.0  # seconds the latched source must be silent before we follow another
 MAX_RTT = 60.0  # an RTT computed above this is a clock mix-up, not a measurement
 _MASK32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
 class RtpStarted:
-    """The first valid RTP packet arrived; the session latched onto ``address``."""
+    """The first accepted RTP packet arrived; the session learned ``address``."""
 
     address: Address
     ssrc: int
@@ -157,7 +158,7 @@ class RtpSession:
         remote_address: where to send RTP until the peer's packets say otherwise.
         remote_rtcp_address: where to send RTCP (default: RTP port + 1).
         rtcp_mux: RTP and RTCP share one port (RFC 5761).
-        symmetric: latch onto the source of received packets.
+        strict_rtp: whose packets to accept (:class:`~callstream.media.latch.StrictRtp`).
         ssrc: our SSRC (random when None).
         cname: our SDES CNAME.
         media_timeout: seconds without RTP before :class:`RtpTimeout`; None disables.
@@ -189,7 +190,7 @@ class RtpSession:
         "_last_send_ts",
         "_last_sr_at",
         "_last_sr_mid",
-        "_latched",
+        "_latch",
         "_latched_rtcp",
         "_marker",
         "_media_timeout",
@@ -204,11 +205,11 @@ class RtpSession:
         "_rtcp_mux",
         "_rtcp_out",
         "_rtp_out",
+        "_sdp_rtp",
         "_sent_at_last_report",
         "_seq",
         "_started",
         "_stats",
-        "_symmetric",
         "_timed_out",
         "_ts",
         "bytes_received",
@@ -222,8 +223,10 @@ class RtpSession:
         "octets_sent",
         "packets_received",
         "packets_sent",
+        "probation_dropped",
         "remote_cname",
         "remote_report",
+        "rtcp_foreign_dropped",
         "rtcp_malformed",
         "rtcp_received",
         "rtcp_sent",
@@ -243,7 +246,7 @@ class RtpSession:
         remote_address: Address | None = None,
         remote_rtcp_address: Address | None = None,
         rtcp_mux: bool = False,
-        symmetric: bool = True,
+        strict_rtp: StrictRtp = StrictRtp.LEARN,
         ssrc: int | None = None,
         cname: str | None = None,
         media_timeout: float | None = DEFAULT_MEDIA_TIMEOUT,
@@ -264,11 +267,13 @@ class RtpSession:
         self._jitter = JitterBuffer(codec, codec.new_decoder(), prefetch_ms=jitter_prefetch_ms)
         self._stats = ReceiverStats(codec.clock_rate)
         self._detector = DtmfDetector()
+        self._sdp_rtp = remote_address
         self._remote_rtp = remote_address
         self._remote_rtcp = remote_rtcp_address
         self._rtcp_mux = rtcp_mux
-        self._symmetric = symmetric
-        self._latched: Address | None = None
+        self._latch = SourceLatch(
+            strict_rtp, remote_address, remote_rtcp_address, rtcp_mux=rtcp_mux
+        )
         self._latched_rtcp: Address | None = None
         self._remote_ssrc: int | None = None
         # RFC 3550 §5.1: SSRC, first sequence number and timestamp are random.
@@ -307,6 +312,8 @@ class RtpSession:
         self.octets_sent = 0
         self.malformed_dropped = 0
         self.foreign_dropped = 0
+        self.probation_dropped = 0
+        self.rtcp_foreign_dropped = 0
         self.unknown_payload_type = 0
         self.rtcp_received = 0
         self.rtcp_sent = 0
@@ -386,8 +393,7 @@ class RtpSession:
             self.malformed_dropped += 1
             logger.debug("%s < malformed RTP from %s: %s", self.name, addr, exc)
             return False
-        if addr != self._latched and not self._accept_source(addr, ssrc, now):
-            self.foreign_dropped += 1
+        if addr != self._latch.source and not self._accept_source(addr, ssrc, seq, now):
             return False
         self.packets_received += 1
         self.bytes_received += len(data)
@@ -415,23 +421,33 @@ class RtpSession:
             self._jitter.push(seq, None)
         return True
 
-    def _accept_source(self, addr: Address, ssrc: int, now: float) -> bool:
-        latched = self._latched
-        if latched is None:
-            self._latched = addr
-            if self._symmetric:
-                self._remote_rtp = addr
+    def _accept_source(self, addr: Address, ssrc: int, seq: int, now: float) -> bool:
+        # Off the hot path: only packets from other than the locked source get here.
+        latch = self._latch
+        old = latch.source
+        verdict = latch.check(addr, seq, now - self._last_rx)
+        if verdict is Verdict.PROBATION:
+            self.probation_dropped += 1
+            return False
+        if verdict is Verdict.FOREIGN:
+            self.foreign_dropped += 1
+            # Once loudly per leg (an attack sends thousands); the count is on /metrics.
+            level = logging.WARNING if self.foreign_dropped == 1 else logging.DEBUG
+            logger.log(level, "%s < RTP from %s dropped: the source is locked to %s"
+                       " (strict_rtp=%s)", self.name, addr, old, latch.mode)
+            return False
+        self._remote_rtp = addr
+        self._latched_rtcp = None
+        if old is None:
+            if not latch.is_expected(addr):
+                logger.info("%s < RTP source %s learned on probation (the SDP named %s)",
+                            self.name, addr, self._sdp_rtp)
             self._events.append(RtpStarted(addr, ssrc, now))
-            return True
-        if not self._symmetric:
-            return True
-        if now - self._last_rx >= RELATCH_IDLE:
-            self._latched = addr
-            self._remote_rtp = addr
-            self._latched_rtcp = None
-            self._events.append(RemoteAddressChanged(latched, addr, now))
-            return True
-        return False
+        else:
+            logger.info("%s < RTP source moved from %s to %s (strict_rtp=%s)",
+                        self.name, old, addr, latch.mode)
+            self._events.append(RemoteAddressChanged(old, addr, now))
+        return True
 
     def _new_source(self, ssrc: int, now: float) -> None:
         old = self._remote_ssrc
@@ -469,8 +485,12 @@ class RtpSession:
             self.rtcp_malformed += 1
             logger.debug("%s < malformed RTCP from %s: %s", self.name, addr, exc)
             return
+        if not self._latch.accepts_rtcp(addr):
+            self.rtcp_foreign_dropped += 1
+            logger.debug("%s < RTCP from %s dropped: not the peer's", self.name, addr)
+            return
         self.rtcp_received += 1
-        if self._symmetric and not self._rtcp_mux:
+        if self._latch.mode is not StrictRtp.STRICT and not self._rtcp_mux:
             self._latched_rtcp = addr
         for packet in packets:
             if isinstance(packet, RtcpSenderReport):
@@ -722,11 +742,19 @@ class RtpSession:
     # -- changes and results -----------------------------------------------
 
     def set_remote_address(self, rtp: Address, rtcp: Address | None = None) -> None:
-        """Point the session at a new peer address (a re-INVITE), re-latching."""
+        """Point the session at the address a new SDP named (a re-INVITE, UPDATE).
+
+        A changed address starts learning the peer's source afresh; the same
+        address (hold, resume) keeps the learned one, so a re-INVITE opens no
+        window for another source to be learned.
+        """
+        if rtp == self._sdp_rtp and rtcp == self._remote_rtcp:
+            return
+        self._sdp_rtp = rtp
         self._remote_rtp = rtp
         self._remote_rtcp = rtcp
-        self._latched = None
         self._latched_rtcp = None
+        self._latch.reset(rtp, rtcp, rtcp_mux=self._rtcp_mux)
 
     def quality(self) -> CallQuality:
         """Summarize the call's media quality (the ``call.hangup`` numbers)."""

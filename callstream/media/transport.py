@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -38,7 +39,13 @@ from typing import cast
 from callstream.media.clock import wallclock_offset
 from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, FrameTap, MediaHub, Track
-from callstream.media.metrics import PACER_TICKS, RTP_LOST, RTP_PACKETS, RTP_SKIPPED_OUT
+from callstream.media.metrics import (
+    PACER_TICKS,
+    RTP_LOST,
+    RTP_PACKETS,
+    RTP_REJECTED,
+    RTP_SKIPPED_OUT,
+)
 from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST
 from callstream.media.session import Address, RtpSession, SessionEvent
 
@@ -56,33 +63,43 @@ logger = logging.getLogger(__name__)
 
 PACER_INTERVAL = 0.020
 MAX_CATCHUP_TICKS = 3  # more than 60 ms behind: skip ahead rather than burst
-BIND_ATTEMPTS = 16  # ports tried when the allocator's pick is taken by someone else
+BIND_YIELD_EVERY = 64  # busy pairs tried between yields to the loop (a full range is thousands)
 
 EventHandler = Callable[[SessionEvent], None]
 _ON_TIME, _LATE, _SKIPPED = (PACER_TICKS.labels(o) for o in ("on_time", "late", "skipped"))
+_REJECTED_FOREIGN = RTP_REJECTED.labels("rtp", "foreign")
+_REJECTED_PROBATION = RTP_REJECTED.labels("rtp", "probation")
+_REJECTED_RTCP = RTP_REJECTED.labels("rtcp", "foreign")
 
 
 class PortAllocator:
     """Hands out even RTP ports (RTCP = port + 1) from an inclusive range.
 
-    Ports are handed out round-robin, so a just-released port rests before
-    reuse (late packets of the old call do not reach the new one).
+    Ports are handed out round-robin from a random starting pair, so a
+    just-released port rests before reuse (late packets of the old call do not
+    reach the new one), and two servers sharing a range (or another program
+    holding its bottom) do not all fight over the first pairs.
 
     Args:
         range_start: lowest port; rounded up to even.
         range_end: highest port; the last pair must fit below it.
+        rng: picks the starting pair (tests pass a seeded one).
     """
 
     __slots__ = ("_cursor", "_in_use", "_ports", "range_end", "range_start")
 
-    def __init__(self, range_start: int, range_end: int) -> None:
+    def __init__(
+        self, range_start: int, range_end: int, *, rng: random.Random | None = None
+    ) -> None:
         first = range_start + (range_start & 1)
         if not 0 < range_start <= range_end <= 65535 or first + 1 > range_end:
             raise ValueError(f"RTP port range {range_start}-{range_end} holds no even/odd pair")
         self.range_start = range_start
         self.range_end = range_end
         self._ports = range(first, range_end, 2)
-        self._cursor = 0
+        self._cursor = (rng if rng is not None else random.SystemRandom()).randrange(
+            len(self._ports)
+        )
         self._in_use: set[int] = set()
 
     @property
@@ -156,6 +173,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.closed = False
         self.icmp_errors = 0
         self.tick_errors = 0
+        # The session's rejection counters as last put on /metrics.
+        self._rejected_seen = (0, 0, 0)
 
     @property
     def session(self) -> RtpSession:
@@ -171,6 +190,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         session.start(self._time())
         self._session = session
         self._deadline = session.next_deadline()
+        self._rejected_seen = _rejected(session)
 
     # asyncio.DatagramProtocol ------------------------------------------------
 
@@ -183,6 +203,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         session = self._session
         if session.receive_rtp(data, addr, now):
             self.hub.push_packet(self.leg, Track.INBOUND, data, now)
+        else:
+            self._count_rejected()
         if session.has_events:
             self._dispatch_events()
 
@@ -244,8 +266,20 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             for data, addr in rtcp_datagrams:
                 self._rtcp.sendto(data, addr)
 
+    def _count_rejected(self) -> None:
+        # Live, not at close: an attack on a long call must show while it lasts.
+        # Runs only for packets the session did not accept.
+        seen = self._rejected_seen
+        now = _rejected(self._session)
+        if now != seen:
+            _REJECTED_FOREIGN.inc(now[0] - seen[0])
+            _REJECTED_PROBATION.inc(now[1] - seen[1])
+            _REJECTED_RTCP.inc(now[2] - seen[2])
+            self._rejected_seen = now
+
     def _rtcp_received(self, data: bytes, addr: Address) -> None:
         self._session.receive_rtcp(data, addr, self._time())
+        self._count_rejected()
         if self._session.has_events:
             self._dispatch_events()
 
@@ -287,6 +321,10 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         RTP_SKIPPED_OUT.inc(session.skipped_out)
 
 
+def _rejected(session: RtpSession) -> tuple[int, int, int]:
+    return session.foreign_dropped, session.probation_dropped, session.rtcp_foreign_dropped
+
+
 class _RtcpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: RtpEndpoint) -> None:
         self._endpoint = endpoint
@@ -320,7 +358,8 @@ async def open_rtp_endpoint(
         on_event: called with each session event.
 
     Raises:
-        PortsExhaustedError: no pair could be bound.
+        PortsExhaustedError: no pair could be bound: every pair of the range was
+            ours or busy (each was tried, from the allocator's cursor on).
         MediaStateError: the leg is not in the hub, or its rate is not the codec's.
     """
     loop = asyncio.get_running_loop()
@@ -329,8 +368,11 @@ async def open_rtp_endpoint(
             f"leg {leg!r} runs at {hub.sample_rate(leg)} Hz but its codec"
             f" {session.codec.name} at {session.codec.sample_rate} Hz"
         )
+    # Another program (or a second callstream) may hold any stretch of the
+    # range: try every pair we have not handed out ourselves before giving up.
     last_error: OSError | None = None
-    for _ in range(min(BIND_ATTEMPTS, ports.capacity)):
+    busy = 0
+    for _ in range(ports.capacity - ports.in_use):
         port = ports.allocate()
         endpoint = RtpEndpoint(session, hub, leg, loop=loop, on_event=on_event)
         try:
@@ -340,7 +382,14 @@ async def open_rtp_endpoint(
             if exc.errno != errno.EADDRINUSE:
                 raise
             last_error = exc
+            busy += 1
+            if busy % BIND_YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a failed bind never awaits: let the media run
             continue
+        if busy:
+            logger.warning("%s: %d RTP port pairs of %d-%d were busy (held by another "
+                           "program?) before %d", leg, busy, ports.range_start,
+                           ports.range_end, port)
         endpoint._ports = ports
         endpoint.local_port = port
         session.start(loop.time())
@@ -348,7 +397,10 @@ async def open_rtp_endpoint(
         if pacer is not None:
             pacer.attach(endpoint)
         return endpoint
-    raise PortsExhaustedError(ports.range_start, ports.range_end) from last_error
+    logger.warning("%s: no RTP port pair free in %d-%d: %d busy (held by another program?),"
+                   " %d in use by our calls", leg, ports.range_start, ports.range_end, busy,
+                   ports.in_use)
+    raise PortsExhaustedError(ports.range_start, ports.range_end, busy=busy) from last_error
 
 
 async def _bind_pair(

@@ -11,6 +11,7 @@ import pytest
 from callstream.media.codecs import G722, PCMA, PCMU, CodecInfo
 from callstream.media.dtmf import DtmfDigit, dtmf_packets
 from callstream.media.exceptions import InvalidDtmfError, MediaStateError
+from callstream.media.latch import PROBATION_PACKETS, RELATCH_IDLE, StrictRtp
 from callstream.media.rtcp import (
     RtcpBye,
     RtcpReceiverReport,
@@ -20,7 +21,6 @@ from callstream.media.rtcp import (
 )
 from callstream.media.rtp import RtpPacket
 from callstream.media.session import (
-    RELATCH_IDLE,
     ByeReceived,
     RemoteAddressChanged,
     RtpSession,
@@ -81,7 +81,7 @@ def test_g722_clock_is_8000() -> None:
 
 def test_playout_of_30ms_pcma_packets() -> None:
     """A peer with ptime 30 (SIPp's g711a.pcap): 240-byte packets, 20 ms frames out."""
-    session = RtpSession(PCMA, rng=random.Random(0))
+    session = RtpSession(PCMA, remote_address=A_ADDR, rng=random.Random(0))
     pcm = tone(300, 8000, 0.3)
     payloads = [PCMA.new_encoder().encode(c) for c in frames(pcm, 480)]
     out = []
@@ -118,7 +118,7 @@ def read_pcap_udp(path: Path) -> list[tuple[float, bytes]]:
 def test_sipp_g711a_pcap_plays_bit_exact() -> None:
     assert G711A_PCAP.exists(), "sip-tester's g711a.pcap is missing: apt-get install sip-tester"
     packets = read_pcap_udp(G711A_PCAP)
-    session = RtpSession(PCMA, rng=random.Random(0))
+    session = RtpSession(PCMA, remote_address=A_ADDR, rng=random.Random(0))
     start = packets[0][0]
     out = []
     pending = list(packets)
@@ -138,33 +138,110 @@ def test_sipp_g711a_pcap_plays_bit_exact() -> None:
     assert played[: len(expected)] == expected
 
 
-def test_symmetric_latching_and_relatch() -> None:
-    nat = ("192.0.2.7", 31000)
-    b = RtpSession(PCMU, remote_address=("10.9.9.9", 1), rng=random.Random(2))
-    packet = RtpPacket(0, 1, 0, 99, bytes(160)).serialize()
-    assert b.receive_rtp(packet, nat, 0.0)
-    assert b.remote_address == nat
-    b.send_frame(bytes(320), 0.0)
-    assert [addr for _, addr in b.datagrams_to_send()] == [nat]
-    # Another source while the latched one is active: dropped.
-    stray = RtpPacket(0, 2, 160, 99, bytes(160)).serialize()
-    assert not b.receive_rtp(stray, ("203.0.113.1", 9), 0.01)
+NAT = ("192.0.2.7", 31000)
+SPRAYER = ("203.0.113.1", 9)
+SDP_ADDR = ("10.9.9.9", 1)
+
+
+def rtp(seq: int, ssrc: int = 99, payload: bytes = bytes(160)) -> bytes:
+    return RtpPacket(0, seq & 0xFFFF, 160 * seq, ssrc, payload).serialize()
+
+
+def test_the_sdp_address_is_accepted_at_once_and_then_locked() -> None:
+    b = RtpSession(PCMU, remote_address=SDP_ADDR, rng=random.Random(2))
+    assert b.receive_rtp(rtp(1), SDP_ADDR, 0.0)
+    # Long silence (hold, DTX): a sprayer still gets nothing in and nothing out.
+    for n in range(10):
+        assert not b.receive_rtp(rtp(100 + n, ssrc=7), SPRAYER, 5.0 + n * TICK)
+    assert b.foreign_dropped == 10 and b.packets_received == 1
+    assert b.remote_address == SDP_ADDR
+    b.send_frame(bytes(320), 6.0)
+    assert [addr for _, addr in b.datagrams_to_send()] == [SDP_ADDR]
+    assert b.events_received() == [RtpStarted(SDP_ADDR, 99, 0.0)]
+
+
+def test_a_nat_source_is_learned_after_probation_then_locked() -> None:
+    b = RtpSession(PCMU, remote_address=SDP_ADDR, rng=random.Random(2))
+    verdicts = [b.receive_rtp(rtp(seq), NAT, seq * TICK) for seq in range(1, 1 + PROBATION_PACKETS)]
+    assert verdicts == [False] * (PROBATION_PACKETS - 1) + [True]
+    assert b.probation_dropped == PROBATION_PACKETS - 1
+    assert b.remote_address == NAT
+    b.send_frame(bytes(320), 1.0)
+    assert [addr for _, addr in b.datagrams_to_send()] == [NAT]
+    assert not b.receive_rtp(rtp(50, ssrc=7), SPRAYER, 9.0)
     assert b.foreign_dropped == 1
-    # The latched source goes quiet; the new one takes over.
-    later = RtpPacket(0, 3, 320, 99, bytes(160)).serialize()
-    assert b.receive_rtp(later, ("203.0.113.1", 9), RELATCH_IDLE + 0.1)
-    assert b.remote_address == ("203.0.113.1", 9)
+    assert b.events_received() == [RtpStarted(NAT, 99, PROBATION_PACKETS * TICK)]
+
+
+def test_probation_wants_consecutive_packets_from_one_source() -> None:
+    b = RtpSession(PCMU, remote_address=SDP_ADDR)
+    # Interleaved sources and gaps in the sequence restart the count.
+    for seq, addr in ((1, NAT), (2, SPRAYER), (3, NAT), (5, NAT), (6, NAT)):
+        assert not b.receive_rtp(rtp(seq), addr, 0.0)
+    assert b.receive_rtp(rtp(7), NAT, 0.0)
+    assert b.probation_dropped == 5
+
+
+def test_the_sdp_address_takes_over_from_a_source_learned_on_probation() -> None:
+    b = RtpSession(PCMU, remote_address=SDP_ADDR)
+    for seq in range(1, 1 + PROBATION_PACKETS):
+        b.receive_rtp(rtp(seq, ssrc=7), SPRAYER, 0.0)
+    assert b.remote_address == SPRAYER
+    assert b.receive_rtp(rtp(1), SDP_ADDR, 0.1)
+    assert b.remote_address == SDP_ADDR
+    assert RemoteAddressChanged(SPRAYER, SDP_ADDR, 0.1) in b.events_received()
+    assert not b.receive_rtp(rtp(9, ssrc=7), SPRAYER, 0.2)
+
+
+def test_a_new_sdp_address_starts_learning_again() -> None:
+    b = RtpSession(PCMU, remote_address=SDP_ADDR)
+    assert b.receive_rtp(rtp(1), SDP_ADDR, 0.0)
+    b.set_remote_address(SDP_ADDR)  # a re-INVITE with the same address: still locked
+    assert not b.receive_rtp(rtp(2, ssrc=7), SPRAYER, 0.1)
+    b.set_remote_address(NAT)  # the peer moved
+    assert b.remote_address == NAT
+    assert not b.receive_rtp(rtp(3), SDP_ADDR, 0.2)  # the old address is now foreign...
+    assert b.probation_dropped == 1
+    assert b.receive_rtp(rtp(4), NAT, 0.3)  # ...and the new one is trusted at once
+
+
+def test_strict_mode_accepts_only_the_sdp_address() -> None:
+    b = RtpSession(PCMU, remote_address=SDP_ADDR, strict_rtp=StrictRtp.STRICT)
+    for seq in range(1, 10):
+        assert not b.receive_rtp(rtp(seq), NAT, seq * TICK)
+    assert (b.foreign_dropped, b.probation_dropped) == (9, 0)
+    assert b.receive_rtp(rtp(10), SDP_ADDR, 1.0)
+    assert b.remote_address == SDP_ADDR
+
+
+def test_off_mode_follows_any_source_after_a_silence() -> None:
+    b = RtpSession(PCMU, remote_address=SDP_ADDR, rng=random.Random(2), strict_rtp=StrictRtp.OFF)
+    assert b.receive_rtp(rtp(1), NAT, 0.0)
+    assert b.remote_address == NAT
+    assert not b.receive_rtp(rtp(2, ssrc=7), SPRAYER, 0.01)
+    assert b.foreign_dropped == 1
+    assert b.receive_rtp(rtp(3), SPRAYER, RELATCH_IDLE + 0.1)
+    assert b.remote_address == SPRAYER
     assert b.events_received() == [
-        RtpStarted(nat, 99, 0.0),
-        RemoteAddressChanged(nat, ("203.0.113.1", 9), RELATCH_IDLE + 0.1),
+        RtpStarted(NAT, 99, 0.0),
+        RemoteAddressChanged(NAT, SPRAYER, RELATCH_IDLE + 0.1),
     ]
 
 
-def test_without_symmetric_rtp_the_sdp_address_stays() -> None:
-    b = RtpSession(PCMU, remote_address=("10.9.9.9", 1), symmetric=False)
-    assert b.receive_rtp(RtpPacket(0, 1, 0, 9, bytes(160)).serialize(), A_ADDR, 0.0)
-    assert b.receive_rtp(RtpPacket(0, 2, 160, 9, bytes(160)).serialize(), B_ADDR, 0.0)
-    assert b.remote_address == ("10.9.9.9", 1)
+def test_rtcp_only_from_the_peer() -> None:
+    a, b, _wire = pair()
+    a.start(0.0)
+    a.send_frame(bytes(320), 0.0)
+    a.handle_timeout(100.0)
+    report = a.rtcp_datagrams_to_send()[0][0]
+    rtcp_port = (A_ADDR[0], A_ADDR[1] + 1)
+    b.receive_rtcp(report, SPRAYER, 100.0)  # a forged report or BYE from elsewhere
+    assert (b.rtcp_received, b.rtcp_foreign_dropped) == (0, 1)
+    b.receive_rtcp(report, rtcp_port, 100.0)  # the SDP's RTCP port, before any RTP
+    assert b.rtcp_received == 1
+    assert b.receive_rtp(a.datagrams_to_send()[0][0], A_ADDR, 100.0)
+    b.receive_rtcp(report, (A_ADDR[0], 40999), 100.0)  # any port of the learned host
+    assert (b.rtcp_received, b.rtcp_foreign_dropped) == (2, 1)
 
 
 def test_dtmf_round_trip() -> None:
@@ -187,7 +264,7 @@ def test_dtmf_round_trip() -> None:
 
 
 def test_sipp_dtmf_packets_give_one_digit() -> None:
-    b = RtpSession(PCMU, rng=random.Random(0))
+    b = RtpSession(PCMU, remote_address=A_ADDR, rng=random.Random(0))
     data = fixture("rtp_dtmf.bin")
     start = RtpPacket.parse(data)
     payloads = ["010a0000", "010a0140", "010a0280", "018a08c0", "018a08c0", "018a08c0"]
@@ -201,7 +278,7 @@ def test_sipp_dtmf_packets_give_one_digit() -> None:
 
 def test_dtmf_under_its_own_ssrc_leaves_the_audio_stream_alone() -> None:
     """SIPp plays speech and DTMF from two pcaps: two SSRCs, two sequence spaces."""
-    b = RtpSession(PCMU, jitter_prefetch_ms=20)
+    b = RtpSession(PCMU, remote_address=A_ADDR, jitter_prefetch_ms=20)
     for n in range(5):
         b.receive_rtp(RtpPacket(0, 100 + n, 160 * n, 0xAAAA, bytes(160)).serialize(), A_ADDR, 0.0)
     for packet in dtmf_packets("4", payload_type=101, ssrc=0xBBBB, sequence_number=9000):
@@ -285,7 +362,7 @@ def test_bye_packet_shape() -> None:
 
 
 def test_no_media_timeout() -> None:
-    session = RtpSession(PCMU, media_timeout=2.0)
+    session = RtpSession(PCMU, remote_address=A_ADDR, media_timeout=2.0)
     assert session.next_deadline() is None
     session.start(10.0)
     assert session.next_deadline() == 12.0
@@ -300,7 +377,7 @@ def test_no_media_timeout() -> None:
 
 
 def test_malformed_input_is_counted_and_dropped() -> None:
-    session = RtpSession(PCMU)
+    session = RtpSession(PCMU, remote_address=A_ADDR)
     assert not session.receive_rtp(fixture("bad_rtp_csrc.bin"), A_ADDR, 0.0)
     assert not session.receive_rtp(b"", A_ADDR, 0.0)
     session.receive_rtcp(fixture("bad_rtcp_truncated.bin"), A_ADDR, 0.0)
@@ -325,7 +402,7 @@ def test_rtcp_mux() -> None:
 
 
 def test_ssrc_change_restarts_the_stream() -> None:
-    b = RtpSession(PCMU, jitter_prefetch_ms=20)
+    b = RtpSession(PCMU, remote_address=A_ADDR, jitter_prefetch_ms=20)
     for seq in range(5):
         b.receive_rtp(RtpPacket(0, seq, 160 * seq, 1, bytes(160)).serialize(), A_ADDR, seq * TICK)
     b.receive_rtp(RtpPacket(0, 1000, 0, 2, bytes(160)).serialize(), A_ADDR, 0.2)
@@ -361,7 +438,7 @@ def test_passthrough_payload() -> None:
 
 
 def test_unknown_payload_type_plays_as_silence() -> None:
-    b = RtpSession(PCMU, jitter_prefetch_ms=20)
+    b = RtpSession(PCMU, remote_address=A_ADDR, jitter_prefetch_ms=20)
     b.receive_rtp(RtpPacket(13, 1, 0, 5, b"\x40").serialize(), A_ADDR, 0.0)  # comfort noise
     assert b.unknown_payload_type == 1
     assert b.playout(0.0) == bytes(320)
@@ -393,7 +470,7 @@ def test_quality_counts_loss() -> None:
 
 def test_generated_dtmf_packets_interleave_with_audio_seq() -> None:
     """Telephone-event packets take sequence numbers; they are not losses."""
-    b = RtpSession(PCMU, jitter_prefetch_ms=20)
+    b = RtpSession(PCMU, remote_address=A_ADDR, jitter_prefetch_ms=20)
     seq = 0
     for n in range(3):
         b.receive_rtp(RtpPacket(0, seq, 160 * n, 7, bytes(160)).serialize(), A_ADDR, n * TICK)

@@ -51,7 +51,7 @@ def test_port_allocator_hands_out_even_pairs() -> None:
     ports = PortAllocator(10001, 10008)
     assert ports.capacity == 3  # 10002, 10004, 10006 (10008 has no odd partner)
     got = [ports.allocate() for _ in range(3)]
-    assert got == [10002, 10004, 10006]
+    assert sorted(got) == [10002, 10004, 10006]
     with pytest.raises(PortsExhaustedError, match=r"^no free RTP port pair in 10001-10008$"):
         ports.allocate()
     ports.release(10004)
@@ -64,6 +64,14 @@ def test_port_allocator_is_round_robin() -> None:
     first = ports.allocate()
     ports.release(first)
     assert ports.allocate() != first  # a released port rests
+
+
+def test_port_allocator_starts_at_a_random_pair() -> None:
+    # Two servers (or a restart) must not all start at the bottom of a shared range.
+    first = PortAllocator(20000, 21999, rng=random.Random(5)).allocate()
+    assert first == 20000 + 2 * random.Random(5).randrange(1000)
+    firsts = {PortAllocator(20000, 21999).allocate() for _ in range(20)}
+    assert len(firsts) > 1
 
 
 def test_port_allocator_rejects_bad_ranges() -> None:
@@ -252,17 +260,77 @@ def test_endpoint_supplies_wall_clock_and_takes_a_new_session() -> None:
 def test_busy_port_is_skipped(loop_kind: str) -> None:
     async def main() -> None:
         start, end = free_port_range()
-        ports = PortAllocator(start, end)
+        ports = PortAllocator(start, end, rng=random.Random(4))
+        first = PortAllocator(start, end, rng=random.Random(4)).allocate()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
-            squatter.bind((LOCALHOST, start))
+            squatter.bind((LOCALHOST, first))
             hub = MediaHub()
             hub.add_leg("a", 8000)
             endpoint = await open_rtp_endpoint(
                 RtpSession(PCMU), hub, "a", host=LOCALHOST, ports=ports
             )
-            assert endpoint.local_port == start + 2
+            assert endpoint.local_port == (start if first + 2 > end else first + 2)
             assert ports.in_use == 1
             endpoint.close()
+
+    run(loop_kind, main)
+
+
+def squat(ports: list[int]) -> list[socket.socket]:
+    """Bind ``ports`` as another program on the host would."""
+    held = []
+    for port in ports:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LOCALHOST, port))
+        held.append(sock)
+    return held
+
+
+def test_a_range_mostly_held_by_others_still_yields_its_free_pair(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program holds all but one pair of the range (beyond the 16 pairs tried
+    before): the allocator tries every pair, finds it, and says how many were busy."""
+
+    async def main() -> None:
+        start, end = free_port_range(pairs=40)
+        free = start + 2 * random.randrange(17, 40)
+        held = squat([p for p in range(start, end, 2) if p != free])
+        try:
+            hub = MediaHub()
+            hub.add_leg("a", 8000)
+            with caplog.at_level("WARNING", logger="callstream.media.transport"):
+                endpoint = await open_rtp_endpoint(
+                    RtpSession(PCMU), hub, "a", host=LOCALHOST, ports=PortAllocator(start, end)
+                )
+            assert endpoint.local_port == free
+            assert "RTP port pairs of" in caplog.text and "were busy" in caplog.text
+            endpoint.close()
+        finally:
+            for sock in held:
+                sock.close()
+
+    run(loop_kind, main)
+
+
+def test_a_range_held_by_others_fails_after_trying_every_pair(loop_kind: str) -> None:
+    async def main() -> None:
+        start, end = free_port_range(pairs=100)
+        held = squat(list(range(start, end, 2)))
+        try:
+            hub = MediaHub()
+            hub.add_leg("a", 8000)
+            with pytest.raises(PortsExhaustedError) as info:
+                await open_rtp_endpoint(
+                    RtpSession(PCMU), hub, "a", host=LOCALHOST, ports=PortAllocator(start, end)
+                )
+            assert info.value.busy == 100
+            assert str(info.value) == (
+                f"no free RTP port pair in {start}-{end} (100 pairs held by other programs)"
+            )
+        finally:
+            for sock in held:
+                sock.close()
 
     run(loop_kind, main)
 
