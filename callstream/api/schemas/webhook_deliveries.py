@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 
 class BulkRedeliver(BaseModel):
     """Which failed events to queue again."""
-
-    model_config = ConfigDict(extra="forbid")
 
     failed_since: AwareDatetime = Field(
         description="Queue again the events given up at or after this time (ISO 8601 with a "
