@@ -215,14 +215,16 @@ class HttpDeliverer:
         except ValueError as exc:
             raise DeliveryFailed(FailureKind.PROTOCOL, f"cannot send request: {exc}",
                                  retryable=False) from exc
-        deadline = time.monotonic() + timeout_secs
         share = self._shares.get(target.origin)
         if share is None:
             share = self._shares[target.origin] = _Share(self.max_per_destination)
         share.users += 1
         try:
-            # The destination's share first: waiting for it holds no slot of the pool.
+            # The destination's share first: waiting for it holds no slot of the pool. The
+            # timeout starts once it is ours, so a busy destination's queue is not turned
+            # into timeouts; the worker bounds that queue (its lanes per destination).
             async with share.slots:
+                deadline = time.monotonic() + timeout_secs
                 await self._slots.acquire()
                 self.in_flight += 1
                 try:
