@@ -15,18 +15,18 @@ Events reach the outbox in the transaction of the change that caused them
   and at least every ``poll_interval`` (which notices events committed elsewhere).
 * Each call's leased events become a **lane**: a task that sends them one after another,
   so a call's next event waits until the previous one is delivered or given up; lanes of
-  different calls run in parallel, bounded by the deliverer's connection limit.
-* **Destinations share fairly.** A lane belongs to the destination (host:port) of its
-  primary URL. A destination holds at most ``LANES_PER_CONNECTION`` times its connection
-  share in lanes; a claimed call beyond that is put back unsent (counted as *deferred*)
-  and its URL is left out of the claims until the destination is down to half its lanes,
-  and each claim takes a bounded number of calls per URL. So a hung receiver holds its
-  share of lanes and connections, never the whole worker, and the other applications'
-  events keep flowing. For each
+  different calls run in parallel, bounded by the deliverer's connection limit. For each
   attempt the lane builds the body (``meta.attempt``, ``meta.delivered_to``), signs exactly
   those bytes, sends them, and records the verdict: delivered, given up, or retry at a time
   from :class:`RetryPolicy`. A retry ends the lane and releases its other events; the
   call's order holds because a key whose head waits is not claimed until the head is due.
+* **Destinations share fairly.** A lane belongs to the destination (host:port) of its
+  head's primary URL. A destination holds at most ``LANES_PER_CONNECTION`` times its
+  connection share in lanes; a claimed call beyond that is put back unsent (counted as
+  *deferred*) and its URL is left out of the claims until the destination is down to half
+  its lanes, and each claim takes a bounded number of calls per URL. So a hung receiver
+  holds its share of lanes and connections, never the whole worker, and the other
+  applications' events keep flowing.
 
 A lane may send a call's next event before the previous verdict is written. If the process
 dies in that window both are sent again on restart (at-least-once: receivers dedupe on
@@ -100,12 +100,11 @@ _FAILED = "failed"
 class _Lane:
     """A call's leased events, sent one after another by one task."""
 
-    __slots__ = ("destination", "items", "key", "task", "url")
+    __slots__ = ("destination", "items", "key", "task")
 
-    def __init__(self, key: str, destination: str, url: str) -> None:
+    def __init__(self, key: str, destination: str) -> None:
         self.key = key
         self.destination = destination  # host:port of the head's primary URL
-        self.url = url  # the head's ``url`` as the claim sees it ('' for the default)
         self.items: deque[OutboxItem] = deque()
         self.task: asyncio.Task[None] | None = None
 
@@ -115,12 +114,12 @@ class WebhookWorker:
 
     Args:
         store: the open store the events are committed to.
-        settings: ``webhook_*`` settings (fallback URLs, retry schedule, connections,
-            retention).
+        settings: ``webhook_*`` settings (fallback URLs, retry schedule and budget,
+            connections and their share per destination, response bodies, retention).
         signer: signs each attempt.
         metrics: where to count; the process-wide series if omitted.
         policy: retry policy; built from the settings if omitted.
-        deliverer: the HTTP sender; one with ``webhook_max_connections`` if omitted.
+        deliverer: the HTTP sender; built from the settings if omitted.
         clock: Unix time source (the store's rows use the same).
         worker_id: lease owner name; give a stable one per node on PostgreSQL so a
             restart reclaims its own leases at once.
@@ -334,14 +333,14 @@ class WebhookWorker:
             lane = self._lanes.get(key)
             if lane is None:
                 destination = self._destination(item)
-                url = item.url or ""
+                url = item.url or ""  # as the claim sees it: '' is the settings' URL
                 if self._destination_lanes.get(destination, 0) >= self._max_destination_lanes:
                     deferred.add(key)
                     self._released.append(item.seq)
                     self._skip(destination, url)
                     self.metrics.destination(destination).deferred.inc()
                     continue
-                lane = self._lanes[key] = _Lane(key, destination, url)
+                lane = self._lanes[key] = _Lane(key, destination)
                 count = self._destination_lanes.get(destination, 0) + 1
                 self._destination_lanes[destination] = count
                 if count >= self._max_destination_lanes:
@@ -356,12 +355,7 @@ class WebhookWorker:
 
     def _destination(self, item: OutboxItem) -> str:
         primary, _ = self._targets(item)
-        if primary is None:
-            return NO_DESTINATION
-        try:
-            return self.deliverer.destination(primary)
-        except DeliveryFailed:
-            return NO_DESTINATION
+        return NO_DESTINATION if primary is None else self._destination_of(primary)
 
     def _skip(self, destination: str, url: str) -> None:
         urls = self._skipped.setdefault(destination, set())
