@@ -361,6 +361,7 @@ class WebhookWorker:
         urls = self._skipped.setdefault(destination, set())
         if url not in urls and sum(map(len, self._skipped.values())) < MAX_SKIPPED_URLS:
             urls.add(url)
+            self._want_claim = True  # what the claim passed over for this URL may be due
 
     def _skip_urls(self) -> list[str]:
         return [url for urls in self._skipped.values() for url in urls]
