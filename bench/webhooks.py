@@ -172,6 +172,7 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         settings = Settings(
             data_dir=Path(tmp),
             webhook_max_connections=args.connections,
+            webhook_max_connections_per_destination=args.per_destination,
             webhook_retry_delays=[0.5, 1.0],
         )
         store = SqlStore(settings.effective_database_url)
@@ -242,6 +243,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000, help="backlog events")
     parser.add_argument("--calls", type=int, default=200, help="distinct calls (ordering keys)")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--per-destination", type=int, default=32,
+                        help="connections to the one receiver (the setting's default)")
     parser.add_argument("--rate", type=int, default=2000, help="steady events/s")
     parser.add_argument("--duration", type=float, default=10.0, help="steady seconds")
     parser.add_argument("--json", type=Path, default=None, help="write results here")

@@ -148,6 +148,25 @@ class Settings(BaseSettings):
         "learned on a 3-packet probation when media starts; then locked until the SDP "
         "changes. strict: only the SDP's address (no NAT). off: follow any source after 1 s "
         "of silence (unsafe: lets others hear and talk into calls).")
+    # Security: webhook delivery (docs/security.md).
+    webhook_max_connections_per_destination: int = Field(
+        32, ge=1, le=1024,
+        description="Concurrent webhook requests to one destination (scheme, host, port), "
+        "within webhook_max_connections: a receiver that hangs holds only this many. Half "
+        "the pool by default; 8 keeps one receiver to 300-600 deliveries/s here.")
+    webhook_retry_budget_secs: float = Field(
+        86400.0, ge=0, le=30 * 86400,
+        description="After webhook_retry_delays, keep retrying with exponential back-off "
+        "until this long after the first attempt; 0 gives up after the schedule.")
+    webhook_retry_max_delay_secs: float = Field(
+        3600.0, gt=0, le=86400,
+        description="The longest wait between two attempts of the extended back-off.")
+    webhook_keep_response_body: bool = Field(
+        False, description="Keep an excerpt of receivers' answers (text/plain or "
+        "application/json only) in the delivery log; off: no body is kept.")
+    webhook_response_body_max_bytes: int = Field(
+        256, ge=1, le=1024,
+        description="Bytes of a receiver's answer kept when webhook_keep_response_body is on.")
 
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."

@@ -10,6 +10,11 @@ until the previous one is delivered or given up. :meth:`Outbox.claim` picks keys
 head is due and not leased, and leases every pending event of those keys (oldest first, up
 to a bound) to one worker, which sends them in order.
 
+**Fair claims.** A claim takes at most ``per_url`` heads per webhook URL (the event's
+``url``, or ``''`` for the settings' default) and none for the URLs in ``skip`` (those the
+worker already has enough lanes for), so one receiver's backlog — a hung one's above all
+— cannot fill a claim and starve the other applications' events.
+
 **Leases.** ``lease_owner``/``lease_until`` mark rows a worker holds. A worker renews its
 leases while it runs and clears them when it settles a row; a worker that dies leaves
 leases that expire, or that the next start clears (:meth:`Outbox.release_leases`; with
@@ -57,6 +62,10 @@ _PENDING: ColumnElement[str] = literal_column("'pending'", String())
 
 _o = t.webhook_outbox
 _a = t.webhook_attempts
+
+#: Due heads a claim looks at per key it may take, before its per-URL cap: the scan stays
+#: bounded however long the backlog, and a URL over its cap leaves room for the others.
+CLAIM_SCAN_PER_KEY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,15 +253,24 @@ class Outbox:
         lease_secs: float,
         max_keys: int,
         max_events: int,
+        per_url: int | None = None,
+        skip_urls: Sequence[str] = (),
     ) -> list[OutboxItem]:
         """Lease due work: every pending event of up to ``max_keys`` keys whose head is due.
+
+        Args:
+            per_url: at most this many keys whose head has the same ``url`` (``max_keys``
+                if omitted).
+            skip_urls: take no key whose head has one of these ``url`` values (``''`` is
+                the settings' default URL, a ``NULL`` in the row).
 
         Returns:
             The leased rows in ``seq`` order (at most ``max_events``). A key's rows are a
             prefix of its pending events, so sending them in order keeps the call's order.
         """
         async with self.store.writing() as conn:
-            return await self._claim(conn, owner, now, lease_secs, max_keys, max_events)
+            return await self._claim(conn, owner, now, lease_secs, max_keys, max_events,
+                                     per_url, skip_urls)
 
     async def renew_leases(self, owner: str, until: float) -> int:
         """Extend every lease ``owner`` holds."""
@@ -293,6 +311,8 @@ class Outbox:
         lease_secs: float,
         max_keys: int,
         max_events: int,
+        per_url: int | None = None,
+        skip_urls: Sequence[str] = (),
     ) -> list[OutboxItem]:
         """:meth:`settle`, then :meth:`claim` (when ``max_keys`` > 0), in one transaction.
 
@@ -305,7 +325,8 @@ class Outbox:
             await _settle(conn, owner, now, settlements, attempts, releases)
             if max_keys <= 0:
                 return []
-            return await self._claim(conn, owner, now, lease_secs, max_keys, max_events)
+            return await self._claim(conn, owner, now, lease_secs, max_keys, max_events,
+                                     per_url, skip_urls)
 
     async def _claim(
         self,
@@ -315,10 +336,14 @@ class Outbox:
         lease_secs: float,
         max_keys: int,
         max_events: int,
+        per_url: int | None,
+        skip_urls: Sequence[str],
     ) -> list[OutboxItem]:
         stmt = _claim_statement(postgres=self._is_postgres)
         params = {"c_owner": owner, "c_now": now, "c_until": now + lease_secs,
-                  "c_keys": max_keys, "c_events": max_events}
+                  "c_keys": max_keys, "c_events": max_events,
+                  "c_per_url": per_url or max_keys, "c_skip": list(skip_urls),
+                  "c_scan": max_keys * CLAIM_SCAN_PER_KEY}
         return _items((await conn.execute(stmt, params)).all())
 
     async def count_pending(self) -> int:
@@ -358,7 +383,7 @@ class Outbox:
         return DeliveryRecord.from_row(row, history.get(event_id, ()))
 
     async def redeliver(self, event_id: str, now: float) -> DeliveryRecord | None:
-        """Queue an event again now, with a fresh round of retries.
+        """Queue an event again now, with a fresh round of retries (and budget).
 
         A delivered or failed event becomes pending; a pending one waiting out a back-off
         is made due at once; one being attempted right now is left alone. Returns the
@@ -381,6 +406,7 @@ class Outbox:
                         status=OutboxStatus.PENDING.value,
                         round_start=_o.c.attempts,
                         next_attempt_at=now,
+                        started_at=None,  # the retry budget counts from the round's start
                         finished_at=None,
                         delivered_at=None,
                         updated_at=now,
@@ -389,6 +415,39 @@ class Outbox:
                     )
                 )
         return await self.get_delivery(event_id)
+
+    async def redeliver_failed(
+        self, since: float, now: float, *, limit: int, call_control_id: str | None = None
+    ) -> int:
+        """Queue again, as :meth:`redeliver` does, up to ``limit`` failed events given up at
+        or after ``since`` (oldest first); returns how many. Those queued are pending, so
+        calling again queues the next ones.
+        """
+        chosen = (
+            select(_o.c.seq)
+            .where(_o.c.status == OutboxStatus.FAILED.value, _o.c.finished_at >= since)
+            .order_by(_o.c.seq)
+            .limit(limit)
+        )
+        if call_control_id is not None:
+            chosen = chosen.where(_o.c.call_control_id == call_control_id)
+        async with self.store.writing() as conn:
+            result = await conn.execute(
+                update(_o)
+                .where(_o.c.seq.in_(chosen))
+                .values(
+                    status=OutboxStatus.PENDING.value,
+                    round_start=_o.c.attempts,
+                    next_attempt_at=now,
+                    started_at=None,
+                    finished_at=None,
+                    delivered_at=None,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+        return int(result.rowcount or 0)
 
     async def purge(self, before: float, *, batch: int = 1000) -> int:
         """Delete delivered and failed events (and their attempts) finished before ``before``.
@@ -420,7 +479,8 @@ def _claim_statement(*, postgres: bool) -> Any:
 
     Building it costs ~1.5 ms (three aliases of a 25-column table, and a cache key made
     from all of it), more than running it: the worker claims on every cycle.
-    Parameters: ``c_owner``, ``c_now``, ``c_until``, ``c_keys``, ``c_events``.
+    Parameters: ``c_owner``, ``c_now``, ``c_until``, ``c_keys``, ``c_events``,
+    ``c_per_url``, ``c_skip`` (a list), ``c_scan``.
     """
     now: BindParameter[float] = bindparam("c_now", type_=Float())
     h = _o.alias("h")
@@ -429,15 +489,31 @@ def _claim_statement(*, postgres: bool) -> Any:
     earlier = select(p.c.seq).where(
         p.c.ordering_key == h.c.ordering_key, p.c.status == _PENDING, p.c.seq < h.c.seq
     )
-    heads = (
-        select(h.c.ordering_key)
+    url = func.coalesce(h.c.url, "")
+    # The oldest due heads first, bounded, so the scan stops early as a plain LIMIT does;
+    # then at most c_per_url of them per URL.
+    due = (
+        select(h.c.ordering_key, h.c.seq, url.label("url"))
         .where(
             h.c.status == _PENDING,
             h.c.next_attempt_at <= now,
             _lease_free(h.c.lease_until, now),
             ~exists(earlier),
+            url.not_in(bindparam("c_skip", expanding=True)),
         )
         .order_by(h.c.seq)
+        .limit(bindparam("c_scan", type_=Integer()))
+        .subquery("due")
+    )
+    ranked = select(
+        due.c.ordering_key,
+        due.c.seq,
+        func.row_number().over(partition_by=due.c.url, order_by=due.c.seq).label("url_rank"),
+    ).subquery("ranked")
+    heads = (
+        select(ranked.c.ordering_key)
+        .where(ranked.c.url_rank <= bindparam("c_per_url", type_=Integer()))
+        .order_by(ranked.c.seq)
         .limit(bindparam("c_keys", type_=Integer()))
     )
     rows = (

@@ -2,7 +2,12 @@
 
 Connections are bounded (``max_connections``) and kept alive; idle ones are filed by
 origin, so a request reuses a warm connection to the same receiver when there is one, and
-otherwise takes a new slot or repoints an idle connection of another origin. The bytes
+otherwise takes a new slot or repoints an idle connection of another origin. Each origin
+(scheme, host, port: a *destination*) also has its own share, ``max_per_destination``
+requests at once: a request first waits for its destination's share and only then for a
+slot of the pool, so a receiver that hangs holds at most its share of the pool and the
+other destinations' requests go on (issue #11: one hung application had raised another's
+latency from 0.1 s to 6 s). The bytes
 are :mod:`callstream.webhooks.http11` (sans-I/O) over
 :mod:`callstream.webhooks.transport` (an asyncio Protocol): a webhook needs none of a
 general HTTP client's redirects, cookies, proxies or pools, and dropping httpx/httpcore
@@ -11,10 +16,11 @@ that finds its kept-alive connection closed by the receiver (no byte of answer) 
 once more on a fresh connection, as browsers do; a receiver dedupes on ``data.id``.
 
 Success is a 2xx status line received within the event's timeout. The answer's body is
-then read, with what is left of the timeout, only to keep its beginning for the delivery
-log and to leave the connection reusable; a receiver that answers 2xx and then trickles
-its body has still accepted the event (its connection is dropped, not reused). Anything
-else (no answer, a non-2xx status) raises :class:`DeliveryFailed`.
+then read, with what is left of the timeout, to leave the connection reusable (and, only
+when configured, to keep a short textual excerpt for the delivery log: :mod:`.excerpt`);
+a receiver that answers 2xx and then trickles its body has still accepted the event (its
+connection is dropped, not reused). Anything else (no answer, a non-2xx status) raises
+:class:`DeliveryFailed`.
 """
 
 from __future__ import annotations
@@ -29,11 +35,10 @@ from urllib.parse import urlsplit
 from callstream import __version__
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
+from callstream.webhooks.excerpt import MAX_EXCERPT_BYTES, response_excerpt
 from callstream.webhooks.http11 import ResponseParser, build_request
 from callstream.webhooks.transport import HttpConnection
 
-#: The start of a receiver's answer kept for the delivery log.
-MAX_BODY_KEPT = 1024
 USER_AGENT = f"callstream-webhooks/{__version__}"
 _URL_CACHE_SIZE = 4096
 
@@ -43,8 +48,18 @@ class DeliveryResponse:
     """A receiver's 2xx answer."""
 
     status_code: int
-    body: str  # the first MAX_BODY_KEPT bytes, decoded leniently
+    body: str | None  # the excerpt the delivery log may keep (see .excerpt), if any
     complete: bool  # the whole body arrived in time
+
+
+class _Share:
+    """One destination's share of the pool: a semaphore, dropped when nobody uses it."""
+
+    __slots__ = ("slots", "users")
+
+    def __init__(self, size: int) -> None:
+        self.slots = asyncio.Semaphore(size)
+        self.users = 0  # requests holding or waiting for a slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,23 +77,35 @@ class HttpDeliverer:
 
     Args:
         max_connections: the bound on concurrent requests (and open connections).
+        max_per_destination: the bound on concurrent requests to one origin (at most
+            ``max_connections``; the same by default).
         ssl_context: TLS settings for https receivers; the system's CA bundle by default.
         keepalive_expiry: seconds an idle connection is kept.
         policy: the addresses a connection may open to (checked at each connect).
+        keep_body_bytes: how much of a textual answer to keep for the log (0: none).
     """
 
     def __init__(
         self,
         max_connections: int,
         *,
+        max_per_destination: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         keepalive_expiry: float = 30.0,
         policy: OutboundPolicy = DEFAULT_POLICY,
+        keep_body_bytes: int = 0,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
+        if not 0 <= keep_body_bytes <= MAX_EXCERPT_BYTES:
+            raise ValueError(f"keep_body_bytes must be within [0, {MAX_EXCERPT_BYTES}]")
+        self.keep_body_bytes = keep_body_bytes
         self.max_connections = max_connections
+        self.max_per_destination = min(max_per_destination or max_connections, max_connections)
+        if self.max_per_destination < 1:
+            raise ValueError("max_per_destination must be >= 1")
         self._slots = asyncio.Semaphore(max_connections)
+        self._shares: dict[str, _Share] = {}
         self._idle: dict[str, list[HttpConnection]] = {}
         self._open = 0  # connections that exist, idle or busy
         self._urls: dict[str, _Target] = {}
@@ -115,6 +142,15 @@ class HttpDeliverer:
             self._urls.clear()
         self._urls[url] = target
         return target
+
+    def destination(self, url: str) -> str:
+        """``host:port`` of ``url``'s origin (its share's name in logs and metrics).
+
+        Raises:
+            DeliveryFailed: the URL can never be sent to (not retryable).
+        """
+        target = self._target(url)
+        return f"{target.host}:{target.port}"
 
     def _take_idle(self, origin: str) -> HttpConnection | None:
         idle = self._idle.get(origin)
@@ -183,21 +219,34 @@ class HttpDeliverer:
         except ValueError as exc:
             raise DeliveryFailed(FailureKind.PROTOCOL, f"cannot send request: {exc}",
                                  retryable=False) from exc
-        deadline = time.monotonic() + timeout_secs
-        await self._slots.acquire()
-        self.in_flight += 1
+        share = self._shares.get(target.origin)
+        if share is None:
+            share = self._shares[target.origin] = _Share(self.max_per_destination)
+        share.users += 1
         try:
-            return await self._exchange(target, request, deadline, timeout_secs)
+            # The destination's share first: waiting for it holds no slot of the pool. The
+            # timeout starts once it is ours, so a busy destination's queue is not turned
+            # into timeouts; the worker bounds that queue (its lanes per destination).
+            async with share.slots:
+                deadline = time.monotonic() + timeout_secs
+                await self._slots.acquire()
+                self.in_flight += 1
+                try:
+                    return await self._exchange(target, request, deadline, timeout_secs)
+                finally:
+                    self.in_flight -= 1
+                    self._slots.release()
         finally:
-            self.in_flight -= 1
-            self._slots.release()
+            share.users -= 1
+            if not share.users:
+                del self._shares[target.origin]
 
     async def _exchange(
         self, target: _Target, request: bytes, deadline: float, timeout_secs: float
     ) -> DeliveryResponse:
         for attempt in (1, 2):
             conn = await self._connection(target, max(0.0, deadline - time.monotonic()))
-            parser = ResponseParser(MAX_BODY_KEPT)
+            parser = ResponseParser(self.keep_body_bytes)
             try:
                 await conn.send(request, parser, max(0.0, deadline - time.monotonic()))
             except DeliveryFailed as exc:
@@ -216,7 +265,9 @@ class HttpDeliverer:
                 self._open -= 1
             status = parser.status
             assert status is not None
-            text = parser.body.decode("utf-8", "replace")
+            text = response_excerpt(
+                parser.headers.get("content-type"), bytes(parser.body), self.keep_body_bytes
+            )
             if 200 <= status < 300:
                 return DeliveryResponse(status, text, complete)
             raise DeliveryFailed(

@@ -20,6 +20,13 @@ Events reach the outbox in the transaction of the change that caused them
   those bytes, sends them, and records the verdict: delivered, given up, or retry at a time
   from :class:`RetryPolicy`. A retry ends the lane and releases its other events; the
   call's order holds because a key whose head waits is not claimed until the head is due.
+* **Destinations share fairly.** A lane belongs to the destination (host:port) of its
+  head's primary URL. A destination holds at most ``LANES_PER_CONNECTION`` times its
+  connection share in lanes; a claimed call beyond that is put back unsent (counted as
+  *deferred*) and its URL is left out of the claims until the destination is down to half
+  its lanes, and each claim takes a bounded number of calls per URL. So a hung receiver
+  holds its share of lanes and connections, never the whole worker, and the other
+  applications' events keep flowing.
 
 A lane may send a call's next event before the previous verdict is written. If the process
 dies in that window both are sent again on restart (at-least-once: receivers dedupe on
@@ -56,7 +63,7 @@ from callstream.store.exceptions import StoreError
 from callstream.store.outbox import AttemptRecord, DeliveryRecord, Outbox, OutboxItem, Settlement
 from callstream.store.records import OutboxStatus
 from callstream.store.sql import SqlStore
-from callstream.webhooks.delivery import MAX_BODY_KEPT, HttpDeliverer
+from callstream.webhooks.delivery import HttpDeliverer
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
 from callstream.webhooks.metrics import WebhookMetrics
 from callstream.webhooks.payloads import (
@@ -80,6 +87,10 @@ POLL_SECS = 1.0
 CLAIM_MAX_EVENTS = 1000
 #: Lanes (calls) held at once, per allowed connection: enough to keep connections busy.
 LANES_PER_CONNECTION = 4
+#: URLs a claim is told to skip at most (a longer list costs more than a wasted claim).
+MAX_SKIPPED_URLS = 500
+#: The destination name of an event with no usable URL (it fails at once).
+NO_DESTINATION = "-"
 STOP_GRACE_SECS = 5.0
 STORE_RETRY_SECS = 0.5
 _DELIVERED = "delivered"
@@ -89,10 +100,11 @@ _FAILED = "failed"
 class _Lane:
     """A call's leased events, sent one after another by one task."""
 
-    __slots__ = ("items", "key", "task")
+    __slots__ = ("destination", "items", "key", "task")
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, destination: str) -> None:
         self.key = key
+        self.destination = destination  # host:port of the head's primary URL
         self.items: deque[OutboxItem] = deque()
         self.task: asyncio.Task[None] | None = None
 
@@ -102,12 +114,12 @@ class WebhookWorker:
 
     Args:
         store: the open store the events are committed to.
-        settings: ``webhook_*`` settings (fallback URLs, retry schedule, connections,
-            retention).
+        settings: ``webhook_*`` settings (fallback URLs, retry schedule and budget,
+            connections and their share per destination, response bodies, retention).
         signer: signs each attempt.
         metrics: where to count; the process-wide series if omitted.
         policy: retry policy; built from the settings if omitted.
-        deliverer: the HTTP sender; one with ``webhook_max_connections`` if omitted.
+        deliverer: the HTTP sender; built from the settings if omitted.
         clock: Unix time source (the store's rows use the same).
         worker_id: lease owner name; give a stable one per node on PostgreSQL so a
             restart reclaims its own leases at once.
@@ -133,15 +145,28 @@ class WebhookWorker:
         self.signer = signer
         self.metrics = metrics or WebhookMetrics.default()
         self.policy = policy or RetryPolicy.from_settings(
-            settings.webhook_retry_delays, settings.webhook_retry_jitter
+            settings.webhook_retry_delays,
+            settings.webhook_retry_jitter,
+            settings.webhook_retry_budget_secs,
+            settings.webhook_retry_max_delay_secs,
         )
-        self.deliverer = deliverer or HttpDeliverer(settings.webhook_max_connections,
-                                                    policy=settings.outbound_policy)
+        self.deliverer = deliverer or HttpDeliverer(
+            settings.webhook_max_connections,
+            max_per_destination=settings.webhook_max_connections_per_destination,
+            keep_body_bytes=(
+                settings.webhook_response_body_max_bytes
+                if settings.webhook_keep_response_body else 0
+            ),
+            policy=settings.outbound_policy,
+        )
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._clock = clock
         self._poll = poll_interval
         self._max_lanes = self.deliverer.max_connections * LANES_PER_CONNECTION
+        self._max_destination_lanes = self.deliverer.max_per_destination * LANES_PER_CONNECTION
         self._lanes: dict[str, _Lane] = {}
+        self._destination_lanes: dict[str, int] = {}
+        self._skipped: dict[str, set[str]] = {}  # destination -> URLs claims leave out
         self._kick = asyncio.Event()  # the store loop has work
         self._want_claim = False
         self._settled: list[Settlement] = []
@@ -267,6 +292,8 @@ class WebhookWorker:
                     lease_secs=LEASE_SECS,
                     max_keys=room,
                     max_events=CLAIM_MAX_EVENTS,
+                    per_url=self._max_destination_lanes,
+                    skip_urls=self._skip_urls(),
                 )
             except BaseException as exc:
                 # Keep the verdicts, older first, and try again.
@@ -298,14 +325,59 @@ class WebhookWorker:
 
     def _start_lanes(self, items: Sequence[OutboxItem]) -> None:
         started: list[_Lane] = []
+        deferred: set[str] = set()
         for item in items:
-            lane = self._lanes.get(item.ordering_key)
+            key = item.ordering_key
+            if key in deferred:
+                self._released.append(item.seq)
+                continue
+            lane = self._lanes.get(key)
             if lane is None:
-                lane = self._lanes[item.ordering_key] = _Lane(item.ordering_key)
+                destination = self._destination(item)
+                url = item.url or ""  # as the claim sees it: '' is the settings' URL
+                if self._destination_lanes.get(destination, 0) >= self._max_destination_lanes:
+                    deferred.add(key)
+                    self._released.append(item.seq)
+                    self._skip(destination, url)
+                    self.metrics.destination(destination).deferred.inc()
+                    continue
+                lane = self._lanes[key] = _Lane(key, destination)
+                count = self._destination_lanes.get(destination, 0) + 1
+                self._destination_lanes[destination] = count
+                if count >= self._max_destination_lanes:
+                    self._skip(destination, url)
                 started.append(lane)
             lane.items.append(item)
+        if deferred:
+            log.info("webhook destinations at their lane limit (%d calls each): %d calls put "
+                     "back for later", self._max_destination_lanes, len(deferred))
         for lane in started:
             lane.task = asyncio.create_task(self._run_lane(lane))
+
+    def _destination(self, item: OutboxItem) -> str:
+        primary, _ = self._targets(item)
+        return NO_DESTINATION if primary is None else self._destination_of(primary)
+
+    def _skip(self, destination: str, url: str) -> None:
+        urls = self._skipped.setdefault(destination, set())
+        if url not in urls and sum(map(len, self._skipped.values())) < MAX_SKIPPED_URLS:
+            urls.add(url)
+            self._want_claim = True  # what the claim passed over for this URL may be due
+
+    def _skip_urls(self) -> list[str]:
+        return [url for urls in self._skipped.values() for url in urls]
+
+    def _lane_ended(self, lane: _Lane) -> None:
+        del self._lanes[lane.key]
+        count = self._destination_lanes[lane.destination] - 1
+        if count:
+            self._destination_lanes[lane.destination] = count
+        else:
+            del self._destination_lanes[lane.destination]
+        # Hysteresis: claim for it again only once half its lanes are free, so a busy
+        # destination is not claimed (and put back) at every verdict.
+        if count <= self._max_destination_lanes // 2:
+            self._skipped.pop(lane.destination, None)
 
     def _schedule(self, settled: Sequence[Settlement]) -> None:
         for s in settled:
@@ -326,7 +398,7 @@ class WebhookWorker:
                     break
                 lane.items.popleft()
         finally:
-            del self._lanes[lane.key]
+            self._lane_ended(lane)
             self._released.extend(i.seq for i in lane.items if i.seq != retrying)
             self._kick.set()
 
@@ -382,6 +454,8 @@ class WebhookWorker:
                 )
             else:
                 send_url, body, headers = self._request(item, attempts, url)
+                dest = metrics.destination(self._destination_of(url))
+                dest.in_flight.inc()
                 try:
                     response = await self.deliverer.send(
                         send_url,
@@ -392,8 +466,12 @@ class WebhookWorker:
                     )
                 except DeliveryFailed as exc:
                     error = exc
+                    dest.failed.inc()
+                    dest.duration.observe(time.perf_counter() - t0)
                 else:
                     elapsed = time.perf_counter() - t0
+                    dest.delivered.inc()
+                    dest.duration.observe(elapsed)
                     now = self._clock()
                     self._attempts.append(
                         AttemptRecord(
@@ -404,7 +482,7 @@ class WebhookWorker:
                             at=began,
                             latency_ms=elapsed * 1000.0,
                             status_code=response.status_code,
-                            response_body=response.body or None,
+                            response_body=response.body,
                         )
                     )
                     self._settled.append(
@@ -427,6 +505,8 @@ class WebhookWorker:
                     if item.round_start == 0:
                         metrics.latency.observe(max(0.0, now - item.created_at))
                     return True
+                finally:
+                    dest.in_flight.dec()
             elapsed = time.perf_counter() - t0
             now = self._clock()
             reason = str(error)
@@ -441,13 +521,15 @@ class WebhookWorker:
                     status_code=error.status_code,
                     error_code=int(error.kind),
                     error=reason,
-                    response_body=(error.body or "")[:MAX_BODY_KEPT] or None,
+                    response_body=error.body,
                 )
             )
             metrics.attempts_failed.inc()
             if url is not None:
                 metrics.attempt_duration.observe(elapsed)
-            delay = self.policy.next_delay(round_attempts, error, has_failover=has_failover)
+            delay = self.policy.next_delay(
+                round_attempts, error, has_failover=has_failover, elapsed=now - started_at
+            )
             log.debug("webhook %s attempt %d to %s failed: %s", item.id, attempts, url, reason)
             if delay is None:
                 log.warning(
@@ -485,6 +567,12 @@ class WebhookWorker:
             )
             self._kick.set()
             return False
+
+    def _destination_of(self, url: str) -> str:
+        try:
+            return self.deliverer.destination(url)
+        except DeliveryFailed:
+            return NO_DESTINATION
 
     # -- housekeeping ------------------------------------------------------------
 

@@ -68,7 +68,7 @@ async def workers(
 
     async def start(**kw: Any) -> WebhookWorker:
         kw.setdefault("metrics", WebhookMetrics(CollectorRegistry()))
-        kw.setdefault("policy", RetryPolicy(delays=(0.05, 0.1), jitter=0.0))
+        kw.setdefault("policy", RetryPolicy(delays=(0.05, 0.1), jitter=0.0, budget_secs=0.0))
         w = WebhookWorker(kw.pop("store", store), kw.pop("settings", settings), signer, **kw)
         await w.start()
         started.append(w)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trustme
 
-from callstream.webhooks.delivery import MAX_BODY_KEPT, DeliveryResponse, HttpDeliverer
+from callstream.webhooks.delivery import DeliveryResponse, HttpDeliverer
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
 from tests.webhooks.receivers import Received, Receiver, Reply, closed_port_url
 
@@ -64,7 +64,7 @@ async def test_http_500_keeps_status_and_body(receivers: Start, deliverer: HttpD
         await send(deliverer, r.url)
     err = info.value
     assert (err.kind, err.status_code, err.body, err.retryable) == (
-        FailureKind.HTTP_STATUS, 500, "database down", True)
+        FailureKind.HTTP_STATUS, 500, None, True)  # no body kept by default (#11)
     assert str(err) == "HTTP 500: Internal Server Error"
 
 
@@ -101,7 +101,7 @@ async def test_2xx_with_a_slow_body_is_delivered_and_not_reused(
     assert time.monotonic() - start < 1.0
     assert response.status_code == 200
     assert not response.complete
-    assert response.body.startswith("01")
+    assert response.body is None
     r.behaviour = Reply()
     await send(deliverer, r.url)
     assert r.connections == 2  # the half-read connection was dropped
@@ -126,13 +126,55 @@ async def test_dropped_connection_is_a_protocol_failure(
     assert info.value.retryable
 
 
-async def test_long_answers_are_truncated_for_the_log(
+@pytest.mark.parametrize(
+    ("content_type", "body", "kept"),
+    [
+        ("application/json", b"x" * 5000, "x" * 256),  # only the start of a long answer
+        ("text/plain; charset=utf-8", b"internal: ok", "internal: ok"),
+        ("text/html", b"<h1>admin panel</h1>", None),  # never another kind of document
+        (None, b"secret", None),
+    ],
+)
+async def test_only_a_short_textual_excerpt_is_kept_when_asked(
+    receivers: Start, content_type: str | None, body: bytes, kept: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    r = await receivers(Reply(status=500, body=body, headers=headers))
+    d = HttpDeliverer(2, keep_body_bytes=256)
+    try:
+        with pytest.raises(DeliveryFailed) as info:
+            await send(d, r.url)
+        assert info.value.body == kept
+        r.behaviour = Reply(body=body, headers=headers)
+        assert (await send(d, r.url)).body == kept
+    finally:
+        await d.aclose()
+
+
+async def test_by_default_no_answer_body_is_kept(
     receivers: Start, deliverer: HttpDeliverer
 ) -> None:
-    r = await receivers(Reply(status=500, body=b"x" * 5000))
-    with pytest.raises(DeliveryFailed) as info:
-        await send(deliverer, r.url)
-    assert info.value.body == "x" * MAX_BODY_KEPT
+    r = await receivers(Reply(body=b'{"secret": "from an internal service"}',
+                              headers={"content-type": "application/json"}))
+    assert (await send(deliverer, r.url)).body is None
+
+
+async def test_a_destination_holds_at_most_its_share_of_the_pool(receivers: Start) -> None:
+    hung = await receivers(Reply(hang=True))
+    fast = await receivers()
+    d = HttpDeliverer(4, max_per_destination=2)
+    try:
+        stuck = [asyncio.create_task(send(d, hung.url, secs=5.0)) for _ in range(6)]
+        await hung.wait_for(2)
+        start = time.monotonic()
+        await asyncio.gather(*(send(d, fast.url) for _ in range(6)))
+        assert time.monotonic() - start < 2.0  # not behind the hung receiver's requests
+        assert len(hung.requests) == 2 and fast.max_in_flight <= 2
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+    finally:
+        await d.aclose()
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "not a url", "http://"])

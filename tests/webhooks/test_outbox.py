@@ -56,6 +56,37 @@ async def test_max_keys_and_expired_leases(store: SqlStore) -> None:
     assert [i.ordering_key for i in expired] == ["a", "b", "c"]  # w2's lease lapsed too
 
 
+async def test_a_claim_is_fair_between_urls(store: SqlStore) -> None:
+    """Issue #11: one URL's older backlog cannot fill a claim; skipped URLs are left out."""
+    ob = Outbox(store)
+    other = "http://127.0.0.1:10/hooks"
+    await enqueue(store, *(event(URL, f"busy{n}") for n in range(6)))
+    await enqueue(store, event(other, "x"), event(None, "y"))  # None: the settings' URL
+    now = time.time()
+    items = await ob.claim("w", now, lease_secs=60, max_keys=4, max_events=10, per_url=2)
+    assert [i.ordering_key for i in items] == ["busy0", "busy1", "x", "y"]
+    await ob.settle("w", now, [], [], [i.seq for i in items])
+    skipped = await ob.claim("w", now, lease_secs=60, max_keys=10, max_events=10,
+                             skip_urls=[URL, ""])
+    assert [i.ordering_key for i in skipped] == ["x"]
+
+
+async def test_bulk_redeliver_requeues_failed_since(store: SqlStore) -> None:
+    ob = Outbox(store)
+    ids = await enqueue(store, *(event(URL, k) for k in "abc"))
+    now = time.time()
+    items = await ob.claim("w", now, lease_secs=60, max_keys=10, max_events=10)
+    await ob.settle("w", now, [
+        Settlement(seq=i.seq, status=OutboxStatus.FAILED, attempts=3, next_attempt_at=now,
+                   started_at=now - 5, finished_at=now - 1 + n, last_error="HTTP 500")
+        for n, i in enumerate(items)], [])
+    assert await ob.redeliver_failed(now, now + 10, limit=10) == 2  # b and c failed since
+    assert await ob.redeliver_failed(now - 10, now + 10, limit=10) == 1  # then a
+    record = await ob.get_delivery(ids[0])
+    assert record is not None and record.status is OutboxStatus.PENDING
+    assert record.started_at is None  # a fresh round: a fresh retry budget
+
+
 async def test_only_the_lease_holder_settles(store: SqlStore) -> None:
     ob = Outbox(store)
     (event_id,) = await enqueue(store, event(URL))

@@ -176,3 +176,49 @@ async def test_the_sdk_lists_and_retrieves(
     assert one.data.webhook.id == history[2]
     with pytest.raises(NotFoundError):
         await sdk.webhook_deliveries.retrieve("nope")
+
+
+async def test_bulk_redeliver_requeues_failed_since(
+    client: httpx.AsyncClient, store: SqlStore, history: list[str]
+) -> None:
+    later = await client.post("/v2/webhook_deliveries/redeliver",
+                              json={"failed_since": "2999-01-01T00:00:00Z"})
+    assert later.json()["data"] == {"record_type": "webhook_redelivery", "redelivered": 0,
+                                    "more": False}
+    response = await client.post("/v2/webhook_deliveries/redeliver",
+                                 json={"failed_since": "2000-01-01T00:00:00+00:00"})
+    assert response.status_code == 200
+    assert response.json()["data"]["redelivered"] == 1
+    statuses = [(await Outbox(store).get_delivery(i)) for i in history]
+    assert [r.status.value for r in statuses if r is not None] == [
+        "delivered", "pending", "pending"]  # the failed one is back; delivered untouched
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"failed_since": "yesterday"}, 422,
+         {"code": "10015", "title": "Invalid value", "source": {"pointer": "/failed_since"}}),
+        ({"failed_since": "2026-12-04T20:00:00"}, 422,  # no time zone: ambiguous
+         {"code": "10015", "title": "Invalid value", "source": {"pointer": "/failed_since"}}),
+        ({}, 422, {"code": "10004", "title": "Missing required parameter",
+                   "source": {"pointer": "/failed_since"}}),
+        ([1], 400, {"code": "10015", "title": "Bad Request"}),
+    ],
+)
+async def test_bulk_redeliver_bad_bodies_get_the_telnyx_envelope(
+    client: httpx.AsyncClient, body: object, status: int, error: dict[str, object]
+) -> None:
+    response = await client.post("/v2/webhook_deliveries/redeliver", json=body)
+    assert response.status_code == status
+    (got,) = response.json()["errors"]
+    assert {k: got[k] for k in error} == error
+
+
+async def test_redeliver_routes_are_documented(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    bulk = paths["/v2/webhook_deliveries/redeliver"]["post"]
+    schema = bulk["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["failed_since"]
+    assert {"400", "422"} <= set(bulk["responses"])
+    assert "404" in paths["/v2/webhook_deliveries/{event_id}/redeliver"]["post"]["responses"]

@@ -132,7 +132,7 @@ async def test_500s_are_retried_with_backoff_until_delivered(
     assert record.status is OutboxStatus.DELIVERED and record.attempts == 3
     assert [(a.attempt, a.outcome, a.status_code) for a in record.history] == [
         (3, "delivered", 200), (2, "failed", 500), (1, "failed", 500)]
-    assert record.history[-1].response_body == "oops"
+    assert record.history[-1].response_body is None  # no body kept by default (#11)
     assert record.history[-1].error_code == FailureKind.HTTP_STATUS
 
 
@@ -289,6 +289,25 @@ async def test_connections_bound_the_parallelism(
     await workers(settings=settings.model_copy(update={"webhook_max_connections": 2}))
     await settled(store, *ids)
     assert r.max_in_flight == 2
+
+
+async def test_a_hung_destinations_backlog_does_not_starve_another(
+    store: SqlStore, settings: Settings, receivers: Start, workers: StartWorker
+) -> None:
+    """Issue #11: a hung receiver's older backlog (more calls than the worker has lanes)
+    must neither fill the claims nor hold the pool; the other destination's events go."""
+    hung = await receivers(Reply(hang=True))
+    fast = await receivers()
+    await enqueue(store, *(event(hung.url, new_key(), timeout_secs=30) for _ in range(40)))
+    fast_ids = await enqueue(store, *(event(fast.url, new_key()) for _ in range(5)))
+    start = time.monotonic()
+    worker = await workers(settings=settings.model_copy(update={
+        "webhook_max_connections": 2, "webhook_max_connections_per_destination": 1}))
+    await fast.wait_for(5, within=10)  # before: behind 30 s timeouts
+    await settled(store, *fast_ids)
+    assert time.monotonic() - start < 10
+    assert hung.max_in_flight == 1  # its share of the pool
+    assert worker.in_flight <= 2 * 4  # lanes: hung's 4 (its share) and fast's
 
 
 async def test_a_calls_next_event_waits_until_the_previous_is_given_up(

@@ -5,7 +5,9 @@ recent first. ``status`` is ``delivered`` or ``failed`` as at Telnyx, plus ``pen
 events still queued or waiting for a retry. Filters follow the SDK's query names:
 ``filter[status][eq]`` (also ``filter[status]``, comma-separated), ``filter[event_type]``
 (comma-separated), and ``filter[call_control_id]`` (ours); ``page[number]``, ``page[size]``.
-``POST .../{id}/redeliver`` queues an event again with a fresh round of retries.
+``POST .../{id}/redeliver`` queues an event again with a fresh round of retries (and retry
+budget); ``POST .../redeliver`` (ours) does it for every event given up since a time, so
+the events a long outage failed can be sent again once the receiver is back.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from starlette.responses import Response
 
-from callstream.api.errors import JSON, error_body, error_response
+from callstream.api.errors import JSON, error_body, error_response, validation_errors
+from callstream.api.schemas.webhook_deliveries import BulkRedeliver
 from callstream.store.outbox import AttemptRecord, DeliveryFilter, DeliveryRecord, Outbox
 from callstream.store.records import OutboxStatus
 from callstream.timefmt import iso
@@ -27,6 +31,9 @@ router = APIRouter(prefix="/v2/webhook_deliveries", tags=["webhooks"])
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 250
+#: Events one bulk redelivery queues at most; ``more`` in the answer says to call again.
+MAX_BULK_REDELIVER = 1000
+_ERRORS = {"description": "Telnyx error envelope", "content": {JSON: {}}}
 
 
 class _BadParameter(Exception):
@@ -163,7 +170,45 @@ async def list_deliveries(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-@router.get("/{event_id}", summary="Find a webhook delivery by id")
+@router.post(
+    "/redeliver",
+    summary="Queue again the webhooks given up since a time",
+    description=(
+        "Every event whose delivery failed (was given up) at or after `failed_since` is "
+        f"queued again with a fresh round of retries, oldest first, at most "
+        f"{MAX_BULK_REDELIVER} per request: when `more` is true, call again."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": BulkRedeliver.model_json_schema()}},
+        }
+    },
+    responses={400: _ERRORS, 422: _ERRORS},
+)
+async def redeliver_failed(request: Request) -> Response:
+    try:
+        body = BulkRedeliver.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        # Located as FastAPI locates body errors, so the envelope is the same as elsewhere.
+        status, errors = validation_errors([{**e, "loc": ("body", *e["loc"])}
+                                            for e in exc.errors()])
+        return error_response(status, errors)
+    worker = getattr(request.app.state.services, "webhooks", None)
+    count = await _outbox(request).redeliver_failed(
+        body.failed_since.timestamp(),
+        time.time(),
+        limit=MAX_BULK_REDELIVER,
+        call_control_id=body.call_control_id,
+    )
+    if worker is not None and count:
+        worker.wake()
+    data = {"record_type": "webhook_redelivery", "redelivered": count,
+            "more": count >= MAX_BULK_REDELIVER}
+    return Response(orjson.dumps({"data": data}), media_type=JSON)
+
+
+@router.get("/{event_id}", summary="Find a webhook delivery by id", responses={404: _ERRORS})
 async def get_delivery(request: Request, event_id: str) -> Response:
     record = await _outbox(request).get_delivery(event_id)
     if record is None:
@@ -171,7 +216,13 @@ async def get_delivery(request: Request, event_id: str) -> Response:
     return Response(orjson.dumps({"data": render(record, _user_id(request))}), media_type=JSON)
 
 
-@router.post("/{event_id}/redeliver", summary="Queue a webhook again")
+@router.post(
+    "/{event_id}/redeliver",
+    summary="Queue a webhook again",
+    description="Queue the event again now with a fresh round of retries and retry budget; "
+    "its attempt history is kept. An event being attempted right now is left alone.",
+    responses={404: _ERRORS},
+)
 async def redeliver(request: Request, event_id: str) -> Response:
     worker = getattr(request.app.state.services, "webhooks", None)
     if worker is not None:
