@@ -115,15 +115,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # lingering: the answer is sent, the rest is dropped
-        view = memoryview(data)
-        while view and not (self._upgraded or self._refused or self.transport.is_closing()):
+        while data and not (self._upgraded or self._refused or self.transport.is_closing()):
             if not self._in_head:
-                super().data_received(bytes(view))
+                super().data_received(data)
                 return
-            if self._head_timer is None:
-                self._arm_head_timer()  # the first byte of a next request
             # Never feed the parser past the limit: it buffers a header until it ends.
             allowed = self.limits.max_head_size - self._head_bytes
             if allowed <= 0:
@@ -135,9 +130,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                         f"{self.limits.max_head_size}-byte limit."),
                 )
                 return
-            chunk, view = view[:allowed], view[allowed:]
-            self._head_bytes += len(chunk)
-            super().data_received(bytes(chunk))
+            rest = b""
+            if len(data) > allowed:
+                data, rest = data[:allowed], data[allowed:]
+            self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes and self._head_timer is None:
+                # A head begun and not finished, on a kept-alive connection: its clock
+                # starts now. (A head that arrives whole costs no timer.)
+                self._arm_head_timer()
+            data = rest
 
     def on_headers_complete(self) -> None:
         self._in_head = False
