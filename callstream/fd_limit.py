@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 #: Used when the hard limit is unlimited (Linux refuses RLIM_INFINITY for files).
 UNLIMITED_FALLBACK = 1 << 20
+#: Descriptors to keep for calls (RTP, RTCP, WebSockets, forks), the store and logs
+#: beside the HTTP and SIP connection caps; below that a start-up warning says so.
+RESERVE_FOR_CALLS = 1024
 
 
 def raise_open_files_limit() -> int:
@@ -31,3 +34,13 @@ def raise_open_files_limit() -> int:
         soft = target
     log.info("open files limit: %d", soft)
     return soft
+
+
+def check_open_files_limit(limit: int, connection_caps: int) -> None:
+    """Warn when the connection caps could use the descriptors calls need."""
+    if limit < connection_caps + RESERVE_FOR_CALLS:
+        log.warning(
+            "open files limit %d is below the HTTP and SIP/TCP connection caps (%d) plus "
+            "%d for calls: raise the hard limit (LimitNOFILE=, ulimit -Hn) or lower "
+            "CALLSTREAM_HTTP_MAX_CONNECTIONS / CALLSTREAM_SIP_TCP_MAX_CONNECTIONS",
+            limit, connection_caps, RESERVE_FOR_CALLS)

@@ -23,7 +23,7 @@ from callstream.api.http_protocol import HttpLimits, LimitedHttpProtocol
 from callstream.api.services import Services
 from callstream.calls.control import CallControl
 from callstream.config import Settings
-from callstream.fd_limit import raise_open_files_limit
+from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
 from callstream.metrics import ACTIVE_CALLS
 from callstream.store.records import Application
@@ -85,7 +85,10 @@ class Server:
 
     async def start(self) -> None:
         settings = self.settings
-        raise_open_files_limit()
+        check_open_files_limit(
+            raise_open_files_limit(),
+            settings.http_max_connections + settings.sip_tcp_max_connections,
+        )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await ensure_default_application(self.store, settings)
