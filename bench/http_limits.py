@@ -4,7 +4,8 @@ uvicorn's own httptools protocol (``old``) and callstream's
 :class:`~callstream.api.http_protocol.LimitedHttpProtocol` plus the
 :class:`~callstream.api.body_limit.BodyLimit` middleware (``new``) each serve a minimal
 ASGI app (a bearer-token check and a small JSON answer, no store) in their own process
-on uvloop; the client runs in this process.
+on uvloop; the client runs in this process. ``h11`` is the alternative: uvicorn's h11
+protocol with its own head limit (``h11_max_incomplete_event_size``), for its cost.
 
 * **rps**: keep-alive ``GET`` with ``Authorization`` over C connections for D seconds,
   old and new in alternating rounds so that machine noise hits both alike; also the
@@ -60,6 +61,10 @@ def serve(kind: str, port: int) -> None:
         config = uvicorn.Config(BodyLimit(app), port=port, log_config=None, access_log=False,
                                 lifespan="off", loop="none",
                                 http=LimitedHttpProtocol.with_limits(HttpLimits()))
+    elif kind == "h11":
+        config = uvicorn.Config(app, port=port, log_config=None, access_log=False,
+                                lifespan="off", loop="none", http="h11",
+                                h11_max_incomplete_event_size=HttpLimits().max_head_size)
     else:
         config = uvicorn.Config(app, port=port, log_config=None, access_log=False,
                                 lifespan="off", loop="none", http="httptools")
@@ -154,11 +159,11 @@ def main() -> None:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return
-    servers = {kind: start(kind) for kind in ("old", "new")}
+    servers = {kind: start(kind) for kind in ("old", "new", "h11")}
     results: dict[str, Any] = {}
     try:
-        rates: dict[str, list[float]] = {"old": [], "new": []}
-        cpu = {"old": 0.0, "new": 0.0}
+        rates: dict[str, list[float]] = {kind: [] for kind in servers}
+        cpu = dict.fromkeys(servers, 0.0)
         for _ in range(args.rounds):
             for kind, (proc, port) in servers.items():
                 spent = cpu_seconds(proc.pid)
