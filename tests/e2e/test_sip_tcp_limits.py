@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import ServerProcess, running_server
 
-IDLE_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
 MAX_CONNECTIONS = 5
 #: Generous: the test machine is shared and slow; no test asserts on timing.
 WAIT = 20.0
