@@ -167,6 +167,27 @@ class Settings(BaseSettings):
     webhook_response_body_max_bytes: int = Field(
         256, ge=1, le=1024,
         description="Bytes of a receiver's answer kept when webhook_keep_response_body is on.")
+    # Security: HTTP and SIP/TCP listener limits (docs/security.md).
+    http_max_head_size: int = Field(
+        16384, ge=1024, le=1048576, description="Most bytes of an HTTP request line "
+        "plus headers; more is answered 431 and the connection closed.")
+    http_header_timeout: float = Field(
+        10.0, gt=0, le=60, description="Seconds a client has to send a request's whole "
+        "head, from connecting or from its first byte; then 408 and close.")
+    http_keepalive_timeout: int = Field(
+        5, ge=1, le=300, description="Seconds an idle kept-alive HTTP connection is held.")
+    http_max_connections: int = Field(
+        1024, ge=1, le=65536, description="Most HTTP connections at once (WebSockets "
+        "included); one more is answered 503 and closed.")
+    http_max_body_size: int = Field(
+        1048576, ge=1024, le=67108864, description="Most bytes of a request body; more is "
+        "answered 413 with the Telnyx error envelope.")
+    sip_tcp_idle_timeout: float = Field(
+        120.0, gt=0, le=86400, description="Seconds a SIP TCP connection may carry no "
+        "bytes (CRLF keep-alives count) before it is closed.")
+    sip_tcp_max_connections: int = Field(
+        256, ge=1, le=65536, description="Most inbound SIP TCP connections at once; more "
+        "are closed as they are accepted.")
 
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."

@@ -15,3 +15,8 @@ HTTP_LATENCY = Histogram(
 )
 ACTIVE_CALLS = Gauge("callstream_active_calls", "Calls alive in this process")
 CALLS_TOTAL = Counter("callstream_calls_total", "Calls created", ["direction"])
+HTTP_LIMITED = Counter(
+    "callstream_http_limited_total",
+    "HTTP connections and requests refused by a limit (docs/security/limits.md)",
+    ["limit"],
+)

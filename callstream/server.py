@@ -19,9 +19,11 @@ from dataclasses import replace
 import uvicorn
 
 from callstream.api.app import create_app
+from callstream.api.http_protocol import HttpLimits, LimitedHttpProtocol
 from callstream.api.services import Services
 from callstream.calls.control import CallControl
 from callstream.config import Settings
+from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
 from callstream.metrics import ACTIVE_CALLS
 from callstream.store.records import Application
@@ -83,6 +85,10 @@ class Server:
 
     async def start(self) -> None:
         settings = self.settings
+        check_open_files_limit(
+            raise_open_files_limit(),
+            settings.http_max_connections + settings.sip_tcp_max_connections,
+        )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await ensure_default_application(self.store, settings)
@@ -111,6 +117,12 @@ class Server:
             lifespan="off",
             access_log=False,
             loop="none",
+            http=LimitedHttpProtocol.with_limits(HttpLimits(
+                max_head_size=settings.http_max_head_size,
+                header_timeout=settings.http_header_timeout,
+                max_connections=settings.http_max_connections,
+            )),
+            timeout_keep_alive=settings.http_keepalive_timeout,
         )
         config.load()
         self.http = uvicorn.Server(config)

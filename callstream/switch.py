@@ -113,6 +113,8 @@ class Switch:
             make_endpoint=functools.partial(
                 sip.SipEndpoint, allowed_networks=self._networks, user_agent="callstream"
             ),
+            tcp_idle_timeout=self.settings.sip_tcp_idle_timeout,
+            max_tcp_connections=self.settings.sip_tcp_max_connections,
         )
         self._runner = asyncio.create_task(self._run(), name="switch-events")
 

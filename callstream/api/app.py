@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callstream import __version__
 from callstream.api.auth import AuthMiddleware, KeyChecker
+from callstream.api.body_limit import BodyLimit
 from callstream.api.errors import on_command_error, on_http_error, on_validation_error
 from callstream.api.routes import (
     applications,
@@ -58,6 +59,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(forking.router)
     app.include_router(transcription.router)
     app.include_router(webhook_deliveries.router)
+    # Innermost of the three: only an authenticated request's body is ever read.
+    app.add_middleware(BodyLimit, max_size=services.settings.http_max_body_size)
     app.add_middleware(AuthMiddleware, checker=KeyChecker(services.store))
     app.add_middleware(RequestMetrics)
     return app

@@ -154,7 +154,17 @@ class SdpParseError(SipParseError):
 
 
 class FramingError(SipError):
-    """A TCP byte stream cannot be split into messages; close the connection."""
+    """A TCP byte stream cannot be split into messages; close the connection.
+
+    Args:
+        reason: What is wrong.
+        head: The message's whole header section when it was read and only the
+            size is at fault, so that the request can still be answered 513.
+    """
+
+    def __init__(self, reason: str, *, head: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.head = head
 
 
 class NegotiationFailed(SipError):

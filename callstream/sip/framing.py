@@ -11,7 +11,8 @@ and are skipped.
         endpoint.receive_datagram(message, peer, now, transport="tcp")
 
 A :class:`~callstream.sip.exceptions.FramingError` means the stream cannot be
-resynchronised: close the connection.
+resynchronised: close the connection. When the Content-Length was over the body limit
+its ``head`` holds the header section, enough to answer the request 513 first.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class StreamFramer:
                 length = int(text)
                 if length > self._max_body_size:
                     raise FramingError(
-                        f"Content-Length {length} is over the {self._max_body_size}-byte limit"
+                        f"Content-Length {length} is over the {self._max_body_size}-byte limit",
+                        head=head + _HEAD_END,
                     )
             total = end + len(_HEAD_END) + length
             if total > self._max_message_size:

@@ -26,6 +26,13 @@ back over the connection the request came on. A message for a TCP address
 with no connection (``;transport=tcp`` targets, Contacts) opens one; if that
 fails, the endpoint hears :meth:`~SipEndpoint.transport_failed`.
 
+TCP limits (DESIGN rule 7): a connection that carries no bytes for
+``tcp_idle_timeout`` seconds is closed (RFC 5626 CRLF keep-alives count as
+bytes); at most ``max_tcp_connections`` inbound connections are held, one more
+is closed as it is accepted (the ones we open to send are not counted: they are
+bounded by what we send); a message over the framer's size limits closes its
+connection, after a 513 when its header section could be read.
+
 Works the same on the default loop and on uvloop.
 """
 
@@ -45,12 +52,23 @@ from .endpoint import TCP, UDP, Addr, Datagram, SipEndpoint, SipEvent
 from .exceptions import FramingError
 from .framing import StreamFramer
 
-__all__ = ["CONNECT_TIMEOUT", "SipTransport", "TransportStats"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "MAX_TCP_CONNECTIONS",
+    "TCP_IDLE_TIMEOUT",
+    "SipTransport",
+    "TransportStats",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait for an outbound TCP connection.
 CONNECT_TIMEOUT = 5.0
+#: Default seconds a TCP connection may carry no bytes before it is closed (Kamailio's
+#: and OpenSIPS's connection lifetime is 120 s too).
+TCP_IDLE_TIMEOUT = 120.0
+#: Default most inbound TCP connections held at once.
+MAX_TCP_CONNECTIONS = 256
 #: Most messages queued for a TCP connection that is still being opened.
 MAX_PENDING_PER_CONNECTION = 64
 #: Tries to find a port free for both UDP and TCP when binding port 0.
@@ -67,6 +85,8 @@ class TransportStats:
     datagrams_out: int = 0
     tcp_connections: int = 0
     framing_errors: int = 0
+    tcp_refused: int = 0
+    tcp_idle_closed: int = 0
     send_errors: int = 0
     callback_errors: int = 0
 
@@ -105,20 +125,32 @@ class _TcpProtocol(asyncio.Protocol):
         self._framer = StreamFramer()
         self._transport: asyncio.Transport | None = None
         self.key = key
+        self.inbound = key is None  # accepted, not opened by us
+        self._last_active = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._transport = cast(asyncio.Transport, transport)
         if self.key is None:
             self.key = _plain_addr(transport.get_extra_info("peername"))
-        self._owner._connection_made(self.key, self)
+        if self._owner._connection_made(self.key, self):
+            self._last_active = self._owner._loop.time()
+            self._idle_timer = self._owner._loop.call_at(
+                self._last_active + self._owner.tcp_idle_timeout, self._idle_check
+            )
 
     def data_received(self, data: bytes) -> None:
+        self._last_active = self._owner._loop.time()
         try:
             messages = self._framer.feed(data)
         except FramingError as exc:
-            logger.debug("closing TCP %s: %s", self.key, exc)
+            logger.info("closing TCP %s: %s", self.key, exc)
             self._owner.stats.framing_errors += 1
+            if exc.head is not None and self.key is not None:
+                # The request can still be answered: the endpoint parses the head,
+                # finds the body over its limit and answers 513 Message Too Large.
+                self._owner._received(exc.head, self.key, TCP)
             self.close()
             return
         for message in messages:
@@ -126,12 +158,29 @@ class _TcpProtocol(asyncio.Protocol):
                 self._owner._received(message, self.key, TCP)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self.key is not None:
             self._owner._connection_lost(self.key, self)
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            self._last_active = self._owner._loop.time()
             self._transport.write(data)
+
+    def _idle_check(self) -> None:
+        # One timer per connection, moved on only when it fires: bytes in or out just
+        # note the time, so a busy connection costs no timer churn.
+        timeout = self._owner.tcp_idle_timeout
+        due = self._last_active + timeout
+        if due > self._owner._loop.time():
+            self._idle_timer = self._owner._loop.call_at(due, self._idle_check)
+            return
+        self._idle_timer = None
+        self._owner.stats.tcp_idle_closed += 1
+        logger.info("closing TCP %s: idle for %.0f s", self.key, timeout)
+        self.close()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -150,9 +199,17 @@ class SipTransport:
     """
 
     def __init__(
-        self, on_event: Callable[[SipEvent], None], loop: asyncio.AbstractEventLoop
+        self,
+        on_event: Callable[[SipEvent], None],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
     ) -> None:
         self.local_addr: Addr = ("", 0)
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.max_tcp_connections = max_tcp_connections
+        self._inbound: set[_TcpProtocol] = set()
         self.stats = TransportStats()
         self._endpoint: SipEndpoint | None = None
         self._on_event = on_event
@@ -186,6 +243,8 @@ class SipTransport:
         tcp: bool = True,
         advertised_host: str | None = None,
         make_endpoint: Callable[[Addr], SipEndpoint] = SipEndpoint,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
     ) -> SipTransport:
         """Bind ``host:port`` (UDP, and TCP unless ``tcp=False``) and start serving.
 
@@ -199,6 +258,8 @@ class SipTransport:
             make_endpoint: Builds the endpoint from ``(advertised host, bound
                 port)``; pass ``functools.partial(SipEndpoint, ...)`` to set
                 options.
+            tcp_idle_timeout: Seconds a TCP connection may carry no bytes.
+            max_tcp_connections: Most inbound TCP connections held at once.
 
         Raises:
             OSError: The address cannot be bound.
@@ -206,7 +267,12 @@ class SipTransport:
         """
         if advertised_host is None and host in WILDCARDS:
             raise ValueError(f"binding {host!r} needs advertised_host for Via and Contact")
-        transport = cls(on_event, asyncio.get_running_loop())
+        transport = cls(
+            on_event,
+            asyncio.get_running_loop(),
+            tcp_idle_timeout=tcp_idle_timeout,
+            max_tcp_connections=max_tcp_connections,
+        )
         await transport._bind(host, port, tcp)
         advertised = (advertised_host or transport.local_addr[0], transport.local_addr[1])
         transport._endpoint = make_endpoint(advertised)
@@ -400,16 +466,27 @@ class SipTransport:
                 self.endpoint.transport_failed(addr, TCP, self._loop.time())
                 self.flush()
 
-    def _connection_made(self, key: Addr, connection: _TcpProtocol) -> None:
+    def _connection_made(self, key: Addr, connection: _TcpProtocol) -> bool:
+        """Take a new connection; False when it was closed instead."""
         if self._closed:
             connection.close()
-            return
+            return False
+        if connection.inbound:
+            if len(self._inbound) >= self.max_tcp_connections:
+                self.stats.tcp_refused += 1
+                logger.warning("refusing TCP %s: %d inbound connections is the limit",
+                               key, self.max_tcp_connections)
+                connection.close()
+                return False
+            self._inbound.add(connection)
         self.stats.tcp_connections += 1
         self._connections[key] = connection
         for data in self._pending.pop(key, []):
             connection.write(data)
+        return True
 
     def _connection_lost(self, key: Addr, connection: _TcpProtocol) -> None:
+        self._inbound.discard(connection)
         if self._connections.get(key) is connection:
             del self._connections[key]
 

@@ -66,3 +66,16 @@ def test_total_size_limit() -> None:
     framer = StreamFramer(max_message_size=100, max_body_size=1000)
     with pytest.raises(FramingError, match="over the limit"):
         framer.feed(b"INFO sip:a@b SIP/2.0\r\nContent-Length: 500\r\n\r\n")
+
+
+def test_body_over_the_limit_keeps_the_head_for_a_513() -> None:
+    head = b"INVITE sip:a@b SIP/2.0\r\nl: 99999\r\n\r\n"
+    with pytest.raises(FramingError) as info:
+        StreamFramer().feed(head + b"body")
+    assert info.value.head == head
+
+
+def test_unreadable_head_has_no_head() -> None:
+    with pytest.raises(FramingError) as info:
+        StreamFramer().feed(b"INVITE sip:a@b SIP/2.0\r\nX: " + b"a" * 70000)
+    assert info.value.head is None
