@@ -474,8 +474,15 @@ def test_authenticated_call_completes_against_uas() -> None:
 # -------------------------------------------------------- requests outside calls
 
 
+#: The fixtures come from peers on private networks, and the helpers from loopback.
+PRIVATE_NETWORKS = [
+    ipaddress.ip_network(net)
+    for net in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+]
+
+
 def uas() -> SipEndpoint:
-    return SipEndpoint(UAS_ADDR, token=make_token("b"))
+    return SipEndpoint(UAS_ADDR, token=make_token("b"), allowed_networks=PRIVATE_NETWORKS)
 
 
 def answer_to(
@@ -505,9 +512,13 @@ def test_forbidden_source() -> None:
     assert response.status == 403
     assert endpoint.events_received() == [RequestForbidden("INVITE", ("203.0.113.7", 5070))]
     assert endpoint.stats.forbidden == 1
-    # The retransmission gets the same answer from the transaction, no new event.
-    answer_to(endpoint, fixture("sipp_invite.sip"), ("203.0.113.7", 5070))
-    assert endpoint.events_received() == []
+    # Stateless: no transaction, so nothing is ever resent; a retransmission is
+    # a new request and gets its own single 403.
+    assert endpoint.next_deadline() is None
+    endpoint.handle_timeout(100.0)
+    assert endpoint.datagrams_to_send() == []
+    assert answer_to(endpoint, fixture("sipp_invite.sip"), ("203.0.113.7", 5070)).status == 403
+    assert endpoint.stats.forbidden == 2
     open_endpoint = SipEndpoint(UAS_ADDR, allowed_networks=ALLOW_ALL)
     open_endpoint.receive_datagram(fixture("sipp_invite.sip"), ("203.0.113.7", 5070), 0.0)
     assert [type(e) for e in open_endpoint.events_received()] == [IncomingCall]
@@ -763,7 +774,7 @@ def test_drop_helper_records(tmp_path: object) -> None:
 
 def test_unanswered_incoming_call_times_out_with_480() -> None:
     pair = UacUasPair()
-    pair.uas.setup_timeout = 60.0
+    pair.uas.answer_timeout = 60.0
     handle, incoming = place_call(pair)
     pair.uas.ring(incoming.handle, pair.now)
     pair.advance(61)
@@ -774,6 +785,7 @@ def test_unanswered_incoming_call_times_out_with_480() -> None:
 def test_unanswered_outgoing_call_is_cancelled_after_setup_timeout() -> None:
     pair = UacUasPair()
     pair.uac.setup_timeout = 60.0
+    pair.uas.answer_timeout = 300.0
     handle, incoming = place_call(pair)
     pair.uas.ring(incoming.handle, pair.now)
     pair.advance(61)
