@@ -23,8 +23,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .exceptions import DigestError
+from .exceptions import DigestError, SipParseError
 from .message import split_comma_list
+from .uri import parse_uri
 
 __all__ = [
     "AuthOutcome",
@@ -351,6 +352,23 @@ class AuthOutcome(enum.Enum):
     FAILED = "wrong credentials"  # challenge, and count it
 
 
+def _same_resource(digest_uri: str, request_uri: str) -> bool:
+    """RFC 2617 §3.2.2.5: the digest-uri must name the Request-URI's resource.
+
+    The Request-URI itself, or a URI of the same host and port: SIPp (and some
+    phones) sign ``sip:host:port`` without the user part. Either way the
+    request-digest covers the digest-uri, and the nonce is bound to the source.
+    """
+    if digest_uri == request_uri:
+        return True
+    try:
+        signed, requested = parse_uri(digest_uri), parse_uri(request_uri)
+    except SipParseError:
+        return False
+    return (signed.host.lower(), signed.port_or_default) == (
+        requested.host.lower(), requested.port_or_default)
+
+
 class DigestServer:
     """The UAS side of digest authentication (RFC 3261 §22.4), with stateless nonces.
 
@@ -410,7 +428,7 @@ class DigestServer:
         nonce = check_nonce(answer.nonce, self.secret, now, source, self.nonce_lifetime)
         if nonce is NonceCheck.INVALID:
             return AuthOutcome.FAILED
-        if answer.qop not in (None, "auth", "auth-int") or answer.uri != uri:
+        if answer.qop not in (None, "auth", "auth-int") or not _same_resource(answer.uri, uri):
             return AuthOutcome.FAILED
         if not hmac.compare_digest(answer.username.encode(), self.credentials.username.encode()):
             return AuthOutcome.FAILED

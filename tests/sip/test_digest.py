@@ -199,7 +199,12 @@ def test_server_accepts_the_right_answer_only() -> None:
     assert check([_answer(server, source, 5.0, password="guess")]) is AuthOutcome.FAILED
     assert check([good.replace('username="alice"', 'username="bob"')]) is AuthOutcome.FAILED
     assert check([good], at="192.0.2.99") is AuthOutcome.FAILED  # a nonce issued to another
-    assert check([good], request_uri="sip:other@127.0.0.1") is AuthOutcome.FAILED
+    assert check([good], request_uri="sip:bot@192.0.2.8") is AuthOutcome.FAILED
+    # SIPp signs sip:host:port for sip:user@host:port; the same host and port is accepted.
+    sipp_style = _answer(server, source, 5.0, uri="sip:127.0.0.1")
+    assert check([sipp_style]) is AuthOutcome.OK
+    assert check([sipp_style], request_uri="sip:bot@127.0.0.1:5070") is AuthOutcome.FAILED
+    assert check([_answer(server, source, 5.0, uri="not a uri")]) is AuthOutcome.FAILED
     assert check([good], now=60.0) is AuthOutcome.STALE
 
 
