@@ -123,11 +123,12 @@ class Settings(BaseSettings):
         "reject", description="A request from outside sip_allowed_networks gets one "
         "stateless 403 (reject) or nothing (drop).")
     sip_rate_limit_per_sec: float = Field(
-        5.0, ge=0, le=100_000, description="New out-of-dialog SIP requests per second "
-        "one source IP (IPv6: /64) earns; over it, a stateless 503. 0 turns it off.")
+        5.0, ge=0, le=100_000, description="New calls (INVITEs outside a dialog) per "
+        "second one source IP (IPv6: its /64) earns; over it, a stateless 503 with "
+        "Retry-After. 0 turns it off.")
     sip_rate_limit_burst: int = Field(
-        20, ge=1, le=1_000_000, description="How many such requests one source may send "
-        "at once.")
+        20, ge=1, le=1_000_000, description="How many new calls one source may start at "
+        "once before sip_rate_limit_per_sec applies.")
     sip_max_parked_per_source: int = Field(
         10, ge=0, le=100_000, description="Unanswered incoming calls one source may hold; "
         "further INVITEs get a stateless 486. 0 turns the cap off.")

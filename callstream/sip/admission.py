@@ -1,17 +1,21 @@
 """Who may open new SIP work here, and how much (sans-I/O).
 
-Every request that starts something new (an INVITE, an OPTIONS, anything outside
-a dialog) passes these gates in :class:`~callstream.sip.endpoint.SipEndpoint`
-before a transaction, a dialog or a call exists for it:
+Every request outside a dialog passes these gates in
+:class:`~callstream.sip.endpoint.SipEndpoint` before a transaction, a dialog or
+a call exists for it:
 
-1. the allow-list (``allowed_networks``): outside it, one stateless 403 or a
-   silent drop (:class:`ForbiddenAction`);
-2. a per-source token bucket (:class:`SourceRateLimiter`), like Kamailio's
-   ``pike``: over it, one stateless 503 with Retry-After;
-3. for an INVITE, a cap on calls from that source that are still unanswered
-   (:class:`AdmissionLimits.max_parked_per_source`): over it, one stateless 486;
-4. for an INVITE, digest authentication when credentials are configured
+1. the allow-list (``allowed_networks``), for every such request: outside it,
+   one stateless 403 or a silent drop (:class:`ForbiddenAction`);
+2. for a new dialog (an INVITE), a per-source token bucket
+   (:class:`SourceRateLimiter`), like Kamailio's ``pike``: over it, one
+   stateless 503 with Retry-After;
+3. a cap on calls from that source that are still unanswered
+   (:attr:`AdmissionLimits.max_parked_per_source`): over it, one stateless 486;
+4. digest authentication when credentials are configured
    (:mod:`~callstream.sip.digest`): a stateless 401 challenge.
+
+OPTIONS and the like make no dialog and are answered at once (keep-alives from
+a trunk must never run into a limit meant for calls).
 
 "Stateless" matters: a refused request costs one response, sent once, never
 retransmitted and never remembered, so a refused source cannot make us send
@@ -66,8 +70,8 @@ class AdmissionLimits:
     """Per-source limits on new work.
 
     Attributes:
-        rate_per_sec: New out-of-dialog requests per second a source earns;
-            0 turns the rate limit off.
+        rate_per_sec: New dialogs (INVITEs) per second a source earns; 0
+            turns the rate limit off.
         burst: How many it may send at once (the bucket's size).
         max_parked_per_source: Unanswered incoming calls one source may hold;
             0 turns the cap off.

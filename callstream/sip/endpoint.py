@@ -69,10 +69,10 @@ What it does on its own
   (:mod:`~callstream.sip.admission`) before any state is made for them: they
   must come from ``allowed_networks`` (default: loopback only), else one
   stateless 403 (or nothing, ``forbidden_action=DROP``) and a
-  :class:`RequestForbidden` event; a source over its rate limit gets a
-  stateless 503 with Retry-After, one holding too many unanswered calls a
-  stateless 486 (:class:`RequestRefused`); with ``auth`` set, an INVITE
-  without valid digest credentials gets a stateless 401 challenge.
+  :class:`RequestForbidden` event. A new INVITE from a source over its rate
+  limit gets a stateless 503 with Retry-After, from one holding too many
+  unanswered calls a stateless 486 (:class:`RequestRefused`); with ``auth``
+  set, one without valid digest credentials gets a stateless 401 challenge.
 * Malformed input: a request whose start line, Via, From, To, Call-ID and
   CSeq could be read gets 400 (505, 513 where they fit) with a Warning that
   names the fault; anything else is dropped. :attr:`SipEndpoint.stats`
@@ -1295,8 +1295,8 @@ class SipEndpoint:
         if not _is_allowed(addr[0], self.allowed_networks):
             self._refuse_forbidden(request, top, addr, transport)
             return False
-        if to.tag:
-            return True  # an unknown dialog: 481 follows, cheaply
+        if to.tag or request.method != "INVITE":
+            return True  # makes no dialog: answered at once (or 481), nothing parked
         source = source_key(addr[0])
         if not self._rate.admit(source, now):
             self.stats.rate_limited += 1
@@ -1304,8 +1304,6 @@ class SipEndpoint:
             retry = [("Retry-After", str(self.limits.retry_after))]
             self._reject_stateless(request, top, addr, transport, 503, headers=retry)
             return False
-        if request.method != "INVITE":
-            return True
         cap = self.limits.max_parked_per_source
         if cap and self._parked.count(source) >= cap:
             self.stats.parked_limited += 1

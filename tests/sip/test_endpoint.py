@@ -1182,3 +1182,13 @@ def test_digest_without_credentials_gets_a_challenge_once_per_request() -> None:
     assert (challenge.realm, challenge.qop) == ("callstream", ("auth",))
     assert endpoint.next_deadline() is None and endpoint.active_calls == 0
     assert endpoint.events_received() == []
+
+
+def test_rate_limit_spares_requests_that_make_no_dialog() -> None:
+    endpoint = SipEndpoint(UAS_ADDR, token=make_token("b"), allowed_networks=PRIVATE_NETWORKS,
+                           limits=AdmissionLimits(rate_per_sec=1.0, burst=1))
+    for _ in range(5):  # a trunk's keep-alives
+        assert answer_to(endpoint, fixture("asterisk_options.sip"),
+                         ("192.168.1.10", 5060)).status == 200
+    assert answer_to(endpoint, _invite(1), ("192.168.1.10", 5060)).status == 100
+    assert answer_to(endpoint, _invite(2), ("192.168.1.10", 5060)).status == 503
