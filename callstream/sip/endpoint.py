@@ -59,10 +59,12 @@ What it does on its own
 * Retransmits its 2xx until the ACK arrives and gives up after 64*T1 with a
   BYE (§13.3.1.4); ACKs 2xx responses (again for each retransmission).
 * CANCEL: 200 to the CANCEL, 487 to the INVITE, :class:`CallCancelled`.
-* Gives up on calls left unanswered for ``setup_timeout`` (480 for an
-  incoming one, CANCEL for an outgoing one): RFC 3261 has no timer there.
+* Gives up on calls left unanswered: 480 for an incoming one after
+  ``answer_timeout``, CANCEL for an outgoing one after ``setup_timeout``
+  (RFC 3261 has no timer there).
 * Digest authentication: a 401/407 to our INVITE is retried with
-  credentials once per challenge (RFC 3261 §22.2).
+  credentials once per challenge (RFC 3261 §22.2); with ``auth``, new
+  INVITEs to us are challenged (§22.4).
 * OPTIONS → 200 with Allow; in-dialog INFO → 200, with
   :class:`DtmfReceived` for ``application/dtmf-relay`` / ``application/dtmf``.
 * Requests that match neither a transaction nor a dialog pass admission
