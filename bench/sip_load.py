@@ -528,6 +528,10 @@ class Bench:
             "CALLSTREAM_RTP_PORT_MIN": "40000",
             "CALLSTREAM_RTP_PORT_MAX": "49999",
             "CALLSTREAM_LOG_LEVEL": "warning",
+            # SIPp is one source placing calls at the offered rate: admission's
+            # per-source limits (docs/security/sip-admission.md) are not what is measured.
+            "CALLSTREAM_SIP_RATE_LIMIT_PER_SEC": "0",
+            "CALLSTREAM_SIP_MAX_PARKED_PER_SOURCE": "0",
         }
         if self.args.callstream:  # another checkout's server, for before/after runs
             env["PYTHONPATH"] = self.args.callstream

@@ -62,7 +62,8 @@ def show_config(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Print the effective settings (secrets masked) as JSON."""
     settings = _settings(config, data_dir=data_dir)
     values = settings.model_dump(mode="json")
-    for secret in ("trunk_password", "webhook_signing_seed", "webhook_standard_secret"):
+    for secret in ("trunk_password", "webhook_signing_seed", "webhook_standard_secret",
+                   "sip_auth_password"):
         if values.get(secret):
             values[secret] = "***"
     values["effective_database_url"] = settings.effective_database_url

@@ -31,6 +31,12 @@ DEFAULT_SIP_NETWORKS = (
     "192.168.0.0/16",
     "fc00::/7",
 )
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Inbound SIP is accepted from these networks unless configured otherwise: this
+#: host only. Open it to your callers' networks (docs/security/sip-admission.md).
+DEFAULT_SIP_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
 def split_host_port(value: str, *, what: str) -> tuple[str, int]:
@@ -102,7 +108,11 @@ class Settings(BaseSettings):
         description="Audio each leg's jitter buffer holds before playout: more rides out "
         "bursty networks and busy hosts, at the cost of latency.",
     )
-    sip_allowed_networks: list[str] = Field(default_factory=lambda: list(DEFAULT_SIP_NETWORKS))
+    sip_allowed_networks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SIP_NETWORKS),
+        description="Networks new SIP requests may come from (CIDR list); loopback only "
+        "by default.",
+    )
 
     # Outbound trunk for E.164 numbers.
     trunk_uri: str | None = Field(None, description="e.g. sip:trunk.example.com:5060")
@@ -188,6 +198,30 @@ class Settings(BaseSettings):
     sip_tcp_max_connections: int = Field(
         256, ge=1, le=65536, description="Most inbound SIP TCP connections at once; more "
         "are closed as they are accepted.")
+    # Security: SIP admission (docs/security.md).
+    sip_forbidden_action: Literal["reject", "drop"] = Field(
+        "reject", description="A request from outside sip_allowed_networks gets one "
+        "stateless 403 (reject) or nothing (drop).")
+    sip_rate_limit_per_sec: float = Field(
+        5.0, ge=0, le=100_000, description="New calls (INVITEs outside a dialog) per "
+        "second one source IP (IPv6: its /64) earns; over it, a stateless 503 with "
+        "Retry-After. 0 turns it off.")
+    sip_rate_limit_burst: int = Field(
+        20, ge=1, le=1_000_000, description="How many new calls one source may start at "
+        "once before sip_rate_limit_per_sec applies.")
+    sip_max_parked_per_source: int = Field(
+        10, ge=0, le=100_000, description="Unanswered incoming calls one source may hold; "
+        "further INVITEs get a stateless 486. 0 turns the cap off.")
+    sip_park_timeout_secs: float = Field(
+        60.0, ge=1, le=3600, description="An incoming call not answered or rejected in "
+        "this time gets 480 and ends with hangup_cause timeout.")
+    sip_auth_username: str | None = Field(
+        None, description="With sip_auth_password: inbound INVITEs must carry digest "
+        "credentials (401 challenge otherwise).")
+    sip_auth_password: str | None = Field(None, description="See sip_auth_username.")
+    sip_auth_realm: str = Field(
+        "callstream", min_length=1, max_length=128, pattern=r'^[\x20-\x7e]+$',
+        description="Realm named in the digest challenge.")
 
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."
@@ -215,6 +249,11 @@ class Settings(BaseSettings):
     @property
     def outbound_policy(self) -> OutboundPolicy:
         return OutboundPolicy.from_lists(self.outbound_allow, self.outbound_deny)
+    @model_validator(mode="after")
+    def _check_sip_auth(self) -> Settings:
+        if (self.sip_auth_username is None) != (self.sip_auth_password is None):
+            raise ValueError("set both sip_auth_username and sip_auth_password, or neither")
+        return self
 
     @property
     def http_host_port(self) -> tuple[str, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import random
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from callstream.sip.offer_answer import (
 from callstream.sip.sdp import Direction, SdpSession
 from callstream.sip.transport import SipTransport
 from callstream.sip.uri import parse_uri
+from callstream.sip_admission import RefusalLog, admission_options
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,6 @@ class Switch:
         self.calls = calls
         host, _ = settings.sip_host_port
         self.media_host = settings.media_address or host
-        self._networks = [
-            ipaddress.ip_network(n, strict=False) for n in settings.sip_allowed_networks
-        ]
         self._transport: SipTransport | None = None
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
         self.pacer = Pacer()
@@ -93,6 +90,7 @@ class Switch:
         self._runner: asyncio.Task[None] | None = None
         self._chains: dict[str, asyncio.Task[None]] = {}  # SIP handle -> its latest event
         self._rng = random.SystemRandom()
+        self._refusals = RefusalLog()
 
     @property
     def transport(self) -> SipTransport:
@@ -111,7 +109,7 @@ class Switch:
             port,
             self._on_sip_event,
             make_endpoint=functools.partial(
-                sip.SipEndpoint, allowed_networks=self._networks, user_agent="callstream"
+                sip.SipEndpoint, user_agent="callstream", **admission_options(self.settings)
             ),
             tcp_idle_timeout=self.settings.sip_tcp_idle_timeout,
             max_tcp_connections=self.settings.sip_tcp_max_connections,
@@ -163,9 +161,8 @@ class Switch:
         if isinstance(event, sip.IncomingCall):
             await self._incoming(event)
             return
-        if isinstance(event, sip.RequestForbidden):
-            log.warning("SIP %s from %s refused: not in sip_allowed_networks", event.method,
-                        event.source)
+        if isinstance(event, sip.RequestForbidden | sip.RequestRefused):
+            self._refusals.report(event)
             return
         leg = self.legs.get(getattr(event, "handle", ""))
         if leg is None:
@@ -178,7 +175,13 @@ class Switch:
             await self._ended(leg, cause, "callee" if incoming or event.status != 487
                               else "caller", event.status)
         elif isinstance(event, sip.CallCancelled):
-            await self._ended(leg, "originator_cancel", "caller", 487)
+            if event.reason is sip.CancelReason.SETUP_TIMEOUT:
+                # Nobody answered or rejected it within sip_park_timeout_secs: 480 sent.
+                log.info("call %s: not answered in %g s (sip_park_timeout_secs): 480",
+                         leg.call.id, self.settings.sip_park_timeout_secs)
+                await self._ended(leg, "timeout", "callee", 480)
+            else:
+                await self._ended(leg, "originator_cancel", "caller", 487)
         elif isinstance(event, sip.CallEnded):
             if event.reason is sip.EndReason.REMOTE_BYE:
                 remote = "caller" if leg.call.record.direction == "incoming" else "callee"

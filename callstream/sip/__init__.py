@@ -6,6 +6,7 @@ Layers, bottom up (each its own module, each usable alone):
   :mod:`~callstream.sip.uri`, :mod:`~callstream.sip.sdp` - wire formats;
 * :mod:`~callstream.sip.framing` - TCP stream framing;
 * :mod:`~callstream.sip.transaction` - RFC 3261 §17 state machines and timers;
+* :mod:`~callstream.sip.admission` - who may start new work, and how much;
 * :mod:`~callstream.sip.dialog`, :mod:`~callstream.sip.digest`,
   :mod:`~callstream.sip.offer_answer` - dialogs, authentication, SDP negotiation;
 * :mod:`~callstream.sip.endpoint` - :class:`SipEndpoint`, the user agent the
@@ -15,7 +16,8 @@ Layers, bottom up (each its own module, each usable alone):
 
 from __future__ import annotations
 
-from .digest import Credentials
+from .admission import AdmissionLimits, ForbiddenAction, RefusalReason
+from .digest import Credentials, DigestServer
 from .endpoint import (
     ALLOW_ALL,
     DEFAULT_ALLOWED_NETWORKS,
@@ -38,6 +40,7 @@ from .events import (
     ReinviteReceived,
     ReinviteRejected,
     RequestForbidden,
+    RequestRefused,
     SipEvent,
 )
 from .exceptions import InvalidCallState, NegotiationFailed, SipError, SipParseError
@@ -49,6 +52,7 @@ from .transport import SipTransport
 __all__ = [
     "ALLOW_ALL",
     "DEFAULT_ALLOWED_NETWORKS",
+    "AdmissionLimits",
     "CallAnswered",
     "CallCancelled",
     "CallEnded",
@@ -58,18 +62,22 @@ __all__ = [
     "CancelReason",
     "Credentials",
     "Datagram",
+    "DigestServer",
     "Direction",
     "DtmfReceived",
     "EndReason",
     "EndpointStats",
+    "ForbiddenAction",
     "IncomingCall",
     "InvalidCallState",
     "MediaParams",
     "NegotiationFailed",
+    "RefusalReason",
     "ReinviteAnswered",
     "ReinviteReceived",
     "ReinviteRejected",
     "RequestForbidden",
+    "RequestRefused",
     "SdpSession",
     "SipEndpoint",
     "SipError",

@@ -59,15 +59,22 @@ What it does on its own
 * Retransmits its 2xx until the ACK arrives and gives up after 64*T1 with a
   BYE (§13.3.1.4); ACKs 2xx responses (again for each retransmission).
 * CANCEL: 200 to the CANCEL, 487 to the INVITE, :class:`CallCancelled`.
-* Gives up on calls left unanswered for ``setup_timeout`` (480 for an
-  incoming one, CANCEL for an outgoing one): RFC 3261 has no timer there.
+* Gives up on calls left unanswered: 480 for an incoming one after
+  ``answer_timeout``, CANCEL for an outgoing one after ``setup_timeout``
+  (RFC 3261 has no timer there).
 * Digest authentication: a 401/407 to our INVITE is retried with
-  credentials once per challenge (RFC 3261 §22.2).
+  credentials once per challenge (RFC 3261 §22.2); with ``auth``, new
+  INVITEs to us are challenged (§22.4).
 * OPTIONS → 200 with Allow; in-dialog INFO → 200, with
   :class:`DtmfReceived` for ``application/dtmf-relay`` / ``application/dtmf``.
-* Requests that match neither a transaction nor a dialog must come from
-  ``allowed_networks`` (default: loopback, RFC 1918, ``fc00::/7``); others get
-  403 and a :class:`RequestForbidden` event.
+* Requests that match neither a transaction nor a dialog pass admission
+  (:mod:`~callstream.sip.admission`) before any state is made for them: they
+  must come from ``allowed_networks`` (default: loopback only), else one
+  stateless 403 (or nothing, ``forbidden_action=DROP``) and a
+  :class:`RequestForbidden` event. A new INVITE from a source over its rate
+  limit gets a stateless 503 with Retry-After, from one holding too many
+  unanswered calls a stateless 486 (:class:`RequestRefused`); with ``auth``
+  set, one without valid digest credentials gets a stateless 401 challenge.
 * Malformed input: a request whose start line, Via, From, To, Call-ID and
   CSeq could be read gets 400 (505, 513 where they fit) with a Warning that
   names the fault; anything else is dropped. :attr:`SipEndpoint.stats`
@@ -87,8 +94,23 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .admission import (
+    AdmissionLimits,
+    ForbiddenAction,
+    RefusalReason,
+    SourceCounter,
+    SourceRateLimiter,
+    source_key,
+)
 from .dialog import Dialog, DialogState
-from .digest import Challenge, Credentials, build_authorization, parse_challenge
+from .digest import (
+    AuthOutcome,
+    Challenge,
+    Credentials,
+    DigestServer,
+    build_authorization,
+    parse_challenge,
+)
 from .events import (
     Addr,
     CallAnswered,
@@ -104,6 +126,7 @@ from .events import (
     ReinviteReceived,
     ReinviteRejected,
     RequestForbidden,
+    RequestRefused,
     SipEvent,
 )
 from .exceptions import DigestError, InvalidCallState, InvalidHeader, SipError, SipParseError
@@ -156,6 +179,7 @@ __all__ = [
     "ReinviteReceived",
     "ReinviteRejected",
     "RequestForbidden",
+    "RequestRefused",
     "SipEndpoint",
     "SipEvent",
 ]
@@ -175,17 +199,10 @@ KNOWN_METHODS = frozenset(
 )
 #: Requests that need a dialog; out of one they get 481.
 DIALOG_METHODS = frozenset({"BYE", "INFO", "PRACK", "UPDATE"})
-#: Where requests may come from unless they belong to a transaction or dialog.
+#: Where requests may come from unless they belong to a transaction or dialog:
+#: this host only, until the operator names the networks its callers are on.
 DEFAULT_ALLOWED_NETWORKS: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(net)
-    for net in (
-        "127.0.0.0/8",
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "::1/128",
-        "fc00::/7",
-    )
+    ipaddress.ip_network(net) for net in ("127.0.0.0/8", "::1/128")
 )
 #: Every address: for ``allowed_networks`` when the endpoint faces the Internet.
 ALLOW_ALL: tuple[IPNetwork, ...] = (
@@ -200,6 +217,9 @@ MAX_CALLS = 10_000
 #: 3261 has no timer for a Proceeding INVITE; this keeps a silent peer or a
 #: forgetful caller from holding a call (and its memory) forever.
 SETUP_TIMEOUT = 300.0
+#: Seconds an incoming call may wait for our answer (480 after): a parked call
+#: holds media ports and a place in the per-source cap while it waits.
+ANSWER_TIMEOUT = 60.0
 #: Most live transactions; requests beyond it get a stateless 503.
 MAX_TRANSACTIONS = 100_000
 #: Content types we accept for DTMF in INFO.
@@ -213,6 +233,7 @@ _REASONS = {
     183: "Session Progress",
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -221,6 +242,7 @@ _REASONS = {
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",
+    486: "Busy Here",
     487: "Request Terminated",
     488: "Not Acceptable Here",
     491: "Request Pending",
@@ -261,6 +283,10 @@ class EndpointStats:
     bad_requests_answered: int = 0
     dropped: int = 0
     forbidden: int = 0
+    rate_limited: int = 0
+    parked_limited: int = 0
+    auth_challenges: int = 0
+    auth_failures: int = 0
     retransmissions_absorbed: int = 0
     stray_responses: int = 0
     calls_in: int = 0
@@ -328,6 +354,7 @@ class _Call:
         "linger_until",
         "local_tag",
         "ok_retransmit",
+        "parked_source",
         "pending_bye",
         "provisional_received",
         "reinvite_in",
@@ -365,6 +392,8 @@ class _Call:
         self.transport = transport
         self.dialog: Dialog | None = None
         self.ok_retransmit: _Retransmit | None = None
+        # Set while an incoming call waits for our answer, for the per-source cap.
+        self.parked_source: str | None = None
         self.pending_bye = False
         # CSeq number -> the ACK we sent for that INVITE's 2xx, to resend.
         self.acks: dict[int, tuple[SipRequest, Addr, str]] = {}
@@ -497,11 +526,17 @@ class SipEndpoint:
         user_agent: ``User-Agent`` / ``Server`` header value.
         contact_user: User part of our Contact URI.
         allowed_networks: Where new requests may come from.
+        forbidden_action: What a request from elsewhere gets: one stateless
+            403, or nothing.
+        limits: Per-source rate limit and cap on unanswered incoming calls.
+        auth: Challenge new INVITEs and admit only those with valid digest
+            credentials; ``None`` admits them without.
         timers: T1, T2, T4.
         max_calls: Calls at once; further INVITEs get 503.
-        setup_timeout: Seconds a call may stay unanswered: an incoming one
-            then gets 480 (``CallCancelled(reason=SETUP_TIMEOUT)``), an
-            outgoing one is cancelled (``CallFailed(408)``).
+        setup_timeout: Seconds an outgoing call may stay unanswered before it
+            is cancelled (``CallFailed(408)``).
+        answer_timeout: Seconds an incoming call may stay unanswered before it
+            gets 480 (``CallCancelled(reason=SETUP_TIMEOUT)``).
         token: Random hex of ``n`` bytes, for tags, branches and Call-IDs
             (inject a deterministic one in tests).
     """
@@ -514,9 +549,13 @@ class SipEndpoint:
         user_agent: str = "callstream",
         contact_user: str = "callstream",
         allowed_networks: Iterable[IPNetwork] | None = None,
+        forbidden_action: ForbiddenAction = ForbiddenAction.REJECT,
+        limits: AdmissionLimits = AdmissionLimits(),
+        auth: DigestServer | None = None,
         timers: TimerConfig = DEFAULT_TIMERS,
         max_calls: int = MAX_CALLS,
         setup_timeout: float = SETUP_TIMEOUT,
+        answer_timeout: float = ANSWER_TIMEOUT,
         token: Callable[[int], str] = secrets.token_hex,
     ) -> None:
         self.local_addr = local_addr
@@ -526,9 +565,15 @@ class SipEndpoint:
         self.allowed_networks: tuple[IPNetwork, ...] = (
             DEFAULT_ALLOWED_NETWORKS if allowed_networks is None else tuple(allowed_networks)
         )
+        self.forbidden_action = forbidden_action
+        self.limits = limits
+        self.auth = auth
         self.timers = timers
         self.max_calls = max_calls
         self.setup_timeout = setup_timeout
+        self.answer_timeout = answer_timeout
+        self._rate = SourceRateLimiter(limits.rate_per_sec, limits.burst)
+        self._parked = SourceCounter()
         self.stats = EndpointStats()
         self._active = 0
         self._token = token
@@ -695,6 +740,7 @@ class SipEndpoint:
         )
         call.state = CallState.ANSWERED
         call.setup_deadline = None
+        self._unpark(call)
         self._schedule_call(call)
 
     def reject(
@@ -1228,13 +1274,9 @@ class SipEndpoint:
             return
         call_id = request.headers.get("Call-ID") or ""
         handle = self._dialogs.get((call_id, to.tag or "", from_.tag or "")) if to.tag else None
-        allowed = handle is not None or _is_allowed(addr[0], self.allowed_networks)
-        record = self._new_server(request, key, top, addr, transport, handle)
-        if not allowed:
-            self.stats.forbidden += 1
-            self._emit(RequestForbidden(request.method, addr))
-            self._reply(record, 403, now)
+        if handle is None and not self._admit(request, top, addr, transport, to, now):
             return
+        record = self._new_server(request, key, top, addr, transport, handle)
         try:
             self._dispatch(request, record, key, from_, to, cseq.seq, handle, addr, now)
         except SipParseError as exc:
@@ -1243,6 +1285,65 @@ class SipEndpoint:
             self.stats.parse_errors += 1
             if record.tx.last_response is None or record.tx.last_response.status < 200:
                 self._reply_bad(record, exc, now)
+
+    def _admit(
+        self, request: SipRequest, top: Via, addr: Addr, transport: str, to: NameAddr, now: float
+    ) -> bool:
+        """Admission for a request outside any dialog (see :mod:`.admission`).
+
+        A refusal is answered statelessly, once, with no transaction behind it:
+        nothing is retransmitted and nothing is remembered.
+        """
+        if not _is_allowed(addr[0], self.allowed_networks):
+            self._refuse_forbidden(request, top, addr, transport)
+            return False
+        if to.tag or request.method != "INVITE":
+            return True  # makes no dialog: answered at once (or 481), nothing parked
+        source = source_key(addr[0])
+        if not self._rate.admit(source, now):
+            self.stats.rate_limited += 1
+            self._emit(RequestRefused(request.method, addr, RefusalReason.RATE_LIMITED))
+            retry = [("Retry-After", str(self.limits.retry_after))]
+            self._reject_stateless(request, top, addr, transport, 503, headers=retry)
+            return False
+        cap = self.limits.max_parked_per_source
+        if cap and self._parked.count(source) >= cap:
+            self.stats.parked_limited += 1
+            self._emit(RequestRefused(request.method, addr, RefusalReason.PARKED_LIMIT))
+            self._reject_stateless(request, top, addr, transport, 486)
+            return False
+        auth = self.auth
+        if auth is None:
+            return True
+        outcome = auth.check(
+            request.headers.get_all("Authorization"),
+            method=request.method,
+            uri=request.uri,
+            source=source,
+            now=now,
+            body=request.body,
+        )
+        if outcome is AuthOutcome.OK:
+            return True
+        if outcome is AuthOutcome.FAILED:
+            self.stats.auth_failures += 1
+            self._emit(RequestRefused(request.method, addr, RefusalReason.AUTH_FAILED))
+        # RFC 3261 §22.4: "...the server MUST ... challenge the originator ... using
+        # a 401 (Unauthorized) response" with a WWW-Authenticate header.
+        self.stats.auth_challenges += 1
+        challenge = auth.challenge(source, now, stale=outcome is AuthOutcome.STALE)
+        self._reject_stateless(
+            request, top, addr, transport, 401, headers=[("WWW-Authenticate", challenge)]
+        )
+        return False
+
+    def _refuse_forbidden(self, request: SipRequest, top: Via, addr: Addr, transport: str) -> None:
+        self.stats.forbidden += 1
+        self._emit(RequestForbidden(request.method, addr))
+        if self.forbidden_action is ForbiddenAction.DROP:
+            self.stats.dropped += 1
+            return
+        self._reject_stateless(request, top, addr, transport, 403)
 
     def _dispatch(
         self,
@@ -1304,10 +1405,23 @@ class SipEndpoint:
         self._reply_bad(record, exc, now)
 
     def _reject_stateless(
-        self, request: SipRequest, top: Via, addr: Addr, transport: str, status: int
+        self,
+        request: SipRequest,
+        top: Via,
+        addr: Addr,
+        transport: str,
+        status: int,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         response = self._build_response(
-            request.method, request.headers.items(), top, status, None, to_tag=self._token(6)
+            request.method,
+            request.headers.items(),
+            top,
+            status,
+            None,
+            to_tag=self._token(6),
+            headers=headers,
         )
         self._send(response, top.response_address(addr) if transport == UDP else addr, transport)
 
@@ -1348,6 +1462,8 @@ class SipEndpoint:
         call = _Call(handle, _Role.UAS, request, call_id, local_tag, addr, transport)
         call.dialog = dialog
         call.invite_key = key
+        call.parked_source = source_key(addr[0])
+        self._parked.add(call.parked_source)
         record.handle = handle
         record.purpose = _Purpose.INVITE
         record.merge_key = merge_key
@@ -1405,9 +1521,7 @@ class SipEndpoint:
         invite_key: ServerKey = (*key[:-1], "INVITE")
         invite_record = self._server_tx.get(invite_key)
         if invite_record is None and not _is_allowed(addr[0], self.allowed_networks):
-            self.stats.forbidden += 1
-            self._emit(RequestForbidden("CANCEL", addr))
-            self._reply(self._new_server(request, key, top, addr, transport, None), 403, now)
+            self._refuse_forbidden(request, top, addr, transport)
             return
         record = self._new_server(request, key, top, addr, transport, None)
         if invite_record is None:
@@ -1961,8 +2075,14 @@ class SipEndpoint:
     def _add_call(self, call: _Call, now: float) -> None:
         self._calls[call.handle] = call
         self._active += 1
-        call.setup_deadline = now + self.setup_timeout
+        timeout = self.answer_timeout if call.role is _Role.UAS else self.setup_timeout
+        call.setup_deadline = now + timeout
         self._schedule_call(call)
+
+    def _unpark(self, call: _Call) -> None:
+        if call.parked_source is not None:
+            self._parked.remove(call.parked_source)
+            call.parked_source = None
 
     def _end(self, call: _Call, now: float) -> None:
         """Mark the call ended; keep it for 64*T1 for late retransmissions."""
@@ -1970,6 +2090,7 @@ class SipEndpoint:
             self._active -= 1
         call.state = CallState.ENDED
         call.setup_deadline = None
+        self._unpark(call)
         call.ok_retransmit = None
         call.cancel_deadline = None
         call.pending_bye = False

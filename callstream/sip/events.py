@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .admission import RefusalReason
 from .message import Headers
 from .sdp import SdpSession
 
@@ -36,6 +37,7 @@ __all__ = [
     "ReinviteReceived",
     "ReinviteRejected",
     "RequestForbidden",
+    "RequestRefused",
     "SipEvent",
 ]
 
@@ -177,7 +179,19 @@ class DtmfReceived(SipEvent):
 
 @dataclass(frozen=True, slots=True)
 class RequestForbidden(SipEvent):
-    """A request from outside ``allowed_networks`` got 403."""
+    """A request from outside ``allowed_networks`` got one stateless 403, or
+    nothing (``ForbiddenAction.DROP``)."""
 
     method: str
     source: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused(SipEvent):
+    """Admission refused a new request from an allowed source, statelessly
+    (:mod:`~callstream.sip.admission`): 503 over the rate limit, 486 over the
+    parked-call cap, 401 again for wrong credentials."""
+
+    method: str
+    source: Addr
+    reason: RefusalReason

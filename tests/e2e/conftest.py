@@ -35,7 +35,10 @@ def make_rig(data: Path, rtp_ports: tuple[int, int], env: dict[str, str] | None 
                    "CALLSTREAM_RTP_PORT_MAX": str(rtp_ports[1]), **(env or {})}
     ) as server:
         sdk = Telnyx(api_key=server.api_key, base_url=server.api_url, max_retries=0)
-        yield Rig(server, hooks, sdk, data)
+        try:
+            yield Rig(server, hooks, sdk, data)
+        finally:
+            sdk.close()  # its pooled connection, else a ResourceWarning whenever gc runs
 
 
 @pytest.fixture(scope="module")

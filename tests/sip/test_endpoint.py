@@ -6,7 +6,13 @@ import ipaddress
 
 import pytest
 
-from callstream.sip.digest import Credentials, build_authorization, parse_challenge
+from callstream.sip.admission import AdmissionLimits, ForbiddenAction, RefusalReason
+from callstream.sip.digest import (
+    Credentials,
+    DigestServer,
+    build_authorization,
+    parse_challenge,
+)
 from callstream.sip.endpoint import (
     ALLOW_ALL,
     CallAnswered,
@@ -23,6 +29,7 @@ from callstream.sip.endpoint import (
     ReinviteReceived,
     ReinviteRejected,
     RequestForbidden,
+    RequestRefused,
     SipEndpoint,
 )
 from callstream.sip.exceptions import InvalidCallState
@@ -474,8 +481,15 @@ def test_authenticated_call_completes_against_uas() -> None:
 # -------------------------------------------------------- requests outside calls
 
 
+#: The fixtures come from peers on private networks, and the helpers from loopback.
+PRIVATE_NETWORKS = [
+    ipaddress.ip_network(net)
+    for net in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+]
+
+
 def uas() -> SipEndpoint:
-    return SipEndpoint(UAS_ADDR, token=make_token("b"))
+    return SipEndpoint(UAS_ADDR, token=make_token("b"), allowed_networks=PRIVATE_NETWORKS)
 
 
 def answer_to(
@@ -505,9 +519,13 @@ def test_forbidden_source() -> None:
     assert response.status == 403
     assert endpoint.events_received() == [RequestForbidden("INVITE", ("203.0.113.7", 5070))]
     assert endpoint.stats.forbidden == 1
-    # The retransmission gets the same answer from the transaction, no new event.
-    answer_to(endpoint, fixture("sipp_invite.sip"), ("203.0.113.7", 5070))
-    assert endpoint.events_received() == []
+    # Stateless: no transaction, so nothing is ever resent; a retransmission is
+    # a new request and gets its own single 403.
+    assert endpoint.next_deadline() is None
+    endpoint.handle_timeout(100.0)
+    assert endpoint.datagrams_to_send() == []
+    assert answer_to(endpoint, fixture("sipp_invite.sip"), ("203.0.113.7", 5070)).status == 403
+    assert endpoint.stats.forbidden == 2
     open_endpoint = SipEndpoint(UAS_ADDR, allowed_networks=ALLOW_ALL)
     open_endpoint.receive_datagram(fixture("sipp_invite.sip"), ("203.0.113.7", 5070), 0.0)
     assert [type(e) for e in open_endpoint.events_received()] == [IncomingCall]
@@ -763,7 +781,7 @@ def test_drop_helper_records(tmp_path: object) -> None:
 
 def test_unanswered_incoming_call_times_out_with_480() -> None:
     pair = UacUasPair()
-    pair.uas.setup_timeout = 60.0
+    pair.uas.answer_timeout = 60.0
     handle, incoming = place_call(pair)
     pair.uas.ring(incoming.handle, pair.now)
     pair.advance(61)
@@ -774,6 +792,7 @@ def test_unanswered_incoming_call_times_out_with_480() -> None:
 def test_unanswered_outgoing_call_is_cancelled_after_setup_timeout() -> None:
     pair = UacUasPair()
     pair.uac.setup_timeout = 60.0
+    pair.uas.answer_timeout = 300.0
     handle, incoming = place_call(pair)
     pair.uas.ring(incoming.handle, pair.now)
     pair.advance(61)
@@ -1041,3 +1060,135 @@ def test_header_failing_late_still_gets_a_final_response() -> None:
     response = answer_to(endpoint, data, ("192.168.1.10", 5060))
     assert response.status == 400
     assert "more than 64 values" in (response.headers.get("Warning") or "")
+
+
+# -------------------------------------------------------------------- admission
+
+
+def _invite(n: int) -> bytes:
+    """The SIPp INVITE as a new call: its own Call-ID, From tag and branch."""
+    return (fixture("sipp_invite.sip")
+            .replace(b"1-4711@", f"{n}-4711@".encode())
+            .replace(b"SIPpTag001", f"SIPpTag{n:03d}".encode())
+            .replace(b"-4711-1-0", f"-4711-{n}-0".encode()))
+
+
+def test_forbidden_source_can_be_dropped() -> None:
+    endpoint = SipEndpoint(UAS_ADDR, forbidden_action=ForbiddenAction.DROP)
+    for data in (fixture("sipp_invite.sip"), fixture("asterisk_options.sip")):
+        endpoint.receive_datagram(data, ("203.0.113.7", 5070), 0.0)
+    assert endpoint.datagrams_to_send() == []
+    assert endpoint.stats.forbidden == 2 and endpoint.stats.dropped == 2
+    assert [type(e) for e in endpoint.events_received()] == [RequestForbidden] * 2
+    assert endpoint.next_deadline() is None
+
+
+def test_forbidden_cancel_is_refused_statelessly() -> None:
+    endpoint = uas()
+    data = fixture("sipp_invite.sip").replace(b"INVITE", b"CANCEL")
+    assert answer_to(endpoint, data, ("203.0.113.7", 5070)).status == 403
+    assert endpoint.next_deadline() is None
+
+
+def test_rate_limit_answers_503_statelessly() -> None:
+    endpoint = SipEndpoint(UAS_ADDR, token=make_token("b"),
+                           limits=AdmissionLimits(rate_per_sec=1.0, burst=2, retry_after=7))
+    statuses = [answer_to(endpoint, _invite(n)).status for n in range(1, 4)]
+    assert statuses == [100, 100, 503]
+    (refused,) = [e for e in endpoint.events_received() if isinstance(e, RequestRefused)]
+    assert refused == RequestRefused("INVITE", UAC_ADDR, RefusalReason.RATE_LIMITED)
+    assert endpoint.active_calls == 2 and endpoint.stats.rate_limited == 1
+    endpoint.receive_datagram(_invite(4), UAC_ADDR, 0.0)
+    (datagram,) = endpoint.datagrams_to_send()
+    response = response_of(datagram.data)
+    assert (response.status, response.headers.get("Retry-After")) == (503, "7")
+    # The INVITE that got 503 has no transaction: its retransmission is a new request.
+    endpoint.receive_datagram(_invite(4), UAC_ADDR, 0.5)
+    assert response_of(endpoint.datagrams_to_send()[0].data).status == 503
+    assert answer_to(endpoint, _invite(5), ("127.0.0.2", 5070)).status == 100  # another source
+    endpoint.receive_datagram(_invite(6), UAC_ADDR, 1.0)  # a second later: a token again
+    assert response_of(endpoint.datagrams_to_send()[0].data).status == 100
+
+
+def test_parked_cap_per_source_and_its_release() -> None:
+    endpoint = SipEndpoint(UAS_ADDR, token=make_token("b"),
+                           limits=AdmissionLimits(max_parked_per_source=2))
+    assert [answer_to(endpoint, _invite(n)).status for n in (1, 2, 3)] == [100, 100, 486]
+    calls = [e for e in endpoint.events_received() if isinstance(e, IncomingCall)]
+    assert endpoint.stats.parked_limited == 1 and endpoint.active_calls == 2
+    assert answer_to(endpoint, _invite(4), ("127.0.0.2", 5070)).status == 100
+    endpoint.answer(calls[0].handle, ANSWER, 0.0)  # answered: no longer parked
+    endpoint.datagrams_to_send()
+    assert answer_to(endpoint, _invite(5)).status == 100
+    assert answer_to(endpoint, _invite(6)).status == 486
+    endpoint.reject(calls[1].handle, 486, None, 0.0)  # rejected: gone
+    endpoint.datagrams_to_send()
+    assert answer_to(endpoint, _invite(7)).status == 100
+
+
+def test_parked_call_times_out_and_frees_its_place() -> None:
+    pair = UacUasPair()
+    pair.uas.answer_timeout = 5.0
+    pair.uas.limits = AdmissionLimits(max_parked_per_source=1)
+    handle, incoming = place_call(pair)
+    pair.uac.invite(TARGET, from_uri=FROM, sdp=OFFER, now=pair.now)
+    pair.pump()
+    assert len(pair.sent_by(UAS_ADDR, "SIP/2.0 486")) == 1
+    pair.take_uac()
+    pair.take_uas()
+    pair.advance(6)
+    assert pair.take_uas() == [CallCancelled(incoming.handle, CancelReason.SETUP_TIMEOUT)]
+    assert pair.take_uac()[-1] == CallFailed(handle, 480, "Temporarily Unavailable")
+    place_call(pair)  # the source's place is free again
+
+
+def test_digest_challenge_then_authorized_invite() -> None:
+    pair = UacUasPair()
+    pair.uas.auth = DigestServer(Credentials("alice", "s3cret"), realm="callstream")
+    handle = pair.uac.invite(TARGET, from_uri=FROM, sdp=OFFER, now=pair.now,
+                             credentials=Credentials("alice", "s3cret"))
+    pair.pump()
+    (incoming,) = pair.take_uas()
+    assert isinstance(incoming, IncomingCall)
+    assert lines(pair, UAS_ADDR)[:2] == ["SIP/2.0 401 Unauthorized", "SIP/2.0 100 Trying"]
+    assert pair.uas.stats.auth_challenges == 1 and pair.uas.stats.auth_failures == 0
+    assert pair.uas.active_calls == 1
+    pair.uas.answer(incoming.handle, ANSWER, pair.now)
+    pair.pump()
+    assert [type(e) for e in pair.take_uac()] == [CallAnswered]
+    assert pair.uac.call_state(handle) is CallState.CONFIRMED
+
+
+def test_digest_wrong_password_never_makes_a_call() -> None:
+    pair = UacUasPair()
+    pair.uas.auth = DigestServer(Credentials("alice", "s3cret"), realm="callstream")
+    handle = pair.uac.invite(TARGET, from_uri=FROM, sdp=OFFER, now=pair.now,
+                             credentials=Credentials("alice", "guess"))
+    pair.pump()
+    assert pair.take_uac() == [CallFailed(handle, 401, "Unauthorized")]
+    events = pair.take_uas()
+    assert events == [RequestRefused("INVITE", UAC_ADDR, RefusalReason.AUTH_FAILED)]
+    assert pair.uas.stats.auth_failures == 1 and pair.uas.active_calls == 0
+    # Every 401 was stateless: nothing left to resend.
+    assert pair.uas.next_deadline() is None
+
+
+def test_digest_without_credentials_gets_a_challenge_once_per_request() -> None:
+    endpoint = uas()
+    endpoint.auth = DigestServer(Credentials("alice", "s3cret"), realm="callstream")
+    response = answer_to(endpoint, fixture("sipp_invite.sip"))
+    assert response.status == 401
+    challenge = parse_challenge(response.headers.get("WWW-Authenticate") or "")
+    assert (challenge.realm, challenge.qop) == ("callstream", ("auth",))
+    assert endpoint.next_deadline() is None and endpoint.active_calls == 0
+    assert endpoint.events_received() == []
+
+
+def test_rate_limit_spares_requests_that_make_no_dialog() -> None:
+    endpoint = SipEndpoint(UAS_ADDR, token=make_token("b"), allowed_networks=PRIVATE_NETWORKS,
+                           limits=AdmissionLimits(rate_per_sec=1.0, burst=1))
+    for _ in range(5):  # a trunk's keep-alives
+        assert answer_to(endpoint, fixture("asterisk_options.sip"),
+                         ("192.168.1.10", 5060)).status == 200
+    assert answer_to(endpoint, _invite(1), ("192.168.1.10", 5060)).status == 100
+    assert answer_to(endpoint, _invite(2), ("192.168.1.10", 5060)).status == 503

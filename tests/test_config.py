@@ -1,0 +1,68 @@
+"""Settings: the SIP admission block's defaults and checks."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from pydantic import ValidationError
+
+from callstream.config import Settings
+from callstream.sip.admission import ForbiddenAction
+from callstream.sip.endpoint import SipEndpoint
+from callstream.sip_admission import admission_options
+
+
+def test_default_sip_allow_list_is_loopback_only() -> None:
+    settings = Settings()
+    assert settings.sip_allowed_networks == ["127.0.0.0/8", "::1/128"]
+    networks = admission_options(settings)["allowed_networks"]
+    for private in ("10.1.2.3", "172.16.0.1", "192.168.1.10", "fd00::1"):
+        assert not any(ipaddress.ip_address(private) in net for net in networks)
+
+
+def test_endpoint_default_is_loopback_only_too() -> None:
+    endpoint = SipEndpoint(("127.0.0.1", 5060))
+    assert [str(n) for n in endpoint.allowed_networks] == ["127.0.0.0/8", "::1/128"]
+
+
+def test_admission_defaults() -> None:
+    options = admission_options(Settings())
+    assert options["forbidden_action"] is ForbiddenAction.REJECT
+    assert options["auth"] is None
+    assert options["answer_timeout"] == 60.0
+    limits = options["limits"]
+    assert (limits.rate_per_sec, limits.burst, limits.max_parked_per_source) == (5.0, 20, 10)
+
+
+def test_admission_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLSTREAM_SIP_FORBIDDEN_ACTION", "drop")
+    monkeypatch.setenv("CALLSTREAM_SIP_RATE_LIMIT_PER_SEC", "0")
+    monkeypatch.setenv("CALLSTREAM_SIP_MAX_PARKED_PER_SOURCE", "3")
+    monkeypatch.setenv("CALLSTREAM_SIP_PARK_TIMEOUT_SECS", "5")
+    monkeypatch.setenv("CALLSTREAM_SIP_AUTH_USERNAME", "alice")
+    monkeypatch.setenv("CALLSTREAM_SIP_AUTH_PASSWORD", "s3cret")
+    monkeypatch.setenv("CALLSTREAM_SIP_ALLOWED_NETWORKS", '["203.0.113.0/24"]')
+    options = admission_options(Settings())
+    assert options["forbidden_action"] is ForbiddenAction.DROP
+    assert options["limits"].rate_per_sec == 0 and options["limits"].max_parked_per_source == 3
+    assert options["answer_timeout"] == 5.0
+    assert options["auth"].realm == "callstream"
+    assert options["auth"].credentials.username == "alice"
+    assert [str(n) for n in options["allowed_networks"]] == ["203.0.113.0/24"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"sip_auth_username": "alice"}, "set both sip_auth_username and sip_auth_password"),
+        ({"sip_auth_password": "pw"}, "set both sip_auth_username and sip_auth_password"),
+        ({"sip_forbidden_action": "tarpit"}, "sip_forbidden_action"),
+        ({"sip_park_timeout_secs": 0}, "sip_park_timeout_secs"),
+        ({"sip_rate_limit_burst": 0}, "sip_rate_limit_burst"),
+        ({"sip_auth_realm": "a\r\nb"}, "sip_auth_realm"),
+    ],
+)
+def test_bad_admission_settings(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**fields)  # type: ignore[arg-type]
