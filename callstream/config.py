@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callstream.outbound.policy import (
@@ -21,18 +21,6 @@ from callstream.outbound.policy import (
     OutboundPolicy,
     parse_networks,
 )
-
-#: Inbound SIP is accepted from these networks unless configured otherwise.
-DEFAULT_SIP_NETWORKS = (
-    "127.0.0.0/8",
-    "::1/128",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "fc00::/7",
-)
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Inbound SIP is accepted from these networks unless configured otherwise: this
 #: host only. Open it to your callers' networks (docs/security/sip-admission.md).
