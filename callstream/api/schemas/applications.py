@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from callstream.api.schemas.fields import HttpUrl
+from callstream.api.schemas.fields import HttpUrl, NotNull
 
 
 class ApplicationCreate(BaseModel):
@@ -26,18 +26,21 @@ class ApplicationCreate(BaseModel):
 
 
 class ApplicationUpdate(BaseModel):
+    """Only the fields sent are changed. ``null`` clears a field that may be empty (the
+    failover URL, the timeout) and is refused (422) for the others."""
+
     model_config = ConfigDict(extra="ignore")
 
-    application_name: str | None = Field(None, min_length=1, max_length=255)
-    webhook_event_url: HttpUrl | None = None
+    application_name: Annotated[str | None, *NotNull] = Field(None, min_length=1, max_length=255)
+    webhook_event_url: Annotated[HttpUrl | None, *NotNull] = None
     webhook_event_failover_url: HttpUrl | None = None
     webhook_timeout_secs: int | None = Field(None, ge=0, le=30)
-    webhook_api_version: Literal["1", "2"] | None = None
-    active: bool | None = None
-    dtmf_type: Literal["RFC 2833", "Inband", "SIP INFO"] | None = None
-    first_command_timeout: bool | None = None
-    first_command_timeout_secs: int | None = Field(None, ge=1, le=600)
-    tags: list[str] | None = None
+    webhook_api_version: Annotated[Literal["1", "2"] | None, *NotNull] = None
+    active: Annotated[bool | None, *NotNull] = None
+    dtmf_type: Annotated[Literal["RFC 2833", "Inband", "SIP INFO"] | None, *NotNull] = None
+    first_command_timeout: Annotated[bool | None, *NotNull] = None
+    first_command_timeout_secs: Annotated[int | None, *NotNull] = Field(None, ge=1, le=600)
+    tags: Annotated[list[str] | None, *NotNull] = None
 
 
 class ApplicationOut(BaseModel):

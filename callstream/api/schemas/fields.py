@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 MAX_URL_LENGTH = 2000
@@ -28,6 +28,16 @@ def _base64(value: str) -> str:
     return value
 
 
+def _url_schema(schemes: tuple[str, ...]) -> Any:
+    # What _url checks, as JSON Schema, so clients (and schemathesis) see the rule.
+    # (JSON Schema patterns are ECMA-262: no inline flags, so letters are spelled out.)
+    alternatives = "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in s) for s in schemes)
+    return Field(
+        max_length=MAX_URL_LENGTH,
+        json_schema_extra={"pattern": rf"^(?:{alternatives})://[^/\s?#]+\S*$"},
+    )
+
+
 def _url(schemes: tuple[str, ...]) -> AfterValidator:
     def check(value: str) -> str:
         if len(value) > MAX_URL_LENGTH:
@@ -46,6 +56,23 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _reject_null(value: object) -> object:
+    if value is None:
+        raise PydanticCustomError("null_not_allowed", "The value cannot be null.")
+    return value
+
+
+def without_null(schema: dict[str, Any]) -> None:
+    """Drop a property schema's null branch and null default: for NotNull below, which
+    refuses the null, and for form bodies, which cannot carry one."""
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    schema.pop("default", None)
+
+
 def _phone_or_sip(value: str) -> str:
     if _E164.match(value) or _SIP_URI.match(value):
         return value
@@ -54,13 +81,27 @@ def _phone_or_sip(value: str) -> str:
     )
 
 
+#: _base64's rule as JSON Schema (padded standard alphabet), for the OpenAPI document.
+_BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
 ClientState = Annotated[
-    str, Field(max_length=MAX_CLIENT_STATE, description="Base64 state echoed in later webhooks."),
+    str,
+    Field(
+        max_length=MAX_CLIENT_STATE,
+        description="Base64 state echoed in later webhooks.",
+        json_schema_extra={"pattern": _BASE64_PATTERN},
+    ),
     AfterValidator(_base64),
 ]
 CommandId = Annotated[
     str, Field(max_length=256, description="Idempotency key; a repeat on the same call is ignored.")
 ]
-HttpUrl = Annotated[str, _url(("http", "https"))]
-WsUrl = Annotated[str, _url(("ws", "wss"))]
-PhoneOrSip = Annotated[str, AfterValidator(_phone_or_sip)]
+HttpUrl = Annotated[str, _url(("http", "https")), _url_schema(("http", "https"))]
+WsUrl = Annotated[str, _url(("ws", "wss")), _url_schema(("ws", "wss"))]
+PhoneOrSip = Annotated[
+    str,
+    AfterValidator(_phone_or_sip),
+    Field(json_schema_extra={"pattern": rf"{_E164.pattern}|{_SIP_URI.pattern}"}),
+]
+#: For optional fields of an update: may be left out, may not be sent as null.
+NotNull = (BeforeValidator(_reject_null), Field(json_schema_extra=without_null))

@@ -67,7 +67,9 @@ class StreamFields(BaseModel):
     stream_bidirectional_sampling_rate: SamplingRate | None = None
     stream_bidirectional_target_legs: Literal["both", "self", "opposite"] | None = None
     stream_auth_token: str | None = Field(None, max_length=4000)
-    enable_dialogflow: Annotated[bool | None, AfterValidator(_no_dialogflow)] = None
+    enable_dialogflow: Annotated[bool | None, AfterValidator(_no_dialogflow)] = Field(
+        None, json_schema_extra={"anyOf": [{"type": "boolean", "enum": [False]}, {"type": "null"}]}
+    )
     dialogflow_config: DialogflowConfig | None = None
 
 
