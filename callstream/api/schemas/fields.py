@@ -13,9 +13,14 @@ from pydantic_core import PydanticCustomError
 MAX_URL_LENGTH = 2000
 MAX_CLIENT_STATE = 4096
 
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-_SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$", re.IGNORECASE)
-_URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<host>[^/\s?#]+)[^\s]*$")
+# Spelled in the subset of regex that JSON Schema (ECMA-262) shares with Python, so the
+# OpenAPI patterns below are these very expressions: ASCII digits (Python's \d takes
+# any script's), control characters and space excluded by code (\s differs), and
+# fullmatch() (Python's $ also matches before a final newline).
+_CTL = r"\x00-\x20\x7f"
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_SIP_URI = re.compile(rf'^sips?:[^{_CTL}<>"]+$', re.IGNORECASE)
+_URL = re.compile(rf"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<host>[^/{_CTL}?#]+)[^{_CTL}]*$")
 
 
 def _base64(value: str) -> str:
@@ -34,7 +39,7 @@ def _url_schema(schemes: tuple[str, ...]) -> Any:
     alternatives = "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in s) for s in schemes)
     return Field(
         max_length=MAX_URL_LENGTH,
-        json_schema_extra={"pattern": rf"^(?:{alternatives})://[^/\s?#]+\S*$"},
+        json_schema_extra={"pattern": rf"^(?:{alternatives})://[^/{_CTL}?#]+[^{_CTL}]*$"},
     )
 
 
@@ -44,7 +49,7 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
             raise PydanticCustomError(
                 "url_too_long", "URL must be at most {limit} characters.", {"limit": MAX_URL_LENGTH}
             )
-        match = _URL.match(value)
+        match = _URL.fullmatch(value)
         if not match or match["scheme"].lower() not in schemes:
             raise PydanticCustomError(
                 "invalid_url",
@@ -73,8 +78,16 @@ def without_null(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+def _json_integer(value: object) -> object:
+    # JSON Schema's integer is a number without a fraction (5 or 5.0); pydantic's lax int
+    # would also take true or "5", which the OpenAPI document does not allow.
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
 def _phone_or_sip(value: str) -> str:
-    if _E164.match(value) or _SIP_URI.match(value):
+    if _E164.fullmatch(value) or _SIP_URI.fullmatch(value):
         return value
     raise PydanticCustomError(
         "invalid_e164", "The value must be a +E164 phone number or a sip: URI."
@@ -103,5 +116,7 @@ PhoneOrSip = Annotated[
     AfterValidator(_phone_or_sip),
     Field(json_schema_extra={"pattern": rf"{_E164.pattern}|{_SIP_URI.pattern}"}),
 ]
+#: Metadata for an int field: ``Annotated[int | None, JsonInteger]``.
+JsonInteger = BeforeValidator(_json_integer)
 #: For optional fields of an update: may be left out, may not be sent as null.
 NotNull = (BeforeValidator(_reject_null), Field(json_schema_extra=without_null))
