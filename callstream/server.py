@@ -26,7 +26,7 @@ from callstream.config import Settings
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
 from callstream.metrics import ACTIVE_CALLS
-from callstream.store.records import Application
+from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
 from callstream.timefmt import iso_now
@@ -36,7 +36,6 @@ from callstream.webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
-DEFAULT_APP_ID = "default"
 #: How long shutdown waits for hung-up calls to end before forcing them.
 HANGUP_GRACE_SECS = 5.0
 

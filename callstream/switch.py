@@ -42,6 +42,7 @@ from callstream.sip.sdp import Direction, SdpSession
 from callstream.sip.transport import SipTransport
 from callstream.sip.uri import parse_uri
 from callstream.sip_admission import RefusalLog, admission_options
+from callstream.store.records import DEFAULT_APP_ID
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Switch:
         call = await self.calls.incoming_call(
             from_=from_uri.user or event.from_uri,
             to=to_uri.user or event.to_uri,
-            connection_id="default",
+            connection_id=DEFAULT_APP_ID,
             details=details,
         )
         if call is None:

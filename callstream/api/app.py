@@ -24,6 +24,7 @@ from callstream.api.routes import (
     transcription,
     webhook_deliveries,
 )
+from callstream.api.schemas.errors import ERROR_RESPONSES
 from callstream.api.services import Services
 from callstream.calls.exceptions import CommandError
 from callstream.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -38,6 +39,7 @@ def create_app(services: Services) -> FastAPI:
         openapi_url="/v2/openapi.json",
         docs_url="/v2/docs",
         redoc_url=None,
+        responses=ERROR_RESPONSES,
     )
     app.state.services = services
     app.add_exception_handler(RequestValidationError, on_validation_error)
@@ -48,7 +50,12 @@ def create_app(services: Services) -> FastAPI:
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -19,6 +19,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from callstream.calls.exceptions import CommandError
 
@@ -85,6 +86,10 @@ def _describe(err: dict[str, Any]) -> str:
         return f"The value must be one of: {values}."
     if err["type"] == "missing":
         return f"The '{err['loc'][-1]}' parameter is required."
+    if err["type"] == "null_not_allowed" or (
+        err.get("input", ...) is None and str(err["type"]).endswith("_type")
+    ):
+        return f"The '{err['loc'][-1]}' parameter cannot be null."
     return str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
 
 
@@ -131,10 +136,33 @@ async def on_command_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def on_http_error(_request: Request, exc: Exception) -> Response:
+#: The methods a route may serve; a 405's ``Allow`` lists those that match its path.
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 ``Allow``). Starlette's own
+    405 names only the first route matching the path, and each of ours serves one method;
+    so each method is tried against the routes (a 405 is rare, the probe is cheap)."""
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         return error_response(404, [error_body("10005", "Resource not found", str(exc.detail))])
     if exc.status_code == 405:
-        return error_response(405, [error_body("10015", "Method not allowed", str(exc.detail))])
+        response = error_response(
+            405, [error_body("10015", "Method not allowed", str(exc.detail))]
+        )
+        response.headers["Allow"] = allowed_methods(request)
+        return response
     return error_response(exc.status_code, [error_body(str(exc.status_code), str(exc.detail))])

@@ -17,6 +17,10 @@ class ApiKey:
     revoked_at: str | None = None
 
 
+#: The application inbound calls belong to; it always exists (created at start).
+DEFAULT_APP_ID = "default"
+
+
 @dataclass(frozen=True, slots=True)
 class Application:
     """A Call Control Application: where a call's webhooks go."""

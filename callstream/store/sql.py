@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from callstream.store import schema as t
 from callstream.store.exceptions import SchemaTooNew, StoreError, StoreUnavailable
 from callstream.store.inline_sqlite import Checkpointer, connect_inline
+from callstream.store.key_reader import KeyReader
 from callstream.store.migrations import DIALECT_WORDS, LATEST_VERSION, MIGRATIONS
 from callstream.store.records import (
     ApiKey,
@@ -56,6 +58,7 @@ class SqlStore:
         self.is_sqlite = url.startswith("sqlite")
         self.inline_sqlite = inline_sqlite
         self._checkpointer: Checkpointer | None = None
+        self._key_reader: KeyReader | None = None
         self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
 
     # -- lifecycle ---------------------------------------------------------
@@ -103,8 +106,13 @@ class SqlStore:
             raise StoreUnavailable(f"cannot open database {self.url}: {exc}") from exc
         if self._checkpointer is not None:
             self._checkpointer.start()
+            assert database is not None
+            self._key_reader = KeyReader(database)
 
     async def close(self) -> None:
+        if self._key_reader is not None:
+            self._key_reader.close()
+            self._key_reader = None
         if self._checkpointer is not None:
             await self._checkpointer.stop()
             self._checkpointer = None
@@ -254,6 +262,12 @@ class SqlStore:
             )
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        """Read on every request (no cache), so it must be cheap: see store/key_reader.py."""
+        if self._key_reader is not None:
+            try:
+                return self._key_reader.find(key_hash)
+            except sqlite3.Error as exc:
+                raise StoreError(f"read failed: {exc}") from exc
         async with self.reading() as conn:
             row = (
                 await conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash))

@@ -111,6 +111,31 @@ def test_dial_a_sipp_uas_and_hang_up(rig: Rig) -> None:
     assert proc.wait(30) == 0
 
 
+def test_default_application_cannot_be_deleted(rig: Rig) -> None:
+    # Deleting it used to succeed: then every inbound call got 480 and every dial 422.
+    with rig.server.client() as c:
+        r = c.delete("/v2/call_control_applications/default")
+        assert r.status_code == 422, r.text
+        err = r.json()["errors"][0]
+        assert err["code"] == "10015"
+        assert "'default' application cannot be deleted" in err["detail"]
+        assert c.get("/v2/call_control_applications/default").status_code == 200
+
+    proc, ccid = _call_from_sipp(rig)
+    rig.sdk.calls.actions.answer(ccid)
+    rig.hooks.wait_event("call.answered", ccid)
+    assert proc.wait(30) == 0
+
+    port = free_udp_tcp_port()
+    uas_proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
+    call = rig.sdk.calls.dial(connection_id="default", to=f"sip:service@127.0.0.1:{port}",
+                              from_="+15550003333")
+    assert call.data is not None and call.data.call_control_id
+    rig.hooks.wait_event("call.answered", call.data.call_control_id)
+    rig.sdk.calls.actions.hangup(call.data.call_control_id)
+    assert uas_proc.wait(30) == 0
+
+
 def test_dial_timeout(rig: Rig) -> None:
     # A UDP port nobody answers on: the INVITE goes unanswered until timeout_secs.
     port = free_udp_tcp_port()

@@ -20,11 +20,14 @@ from callstream.api.schemas.applications import (
 )
 from callstream.api.services import Services, services
 from callstream.calls.exceptions import InvalidCommand
-from callstream.store.records import Application
+from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.timefmt import iso_now
 
 router = APIRouter(prefix="/v2/call_control_applications", tags=["applications"])
 Svc = Annotated[Services, Depends(services)]
+#: Beyond this a page number only names an empty page (and overflows 64-bit JSON).
+MAX_PAGE_NUMBER = 1_000_000
+MAX_PAGE_SIZE = 250
 OWN_FIELDS = {
     "application_name", "webhook_event_url", "webhook_event_failover_url",
     "webhook_timeout_secs", "active",
@@ -45,7 +48,8 @@ def render(app: Application) -> dict[str, Any]:
         "first_command_timeout": False,
         "first_command_timeout_secs": 30,
         "tags": [],
-        **app.extra,
+        # Nulls stored by older versions fall back to the defaults above.
+        **{k: v for k, v in app.extra.items() if v is not None},
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
@@ -93,8 +97,8 @@ async def create(svc: Svc, body: Annotated[ApplicationCreate, Body()]) -> Respon
 @router.get("", response_model=ApplicationListResponse)
 async def list_(
     svc: Svc,
-    page_number: Annotated[int, Query(alias="page[number]", ge=1)] = 1,
-    page_size: Annotated[int, Query(alias="page[size]", ge=1, le=250)] = 20,
+    page_number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
+    page_size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = 20,
 ) -> Response:
     apps = await svc.store.list_applications()
     start = (page_number - 1) * page_size
@@ -129,6 +133,15 @@ async def update(svc: Svc, app_id: str, body: Annotated[ApplicationUpdate, Body(
 
 @router.delete("/{app_id}", response_model=ApplicationResponse)
 async def delete(svc: Svc, app_id: str) -> Response:
+    if app_id == DEFAULT_APP_ID:
+        # Inbound calls belong to it: without it every one would get 480, every dial 422.
+        raise InvalidCommand(
+            "10015",
+            "Invalid value",
+            "The 'default' application cannot be deleted: inbound calls use it. "
+            "PATCH it instead (its URLs come from CALLSTREAM_WEBHOOK_URL).",
+            status=422,
+        )
     app = await _get(svc, app_id)
     await svc.store.delete_application(app_id)
     return _one(app)

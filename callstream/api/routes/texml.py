@@ -8,6 +8,7 @@ An unknown call or stream is 404 with the TeXML error shape
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -18,6 +19,8 @@ from starlette.responses import Response
 
 from callstream.api.destinations import check_urls
 from callstream.api.errors import JSON, error_body, error_response, validation_errors
+from callstream.api.schemas.errors import TEXML_NOT_FOUND
+from callstream.api.schemas.fields import without_null
 from callstream.api.schemas.streaming import TexmlStream, TexmlStreamCreate, TexmlStreamUpdate
 from callstream.api.services import Services, services
 from callstream.calls.exceptions import CallNotFound, CommandError, InvalidCommand
@@ -68,7 +71,26 @@ async def _run(coro: Any) -> Response:
     return Response(orjson.dumps(result), media_type=JSON)
 
 
-@router.post("/Streams.json", response_model=TexmlStream, summary="Start streaming media")
+def _body_schema(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
+    """The body, documented by hand: _parse reads it (JSON or form) instead of FastAPI."""
+    schema = model.model_json_schema()
+    form = copy.deepcopy(schema)  # a form has no null: an optional field is left out
+    for prop in form["properties"].values():
+        without_null(prop)
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {
+                "application/json": {"schema": schema},
+                "application/x-www-form-urlencoded": {"schema": form},
+            }
+        }
+    }
+
+
+@router.post("/Streams.json", response_model=TexmlStream, summary="Start streaming media",
+             responses=TEXML_NOT_FOUND,
+             openapi_extra=_body_schema(TexmlStreamCreate, required=True))
 async def create_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
                         request: Request) -> Response:
     body = await _parse(request, TexmlStreamCreate)
@@ -81,7 +103,8 @@ async def create_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
 
 
 @router.post("/Streams/{streaming_sid}.json", response_model=TexmlStream,
-             summary="Update (stop) a stream")
+             summary="Update (stop) a stream", responses=TEXML_NOT_FOUND,
+             openapi_extra=_body_schema(TexmlStreamUpdate, required=False))
 async def update_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
                         streaming_sid: str, request: Request) -> Response:
     body = await _parse(request, TexmlStreamUpdate)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from callstream.api.schemas.common import CommandBody, CustomHeaders
-from callstream.api.schemas.fields import HttpUrl, PhoneOrSip, SipText
+from callstream.api.schemas.fields import HttpUrl, JsonInteger, PhoneOrSip, SipText
 from callstream.api.schemas.streaming import CallStreamFields
 from callstream.api.schemas.transcription import TranscriptionStartRequest
 
@@ -18,28 +18,28 @@ class DialRequest(CommandBody, CallStreamFields):
     from_: PhoneOrSip = Field(alias="from")
     from_display_name: SipText | None = Field(
         None, max_length=128, description="Display name in From; quotes are escaped.")
-    timeout_secs: int = Field(30, ge=5, le=600)
-    time_limit_secs: int = Field(14400, ge=30, le=14400)
+    timeout_secs: Annotated[int, JsonInteger] = Field(30, ge=5, le=600)
+    time_limit_secs: Annotated[int, JsonInteger] = Field(14400, ge=30, le=14400)
     webhook_url: HttpUrl | None = None
     webhook_url_method: Literal["POST", "GET"] = "POST"
     custom_headers: CustomHeaders
-    send_silence_when_idle: bool = False
+    send_silence_when_idle: StrictBool = False
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     # Transcription (spec §4.1): started when the call is answered.
-    transcription: bool = False
+    transcription: StrictBool = False
     transcription_config: TranscriptionStartRequest | None = None
 
 
 class AnswerRequest(CommandBody, CallStreamFields):
     webhook_url: HttpUrl | None = None
     webhook_url_method: Literal["POST", "GET"] = "POST"
-    send_silence_when_idle: bool = False
+    send_silence_when_idle: StrictBool = False
     preferred_codecs: str | None = None
 
     # Transcription (spec §4.2): started once answered.
-    transcription: bool = False
+    transcription: StrictBool = False
     transcription_config: TranscriptionStartRequest | None = None
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from callstream.sip.headers import is_ua_owned
@@ -15,16 +15,19 @@ from callstream.sip.headers import is_ua_owned
 MAX_URL_LENGTH = 2000
 MAX_CLIENT_STATE = 4096
 
-_E164 = re.compile(r"\+[1-9]\d{1,14}")
-# No whitespace, quotes, angle brackets or control characters: the URI goes into
-# the Request-URI and To/From headers as it is (fullmatch: "$" would let a final
-# LF through).
-_SIP_URI = re.compile(r"sips?:[^\s<>\"\x00-\x1f\x7f]+", re.IGNORECASE)
+# Spelled in the subset of regex that JSON Schema (ECMA-262) shares with Python, so the
+# OpenAPI patterns below are these very expressions: ASCII digits (Python's \d takes
+# any script's), control characters and space excluded by code (\s differs), and
+# fullmatch() (Python's $ also matches before a final newline). A SIP URI goes into the
+# Request-URI and To/From headers as it is.
+_CTL = r"\x00-\x20\x7f"
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_SIP_URI = re.compile(rf'^sips?:[^{_CTL}<>"]+$', re.IGNORECASE)
+_URL = re.compile(rf"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<host>[^/{_CTL}?#]+)[^{_CTL}]*$")
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # Characters no SIP header text may carry (TEXT-UTF8 allows only HTAB among controls).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<host>[^/\s?#]+)[^\s]*$")
 
 
 def _base64(value: str) -> str:
@@ -37,13 +40,23 @@ def _base64(value: str) -> str:
     return value
 
 
+def _url_schema(schemes: tuple[str, ...]) -> Any:
+    # What _url checks, as JSON Schema, so clients (and schemathesis) see the rule.
+    # (JSON Schema patterns are ECMA-262: no inline flags, so letters are spelled out.)
+    alternatives = "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in s) for s in schemes)
+    return Field(
+        max_length=MAX_URL_LENGTH,
+        json_schema_extra={"pattern": rf"^(?:{alternatives})://[^/{_CTL}?#]+[^{_CTL}]*$"},
+    )
+
+
 def _url(schemes: tuple[str, ...]) -> AfterValidator:
     def check(value: str) -> str:
         if len(value) > MAX_URL_LENGTH:
             raise PydanticCustomError(
                 "url_too_long", "URL must be at most {limit} characters.", {"limit": MAX_URL_LENGTH}
             )
-        match = _URL.match(value)
+        match = _URL.fullmatch(value)
         if not match or match["scheme"].lower() not in schemes:
             raise PydanticCustomError(
                 "invalid_url",
@@ -53,6 +66,31 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def _reject_null(value: object) -> object:
+    if value is None:
+        raise PydanticCustomError("null_not_allowed", "The value cannot be null.")
+    return value
+
+
+def without_null(schema: dict[str, Any]) -> None:
+    """Drop a property schema's null branch and null default: for NotNull below, which
+    refuses the null, and for form bodies, which cannot carry one."""
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    schema.pop("default", None)
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's integer is a number without a fraction (5 or 5.0); pydantic's lax int
+    # would also take true or "5", which the OpenAPI document does not allow.
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
 
 
 def _phone_or_sip(value: str) -> str:
@@ -92,14 +130,30 @@ def sip_text(value: str) -> str:
     return value
 
 
+#: _base64's rule as JSON Schema (padded standard alphabet), for the OpenAPI document.
+_BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
 ClientState = Annotated[
-    str, Field(max_length=MAX_CLIENT_STATE, description="Base64 state echoed in later webhooks."),
+    str,
+    Field(
+        max_length=MAX_CLIENT_STATE,
+        description="Base64 state echoed in later webhooks.",
+        json_schema_extra={"pattern": _BASE64_PATTERN},
+    ),
     AfterValidator(_base64),
 ]
 CommandId = Annotated[
     str, Field(max_length=256, description="Idempotency key; a repeat on the same call is ignored.")
 ]
-HttpUrl = Annotated[str, _url(("http", "https"))]
-WsUrl = Annotated[str, _url(("ws", "wss"))]
-PhoneOrSip = Annotated[str, AfterValidator(_phone_or_sip)]
+HttpUrl = Annotated[str, _url(("http", "https")), _url_schema(("http", "https"))]
+WsUrl = Annotated[str, _url(("ws", "wss")), _url_schema(("ws", "wss"))]
+PhoneOrSip = Annotated[
+    str,
+    AfterValidator(_phone_or_sip),
+    Field(json_schema_extra={"pattern": rf"{_E164.pattern}|{_SIP_URI.pattern}"}),
+]
+#: Metadata for an int field: ``Annotated[int | None, JsonInteger]``.
+JsonInteger = BeforeValidator(_json_integer)
+#: For optional fields of an update: may be left out, may not be sent as null.
+NotNull = (BeforeValidator(_reject_null), Field(json_schema_extra=without_null))
 SipText = Annotated[str, AfterValidator(sip_text)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic_core import PydanticCustomError
 
 from callstream.api.schemas.common import CommandBody
@@ -35,12 +35,17 @@ def _no_dialogflow(value: bool | None) -> bool | None:
 
 
 StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
+# Telnyx's values are all accepted (so OPUS gets "not supported", not "no such value"),
+# but the OpenAPI document offers only those this server produces.
 StreamCodec = Annotated[
     Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default"],
     AfterValidator(_producible),
+    Field(json_schema_extra={"enum": ["PCMU", "PCMA", "G722", "L16", "default"]}),
 ]
 BidirectionalCodec = Annotated[
-    Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16"], AfterValidator(_producible)
+    Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16"],
+    AfterValidator(_producible),
+    Field(json_schema_extra={"enum": ["PCMU", "PCMA", "G722", "L16"]}),
 ]
 SamplingRate = Literal[8000, 16000, 22050, 24000, 48000]
 
@@ -51,8 +56,8 @@ class CustomParameter(BaseModel):
 
 
 class DialogflowConfig(BaseModel):
-    analyze_sentiment: bool = False
-    partial_automated_agent_reply: bool = False
+    analyze_sentiment: StrictBool = False
+    partial_automated_agent_reply: StrictBool = False
 
 
 class StreamFields(BaseModel):
@@ -67,7 +72,9 @@ class StreamFields(BaseModel):
     stream_bidirectional_sampling_rate: SamplingRate | None = None
     stream_bidirectional_target_legs: Literal["both", "self", "opposite"] | None = None
     stream_auth_token: str | None = Field(None, max_length=4000)
-    enable_dialogflow: Annotated[bool | None, AfterValidator(_no_dialogflow)] = None
+    enable_dialogflow: Annotated[StrictBool | None, AfterValidator(_no_dialogflow)] = Field(
+        None, json_schema_extra={"anyOf": [{"type": "boolean", "enum": [False]}, {"type": "null"}]}
+    )
     dialogflow_config: DialogflowConfig | None = None
 
 
@@ -75,7 +82,7 @@ class CallStreamFields(StreamFields):
     """On dial and answer: the stream starts when the call is answered."""
 
     stream_url: WsUrl | None = None
-    stream_establish_before_call_originate: bool = False
+    stream_establish_before_call_originate: StrictBool = False
     # Not in the answer/dial schemas of OAS; accepted anyway (spec §12.12).
     custom_parameters: list[CustomParameter] | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from callstream.api.schemas.common import CommandBody
 
@@ -28,7 +28,7 @@ class TranscriptionEngineConfig(BaseModel):
         None, max_length=64, description="The config's own engine tag (ignored for routing).")
     language: str | None = Field(
         None, max_length=32, description="e.g. en, en-US, de; auto / auto_detect to detect.")
-    interim_results: bool = Field(False, description="Also send interim (is_final false) "
+    interim_results: StrictBool = Field(False, description="Also send interim (is_final false) "
                                   "results.")
     transcription_model: str | None = Field(
         None, max_length=256, description="Telnyx/Deepgram model name; Whisper names select "
