@@ -41,8 +41,8 @@ async def check_urls(policy: OutboundPolicy, urls: dict[str, str | None]) -> Non
 
 
 async def _check(policy: OutboundPolicy, pointer: str, url: str) -> None:
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 80)
     except ValueError as exc:
         raise InvalidCommand("10003", "Invalid URL", f"{url!r}: {exc}.", pointer=pointer) from exc

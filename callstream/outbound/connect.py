@@ -48,7 +48,8 @@ async def resolve(host: str, port: int, policy: OutboundPolicy, *,
 
     Raises:
         OutboundDenied: an address the policy refuses (the first one found).
-        OSError: the name does not resolve, or has no IPv4/IPv6 address.
+        OSError: the name does not resolve, is not a valid host name, or has no
+            IPv4/IPv6 address.
     """
     literal = literal_address(host)
     if literal is not None:
@@ -56,7 +57,10 @@ async def resolve(host: str, port: int, policy: OutboundPolicy, *,
         if literal.version == 4:
             return [Destination(socket.AF_INET, (str(literal), port))]
         return [Destination(socket.AF_INET6, (str(literal), port, 0, 0))]
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
+    except UnicodeError as exc:  # a label over 63 characters, or not IDNA-encodable
+        raise OSError(f"{host[:80]!r} is not a valid host name ({exc})") from None
     out = []
     for family, _kind, _proto, _name, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):

@@ -8,8 +8,10 @@ application, which generated ids never do; call actions on generated ids answer 
 One check is adapted, not dropped: ``positive_data_acceptance`` expects a request that
 matches the schema to succeed, but Telnyx answers 422 for rules about state that JSON
 Schema cannot state (the call must exist and be up, the application must exist, one of
-two fields is needed). ``state_rules_only`` accepts exactly those and fails any other 422
-for schema-valid data, so the schema must still describe every field rule.
+two fields is needed) and for destinations the outbound policy refuses (decided by DNS
+and settings, "Destination not allowed"). ``state_rules_only`` accepts exactly those and
+fails any other 422 for schema-valid data, so the schema must still describe every field
+rule.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ STATE_RULES = {
     ("10032", "/transcription_engine_config/language"),
 }
 
+#: The outbound policy's refusal (docs/security/outbound.md), whatever the field.
+OUTBOUND_REFUSED = "Destination not allowed"
+
 
 def state_rules_only(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """positive_data_acceptance, but a 422 naming only state rules is an answer."""
@@ -57,7 +62,9 @@ def state_rules_only(ctx: CheckContext, response: Response, case: Case) -> bool 
     ):
         errors = response.json()["errors"]
         if all(
-            e["code"] in STATE_CODES or (e["code"], e.get("source", {}).get("pointer"))
+            e["code"] in STATE_CODES
+            or e.get("title") == OUTBOUND_REFUSED
+            or (e["code"], e.get("source", {}).get("pointer"))
             in STATE_RULES
             for e in errors
         ):

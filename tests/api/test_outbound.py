@@ -79,7 +79,7 @@ def test_patch_dial_answer_stream_and_texml_urls_are_checked(server: ServerProce
         r = c.patch(f"/v2/call_control_applications/{app_id}",
                     json={"webhook_event_failover_url": "http://127.0.0.1:99999/"})
         assert refusal(r) == {"code": "10003", "title": "Invalid URL",
-                              "detail": "'http://127.0.0.1:99999/': Port out of range 0-65535.",
+                              "detail": "The URL must be a valid http/https URL.",
                               "source": {"pointer": "/webhook_event_failover_url"}}
 
         dial = {"connection_id": "default", "to": "sip:bob@127.0.0.1:9", "from": "+15550001111"}

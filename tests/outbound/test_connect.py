@@ -172,3 +172,10 @@ async def test_stream_to_a_refused_address_fails_without_connecting() -> None:
         assert accepted[0].request is not None
         assert accepted[0].request.headers["Host"] == f"localhost:{port}"
         await session.stop()
+
+
+async def test_a_name_that_is_no_host_name_is_an_os_error() -> None:
+    # getaddrinfo raises UnicodeError for a label over 63 characters; callers handle
+    # OSError (unresolvable), so it must not escape as a 500.
+    with pytest.raises(OSError, match="not a valid host name"):
+        await resolve("0" * 300, 80, DEFAULT_POLICY)

@@ -181,7 +181,7 @@ async def test_a_down_receiver_is_retried_for_the_budget_then_redelivered(
         up, seen = True, len(receiver.requests)
         one = await api.post(f"/v2/webhook_deliveries/{initiated['id']}/redeliver")
         assert one.status_code == 200 and one.json()["data"]["status"] == "pending"
-        bulk = await api.post("/v2/webhook_deliveries/redeliver",
+        bulk = await api.post("/v2/webhook_deliveries/actions/redeliver",
                               json={"failed_since": _iso(before)})
         assert bulk.status_code == 200
         assert bulk.json()["data"]["redelivered"] == 1  # the hang-up; the other is pending
@@ -197,7 +197,8 @@ async def test_a_down_receiver_is_retried_for_the_budget_then_redelivered(
         missing = await api.post("/v2/webhook_deliveries/nope/redeliver")
         assert missing.status_code == 404
         assert missing.json()["errors"][0]["code"] == "10005"
-        bad = await api.post("/v2/webhook_deliveries/redeliver", json={"failed_since": "soon"})
+        bad = await api.post("/v2/webhook_deliveries/actions/redeliver",
+                             json={"failed_since": "soon"})
         assert bad.status_code == 422
         assert bad.json()["errors"][0]["source"] == {"pointer": "/failed_since"}
 

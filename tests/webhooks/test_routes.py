@@ -181,11 +181,11 @@ async def test_the_sdk_lists_and_retrieves(
 async def test_bulk_redeliver_requeues_failed_since(
     client: httpx.AsyncClient, store: SqlStore, history: list[str]
 ) -> None:
-    later = await client.post("/v2/webhook_deliveries/redeliver",
+    later = await client.post("/v2/webhook_deliveries/actions/redeliver",
                               json={"failed_since": "2999-01-01T00:00:00Z"})
     assert later.json()["data"] == {"record_type": "webhook_redelivery", "redelivered": 0,
                                     "more": False}
-    response = await client.post("/v2/webhook_deliveries/redeliver",
+    response = await client.post("/v2/webhook_deliveries/actions/redeliver",
                                  json={"failed_since": "2000-01-01T00:00:00+00:00"})
     assert response.status_code == 200
     assert response.json()["data"]["redelivered"] == 1
@@ -209,7 +209,7 @@ async def test_bulk_redeliver_requeues_failed_since(
 async def test_bulk_redeliver_bad_bodies_get_the_telnyx_envelope(
     client: httpx.AsyncClient, body: object, status: int, error: dict[str, object]
 ) -> None:
-    response = await client.post("/v2/webhook_deliveries/redeliver", json=body)
+    response = await client.post("/v2/webhook_deliveries/actions/redeliver", json=body)
     assert response.status_code == status
     (got,) = response.json()["errors"]
     assert {k: got[k] for k in error} == error
@@ -217,7 +217,7 @@ async def test_bulk_redeliver_bad_bodies_get_the_telnyx_envelope(
 
 async def test_redeliver_routes_are_documented(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
-    bulk = paths["/v2/webhook_deliveries/redeliver"]["post"]
+    bulk = paths["/v2/webhook_deliveries/actions/redeliver"]["post"]
     schema = bulk["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["failed_since"]
     assert {"400", "422"} <= set(bulk["responses"])

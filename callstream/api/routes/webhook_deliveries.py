@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from callstream.api.errors import JSON, error_body, error_response, validation_errors
+from callstream.api.schemas.errors import ERROR_RESPONSES
 from callstream.api.schemas.webhook_deliveries import BulkRedeliver
 from callstream.store.outbox import AttemptRecord, DeliveryFilter, DeliveryRecord, Outbox
 from callstream.store.records import OutboxStatus
@@ -33,9 +34,6 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 250
 #: Events one bulk redelivery queues at most; ``more`` in the answer says to call again.
 MAX_BULK_REDELIVER = 1000
-_ERRORS = {"description": "Telnyx error envelope", "content": {JSON: {}}}
-
-
 class _BadParameter(Exception):
     def __init__(self, parameter: str, code: str, title: str, detail: str) -> None:
         super().__init__(detail)
@@ -170,8 +168,10 @@ async def list_deliveries(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
+# Under actions/: a plain sibling such as /redeliver is also GET /{event_id}, which would
+# make the path answer GET with 404 rather than 405.
 @router.post(
-    "/redeliver",
+    "/actions/redeliver",
     summary="Queue again the webhooks given up since a time",
     description=(
         "Every event whose delivery failed (was given up) at or after `failed_since` is "
@@ -184,11 +184,12 @@ async def list_deliveries(request: Request) -> Response:
             "content": {JSON: {"schema": BulkRedeliver.model_json_schema()}},
         }
     },
-    responses={400: _ERRORS, 422: _ERRORS},
+    responses={400: ERROR_RESPONSES[400], 422: ERROR_RESPONSES[422]},
 )
 async def redeliver_failed(request: Request) -> Response:
     try:
-        body = BulkRedeliver.model_validate_json(await request.body() or b"{}")
+        # strict: a number is not a time (JSON Schema says string, date-time).
+        body = BulkRedeliver.model_validate_json(await request.body() or b"{}", strict=True)
     except ValidationError as exc:
         # Located as FastAPI locates body errors, so the envelope is the same as elsewhere.
         status, errors = validation_errors([{**e, "loc": ("body", *e["loc"])}
@@ -208,7 +209,8 @@ async def redeliver_failed(request: Request) -> Response:
     return Response(orjson.dumps({"data": data}), media_type=JSON)
 
 
-@router.get("/{event_id}", summary="Find a webhook delivery by id", responses={404: _ERRORS})
+@router.get("/{event_id}", summary="Find a webhook delivery by id",
+            responses={404: ERROR_RESPONSES[404]})
 async def get_delivery(request: Request, event_id: str) -> Response:
     record = await _outbox(request).get_delivery(event_id)
     if record is None:
@@ -221,7 +223,7 @@ async def get_delivery(request: Request, event_id: str) -> Response:
     summary="Queue a webhook again",
     description="Queue the event again now with a fresh round of retries and retry budget; "
     "its attempt history is kept. An event being attempted right now is left alone.",
-    responses={404: _ERRORS},
+    responses={404: ERROR_RESPONSES[404]},
 )
 async def redeliver(request: Request, event_id: str) -> Response:
     worker = getattr(request.app.state.services, "webhooks", None)

@@ -6,7 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from callstream.api.schemas.fields import ClientState, CommandId, sip_header_name, sip_text
+from callstream.api.schemas.fields import (
+    SIP_HEADER_NAME_PATTERN,
+    SIP_TEXT_PATTERN,
+    ClientState,
+    CommandId,
+    sip_header_name,
+    sip_text,
+)
 
 #: Most custom headers one command may add to its SIP request.
 MAX_CUSTOM_HEADERS = 32
@@ -35,8 +42,16 @@ class CommandResponse(BaseModel):
 class CustomHeader(BaseModel):
     """One extra SIP header: an RFC 3261 token name the UA does not own, a one-line value."""
 
-    name: Annotated[str, Field(max_length=MAX_HEADER_NAME), AfterValidator(sip_header_name)]
-    value: Annotated[str, Field(max_length=MAX_HEADER_VALUE), AfterValidator(sip_text)]
+    name: Annotated[
+        str,
+        Field(max_length=MAX_HEADER_NAME, json_schema_extra={"pattern": SIP_HEADER_NAME_PATTERN}),
+        AfterValidator(sip_header_name),
+    ]
+    value: Annotated[
+        str,
+        Field(max_length=MAX_HEADER_VALUE, json_schema_extra={"pattern": SIP_TEXT_PATTERN}),
+        AfterValidator(sip_text),
+    ]
 
 
 CustomHeaders = Annotated[

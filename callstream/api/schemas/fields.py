@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from callstream.sip.headers import is_ua_owned
+from callstream.sip.headers import UA_OWNED_HEADERS, is_ua_owned
 
 MAX_URL_LENGTH = 2000
 MAX_CLIENT_STATE = 4096
@@ -23,7 +23,30 @@ MAX_CLIENT_STATE = 4096
 _CTL = r"\x00-\x20\x7f"
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _SIP_URI = re.compile(rf'^sips?:[^{_CTL}<>"]+$', re.IGNORECASE)
-_URL = re.compile(rf"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<host>[^/{_CTL}?#]+)[^{_CTL}]*$")
+# The authority of a URL as RFC 3986 writes it (ASCII; IDN hosts in their xn-- form):
+# [userinfo@] host [:port], host a reg-name or a bracketed IPv6 literal, port 0-65535.
+_HEX4 = "[0-9a-fA-F]{1,4}"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_IPV4 = rf"(?:{_OCTET}\.){{3}}{_OCTET}"
+_IPV6 = "|".join((
+    rf"(?:{_HEX4}:){{7}}{_HEX4}",
+    rf"(?:{_HEX4}:){{1,7}}:",
+    rf"(?:{_HEX4}:){{1,6}}:{_HEX4}",
+    rf"(?:{_HEX4}:){{1,5}}(?::{_HEX4}){{1,2}}",
+    rf"(?:{_HEX4}:){{1,4}}(?::{_HEX4}){{1,3}}",
+    rf"(?:{_HEX4}:){{1,3}}(?::{_HEX4}){{1,4}}",
+    rf"(?:{_HEX4}:){{1,2}}(?::{_HEX4}){{1,5}}",
+    rf"{_HEX4}:(?::{_HEX4}){{1,6}}",
+    rf":(?:(?::{_HEX4}){{1,7}}|:)",
+    rf"::(?:[fF]{{4}}(?::0{{1,4}})?:)?{_IPV4}",
+    rf"(?:{_HEX4}:){{1,4}}:{_IPV4}",
+))
+_SUB = "A-Za-z0-9._~!$&'()*+,;=%-"
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+_AFTER_SCHEME = (
+    rf"://(?:[{_SUB}:]*@)?(?:\[(?:{_IPV6})\]|[{_SUB}]+)(?::{_PORT})?(?:[/?#][^{_CTL}]*)?$"
+)
+_URL = re.compile(rf"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*){_AFTER_SCHEME}")
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # Characters no SIP header text may carry (TEXT-UTF8 allows only HTAB among controls).
@@ -46,7 +69,7 @@ def _url_schema(schemes: tuple[str, ...]) -> Any:
     alternatives = "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in s) for s in schemes)
     return Field(
         max_length=MAX_URL_LENGTH,
-        json_schema_extra={"pattern": rf"^(?:{alternatives})://[^/{_CTL}?#]+[^{_CTL}]*$"},
+        json_schema_extra={"pattern": rf"^(?:{alternatives}){_AFTER_SCHEME}"},
     )
 
 
@@ -99,6 +122,23 @@ def _phone_or_sip(value: str) -> str:
     raise PydanticCustomError(
         "invalid_e164", "The value must be a +E164 phone number or a sip: URI."
     )
+
+
+def _case_free(name: str) -> str:
+    # ECMA-262 has no inline (?i): spell each letter as a class.
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
+
+
+#: sip_header_name's rule as JSON Schema: a token that is none of the UA's own headers
+#: (long or compact form, any case), so clients and schemathesis see it.
+SIP_HEADER_NAME_PATTERN = (
+    "^(?!(?:"
+    + "|".join(sorted(_case_free(n) for n in (*UA_OWNED_HEADERS, *"abcdefghijklmnopqrstuvwxyz")
+                      if is_ua_owned(n)))
+    + ")$)" + _TOKEN.pattern + "$"
+)
+#: sip_text's rule as JSON Schema.
+SIP_TEXT_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
 
 
 def sip_header_name(value: str) -> str:
@@ -156,4 +196,6 @@ PhoneOrSip = Annotated[
 JsonInteger = BeforeValidator(_json_integer)
 #: For optional fields of an update: may be left out, may not be sent as null.
 NotNull = (BeforeValidator(_reject_null), Field(json_schema_extra=without_null))
-SipText = Annotated[str, AfterValidator(sip_text)]
+SipText = Annotated[
+    str, AfterValidator(sip_text), Field(json_schema_extra={"pattern": SIP_TEXT_PATTERN})
+]

@@ -1,4 +1,4 @@
-"""Request model for ``POST /v2/webhook_deliveries/redeliver`` (bulk redelivery; ours)."""
+"""Request model for ``POST /v2/webhook_deliveries/actions/redeliver`` (bulk redelivery; ours)."""
 
 from __future__ import annotations
 
