@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import ServerProcess, free_udp_tcp_port
+from tests.helpers import ServerProcess
 
 #: A functional bound, far below the ~10 s a stalled stream upgrade lasts.
 INDEPENDENT_DIAL_SECS = 3.0
@@ -55,9 +55,9 @@ async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def dial_body(n: int, dead_sip: int, **extra: Any) -> dict[str, Any]:
-    """A dial to a SIP port nobody answers: the call stays ringing until hung up."""
-    return {"connection_id": "default", "to": f"sip:callee{n}@127.0.0.1:{dead_sip}",
+def dial_body(n: int, sip_port: int, **extra: Any) -> dict[str, Any]:
+    """A dial to a SIP port that never answers: the call rings until hung up."""
+    return {"connection_id": "default", "to": f"sip:callee{n}@127.0.0.1:{sip_port}",
             "from": "+15550001111", "timeout_secs": 60, **extra}
 
 
@@ -73,9 +73,8 @@ async def hang_up(api: httpx.AsyncClient, ids: list[str]) -> None:
 
 
 async def test_a_dial_waiting_for_its_stream_holds_up_no_other_dial(
-    api: httpx.AsyncClient,
+    api: httpx.AsyncClient, silent_sip_port: int
 ) -> None:
-    dead_sip = free_udp_tcp_port()
     loop = asyncio.get_running_loop()
 
     async def timed(body: dict[str, Any]) -> tuple[httpx.Response, float]:
@@ -85,14 +84,14 @@ async def test_a_dial_waiting_for_its_stream_holds_up_no_other_dial(
 
     async with SilentListener() as ws:
         stalled = asyncio.create_task(api.post("/calls", json=dial_body(
-            0, dead_sip, stream_url=ws.url, stream_establish_before_call_originate=True,
+            0, silent_sip_port, stream_url=ws.url, stream_establish_before_call_originate=True,
             command_id="stalled")))
         async with asyncio.timeout(20):
             await ws.accepted.wait()  # that dial is now waiting on the upgrade
-        others = await asyncio.gather(*(timed(dial_body(n, dead_sip)) for n in (1, 2, 3)))
+        others = await asyncio.gather(*(timed(dial_body(n, silent_sip_port)) for n in (1, 2, 3)))
         # A repeat of the waiting dial's command_id gets its answer, not a second call.
         repeat, repeat_took = await timed(dial_body(
-            0, dead_sip, stream_url=ws.url, stream_establish_before_call_originate=True,
+            0, silent_sip_port, stream_url=ws.url, stream_establish_before_call_originate=True,
             command_id="stalled"))
         still_waiting = not stalled.done()
         ws.drop_all()  # the upgrade fails now, and that dial goes on without its stream
@@ -107,10 +106,9 @@ async def test_a_dial_waiting_for_its_stream_holds_up_no_other_dial(
 
 
 async def test_concurrent_dials_with_one_command_id_place_one_call(
-    api: httpx.AsyncClient,
+    api: httpx.AsyncClient, silent_sip_port: int
 ) -> None:
-    dead_sip = free_udp_tcp_port()
-    body = dial_body(7, dead_sip, command_id="one-call")
+    body = dial_body(7, silent_sip_port, command_id="one-call")
     replies = await asyncio.gather(*(api.post("/calls", json=body) for _ in range(8)))
     assert {r.content for r in replies} == {replies[0].content}
     ccid = call_id(replies[0])

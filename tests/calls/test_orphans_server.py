@@ -25,12 +25,11 @@ async def hangups(data_dir: Path) -> Counter[str]:
 
 
 async def test_calls_alive_at_a_crash_end_once_after_a_restart_elsewhere(
-    tmp_path: Path,
+    tmp_path: Path, silent_sip_port: int
 ) -> None:
     key = (await asyncio.to_thread(cli, "keys", "create", data_dir=tmp_path)).strip()
     first = ServerProcess(tmp_path, free_port(), free_udp_tcp_port(), key)
     await asyncio.to_thread(first.start)
-    dead_sip = free_udp_tcp_port()
     try:
         async with httpx.AsyncClient(
             base_url=first.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -38,7 +37,7 @@ async def test_calls_alive_at_a_crash_end_once_after_a_restart_elsewhere(
             ids = []
             for n in range(CALLS):
                 r = await api.post("/calls", json={
-                    "connection_id": "default", "to": f"sip:nobody{n}@127.0.0.1:{dead_sip}",
+                    "connection_id": "default", "to": f"sip:nobody{n}@127.0.0.1:{silent_sip_port}",
                     "from": "+15550001111", "timeout_secs": 120})
                 assert r.status_code == 200, r.text
                 ids.append(r.json()["data"]["call_control_id"])
