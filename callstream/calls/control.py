@@ -160,13 +160,22 @@ class CallControl:
         try:
             for hook in self.hooks:
                 await hook.before_dial(call)
-            await self._need_telephony().dial(
+            if call.state is CallState.HANGING_UP:  # hung up while its stream connected
+                await self.leg_ended(call, cause="originator_cancel", source="caller",
+                                     sip_code=None)
+                return reply
+            telephony = self._need_telephony()
+            await telephony.dial(
                 call,
                 target,
                 from_uri=from_uri,
                 display_name=req.get("from_display_name"),
                 headers=headers,
             )
+            # A hangup while dial() awaited found no leg to end; one after it returned
+            # ends it itself (dial() registers the leg after its last await).
+            if call.state is CallState.HANGING_UP:
+                telephony.hangup(call, [])
         except Exception:
             # Accepted and announced (call.initiated), so it must also end visibly.
             log.exception("dial %s to %s failed", call.id, target)

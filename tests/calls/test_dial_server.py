@@ -1,16 +1,18 @@
 """Dials against a real ``callstream serve``: one dial waiting on the network holds up
-no other dial, and a dial's ``command_id`` still places one call (issue #11, item 4)."""
+no other dial, a dial's ``command_id`` still places one call (issue #11, item 4), and a
+dial hung up while it waits ends without ringing."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, stored_events
 
 #: A functional bound, far below the ~10 s a stalled stream upgrade lasts.
 INDEPENDENT_DIAL_SECS = 3.0
@@ -115,3 +117,32 @@ async def test_concurrent_dials_with_one_command_id_place_one_call(
     live = (await api.get("/calls")).json()["data"]
     assert [c["call_control_id"] for c in live if c["to"] == body["to"]] == [ccid]
     await hang_up(api, [ccid])
+
+
+async def test_a_dial_hung_up_while_its_stream_connects_never_rings(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee:
+        callee.bind(("127.0.0.1", 0))
+        callee.setblocking(False)
+        async with SilentListener() as ws:
+            dialling = asyncio.create_task(api.post("/calls", json=dial_body(
+                0, callee.getsockname()[1], stream_url=ws.url,
+                stream_establish_before_call_originate=True)))
+            async with asyncio.timeout(20):
+                await ws.accepted.wait()
+            live = (await api.get("/calls")).json()["data"]
+            ccid = next(c["call_control_id"] for c in live if c["to"].endswith(
+                f":{callee.getsockname()[1]}"))
+            r = await api.post(f"/calls/{ccid}/actions/hangup", json={})
+            assert r.status_code == 200, r.text
+            ws.drop_all()
+            assert call_id(await dialling) == ccid
+        async with asyncio.timeout(20):
+            while (await api.get(f"/calls/{ccid}")).json()["data"]["is_alive"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        with pytest.raises(BlockingIOError):
+            callee.recv(4096)  # no INVITE was sent
+    ended = [e for e in await asyncio.to_thread(stored_events, server.data_dir)
+             if e["event_type"] == "call.hangup" and e["payload"]["call_control_id"] == ccid]
+    assert [e["payload"]["hangup_cause"] for e in ended] == ["originator_cancel"]
