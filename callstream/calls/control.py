@@ -160,7 +160,7 @@ class CallControl:
         try:
             for hook in self.hooks:
                 await hook.before_dial(call)
-            if call.state is CallState.HANGING_UP:  # hung up while its stream connected
+            if _hung_up(call):  # while its stream connected
                 await self.leg_ended(call, cause="originator_cancel", source="caller",
                                      sip_code=None)
                 return reply
@@ -174,7 +174,7 @@ class CallControl:
             )
             # A hangup while dial() awaited found no leg to end; one after it returned
             # ends it itself (dial() registers the leg after its last await).
-            if call.state is CallState.HANGING_UP:
+            if _hung_up(call):
                 telephony.hangup(call, [])
         except Exception:
             # Accepted and announced (call.initiated), so it must also end visibly.
@@ -499,6 +499,11 @@ class CallControl:
                     await self.hangup(call.id, {})
                 except CommandError:
                     continue
+
+
+def _hung_up(call: Call) -> bool:
+    """Asked to hang up, not yet ended (a function: the state changes across awaits)."""
+    return call.state is CallState.HANGING_UP
 
 
 def _tel_uri(number: str) -> str:
