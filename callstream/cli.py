@@ -50,11 +50,16 @@ def serve(
 ) -> None:
     """Run the server: HTTP API, SIP, media and webhook delivery in one process."""
     from callstream.server import run_server
+    from callstream.store.exceptions import StoreInUse
 
     settings = _settings(config, data_dir=data_dir, http=http, sip=sip, log_format=log_format,
                          log_level=log_level)
     setup_logging(settings.log_format, settings.log_level)
-    run_server(settings)
+    try:
+        run_server(settings)
+    except StoreInUse as exc:
+        typer.echo(f"callstream: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command("config")

@@ -14,6 +14,10 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 ACTIVE_CALLS = Gauge("callstream_active_calls", "Calls alive in this process")
+CALL_LOCKS = Gauge(
+    "callstream_call_locks",
+    "Call and dial locks held or waited for now (0 when idle; more means commands queue)",
+)
 CALLS_TOTAL = Counter("callstream_calls_total", "Calls created", ["direction"])
 HTTP_LIMITED = Counter(
     "callstream_http_limited_total",

@@ -1,10 +1,11 @@
 """The composition root: builds every part from settings, starts and stops them in order.
 
-Start: store (migrations) → default application → webhook worker → telephony (SIP,
-RTP) → HTTP. Stop (SIGINT/SIGTERM): stop taking HTTP requests, hang up every live
-call and wait for the hangups to be stored, stop telephony, let the webhook worker
-finish its in-flight attempts, close the store. Anything undelivered stays pending in
-the store and goes out on the next start.
+Start: node lock → store (migrations) → default application → calls a crash left
+alive ended → webhook worker → telephony (SIP, RTP) → HTTP. Stop (SIGINT/SIGTERM):
+stop taking HTTP requests, hang up every live call and wait for the hangups to be
+stored, stop telephony, let the webhook worker finish its in-flight attempts, close the
+store, drop the node lock. Anything undelivered stays pending in the store and goes out
+on the next start.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from callstream.calls.control import CallControl
 from callstream.config import Settings
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
-from callstream.metrics import ACTIVE_CALLS
+from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
+from callstream.store.node_lock import NodeLock
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
@@ -75,6 +77,9 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
+        self.node_lock = NodeLock.for_database(settings.effective_database_url)
+        # Recorded on each call row for operators; no decision reads it while one store
+        # serves one node (see CallControl.close_orphans).
         self.owner = f"{socket.gethostname()}:{settings.sip}"
         self.webhooks: WebhookWorker | None = None
         self.calls: CallControl | None = None
@@ -89,6 +94,8 @@ class Server:
             settings.http_max_connections + settings.sip_tcp_max_connections,
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.node_lock is not None:
+            self.node_lock.acquire()
         await self.store.open()
         await ensure_default_application(self.store, settings)
         signer = load_signer(settings)
@@ -97,11 +104,12 @@ class Server:
         self.calls.trunk_uri = settings.trunk_uri
         self.calls.on_change = lambda _call: ACTIVE_CALLS.set(len(self.calls.calls)) if (
             self.calls) else None
-        orphans = await self.store.mark_orphaned_calls(self.owner, iso_now())
+        calls = self.calls
+        CALL_LOCKS.set_function(lambda: len(calls.call_locks) + len(calls.dial_locks))
+        orphans = await self.calls.close_orphans()
         if orphans:
-            log.warning("%d calls were alive when this node last stopped; marked ended",
-                        len(orphans))
-            await self.calls.close_orphans(orphans)
+            log.warning("%d calls were alive when the last process on this store died; "
+                        "ended them (call.hangup sent)", orphans)
         await self.webhooks.start()
         await self._start_telephony()
         services = Services(settings=settings, store=self.store, calls=self.calls,
@@ -175,6 +183,8 @@ class Server:
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.store.close()
+        if self.node_lock is not None:
+            self.node_lock.release()
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -3,14 +3,19 @@
 Each command on a call runs under that call's lock, so a command and a repeat of it
 (same ``command_id``) can't interleave; the answer, the state change and the webhooks
 it causes are committed in one store transaction before the API replies.
+
+Locks are per key and never held across network I/O: a dial holds only its
+``command_id``'s lock, and only while it checks and records that id, so one dial
+waiting on a stream (``stream_establish_before_call_originate``) or on SIP never holds
+up another dial. Locks are dropped when no one uses them (:mod:`callstream.calls.locks`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,6 +29,7 @@ from callstream.calls.exceptions import (
     InvalidCommand,
 )
 from callstream.calls.features import CallHooks, FeatureEvent
+from callstream.calls.locks import KeyedLocks
 from callstream.calls.model import Call, new_record
 from callstream.calls.state import CallEvent, CallState
 from callstream.calls.telephony import Telephony
@@ -58,7 +64,10 @@ class CallControl:
         self.owner = owner
         self.telephony: Telephony | None = None
         self.calls: dict[str, Call] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: Per call id: commands and call events on one call run one at a time.
+        self.call_locks = KeyedLocks()
+        #: Per dial command_id: a repeated dial finds the first one's answer.
+        self.dial_locks = KeyedLocks()
         self._wake = wake_webhooks
         self._clock = clock
         self.trunk_uri: str | None = None
@@ -68,12 +77,9 @@ class CallControl:
 
     # -- plumbing ----------------------------------------------------------
 
-    def lock(self, key: str) -> asyncio.Lock:
+    def lock(self, call_control_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         """The call's command lock: features hold it to change a call outside a command."""
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+        return self.call_locks.hold(call_control_id)
 
     async def commit(self, change: Change) -> None:
         await self.store.commit(change)
@@ -138,66 +144,85 @@ class CallControl:
 
     async def dial(self, req: dict[str, Any]) -> Reply:
         command_id = req.get("command_id")
-        async with self.lock("dial"):
-            if command_id:
+        if command_id:
+            async with self.dial_locks.hold(command_id):
                 seen = await self.store.get_idempotency(DIAL_KEY, command_id)
                 if seen is not None:
                     return Reply(seen.status_code, seen.body)
-            app = await self._resolve_app(req["connection_id"])
-            to = req["to"][0] if isinstance(req["to"], list) else req["to"]
-            target = self._target_uri(to)
+                call, target, reply = await self._create_outgoing(req, command_id)
+        else:
+            call, target, reply = await self._create_outgoing(req, None)
+        # The call is stored and announced: what follows waits on the network (a
+        # stream's WebSocket, SIP) and so holds no lock; a repeat of this command_id
+        # now gets the stored answer.
+        from_uri = req["from"] if req["from"].startswith("sip") else _tel_uri(req["from"])
+        headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
+        try:
+            for hook in self.hooks:
+                await hook.before_dial(call)
+            if _hung_up(call):  # while its stream connected
+                await self.leg_ended(call, cause="originator_cancel", source="caller",
+                                     sip_code=None)
+                return reply
             telephony = self._need_telephony()
-            now = self._clock()
-            record = new_record(
-                direction="outgoing",
-                connection_id=app.id,
-                from_=req["from"],
-                to=to,
-                state=CallState.BRIDGING,
-                start_time=iso(now),
-                owner=self.owner,
-                client_state=req.get("client_state"),
-                webhook_url=req.get("webhook_url"),
-                details={
-                    "timeout_secs": req.get("timeout_secs", 30),
-                    "time_limit_secs": req.get("time_limit_secs", 14400),
-                    "dial": {k: v for k, v in req.items() if k not in ("command_id",)},
-                },
+            await telephony.dial(
+                call,
+                target,
+                from_uri=from_uri,
+                display_name=req.get("from_display_name"),
+                headers=headers,
             )
-            call = self._adopt(record, app, CallState.BRIDGING)
-            status = status_body(call.record, is_alive=False)
-            reply = Reply(200, status)
-            change = Change(
-                calls=[call.record],
-                events=[
-                    call_event(
-                        call, "call.initiated", call_payload(call, **call_identity(call)), now
-                    )
-                ],
+            # A hangup while dial() awaited found no leg to end; one after it returned
+            # ends it itself (dial() registers the leg after its last await).
+            if _hung_up(call):
+                telephony.hangup(call, [])
+        except Exception:
+            # Accepted and announced (call.initiated), so it must also end visibly.
+            log.exception("dial %s to %s failed", call.id, target)
+            await self.leg_ended(call, cause="unspecified", source="unknown", sip_code=None)
+        return reply
+
+    async def _create_outgoing(
+        self, req: dict[str, Any], command_id: str | None
+    ) -> tuple[Call, str, Reply]:
+        """Check a dial, store its call and call.initiated (and its command_id's answer);
+        return the call, the SIP URI to invite and the API's answer."""
+        app = await self._resolve_app(req["connection_id"])
+        to = req["to"][0] if isinstance(req["to"], list) else req["to"]
+        target = self._target_uri(to)
+        self._need_telephony()
+        now = self._clock()
+        record = new_record(
+            direction="outgoing",
+            connection_id=app.id,
+            from_=req["from"],
+            to=to,
+            state=CallState.BRIDGING,
+            start_time=iso(now),
+            owner=self.owner,
+            client_state=req.get("client_state"),
+            webhook_url=req.get("webhook_url"),
+            details={
+                "timeout_secs": req.get("timeout_secs", 30),
+                "time_limit_secs": req.get("time_limit_secs", 14400),
+                "dial": {k: v for k, v in req.items() if k not in ("command_id",)},
+            },
+        )
+        call = self._adopt(record, app, CallState.BRIDGING)
+        reply = Reply(200, status_body(call.record, is_alive=False))
+        change = Change(
+            calls=[call.record],
+            events=[
+                call_event(call, "call.initiated", call_payload(call, **call_identity(call)), now)
+            ],
+        )
+        if command_id:
+            change.idempotency.append(
+                IdempotencyRecord(DIAL_KEY, command_id, reply.status, reply.body, iso_now())
             )
-            if command_id:
-                change.idempotency.append(
-                    IdempotencyRecord(DIAL_KEY, command_id, reply.status, reply.body, iso_now())
-                )
-            await self.commit(change)
-            self.on_change(call)
-            from_uri = req["from"] if req["from"].startswith("sip") else _tel_uri(req["from"])
-            headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
-            try:
-                for hook in self.hooks:
-                    await hook.before_dial(call)
-                await telephony.dial(
-                    call,
-                    target,
-                    from_uri=from_uri,
-                    display_name=req.get("from_display_name"),
-                    headers=headers,
-                )
-            except Exception:
-                # Accepted and announced (call.initiated), so it must also end visibly.
-                log.exception("dial %s to %s failed", call.id, target)
-                await self.leg_ended(call, cause="unspecified", source="unknown", sip_code=None)
-            return reply
+        await self.commit(change)
+        self.on_change(call)
+        return call, target, reply
 
     def _target_uri(self, to: str) -> str:
         if to.lower().startswith(("sip:", "sips:")):
@@ -403,7 +428,6 @@ class CallControl:
             events.append(call_event(call, "call.hangup", payload, now))
             await self.commit(Change(calls=[call.record], events=events))
             self.calls.pop(call.id, None)
-            self._locks.pop(call.id, None)
             if call.bridged_with and (peer := self.calls.get(call.bridged_with)):
                 peer.bridged_with = None
             self.on_change(call)
@@ -426,12 +450,25 @@ class CallControl:
             Change(events=[call_event(call, event_type, call_payload(call, **extra), now)])
         )
 
-    async def close_orphans(self, records: Sequence[CallRecord]) -> None:
-        """Calls left alive by a crash: their media is gone, so they ended; say so."""
-        now = self._clock()
-        events = []
+    async def close_orphans(self) -> int:
+        """At start-up, end every call the store still has alive; return how many.
+
+        One store serves one node (the data dir's lock, :mod:`callstream.store.node_lock`),
+        and this runs before the node takes SIP or HTTP, so a call alive now was left by a
+        process that died without hanging it up (kill -9, power loss, a container
+        replaced), whatever its ``owner``: its SIP and media died with that process.
+        Each one's ended row and its one ``call.hangup`` commit together, so a crash
+        midway leaves the rest alive for the next start, and a second sweep finds none
+        of those already ended. (Several nodes on one store will need owner leases that
+        expire instead: a later issue.)
+        """
+        records = await self.store.list_calls(alive=True)
+        apps: dict[str, Application | None] = {}
         for rec in records:
-            app = await self.store.get_application(rec.connection_id)
+            if rec.connection_id not in apps:
+                apps[rec.connection_id] = await self.store.get_application(rec.connection_id)
+            app = apps[rec.connection_id]
+            now = self._clock()
             ended = replace(
                 rec, state=CallState.HANGUP.value, is_alive=False, end_time=iso(now),
                 hangup_cause="unspecified", hangup_source="unknown",
@@ -442,15 +479,17 @@ class CallControl:
                 state=CallState.HANGUP,
                 application_webhook_url=app.webhook_event_url if app else None,
                 application_failover_url=app.webhook_event_failover_url if app else None,
+                webhook_timeout_secs=float(app.webhook_timeout_secs or 10) if app else 10.0,
             )
             payload = call_payload(
                 call, **call_identity(call), end_time=ended.end_time,
                 hangup_cause="unspecified", hangup_source="unknown",
                 sip_hangup_cause="unspecified",
             )
-            events.append(call_event(call, "call.hangup", payload, now))
-        if events:
-            await self.commit(Change(events=events))
+            await self.commit(
+                Change(calls=[ended], events=[call_event(call, "call.hangup", payload, now)])
+            )
+        return len(records)
 
     async def hangup_all(self) -> None:
         """Shutdown: hang up every live call so their webhooks are stored before exit."""
@@ -460,6 +499,11 @@ class CallControl:
                     await self.hangup(call.id, {})
                 except CommandError:
                     continue
+
+
+def _hung_up(call: Call) -> bool:
+    """Asked to hang up, not yet ended (a function: the state changes across awaits)."""
+    return call.state is CallState.HANGING_UP
 
 
 def _tel_uri(number: str) -> str:

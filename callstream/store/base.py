@@ -7,7 +7,6 @@ the webhooks it causes, and the idempotency answer land together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
 from callstream.store.records import (
@@ -43,5 +42,3 @@ class Store(Protocol):
     async def get_idempotency(
         self, call_control_id: str, command_id: str
     ) -> IdempotencyRecord | None: ...
-
-    async def mark_orphaned_calls(self, owner: str, now: str) -> Sequence[CallRecord]: ...

@@ -2,6 +2,7 @@
 
 StoreError
  ├── StoreUnavailable   the database could not be opened or reached
+ │    └── StoreInUse    another node serves this store (SQLite)
  └── SchemaTooNew       the database was written by a newer callstream
 """
 
@@ -14,6 +15,10 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database could not be opened or reached."""
+
+
+class StoreInUse(StoreUnavailable):
+    """Another live ``callstream serve`` holds this store's node lock."""
 
 
 class SchemaTooNew(StoreError):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -340,6 +340,7 @@ class SqlStore:
         return _call(row) if row else None
 
     async def list_calls(self, *, alive: bool | None = True) -> list[CallRecord]:
+        """Calls of every node on this store (one today), oldest first."""
         query = select(t.calls).order_by(t.calls.c.start_time)
         if alive is not None:
             query = query.where(t.calls.c.is_alive == alive)
@@ -383,23 +384,6 @@ class SqlStore:
             body=bytes(m["body"]),
             created_at=m["created_at"],
         )
-
-    async def mark_orphaned_calls(self, owner: str, now: str) -> Sequence[CallRecord]:
-        """Calls this owner held when it last stopped without hanging them up (a crash)."""
-        c = t.calls.c
-        async with self.writing() as conn:
-            rows = (
-                await conn.execute(
-                    select(t.calls).where((c.owner == owner) & (c.is_alive.is_(True)))
-                )
-            ).all()
-            await conn.execute(
-                update(t.calls)
-                .where((c.owner == owner) & (c.is_alive.is_(True)))
-                .values(is_alive=False, state="hangup", end_time=now,
-                        hangup_cause="unspecified", hangup_source="unknown")
-            )
-        return [_call(r) for r in rows]
 
 
 def _call_row(call: CallRecord) -> dict[str, Any]:
