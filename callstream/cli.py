@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from callstream.config import Settings, load_settings
 from callstream.logs import setup_logging
@@ -34,6 +35,12 @@ ConfigFile = Annotated[
 def _settings(config: Path | None = None, **overrides: object) -> Settings:
     try:
         return load_settings(config, **overrides)
+    except ValidationError as exc:
+        # Without the input values: they may hold passwords and secrets.
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            typer.echo(f"callstream: bad settings: {where}: {error['msg']}", err=True)
+        raise typer.Exit(2) from exc
     except (ValueError, OSError) as exc:
         typer.echo(f"callstream: bad settings: {exc}", err=True)
         raise typer.Exit(2) from exc

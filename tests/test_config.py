@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
@@ -66,3 +69,13 @@ def test_admission_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_admission_settings(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**fields)  # type: ignore[arg-type]
+
+
+def test_a_settings_error_names_the_field_but_never_echoes_a_secret() -> None:
+    env = {**os.environ, "CALLSTREAM_SIP_AUTH_PASSWORD": "s3cret-never-printed"}
+    env.pop("CALLSTREAM_SIP_AUTH_USERNAME", None)
+    out = subprocess.run([sys.executable, "-m", "callstream", "config"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "set both sip_auth_username and sip_auth_password" in out.stderr
+    assert "s3cret-never-printed" not in out.stderr + out.stdout
