@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -147,3 +148,33 @@ def stored_events(data_dir: Path) -> list[dict[str, Any]]:
         return [orjson.loads(r.data) for r in rows]
 
     return asyncio.run(read())
+
+
+def raw_invite(sock: socket.socket, target: tuple[str, int], user: str,
+               media_port: int = 9) -> bytes:
+    """A minimal INVITE (PCMU offer) from ``sock``'s address, with fresh ids each time."""
+    host, port = sock.getsockname()
+    sdp = (f"v=0\r\no=raw 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+           f"m=audio {media_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
+    head = (
+        f"INVITE sip:{user}@{target[0]}:{target[1]} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
+        f"From: <sip:+15550009999@{host}:{port}>;tag={secrets.token_hex(4)}\r\n"
+        f"To: <sip:{user}@{target[0]}:{target[1]}>\r\n"
+        f"Call-ID: {secrets.token_hex(10)}@{host}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:raw@{host}:{port}>\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(sdp)}\r\n\r\n"
+    )
+    return head.encode() + sdp
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything a stream socket receives until the peer closes (or resets) it."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data

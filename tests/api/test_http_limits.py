@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from callstream.api.http_protocol import LINGER_TIMEOUT
-from tests.helpers import ServerProcess, running_server
+from tests.helpers import ServerProcess, read_until_closed, running_server
 
 HEADER_TIMEOUT = 1.0
 MAX_CONNECTIONS = 20
@@ -65,15 +65,6 @@ def _connect(server: ServerProcess) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT)
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    """Everything until the server closes (or resets) the connection."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 def _read_response(sock: socket.socket) -> bytes:
@@ -112,7 +103,7 @@ def test_huge_headers_get_431_and_memory_stays_bounded(server: ServerProcess) ->
             pass
     time.sleep(0.5)
     growth_kib = _status_kib(pid, "VmHWM") - peak_before
-    responses = [_read_all(sock) for sock in socks]
+    responses = [read_until_closed(sock) for sock in socks]
     for sock in socks:
         sock.close()
     print(f"server peak RSS grew by {growth_kib} KiB for 4 x 8 MiB of headers")
@@ -135,7 +126,7 @@ def test_half_sent_heads_get_408_after_the_header_timeout(server: ServerProcess)
     socks = [_connect(server) for _ in range(50)]
     for sock in socks:
         sock.sendall(b"GET /v2/calls HTTP/1.1\r\nHost: x\r\n")
-    responses = [_read_all(sock) for sock in socks]
+    responses = [read_until_closed(sock) for sock in socks]
     for sock in socks:
         sock.close()
     assert {_status(r) for r in responses} == {408}
@@ -143,7 +134,7 @@ def test_half_sent_heads_get_408_after_the_header_timeout(server: ServerProcess)
 
 def test_a_silent_connection_is_closed_after_the_header_timeout(server: ServerProcess) -> None:
     with _connect(server) as sock:
-        assert _read_all(sock) == b""
+        assert read_until_closed(sock) == b""
 
 
 def test_kept_alive_connection_times_out_a_half_sent_second_request(
@@ -153,7 +144,7 @@ def test_kept_alive_connection_times_out_a_half_sent_second_request(
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _status(_read_response(sock)) == 200
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
-        assert _status(_read_all(sock)) == 408
+        assert _status(read_until_closed(sock)) == 408
 
 
 def test_a_body_over_the_limit_gets_413(server: ServerProcess) -> None:
@@ -195,7 +186,7 @@ def test_connections_over_the_cap_are_refused_and_the_api_recovers(
     socks = [_connect(capped) for _ in range(3 * MAX_CONNECTIONS)]
     try:
         for sock in socks[MAX_CONNECTIONS + 2 :]:
-            response = _read_all(sock)  # before the cap: no answer, a timeout here
+            response = read_until_closed(sock)  # before the cap: no answer, a timeout here
             assert _status(response) == 503
             assert _envelope_code(response) == "10015"
         time.sleep(LINGER_TIMEOUT + 1.0)  # the refused ones are closed by now
@@ -228,7 +219,7 @@ def test_keepalive_timeout_closes_an_idle_connection(server: ServerProcess) -> N
     with _connect(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _status(_read_response(sock)) == 200
-        assert _read_all(sock) == b""  # closed after CALLSTREAM_HTTP_KEEPALIVE_TIMEOUT
+        assert read_until_closed(sock) == b""  # closed after CALLSTREAM_HTTP_KEEPALIVE_TIMEOUT
 
 
 def test_a_plain_request_still_works_after_all_that(server: ServerProcess) -> None:

@@ -3,7 +3,6 @@ park calls, how many, for how long, and what a refused source gets back."""
 
 from __future__ import annotations
 
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 from tests.e2e.calling import answer, events_for, incoming
 from tests.e2e.conftest import Rig, make_rig
 from tests.e2e.sipp import uac
-from tests.helpers import free_udp_tcp_port, running_server
+from tests.helpers import free_udp_tcp_port, raw_invite, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -22,23 +21,6 @@ HOST = "127.0.0.1"
 FLOOD = 200
 
 
-def _invite(sock: socket.socket, target: tuple[str, int], user: str) -> bytes:
-    host, port = sock.getsockname()
-    sdp = (f"v=0\r\no=raw 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
-           "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
-    head = (
-        f"INVITE sip:{user}@{target[0]}:{target[1]} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
-        f"From: <sip:+15550009999@{host}:{port}>;tag={secrets.token_hex(4)}\r\n"
-        f"To: <sip:{user}@{target[0]}:{target[1]}>\r\n"
-        f"Call-ID: {secrets.token_hex(10)}@{host}\r\n"
-        "CSeq: 1 INVITE\r\n"
-        f"Contact: <sip:raw@{host}:{port}>\r\n"
-        "Max-Forwards: 70\r\n"
-        "Content-Type: application/sdp\r\n"
-        f"Content-Length: {len(sdp)}\r\n\r\n"
-    )
-    return head.encode() + sdp
 
 
 def _collect(sock: socket.socket, seconds: float) -> list[bytes]:
@@ -76,7 +58,7 @@ def test_forbidden_source_gets_one_stateless_answer_or_none(
            "CALLSTREAM_SIP_FORBIDDEN_ACTION": action}
     with running_server(tmp_path, env) as server, _socket() as sock:
         target = (HOST, server.sip_port)
-        invite = _invite(sock, target, "reflect")
+        invite = raw_invite(sock, target, "reflect")
         sock.sendto(invite, target)
         got = _collect(sock, 4.0)  # Timer G would have resent at 0.5, 1.5 and 3.5 s
         assert [_status(d) for d in got] == expected
@@ -103,7 +85,7 @@ def test_invite_flood_parks_a_bounded_number_and_others_get_through(flood_rig: R
     target = (HOST, rig.server.sip_port)
     with _socket() as sock:
         for _ in range(FLOOD):
-            sock.sendto(_invite(sock, target, "flood"), target)
+            sock.sendto(raw_invite(sock, target, "flood"), target)
         got = _collect(sock, 5.0)
     statuses = [_status(d) for d in got]
     parked = statuses.count(100)
@@ -118,7 +100,7 @@ def test_invite_flood_parks_a_bounded_number_and_others_get_through(flood_rig: R
     assert len(flood_calls) == parked
     # Another source is not held back by the first one's flood.
     with _socket("127.0.0.2") as other:
-        other.sendto(_invite(other, target, "legit"), target)
+        other.sendto(raw_invite(other, target, "legit"), target)
         assert [_status(d) for d in _collect(other, 2.0)][:1] == [100]
     incoming(rig, "legit")
     with rig.server.client() as http:
@@ -133,7 +115,7 @@ def test_park_timeout_ends_the_call_once(tmp_path: Path) -> None:
     with make_rig(tmp_path, (37400, 37419), {"CALLSTREAM_SIP_PARK_TIMEOUT_SECS": "2"}) as rig, \
             _socket() as sock:
         target = (HOST, rig.server.sip_port)
-        sock.sendto(_invite(sock, target, "nobody-answers"), target)
+        sock.sendto(raw_invite(sock, target, "nobody-answers"), target)
         started = time.monotonic()
         ccid = incoming(rig, "nobody-answers")
         got: list[int] = []
@@ -193,7 +175,7 @@ def test_wrong_password_never_parks_a_call(auth_rig: Rig) -> None:
     # Without credentials at all: a 401 challenge, statelessly, and no call either.
     with _socket() as sock:
         target = (HOST, rig.server.sip_port)
-        sock.sendto(_invite(sock, target, "anonymous"), target)
+        sock.sendto(raw_invite(sock, target, "anonymous"), target)
         got = _collect(sock, 2.0)
     assert [_status(d) for d in got] == [401]
     assert b'WWW-Authenticate: Digest realm="callstream"' in got[0]

@@ -3,7 +3,6 @@ retransmitted INVITE, RFC 4733 DTMF from sip-tester's pcaps."""
 
 from __future__ import annotations
 
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import pytest
 from tests.e2e.calling import answer, events_for, incoming, media_rig
 from tests.e2e.conftest import Rig
 from tests.e2e.sipp import uac
-from tests.helpers import free_udp_tcp_port
+from tests.helpers import free_udp_tcp_port, raw_invite
 
 pytestmark = pytest.mark.slow
 
@@ -35,24 +34,6 @@ def test_cancel_before_answer(rig: Rig) -> None:
     assert not events_for(rig, "call.answered", ccid)
 
 
-def _invite(sock: socket.socket, target: tuple[str, int], user: str) -> bytes:
-    host, port = sock.getsockname()
-    media = free_udp_tcp_port()
-    sdp = (f"v=0\r\no=raw 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
-           f"m=audio {media} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
-    head = (
-        f"INVITE sip:{user}@{target[0]}:{target[1]} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
-        f"From: <sip:+15550009999@{host}:{port}>;tag={secrets.token_hex(4)}\r\n"
-        f"To: <sip:{user}@{target[0]}:{target[1]}>\r\n"
-        f"Call-ID: {secrets.token_hex(10)}@{host}\r\n"
-        "CSeq: 1 INVITE\r\n"
-        f"Contact: <sip:raw@{host}:{port}>\r\n"
-        "Max-Forwards: 70\r\n"
-        "Content-Type: application/sdp\r\n"
-        f"Content-Length: {len(sdp)}\r\n\r\n"
-    )
-    return head.encode() + sdp
 
 
 def _responses(sock: socket.socket, until: int, timeout: float = 10.0) -> list[bytes]:
@@ -75,7 +56,7 @@ def test_retransmitted_invite_makes_one_call(rig: Rig) -> None:
     target = ("127.0.0.1", rig.server.sip_port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        invite = _invite(sock, target, "twice")
+        invite = raw_invite(sock, target, "twice", free_udp_tcp_port())
         sock.sendto(invite, target)
         sock.sendto(invite, target)  # the same bytes again, as a UDP retransmission
         ccid = incoming(rig, "twice")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import ServerProcess, running_server
+from tests.helpers import ServerProcess, read_until_closed, running_server
 
 IDLE_TIMEOUT = 2.0
 MAX_CONNECTIONS = 5
@@ -49,14 +49,6 @@ def _options(sock: socket.socket, port: int, *, transport: str = "TCP",
     ).encode()
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 def _status(response: bytes) -> int:
@@ -75,7 +67,7 @@ def test_an_idle_connection_is_closed(server: ServerProcess) -> None:
         sock.sendall(_options(sock, server.sip_port))
         assert _status(sock.recv(65536)) == 200
         started = time.monotonic()
-        assert _read_all(sock) == b""  # before the limit: held, and a timeout here
+        assert read_until_closed(sock) == b""  # before the limit: held, and a timeout here
         assert time.monotonic() - started >= IDLE_TIMEOUT * 0.9
 
 
@@ -94,7 +86,7 @@ def test_a_message_over_the_size_limit_gets_513_and_a_close(server: ServerProces
         message = _options(sock, server.sip_port).replace(
             b"Content-Length: 0", b"Content-Length: 1000000")
         sock.sendall(message)
-        response = _read_all(sock)
+        response = read_until_closed(sock)
     assert _status(response) == 513
     assert b"Warning: 399" in response
     assert _options_answered_over_tcp(server)
@@ -111,7 +103,7 @@ def test_the_inbound_connection_cap_holds(server: ServerProcess) -> None:
         closed = 0
         for sock in socks[MAX_CONNECTIONS:]:
             sock.settimeout(WAIT)
-            if _read_all(sock) == b"":
+            if read_until_closed(sock) == b"":
                 closed += 1
         print(f"{len(socks)} connections: the server held {held} more fds")
         assert closed == len(socks) - MAX_CONNECTIONS
