@@ -1,0 +1,35 @@
+"""The bundled demo recordings and what they say.
+
+Both are 8 kHz mono 16-bit WAV, synthesised for callstream with espeak-ng
+(voice ``en-us``; authoring only, not needed at run time): no third-party audio,
+so they ship under the project's licence. Whisper tiny.en, the bundled model,
+decodes the caller's utterance after a PCMU round trip as
+"Hello, I would like to work a table for two people tomorrow evening. Please."
+(one substitution in 14 words).
+
+``CALLER_TEXT`` is what the caller recording says; ``GREETING_TEXT`` what the
+demo bot greets with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+AUDIO_DIR = Path(__file__).resolve().parent / "audio"
+
+GREETING_WAV = AUDIO_DIR / "greeting.wav"
+GREETING_TEXT = "Hello, this is the demo bot. Say something, and I will repeat it back to you."
+
+CALLER_WAV = AUDIO_DIR / "caller.wav"
+CALLER_TEXT = "Hello, I would like to book a table for two people tomorrow evening, please."
+
+SAMPLE_RATE = 8000  # both files
+
+__all__ = [
+    "AUDIO_DIR",
+    "CALLER_TEXT",
+    "CALLER_WAV",
+    "GREETING_TEXT",
+    "GREETING_WAV",
+    "SAMPLE_RATE",
+]
