@@ -124,6 +124,8 @@ class ApiClient:
     def __init__(self, base_url: str, api_key: str) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = f"Bearer {api_key}"
+        # No proxies: the server is on loopback, whatever HTTP_PROXY says.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -132,7 +134,7 @@ class ApiClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as response:  # noqa: S310
+            with self._opener.open(request, timeout=API_TIMEOUT_S) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()

@@ -14,7 +14,6 @@ listens.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -109,6 +108,7 @@ class EchoBot:
         self._speech_frames = 0
         self._silent_run = 0
         self._pending: set[str] = set()  # marks sent and not yet echoed
+        self._cut = False  # the last utterance was cut at its limit, not ended by a pause
 
     @property
     def replying(self) -> bool:
@@ -136,7 +136,9 @@ class EchoBot:
             self._pre_roll.clear()
             self._speech_frames = 0
             self._silent_run = 0
-            if self.replying:
+            # A new utterance over a reply is barge-in; speech that goes on past a cut at
+            # MAX_UTTERANCE_S is not (it would clear its own first part).
+            if self.replying and not self._cut:
                 self.stats.clears += 1
                 actions.append(Clear("the caller talked over the reply"))
         self._utterance.append(payload)
@@ -146,8 +148,11 @@ class EchoBot:
             self._silent_run = 0
         else:
             self._silent_run += 1
-        if self._silent_run >= self.end_silence_frames or (
-                self._utterance_bytes >= self.max_utterance_bytes):
+        if self._silent_run >= self.end_silence_frames:
+            self._cut = False
+            actions.extend(self._end_utterance())
+        elif self._utterance_bytes >= self.max_utterance_bytes:
+            self._cut = True
             actions.extend(self._end_utterance())
         return actions
 

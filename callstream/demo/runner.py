@@ -29,7 +29,7 @@ from typing import Any
 import uvicorn
 
 from callstream.api.auth import create_key
-from callstream.caller import CallOptions, CallSummary, load_wav, place_call, write_wav
+from callstream.caller import CallerError, CallOptions, CallSummary, load_wav, place_call, write_wav
 from callstream.config import Settings, load_settings
 from callstream.demo import audio
 from callstream.demo.app import (
@@ -52,7 +52,10 @@ from callstream.demo.report import (
 from callstream.logs import setup_logging
 from callstream.media.codecs.g711 import ulaw_encode
 from callstream.server import Server
+from callstream.store.exceptions import StoreInUse
+from callstream.transcription.engine import EngineUnavailable
 from callstream.transcription.manager import TranscriptionManager
+from callstream.webhooks.exceptions import SigningKeyError
 from callstream.webhooks.signing import load_signer
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,18 @@ def pick_port(default: int, kinds: tuple[int, ...], host: str = "127.0.0.1") -> 
         if _free(host, port, kinds):
             return port
     raise OSError(f"no free port on {host} for the demo")
+
+
+def check_port_free(flag: str, address: str, kinds: tuple[int, ...]) -> None:
+    """Raise OSError, saying which flag to change, when ``address`` (HOST:PORT) is taken."""
+    host, _, port = address.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        return  # the settings say what is wrong with it
+    if not _free(host.strip("[]") or "127.0.0.1", number, kinds):
+        raise OSError(f"{address} is in use — is another callstream running? use {flag} "
+                      "HOST:PORT, or leave it out to pick a free port")
 
 
 class ForkCounter(asyncio.DatagramProtocol):
@@ -199,9 +214,12 @@ class Demo:
             self.temp_dir = Path(tempfile.mkdtemp(prefix="callstream-demo-"))
         data_dir = opts.data_dir or self.temp_dir
         assert data_dir is not None
-        http = opts.http or f"127.0.0.1:{pick_port(DEFAULT_HTTP_PORT, (socket.SOCK_STREAM,))}"
-        sip = opts.sip or (
-            f"127.0.0.1:{pick_port(DEFAULT_SIP_PORT, (socket.SOCK_DGRAM, socket.SOCK_STREAM))}")
+        tcp, both = (socket.SOCK_STREAM,), (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+        http = opts.http or f"127.0.0.1:{pick_port(DEFAULT_HTTP_PORT, tcp)}"
+        sip = opts.sip or f"127.0.0.1:{pick_port(DEFAULT_SIP_PORT, both)}"
+        for flag, given, kinds in (("--http", opts.http, tcp), ("--sip", opts.sip, both)):
+            if given is not None:
+                check_port_free(flag, given, kinds)
 
         # The bot, the fork's counters and the application come up before the server, so
         # its first webhook and stream already find them.
@@ -236,7 +254,14 @@ class Demo:
 
         started = time.monotonic()
         self.server = Server(settings)
-        await self.server.start()
+        try:
+            await self.server.start()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind; the check above races
+            self.server.http = None
+            raise OSError(f"cannot listen for HTTP on {settings.http}") from exc
+        except BaseException:
+            self.server.http = None  # it did not start: nothing to shut down there
+            raise
         assert self.server.http is not None
         self._tasks.append(asyncio.create_task(self.server.http.main_loop()))
         key, _ = await create_key(self.server.store, "callstream demo")
@@ -252,7 +277,10 @@ class Demo:
         assert self.server is not None and self.server.calls is not None and self.settings
         for hook in self.server.calls.hooks:
             if isinstance(hook, TranscriptionManager):
-                await hook.engine(self.settings.transcription_model)
+                try:
+                    await hook.engine(self.settings.transcription_model)
+                except EngineUnavailable as exc:  # transcription_start will say so too
+                    self.out(f"warning: transcription is unavailable: {exc}")
 
     def banner(self) -> None:
         assert self.settings is not None
@@ -275,7 +303,10 @@ class Demo:
 
     async def close(self) -> None:
         if self.server is not None:
-            await self.server.stop()
+            try:
+                await self.server.stop()
+            except Exception:  # a server that failed half-way through start()
+                log.exception("stopping the demo's server failed")
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -490,7 +521,11 @@ async def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> 
         loop.add_signal_handler(sig, stop.set)
     code = 0
     try:
-        await demo.start()
+        try:
+            await demo.start()
+        except (OSError, StoreInUse, EngineUnavailable, SigningKeyError, CallerError) as exc:
+            out(f"callstream demo: FAILED — could not start: {' '.join(str(exc).split())}")
+            return 1
         demo.banner()
         if options.once:
             result = await demo.once()

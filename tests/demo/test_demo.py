@@ -1,0 +1,127 @@
+"""``callstream demo --once`` end to end: a real server, app, bot, fork and caller.
+
+The demo runs as a subprocess exactly as a newcomer runs it; these tests check its exit
+code, its terminal view and its ``--json`` summary. A second run with a transcription
+model that does not exist must fail, with the failing part named on one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callstream.demo.audio import CALLER_TEXT
+from callstream.demo.report import word_error_rate
+from callstream.demo.runner import pick_port
+from tests.helpers import free_port, free_udp_tcp_port
+
+RUN_TIMEOUT_S = 150  # a run takes ~15 s alone; generous for a loaded 2-core machine
+
+
+def run_demo(tmp_path: Path, *extra: str, env: dict[str, str] | None = None,
+             http: str | None = None, sip: str | None = None,
+             ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    out = tmp_path / "out.json"
+    (tmp_path / "tmp").mkdir(exist_ok=True)  # the demo's temporary directories go here
+    http = http or f"127.0.0.1:{free_port()}"
+    sip = sip or f"127.0.0.1:{free_udp_tcp_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "callstream", "demo", "--once", "--json", str(out),
+         "--http", http, "--sip", sip, *extra],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), **(env or {})})
+    summary = json.loads(out.read_text()) if out.exists() else None
+    return proc, summary
+
+
+@pytest.mark.slow
+def test_demo_once_checks_every_part(tmp_path: Path) -> None:
+    proc, summary = run_demo(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert summary is not None and summary["ok"] is True and summary["reason"] is None
+    assert all(summary["checks"].values()) and len(summary["checks"]) == 9
+
+    # What the newcomer sees: where everything is, the live events, the transcript.
+    out = proc.stdout
+    assert "/console" in out and "sip:demo@127.0.0.1:" in out and "API key" in out
+    for line in ("call.initiated", "call.answered", "streaming.started", "call.fork.started",
+                 "transcript  inbound interim", "transcript  inbound final",
+                 "bot: mark 'greeting' echoed", "bot: mark 'reply-1' echoed", "call.hangup",
+                 "counters: bot heard", "callstream demo: OK"):
+        assert line in out, line
+
+    # The summary: the transcript of the bundled speech, counters, events, timings.
+    inbound = " ".join(summary["transcript"]["inbound"])
+    assert word_error_rate(CALLER_TEXT, inbound) <= 0.35
+    assert summary["transcript"]["interims"] > 0
+    assert summary["transcript"]["outbound"]  # the greeting and the reply, transcribed
+    counters = summary["counters"]
+    assert counters["fork_rx_packets"] > 100 and counters["fork_tx_packets"] > 100
+    assert counters["bot_replies"] >= 1 and counters["bot_marks_echoed"] >= 2
+    assert counters["webhooks_refused"] == 0 and counters["webhooks_undelivered"] == 0
+    assert counters["webhooks_verified"] >= len(summary["events"])
+    events = summary["events"]
+    assert events[0] == "call.initiated" and "call.hangup" in events
+    assert {"call.answered", "streaming.started", "streaming.stopped", "call.fork.started",
+            "call.fork.stopped", "call.transcription"} <= set(events)
+    assert summary["call"]["status"] == "answered"
+    assert summary["audio"]["heard_voiced_s"] > summary["audio"]["greeting_voiced_s"]
+    timings = summary["timings"]
+    assert timings["answered_s"] is not None and timings["first_final_s"] is not None
+    # Its temporary data dir and the call's files are removed at exit.
+    assert not list((tmp_path / "tmp").glob("callstream-demo-*"))
+
+
+def test_demo_that_cannot_start_says_why_on_one_line(tmp_path: Path) -> None:
+    proc, summary = run_demo(
+        tmp_path, env={"CALLSTREAM_TRANSCRIPTION_MODEL": str(tmp_path / "no-model")})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines() == [
+        f"callstream demo: FAILED — could not start: {tmp_path / 'no-model'} is not a "
+        "CTranslate2 Whisper model directory (it needs model.bin, config.json, "
+        "tokenizer.json)."]
+    assert "Traceback" not in proc.stderr
+    assert summary is None
+    assert not list((tmp_path / "tmp").glob("callstream-demo-*"))  # its temporary data dir is gone
+
+
+@pytest.mark.parametrize("flag", ["--http", "--sip"])
+def test_a_port_in_use_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        proc, _ = run_demo(tmp_path, "--data-dir", str(tmp_path / "data"),
+                           **{flag.strip("-"): address})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines() == [
+        f"callstream demo: FAILED — could not start: {address} is in use — is another "
+        f"callstream running? use {flag} HOST:PORT, or leave it out to pick a free port"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_flags_exit_2(tmp_path: Path) -> None:
+    for args in (["--log-level", "loud"], ["--json", str(tmp_path / "nowhere" / "x.json")]):
+        proc = subprocess.run([sys.executable, "-m", "callstream", "demo", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("callstream demo: bad --") or \
+            proc.stderr.startswith("callstream demo: can't write --json")
+
+
+def test_pick_port_takes_the_default_when_free_else_another() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        other = pick_port(taken, (socket.SOCK_STREAM,))
+        assert other != taken
+    port = free_port()
+    assert pick_port(port, (socket.SOCK_STREAM,)) == port
