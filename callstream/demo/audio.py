@@ -5,7 +5,7 @@ Both are 8 kHz mono 16-bit WAV, synthesised for callstream with espeak-ng
 so they ship under the project's licence. Whisper tiny.en, the bundled model,
 decodes the caller's utterance after a PCMU round trip as
 "Hello, I would like to work a table for two people tomorrow evening. Please."
-(one substitution in 14 words).
+(one substitution in 14 words), and the greeting word for word.
 
 ``CALLER_TEXT`` is what the caller recording says; ``GREETING_TEXT`` what the
 demo bot greets with.
@@ -18,7 +18,7 @@ from pathlib import Path
 AUDIO_DIR = Path(__file__).resolve().parent / "audio"
 
 GREETING_WAV = AUDIO_DIR / "greeting.wav"
-GREETING_TEXT = "Hello, this is the demo bot. Say something, and I will repeat it back to you."
+GREETING_TEXT = "Hello, I am a robot. Please say something, and I will repeat it back to you."
 
 CALLER_WAV = AUDIO_DIR / "caller.wav"
 CALLER_TEXT = "Hello, I would like to book a table for two people tomorrow evening, please."

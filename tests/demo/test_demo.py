@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from callstream.demo.audio import CALLER_TEXT
-from callstream.demo.report import word_error_rate
+from callstream.caller import load_wav
+from callstream.demo.audio import CALLER_TEXT, CALLER_WAV, GREETING_WAV
+from callstream.demo.report import voiced_seconds, word_error_rate
 from callstream.demo.runner import pick_port
 from tests.helpers import free_port, free_udp_tcp_port
 
@@ -125,3 +129,81 @@ def test_pick_port_takes_the_default_when_free_else_another() -> None:
         assert other != taken
     port = free_port()
     assert pick_port(port, (socket.SOCK_STREAM,)) == port
+
+
+class LineReader:
+    """Collects a subprocess's stdout lines in a thread, so waits are bounded."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {text!r} in:\n" + "\n".join(self.lines[-40:])
+                self._changed.wait(left)
+
+    def join(self) -> None:
+        self._thread.join(10)
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+
+@pytest.mark.slow
+def test_demo_answers_any_caller_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """The interactive demo: a second program calls the printed SIP URI and hears the bot."""
+    (tmp_path / "tmp").mkdir()
+    with subprocess.Popen(
+        [sys.executable, "-m", "callstream", "demo", "--http", f"127.0.0.1:{free_port()}",
+         "--sip", f"127.0.0.1:{free_udp_tcp_port()}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+    ) as proc:
+        try:
+            reader = LineReader(proc)
+            uri = reader.wait_for("call it", timeout=90).split()[2]
+            assert uri.startswith("sip:demo@127.0.0.1:")
+            heard = tmp_path / "heard.wav"
+            call = subprocess.run(
+                [sys.executable, "-m", "callstream", "call", uri, "--play", str(CALLER_WAV),
+                 "--record", str(heard), "--duration", "14", "--quiet"],
+                capture_output=True, text=True, timeout=90)
+            assert call.returncode == 0, call.stderr
+            reader.wait_for("call.hangup", timeout=30)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        reader.join()
+    out = reader.text
+    for line in ("call.answered", "streaming.started", "call.fork.started",
+                 "bot: mark 'greeting' echoed", "bot: mark 'reply-1' echoed",
+                 "transcript  inbound final", "stopping…"):
+        assert line in out, line
+    # The caller heard the greeting and then its own words played back.
+    pcm, rate = load_wav(heard)
+    greeting, _ = load_wav(GREETING_WAV, rate)
+    speech, _ = load_wav(CALLER_WAV, rate)
+    assert voiced_seconds(pcm, rate) >= (0.8 * voiced_seconds(greeting, rate)
+                                         + 0.5 * voiced_seconds(speech, rate))
+    assert not list((tmp_path / "tmp").glob("callstream-demo-*"))
