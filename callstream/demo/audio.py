@@ -9,6 +9,14 @@ decodes the caller's utterance after a PCMU round trip as
 
 ``CALLER_TEXT`` is what the caller recording says; ``GREETING_TEXT`` what the
 demo bot greets with.
+
+How they were made (espeak-ng 1.51)::
+
+    espeak-ng -v en-us -s 135 -w greeting.wav "<GREETING_TEXT>"
+    espeak-ng -v en-us -s 140 -w caller.wav "<CALLER_TEXT>"
+
+then resampled from 22,050 Hz to 8 kHz (soxr), trimmed to 150 ms of silence at each
+end and peak-normalised to 0.7 full scale.
 """
 
 from __future__ import annotations

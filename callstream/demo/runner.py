@@ -400,7 +400,7 @@ class Demo:
                 hang_up.set()
 
             waiter = asyncio.create_task(after_reply())
-            self.say(f"caller: calling {options.target}, saying {audio.CALLER_TEXT!r}")
+            self.say(f"caller: will say {audio.CALLER_TEXT!r} (bundled recording)")
             placed = time.monotonic()
             try:
                 summary = await place_call(options, interrupted=hang_up,
