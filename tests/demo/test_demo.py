@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from callstream.caller import load_wav
+from callstream.caller import load_wav, write_wav
 from callstream.demo.audio import CALLER_TEXT, CALLER_WAV, GREETING_WAV
 from callstream.demo.report import voiced_seconds, word_error_rate
 from callstream.demo.runner import pick_port
 from tests.helpers import free_port, free_udp_tcp_port
 
+BARGE_IN_AT_S = 8  # the interactive test's caller speaks again this long after the answer
 RUN_TIMEOUT_S = 150  # a run takes ~15 s alone; generous for a loaded 2-core machine
 
 
@@ -169,7 +170,8 @@ class LineReader:
 
 @pytest.mark.slow
 def test_demo_answers_any_caller_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """The interactive demo: a second program calls the printed SIP URI and hears the bot."""
+    """The interactive demo: a second program calls the printed SIP URI and hears the bot;
+    talking over the bot's reply clears it."""
     (tmp_path / "tmp").mkdir()
     with subprocess.Popen(
         [sys.executable, "-m", "callstream", "demo", "--http", f"127.0.0.1:{free_port()}",
@@ -182,9 +184,16 @@ def test_demo_answers_any_caller_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             uri = reader.wait_for("call it", timeout=90).split()[2]
             assert uri.startswith("sip:demo@127.0.0.1:")
             heard = tmp_path / "heard.wav"
+            # The sentence, then again 8 s after the answer, while the bot plays it back
+            # (the greeting ends at ~6.4 s): barge-in.
+            speech, rate = load_wav(CALLER_WAV, 8000)
+            gap = b"\0\0" * (BARGE_IN_AT_S * rate)
+            script = speech + gap[: 2 * BARGE_IN_AT_S * rate - len(speech)] + speech
+            write_wav(tmp_path / "script.wav", script, rate)
             call = subprocess.run(
-                [sys.executable, "-m", "callstream", "call", uri, "--play", str(CALLER_WAV),
-                 "--record", str(heard), "--duration", "14", "--quiet"],
+                [sys.executable, "-m", "callstream", "call", uri, "--play",
+                 str(tmp_path / "script.wav"), "--record", str(heard), "--duration", "21",
+                 "--quiet"],
                 capture_output=True, text=True, timeout=90)
             assert call.returncode == 0, call.stderr
             reader.wait_for("call.hangup", timeout=30)
@@ -197,9 +206,13 @@ def test_demo_answers_any_caller_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         reader.join()
     out = reader.text
     for line in ("call.answered", "streaming.started", "call.fork.started",
-                 "bot: mark 'greeting' echoed", "bot: mark 'reply-1' echoed",
+                 "bot: mark 'greeting' echoed", "bot: clear (the caller talked over the reply)",
+                 "bot: mark 'reply-1' echoed", "bot: mark 'reply-2' echoed",
                  "transcript  inbound final", "stopping…"):
         assert line in out, line
+    # The cleared reply's mark came back at the clear, before the second utterance ended.
+    assert out.index("bot: clear") < out.index("bot: mark 'reply-1' echoed") < out.index(
+        "playing back what they said (reply-2)")
     # The caller heard the greeting and then its own words played back.
     pcm, rate = load_wav(heard)
     greeting, _ = load_wav(GREETING_WAV, rate)
