@@ -39,6 +39,8 @@ MIN_SPEECH_S = 0.3  # shorter bursts (clicks, coughs) are not repeated
 MAX_UTTERANCE_S = 10.0  # a longer utterance is cut here and played back
 PRE_ROLL_S = 0.2  # audio kept from before the onset, so the first syllable is not lost
 MAX_FRAME_BYTES = 16_000  # an inbound media payload larger than 2 s is ignored
+MAX_MESSAGE_BYTES = 64_000  # a WebSocket message from callstream larger than this is refused
+MAX_STREAMS = 32  # streams the bot serves at once; more are closed with 1013
 GREETING_MARK = "greeting"
 
 
@@ -195,6 +197,64 @@ def to_frames(action: Action) -> list[str]:
             json.dumps({"event": "mark", "mark": {"name": action.mark}})]
 
 
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    call_control_id: str
+    encoding: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMedia:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStop:
+    pass
+
+
+Incoming = StreamStart | StreamMedia | StreamMark | StreamStop
+
+
+def read_frame(message: str | bytes) -> Incoming | None:
+    """What a frame from callstream means to the bot; None for frames it does not use
+    (``connected``, ``dtmf``, ``error``, outbound media) or cannot read."""
+    if len(message) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        frame = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict):
+        return None
+    event = frame.get("event")
+    if event == "stop":
+        return StreamStop()
+    body = frame.get(event) if isinstance(event, str) else None
+    if not isinstance(body, dict):
+        return None
+    if event == "start":
+        media_format = body.get("media_format")
+        encoding = media_format.get("encoding") if isinstance(media_format, dict) else None
+        return StreamStart(str(body.get("call_control_id", "")), str(encoding or ""))
+    if event == "media":
+        if body.get("track", "inbound") != "inbound":
+            return None
+        try:
+            payload = base64.b64decode(str(body.get("payload", "")), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return StreamMedia(payload) if payload else None
+    if event == "mark":
+        return StreamMark(str(body.get("name", "")))
+    return None
+
+
 # -- the websockets shell ----------------------------------------------------------------
 
 
@@ -208,37 +268,22 @@ async def _session(ws: ServerConnection, greeting: bytes, on_event: OnBotEvent,
     call_id = ""
     try:
         async for message in ws:
-            try:
-                frame = json.loads(message)
-            except ValueError:
-                continue
-            if not isinstance(frame, dict):
-                continue
-            event = frame.get("event")
+            frame = read_frame(message)
             actions: list[Action] = []
-            if event == "start":
-                start = frame.get("start") or {}
-                call_id = str(start.get("call_control_id", ""))
-                encoding = (start.get("media_format") or {}).get("encoding", "")
-                if str(encoding).upper() != "PCMU":
-                    log.warning("demo bot: stream is %s, not PCMU; not answering", encoding)
+            if isinstance(frame, StreamStart):
+                call_id = frame.call_control_id
+                if frame.encoding.upper() != "PCMU":
+                    log.warning("demo bot: stream is %r, not PCMU; not answering",
+                                frame.encoding)
                     continue
                 actions = bot.start()
                 on_event("start", bot, call_id)
-            elif event == "media":
-                media = frame.get("media") or {}
-                if media.get("track", "inbound") != "inbound":
-                    continue
-                try:
-                    payload = base64.b64decode(media.get("payload", ""), validate=True)
-                except (binascii.Error, ValueError):
-                    continue
-                actions = bot.inbound(payload)
-            elif event == "mark":
-                name = str((frame.get("mark") or {}).get("name", ""))
-                actions = bot.mark(name)
-                on_event("mark", bot, name)
-            elif event == "stop":
+            elif isinstance(frame, StreamMedia):
+                actions = bot.inbound(frame.payload)
+            elif isinstance(frame, StreamMark):
+                actions = bot.mark(frame.name)
+                on_event("mark", bot, frame.name)
+            elif isinstance(frame, StreamStop):
                 on_event("stop", bot, call_id)
                 break
             for action in actions:
@@ -253,7 +298,17 @@ async def _session(ws: ServerConnection, greeting: bytes, on_event: OnBotEvent,
 async def serve_bot(greeting: bytes, on_event: OnBotEvent, bots: list[EchoBot],
                     host: str = "127.0.0.1", port: int = 0) -> Server:
     """Start the bot's WebSocket server; each connection (stream) gets its own bot."""
-    async def handler(ws: ServerConnection) -> None:
-        await _session(ws, greeting, on_event, bots)
+    live: set[ServerConnection] = set()
 
-    return await serve(handler, host, port, max_size=2**20)
+    async def handler(ws: ServerConnection) -> None:
+        if len(live) >= MAX_STREAMS:
+            log.warning("demo bot: %d streams already; refusing another", MAX_STREAMS)
+            await ws.close(1013, "demo bot busy")
+            return
+        live.add(ws)
+        try:
+            await _session(ws, greeting, on_event, bots)
+        finally:
+            live.discard(ws)
+
+    return await serve(handler, host, port, max_size=MAX_MESSAGE_BYTES)

@@ -69,6 +69,8 @@ SETTLE_TIMEOUT_S = 30.0  # --once: wait this long after the call for hangup, fin
 SETTLE_POLL_S = 0.25
 SETTLED_POLLS = 3  # --once: nothing undelivered this many polls in a row
 COUNTER_INTERVAL_S = 2.0  # the live counters line, while a call is up
+APP_MAX_CONNECTIONS = 64  # the example app's HTTP connections at once (uvicorn answers 503)
+APP_KEEPALIVE_S = 35  # > the 30 s the server keeps an idle webhook connection for reuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +244,8 @@ class Demo:
         verifier = WebhookVerifier(load_signer(settings).public_key_b64)
         app_config = uvicorn.Config(
             webhook_asgi(verifier, self.on_webhook, time.time), host="127.0.0.1", port=0,
-            log_config=None, lifespan="off", access_log=False, loop="none")
+            log_config=None, lifespan="off", access_log=False, loop="none",
+            limit_concurrency=APP_MAX_CONNECTIONS, timeout_keep_alive=APP_KEEPALIVE_S)
         app_config.load()
         app_server = uvicorn.Server(app_config)
         app_server.lifespan = app_config.lifespan_class(app_config)

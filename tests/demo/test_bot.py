@@ -7,15 +7,22 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from callstream.demo.bot import (
     FRAME_BYTES,
     GREETING_MARK,
     MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
     Clear,
     EchoBot,
     Play,
+    StreamMark,
+    StreamMedia,
+    StreamStart,
+    StreamStop,
     level_dbfs,
+    read_frame,
     to_frames,
 )
 from callstream.media.codecs.g711 import ulaw_encode
@@ -115,3 +122,33 @@ def test_frames_on_the_wire() -> None:
                                  "media": {"payload": base64.b64encode(b"\x01\x02").decode()}}
     assert json.loads(mark) == {"event": "mark", "mark": {"name": "reply-1"}}
     assert [json.loads(f) for f in to_frames(Clear("x"))] == [{"event": "clear"}]
+
+
+def test_reading_callstreams_frames() -> None:
+    start = {"event": "start", "sequence_number": "1", "stream_id": "s",
+             "start": {"call_control_id": "v3:x", "media_format": {
+                 "encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}
+    assert read_frame(json.dumps(start)) == StreamStart("v3:x", "PCMU")
+    media = {"event": "media", "media": {"track": "inbound", "chunk": "1", "timestamp": "0",
+                                         "payload": base64.b64encode(b"\xff" * 160).decode()}}
+    assert read_frame(json.dumps(media).encode()) == StreamMedia(b"\xff" * 160)
+    assert read_frame(json.dumps({"event": "mark", "mark": {"name": "reply-1"}})) == (
+        StreamMark("reply-1"))
+    assert read_frame('{"event":"stop","stop":{}}') == StreamStop()
+
+
+@pytest.mark.parametrize("message", [
+    "not json", "[]", '{"event":"connected","version":"1.0.0"}',
+    '{"event":"media","media":{"track":"outbound","payload":"AAA="}}',
+    '{"event":"media","media":{"payload":"not base64!"}}',
+    '{"event":"media","media":"nope"}', '{"event":5}', '{"event":"start"}',
+    '{"event":"media","media":{"payload":""}}', '{"event":"dtmf","dtmf":{"digit":"1"}}',
+    '{"event":"media","media":{"payload":"' + "A" * MAX_MESSAGE_BYTES + '"}}',
+])
+def test_frames_the_bot_does_not_use_are_none(message: str) -> None:
+    assert read_frame(message) is None
+
+
+def test_a_start_without_a_media_format_has_no_encoding() -> None:
+    assert read_frame('{"event":"start","start":{"media_format":3}}') == StreamStart("", "")
+    assert read_frame('{"event":"stop"}') == StreamStop()
