@@ -415,9 +415,17 @@ class Demo:
                      f"received {summary.packets_received}, ended by {summary.ended_by}")
             heard, heard_rate = load_wav(record) if record.exists() else (b"", 8000)
             undelivered = await self._settle()
-            return self._judge(summary, heard, heard_rate, placed, undelivered)
+            delivered = await self._count_deliveries("delivered")
+            return self._judge(summary, heard, heard_rate, placed, undelivered, delivered)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    async def _count_deliveries(self, statuses: str) -> int:
+        """How many webhooks the server's outbox has in these states (-1: unknown)."""
+        assert self.api is not None
+        status, body = await self.api.request(
+            "GET", f"/v2/webhook_deliveries?filter[status]={statuses}&page[size]=1")
+        return int(body["meta"]["total_results"]) if status == 200 else -1
 
     async def _settle(self) -> int:
         """Wait for call.hangup, the caller's final transcript and every delivery."""
@@ -429,10 +437,8 @@ class Demo:
             states = list(self.calls.values())
             done = bool(states) and all(s.hangup is not None for s in states)
             if done:
-                status, body = await self.api.request(
-                    "GET", "/v2/webhook_deliveries?filter[status]=pending,failed&page[size]=1")
-                if status == 200:
-                    undelivered = int(body["meta"]["total_results"])
+                undelivered = await self._count_deliveries("pending,failed")
+                if undelivered >= 0:
                     # Twice in a row: finals flushed at the hangup are stored just after it.
                     if undelivered == 0 and self.events.empty():
                         quiet += 1
@@ -444,7 +450,7 @@ class Demo:
         return undelivered
 
     def _judge(self, summary: CallSummary, heard: bytes, heard_rate: int, placed: float,
-               undelivered: int) -> dict[str, Any]:
+               undelivered: int, delivered: int) -> dict[str, Any]:
         state = next(iter(self.calls.values()), None) or CallState(started=placed)
         inbound = " ".join(state.finals.get("inbound", []))
         wer = word_error_rate(audio.CALLER_TEXT, inbound) if inbound else 1.0
@@ -474,8 +480,10 @@ class Demo:
                   f"caller's final transcript {inbound!r} is {wer:.2f} WER from "
                   f"{audio.CALLER_TEXT!r} (want ≤ {MAX_WER})"),
             Check("hangup", state.hangup is not None, "no call.hangup webhook"),
-            Check("webhooks", not self.refused and undelivered == 0,
-                  f"{len(self.refused)} refused, {undelivered} not delivered"),
+            Check("webhooks", not self.refused and undelivered == 0
+                  and 0 < delivered <= self.verified,
+                  f"{len(self.refused)} refused, {undelivered} not delivered, "
+                  f"{delivered} delivered but {self.verified} verified"),
         ]
         reason = verdict(checks)
 
@@ -506,7 +514,7 @@ class Demo:
                 "bot_clears": bot.clears if bot else 0,
                 "fork_rx_packets": self.rx.packets, "fork_tx_packets": self.tx.packets,
                 "webhooks_verified": self.verified, "webhooks_refused": len(self.refused),
-                "webhooks_undelivered": undelivered,
+                "webhooks_undelivered": undelivered, "webhooks_delivered": delivered,
             },
             "events": state.events,
             "call": json.loads(summary.to_json()),

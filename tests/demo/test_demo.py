@@ -72,6 +72,7 @@ def test_demo_once_checks_every_part(tmp_path: Path) -> None:
     assert counters["bot_replies"] >= 1 and counters["bot_marks_echoed"] >= 2
     assert counters["webhooks_refused"] == 0 and counters["webhooks_undelivered"] == 0
     assert counters["webhooks_verified"] >= len(summary["events"])
+    assert counters["webhooks_delivered"] == counters["webhooks_verified"]
     events = summary["events"]
     assert events[0] == "call.initiated" and "call.hangup" in events
     assert {"call.answered", "streaming.started", "streaming.stopped", "call.fork.started",
