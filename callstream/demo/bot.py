@@ -20,7 +20,7 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -262,7 +262,7 @@ OnBotEvent = Callable[[str, EchoBot, str], None]
 
 
 async def _session(ws: ServerConnection, greeting: bytes, on_event: OnBotEvent,
-                   bots: list[EchoBot]) -> None:
+                   bots: MutableSequence[EchoBot]) -> None:
     bot = EchoBot(greeting)
     bots.append(bot)
     call_id = ""
@@ -295,7 +295,7 @@ async def _session(ws: ServerConnection, greeting: bytes, on_event: OnBotEvent,
         pass
 
 
-async def serve_bot(greeting: bytes, on_event: OnBotEvent, bots: list[EchoBot],
+async def serve_bot(greeting: bytes, on_event: OnBotEvent, bots: MutableSequence[EchoBot],
                     host: str = "127.0.0.1", port: int = 0) -> Server:
     """Start the bot's WebSocket server; each connection (stream) gets its own bot."""
     live: set[ServerConnection] = set()

@@ -21,6 +21,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ SETTLE_TIMEOUT_S = 30.0  # --once: wait this long after the call for hangup, fin
 SETTLE_POLL_S = 0.25
 SETTLED_POLLS = 3  # --once: nothing undelivered this many polls in a row
 COUNTER_INTERVAL_S = 2.0  # the live counters line, while a call is up
+MAX_KEPT_CALLS = 100  # calls (and their bots) the view remembers; older ended ones go
 APP_MAX_CONNECTIONS = 64  # the example app's HTTP connections at once (uvicorn answers 503)
 APP_KEEPALIVE_S = 35  # > the 30 s the server keeps an idle webhook connection for reuse
 
@@ -157,9 +159,9 @@ class Demo:
         self.out = out
         self.t0 = time.monotonic()
         self.calls: dict[str, CallState] = {}
-        self.bots: list[EchoBot] = []
+        self.bots: deque[EchoBot] = deque(maxlen=MAX_KEPT_CALLS)
         self.verified = 0
-        self.refused: list[str] = []
+        self.refused = 0
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.rx = ForkCounter()
         self.tx = ForkCounter()
@@ -182,7 +184,7 @@ class Demo:
         replies = sum(b.stats.replies for b in self.bots)
         return (f"counters: bot heard {frames} frames, replied {replies}x | fork rx "
                 f"{self.rx.packets} tx {self.tx.packets} packets | webhooks verified "
-                f"{self.verified}, refused {len(self.refused)}")
+                f"{self.verified}, refused {self.refused}")
 
     def on_bot(self, kind: str, bot: EchoBot, detail: str) -> None:
         if kind == "start":
@@ -201,7 +203,7 @@ class Demo:
 
     def on_webhook(self, event: dict[str, Any] | None, refused: str | None) -> None:
         if event is None:
-            self.refused.append(refused or "?")
+            self.refused += 1
             self.say(f"webhook REFUSED: {refused}")
             return
         self.verified += 1
@@ -349,7 +351,12 @@ class Demo:
         payload = event["payload"]
         ccid = str(payload.get("call_control_id", ""))
         now = time.monotonic()
-        state = self.calls.setdefault(ccid, CallState(started=now))
+        state = self.calls.get(ccid)
+        if state is None:
+            if len(self.calls) >= MAX_KEPT_CALLS:  # forget the oldest ended call
+                ended = next((k for k, v in self.calls.items() if v.hangup is not None), None)
+                self.calls.pop(ended if ended is not None else next(iter(self.calls)))
+            state = self.calls[ccid] = CallState(started=now)
         kind = str(event.get("event_type"))
         state.events.append(kind)
         if kind == "call.answered":
@@ -480,9 +487,9 @@ class Demo:
                   f"caller's final transcript {inbound!r} is {wer:.2f} WER from "
                   f"{audio.CALLER_TEXT!r} (want ≤ {MAX_WER})"),
             Check("hangup", state.hangup is not None, "no call.hangup webhook"),
-            Check("webhooks", not self.refused and undelivered == 0
+            Check("webhooks", self.refused == 0 and undelivered == 0
                   and 0 < delivered <= self.verified,
-                  f"{len(self.refused)} refused, {undelivered} not delivered, "
+                  f"{self.refused} refused, {undelivered} not delivered, "
                   f"{delivered} delivered but {self.verified} verified"),
         ]
         reason = verdict(checks)
@@ -513,7 +520,7 @@ class Demo:
                 "bot_marks_echoed": bot.marks_echoed if bot else 0,
                 "bot_clears": bot.clears if bot else 0,
                 "fork_rx_packets": self.rx.packets, "fork_tx_packets": self.tx.packets,
-                "webhooks_verified": self.verified, "webhooks_refused": len(self.refused),
+                "webhooks_verified": self.verified, "webhooks_refused": self.refused,
                 "webhooks_undelivered": undelivered, "webhooks_delivered": delivered,
             },
             "events": state.events,
