@@ -1,4 +1,4 @@
-"""``callstream`` command line: serve, config, keys, call."""
+"""``callstream`` command line: serve, config, keys, call, demo."""
 
 from __future__ import annotations
 
@@ -231,6 +231,54 @@ def call(
     except (OSError, PortsExhaustedError) as exc:
         typer.echo(f"callstream call: can't bind sockets: {exc}", err=True)
         raise typer.Exit(2) from exc
+    raise typer.Exit(code)
+
+
+@app.command("demo")
+def demo(
+    once: Annotated[bool, typer.Option("--once", help="Place one scripted call, check every "
+                                       "part worked, and exit (0: all passed)")] = False,
+    json_file: Annotated[Path | None, typer.Option("--json", help="With --once: write the "
+                                                   "summary (checks, timings, transcript, "
+                                                   "counters) to this file")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Keep the demo's data here [default: a temporary directory, "
+        "removed at exit]", show_default=False)] = None,
+    http: Annotated[str | None, typer.Option(
+        "--http", help="HOST:PORT [default: 127.0.0.1:8080 if free, else any free port]")] = None,
+    sip: Annotated[str | None, typer.Option(
+        "--sip", help="HOST:PORT [default: 127.0.0.1:5060 if free, else any free port]")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="The server's log level "
+                                           "(debug, info, warning, error)")] = "warning",
+) -> None:
+    """Run the server, an example app and a voice bot; call it and watch it live.
+
+    The app answers every incoming call with a bidirectional stream to the bot (it greets,
+    then repeats what you say), a fork and live transcription. Call the printed SIP URI
+    from a softphone, or use --once for one scripted call that checks every part.
+    """
+    from callstream.demo.runner import DemoOptions, run_demo
+
+    if log_level not in ("debug", "info", "warning", "error"):
+        typer.echo(f"callstream demo: bad --log-level {log_level!r}: want debug, info, "
+                   "warning or error", err=True)
+        raise typer.Exit(2)
+    if json_file is not None and not json_file.parent.is_dir():
+        typer.echo(f"callstream demo: can't write --json {str(json_file)!r}: no such "
+                   "directory", err=True)
+        raise typer.Exit(2)
+    options = DemoOptions(once=once, json_path=json_file, data_dir=data_dir, http=http,
+                          sip=sip, log_level=log_level)
+
+    def echo(line: str) -> None:
+        typer.echo(line)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        code = asyncio.run(run_demo(options, echo))
+    else:
+        code = uvloop.run(run_demo(options, echo))
     raise typer.Exit(code)
 
 
