@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
 import sys
 import wave
@@ -136,7 +137,7 @@ def create_app(greeting: bytes, echo_delay: float) -> FastAPI:
             params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
             idle_timeout_secs=None, enable_rtvi=False)
 
-        @transport.event_handler("on_client_connected")
+        @transport.event_handler("on_client_connected")  # type: ignore[untyped-decorator]
         async def greet(_transport: Any, _client: Any) -> None:
             step = 2 * int(CHUNK_SECONDS * RATE)
             await worker.queue_frames([OutputAudioRawFrame(greeting[at:at + step], RATE, 1)
@@ -144,7 +145,7 @@ def create_app(greeting: bytes, echo_delay: float) -> FastAPI:
             echo.greeting_queued(len(greeting) / 2 / RATE)
             say(f"greeting queued ({len(greeting) / 2 / RATE:.1f} s)")
 
-        @transport.event_handler("on_client_disconnected")
+        @transport.event_handler("on_client_disconnected")  # type: ignore[untyped-decorator]
         async def gone(_transport: Any, _client: Any) -> None:
             say(f"call {call['call_id']}: stream ended")
             await worker.cancel()
@@ -175,10 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     say(f"listening on ws://{host}:{port}/ws")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve(sockets=[sock]))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def ulaw_encode(pcm: np.ndarray[Any, np.dtype[np.int16]]) -> bytes:
     segment = np.frexp(magnitude)[1] - 6  # highest set bit: 6..14 -> segment 0..8
     mantissa = np.where(segment > 7, 0x0F, (magnitude >> (segment + 1)) & 0x0F)
     code = sign | (np.minimum(segment, 7) << 4) | mantissa
-    return (~code & 0xFF).astype(np.uint8).tobytes()
+    encoded: bytes = (~code & 0xFF).astype(np.uint8).tobytes()
+    return encoded
 
 
 def load_greeting(path: Path | None) -> bytes:

@@ -57,7 +57,7 @@ def test_node_app_answers_and_streams_to_the_bot(tmp_path: Path) -> None:
                 code, summary, err = caller.finish(60)
             finally:
                 caller.kill()
-            assert code == 0, err
+            assert code == 0 and summary["status"] == "answered", err
             ccid = app.wait_for(rf"call (\S+) from .*: answering, streaming to {bot_url}").group(1)
             app.wait_for(rf"call {ccid}: answered")
             app.wait_for(rf"call {ccid}: stream to {bot_url} started")

@@ -76,7 +76,7 @@ def test_pipecat_bot_greets_then_echoes(tmp_path: Path) -> None:
             code, summary, err = caller.finish(60)
         finally:
             caller.kill()
-        assert code == 0, err
+        assert code == 0 and summary["status"] == "answered", err
         proc.wait_for(rf"call {ccid}: stream ended", timeout=20)
 
     printed = proc.output()

@@ -51,7 +51,7 @@ def test_app_answers_streams_and_prints_the_transcript(tmp_path: Path) -> None:
                 code, summary, err = caller.finish(60)
             finally:
                 caller.kill()
-            assert code == 0, err
+            assert code == 0 and summary["status"] == "answered", err
             ccid = app.wait_for(r"call (\S+) from .*: answering, streaming to .*, transcribing"
                                 ).group(1)
             app.wait_for(rf"call {ccid}: answered")

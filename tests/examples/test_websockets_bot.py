@@ -66,7 +66,7 @@ def test_bot_greets_the_caller_then_echoes_them(tmp_path: Path) -> None:
             code, summary, err = caller.finish(60)
         finally:
             caller.kill()
-        assert code == 0, err
+        assert code == 0 and summary["status"] == "answered", err
         proc.wait_for(r"stop: call .* ended \((\d+) frames echoed\)", timeout=20)
 
     printed = proc.output()
