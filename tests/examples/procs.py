@@ -26,6 +26,7 @@ class ExampleProcess:
     argv: list[str]
     proc: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # time.monotonic() each line came
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _read(self) -> None:
@@ -33,6 +34,7 @@ class ExampleProcess:
         for line in self.proc.stdout:
             with self.lock:
                 self.lines.append(line.rstrip("\n"))
+                self.times.append(time.monotonic())
 
     def output(self) -> str:
         with self.lock:
@@ -40,13 +42,17 @@ class ExampleProcess:
 
     def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         """The first printed line that matches ``pattern`` (a regex searched in each line)."""
+        return self.wait_for_line(pattern, timeout)[0]
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> tuple[re.Match[str], float]:
+        """Like `wait_for`, with the time.monotonic() the line was read."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
-                for line in self.lines:
+                for line, at in zip(self.lines, self.times, strict=True):
                     if found := regex.search(line):
-                        return found
+                        return found, at
             if self.proc.poll() is not None and not self._reader_alive():
                 break
             time.sleep(0.05)

@@ -44,6 +44,7 @@ def test_app_answers_streams_and_prints_the_transcript(tmp_path: Path) -> None:
         with example(*python_example("python_sdk_app/app.py", "--port", str(app_port),
                                      "--bot", bot_url), env=app_env) as app:
             app.wait_for(rf"listening on {hook_url}")
+            started = time.monotonic()
             caller = start_caller(f"sip:bot@127.0.0.1:{server.sip_port}", "--play",
                                   str(tmp_path / "caller.wav"), "--record",
                                   str(tmp_path / "heard.wav"))
@@ -56,7 +57,10 @@ def test_app_answers_streams_and_prints_the_transcript(tmp_path: Path) -> None:
                                 ).group(1)
             app.wait_for(rf"call {ccid}: answered")
             app.wait_for(rf"call {ccid}: stream to {bot_url} started")
-            final = app.wait_for(r"transcript \(final, inbound\): (.+)", timeout=40).group(1)
+            _, answered_at = app.wait_for_line(rf"call {ccid}: answered")
+            _, first_at = app.wait_for_line(r"transcript \(\w+, inbound\): ", timeout=40)
+            found, final_at = app.wait_for_line(r"transcript \(final, inbound\): (.+)", timeout=40)
+            final = found.group(1)
             app.wait_for(rf"call {ccid}: ended \(normal_clearing, by caller\)", timeout=20)
             bot.wait_for(rf"start: call {ccid}")
 
@@ -64,7 +68,9 @@ def test_app_answers_streams_and_prints_the_transcript(tmp_path: Path) -> None:
             forged = forge(hook_url, ccid)
             assert forged.status_code == 400
             app.wait_for("rejected a webhook: ")
-    print(f"\n[measured] python_sdk_app final transcript: {final!r}")
+    print(f"\n[measured] python_sdk_app: answered {answered_at - started:.2f} s after dialling; "
+          f"first transcript line {first_at - answered_at:.2f} s, final "
+          f"{final_at - answered_at:.2f} s after the answer (speech starts 0.5 s in): {final!r}")
     # Whisper tiny.en on phone audio: "Ever tried. Ever failed. No matter. Try again..."
     words = set(final.lower().replace(".", " ").replace(",", " ").split())
     assert words & {"tried", "try", "failed", "fail", "matter"}, final
