@@ -55,6 +55,21 @@ def say(line: str) -> None:
     print(f"app: {line}", flush=True)
 
 
+def parse_event(body: str) -> tuple[str | None, str, dict[str, Any], datetime | None]:
+    """(event_type, id, payload, occurred_at) of a verified webhook body.
+
+    Raises:
+        ValueError, TypeError, KeyError: the body is not a Telnyx event.
+    """
+    data = json.loads(body)["data"]
+    event_type, payload, when = data.get("event_type"), data.get("payload") or {}, data.get(
+        "occurred_at")
+    if not isinstance(payload, dict) or not isinstance(event_type, str | None):
+        raise TypeError("data.payload must be an object and data.event_type a string")
+    return (event_type, str(data.get("id")), payload,
+            datetime.fromisoformat(when) if isinstance(when, str) else None)
+
+
 class App:
     """Handles verified events; every SDK request runs off the HTTP thread."""
 
@@ -73,17 +88,18 @@ class App:
         except ValueError as exc:  # bad or missing signature, or a timestamp off by > 300 s
             say(f"rejected a webhook: {exc}")
             return 400
-        data = json.loads(body).get("data") or {}
-        event_id, event_type = str(data.get("id")), data.get("event_type")
-        if not isinstance(event_type, str):
+        try:
+            event_type, event_id, payload, occurred_at = parse_event(body)
+        except (ValueError, TypeError, KeyError) as exc:  # signed, yet not an event we know
+            say(f"ignored a malformed event: {exc!r}")
+            return 400
+        if event_type is None:
             return 204
         with self.lock:
             if event_id in self.seen:
                 return 204  # a redelivery of an event already handled
             self.seen.append(event_id)
-        occurred_at = datetime.fromisoformat(data["occurred_at"]) if data.get("occurred_at") \
-            else None
-        self.pool.submit(self.handle, event_type, data.get("payload") or {}, occurred_at)
+        self.pool.submit(self.handle, event_type, payload, occurred_at)
         return 204
 
     def handle(self, event_type: str, p: dict[str, Any], occurred_at: datetime | None) -> None:
@@ -140,7 +156,13 @@ class App:
 def serve(app: App, host: str, port: int) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # the name http.server calls
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.send_error(400, "bad Content-Length")
+                return
             if length > MAX_BODY_BYTES:
                 self.send_error(413, "webhook body too large")
                 return

@@ -120,33 +120,37 @@ class Bot:
     async def run(self) -> None:
         async for raw in self.ws:
             if not isinstance(raw, str):
-                continue  # Telnyx streams send text frames only
+                say(f"ignoring a binary frame ({len(raw)} bytes): streams send text frames")
+                continue
             try:
                 message = json.loads(raw)
-                event = message["event"]
-            except (ValueError, KeyError, TypeError):
-                say(f"ignoring a frame that is not a stream event: {raw[:80]!r}")
-                continue
-            await self.handle(event, message)
+                await self.handle(message["event"], message)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                # binascii.Error (bad base64) is a ValueError too. The call goes on.
+                say(f"ignoring a malformed message ({exc!r}): {raw[:80]!r}")
 
     async def handle(self, event: str, message: dict[str, Any]) -> None:
         if event == "connected":
             say("connected")
         elif event == "start":
-            start = message.get("start", {})
-            self.call = start.get("call_control_id", "?")
-            fmt = start.get("media_format", {})
+            start = message["start"]
+            fmt = start["media_format"]
+            if self.call != "?":
+                say(f"ignoring a second start on call {self.call}")
+                return
+            self.call = str(start["call_control_id"])
             say(f"start: call {self.call}, stream {message.get('stream_id')}, "
-                f"{fmt.get('encoding')}/{fmt.get('sample_rate')}")
-            if fmt.get("encoding") != "PCMU":
+                f"{fmt['encoding']}/{fmt.get('sample_rate')}")
+            if fmt["encoding"] != "PCMU":
                 say("this bot speaks PCMU only: start the stream with stream_codec=PCMU and "
                     "stream_bidirectional_codec=PCMU; echoing without a greeting")
                 self.echoing = True
                 return
             await self.greet()
         elif event == "media":
-            if self.echoing and message["media"].get("track", "inbound") == "inbound":
-                await self.ws.send(media(base64.b64decode(message["media"]["payload"])))
+            payload = base64.b64decode(message["media"]["payload"], validate=True)
+            if self.echoing and payload and message["media"].get("track", "inbound") == "inbound":
+                await self.ws.send(media(payload))
                 self.echoed_frames += 1
         elif event == "mark":
             name = message.get("mark", {}).get("name")

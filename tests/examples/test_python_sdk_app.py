@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,3 +98,51 @@ def test_app_without_keys_says_which_to_set(tmp_path: Path) -> None:
                  env={"TELNYX_API_KEY": "", "TELNYX_PUBLIC_KEY": ""}) as app:
         app.wait_for(r"set TELNYX_API_KEY and TELNYX_PUBLIC_KEY: `callstream keys create`")
         assert app.proc.wait(20) == 2
+
+
+def raw_post(port: int, header: str) -> bytes:
+    """The status line the app answers to a POST with ``header`` and no body sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST /webhooks HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode())
+        return sock.recv(100)
+
+
+def signed(key: SigningKey, body: str) -> dict[str, str]:
+    ts = str(int(time.time()))
+    return {"Content-Type": "application/json", "Telnyx-Timestamp": ts,
+            "Telnyx-Signature-Ed25519": base64.b64encode(
+                key.sign(f"{ts}|{body}".encode()).signature).decode()}
+
+
+def test_app_refuses_bad_webhooks_and_keeps_working() -> None:
+    """Unsigned, stale, oversized, malformed (even when correctly signed): each gets a 4xx and
+    a line saying why; a good event right after is handled."""
+    key = SigningKey.generate()
+    env = {"TELNYX_API_KEY": "KEYunused", "TELNYX_BASE_URL": "http://127.0.0.1:9/v2",
+           "TELNYX_PUBLIC_KEY": base64.b64encode(bytes(key.verify_key)).decode()}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhooks"
+    hangup = json.dumps({"data": {"event_type": "call.hangup", "id": "e1", "record_type": "event",
+                                  "occurred_at": "2026-12-04T10:00:00.000000Z", "payload": {
+                                      "call_control_id": "v3:x", "hangup_cause": "normal_clearing",
+                                      "hangup_source": "caller"}}})
+    with example(*python_example("python_sdk_app/app.py", "--port", str(port)), env=env) as app:
+        app.wait_for("listening on")
+        with httpx.Client(timeout=10) as http:
+            assert http.post(url, content=hangup).status_code == 400  # unsigned
+            stale = signed(key, hangup) | {"Telnyx-Timestamp": str(int(time.time()) - 301)}
+            assert http.post(url, content=hangup, headers=stale).status_code == 400
+            assert raw_post(port, "Content-Length: 2097152").startswith(b"HTTP/1.0 413")
+            assert raw_post(port, "Content-Length: many").startswith(b"HTTP/1.0 400")
+            for body in ("[]", '{"data": {"event_type": 7}}',
+                         '{"data": {"event_type": "call.hangup", "occurred_at": "yesterday"}}'):
+                assert http.post(url, content=body, headers=signed(key, body)).status_code == 400
+            for _ in range(2):  # the second is a redelivery: handled once
+                assert http.post(url, content=hangup, headers=signed(key, hangup)
+                                 ).status_code == 204
+        app.wait_for(r"call v3:x: ended \(normal_clearing, by caller\)")
+        time.sleep(0.5)
+    printed = app.output()
+    assert printed.count("rejected a webhook") == 2, printed
+    assert printed.count("ignored a malformed event") == 3, printed
+    assert printed.count("call v3:x: ended") == 1, printed

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 
 from callstream.media.codecs import get_codec
 from tests.audio import write_wav
@@ -76,3 +80,30 @@ def test_bot_greets_the_caller_then_echoes_them(tmp_path: Path) -> None:
     assert_bit_exact(get_codec("PCMU").new_decoder().decode(bot.ulaw_encode(
         np.frombuffer(greeting, "<i2"))), recording, "bot greeting")
     assert_bit_exact(through_codec(speech, "PCMU"), recording, "bot echo")
+
+
+async def test_bad_frames_get_ignored_and_the_call_goes_on(tmp_path: Path) -> None:
+    """Garbage from the stream (not JSON, no event, bad base64, wrong types) is printed and
+    skipped; the same connection then gets its greeting and mark as usual."""
+    write_wav(tmp_path / "greeting.wav", clip(seconds=0.5), 8000)
+    with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
+                                 str(tmp_path / "greeting.wav"))) as proc:
+        url = proc.wait_for(r"listening on (ws://\S+)").group(1)
+        async with connect(url) as ws:
+            for bad in ("not json", "[1, 2]", '{"no": "event"}', '{"event": "start"}',
+                        '{"event": "media", "media": {"payload": "@@@"}}',
+                        '{"event": "dtmf", "dtmf": 5}', b"\x00binary"):
+                await ws.send(bad)
+            await ws.send(json.dumps({"event": "connected", "version": "1.0.0"}))
+            await ws.send(json.dumps({"event": "start", "stream_id": "s1", "start": {
+                "call_control_id": "v3:test", "media_format": {
+                    "encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}))
+            sent = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
+        assert sent[0]["event"] == "media" and len(base64.b64decode(
+            sent[0]["media"]["payload"])) == 4000
+        assert sent[1] == {"event": "mark", "mark": {"name": "greeting"}}
+        proc.wait_for(r"greeting sent \(0\.5 s\)")
+    printed = proc.output()
+    assert printed.count("ignoring a malformed message") == 6, printed
+    assert "ignoring a binary frame (7 bytes)" in printed
+    assert "start: call v3:test, stream s1, PCMU/8000" in printed
