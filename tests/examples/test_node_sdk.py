@@ -38,7 +38,7 @@ def test_node_app_answers_and_streams_to_the_bot(tmp_path: Path) -> None:
     app_port = free_port()
     hook_url = f"http://127.0.0.1:{app_port}/webhooks"
     env = {"CALLSTREAM_WEBHOOK_URL": hook_url, "CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS,
-           "CALLSTREAM_RTP_PORT_MIN": "37000", "CALLSTREAM_RTP_PORT_MAX": "37999"}
+           "CALLSTREAM_RTP_PORT_MIN": "38900", "CALLSTREAM_RTP_PORT_MAX": "38999"}
 
     with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
                                  str(tmp_path / "greeting.wav"))) as bot, \

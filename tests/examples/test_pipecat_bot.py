@@ -62,7 +62,7 @@ def test_pipecat_bot_greets_then_echoes(tmp_path: Path) -> None:
     with example(*python_example("pipecat_bot/bot.py", "--port", "0", "--greeting",
                                  str(tmp_path / "greeting.wav"), "--echo-delay", "0.5",
                                  python=sys.executable)) as proc, \
-         make_rig(tmp_path / "data", (36000, 36999),
+         make_rig(tmp_path / "data", (38800, 38899),
                   {"CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS}) as rig:
         url = proc.wait_for(r"listening on (ws://\S+)", timeout=60).group(1)
         caller = start_caller(f"sip:pipecat@{rig.sip_target}", "--play",

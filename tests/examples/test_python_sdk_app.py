@@ -33,7 +33,7 @@ def test_app_answers_streams_and_prints_the_transcript(tmp_path: Path) -> None:
     app_port = free_port()
     hook_url = f"http://127.0.0.1:{app_port}/webhooks"
     env = {"CALLSTREAM_WEBHOOK_URL": hook_url, "CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS,
-           "CALLSTREAM_RTP_PORT_MIN": "35000", "CALLSTREAM_RTP_PORT_MAX": "35999"}
+           "CALLSTREAM_RTP_PORT_MIN": "38700", "CALLSTREAM_RTP_PORT_MAX": "38799"}
 
     with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
                                  str(tmp_path / "greeting.wav"))) as bot, \

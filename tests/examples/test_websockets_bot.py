@@ -12,11 +12,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 from callstream.media.codecs import get_codec
-from tests.audio import write_wav
+from tests.audio import read_wav, write_wav
 from tests.e2e.calling import (
     JITTER_BUFFER_MS,
     assert_bit_exact,
     clip,
+    contains,
     incoming,
     start_caller,
     through_codec,
@@ -57,7 +58,7 @@ def test_bot_greets_the_caller_then_echoes_them(tmp_path: Path) -> None:
 
     with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
                                  str(tmp_path / "greeting.wav"), "--echo-delay", "0.5")) as proc, \
-         make_rig(tmp_path / "data", (34000, 34999),
+         make_rig(tmp_path / "data", (38600, 38699),
                   {"CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS}) as rig:
         url = proc.wait_for(r"listening on (ws://\S+)").group(1)
         caller = start_caller(f"sip:bot@{rig.sip_target}", "--play", str(tmp_path / "caller.wav"),
@@ -107,3 +108,36 @@ async def test_bad_frames_get_ignored_and_the_call_goes_on(tmp_path: Path) -> No
     assert printed.count("ignoring a malformed message") == 6, printed
     assert "ignoring a binary frame (7 bytes)" in printed
     assert "start: call v3:test, stream s1, PCMU/8000" in printed
+
+
+def test_hash_key_makes_the_bot_send_clear(tmp_path: Path) -> None:
+    """The caller presses # one second into a 4 s greeting: the bot sends `clear`, so the
+    start of the greeting is heard and its last two seconds never are."""
+    greeting = clip("two_cities", seconds=4.0)
+    write_wav(tmp_path / "greeting.wav", greeting, 8000)
+    write_wav(tmp_path / "caller.wav", silence(6.0), 8000)
+    recording = tmp_path / "heard.wav"
+    with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
+                                 str(tmp_path / "greeting.wav"))) as proc, \
+         make_rig(tmp_path / "data", (38600, 38699),
+                  {"CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS}) as rig:
+        url = proc.wait_for(r"listening on (ws://\S+)").group(1)
+        caller = start_caller(f"sip:clear@{rig.sip_target}", "--play", str(tmp_path / "caller.wav"),
+                              "--record", str(recording), "--codec", "PCMU", "--dtmf", "#",
+                              "--dtmf-delay", "1.0")
+        try:
+            ccid = incoming(rig, "clear")
+            rig.sdk.calls.actions.answer(
+                ccid, stream_url=url, stream_codec="PCMU", stream_bidirectional_mode="rtp",
+                stream_bidirectional_codec="PCMU")
+            code, summary, err = caller.finish(60)
+        finally:
+            caller.kill()
+        assert code == 0 and summary["dtmf_sent"] == "#", err
+        proc.wait_for(r"sent clear: queued audio dropped", timeout=20)
+    heard, _ = read_wav(recording)
+    sent = get_codec("PCMU").new_decoder().decode(bot.ulaw_encode(np.frombuffer(greeting, "<i2")))
+    frames = [sent[k * 320:(k + 1) * 320] for k in range(len(sent) // 320)]
+    assert contains(heard, frames[25])  # 0.5 s in: played before the key
+    late = [k for k in range(100, 200) if contains(heard, frames[k])]
+    assert not late, f"frames {late} of the greeting played after clear"
