@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import socket
 import sys
 import wave
@@ -50,9 +51,17 @@ from pipecat.workers.runner import WorkerRunner
 
 RATE = 8000  # Telnyx streams (and so Pipecat's serializer) carry 8 kHz G.711
 CHUNK_SECONDS = 0.2  # the greeting is queued as frames this long
-#: The demo's bundled greeting (callstream/demo/audio/greeting.wav) when it is there.
+#: The demo's bundled greeting, from the installed package or this checkout, when present.
 DEFAULT_GREETING = (Path(__file__).resolve().parents[2]
                     / "callstream" / "demo" / "audio" / "greeting.wav")
+
+
+def default_greeting() -> Path | None:
+    """callstream's bundled greeting (`callstream.demo.audio`), if there is one."""
+    try:
+        return Path(importlib.import_module("callstream.demo.audio").GREETING_WAV)
+    except (ImportError, AttributeError):
+        return DEFAULT_GREETING if DEFAULT_GREETING.exists() else None
 
 
 def say(line: str) -> None:
@@ -61,10 +70,10 @@ def say(line: str) -> None:
 
 def read_wav(path: Path | None) -> bytes:
     """16-bit PCM WAV -> 8 kHz mono s16le; a one-second beep when there is no file."""
-    if path is None and not DEFAULT_GREETING.exists():
+    path = path or default_greeting()
+    if path is None:
         t = np.arange(RATE) / RATE
         return (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
-    path = path or DEFAULT_GREETING
     with wave.open(str(path), "rb") as w:
         if w.getsampwidth() != 2:
             raise ValueError(f"{path}: only 16-bit PCM WAV files are supported")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib
 import json
 import sys
 import wave
@@ -43,9 +44,17 @@ MAX_GREETING_SECONDS = 60.0
 PCMU_SILENCE = b"\xff"
 GREETING_MARK = "greeting"
 
-#: The demo's bundled greeting (callstream/demo/audio/greeting.wav) when it is there.
+#: The demo's bundled greeting, from the installed package or this checkout, when present.
 DEFAULT_GREETING = (Path(__file__).resolve().parents[2]
                     / "callstream" / "demo" / "audio" / "greeting.wav")
+
+
+def default_greeting() -> Path | None:
+    """callstream's bundled greeting (`callstream.demo.audio`), if there is one."""
+    try:
+        return Path(importlib.import_module("callstream.demo.audio").GREETING_WAV)
+    except (ImportError, AttributeError):
+        return DEFAULT_GREETING if DEFAULT_GREETING.exists() else None
 
 
 # -- audio: WAV in, G.711 mu-law out ------------------------------------------------
@@ -87,7 +96,8 @@ def ulaw_encode(pcm: np.ndarray[Any, np.dtype[np.int16]]) -> bytes:
 def load_greeting(path: Path | None) -> bytes:
     """The greeting as PCMU bytes, a whole number of 20 ms frames."""
     if path is None:
-        pcm = read_wav(DEFAULT_GREETING) if DEFAULT_GREETING.exists() else tone()
+        default = default_greeting()
+        pcm = read_wav(default) if default else tone()
     else:
         pcm = read_wav(path)
     pcm = pcm[: int(MAX_GREETING_SECONDS * RATE)]
