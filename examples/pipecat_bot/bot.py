@@ -1,0 +1,193 @@
+"""A Pipecat bot on a callstream media stream: greets the caller, then echoes them.
+
+Pipecat's own Telnyx pieces do the protocol work, unchanged: `parse_telephony_websocket`
+reads the `connected` and `start` messages, `TelnyxFrameSerializer` turns `media` messages
+into audio frames and audio frames back into `media`, and `FastAPIWebsocketTransport`
+carries them. The pipeline is
+
+    transport.input() -> Echo -> transport.output()
+
+No cloud service is involved (no STT, LLM or TTS keys): the greeting is a WAV file sent
+as `OutputAudioRawFrame`s, and `Echo` turns what the caller says into output audio,
+`--echo-delay` seconds later. Put a speech-to-text, an LLM and a text-to-speech service
+in its place and this is a voice agent.
+
+Run it (`pip install 'callstream[examples]'` or `pip install 'pipecat-ai[websocket]==1.14.*'`):
+
+    python examples/pipecat_bot/bot.py          # ws://127.0.0.1:8766/ws
+
+and start a stream to it with `stream_url=ws://127.0.0.1:8766/ws`, `stream_track=inbound_track`,
+`stream_codec=PCMU`, `stream_bidirectional_mode=rtp`, `stream_bidirectional_codec=PCMU`
+(examples/python_sdk_app does: `--bot ws://127.0.0.1:8766/ws`). See README.md here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import socket
+import sys
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, WebSocket
+from loguru import logger
+from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.runner.utils import parse_telephony_websocket
+from pipecat.serializers.telnyx import TelnyxFrameSerializer
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+from pipecat.workers.runner import WorkerRunner
+
+RATE = 8000  # Telnyx streams (and so Pipecat's serializer) carry 8 kHz G.711
+CHUNK_SECONDS = 0.2  # the greeting is queued as frames this long
+#: The demo's bundled greeting, from the installed package or this checkout, when present.
+DEFAULT_GREETING = (Path(__file__).resolve().parents[2]
+                    / "callstream" / "demo" / "audio" / "greeting.wav")
+
+
+def default_greeting() -> Path | None:
+    """callstream's bundled greeting (`callstream.demo.audio`), if there is one."""
+    try:
+        return Path(importlib.import_module("callstream.demo.audio").GREETING_WAV)
+    except (ImportError, AttributeError):
+        return DEFAULT_GREETING if DEFAULT_GREETING.exists() else None
+
+
+def say(line: str) -> None:
+    print(f"pipecat bot: {line}", flush=True)
+
+
+def read_wav(path: Path | None) -> bytes:
+    """16-bit PCM WAV -> 8 kHz mono s16le; a one-second beep when there is no file."""
+    path = path or default_greeting()
+    if path is None:
+        t = np.arange(RATE) / RATE
+        return (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV files are supported")
+        rate, channels = w.getframerate(), w.getnchannels()
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)
+    if channels > 1:
+        x = x.reshape(-1, channels).mean(axis=1)
+    if rate != RATE:
+        x = np.interp(np.arange(int(len(x) * RATE / rate)) * rate / RATE, np.arange(len(x)), x)
+    return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
+
+
+class Echo(FrameProcessor):
+    """Plays what the caller says back to them, once the greeting is over."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.listen_at: float | None = None  # loop time the greeting ends
+        self.echoing = False
+
+    def greeting_queued(self, seconds: float) -> None:
+        self.listen_at = asyncio.get_running_loop().time() + seconds
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, InputAudioRawFrame):
+            await self.push_frame(frame, direction)
+            return
+        if self.listen_at is None or asyncio.get_running_loop().time() < self.listen_at:
+            return  # not while the greeting plays
+        if not self.echoing:
+            self.echoing = True
+            say(f"echoing the caller {self.delay:g} s later")
+            # Silence first: every later frame queues behind it, so it plays that late.
+            silence = bytes(2 * int(self.delay * frame.sample_rate) * frame.num_channels)
+            await self.push_frame(OutputAudioRawFrame(silence, frame.sample_rate,
+                                                      frame.num_channels))
+        await self.push_frame(OutputAudioRawFrame(frame.audio, frame.sample_rate,
+                                                  frame.num_channels))
+
+
+def create_app(greeting: bytes, echo_delay: float) -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        kind, call = await parse_telephony_websocket(websocket)
+        if kind != "telnyx":
+            say(f"not a Telnyx media stream ({kind}); closing")
+            await websocket.close()
+            return
+        say(f"call {call['call_id']}: stream {call['stream_id']}, {call['outbound_encoding']}")
+        serializer = TelnyxFrameSerializer(
+            stream_id=call["stream_id"],
+            call_control_id=call["call_id"],
+            outbound_encoding=call["outbound_encoding"],  # what callstream sends (PCMU/PCMA)
+            inbound_encoding="PCMU",  # what we send back: stream_bidirectional_codec
+            # Pipecat's hang-up posts to api.telnyx.com (a fixed URL): hang up through
+            # callstream from your application instead.
+            params=TelnyxFrameSerializer.InputParams(auto_hang_up=False),
+        )
+        transport = FastAPIWebsocketTransport(websocket, FastAPIWebsocketParams(
+            audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False,
+            serializer=serializer))
+        echo = Echo(echo_delay)
+        worker = PipelineWorker(
+            Pipeline([transport.input(), echo, transport.output()]),
+            params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
+            idle_timeout_secs=None, enable_rtvi=False)
+
+        @transport.event_handler("on_client_connected")  # type: ignore[untyped-decorator]
+        async def greet(_transport: Any, _client: Any) -> None:
+            step = 2 * int(CHUNK_SECONDS * RATE)
+            await worker.queue_frames([OutputAudioRawFrame(greeting[at:at + step], RATE, 1)
+                                       for at in range(0, len(greeting), step)])
+            echo.greeting_queued(len(greeting) / 2 / RATE)
+            say(f"greeting queued ({len(greeting) / 2 / RATE:.1f} s)")
+
+        @transport.event_handler("on_client_disconnected")  # type: ignore[untyped-decorator]
+        async def gone(_transport: Any, _client: Any) -> None:
+            say(f"call {call['call_id']}: stream ended")
+            await worker.cancel()
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Pipecat bot for callstream media streams")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8766, help="0 picks a free port")
+    parser.add_argument("--greeting", type=Path, default=None,
+                        help="16-bit WAV to greet with (default: the demo greeting, or a beep)")
+    parser.add_argument("--echo-delay", type=float, default=1.0, help="seconds (default 1)")
+    parser.add_argument("--log-level", default="WARNING", help="Pipecat's own log level")
+    args = parser.parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level=args.log_level.upper())
+
+    app = create_app(read_wav(args.greeting), args.echo_delay)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    say(f"listening on ws://{host}:{port}/ws")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    main()

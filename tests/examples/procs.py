@@ -1,0 +1,107 @@
+"""The examples as the user runs them: a real subprocess each, its output read line by line."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+@dataclass
+class ExampleProcess:
+    """A running example; every line it printed (stdout and stderr together)."""
+
+    argv: list[str]
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # time.monotonic() each line came
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+                self.times.append(time.monotonic())
+
+    def output(self) -> str:
+        with self.lock:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        """The first printed line that matches ``pattern`` (a regex searched in each line)."""
+        return self.wait_for_line(pattern, timeout)[0]
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> tuple[re.Match[str], float]:
+        """Like `wait_for`, with the time.monotonic() the line was read."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for line, at in zip(self.lines, self.times, strict=True):
+                    if found := regex.search(line):
+                        return found, at
+            if self.proc.poll() is not None and not self._reader_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{self.argv[1:]} printed no line matching {pattern!r} within "
+                             f"{timeout} s (exit {self.proc.poll()}):\n{self.output()}")
+
+    def _reader_alive(self) -> bool:
+        return any(t.name == f"example-{self.proc.pid}" and t.is_alive()
+                   for t in threading.enumerate())
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def example(*argv: str, env: dict[str, str] | None = None,
+            cwd: Path = REPO) -> Iterator[ExampleProcess]:
+    """Run ``argv`` (e.g. ``python examples/websockets_bot/bot.py``) until the block ends."""
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    running = ExampleProcess(list(argv), proc)
+    reader = threading.Thread(target=running._read, name=f"example-{proc.pid}", daemon=True)
+    reader.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def python_example(path: str, *args: str, python: str = sys.executable) -> list[str]:
+    return [python, str(EXAMPLES / path), *args]
+
+
+def load_example(path: str) -> ModuleType:
+    """Import an example's file as a module (its pure parts are unit-tested)."""
+    file = EXAMPLES / path
+    spec = importlib.util.spec_from_file_location(f"example_{file.stem}", file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
