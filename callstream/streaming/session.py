@@ -292,8 +292,9 @@ class StreamSession:
             return
         except Exception as exc:
             self._connected.set()
-            await self._fail("connection_failed",
-                             f"cannot connect to {params.stream_url}: {exc or type(exc).__name__}")
+            why = "connection refused (nothing listens there)" if isinstance(
+                exc, ConnectionRefusedError) else exc or type(exc).__name__
+            await self._fail("connection_failed", f"cannot connect to {params.stream_url}: {why}")
             return
         self._ws = ws
         sock = ws.transport.get_extra_info("socket")
