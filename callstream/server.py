@@ -175,7 +175,7 @@ class Server:
                         "application's URL (or webhook_url in --config; docs/webhooks.md)",
                         park)
             return
-        problem = await probe_webhook_url(url)
+        problem = await probe_webhook_url(url, self.settings.outbound_policy)
         if problem is not None:
             log.warning("webhook URL %s of the default application: %s: calls will park "
                         "unanswered (480 after %g s) until something answers there; start "

@@ -4,14 +4,18 @@ Without a receiver every incoming call parks unanswered until ``sip_park_timeout
 and nothing says why: the first webhook is given up only after minutes of retries. So
 at start the server opens one TCP connection to the URL's host and port (no request
 is sent) and logs a warning that names the URL and the fix when it is refused or does
-not answer. It runs beside start-up, never delaying it, and is not repeated.
+not answer. It runs beside start-up, never delaying it, and is not repeated. Like every
+outbound connection it goes only to an address the outbound policy allows
+(``outbound/connect.py``); a refused one is reported, never connected to.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import urlsplit
+
+from callstream.outbound.connect import connect_tcp
+from callstream.outbound.policy import OutboundDenied, OutboundPolicy
 
 __all__ = ["PROBE_TIMEOUT_SECS", "probe_webhook_url"]
 
@@ -21,8 +25,9 @@ PROBE_TIMEOUT_SECS = 2.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-async def probe_webhook_url(url: str, wait_secs: float = PROBE_TIMEOUT_SECS) -> str | None:
-    """Connect to ``url``'s host and port once.
+async def probe_webhook_url(url: str, policy: OutboundPolicy, *,
+                            wait_secs: float = PROBE_TIMEOUT_SECS) -> str | None:
+    """Connect to ``url``'s host and port once, where ``policy`` allows.
 
     Returns:
         ``None`` when the connection opened, else why not, in words
@@ -38,14 +43,14 @@ async def probe_webhook_url(url: str, wait_secs: float = PROBE_TIMEOUT_SECS) -> 
         return "not an http(s) URL with a host"
     try:
         async with asyncio.timeout(wait_secs):
-            _, writer = await asyncio.open_connection(host, port)
+            sock = await connect_tcp(host, port, policy)
     except TimeoutError:
         return f"no answer in {wait_secs:g} s"
+    except OutboundDenied as exc:
+        return f"refused by the outbound policy: {exc}"
     except ConnectionRefusedError:
         return "connection refused"
     except OSError as exc:
         return exc.strerror.lower() if exc.strerror else str(exc)
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    sock.close()
     return None
