@@ -4,6 +4,7 @@ real UDP fork receivers and real (or missing) webhook receivers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -103,9 +104,15 @@ def test_an_incoming_call_with_a_stream_and_a_fork_is_told_line_by_line(rig: Rig
 
 
 def test_an_outgoing_call_is_told_dialled_ringing_answered_ended(rig: Rig) -> None:
+    """...and what the hangup stopped: its stream and its fork."""
     port = free_udp_tcp_port()
     proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
-    try:
+    fork_rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fork_rx.bind(("127.0.0.1", 0))
+    with contextlib.ExitStack() as stack:
+        consumer = stack.enter_context(ws_consumer())
+        stack.enter_context(fork_rx)
+        stack.callback(proc.wait, 60)
         time.sleep(0.5)  # SIPp binds its port
         call = rig.sdk.calls.dial(connection_id="default", to=f"sip:bob@127.0.0.1:{port}",
                                   from_="+15550005555")
@@ -117,12 +124,19 @@ def test_an_outgoing_call_is_told_dialled_ringing_answered_ended(rig: Rig) -> No
                 in dialling)
         info_line(rig.server, rf"call {re.escape(ccid)}: ringing \(180 Ringing\)$")
         info_line(rig.server, rf"call {re.escape(ccid)}: answered \(outgoing, ")
+        rig.sdk.calls.actions.start_streaming(ccid, stream_url=consumer.url)
+        stream_id = rig.hooks.wait_event("streaming.started", ccid).payload["stream_id"]
+        rx = fork_rx.getsockname()[1]
+        rig.sdk.calls.actions.start_forking(ccid, rx=f"udp:127.0.0.1:{rx}",
+                                            tx=f"udp:127.0.0.1:{rx}")
+        rig.hooks.wait_event("call.fork.started", ccid)
         rig.sdk.calls.actions.hangup(ccid)
         rig.hooks.wait_event("call.hangup", ccid)
+        info_line(rig.server, f"call {re.escape(ccid)}: stream {re.escape(stream_id)} "
+                  r"stopped \(hangup\)$")
+        info_line(rig.server, rf"call {re.escape(ccid)}: fork stopped \(hangup\): ")
         info_line(rig.server, f"call {re.escape(ccid)}: ended: normal_clearing, hung up by "
                   r"caller \(SIP 200\)$")
-    finally:
-        proc.wait(60)
 
 
 def test_a_stream_that_cannot_connect_is_told_with_its_reason(rig: Rig) -> None:
@@ -143,6 +157,15 @@ def test_a_stream_that_cannot_connect_is_told_with_its_reason(rig: Rig) -> None:
         line = info_line(rig.server, f"call {re.escape(ccid)}: stream {re.escape(stream_id)} "
                          "failed: connection_failed ")
         assert f"(cannot connect to {url}: connection refused (nothing listens there))" in line
+        with ws_consumer() as dying:
+            dying.die_after = 2  # connected, start: then the socket drops without a close
+            rig.sdk.calls.actions.start_streaming(ccid, stream_url=dying.url)
+            lost = rig.hooks.wait_for(
+                lambda d: d.event_type == "streaming.failed"
+                and d.payload.get("failure_reason") == "connection_lost")
+            info_line(rig.server, f"call {re.escape(ccid)}: stream "
+                      f"{re.escape(lost.payload['stream_id'])} failed: connection_lost "
+                      r"\(consumer's socket closed with 1006\)$")
         rig.sdk.calls.actions.hangup(ccid)
         rig.hooks.wait_event("call.hangup", ccid)
     finally:
