@@ -75,7 +75,7 @@ def serve(
     from callstream.store.exceptions import StoreInUse
 
     settings = _settings(config, data_dir=data_dir, http=http, sip=sip, log_format=log_format,
-                         log_level=log_level)
+                         log_level=log_level.lower() if log_level else None)
     setup_logging(settings.log_format, settings.log_level)
     try:
         run_server(settings)
