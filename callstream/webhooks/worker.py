@@ -588,10 +588,11 @@ class WebhookWorker:
             return
         more = f" ({count - 1} more failures to this URL since the last line)" if count > 1 \
             else ""
+        when = f"next try in {delay:.{1 if delay >= 1 else 2}f} s" if delay > 0 \
+            else "retrying now"
         log.info("webhook %s (%s of call %s) attempt %d to %s failed: %s; %s%s",
                  item.id, item.event_type, item.call_control_id or "-", attempts, url, reason,
-                 f"next try in {delay:.1f} s" if delay > 0 else "retrying now",
-                 more, extra={"url": url, "call_control_id": item.call_control_id})
+                 when, more, extra={"url": url, "call_control_id": item.call_control_id})
 
     def _destination_of(self, url: str) -> str:
         try:
