@@ -197,7 +197,7 @@ def test_a_late_receiver_is_warned_about_and_gets_the_backlog_in_order(tmp_path:
         assert code == 1, summary  # nobody answered it
         failed = info_line(server, r"\(call\.initiated of call \S+\) attempt 1 to "
                            f"{re.escape(url)} failed: ")
-        assert re.search(r"connection refused.*; next try in \d+\.\d s", failed, re.I), failed
+        assert re.search(r"connection refused.*; next try in \d+\.\d+ s", failed, re.I), failed
         # A restart finds the backlog and says so.
         server.stop()
         server.start()
