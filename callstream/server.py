@@ -1,7 +1,10 @@
 """The composition root: builds every part from settings, starts and stops them in order.
 
-Start: node lock → store (migrations) → default application → calls a crash left
-alive ended → webhook worker → telephony (SIP, RTP) → HTTP. Stop (SIGINT/SIGTERM):
+Start: node lock → HTTP port bound → store (migrations) → default application → calls a
+crash left alive ended → webhook worker → telephony (SIP, RTP) → HTTP serving → start-up
+checks beside it (webhook URL unset or refusing, webhooks pending from earlier runs:
+docs/logging.md). A port already taken (:class:`~callstream.listening.ListenError`) stops
+what had started and reaches the command line, which says so in one line. Stop (SIGINT/SIGTERM):
 stop taking HTTP requests, hang up every live call and wait for the hangups to be
 stored, stop telephony, let the webhook worker finish its in-flight attempts, close the
 store, drop the node lock. Anything undelivered stays pending in the store and goes out
