@@ -17,6 +17,8 @@ from callstream.store.sql import SqlStore
 
 T = TypeVar("T")
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys_app = typer.Typer(no_args_is_help=True, help="API keys and the webhook signing key.")
 app.add_typer(keys_app, name="keys")
@@ -29,6 +31,12 @@ ConfigFile = Annotated[
     Path | None,
     typer.Option("--config", help="TOML settings file [env CALLSTREAM_CONFIG]", exists=True,
                  dir_okay=False, show_default=False),
+]
+
+LogLevel = Annotated[
+    str | None,
+    typer.Option("--log-level", help="debug, info, warning or error [CALLSTREAM_LOG_LEVEL; "
+                 "default info]", show_default=False),
 ]
 
 
@@ -51,21 +59,32 @@ def serve(
     data_dir: DataDir = None,
     http: Annotated[str | None, typer.Option("--http", help="HOST:PORT [CALLSTREAM_HTTP]")] = None,
     sip: Annotated[str | None, typer.Option("--sip", help="HOST:PORT [CALLSTREAM_SIP]")] = None,
-    log_format: Annotated[str | None, typer.Option("--log-format", help="text or json")] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text or json (one object a line) [CALLSTREAM_LOG_FORMAT]",
+        show_default=False)] = None,
+    log_level: LogLevel = None,
     config: ConfigFile = None,
 ) -> None:
-    """Run the server: HTTP API, SIP, media and webhook delivery in one process."""
+    """Run the server: HTTP API, SIP, media and webhook delivery in one process.
+
+    At info it logs one line per call event (received, answered, ended with its
+    cause), stream, fork, transcription and failed webhook attempt (docs/logging.md).
+    """
+    from callstream.listening import ListenError
     from callstream.server import run_server
     from callstream.store.exceptions import StoreInUse
 
     settings = _settings(config, data_dir=data_dir, http=http, sip=sip, log_format=log_format,
-                         log_level=log_level)
+                         log_level=log_level.lower() if log_level else None)
     setup_logging(settings.log_format, settings.log_level)
     try:
         run_server(settings)
     except StoreInUse as exc:
         typer.echo(f"callstream: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except ListenError as exc:
+        option = "--http" if exc.service == "HTTP" else "--sip"
+        typer.echo(f"callstream: {exc.with_advice(f'Use {option} HOST:PORT')}", err=True)
         raise typer.Exit(1) from exc
 
 
@@ -190,6 +209,9 @@ def call(
     max_duration: Annotated[float, typer.Option("--max-duration", help="Longest an answered "
                                                 "call may last")] = 3600.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr")] = False,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", help="Log lines on stderr at this level or above: debug, info, "
+        "warning or error")] = "warning",
 ) -> None:
     """Place a SIP call: play a WAV, record the reply, send DTMF, hang up.
 
@@ -199,7 +221,14 @@ def call(
     import signal
 
     from callstream.caller import DEFAULT_CODECS, CallerError, CallOptions, place_call
+    from callstream.listening import ListenError
     from callstream.media.exceptions import PortsExhaustedError
+
+    if log_level.lower() not in LOG_LEVELS:
+        typer.echo(f"callstream call: bad --log-level {log_level!r}: want one of "
+                   f"{', '.join(LOG_LEVELS)}", err=True)
+        raise typer.Exit(2)
+    setup_logging("text", log_level.lower())
 
     options = CallOptions(
         target=target, play=play, record=record, dtmf=dtmf, dtmf_delay=dtmf_delay,
@@ -227,6 +256,10 @@ def call(
         code = asyncio.run(run())
     except CallerError as exc:
         typer.echo(f"callstream call: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ListenError as exc:
+        typer.echo("callstream call: "
+                   + exc.with_advice("Use --sip-port PORT (0 picks a free one)"), err=True)
         raise typer.Exit(2) from exc
     except (OSError, PortsExhaustedError) as exc:
         typer.echo(f"callstream call: can't bind sockets: {exc}", err=True)

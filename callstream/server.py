@@ -1,7 +1,10 @@
 """The composition root: builds every part from settings, starts and stops them in order.
 
-Start: node lock → store (migrations) → default application → calls a crash left
-alive ended → webhook worker → telephony (SIP, RTP) → HTTP. Stop (SIGINT/SIGTERM):
+Start: node lock → HTTP port bound → store (migrations) → default application → calls a
+crash left alive ended → webhook worker → telephony (SIP, RTP) → HTTP serving → start-up
+checks beside it (webhook URL unset or refusing, webhooks pending from earlier runs:
+docs/logging.md). A port already taken (:class:`~callstream.listening.ListenError`) stops
+what had started and reaches the command line, which says so in one line. Stop (SIGINT/SIGTERM):
 stop taking HTTP requests, hang up every live call and wait for the hangups to be
 stored, stop telephony, let the webhook worker finish its in-flight attempts, close the
 store, drop the node lock. Anything undelivered stays pending in the store and goes out
@@ -15,6 +18,7 @@ import gc
 import logging
 import signal
 import socket
+import time
 from dataclasses import replace
 
 import uvicorn
@@ -26,13 +30,17 @@ from callstream.calls.control import CallControl
 from callstream.config import Settings
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
+from callstream.listening import ListenError, bind_tcp
 from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
+from callstream.store.exceptions import StoreError
 from callstream.store.node_lock import NodeLock
+from callstream.store.outbox import Outbox
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
 from callstream.timefmt import iso_now
 from callstream.transcription.manager import TranscriptionManager
+from callstream.webhooks.probe import probe_webhook_url
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
 
@@ -86,6 +94,8 @@ class Server:
         self.http: uvicorn.Server | None = None
         self._stopping = asyncio.Event()
         self.switch: object | None = None
+        self._http_sockets: list[socket.socket] = []
+        self._checks: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -96,8 +106,11 @@ class Server:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if self.node_lock is not None:
             self.node_lock.acquire()
+        # HTTP's port first: a port someone holds fails the start before anything opens.
+        http_host, http_port = settings.http_host_port
+        self._http_sockets = bind_tcp("HTTP", http_host, http_port)
         await self.store.open()
-        await ensure_default_application(self.store, settings)
+        default_app = await ensure_default_application(self.store, settings)
         signer = load_signer(settings)
         self.webhooks = WebhookWorker(self.store, settings, signer)
         self.calls = CallControl(self.store, owner=self.owner, wake_webhooks=self.webhooks.wake)
@@ -134,15 +147,44 @@ class Server:
         config.load()
         self.http = uvicorn.Server(config)
         self.http.lifespan = config.lifespan_class(config)
-        await self.http.startup()
-        if self.http.should_exit:
-            raise OSError(f"cannot listen for HTTP on {settings.http}")
+        await self.http.startup(sockets=self._http_sockets)
         # What start() built lives as long as the process: keep it out of the cycle
         # collector's full passes, which otherwise stall the loop, RTP included, for
         # 90-200 ms under load (docs/benchmarks.md, "SIP load").
         gc.freeze()
         log.info("callstream listening: http=%s sip=%s data=%s", settings.http, settings.sip,
                  settings.data_dir)
+        self._checks = asyncio.create_task(self._start_checks(default_app),
+                                           name="start-checks")
+
+    async def _start_checks(self, app: Application) -> None:
+        """Warn about what would leave a newcomer's calls unanswered without a word:
+        no webhook URL, nothing listening there, events queued from earlier runs."""
+        try:
+            for backlog in await Outbox(self.store).pending_by_url():
+                age = max(0.0, time.time() - backlog.oldest_created_at)
+                log.warning(
+                    "%d webhooks pending for %s (oldest %.0f s old): they are delivered in "
+                    "order once it answers, those of calls that have since ended included "
+                    "(docs/logging.md, \"Late receivers\")", backlog.count,
+                    backlog.url or "no URL", age, extra={"url": backlog.url})
+        except StoreError as exc:
+            log.warning("cannot count pending webhooks: %s", exc)
+        url = app.webhook_event_url
+        park = self.settings.sip_park_timeout_secs
+        if not url:
+            log.warning("the default application has no webhook URL: calls will park "
+                        "unanswered (480 after %g s): set CALLSTREAM_WEBHOOK_URL to your "
+                        "application's URL (or webhook_url in --config; docs/webhooks.md)",
+                        park)
+            return
+        problem = await probe_webhook_url(url, self.settings.outbound_policy)
+        if problem is not None:
+            log.warning("webhook URL %s of the default application: %s: calls will park "
+                        "unanswered (480 after %g s) until something answers there; start "
+                        "your webhook receiver or set CALLSTREAM_WEBHOOK_URL (events are "
+                        "kept and delivered in order once it answers)", url, problem, park,
+                        extra={"url": url})
 
     async def _start_telephony(self) -> None:
         try:
@@ -170,6 +212,8 @@ class Server:
         self.calls.hooks.append(services.transcriptions)
 
     async def stop(self) -> None:
+        if self._checks is not None:
+            self._checks.cancel()
         if self.calls is not None:
             await self.calls.hangup_all()
             deadline = asyncio.get_running_loop().time() + HANGUP_GRACE_SECS
@@ -180,6 +224,8 @@ class Server:
         if self.http is not None:
             self.http.should_exit = True
             await self.http.shutdown()
+        for sock in self._http_sockets:
+            sock.close()
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.store.close()
@@ -195,7 +241,11 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         try:
-            await self.start()
+            try:
+                await self.start()
+            except ListenError:
+                await self.stop()  # what started before the port that failed
+                raise
             assert self.http is not None
             ticker = asyncio.create_task(self.http.main_loop())
             await self._stopping.wait()

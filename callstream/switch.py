@@ -168,7 +168,11 @@ class Switch:
         leg = self.legs.get(getattr(event, "handle", ""))
         if leg is None:
             return
-        if isinstance(event, sip.CallAnswered):
+        if isinstance(event, sip.CallProgress):
+            log.info("call %s: %s (%d %s)", leg.call.id,
+                     "ringing" if event.status == 180 else "progress", event.status,
+                     event.reason, extra=_fields(leg.call))
+        elif isinstance(event, sip.CallAnswered):
             await self._outgoing_answered(leg, event)
         elif isinstance(event, sip.CallFailed):
             cause = leg.end_cause or FAILURE_CAUSES.get(event.status, "unspecified")
@@ -230,6 +234,11 @@ class Switch:
             self.endpoint.reject(event.handle, 480, "Temporarily Unavailable", self._now())
             self.transport.flush()
             return
+        host, port = event.source[0], event.source[1]
+        log.info("call %s: received from %s to %s (SIP %s from %s, codec %s/%d)",
+                 call.id, event.from_uri, event.to_uri, event.transport.upper(),
+                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}", params.codec,
+                 params.clock_rate, extra=_fields(call, source=f"{host}:{port}"))
         leg = Leg(call=call, handle=event.handle, hub=MediaHub(call.record.call_session_id))
         self._index(leg)
         try:
@@ -433,6 +442,8 @@ class Switch:
         )
         self._index(leg)
         self.transport.flush()
+        log.info("call %s: dialling %s from %s", call.id, target_uri, from_uri,
+                 extra=_fields(call))
         timeout = float(call.record.details.get("timeout_secs", 30))
         leg.timers.append(
             asyncio.get_running_loop().call_later(timeout, self._limit, leg, "timeout")
@@ -511,3 +522,7 @@ class Switch:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
+
+def _fields(call: Call, **more: str) -> dict[str, str]:
+    """Structured fields of a call's log line (keys in ``--log-format json``)."""
+    return {"call_control_id": call.id, **more}

@@ -68,7 +68,8 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver() -> Iterator[Receiver]:
+def webhook_receiver(port: int = 0) -> Iterator[Receiver]:
+    """A receiver on ``port`` (0: any free one) answering 200 to every POST."""
     receiver = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -86,7 +87,7 @@ def webhook_receiver() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             return  # keep test output quiet
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

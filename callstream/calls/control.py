@@ -381,6 +381,10 @@ class CallControl:
                                                                now)])
             )
             self.on_change(call)
+            log.info("call %s: answered (%s, %s to %s, codec %s/%s)", call.id,
+                     call.record.direction, call.record.from_, call.record.to,
+                     media.get("codec", "?"), media.get("sampling_rate", "?"),
+                     extra={"call_control_id": call.id})
         for hook in self.hooks:
             try:
                 await hook.answered(call)
@@ -427,6 +431,10 @@ class CallControl:
                 payload["call_quality_stats"] = quality
             events.append(call_event(call, "call.hangup", payload, now))
             await self.commit(Change(calls=[call.record], events=events))
+            log.info("call %s: ended: %s, hung up by %s (SIP %s)%s", call.id, cause, source,
+                     sip_code or "-", "" if call.record.answer_time else ", never answered",
+                     extra={"call_control_id": call.id, "hangup_cause": cause,
+                            "hangup_source": source})
             self.calls.pop(call.id, None)
             if call.bridged_with and (peer := self.calls.get(call.bridged_with)):
                 peer.bridged_with = None

@@ -104,7 +104,7 @@ class ForkManager:
             paths = _paths(call, resolved)
             try:
                 fork = RtpFork(media.hub, media.leg, paths, stream_type=stream_type,
-                               stats=self.stats)
+                               stats=self.stats, call_control_id=call.id)
             except OSError as exc:
                 name = next(iter(targets))
                 raise InvalidCommand(

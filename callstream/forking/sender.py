@@ -184,14 +184,16 @@ class RtpFork:
         paths: what to open; one per direction.
         stream_type: echoed in ``call.fork.stopped``.
         stats: where the paths' counters are totalled.
+        call_control_id: the call, named in the log lines.
 
     Raises:
         OSError: a socket could not be opened; nothing stays open.
     """
 
     def __init__(self, hub: MediaHub, leg: str, paths: list[PathSpec], *, stream_type: str,
-                 stats: ForkStats) -> None:
+                 stats: ForkStats, call_control_id: str = "") -> None:
         self.stream_type = stream_type
+        self.call_control_id = call_control_id
         self.leg = leg
         self.paths: list[ForkPath] = []
         self._subscriptions: list[Subscription] = []
@@ -210,8 +212,11 @@ class RtpFork:
             self._subscriptions.append(hub.add_packet_callback(leg, track, path.forward))
         stats.forks_active += 1
         self.closed = False
+        log.info("call %s: fork started (%s, %s)", call_control_id or leg, stream_type,
+                 ", ".join(f"{p.direction} to {_addr(p.address)}" for p in paths),
+                 extra={"call_control_id": call_control_id})
 
-    def stop(self) -> list[FeatureEvent]:
+    def stop(self, reason: str = "fork_stop") -> list[FeatureEvent]:
         """Stop forwarding now and return the ``call.fork.stopped`` webhook."""
         if self.closed:
             return []
@@ -222,12 +227,20 @@ class RtpFork:
             path.close()
             self._stats.retire(path)
         self._stats.forks_active -= 1
-        log.debug("fork of %s stopped: %s", self.leg, self.counters())
+        log.info("call %s: fork stopped (%s): %s", self.call_control_id or self.leg, reason,
+                 "; ".join(f"{direction} {c['packets']} packets, {c['dropped']} dropped"
+                           for direction, c in self.counters().items()),
+                 extra={"call_control_id": self.call_control_id})
         return [("call.fork.stopped", {"stream_type": self.stream_type})]
 
     def detach(self, reason: str) -> list[FeatureEvent]:
         """The call ended: the Feature seam's hook (see calls.features)."""
-        return self.stop()
+        return self.stop(reason)
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {path.direction: path.counters() for path in self.paths}
+
+
+def _addr(address: SockAddr) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

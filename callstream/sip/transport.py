@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from callstream.listening import ListenError
+
 from .endpoint import TCP, UDP, Addr, Datagram, SipEndpoint, SipEvent
 from .exceptions import FramingError
 from .framing import StreamFramer
@@ -89,6 +91,15 @@ class TransportStats:
     tcp_idle_closed: int = 0
     send_errors: int = 0
     callback_errors: int = 0
+
+
+def _bind_cause(exc: OSError) -> OSError:
+    """The error with an errno: uvloop raises "could not bind to local_addr" without
+    one, from the bind's own error."""
+    cause = exc
+    while cause.errno is None and isinstance(cause.__cause__, OSError):
+        cause = cause.__cause__
+    return cause
 
 
 def _plain_addr(addr: Any) -> Addr:
@@ -282,9 +293,12 @@ class SipTransport:
         loop = self._loop
         attempts = BIND_ATTEMPTS if port == 0 else 1
         for attempt in range(attempts):
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port)
-            )
+            try:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self), local_addr=(host, port)
+                )
+            except OSError as exc:
+                raise ListenError("SIP", host, port, "UDP", _bind_cause(exc)) from exc
             bound = _plain_addr(udp.get_extra_info("sockname"))
             if tcp:
                 try:
@@ -295,7 +309,8 @@ class SipTransport:
                     udp.close()
                     if exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
                         continue  # the UDP port's TCP twin is taken: try another
-                    raise
+                    raise ListenError("SIP", host, bound[1], "TCP",
+                                      _bind_cause(exc)) from exc
             self._udp = udp
             self._udp_family = udp.get_extra_info("socket").family
             self.local_addr = bound

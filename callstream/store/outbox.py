@@ -224,6 +224,15 @@ class DeliveryFilter:
     event_ids: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBacklog:
+    """Undelivered events of one URL (``Outbox.pending_by_url``)."""
+
+    url: str | None
+    count: int
+    oldest_created_at: float  # epoch seconds
+
+
 class Outbox:
     """The outbox queries over a :class:`SqlStore` (its ``writing()``/``reading()``)."""
 
@@ -354,6 +363,20 @@ class Outbox:
                 )
             ).scalar()
         return int(value or 0)
+
+    async def pending_by_url(self, *, limit: int = 10) -> list[PendingBacklog]:
+        """Events still to deliver, per URL (most first, at most ``limit`` URLs)."""
+        count = func.count().label("n")
+        stmt = (
+            select(_o.c.url, count, func.min(_o.c.created_at).label("oldest"))
+            .where(_o.c.status == _PENDING)
+            .group_by(_o.c.url)
+            .order_by(count.desc())
+            .limit(limit)
+        )
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [PendingBacklog(r.url, int(r.n), float(r.oldest)) for r in rows]
 
     # -- the delivery log ---------------------------------------------------
 

@@ -202,7 +202,7 @@ class StreamSession:
 
     async def stop(self) -> list[FeatureEvent]:
         """``streaming_stop``: send what was captured, ``stop``, close; then the webhook."""
-        events = self._begin_stop()
+        events = self._begin_stop("streaming_stop")
         task = self._task
         if task is not None and task is not asyncio.current_task():
             try:
@@ -213,11 +213,15 @@ class StreamSession:
 
     def detach(self, reason: str) -> list[FeatureEvent]:
         """The call ended: let go of the media now; the socket finishes in the task."""
-        return self._begin_stop()
+        return self._begin_stop(reason)
 
-    def _begin_stop(self) -> list[FeatureEvent]:
+    def _begin_stop(self, reason: str | None) -> list[FeatureEvent]:
+        """Stop; ``reason`` is logged (``None``: the caller logs why)."""
         if self.state is StreamState.STOPPED:
             return []
+        if reason is not None:
+            log.info("call %s: stream %s stopped (%s)%s", self.call.id, self.id, reason,
+                     "" if self.started else " before it started", extra=self._log_fields())
         was_streaming = self.state is StreamState.STREAMING
         self.state = StreamState.STOPPED
         self._stop_requested = True
@@ -242,6 +246,9 @@ class StreamSession:
             except Exception:
                 log.exception("stream %s: playback failed to close", self.id)
             self._playback = None
+
+    def _log_fields(self) -> dict[str, Any]:
+        return {"call_control_id": self.call.id, "stream_id": self.id}
 
     def _stream_fields(self) -> dict[str, Any]:
         return {"stream_url": self.params.stream_url, "stream_id": self.id}
@@ -269,7 +276,7 @@ class StreamSession:
             raise
         except Exception:
             log.exception("stream %s failed", self.id)
-            await self._fail("internal_error")
+            await self._fail("internal_error", "see the error above")
 
     async def _connect_and_stream(self) -> None:
         params = self.params
@@ -279,14 +286,15 @@ class StreamSession:
             ws = await self._open(params.stream_url, headers)
         except OutboundDenied as exc:
             OUTBOUND_DENIED.labels("connect").inc()
-            log.warning("stream %s: refused %s: %s", self.id, params.stream_url, exc)
             self._connected.set()
-            await self._fail("connection_failed")
+            await self._fail("connection_failed", f"refused {params.stream_url}: {exc}",
+                             level=logging.WARNING)
             return
         except Exception as exc:
-            log.info("stream %s: cannot connect to %s: %s", self.id, params.stream_url, exc)
             self._connected.set()
-            await self._fail("connection_failed")
+            why = "connection refused (nothing listens there)" if isinstance(
+                exc, ConnectionRefusedError) else exc or type(exc).__name__
+            await self._fail("connection_failed", f"cannot connect to {params.stream_url}: {why}")
             return
         self._ws = ws
         sock = ws.transport.get_extra_info("socket")
@@ -294,6 +302,10 @@ class StreamSession:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.counters.connected(self._clock() - started)
+        log.info("call %s: stream %s connected to %s in %.0f ms (%s track%s)", self.call.id,
+                 self.id, params.stream_url, (self._clock() - started) * 1000.0,
+                 params.stream_track, ", bidirectional" if params.bidirectional else "",
+                 extra=self._log_fields())
         await ws.send(FrameBuilder.connected(params.stream_auth_token))
         if self.media is None:
             self.state = StreamState.WAITING
@@ -421,12 +433,14 @@ class StreamSession:
     async def _stalled(self, ws: ClientConnection) -> None:
         if self.state is StreamState.STOPPED:
             return
-        log.warning("stream %s: consumer stalled (no pong in %.1f s, %d frames dropped); "
-                    "closing it", self.id, self._stall_timeout, self.counters.frames_dropped)
+        log.warning("call %s: stream %s failed: %s (consumer stalled: no pong in %.1f s, %d "
+                    "frames dropped); closing it", self.call.id, self.id, STALL_REASON,
+                    self._stall_timeout, self.counters.frames_dropped,
+                    extra=self._log_fields())
         self.outcome = "failed"
         self._stop_frame = False
         self.counters.stalled()
-        self._begin_stop()
+        self._begin_stop(None)
         ws.transport.abort()
         await self.host.emit(self, "streaming.failed", self.failure_fields(STALL_REASON))
 
@@ -467,9 +481,14 @@ class StreamSession:
         clean = code in (1000, 1001)
         if not clean:
             self.outcome = "failed"
-        log.info("stream %s: consumer closed the socket (%d)", self.id, code)
+        if clean:
+            log.info("call %s: stream %s stopped (consumer closed the socket, %d)",
+                     self.call.id, self.id, code, extra=self._log_fields())
+        else:
+            log.info("call %s: stream %s failed: connection_lost (consumer's socket closed "
+                     "with %d)", self.call.id, self.id, code, extra=self._log_fields())
         self._stop_frame = False
-        events = self._begin_stop()
+        events = self._begin_stop(None)
         if not clean:
             events = [("streaming.failed", self.failure_fields("connection_lost"))]
         for event_type, extra in events:
@@ -480,9 +499,11 @@ class StreamSession:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _fail(self, reason: str) -> None:
+    async def _fail(self, reason: str, detail: str, *, level: int = logging.INFO) -> None:
         if self.state is StreamState.STOPPED:
             return
+        log.log(level, "call %s: stream %s failed: %s (%s)", self.call.id, self.id, reason,
+                detail, extra=self._log_fields())
         self.outcome = "failed"
         self.state = StreamState.STOPPED
         self._release_media()

@@ -185,7 +185,7 @@ class TranscriptionManager:
             feature = call.features.pop(FEATURE_KEY, None)
             if not isinstance(feature, Transcription):
                 raise InvalidCommand("10015", "Bad Request", "Transcription is not active.")
-            feature.stop()
+            feature.stop("transcription_stop")
             return None
 
         return await self.calls.run_command(
@@ -256,19 +256,26 @@ class Transcription:
     def __init__(self, manager: TranscriptionManager, call: Call, media: LegMedia,
                  engine: Engine, request: Request) -> None:
         self.request = request
+        self.call_control_id = call.id
         self.workers = [
             TrackWorker(manager, call, media, engine.new_track(request.options), track)
             for track in request.tracks
         ]
+        log.info("call %s: transcription started (%s engine, model %s, %s)", call.id,
+                 request.engine, engine.name, " and ".join(request.tracks) + " track"
+                 + ("s" if len(request.tracks) > 1 else ""),
+                 extra={"call_control_id": call.id})
 
-    def stop(self) -> None:
+    def stop(self, reason: str) -> None:
         """Stop listening; utterances in progress still get their finals."""
         for worker in self.workers:
             worker.stop()
+        log.info("call %s: transcription stopped (%s)", self.call_control_id, reason,
+                 extra={"call_control_id": self.call_control_id})
 
     def detach(self, reason: str) -> list[FeatureEvent]:
         # The spec defines no stop webhook; finals of cut-off speech follow on their own.
-        self.stop()
+        self.stop(reason)
         return []
 
 

@@ -83,9 +83,11 @@ class HttpConnection(asyncio.Protocol):
         except ssl.SSLError as exc:
             raise DeliveryFailed(FailureKind.CONNECT, f"TLS handshake failed: {exc}") from exc
         except OSError as exc:
-            raise DeliveryFailed(
-                FailureKind.CONNECT, f"cannot connect to {origin}: {exc.strerror or exc}"
-            ) from exc
+            # uvloop's refusal reads "Connect call failed (addr)": say what it means.
+            why = "connection refused (nothing listens there)" if isinstance(
+                exc, ConnectionRefusedError) else exc.strerror or exc
+            raise DeliveryFailed(FailureKind.CONNECT, f"cannot connect to {origin}: {why}"
+                                 ) from exc
         return conn
 
     # -- asyncio.Protocol --------------------------------------------------------

@@ -65,6 +65,7 @@ from callstream.store.records import OutboxStatus
 from callstream.store.sql import SqlStore
 from callstream.webhooks.delivery import HttpDeliverer
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
+from callstream.webhooks.failure_log import FailureLog
 from callstream.webhooks.metrics import WebhookMetrics
 from callstream.webhooks.payloads import (
     FORM_CONTENT_TYPE,
@@ -177,6 +178,7 @@ class WebhookWorker:
         self._store_task: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
+        self._failure_log = FailureLog()
 
     # -- public API ----------------------------------------------------------
 
@@ -499,6 +501,11 @@ class WebhookWorker:
                         )
                     )
                     self._kick.set()
+                    if failures := self._failure_log.delivered(url):
+                        log.info("webhooks to %s delivered again after %d failed attempts; "
+                                 "this %s is %.0f s old", url, failures, item.event_type,
+                                 max(0.0, now - item.created_at),
+                                 extra={"url": url, "call_control_id": item.call_control_id})
                     metrics.delivered.inc()
                     metrics.attempts_delivered.inc()
                     metrics.attempt_duration.observe(elapsed)
@@ -530,11 +537,13 @@ class WebhookWorker:
             delay = self.policy.next_delay(
                 round_attempts, error, has_failover=has_failover, elapsed=now - started_at
             )
-            log.debug("webhook %s attempt %d to %s failed: %s", item.id, attempts, url, reason)
+            self._log_failure(item, attempts, url, reason, now, delay)
             if delay is None:
                 log.warning(
-                    "webhook %s (%s) given up after %d attempts: %s",
-                    item.id, item.event_type, attempts, reason,
+                    "webhook %s (%s of call %s) to %s given up after %d attempts: %s",
+                    item.id, item.event_type, item.call_control_id or "-", url or "(no URL)",
+                    attempts, reason,
+                    extra={"url": url, "call_control_id": item.call_control_id},
                 )
                 self._settled.append(
                     Settlement(
@@ -567,6 +576,23 @@ class WebhookWorker:
             )
             self._kick.set()
             return False
+
+    def _log_failure(self, item: OutboxItem, attempts: int, url: str | None, reason: str,
+                     now: float, delay: float | None) -> None:
+        """One info line per failed attempt, at most one a second per URL (FailureLog)."""
+        if url is None or delay is None:
+            return  # no URL at all, or given up: the warning says it
+        count = self._failure_log.failed(url, now)
+        if count is None:
+            log.debug("webhook %s attempt %d to %s failed: %s", item.id, attempts, url, reason)
+            return
+        more = f" ({count - 1} more failures to this URL since the last line)" if count > 1 \
+            else ""
+        when = f"next try in {delay:.{1 if delay >= 1 else 2}f} s" if delay > 0 \
+            else "retrying now"
+        log.info("webhook %s (%s of call %s) attempt %d to %s failed: %s; %s%s",
+                 item.id, item.event_type, item.call_control_id or "-", attempts, url, reason,
+                 when, more, extra={"url": url, "call_control_id": item.call_control_id})
 
     def _destination_of(self, url: str) -> str:
         try:

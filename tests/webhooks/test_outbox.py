@@ -167,3 +167,21 @@ async def test_purge_removes_old_finished_events_and_their_attempts(store: SqlSt
         left = (await conn.execute(select(func.count()).select_from(t.webhook_attempts))).scalar()
     assert left == 1
     assert await ob.count_pending() == 1
+
+
+async def test_pending_by_url_counts_each_urls_backlog_oldest_first(store: SqlStore) -> None:
+    """What the start-up warning reads ("N webhooks pending for URL X, oldest Ys old")."""
+    ob = Outbox(store)
+    other = "http://127.0.0.1:10/hooks"
+    assert await ob.pending_by_url() == []
+    await enqueue(store, event(URL, "a"), event(URL, "a"), event(other, "b"))
+    # Delivered events are not backlog.
+    done = await enqueue(store, event(other, "c"))
+    now = time.time()
+    items = [i for i in await ob.claim("w", now, lease_secs=60, max_keys=10, max_events=10)
+             if i.id == done[0]]
+    await ob.settle("w", now, [delivered(items[0].seq, now)], [], [])
+    backlog = await ob.pending_by_url()
+    assert [(b.url, b.count) for b in backlog] == [(URL, 2), (other, 1)]
+    assert all(now - 60 < b.oldest_created_at <= now for b in backlog)
+    assert [b.url for b in await ob.pending_by_url(limit=1)] == [URL]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -468,3 +469,41 @@ async def test_metrics_count_deliveries_and_latency(
     assert value("callstream_webhook_attempts_total", {"outcome": "failed"}) == 1
     assert value("callstream_webhook_delivery_latency_seconds_count") == 3
     assert value("callstream_webhook_attempt_seconds_count") == 4
+
+
+# -- what the worker logs (docs/logging.md) -----------------------------------------------
+
+
+async def test_failed_attempts_and_the_give_up_are_logged_with_url_and_next_try(
+    store: SqlStore, receivers: Start, workers: StartWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = await receivers(lambda _req: Reply(status=500))
+    caplog.set_level("DEBUG", logger="callstream.webhooks.worker")
+    (event_id,) = await enqueue(store, event(r.url, "a"))
+    await workers()
+    await settled(store, event_id)
+    lines = [(rec.levelname, rec.getMessage()) for rec in caplog.records
+             if event_id in rec.getMessage()]
+    # Retries 0.05 s then 0.1 s apart: the first failure is told at info, the next one
+    # within the second goes to debug, the give-up is a warning naming the URL.
+    assert [level for level, _ in lines] == ["INFO", "DEBUG", "WARNING"], lines
+    assert lines[0][1] == (f"webhook {event_id} (call.initiated of call v3:a) attempt 1 to "
+                           f"{r.url} failed: HTTP 500: Internal Server Error; next try in 0.05 s")
+    assert lines[2][1] == (f"webhook {event_id} (call.initiated of call v3:a) to {r.url} given "
+                           "up after 3 attempts: HTTP 500: Internal Server Error")
+    warning = next(rec for rec in caplog.records if rec.levelname == "WARNING")
+    assert warning.url == r.url  # type: ignore[attr-defined]  # a --log-format json field
+
+
+async def test_a_url_delivering_again_is_logged_once(
+    store: SqlStore, receivers: Start, workers: StartWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = await receivers(fails_first(1))
+    caplog.set_level("INFO", logger="callstream.webhooks.worker")
+    first, second = await enqueue(store, event(r.url, "a"), event(r.url, "a"))
+    await workers()
+    await settled(store, first, second)
+    again = [rec.getMessage() for rec in caplog.records if "delivered again" in rec.getMessage()]
+    assert len(again) == 1, again
+    assert re.fullmatch(rf"webhooks to {re.escape(r.url)} delivered again after 1 failed "
+                        r"attempts; this call\.initiated is \d+ s old", again[0])
