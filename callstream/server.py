@@ -15,6 +15,7 @@ import gc
 import logging
 import signal
 import socket
+import time
 from dataclasses import replace
 
 import uvicorn
@@ -24,6 +25,8 @@ from callstream.api.http_protocol import HttpLimits, LimitedHttpProtocol
 from callstream.api.services import Services
 from callstream.calls.control import CallControl
 from callstream.config import Settings
+from callstream.console.feed import ConsoleFeed
+from callstream.console.sessions import ConsoleSessions
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
 from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
@@ -73,6 +76,20 @@ async def ensure_default_application(store: SqlStore, settings: Settings) -> App
     return app
 
 
+def console_base_url(http: str) -> str:
+    """``http://HOST:PORT`` a browser on this machine reaches the server at (a wildcard
+    listen address is reached on loopback)."""
+    host, _, port = http.rpartition(":")
+    host = host.strip("[]")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -86,6 +103,7 @@ class Server:
         self.http: uvicorn.Server | None = None
         self._stopping = asyncio.Event()
         self.switch: object | None = None
+        self.console: ConsoleFeed | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -115,6 +133,12 @@ class Server:
         services = Services(settings=settings, store=self.store, calls=self.calls,
                             outbound=settings.outbound_policy, webhooks=self.webhooks)
         self._start_features(services)
+        if settings.console_enabled:
+            services.console_sessions = ConsoleSessions(
+                session_ttl=settings.console_session_ttl_secs,
+                link_ttl=settings.console_login_link_ttl_secs)
+            self.console = services.console_feed = ConsoleFeed(self.calls, self.webhooks.outbox)
+            self.calls.commit_listeners.append(self.console.committed)
         host, port = settings.http_host_port
         config = uvicorn.Config(
             create_app(services),
@@ -143,6 +167,11 @@ class Server:
         gc.freeze()
         log.info("callstream listening: http=%s sip=%s data=%s", settings.http, settings.sip,
                  settings.data_dir)
+        if services.console_sessions is not None:
+            token = services.console_sessions.issue_link(time.monotonic())
+            log.info("console: %s/console?token=%s (one-time login link, valid %d s; or sign "
+                     "in there with an API key)", console_base_url(settings.http), token,
+                     settings.console_login_link_ttl_secs)
 
     async def _start_telephony(self) -> None:
         try:
@@ -177,6 +206,8 @@ class Server:
                 await asyncio.sleep(0.05)
         if self.switch is not None:
             await self.switch.stop()  # type: ignore[attr-defined]
+        if self.console is not None:
+            await self.console.close()  # its open feeds end, so HTTP shutdown need not wait
         if self.http is not None:
             self.http.should_exit = True
             await self.http.shutdown()
