@@ -169,9 +169,8 @@ class Server:
                  settings.data_dir)
         if services.console_sessions is not None:
             token = services.console_sessions.issue_link(time.monotonic())
-            log.info("console: %s/console?token=%s (one-time login link, valid %d s; or sign "
-                     "in there with an API key)", console_base_url(settings.http), token,
-                     settings.console_login_link_ttl_secs)
+            # One-time login link, valid console_login_link_ttl_secs (docs/console.md).
+            log.info("console: %s/console?token=%s", console_base_url(settings.http), token)
 
     async def _start_telephony(self) -> None:
         try:

@@ -105,11 +105,11 @@ class Subscriber:
     async def next(self, idle_secs: float) -> bytes | None:
         """The next message; ``b""`` after ``idle_secs`` idle seconds; ``None`` once closed."""
         if not self._queue and not self.closed:
+            self._ready.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), idle_secs)
         if self._queue:
             return self._queue.popleft()
-        self._ready.clear()
         return None if self.closed else b""
 
 
