@@ -308,7 +308,7 @@ function renderDeliveries(list) {
     const last = d.last_status ? `HTTP ${d.last_status}` : (d.last_error || "");
     return el("tr", { class: d.status, "data-delivery": d.id },
       el("td", {}, d.event_type), el("td", {}, el("code", {}, short(d.call_control_id))),
-      el("td", { class: "status" }, d.status), el("td", {}, d.attempts), el("td", {}, last),
+      el("td", { class: "status" }, d.status), el("td", { class: "attempts" }, d.attempts), el("td", {}, last),
       el("td", {}, redeliver));
   }));
 }
