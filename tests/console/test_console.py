@@ -8,9 +8,11 @@ Set ``CALLSTREAM_SCREENSHOTS=1`` to refresh ``docs/img/console.png`` from this r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from tests.audio import speech, write_wav
 from tests.e2e.calling import CallerProcess, incoming, start_caller
 from tests.e2e.conftest import Rig, make_rig
+from tests.ws_consumer import Connection, Consumer, ws_consumer
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Page = playwright_sync.Page
@@ -83,6 +86,15 @@ def sign_in(page: Page, rig: Rig) -> None:
     expect(page.locator("#link")).to_have_text("live")
 
 
+def echo(consumer: Consumer, conn: Connection, frame: dict[str, object]) -> list[str]:
+    """A bidirectional bot that says back what the caller says."""
+    media = frame.get("media")
+    if frame.get("event") == "media" and isinstance(media, dict) and media.get(
+            "track") == "inbound":
+        return [json.dumps({"event": "media", "media": {"payload": media["payload"]}})]
+    return []
+
+
 @pytest.fixture
 def caller(rig: Rig, tmp_path: Path) -> Iterator[list[CallerProcess]]:
     started: list[CallerProcess] = []
@@ -116,22 +128,49 @@ def test_a_live_call_is_shown_transcribed_and_hung_up_from_the_page(
     expect(card.locator('button[data-action="transcription"]')).to_have_text(
         "Stop transcription")
 
-    # The caller's voice moves the inbound meter while it speaks.
-    inbound = card.locator(".meter").first.locator(".db")
-    expect(inbound).to_have_text(re.compile(r"-?\d+\.\d dBFS"), timeout=SLOW_MS)
-    expect(card.locator(".time")).to_have_text(re.compile(r"talking \d+:\d\d"))
+    # A stream to a real WebSocket bot that echoes the caller (the URL asked in a prompt),
+    # and a fork to a real UDP socket.
+    with ws_consumer() as bot, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fork:
+        bot.reply = echo
+        fork.bind(("127.0.0.1", 0))
+        fork.settimeout(30)
+        page.once("dialog", lambda dialog: dialog.accept(bot.url))
+        card.locator('button[data-action="stream"]').click()
+        stream = bot.wait_connection(timeout=60)
+        expect(card.locator(".features")).to_contain_text("stream", timeout=SLOW_MS)
+        page.once("dialog", lambda dialog: dialog.accept(
+            f"udp:127.0.0.1:{fork.getsockname()[1]}"))
+        card.locator('button[data-action="fork"]').click()
+        expect(card.locator(".features")).to_contain_text("fork", timeout=SLOW_MS)
+        assert len(fork.recv(2048)) > 24, "the fork sends RTP behind its STREP header"
 
-    final = page.locator("#transcript li.final .text", has_text=re.compile(r"fail|tried", re.I))
-    expect(final.first).to_be_visible(timeout=SLOW_MS)
-    heard = " ".join(page.locator("#transcript li.final .text").all_inner_texts()).lower()
-    assert "fail" in heard or "tried" in heard, heard
-    expect(page.locator('#events li[data-event="call.transcription"]').first).to_be_visible()
-    expect(page.locator('#events li[data-event="call.answered"]')).to_have_count(1)
-    expect(page.locator("#deliveries tbody tr.delivered").first).to_be_visible(timeout=SLOW_MS)
-    if os.environ.get("CALLSTREAM_SCREENSHOTS"):
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
-        shutil.copyfile(tmp_path / "console.png", SCREENSHOT)
+        # The caller's voice moves the inbound meter, the bot's echo the outbound one.
+        for meter in card.locator(".meter .db").all():
+            expect(meter).to_have_text(re.compile(r"-?\d+\.\d dBFS"), timeout=SLOW_MS)
+        expect(card.locator(".time")).to_have_text(re.compile(r"talking \d+:\d\d"))
+
+        final = page.locator("#transcript li.final .text",
+                             has_text=re.compile(r"fail|tried", re.I))
+        expect(final.first).to_be_visible(timeout=SLOW_MS)
+        heard = " ".join(page.locator("#transcript li.final .text").all_inner_texts()).lower()
+        assert "fail" in heard or "tried" in heard, heard
+        expect(page.locator('#events li[data-event="call.transcription"]').first).to_be_visible()
+        expect(page.locator('#events li[data-event="call.answered"]')).to_have_count(1)
+        expect(page.locator("#deliveries tbody tr.delivered").first).to_be_visible(
+            timeout=SLOW_MS)
+        if os.environ.get("CALLSTREAM_SCREENSHOTS"):
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
+            shutil.copyfile(tmp_path / "console.png", SCREENSHOT)
+
+        card.locator('button[data-action="stream"]').click()  # now "Stop stream"
+        rig.hooks.wait_event("streaming.stopped", ccid, timeout=60)
+        assert stream.done.wait(30), "the bot's connection was closed"
+        card.locator('button[data-action="fork"]').click()  # now "Stop fork"
+        rig.hooks.wait_event("call.fork.stopped", ccid, timeout=60)
+        expect(card.locator(".features")).not_to_contain_text("stream", timeout=SLOW_MS)
+        expect(card.locator(".features")).not_to_contain_text("fork")
+        assert stream.of("media"), "the bot heard the call"
 
     card.locator('button[data-action="hangup"]').click()
     hangup = rig.hooks.wait_event("call.hangup", ccid, timeout=60)

@@ -5,7 +5,8 @@
 "use strict";
 
 const MAX_LOG_LINES = 200;
-const FLOOR_DB = -90;
+const FLOOR_DB = -90;  // what the feed sends for silence (console/levels.py)
+const METER_RANGE_DB = 60;  // the bars show -60..0 dBFS
 const state = { csrf: null, source: null, calls: new Map(), interim: new Map() };
 
 const $ = (id) => document.getElementById(id);
@@ -25,7 +26,7 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function short(id) { return id ? String(id).slice(0, 8) : ""; }
+function short(id) { return id ? String(id).replace(/^v3:/, "").slice(0, 8) : ""; }
 
 function seconds(value) {
   if (value === null || value === undefined) return "–";
@@ -212,7 +213,7 @@ function renderLevels(levels) {
     for (const track of ["inbound", "outbound"]) {
       const db = tracks[track];
       const m = card[track];
-      const share = Math.max(0, Math.min(1, (db - FLOOR_DB) / -FLOOR_DB));
+      const share = Math.max(0, Math.min(1, (db + METER_RANGE_DB) / METER_RANGE_DB));
       m.bar.style.width = `${(share * 100).toFixed(1)}%`;
       m.value.textContent = db <= FLOOR_DB ? "silent" : `${db.toFixed(1)} dBFS`;
     }
