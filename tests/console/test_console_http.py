@@ -172,3 +172,15 @@ def test_the_console_can_be_turned_off(tmp_path: Path) -> None:
         assert httpx.post(off.base_url + "/console/login", timeout=10,
                           json={"api_key": off.api_key}).status_code == 401
         assert "console:" not in off.log()
+
+
+def test_an_open_feed_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    with running_server(tmp_path / "stop") as server:
+        client, _csrf = sign_in(server)
+        with contextlib.closing(client), client.stream("GET", "/console/feed") as feed:
+            lines = feed.iter_lines()
+            assert next(line for line in lines if line.startswith("event: "))
+            started = time.monotonic()
+            assert server.stop() == 0
+            assert time.monotonic() - started < 15
+            assert "Waiting for connections to close" not in server.log()
