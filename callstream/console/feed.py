@@ -305,13 +305,16 @@ class ConsoleFeed:
         try:
             while self._subscribers:
                 now = loop.time()
-                if self._calls_dirty or now >= next_calls:
-                    self._calls_dirty = False
-                    next_calls = now + CALLS_INTERVAL_SECS
-                    self.publish(self.calls_message())
-                levels = self.levels_message()
-                if levels is not None:
-                    self.publish(levels)
+                try:
+                    if self._calls_dirty or now >= next_calls:
+                        self._calls_dirty = False
+                        next_calls = now + CALLS_INTERVAL_SECS
+                        self.publish(self.calls_message())
+                    levels = self.levels_message()
+                    if levels is not None:
+                        self.publish(levels)
+                except Exception:  # a bug here must not end the feed for good
+                    log.exception("console: feed tick failed")
                 if self._deliveries is None or now >= next_deliveries:
                     next_deliveries = now + DELIVERIES_INTERVAL_SECS
                     try:

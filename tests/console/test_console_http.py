@@ -96,6 +96,10 @@ def test_sign_in_with_a_key_sets_a_strict_http_only_cookie(server: ServerProcess
         assert client.get("/console/session").json()["csrf"] == csrf
         assert client.get("/v2/calls").status_code == 200
         assert set(read_feed(client)) == {"calls", "deliveries"}
+        metrics = client.get("/metrics").text
+    assert 'callstream_console_logins_total{method="key",outcome="ok"}' in metrics
+    assert "callstream_console_feeds" in metrics
+    assert "callstream_console_feed_dropped_total" in metrics
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [
