@@ -1,9 +1,9 @@
 """API keys: creation, hashing, and the check on every route but the public ones.
 
 A request is let through with ``Authorization: Bearer <key>``, or with the session cookie
-of the console (:mod:`callstream.console.sessions`): a cookie-authenticated request that
-changes state (not GET/HEAD) must also carry the session's CSRF token in its header and,
-if it has an ``Origin``, come from this server's own origin (403 otherwise).
+of the console (:mod:`callstream.console.sessions`): a cookie-authenticated request with
+an ``Origin`` must come from this server's own origin, and one that changes state (not
+GET/HEAD) must also carry the session's CSRF token in its header (403 otherwise).
 
 Keys are 256-bit random tokens, so a single SHA-256 is a sound stored form (no
 password stretching needed) and lets the check be one indexed lookup.
@@ -83,9 +83,9 @@ _UNAUTHORIZED = (
     b'"detail":"The API key is missing or invalid. Send Authorization: Bearer <key>."}]}'
 )
 _FORBIDDEN = (
-    b'{"errors":[{"code":"10010","title":"Forbidden","detail":"A console request that '
-    b'changes state needs its session\'s X-Callstream-CSRF header and this server\'s '
-    b'Origin."}]}'
+    b'{"errors":[{"code":"10010","title":"Forbidden","detail":"A console request must come '
+    b'from this server\'s own Origin, and one that changes state needs its session\'s '
+    b'X-Callstream-CSRF header."}]}'
 )
 
 
@@ -137,8 +137,8 @@ class AuthMiddleware:
         elif cookie:
             session = await self._session(cookie)
             if session is not None:
-                if scope["method"] not in SAFE_METHODS and not (
-                    same_origin(origin, host) and csrf_ok(session, csrf)
+                if not same_origin(origin, host) or (
+                    scope["method"] not in SAFE_METHODS and not csrf_ok(session, csrf)
                 ):
                     await _refuse(send, 403, _FORBIDDEN)
                     return

@@ -135,6 +135,11 @@ def test_state_changes_with_the_cookie_need_the_csrf_header_and_our_origin(
         foreign = client.post(path, headers={"x-callstream-csrf": csrf,
                                              "origin": "http://evil.example"})
         assert foreign.status_code == 403
+        # Another port of the same host is the same site (the cookie goes along), but not
+        # the same origin: refused, even to read the feed.
+        neighbour = f"http://127.0.0.1:{server.http_port + 1}"
+        assert client.get("/console/feed", headers={"origin": neighbour}).status_code == 403
+        assert client.get("/v2/calls", headers={"origin": neighbour}).status_code == 403
         ours = client.post(path, headers={"x-callstream-csrf": csrf, "origin": server.base_url})
         assert ours.status_code == 404, "through the checks, to the route"
         assert client.post("/console/logout", headers={"x-callstream-csrf": csrf}
