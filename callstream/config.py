@@ -211,6 +211,16 @@ class Settings(BaseSettings):
         "callstream", min_length=1, max_length=128, pattern=r'^[\x20-\x7e]+$',
         description="Realm named in the digest challenge.")
 
+    # First hour: console.
+    console_enabled: bool = Field(
+        True, description="Serve the live console at /console (and redirect / to it).")
+    console_session_ttl_secs: int = Field(
+        8 * 3600, ge=60, le=30 * 86400,
+        description="How long a console sign-in lasts (sessions are kept in memory).")
+    console_login_link_ttl_secs: int = Field(
+        300, ge=10, le=86400,
+        description="How long the one-time login link printed at start stays valid.")
+
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."
     )

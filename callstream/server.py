@@ -28,6 +28,8 @@ from callstream.api.http_protocol import HttpLimits, LimitedHttpProtocol
 from callstream.api.services import Services
 from callstream.calls.control import CallControl
 from callstream.config import Settings
+from callstream.console.feed import ConsoleFeed
+from callstream.console.sessions import ConsoleSessions
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
 from callstream.listening import ListenError, bind_tcp
@@ -81,6 +83,20 @@ async def ensure_default_application(store: SqlStore, settings: Settings) -> App
     return app
 
 
+def console_base_url(http: str) -> str:
+    """``http://HOST:PORT`` a browser on this machine reaches the server at (a wildcard
+    listen address is reached on loopback)."""
+    host, _, port = http.rpartition(":")
+    host = host.strip("[]")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -96,6 +112,7 @@ class Server:
         self.switch: object | None = None
         self._http_sockets: list[socket.socket] = []
         self._checks: asyncio.Task[None] | None = None
+        self.console: ConsoleFeed | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -128,6 +145,12 @@ class Server:
         services = Services(settings=settings, store=self.store, calls=self.calls,
                             outbound=settings.outbound_policy, webhooks=self.webhooks)
         self._start_features(services)
+        if settings.console_enabled:
+            services.console_sessions = ConsoleSessions(
+                session_ttl=settings.console_session_ttl_secs,
+                link_ttl=settings.console_login_link_ttl_secs)
+            self.console = services.console_feed = ConsoleFeed(self.calls, self.webhooks.outbox)
+            self.calls.commit_listeners.append(self.console.committed)
         host, port = settings.http_host_port
         config = uvicorn.Config(
             create_app(services),
@@ -154,6 +177,10 @@ class Server:
         gc.freeze()
         log.info("callstream listening: http=%s sip=%s data=%s", settings.http, settings.sip,
                  settings.data_dir)
+        if services.console_sessions is not None:
+            token = services.console_sessions.issue_link(time.monotonic())
+            # One-time login link, valid console_login_link_ttl_secs (docs/console.md).
+            log.info("console: %s/console?token=%s", console_base_url(settings.http), token)
         self._checks = asyncio.create_task(self._start_checks(default_app),
                                            name="start-checks")
 
@@ -221,6 +248,8 @@ class Server:
                 await asyncio.sleep(0.05)
         if self.switch is not None:
             await self.switch.stop()  # type: ignore[attr-defined]
+        if self.console is not None:
+            await self.console.close()  # its open feeds end, so HTTP shutdown need not wait
         if self.http is not None:
             self.http.should_exit = True
             await self.http.shutdown()

@@ -27,6 +27,7 @@ from callstream.api.routes import (
 from callstream.api.schemas.errors import ERROR_RESPONSES
 from callstream.api.services import Services
 from callstream.calls.exceptions import CommandError
+from callstream.console import routes as console
 from callstream.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 
@@ -66,9 +67,13 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(forking.router)
     app.include_router(transcription.router)
     app.include_router(webhook_deliveries.router)
+    if services.console_sessions is not None:
+        app.include_router(console.router)
+    checker = KeyChecker(services.store)
+    app.state.key_checker = checker
     # Innermost of the three: only an authenticated request's body is ever read.
     app.add_middleware(BodyLimit, max_size=services.settings.http_max_body_size)
-    app.add_middleware(AuthMiddleware, checker=KeyChecker(services.store))
+    app.add_middleware(AuthMiddleware, checker=checker, sessions=services.console_sessions)
     app.add_middleware(RequestMetrics)
     return app
 

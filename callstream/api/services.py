@@ -24,6 +24,9 @@ class Services:
     streams: Any = None  # callstream.streaming
     forks: Any = None  # callstream.forking
     transcriptions: Any = None  # callstream.transcription
+    # The console (None: off): callstream.console.sessions.ConsoleSessions, .feed.ConsoleFeed.
+    console_sessions: Any = None
+    console_feed: Any = None
 
 
 def services(request: Request) -> Services:

@@ -74,6 +74,9 @@ class CallControl:
         self.on_change: Callable[[Call], None] = lambda call: None
         #: Feature managers (streaming, forking, transcription), see calls.features.
         self.hooks: list[CallHooks] = []
+        #: Called with every change once it is stored (the console's feed): every
+        #: webhook event passes here. A listener must not block; one that raises is logged.
+        self.commit_listeners: list[Callable[[Change], None]] = []
 
     # -- plumbing ----------------------------------------------------------
 
@@ -85,6 +88,11 @@ class CallControl:
         await self.store.commit(change)
         if change.events:
             self._wake()
+        for listener in self.commit_listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("a commit listener failed")
 
     async def _resolve_app(self, connection_id: str) -> Application:
         app = await self.store.get_application(connection_id)
