@@ -12,9 +12,11 @@ as `OutputAudioRawFrame`s, and `Echo` turns what the caller says into output aud
 `--echo-delay` seconds later. Put a speech-to-text, an LLM and a text-to-speech service
 in its place and this is a voice agent.
 
-Run it (`pip install 'callstream[examples]'` or `pip install 'pipecat-ai[websocket]==1.14.*'`):
+Run it in its own environment (Pipecat pins soxr 1.0.x; callstream needs 1.1):
 
-    python examples/pipecat_bot/bot.py          # ws://127.0.0.1:8766/ws
+    python3 -m venv .venv-pipecat
+    .venv-pipecat/bin/pip install -r examples/pipecat_bot/requirements.txt
+    .venv-pipecat/bin/python examples/pipecat_bot/bot.py    # ws://127.0.0.1:8766/ws
 
 and start a stream to it with `stream_url=ws://127.0.0.1:8766/ws`, `stream_track=inbound_track`,
 `stream_codec=PCMU`, `stream_bidirectional_mode=rtp`, `stream_bidirectional_codec=PCMU`
