@@ -248,6 +248,17 @@ class Settings(BaseSettings):
     def outbound_policy(self) -> OutboundPolicy:
         return OutboundPolicy.from_lists(self.outbound_allow, self.outbound_deny)
     @model_validator(mode="after")
+    def _check_media_address(self) -> Settings:
+        # Peers must be told one address for SIP (Via, Contact) and RTP (SDP c=); a
+        # wildcard bind has none to offer.
+        if self.sip_host_port[0] in ("", "0.0.0.0", "::") and not self.media_address:
+            raise ValueError(
+                f"sip {self.sip} listens on every interface: set media_address "
+                "(CALLSTREAM_MEDIA_ADDRESS) to the address peers reach this host at; it goes "
+                "in Via, Contact and SDP")
+        return self
+
+    @model_validator(mode="after")
     def _check_sip_auth(self) -> Settings:
         if (self.sip_auth_username is None) != (self.sip_auth_password is None):
             raise ValueError("set both sip_auth_username and sip_auth_password, or neither")

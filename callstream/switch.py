@@ -109,6 +109,7 @@ class Switch:
             host,
             port,
             self._on_sip_event,
+            advertised_host=self.settings.media_address,
             make_endpoint=functools.partial(
                 sip.SipEndpoint, user_agent="callstream", **admission_options(self.settings)
             ),

@@ -79,3 +79,10 @@ def test_a_settings_error_names_the_field_but_never_echoes_a_secret() -> None:
     assert out.returncode == 2
     assert "set both sip_auth_username and sip_auth_password" in out.stderr
     assert "s3cret-never-printed" not in out.stderr + out.stdout
+
+
+def test_a_wildcard_sip_bind_needs_the_address_peers_reach() -> None:
+    with pytest.raises(ValidationError, match="set media_address"):
+        Settings(sip="0.0.0.0:5060")
+    assert Settings(sip="0.0.0.0:5060", media_address="203.0.113.7").media_address
+    assert Settings(sip="[::]:5060", media_address="2001:db8::7").sip_host_port == ("::", 5060)
