@@ -10,6 +10,7 @@ a lock file and ``node``/``npm`` exist. Exits 1 naming what is missing.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import shutil
 import sys
@@ -21,6 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 # Debian package → the program it puts on PATH.
 APT_PROGRAMS = {"sip-tester": "sipp", "chromium": "chromium", "nodejs": "node", "npm": "npm",
                 "sox": "sox", "tshark": "tshark", "ffmpeg": "ffmpeg"}
+
+
+def which(program: str) -> str | None:
+    """The program on PATH, not counting the stand-ins beside this file."""
+    shims = str(Path(__file__).resolve().parent / "bin")
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                           if d and str(Path(d).resolve()) != shims)
+    return shutil.which(program, path=path)
 
 
 def requirement_name(spec: str) -> tuple[str, list[str]]:
@@ -45,7 +54,7 @@ def check_pip(args: list[str]) -> list[str]:
     problems = []
     for arg in (a for a in args[1:] if not a.startswith("-")):
         if arg == "." or arg.startswith(".["):
-            import callstream  # noqa: PLC0415 - the checkout under test
+            import callstream  # the checkout under test
 
             if not Path(callstream.__file__).resolve().is_relative_to(REPO):
                 problems.append(f"callstream imports from {callstream.__file__}, not {REPO}")
@@ -73,7 +82,7 @@ def check_apt(args: list[str]) -> list[str]:
         if program is None:
             problems.append(f"apt package {pkg!r}: add the program it installs to "
                             "APT_PROGRAMS in tests/docs/install_check.py")
-        elif shutil.which(program) is None:
+        elif which(program) is None:
             problems.append(f"{program} (from apt package {pkg}) is not on PATH")
     return problems
 
@@ -81,7 +90,7 @@ def check_apt(args: list[str]) -> list[str]:
 def check_npm(args: list[str]) -> list[str]:
     if args[:2] != ["ci", "--prefix"] or len(args) != 3:
         return [f"npm {' '.join(args)}: only `npm ci --prefix DIR` is expected in the docs"]
-    problems = [f"{p} is not on PATH" for p in ("node", "npm") if shutil.which(p) is None]
+    problems = [f"{p} is not on PATH" for p in ("node", "npm") if which(p) is None]
     if not (REPO / args[2] / "package-lock.json").is_file():
         problems.append(f"{args[2]}/package-lock.json does not exist")
     return problems

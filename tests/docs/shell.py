@@ -10,7 +10,8 @@ that
 - checks, instead of re-running, what installers would install (``pip``, ``apt-get``,
   ``npm ci``, through ``install_check.py`` on ``PATH``; ``sudo`` just runs the command);
 - follows a never-ending ``curl -N`` for a few seconds;
-- does not start the test suite inside itself (``python3 -m pytest``).
+- does not start the test suite inside itself (``python3 -m pytest``), nor make a venv
+  (``python3 -m venv DIR`` checks that it could, and leaves an empty ``activate``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ export PY={python}
 BG_PIDS=()
 BG_LOGS=()
 
-_listening() {{ "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()" "$1" 2>/dev/null; }}
+_listening() {{
+    "$PY" -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" \
+        "$1" 2>/dev/null
+}}
 
 # _background READY CMD...: start CMD, wait until it is ready: it listens on port READY, or
 # (READY=~TEXT) has printed TEXT. If it exits first, its output and status are the result.
@@ -118,7 +122,11 @@ _stop_background() {{
 }}
 trap _stop_background EXIT
 
-_has() {{ local want=$1; shift; for a in "$@"; do [[ $a == "$want" || $a == "$want="* ]] && return 0; done; return 1; }}
+_has() {{  # _has OPTION ARGS...: whether ARGS hold OPTION (or OPTION=...)
+    local want=$1 a; shift
+    for a in "$@"; do [[ $a == "$want" || $a == "$want="* ]] && return 0; done
+    return 1
+}}
 
 callstream() {{
     case "${{1:-}}" in
@@ -134,6 +142,10 @@ python() {{
     case "${{1:-}}" in
         -m) if [[ ${{2:-}} == pytest ]]; then
                 echo "[snippet test] not started: this is the test suite, running now"
+            elif [[ ${{2:-}} == venv ]]; then  # the suite's environment is the venv
+                "$PY" -c "import ensurepip, venv"
+                mkdir -p "$3/bin"
+                echo "# [snippet test] the suite's own environment stands in" >"$3/bin/activate"
             else "$PY" "$@"; fi ;;
         examples/python_sdk_app/app.py)
             local extra=()

@@ -33,7 +33,7 @@ KINDS: dict[str, str] = {
 RUNNABLE = frozenset({"shell", "python", "js"})
 
 FENCE_OPEN = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
-NOT_RUN = re.compile(r"^<!--\s*snippet:\s*not run\s*[—–-]+\s*(?P<reason>.*?)\s*-->\s*$")
+NOT_RUN = re.compile(r"^<!--\s*snippet:\s*not run\s*[\u2014\u2013-]+\s*(?P<reason>.*?)\s*-->\s*$")
 MIN_REASON_LENGTH = 10  # "not run — x" says nothing; a reason is a phrase
 
 
