@@ -12,7 +12,9 @@ Kinds:
 
 A block with no info string is an error: a reader (and this suite) cannot tell a command
 from a sample. A block that cannot run here is preceded by
-``<!-- snippet: not run — <reason> -->``.
+``<!-- snippet: not run — <reason> -->``; a block that runs while the programs of the
+runnable block before it still run ("with the three programs above still running") by
+``<!-- snippet: continues -->``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ RUNNABLE = frozenset({"shell", "python", "js"})
 
 FENCE_OPEN = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 NOT_RUN = re.compile(r"^<!--\s*snippet:\s*not run\s*[\u2014\u2013-]+\s*(?P<reason>.*?)\s*-->\s*$")
+CONTINUES = re.compile(r"^<!--\s*snippet:\s*continues\s*-->\s*$")
 MIN_REASON_LENGTH = 10  # "not run — x" says nothing; a reason is a phrase
 
 
@@ -55,6 +58,7 @@ class Snippet:
     info: str
     text: str
     not_run: str | None = None  # the reason given in the doc, when it is marked not run
+    continues: Snippet | None = None  # the runnable block it runs after, when so marked
 
     @property
     def where(self) -> str:
@@ -82,7 +86,7 @@ def parse(doc: str, text: str) -> list[Snippet]:
     while i < len(lines):
         m = FENCE_OPEN.match(lines[i])
         if not m:
-            mark = NOT_RUN.match(lines[i].strip())
+            mark = NOT_RUN.match(lines[i].strip()) or CONTINUES.match(lines[i].strip())
             if lines[i].lstrip().startswith("<!-- snippet:") and not mark:
                 raise SnippetError(f"{doc}:{i + 1}", "malformed mark; write "
                                    "<!-- snippet: not run — <reason> -->")
@@ -115,13 +119,25 @@ def parse(doc: str, text: str) -> list[Snippet]:
             reason = mark["reason"]
             if len(reason) < MIN_REASON_LENGTH:
                 raise SnippetError(where, f"not-run mark gives no reason: {prev!r}")
-        found.append(Snippet(doc, start + 1, info, "\n".join(body) + "\n", reason))
+        before = None
+        if CONTINUES.match(prev):
+            runnable = [s for s in found if s.runnable]
+            if not runnable or runnable[-1].kind != "shell" or KINDS[info] not in RUNNABLE:
+                raise SnippetError(where, "only a runnable block can continue, and only a "
+                                   "shell block before it")
+            before = runnable[-1]
+        found.append(Snippet(doc, start + 1, info, "\n".join(body) + "\n", reason, before))
     return found
 
 
 def documents() -> list[Path]:
     """README.md and every Markdown file under docs/, in a stable order."""
     return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def continued(snippets: list[Snippet]) -> dict[str, Snippet]:
+    """Block (``where``) → the block that continues it."""
+    return {s.continues.where: s for s in snippets if s.continues is not None}
 
 
 def all_snippets() -> list[Snippet]:

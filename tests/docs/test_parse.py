@@ -8,7 +8,14 @@ import sys
 import pytest
 
 from tests.docs import install_check, shell
-from tests.docs.snippets import Snippet, SnippetError, commands, parse, transcript_output
+from tests.docs.snippets import (
+    Snippet,
+    SnippetError,
+    commands,
+    continued,
+    parse,
+    transcript_output,
+)
 
 DOC = """# Title
 
@@ -49,11 +56,23 @@ def test_blocks_are_found_with_their_line_kind_and_mark() -> None:
     ("<!-- snippet: not run — a good long reason -->\n\n```sh\nls\n```\n",
      "x.md:1: a not-run mark must be the line right before a code block"),
     ("<!-- snippet: skip it -->\n```sh\nls\n```\n", "x.md:1: malformed mark"),
+    ("<!-- snippet: continues -->\n```python\nx = 1\n```\n",
+     "x.md:2: only a runnable block can continue"),
+    ("```python\nx = 1\n```\n<!-- snippet: continues -->\n```python\nx = 2\n```\n",
+     "x.md:5: only a runnable block can continue, and only a shell block before it"),
 ])
 def test_bad_blocks_are_named_precisely(doc: str, error: str) -> None:
     with pytest.raises(SnippetError) as caught:
         parse("x.md", doc)
     assert str(caught.value).startswith(error)
+
+
+def test_a_block_can_continue_the_runnable_shell_block_before_it() -> None:
+    doc = ("```sh\ncallstream serve &\n```\n\n```text\nout\n```\n"
+           "<!-- snippet: continues -->\n```python\nprint(1)\n```\n")
+    first, _, then = parse("x.md", doc)
+    assert then.continues == first
+    assert continued([first, then]) == {"x.md:1": then}
 
 
 def test_a_transcript_separates_commands_from_output() -> None:
@@ -92,7 +111,6 @@ def test_the_script_strips_background_ampersands_and_fails_fast() -> None:
 
 @pytest.mark.parametrize(("argv", "ok"), [
     (["pip", "install", "-e", "."], True),
-    (["pip", "install", "-e", ".[test]"], True),
     (["pip", "install", "telnyx[webhooks]"], True),
     (["pip", "install", "surely-not-installed-dist"], False),
     (["pip", "install", "-e", ".[no-such-extra]"], False),

@@ -23,7 +23,7 @@ import pytest
 
 from callstream.config import Settings
 from tests.docs import shell
-from tests.docs.snippets import Snippet, all_snippets, transcript_output
+from tests.docs.snippets import Snippet, all_snippets, commands, continued, transcript_output
 from tests.docs.worlds import World, Worlds
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,7 @@ STAYS_UP_SECS = 3.0  # a program that runs forever must still be up after this
 USES_CALL = re.compile(r"\$CALL\b|\$\{CALL\}|environ\[\"CALL\"\]")
 
 CHECKED = [s for s in all_snippets() if s.kind != "sample"]
+CONTINUED = continued(CHECKED)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,19 @@ def expect_transcript(snippet: Snippet, output: str, ports: shell.Ports) -> None
                 f"the doc shows {line!r}, the run printed:\n{output}")
 
 
-def run_shell(snippet: Snippet, world: World, env: dict[str, str]) -> None:
+def run_shell(snippet: Snippet, world: World, env: dict[str, str],
+              then: Snippet | None = None) -> None:
+    """The block in bash; ``then``, a block that continues it, runs before its background
+    programs are stopped."""
+    text = shell.script(snippet, world.ports, sys.executable)
+    if then is not None and then.kind == "python":
+        source = world.cwd / f"snippet-{then.line}.py"
+        source.write_text(shell.rewrite(then.text, world.ports))
+        text += f'echo "[snippet test] {then.where}, continuing:"\n"$PY" {source}\n'
+    elif then is not None:
+        text += "\n".join(shell.rewrite(line, world.ports) for line in commands(then)) + "\n"
     script = world.cwd / f"snippet-{snippet.line}.sh"
-    script.write_text(shell.script(snippet, world.ports, sys.executable))
+    script.write_text(text)
     output = run_process(["bash", str(script)], world, env)
     expect_transcript(snippet, output, world.ports)
 
@@ -119,6 +130,12 @@ def test_snippet(snippet: Snippet, worlds: Worlds) -> None:
         if snippet.text.lstrip().startswith("# callstream.toml") or set(data) <= set(
                 Settings.model_fields):
             Settings.model_validate(data)
+        return
+    if snippet.where in CONTINUED:
+        pytest.skip(f"run by {CONTINUED[snippet.where].where}, which continues it")
+    if snippet.continues is not None:
+        world = world_for(snippet.continues, worlds)
+        run_shell(snippet.continues, world, dict(world.env), then=snippet)
         return
     world = world_for(snippet, worlds)
     with ExitStack() as stack:
