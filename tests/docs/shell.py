@@ -131,9 +131,14 @@ _has() {{  # _has OPTION ARGS...: whether ARGS hold OPTION (or OPTION=...)
 callstream() {{
     case "${{1:-}}" in
         serve) _background "~callstream listening" "$PY" -m callstream "$@" ;;
-        demo)  # on 8080/5060 when free, else on free ports (it says which)
+        demo)  # a running demo takes the test's 8080/5060; --once finds free ports itself
             if _has --once "$@"; then "$PY" -m callstream "$@"
-            else _background "~callstream demo is running" "$PY" -m callstream "$@"; fi ;;
+            else
+                local extra=()
+                _has --http "$@" || extra+=(--http 127.0.0.1:{http})
+                _has --sip "$@" || extra+=(--sip 127.0.0.1:{sip})
+                _background "~callstream demo is running" "$PY" -m callstream "$@" "${{extra[@]}}"
+            fi ;;
         *) "$PY" -m callstream "$@" ;;
     esac
 }}
