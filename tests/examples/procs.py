@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from tests.e2e.calling import JITTER_BUFFER_MS
+from tests.helpers import ServerProcess, cli, free_port, running_server
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
@@ -105,3 +108,33 @@ def load_example(path: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@dataclass
+class AppRig:
+    """The websockets bot and a server whose webhooks go to an app port: what an app test
+    runs its application against."""
+
+    server: ServerProcess
+    bot: ExampleProcess
+    bot_url: str
+    app_port: int
+    hook_url: str
+    app_env: dict[str, str]  # TELNYX_API_KEY, TELNYX_PUBLIC_KEY, TELNYX_BASE_URL
+
+
+@contextmanager
+def app_rig(tmp_path: Path, greeting: Path, rtp_ports: tuple[int, int]) -> Iterator[AppRig]:
+    app_port = free_port()
+    hook_url = f"http://127.0.0.1:{app_port}/webhooks"
+    env = {"CALLSTREAM_WEBHOOK_URL": hook_url, "CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS,
+           "CALLSTREAM_RTP_PORT_MIN": str(rtp_ports[0]),
+           "CALLSTREAM_RTP_PORT_MAX": str(rtp_ports[1])}
+    with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
+                                 str(greeting))) as bot, \
+         running_server(tmp_path / "data", env=env) as server:
+        bot_url = bot.wait_for(r"listening on (ws://\S+)").group(1)
+        public_key = cli("keys", "webhook", data_dir=server.data_dir).strip()
+        yield AppRig(server, bot, bot_url, app_port, hook_url,
+                     {"TELNYX_API_KEY": server.api_key, "TELNYX_PUBLIC_KEY": public_key,
+                      "TELNYX_BASE_URL": server.api_url})

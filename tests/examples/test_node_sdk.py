@@ -11,10 +11,10 @@ import pytest
 
 from callstream.media.codecs import get_codec
 from tests.audio import write_wav
-from tests.e2e.calling import JITTER_BUFFER_MS, assert_bit_exact, clip, start_caller
-from tests.examples.procs import EXAMPLES, example, load_example, python_example
+from tests.e2e.calling import assert_bit_exact, clip, start_caller
+from tests.examples.procs import EXAMPLES, app_rig, example, load_example
 from tests.examples.test_python_sdk_app import forge
-from tests.helpers import cli, free_port, running_server, stored_events
+from tests.helpers import stored_events
 
 pytestmark = pytest.mark.slow
 
@@ -35,18 +35,9 @@ def test_node_app_answers_and_streams_to_the_bot(tmp_path: Path) -> None:
     greeting = clip("two_cities", seconds=1.5)
     write_wav(tmp_path / "greeting.wav", greeting, 8000)
     write_wav(tmp_path / "caller.wav", bytes(2 * 8000 * 4), 8000)  # 4 s of listening
-    app_port = free_port()
-    hook_url = f"http://127.0.0.1:{app_port}/webhooks"
-    env = {"CALLSTREAM_WEBHOOK_URL": hook_url, "CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS,
-           "CALLSTREAM_RTP_PORT_MIN": "38900", "CALLSTREAM_RTP_PORT_MAX": "38999"}
-
-    with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
-                                 str(tmp_path / "greeting.wav"))) as bot, \
-         running_server(tmp_path / "data", env=env) as server:
-        bot_url = bot.wait_for(r"listening on (ws://\S+)").group(1)
-        public_key = cli("keys", "webhook", data_dir=server.data_dir).strip()
-        app_env = {"TELNYX_API_KEY": server.api_key, "TELNYX_PUBLIC_KEY": public_key,
-                   "TELNYX_BASE_URL": server.api_url}
+    with app_rig(tmp_path, tmp_path / "greeting.wav", (38900, 38999)) as rig:
+        server, bot, bot_url, app_env = rig.server, rig.bot, rig.bot_url, rig.app_env
+        app_port, hook_url = rig.app_port, rig.hook_url
         with example(node, str(NODE_APP / "app.mjs"), "--port", str(app_port), "--bot", bot_url,
                      env=app_env) as app:
             app.wait_for(rf"listening on {hook_url}")

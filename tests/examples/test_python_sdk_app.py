@@ -15,9 +15,9 @@ import pytest
 from nacl.signing import SigningKey
 
 from tests.audio import write_wav
-from tests.e2e.calling import JITTER_BUFFER_MS, clip, start_caller
-from tests.examples.procs import example, python_example
-from tests.helpers import cli, free_port, running_server, stored_events
+from tests.e2e.calling import clip, start_caller
+from tests.examples.procs import app_rig, example, python_example
+from tests.helpers import free_port, stored_events
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +30,9 @@ def test_app_answers_streams_and_prints_the_transcript(tmp_path: Path) -> None:
     write_wav(tmp_path / "greeting.wav", clip("two_cities", seconds=1.0), 8000)
     write_wav(tmp_path / "caller.wav", silence(0.5) + clip("beckett", seconds=5.0)
               + silence(2.0), 8000)
-    app_port = free_port()
-    hook_url = f"http://127.0.0.1:{app_port}/webhooks"
-    env = {"CALLSTREAM_WEBHOOK_URL": hook_url, "CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS,
-           "CALLSTREAM_RTP_PORT_MIN": "38700", "CALLSTREAM_RTP_PORT_MAX": "38799"}
-
-    with example(*python_example("websockets_bot/bot.py", "--port", "0", "--greeting",
-                                 str(tmp_path / "greeting.wav"))) as bot, \
-         running_server(tmp_path / "data", env=env) as server:
-        bot_url = bot.wait_for(r"listening on (ws://\S+)").group(1)
-        public_key = cli("keys", "webhook", data_dir=server.data_dir).strip()
-        app_env = {"TELNYX_API_KEY": server.api_key, "TELNYX_PUBLIC_KEY": public_key,
-                   "TELNYX_BASE_URL": server.api_url}
+    with app_rig(tmp_path, tmp_path / "greeting.wav", (38700, 38799)) as rig:
+        server, bot, bot_url, app_env = rig.server, rig.bot, rig.bot_url, rig.app_env
+        app_port, hook_url = rig.app_port, rig.hook_url
         with example(*python_example("python_sdk_app/app.py", "--port", str(app_port),
                                      "--bot", bot_url), env=app_env) as app:
             app.wait_for(rf"listening on {hook_url}")
