@@ -21,6 +21,7 @@ from callstream.calls.model import Call
 from callstream.calls.state import CallState
 from callstream.outbound.connect import connect_tcp, resolve
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundDenied, OutboundPolicy
+from callstream.store.records import CallRecord
 from callstream.streaming.session import StreamParams, StreamSession, StreamState
 from callstream.webhooks.delivery import HttpDeliverer
 from callstream.webhooks.exceptions import DeliveryFailed, FailureKind
@@ -139,8 +140,12 @@ class StreamHostStub:
 
 def _session(policy: OutboundPolicy, url: str) -> tuple[StreamSession, StreamHostStub]:
     host = StreamHostStub(policy)
-    # The call is not touched before the stream's media starts, which these never reach.
-    call = Call(record=None, state=CallState.ANSWERED)  # type: ignore[arg-type]
+    record = CallRecord(
+        call_control_id="v3:outbound-test", call_leg_id="leg", call_session_id="session",
+        connection_id="default", direction="outgoing", from_="+15550001111",
+        to="sip:bot@127.0.0.1", state="answered", is_alive=True,
+        start_time="2026-12-04T00:00:00Z", owner="test")
+    call = Call(record=record, state=CallState.ANSWERED)
     session = StreamSession(host, call, StreamParams(stream_id="s1", stream_url=url),
                             clock=asyncio.get_running_loop().time)
     return session, host
