@@ -26,11 +26,13 @@ pytestmark = pytest.mark.slow
 LOG_TIMEOUT = 30.0
 
 
-def wait_log(server: ServerProcess, pattern: str, timeout: float = LOG_TIMEOUT) -> re.Match[str]:
-    """The first match of ``pattern`` in the server's log, waiting for it to appear."""
+def wait_log(server: ServerProcess, pattern: str, timeout: float = LOG_TIMEOUT,
+             after: int = 0) -> re.Match[str]:
+    """The first match of ``pattern`` in the server's log (from offset ``after``), waiting
+    for it to appear."""
     deadline = time.monotonic() + timeout
     while True:
-        found = re.search(pattern, server.log(), re.MULTILINE)
+        found = re.compile(pattern, re.MULTILINE).search(server.log(), after)
         if found is not None:
             return found
         if time.monotonic() > deadline:
@@ -200,11 +202,17 @@ def test_a_late_receiver_is_warned_about_and_gets_the_backlog_in_order(tmp_path:
         assert re.search(r"connection refused.*; next try in \d+\.\d+ s", failed, re.I), failed
         # A restart finds the backlog and says so.
         server.stop()
+        restarted = len(server.log())
         server.start()
         backlog = wait_log(server, rf"WARNING .*(\d+) webhooks pending for {re.escape(url)} "
                            r"\(oldest (\d+) s old\): they are delivered in order once it "
-                           r"answers, those of calls that have since ended included")
+                           r"answers, those of calls that have since ended included",
+                           after=restarted)
         assert int(backlog.group(1)) == 2  # call.initiated and call.hangup
+        # "Delivered again" is said by the process that saw the failures: let this one
+        # fail once before the receiver starts (its first retry may come before or after).
+        wait_log(server, rf"^.* INFO +\S+: .*attempt \d+ to {re.escape(url)} failed: ",
+                 after=restarted)
         with webhook_receiver(hooks_port) as hooks:
             first = hooks.wait_event("call.initiated", timeout=60)
             hangup = hooks.wait_event("call.hangup", timeout=60)
