@@ -129,7 +129,14 @@ from .events import (
     RequestRefused,
     SipEvent,
 )
-from .exceptions import DigestError, InvalidCallState, InvalidHeader, SipError, SipParseError
+from .exceptions import (
+    DigestError,
+    InvalidCallState,
+    InvalidHeader,
+    InvalidHeaderField,
+    SipError,
+    SipParseError,
+)
 from .headers import (
     BRANCH_MAGIC_COOKIE,
     NameAddr,
@@ -1241,8 +1248,14 @@ class SipEndpoint:
             headers=[("Warning", f"399 {host} {_warning_text(str(exc))}")],
         )
         dest = top.response_address(addr) if transport == UDP else addr
-        # Stateless: the request did not parse, so no transaction can hold it.
-        self._send(response, dest, transport)
+        try:
+            # Stateless: the request did not parse, so no transaction can hold it.
+            self._send(response, dest, transport)
+        except InvalidHeaderField:
+            # The echoed From/To/Call-ID/CSeq carry a byte no header may (CR, LF, NUL):
+            # such a request gets no answer rather than a broken one.
+            self.stats.dropped += 1
+            return
         self.stats.bad_requests_answered += 1
 
     # ---- requests

@@ -1192,3 +1192,15 @@ def test_rate_limit_spares_requests_that_make_no_dialog() -> None:
                          ("192.168.1.10", 5060)).status == 200
     assert answer_to(endpoint, _invite(1), ("192.168.1.10", 5060)).status == 100
     assert answer_to(endpoint, _invite(2), ("192.168.1.10", 5060)).status == 503
+
+
+def test_unparsable_request_whose_headers_cannot_be_echoed_gets_no_answer() -> None:
+    # Found by the hostile e2e fuzz: a bad start line makes the 400 echo the raw From,
+    # which holds a NUL the serializer refuses. The request is dropped, nothing raises.
+    endpoint = uas()
+    data = fixture("bad_version.sip").replace(b"From: ", b"From: \x00", 1)
+    assert b"\x00" in data
+    endpoint.receive_datagram(data, ("127.0.0.1", 5080), 0.0)
+    assert endpoint.datagrams_to_send() == []
+    assert endpoint.stats.parse_errors == 1 and endpoint.stats.dropped == 1
+    assert endpoint.stats.bad_requests_answered == 0
