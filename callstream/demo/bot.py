@@ -215,7 +215,7 @@ class StreamMark:
 
 @dataclass(frozen=True, slots=True)
 class StreamStop:
-    pass
+    """The server's `stop`: the call's stream has ended."""
 
 
 Incoming = StreamStart | StreamMedia | StreamMark | StreamStop
