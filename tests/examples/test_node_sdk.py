@@ -3,7 +3,6 @@ call and starts a bidirectional stream to the websockets bot, whose greeting the
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,23 +11,12 @@ import pytest
 from callstream.media.codecs import get_codec
 from tests.audio import write_wav
 from tests.e2e.calling import assert_bit_exact, clip, start_caller
-from tests.examples.procs import EXAMPLES, app_rig, example, load_example
+from tests.examples.node_driver import NODE_APP, node_ready
+from tests.examples.procs import app_rig, example, load_example
 from tests.examples.test_python_sdk_app import forge
 from tests.helpers import stored_events
 
 pytestmark = pytest.mark.slow
-
-NODE = shutil.which("node")
-NODE_APP = EXAMPLES / "node_sdk"
-
-
-def node_ready() -> str:
-    if NODE is None:
-        pytest.fail("node is missing: install Node 20 (apt-get install nodejs)")
-    if not (NODE_APP / "node_modules" / "telnyx").is_dir():
-        pytest.fail("the Node SDK is missing: npm ci --prefix examples/node_sdk (.ci/run does)")
-    return NODE
-
 
 def test_node_app_answers_and_streams_to_the_bot(tmp_path: Path) -> None:
     node = node_ready()
