@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import numpy as np
 import pytest
@@ -330,6 +330,20 @@ def test_texml_streams_json_is_form_encoded_and_works(rig: NodeRig, consumer: Co
     assert reply.sent.body == "Status=stopped" and reply.result["status"] == "stopped"
     assert conn.done.wait(10) and conn.events()[-1] == "stop"
     rig.sdk.wait_callback(StreamEvent="stream-stopped", StreamSid=sid)
+
+    # The SDK's own examples: only Url to start; nothing but the path to stop, which the
+    # SDK sends as a form content type with no body at all.
+    reply = rig.sdk.call("texml.accounts.calls.streamsJson", live.ccid,
+                         {"account_sid": "AC-node", "Url": consumer.url})
+    assert reply.sent.body == f"Url={quote(consumer.url, safe='')}"
+    second = consumer.wait_connection(1)
+    second.wait_for(lambda c: len(c.of("media")) >= 10)
+    assert {f["media"]["track"] for f in second.of("media")} == {"inbound"}
+    reply = rig.sdk.call("texml.accounts.calls.streams.streamingSidJson", reply.result["sid"],
+                         {"account_sid": "AC-node", "call_sid": live.ccid})
+    assert (reply.sent.content_type, reply.sent.body) == ("application/x-www-form-urlencoded",
+                                                          None)
+    assert second.done.wait(10) and second.events()[-1] == "stop"
     rig.sdk.call("calls.actions.hangup", live.ccid)
     assert live.caller.finish(30)[0] == 0
     _all_verified(rig, live.ccid)
