@@ -32,6 +32,7 @@ from tests.e2e.test_forking import recorders, settle, wait_until
 from tests.examples.node_driver import NodeApiError, NodeSdk, node_sdk
 from tests.examples.test_python_sdk_app import forge
 from tests.helpers import ServerProcess, cli, free_port, running_server, stored_events
+from tests.streaming.test_playback import mp3_file
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
 pytestmark = pytest.mark.slow
@@ -154,8 +155,8 @@ def _all_verified(rig: NodeRig, ccid: str) -> list[str]:
 def test_streaming_start_and_stop_with_every_option(rig: NodeRig, consumer: Consumer,
                                                     call_in: PlaceCall) -> None:
     """answer and streaming_stop with no body; streaming_start with every bidirectional
-    option (L16 at 16 kHz back to the caller); a second stream stopped by its id; hangup
-    with no body."""
+    option (L16 at 16 kHz back to the caller); a second stream in MP3 mode, stopped by its
+    id; hangup with no body."""
     live = call_in("stream", speech("beckett")[: 2 * RATE * 6], 30)
     _answered(rig, live)
     state = base64.b64encode(b"node-agent").decode()
@@ -201,14 +202,21 @@ def test_streaming_start_and_stop_with_every_option(rig: NodeRig, consumer: Cons
     stopped = rig.sdk.wait_webhook("streaming.stopped", live.ccid)
     assert stopped["stream_id"] == start["stream_id"]
 
-    # A second stream, L16 at 16 kHz to the consumer, stopped by its stream_id.
+    # A second stream: L16 at 16 kHz to the consumer, which answers with an MP3 file (the
+    # default bidirectional mode) of 1 s of tone; stopped by its stream_id.
     rig.sdk.call("calls.actions.startStreaming", live.ccid,
-                 {"stream_url": consumer.url, "stream_codec": "L16"})
+                 {"stream_url": consumer.url, "stream_codec": "L16",
+                  "stream_bidirectional_mode": "mp3"})
     second = consumer.wait_connection(1)
     second.wait_for(lambda c: len(c.of("media")) >= 10)
     sid = second.of("start")[0]["stream_id"]
-    assert second.of("start")[0]["start"]["media_format"]["encoding"] == "L16"
+    assert second.of("start")[0]["start"]["media_format"] == {
+        "encoding": "L16", "sample_rate": 16000, "channels": 1}
     rig.sdk.wait_webhook("streaming.started", live.ccid, stream_id=sid)
+    consumer.send(second, {"event": "media", "media": {
+        "payload": base64.b64encode(mp3_file(tone(TONE_HZ, 1.0), RATE)).decode()}},
+                  {"event": "mark", "mark": {"name": "mp3-played"}})
+    second.wait_for(lambda c: bool(c.of("mark")), timeout=20)
     rig.sdk.call("calls.actions.stopStreaming", live.ccid, {"stream_id": sid})
     assert second.done.wait(10) and second.events()[-1] == "stop"
     rig.sdk.wait_webhook("streaming.stopped", live.ccid, stream_id=sid)
@@ -217,8 +225,9 @@ def test_streaming_start_and_stop_with_every_option(rig: NodeRig, consumer: Cons
     code, summary, err = live.caller.finish(30)
     assert code == 0 and summary["ended_by"] == "remote", err
     heard = _tone_seconds(read_wav(live.heard)[0])
-    print(f"\n[measured] L16 16 kHz tone of 1.5 s: {heard:.2f} s heard by the caller")
-    assert 1.2 <= heard <= 1.7
+    print(f"\n[measured] tone of 1.5 s (L16 16 kHz) + 1 s (MP3): {heard:.2f} s heard by "
+          "the caller")
+    assert 2.2 <= heard <= 2.8
     rig.sdk.wait_webhook("call.hangup", live.ccid)
     kinds = _all_verified(rig, live.ccid)
     assert kinds.count("streaming.started") == kinds.count("streaming.stopped") == 2
