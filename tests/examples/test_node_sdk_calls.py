@@ -27,11 +27,19 @@ from callstream.media.rtp import RtpPacket
 from tests.audio import read_wav, speech, tone, write_wav
 from tests.corpus import clip as corpus_clip
 from tests.corpus import normalize, phone_band, wer
-from tests.e2e.calling import JITTER_BUFFER_MS, CallerProcess, start_caller
+from tests.e2e.calling import JITTER_BUFFER_MS, CallerProcess, speech_pcap, start_caller
+from tests.e2e.sipp import uas
 from tests.e2e.test_forking import recorders, settle, wait_until
 from tests.examples.node_driver import NodeApiError, NodeSdk, node_sdk
 from tests.examples.test_python_sdk_app import forge
-from tests.helpers import ServerProcess, cli, free_port, running_server, stored_events
+from tests.helpers import (
+    ServerProcess,
+    cli,
+    free_port,
+    free_udp_tcp_port,
+    running_server,
+    stored_events,
+)
 from tests.streaming.test_playback import mp3_file
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
@@ -231,6 +239,44 @@ def test_streaming_start_and_stop_with_every_option(rig: NodeRig, consumer: Cons
     rig.sdk.wait_webhook("call.hangup", live.ccid)
     kinds = _all_verified(rig, live.ccid)
     assert kinds.count("streaming.started") == kinds.count("streaming.stopped") == 2
+
+
+def test_dial_with_a_stream_opened_before_the_call(rig: NodeRig, consumer: Consumer,
+                                                  tmp_path: Path) -> None:
+    """calls.dial with stream fields and stream_establish_before_call_originate: the
+    WebSocket is open when dial answers, then carries what the callee says."""
+    said = speech("two_cities")[: 2 * RATE * 3]
+    speech_pcap(tmp_path / "speech.pcap", said, "PCMU")
+    port = free_udp_tcp_port()
+    callee = uas("uas_pcap.xml", cwd=tmp_path, port=port, media_port=free_udp_tcp_port(),
+                 extra=("-d", "4000"))
+    try:
+        state = base64.b64encode(b"node-dial").decode()
+        reply = rig.sdk.call("calls.dial", {
+            "connection_id": "default", "to": f"sip:callee@127.0.0.1:{port}",
+            "from": "+15550004444", "client_state": state, "stream_url": consumer.url,
+            "stream_track": "inbound_track", "stream_codec": "PCMU",
+            "stream_bidirectional_mode": "rtp", "stream_bidirectional_codec": "PCMU",
+            "stream_establish_before_call_originate": True})
+        ccid = reply.result["data"]["call_control_id"]
+        assert consumer.connections, "dial answered before its WebSocket was open"
+        conn = consumer.connections[0]
+        rig.sdk.wait_webhook("call.answered", ccid)
+        conn.wait_for(lambda c: len(_payloads(c, "inbound")) >= RATE)
+        start = conn.of("start")[0]["start"]
+        assert (start["call_control_id"], start["from"], start["client_state"]) == (
+            ccid, "+15550004444", state)
+        assert _payloads(conn, "inbound")[:RATE] in _ulaw(said)
+        rig.sdk.wait_webhook("call.hangup", ccid, timeout=30)  # the callee's BYE
+        assert conn.done.wait(10) and conn.events()[-1] == "stop"
+        kinds = _all_verified(rig, ccid)
+        assert kinds.index("streaming.started") < kinds.index("streaming.stopped") \
+            < kinds.index("call.hangup")
+        assert callee.wait(30) == 0
+    finally:
+        if callee.poll() is None:
+            callee.kill()
+            callee.wait()
 
 
 def test_fork_start_and_stop(rig: NodeRig, consumer: Consumer, call_in: PlaceCall) -> None:
