@@ -126,6 +126,20 @@ def _payloads(conn: Connection, track: str) -> bytes:
                     if f["media"]["track"] == track)
 
 
+def _sent_in_order(conn: Connection, sent: bytes) -> int:
+    """Each voiced inbound frame of the stream is a frame of ``sent`` (the PCMU the caller
+    put on the wire), in the order sent; returns how many there were. Frames may be
+    missing (a busy server drops overdue audio), never altered or reordered."""
+    at = 0
+    frames = [payload for f in conn.of("media") if f["media"]["track"] == "inbound"
+              and len(set(payload := base64.b64decode(f["media"]["payload"]))) > 1]
+    for k, frame in enumerate(frames):
+        found = sent.find(frame, at)
+        assert found >= 0, f"inbound frame {k} of {len(frames)} is not what the caller sent"
+        at = found + len(frame)
+    return len(frames)
+
+
 def _tone_seconds(pcm: bytes, rate: int = RATE) -> float:
     """How long ``pcm`` carries the consumer's tone: its loud 20 ms frames, which must be
     the tone's frequency."""
@@ -194,7 +208,7 @@ def test_streaming_start_and_stop_with_every_option(rig: NodeRig, consumer: Cons
     # The caller's speech arrives as it sent it; 1.5 s of tone sent back in L16 16 kHz
     # big-endian is heard by the caller, and its mark comes back once played.
     conn.wait_for(lambda c: len(_payloads(c, "inbound")) >= RATE)
-    assert _payloads(conn, "inbound")[:RATE] in _ulaw(live.played)
+    assert _sent_in_order(conn, _ulaw(live.played)) >= 50
     reply_pcm = np.frombuffer(tone(TONE_HZ, 1.5, 16000), "<i2").astype(">i2").tobytes()
     consumer.send(conn, {"event": "media",
                          "media": {"payload": base64.b64encode(reply_pcm).decode()}},
@@ -266,7 +280,7 @@ def test_dial_with_a_stream_opened_before_the_call(rig: NodeRig, consumer: Consu
         start = conn.of("start")[0]["start"]
         assert (start["call_control_id"], start["from"], start["client_state"]) == (
             ccid, "+15550004444", state)
-        assert _payloads(conn, "inbound")[:RATE] in _ulaw(said)
+        assert _sent_in_order(conn, _ulaw(said)) >= 50
         rig.sdk.wait_webhook("call.hangup", ccid, timeout=30)  # the callee's BYE
         assert conn.done.wait(10) and conn.events()[-1] == "stop"
         kinds = _all_verified(rig, ccid)
@@ -385,7 +399,7 @@ def test_texml_streams_json_is_form_encoded_and_works(rig: NodeRig, consumer: Co
     conn = consumer.wait_connection()
     conn.wait_for(lambda c: len(_payloads(c, "inbound")) >= RATE)
     assert conn.of("start")[0]["stream_id"] == sid
-    assert _payloads(conn, "inbound")[:RATE] in _ulaw(live.played)
+    assert _sent_in_order(conn, _ulaw(live.played)) >= 50
     consumer.send(conn, {"event": "media", "media": {
         "payload": base64.b64encode(_ulaw(tone(TONE_HZ, 1.0))).decode()}})
     conn.wait_for(lambda c: _tone_seconds(_pcm(_payloads(c, "outbound"))) >= 0.9, timeout=20)
