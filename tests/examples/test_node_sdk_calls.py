@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
@@ -381,8 +381,8 @@ def test_transcription_start_and_stop(rig: NodeRig, call_in: PlaceCall) -> None:
 def test_texml_streams_json_is_form_encoded_and_works(rig: NodeRig, consumer: Consumer,
                                                       call_in: PlaceCall) -> None:
     """texml.accounts.calls.streamsJson and streams.streamingSidJson send forms; the
-    stream carries the call both ways; the status callbacks (forms) pass the SDK's
-    TelnyxWebhook verifier."""
+    stream carries the call both ways; the status callbacks (POST forms, GET query
+    strings) pass the SDK's TelnyxWebhook verifier."""
     live = call_in("texml", speech("beckett")[: 2 * RATE * 6], 30)
     _answered(rig, live)
     fields = {"Url": consumer.url, "Track": "both_tracks", "Name": "node-texml",
@@ -415,19 +415,23 @@ def test_texml_streams_json_is_form_encoded_and_works(rig: NodeRig, consumer: Co
     assert conn.done.wait(10) and conn.events()[-1] == "stop"
     rig.sdk.wait_callback(StreamEvent="stream-stopped", StreamSid=sid)
 
-    # The SDK's own examples: only Url to start; nothing but the path to stop, which the
-    # SDK sends as a form content type with no body at all.
+    # Callbacks by GET (signed over the query string); a stop with nothing but the path,
+    # which the SDK sends as a form content type with no body at all.
+    fields = {"Url": consumer.url, "StatusCallback": rig.sdk.url, "StatusCallbackMethod": "GET"}
     reply = rig.sdk.call("texml.accounts.calls.streamsJson", live.ccid,
-                         {"account_sid": "AC-node", "Url": consumer.url})
-    assert reply.sent.body == f"Url={quote(consumer.url, safe='')}"
+                         {"account_sid": "AC-node", **fields})
+    assert reply.sent.body is not None and dict(parse_qsl(reply.sent.body)) == fields
+    sid = reply.result["sid"]
     second = consumer.wait_connection(1)
     second.wait_for(lambda c: len(c.of("media")) >= 10)
     assert {f["media"]["track"] for f in second.of("media")} == {"inbound"}
-    reply = rig.sdk.call("texml.accounts.calls.streams.streamingSidJson", reply.result["sid"],
+    rig.sdk.wait_callback(StreamEvent="stream-started", StreamSid=sid)
+    reply = rig.sdk.call("texml.accounts.calls.streams.streamingSidJson", sid,
                          {"account_sid": "AC-node", "call_sid": live.ccid})
     assert (reply.sent.content_type, reply.sent.body) == ("application/x-www-form-urlencoded",
                                                           None)
     assert second.done.wait(10) and second.events()[-1] == "stop"
+    rig.sdk.wait_callback(StreamEvent="stream-stopped", StreamSid=sid)
     rig.sdk.call("calls.actions.hangup", live.ccid)
     assert live.caller.finish(30)[0] == 0
     _all_verified(rig, live.ccid)

@@ -12,8 +12,8 @@
 //   {"id": 1, "error": {"class": "UnprocessableEntityError", "status": 422, "body": {...}},
 //    "sent": {...}}                                                      a call's typed error
 //   {"webhook": {...}}     a JSON webhook the SDK verified (client.webhooks.unwrap)
-//   {"callback": {...}}    a form-encoded TeXML status callback the SDK's TelnyxWebhook
-//                          verified, as its fields
+//   {"callback": {...}}    a TeXML status callback (a form, or a GET's query string) the
+//                          SDK's TelnyxWebhook verified, as its fields
 //   {"rejected": "..."}    a webhook the SDK refused (answered 400)
 // `sent` is what the SDK put on the wire: method, path, content type and body (null when
 // it sent none), read from the fetch it was given.
@@ -77,7 +77,7 @@ async function run({ id, call, args: callArgs = [] }) {
 
 async function verify(req, body) {
   const type = (req.headers['content-type'] || '').split(';')[0].trim();
-  if (type === 'application/x-www-form-urlencoded') {
+  if (req.method === 'GET' || type === 'application/x-www-form-urlencoded') {
     await new TelnyxWebhook(client.publicKey).verify(body, req.headers);
     return { callback: Object.fromEntries(new URLSearchParams(body)) };
   }
@@ -98,7 +98,10 @@ const server = http.createServer((req, res) => {
   });
   req.on('end', async () => {
     if (size > MAX_BODY_BYTES) return;
-    const body = Buffer.concat(chunks).toString('utf8'); // verified as the bytes sent
+    // Verified as the bytes sent: the body, or for a GET callback its query string.
+    const body = req.method === 'GET'
+      ? new URL(req.url, 'http://localhost').search.slice(1)
+      : Buffer.concat(chunks).toString('utf8');
     try {
       emit(await verify(req, body));
     } catch (err) {
