@@ -23,7 +23,7 @@ from callstream.api.schemas.errors import TEXML_NOT_FOUND
 from callstream.api.schemas.fields import without_null
 from callstream.api.schemas.streaming import TexmlStream, TexmlStreamCreate, TexmlStreamUpdate
 from callstream.api.services import Services, services
-from callstream.calls.exceptions import CallNotFound, CommandError, InvalidCommand
+from callstream.calls.exceptions import CallNotFound, NoSuchResource
 
 router = APIRouter(prefix="/v2/texml/Accounts/{account_sid}/Calls/{call_sid}",
                    tags=["texml"])
@@ -60,14 +60,8 @@ async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | Respon
 async def _run(coro: Any) -> Response:
     try:
         result = await coro
-    except CallNotFound:
+    except (CallNotFound, NoSuchResource):
         return Response(NOT_FOUND, status_code=404, media_type=JSON)
-    except InvalidCommand as exc:
-        if exc.code == "10005":
-            return Response(NOT_FOUND, status_code=404, media_type=JSON)
-        raise
-    except CommandError:
-        raise
     return Response(orjson.dumps(result), media_type=JSON)
 
 
