@@ -115,8 +115,20 @@ class Bridge(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TexmlCallback:
+    """Where a TeXML stream's status callbacks go (``Streams.json``, spec §10.1)."""
+
+    account_sid: str
+    name: str | None = None
+    status_callback: str | None = None
+    status_callback_method: Literal["GET", "POST"] = "POST"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamingStart(Command):
     stream: StreamSpec
+    #: A stream started over TeXML: its status callbacks.
+    texml: TexmlCallback | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

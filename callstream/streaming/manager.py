@@ -38,7 +38,13 @@ from callstream.calls.events import call_event, call_payload
 from callstream.calls.exceptions import CommandError, NoSuchResource, StreamLimit
 from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
-from callstream.calls.requests import Dial, StreamingStart, StreamingStop, StreamSpec
+from callstream.calls.requests import (
+    Dial,
+    StreamingStart,
+    StreamingStop,
+    StreamSpec,
+    TexmlCallback,
+)
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent, Receipt
 from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
@@ -61,7 +67,7 @@ TEXML_EVENTS = {
 
 
 def stream_params(spec: StreamSpec, *, client_state: str | None,
-                  texml: dict[str, Any] | None = None) -> StreamParams:
+                  texml: TexmlCallback | None = None) -> StreamParams:
     """A new stream's params: the request's, with the spec's defaults for what it left out."""
     return StreamParams(
         stream_id=str(uuid.uuid4()),
@@ -168,52 +174,39 @@ class StreamManager:
 
     # -- TeXML --------------------------------------------------------------------------
 
-    async def texml_start(self, account_sid: str, call_sid: str,
-                          body: dict[str, Any]) -> dict[str, Any]:
-        bidirectional = bool(body.get("BidirectionalMode") or body.get("BidirectionalCodec"))
-        spec = StreamSpec(
-            stream_url=body["Url"],
-            stream_track=body.get("Track") or "inbound_track",
-            stream_bidirectional_mode=body.get("BidirectionalMode") or (
-                "mp3" if bidirectional else None),
-            stream_bidirectional_codec=body.get("BidirectionalCodec") or (
-                "PCMU" if bidirectional else None),
-        )
-        texml = {"account_sid": account_sid, "name": body.get("Name"),
-                 "status_callback": body.get("StatusCallback"),
-                 "status_callback_method": body.get("StatusCallbackMethod") or "POST"}
-        params = stream_params(spec, client_state=None, texml=texml)
+    async def texml_start(self, call_sid: str, req: StreamingStart) -> str:
+        """TeXML ``Streams.json``: start a stream as streaming_start does; its id."""
+        params = stream_params(req.stream, client_state=None, texml=req.texml)
 
         async def action(call: Call, change: Change) -> None:
             self._start_now(call, change, params)
 
-        await self.calls.run_command(call_sid, StreamingStart(stream=spec), action)
-        return texml_object(account_sid, call_sid, params.stream_id, "in-progress",
-                            name=body.get("Name"))
+        await self.calls.run_command(call_sid, req, action)
+        return params.stream_id
 
-    async def texml_stop(self, account_sid: str, call_sid: str, sid: str) -> dict[str, Any]:
+    async def texml_stop(self, call_sid: str, sid: str) -> None:
+        """TeXML ``Streams/{sid}.json`` with ``Status=stopped``."""
         async def action(call: Call, change: Change) -> None:
             await self._stop_now(call, change, sid)
 
         await self.calls.run_command(call_sid, StreamingStop(stream_id=sid), action)
-        return texml_object(account_sid, call_sid, sid, "stopped")
 
     def _texml_events(self, session: StreamSession, event_type: str, extra: dict[str, Any],
                       now: float) -> list[OutboxEvent]:
         texml = session.params.texml
-        if not texml or not texml.get("status_callback") or event_type not in TEXML_EVENTS:
+        if texml is None or not texml.status_callback or event_type not in TEXML_EVENTS:
             return []
         rec = session.call.record
         data = make_texml_stream_callback(
-            account_sid=texml["account_sid"], call_sid=rec.call_control_id,
+            account_sid=texml.account_sid, call_sid=rec.call_control_id,
             stream_event=TEXML_EVENTS[event_type], stream_sid=session.id, now=now,
-            stream_name=texml.get("name"),
+            stream_name=texml.name,
             stream_error=extra.get("failure_reason") if event_type == "streaming.failed"
             else None,
         )
         return [OutboxEvent(
             id=data["id"], event_type=data["event_type"], ordering_key=rec.call_session_id,
-            data=data, url=texml["status_callback"], method=texml["status_callback_method"],
+            data=data, url=texml.status_callback, method=texml.status_callback_method,
             content_type=BodyFormat.FORM.value, call_control_id=rec.call_control_id,
             timeout_secs=session.call.webhook_timeout_secs,
         )]
@@ -301,14 +294,3 @@ class StreamManager:
             log.warning("call %s: stream of %s not started: %s", call.id,
                         call.record.direction, exc.detail)
 
-
-def texml_object(account_sid: str, call_sid: str, sid: str, status: str, *,
-                 name: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "account_sid": account_sid, "call_sid": call_sid, "sid": sid,
-        "status": status, "date_updated": iso_now(),
-        "uri": f"/v2/texml/Accounts/{account_sid}/Calls/{call_sid}/Streams/{sid}.json",
-    }
-    if name is not None or status != "stopped":
-        out["name"] = name
-    return out

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from callstream.api.schemas.common import CommandBody
 from callstream.api.schemas.fields import HttpUrl, WsUrl
 from callstream.calls.exceptions import MissingParameter
-from callstream.calls.requests import StreamingStart, StreamingStop, StreamSpec
+from callstream.calls.requests import StreamingStart, StreamingStop, StreamSpec, TexmlCallback
 
 UNSUPPORTED = ("OPUS", "AMR-WB")
 
@@ -144,6 +144,23 @@ class TexmlStreamCreate(BaseModel):
     BidirectionalCodec: Literal["PCMU", "PCMA", "G722"] | None = None
     StatusCallback: HttpUrl | None = None
     StatusCallbackMethod: Literal["GET", "POST"] = "POST"
+
+    def to_request(self, account_sid: str) -> StreamingStart:
+        # Either bidirectional field makes the stream bidirectional, the other defaulted.
+        bidirectional = bool(self.BidirectionalMode or self.BidirectionalCodec)
+        return StreamingStart(
+            stream=StreamSpec(
+                stream_url=self.Url,
+                stream_track=self.Track,
+                stream_bidirectional_mode=self.BidirectionalMode or (
+                    "mp3" if bidirectional else None),
+                stream_bidirectional_codec=self.BidirectionalCodec or (
+                    "PCMU" if bidirectional else None),
+            ),
+            texml=TexmlCallback(account_sid=account_sid, name=self.Name,
+                                status_callback=self.StatusCallback,
+                                status_callback_method=self.StatusCallbackMethod),
+        )
 
 
 class TexmlStreamUpdate(BaseModel):
