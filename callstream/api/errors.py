@@ -162,8 +162,12 @@ async def on_validation_error(_request: Request, exc: Exception) -> Response:
 
 
 def command_error_status(exc: calls.CommandError) -> tuple[int, str, str]:
-    """(HTTP status, Telnyx code, title) of a domain refusal."""
-    return COMMAND_ERRORS[type(exc)]
+    """(HTTP status, Telnyx code, title) of a domain refusal: its class's row, or its
+    nearest ancestor's (a bare CommandError is a 10015)."""
+    for cls in type(exc).__mro__:
+        if cls in COMMAND_ERRORS:
+            return COMMAND_ERRORS[cls]
+    return 422, "10015", "Bad Request"
 
 
 async def on_command_error(_request: Request, exc: Exception) -> Response:
