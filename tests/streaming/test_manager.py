@@ -167,3 +167,28 @@ async def test_streaming_refusals(
     with pytest.raises(CallEnded):
         await streams(control).start(call.id, StreamingStart(stream=spec))
     assert consumer.connections == []
+
+
+async def test_a_stream_asked_before_originate_connects_before_the_invite(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore,
+        consumer: Consumer) -> None:
+    connected_at_dial: list[int] = []
+    dial = telephony.dial
+
+    async def dial_after_connect(call: Call, target_uri: str, **kwargs: object) -> None:
+        connected_at_dial.append(len(consumer.connections))
+        await dial(call, target_uri, **kwargs)  # type: ignore[arg-type]
+
+    telephony.dial = dial_after_connect  # type: ignore[method-assign]
+    await control.dial(Dial(connection_id="default", to="sip:bob@127.0.0.1:9",
+                            from_="+15550004444", stream=StreamSpec(stream_url=consumer.url),
+                            stream_establish_before_call_originate=True))
+    assert connected_at_dial == [1]
+    call = next(iter(control.calls.values()))
+    conn = consumer.connections[0]
+    telephony.give_media(call)
+    await control.leg_answered(call, {"codec": "PCMU", "sampling_rate": 8000})
+    await frames_until(conn, "start")  # the same connection goes on with the call
+    assert len(consumer.connections) == 1
+    await control.leg_ended(call, cause="normal_clearing", source="caller", sip_code=None)
+    assert await asyncio.to_thread(conn.done.wait, 10)
