@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from callstream.calls.control import CallControl
-from callstream.calls.events import call_event, call_payload
+from callstream.calls.events import call_event, call_payload, texml_stream_event
 from callstream.calls.exceptions import CommandError, NoSuchResource, StreamLimit
 from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
@@ -49,7 +49,7 @@ from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent, Receipt
 from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
 from callstream.timefmt import iso_now
-from callstream.webhooks.payloads import BodyFormat, StreamEvent, make_texml_stream_callback
+from callstream.webhooks.payloads import StreamEvent
 
 __all__ = ["MAX_STREAMS_PER_CALL", "StreamManager"]
 
@@ -196,20 +196,9 @@ class StreamManager:
         texml = session.params.texml
         if texml is None or not texml.status_callback or event_type not in TEXML_EVENTS:
             return []
-        rec = session.call.record
-        data = make_texml_stream_callback(
-            account_sid=texml.account_sid, call_sid=rec.call_control_id,
-            stream_event=TEXML_EVENTS[event_type], stream_sid=session.id, now=now,
-            stream_name=texml.name,
-            stream_error=extra.get("failure_reason") if event_type == "streaming.failed"
-            else None,
-        )
-        return [OutboxEvent(
-            id=data["id"], event_type=data["event_type"], ordering_key=rec.call_session_id,
-            data=data, url=texml.status_callback, method=texml.status_callback_method,
-            content_type=BodyFormat.FORM.value, call_control_id=rec.call_control_id,
-            timeout_secs=session.call.webhook_timeout_secs,
-        )]
+        error = extra.get("failure_reason") if event_type == "streaming.failed" else None
+        return [texml_stream_event(session.call, texml, TEXML_EVENTS[event_type], session.id,
+                                   now, error=error)]
 
     # -- StreamHost: what sessions call back ----------------------------------------------
 

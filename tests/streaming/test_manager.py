@@ -9,7 +9,9 @@ import base64
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
+from sqlalchemy import select
 
 from callstream.calls.control import CallControl
 from callstream.calls.exceptions import (
@@ -26,9 +28,11 @@ from callstream.calls.requests import (
     StreamingStart,
     StreamingStop,
     StreamSpec,
+    TexmlCallback,
 )
 from callstream.media.hub import Track
 from callstream.outbound.policy import OutboundPolicy
+from callstream.store import schema as t
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
 from tests.calls.fakes import FakeTelephony, control_with, sqlite_store, stored_events
@@ -191,4 +195,31 @@ async def test_a_stream_asked_before_originate_connects_before_the_invite(
     await frames_until(conn, "start")  # the same connection goes on with the call
     assert len(consumer.connections) == 1
     await control.leg_ended(call, cause="normal_clearing", source="caller", sip_code=None)
+    assert await asyncio.to_thread(conn.done.wait, 10)
+
+
+async def test_a_texml_stream_sends_its_status_callbacks_as_forms(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore,
+        consumer: Consumer) -> None:
+    call = await answered(control, telephony)
+    texml = TexmlCallback(account_sid="AC1", name="agent",
+                          status_callback="http://127.0.0.1:9/status",
+                          status_callback_method="GET")
+    sid = await streams(control).texml_start(call.id, StreamingStart(
+        stream=StreamSpec(stream_url=consumer.url), texml=texml))
+    conn = await asyncio.to_thread(consumer.wait_connection)
+    await frames_until(conn, "start")
+    await streams(control).texml_stop(call.id, sid)
+    with pytest.raises(NoSuchResource):
+        await streams(control).texml_stop(call.id, sid)
+    c = t.webhook_outbox.c
+    async with store.reading() as db:
+        rows = (await db.execute(
+            select(c.event_type, c.url, c.method, c.content_type, c.data)
+            .where(c.url == texml.status_callback).order_by(c.seq))).all()
+    assert [r.event_type for r in rows] == ["stream-started", "stream-stopped"]
+    assert {(r.method, r.content_type) for r in rows} == {
+        ("GET", "form")}  # BodyFormat.FORM: sent form-encoded
+    form = orjson.loads(rows[0].data)["payload"]
+    assert (form["AccountSid"], form["StreamSid"], form["StreamName"]) == ("AC1", sid, "agent")
     assert await asyncio.to_thread(conn.done.wait, 10)
