@@ -1,7 +1,12 @@
 """Call Control: the commands the API runs and the events telephony reports.
 
+The domain of calls, and it speaks no HTTP: commands take the typed requests of
+:mod:`callstream.calls.requests`, return a :class:`~callstream.store.records.Receipt`
+they neither build nor read (:mod:`callstream.calls.results` says why), and refuse with
+the exceptions of :mod:`callstream.calls.exceptions`; ``api/`` renders all three.
+
 Each command on a call runs under that call's lock, so a command and a repeat of it
-(same ``command_id``) can't interleave; the answer, the state change and the webhooks
+(same ``command_id``) can't interleave; the receipt, the state change and the webhooks
 it causes are committed in one store transaction before the API replies.
 
 Locks are per key and never held across network I/O: a dial holds only its
