@@ -35,6 +35,7 @@ from callstream.outbound.policy import OutboundPolicy
 from callstream.store import schema as t
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
+from callstream.streaming.session import StreamState
 from tests.calls.fakes import FakeTelephony, control_with, sqlite_store, stored_events
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
@@ -176,20 +177,20 @@ async def test_streaming_refusals(
 async def test_a_stream_asked_before_originate_connects_before_the_invite(
         control: CallControl, telephony: FakeTelephony, store: SqlStore,
         consumer: Consumer) -> None:
-    connected_at_dial: list[int] = []
+    states_at_dial: list[list[StreamState]] = []
     dial = telephony.dial
 
     async def dial_after_connect(call: Call, target_uri: str, **kwargs: object) -> None:
-        connected_at_dial.append(len(consumer.connections))
+        states_at_dial.append([s.state for s in streams(control).streams(call)])
         await dial(call, target_uri, **kwargs)  # type: ignore[arg-type]
 
     telephony.dial = dial_after_connect  # type: ignore[method-assign]
     await control.dial(Dial(connection_id="default", to="sip:bob@127.0.0.1:9",
                             from_="+15550004444", stream=StreamSpec(stream_url=consumer.url),
                             stream_establish_before_call_originate=True))
-    assert connected_at_dial == [1]
+    assert states_at_dial == [[StreamState.WAITING]]  # connected, waiting for the answer
     call = next(iter(control.calls.values()))
-    conn = consumer.connections[0]
+    conn = await asyncio.to_thread(consumer.wait_connection)
     telephony.give_media(call)
     await control.leg_answered(call, {"codec": "PCMU", "sampling_rate": 8000})
     await frames_until(conn, "start")  # the same connection goes on with the call
