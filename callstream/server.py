@@ -25,8 +25,9 @@ import uvicorn
 
 from callstream.api.app import create_app
 from callstream.api.http_protocol import HttpLimits, LimitedHttpProtocol
+from callstream.api.render import ApiReceipts
 from callstream.api.services import Services
-from callstream.calls.control import CallControl
+from callstream.calls.control import CallControl, CallParts
 from callstream.config import Settings
 from callstream.console.feed import ConsoleFeed
 from callstream.console.sessions import ConsoleSessions
@@ -40,6 +41,7 @@ from callstream.store.outbox import Outbox
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
+from callstream.switch import Switch
 from callstream.timefmt import iso_now
 from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.probe import probe_webhook_url
@@ -109,7 +111,12 @@ class Server:
         self.calls: CallControl | None = None
         self.http: uvicorn.Server | None = None
         self._stopping = asyncio.Event()
-        self.switch: object | None = None
+        self.outbound = settings.outbound_policy  # built once
+        self.switch: Switch | None = None
+        self._switch_running = False
+        self.streams: StreamManager | None = None
+        self.forks: ForkManager | None = None
+        self.transcriptions: TranscriptionManager | None = None
         self._http_sockets: list[socket.socket] = []
         self._checks: asyncio.Task[None] | None = None
         self.console: ConsoleFeed | None = None
@@ -130,27 +137,31 @@ class Server:
         default_app = await ensure_default_application(self.store, settings)
         signer = load_signer(settings)
         self.webhooks = WebhookWorker(self.store, settings, signer)
-        self.calls = CallControl(self.store, owner=self.owner, wake_webhooks=self.webhooks.wake)
-        self.calls.trunk_uri = settings.trunk_uri
-        self.calls.on_change = lambda _call: ACTIVE_CALLS.set(len(self.calls.calls)) if (
-            self.calls) else None
-        calls = self.calls
+        calls = self.calls = CallControl(
+            self.store, self._call_parts, owner=self.owner, receipts=ApiReceipts(),
+            trunk_uri=settings.trunk_uri, wake_webhooks=self.webhooks.wake)
+        ACTIVE_CALLS.set_function(lambda: len(calls.calls))
         CALL_LOCKS.set_function(lambda: len(calls.call_locks) + len(calls.dial_locks))
-        orphans = await self.calls.close_orphans()
+        orphans = await calls.close_orphans()
         if orphans:
             log.warning("%d calls were alive when the last process on this store died; "
                         "ended them (call.hangup sent)", orphans)
         await self.webhooks.start()
-        await self._start_telephony()
-        services = Services(settings=settings, store=self.store, calls=self.calls,
-                            outbound=settings.outbound_policy, webhooks=self.webhooks)
-        self._start_features(services)
+        assert self.switch is not None  # built with calls
+        await self.switch.start()
+        self._switch_running = True
+        console_sessions = None
         if settings.console_enabled:
-            services.console_sessions = ConsoleSessions(
+            console_sessions = ConsoleSessions(
                 session_ttl=settings.console_session_ttl_secs,
                 link_ttl=settings.console_login_link_ttl_secs)
-            self.console = services.console_feed = ConsoleFeed(self.calls, self.webhooks.outbox)
-            self.calls.commit_listeners.append(self.console.committed)
+            self.console = ConsoleFeed(calls, self.webhooks.outbox)
+            calls.commit_listeners.append(self.console.committed)
+        services = Services(
+            settings=settings, store=self.store, calls=calls,
+            outbound=self.outbound, webhooks=self.webhooks, streams=self.streams,
+            forks=self.forks, transcriptions=self.transcriptions,
+            console_sessions=console_sessions, console_feed=self.console)
         host, port = settings.http_host_port
         config = uvicorn.Config(
             create_app(services),
@@ -213,30 +224,19 @@ class Server:
                         "kept and delivered in order once it answers)", url, problem, park,
                         extra={"url": url})
 
-    async def _start_telephony(self) -> None:
-        try:
-            from callstream.switch import Switch
-        except ImportError:
-            log.warning("telephony is not available in this build: SIP is off")
-            return
-        assert self.calls is not None
-        switch = Switch(self.settings, self.calls)
-        await switch.start()
-        self.calls.telephony = switch
-        self.switch = switch
-
-    def _start_features(self, services: Services) -> None:
-        """Build the feature managers and hook them into Call Control."""
-        assert self.calls is not None
-        services.streams = StreamManager(
-            self.calls, account_id=self.settings.account_id,
-            stall_timeout=self.settings.stream_stall_timeout_secs,
-            outbound=services.outbound)
-        self.calls.hooks.append(services.streams)
-        services.forks = ForkManager(self.calls, outbound=services.outbound)
-        self.calls.hooks.append(services.forks)
-        services.transcriptions = TranscriptionManager(self.calls, self.settings)
-        self.calls.hooks.append(services.transcriptions)
+    def _call_parts(self, calls: CallControl) -> CallParts:
+        """What Call Control drives, built with it (each part reports back to it): the
+        switch (SIP and RTP; started later, after the webhook worker) and the feature
+        managers, whose hooks run in this order."""
+        settings = self.settings
+        self.switch = Switch(settings, calls)
+        self.streams = StreamManager(
+            calls, account_id=settings.account_id,
+            stall_timeout=settings.stream_stall_timeout_secs,
+            outbound=self.outbound)
+        self.forks = ForkManager(calls, outbound=self.outbound)
+        self.transcriptions = TranscriptionManager(calls, settings)
+        return CallParts(self.switch, (self.streams, self.forks, self.transcriptions))
 
     async def stop(self) -> None:
         if self._checks is not None:
@@ -246,8 +246,8 @@ class Server:
             deadline = asyncio.get_running_loop().time() + HANGUP_GRACE_SECS
             while self.calls.calls and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        if self.switch is not None:
-            await self.switch.stop()  # type: ignore[attr-defined]
+        if self.switch is not None and self._switch_running:
+            await self.switch.stop()
         if self.console is not None:
             await self.console.close()  # its open feeds end, so HTTP shutdown need not wait
         if self.http is not None:

@@ -14,7 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from callstream import __version__
 from callstream.api.auth import AuthMiddleware, KeyChecker
 from callstream.api.body_limit import BodyLimit
-from callstream.api.errors import on_command_error, on_http_error, on_validation_error
+from callstream.api.errors import (
+    ApiError,
+    on_command_error,
+    on_http_error,
+    on_validation_error,
+)
 from callstream.api.routes import (
     applications,
     calls,
@@ -45,6 +50,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(CommandError, on_command_error)
+    app.add_exception_handler(ApiError, on_command_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness (no key needed)")

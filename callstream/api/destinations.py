@@ -14,7 +14,7 @@ import asyncio
 import logging
 from urllib.parse import urlsplit
 
-from callstream.calls.exceptions import InvalidCommand
+from callstream.api.errors import ApiError
 from callstream.outbound.connect import resolve
 from callstream.outbound.metrics import OUTBOUND_DENIED
 from callstream.outbound.policy import OutboundDenied, OutboundPolicy
@@ -32,7 +32,7 @@ async def check_urls(policy: OutboundPolicy, urls: dict[str, str | None]) -> Non
     """Check each URL of ``urls`` (JSON pointer of its field -> URL or None).
 
     Raises:
-        InvalidCommand: 10015 naming the field, the address and the rule, for the first
+        ApiError: 10015 naming the field, the address and the rule, for the first
             refused URL; 10003 for a URL whose port is not a number.
     """
     for pointer, url in urls.items():
@@ -45,7 +45,8 @@ async def _check(policy: OutboundPolicy, pointer: str, url: str) -> None:
         parts = urlsplit(url)
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 80)
     except ValueError as exc:
-        raise InvalidCommand("10003", "Invalid URL", f"{url!r}: {exc}.", pointer=pointer) from exc
+        raise ApiError(422, "10003", "Invalid URL", f"{url!r}: {exc}.",
+                       pointer=pointer) from exc
     host = parts.hostname
     if not host:  # the schema's URL check already requires one
         return
@@ -55,8 +56,8 @@ async def _check(policy: OutboundPolicy, pointer: str, url: str) -> None:
     except OutboundDenied as exc:
         OUTBOUND_DENIED.labels("request").inc()
         log.warning("refused %s %s: %s", pointer.lstrip("/"), url, exc)
-        raise InvalidCommand(
-            "10015", "Destination not allowed",
+        raise ApiError(
+            422, "10015", "Destination not allowed",
             f"Refused destination: {exc}.",
             pointer=pointer) from exc
     except (OSError, TimeoutError) as exc:

@@ -21,9 +21,41 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from callstream.calls.exceptions import CommandError
+from callstream.calls import exceptions as calls
 
 JSON = "application/json"
+
+#: Each domain refusal as the API answers it: HTTP status, Telnyx code, title (spec §8).
+#: The detail and the field pointer come from the exception.
+COMMAND_ERRORS: dict[type[calls.CommandError], tuple[int, str, str]] = {
+    calls.CallNotFound: (422, "90015", "Invalid Call Control ID"),
+    calls.CallEnded: (422, "90018", "Call has already ended"),
+    calls.CallNotAnswered: (422, "90034", "Call not answered yet"),
+    calls.InvalidCommand: (422, "10015", "Bad Request"),
+    calls.InvalidValue: (422, "10015", "Invalid value"),
+    calls.MissingParameter: (422, "10004", "Missing required parameter"),
+    calls.UnsupportedValue: (422, "10032", "Invalid enumerated value"),
+    calls.UnknownApplication: (422, "10015", "Invalid value for connection_id"),
+    calls.DestinationRefused: (422, "10015", "Destination not allowed"),
+    calls.NoSuchResource: (422, "10005", "Resource not found"),
+    calls.StreamLimit: (422, "90045", "Media Streaming is used"),
+    calls.NotForked: (422, "90031", "Call is not currently forked"),
+    calls.AlreadyTranscribing: (422, "90054", "Call transcription is already in progress"),
+    calls.TranscriptionUnavailable: (422, "10015", "Transcription engine unavailable"),
+}
+
+
+class ApiError(Exception):
+    """A refusal of the API's own (not the domain's), rendered as the Telnyx envelope."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str, *,
+                 pointer: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.pointer = pointer
 
 #: pydantic error type -> (code, title). Anything else is a generic 10015.
 VALIDATION_CODES: dict[str, tuple[str, str]] = {
@@ -129,11 +161,22 @@ async def on_validation_error(_request: Request, exc: Exception) -> Response:
     return error_response(status, errors)
 
 
+def command_error_status(exc: calls.CommandError) -> tuple[int, str, str]:
+    """(HTTP status, Telnyx code, title) of a domain refusal: its class's row, or its
+    nearest ancestor's (a bare CommandError is a 10015)."""
+    for cls in type(exc).__mro__:
+        if cls in COMMAND_ERRORS:
+            return COMMAND_ERRORS[cls]
+    return 422, "10015", "Bad Request"
+
+
 async def on_command_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, CommandError)
-    return error_response(
-        exc.status, [error_body(exc.code, exc.title, exc.detail, pointer=exc.pointer)]
-    )
+    if isinstance(exc, ApiError):
+        status, code, title = exc.status, exc.code, exc.title
+    else:
+        assert isinstance(exc, calls.CommandError)
+        status, code, title = command_error_status(exc)
+    return error_response(status, [error_body(code, title, exc.detail, pointer=exc.pointer)])
 
 
 #: The methods a route may serve; a 405's ``Allow`` lists those that match its path.

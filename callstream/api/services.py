@@ -1,32 +1,40 @@
-"""What the routes reach through ``request.app.state.services``."""
+"""What the routes reach through ``request.app.state.services``.
+
+Built once by the composition root (``callstream.server``); a feature that is off (or a
+test app that needs none) leaves its field None, and its routes answer "not running".
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request
 
 from callstream.calls.control import CallControl
 from callstream.config import Settings
+from callstream.console.feed import ConsoleFeed
+from callstream.console.sessions import ConsoleSessions
+from callstream.forking.manager import ForkManager
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.sql import SqlStore
+from callstream.streaming.manager import StreamManager
+from callstream.transcription.manager import TranscriptionManager
+from callstream.webhooks.worker import WebhookWorker
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
     store: SqlStore
     calls: CallControl
     outbound: OutboundPolicy = DEFAULT_POLICY  # settings.outbound_policy, built once
-    webhooks: Any = None  # callstream.webhooks.worker.WebhookWorker once started
-    # Feature managers, built in server.Server._start_features (None: not running).
-    streams: Any = None  # callstream.streaming
-    forks: Any = None  # callstream.forking
-    transcriptions: Any = None  # callstream.transcription
-    # The console (None: off): callstream.console.sessions.ConsoleSessions, .feed.ConsoleFeed.
-    console_sessions: Any = None
-    console_feed: Any = None
+    webhooks: WebhookWorker | None = None
+    streams: StreamManager | None = None
+    forks: ForkManager | None = None
+    transcriptions: TranscriptionManager | None = None
+    #: The console (None: off, docs/console.md).
+    console_sessions: ConsoleSessions | None = None
+    console_feed: ConsoleFeed | None = None
 
 
 def services(request: Request) -> Services:

@@ -1,7 +1,12 @@
 """Call Control: the commands the API runs and the events telephony reports.
 
+The domain of calls, and it speaks no HTTP: commands take the typed requests of
+:mod:`callstream.calls.requests`, return a :class:`~callstream.store.records.Receipt`
+they neither build nor read (:mod:`callstream.calls.results` says why), and refuse with
+the exceptions of :mod:`callstream.calls.exceptions`; ``api/`` renders all three.
+
 Each command on a call runs under that call's lock, so a command and a repeat of it
-(same ``command_id``) can't interleave; the answer, the state change and the webhooks
+(same ``command_id``) can't interleave; the receipt, the state change and the webhooks
 it causes are committed in one store transaction before the API replies.
 
 Locks are per key and never held across network I/O: a dial holds only its
@@ -19,64 +24,89 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
-
 from callstream.calls.events import call_event, call_identity, call_payload
 from callstream.calls.exceptions import (
     CallEnded,
+    CallNotAnswered,
     CallNotFound,
     CommandError,
     InvalidCommand,
+    UnknownApplication,
 )
-from callstream.calls.features import CallHooks, FeatureEvent
+from callstream.calls.features import CallHooks, FeatureEvent, LegMedia
 from callstream.calls.locks import KeyedLocks
 from callstream.calls.model import Call, new_record
+from callstream.calls.requests import Answer, Bridge, Command, Dial, Hangup, Reject
+from callstream.calls.results import Dialled, Done, Receipts
 from callstream.calls.state import CallEvent, CallState
 from callstream.calls.telephony import Telephony
 from callstream.store.base import Store
-from callstream.store.records import Application, CallRecord, Change, IdempotencyRecord
-from callstream.timefmt import iso, iso_now, parse_iso
+from callstream.store.records import Application, CallRecord, Change, IdempotencyRecord, Receipt
+from callstream.timefmt import iso, iso_now
 
 log = logging.getLogger(__name__)
 
-OK_BODY = b'{"data":{"result":"ok"}}'
 DIAL_KEY = ""  # idempotency scope of dial: command_id alone (spec §2)
+
+#: What a command does to its live call: it adds to ``change`` what it changed beyond
+#: the call's own record, and returns nothing (the command then answers :class:`Done`).
+Action = Callable[[Call, Change], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """An HTTP answer kept verbatim so a repeated command_id gets the same bytes."""
+class CallParts:
+    """What Call Control drives: the telephony holding SIP dialogs and RTP sockets, and
+    the feature managers (:class:`~callstream.calls.features.CallHooks`, in the order
+    they run). Each reports back to Call Control, so the composition root builds them
+    with it: :class:`CallControl` takes a function from itself to its parts."""
 
-    status: int
-    body: bytes
+    telephony: Telephony
+    hooks: tuple[CallHooks, ...] = ()
 
 
 class CallControl:
+    """The calls this process owns, the commands on them and the reports from telephony.
+
+    Args:
+        store: where calls, their webhooks and command answers are committed.
+        parts: builds the telephony and feature managers around this Call Control.
+        owner: recorded on each call row, for operators.
+        receipts: renders a command's result as the answer a repeat of it gets.
+        trunk_uri: where dialled phone numbers go (``sip:host[:port]``); None: only
+            ``sip:`` URIs can be dialled.
+        wake_webhooks: called after a commit that stored webhooks.
+        clock: Unix time, for timestamps.
+    """
+
     def __init__(
         self,
         store: Store,
+        parts: Callable[[CallControl], CallParts],
         *,
         owner: str,
+        receipts: Receipts,
+        trunk_uri: str | None = None,
         wake_webhooks: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.owner = owner
-        self.telephony: Telephony | None = None
+        self.trunk_uri = trunk_uri
         self.calls: dict[str, Call] = {}
         #: Per call id: commands and call events on one call run one at a time.
         self.call_locks = KeyedLocks()
         #: Per dial command_id: a repeated dial finds the first one's answer.
         self.dial_locks = KeyedLocks()
+        self._receipts = receipts
         self._wake = wake_webhooks
         self._clock = clock
-        self.trunk_uri: str | None = None
-        self.on_change: Callable[[Call], None] = lambda call: None
-        #: Feature managers (streaming, forking, transcription), see calls.features.
-        self.hooks: list[CallHooks] = []
         #: Called with every change once it is stored (the console's feed): every
         #: webhook event passes here. A listener must not block; one that raises is logged.
         self.commit_listeners: list[Callable[[Change], None]] = []
+        built = parts(self)
+        self.telephony = built.telephony
+        #: Feature managers (streaming, forking, transcription), see calls.features.
+        self.hooks = built.hooks
 
     # -- plumbing ----------------------------------------------------------
 
@@ -97,9 +127,7 @@ class CallControl:
     async def _resolve_app(self, connection_id: str) -> Application:
         app = await self.store.get_application(connection_id)
         if app is None or not app.active:
-            raise InvalidCommand(
-                "10015",
-                "Invalid value for connection_id",
+            raise UnknownApplication(
                 f"No active Call Control Application with id {connection_id!r}.",
                 pointer="/connection_id",
             )
@@ -114,110 +142,117 @@ class CallControl:
             raise CallNotFound(f"No call with call_control_id {call_control_id!r}.")
         raise CallEnded(f"Call {call_control_id} has already ended.")
 
-    async def run_command(
-        self,
-        call_control_id: str,
-        command_id: str | None,
-        client_state: str | None,
-        action: Callable[[Call, Change], Awaitable[Reply | None]],
-    ) -> Reply:
-        """Run ``action`` on a live call once per ``command_id``; commit what it changed."""
+    def media(self, call: Call, *, purpose: str) -> LegMedia:
+        """The answered call's media, for a feature to tap; or the one right error.
+
+        Every feature (stream, fork, transcription) asks here, so each refuses a call
+        the same way (Telnyx semantics): a call hanging up has ended; one not answered
+        yet is not answered; an answered call whose media is already gone is ending.
+
+        Args:
+            call: a live call (from :meth:`run_command` or :meth:`lock`).
+            purpose: what the feature does, for the error ("streamed", "forked"...).
+
+        Raises:
+            CallEnded: the call is hanging up, or its media has already closed.
+            CallNotAnswered: the call is not answered yet.
+        """
+        if call.state is CallState.HANGING_UP or not call.alive:
+            raise CallEnded(f"Call {call.id} is hanging up.")
+        if call.state is not CallState.ANSWERED:
+            raise CallNotAnswered(f"Call {call.id} must be answered before it is {purpose}.")
+        try:
+            return self.telephony.media(call)
+        except KeyError:
+            raise CallEnded(f"Call {call.id} has no media any more.") from None
+
+    async def run_command(self, call_control_id: str, command: Command, action: Action) -> Receipt:
+        """Run ``action`` on a live call once per ``command.command_id``; commit what it
+        changed with the command's receipt, and return that receipt (a repeat of the
+        command_id returns the first one's, and runs nothing)."""
         async with self.lock(call_control_id):
+            command_id = command.command_id
             if command_id:
                 seen = await self.store.get_idempotency(call_control_id, command_id)
                 if seen is not None:
-                    return Reply(seen.status_code, seen.body)
+                    return seen.receipt
             call = await self.live_call(call_control_id)
-            if client_state is not None:
-                call.update(client_state=client_state)
+            if command.client_state is not None:
+                call.update(client_state=command.client_state)
             change = Change()
-            reply = await action(call, change) or Reply(200, OK_BODY)
+            await action(call, change)
+            receipt = self._receipts.receipt(Done())
             change.calls.append(call.record)
             if command_id:
                 change.idempotency.append(
-                    IdempotencyRecord(
-                        call_control_id, command_id, reply.status, reply.body, iso_now()
-                    )
-                )
+                    IdempotencyRecord(call_control_id, command_id, receipt, iso_now()))
             await self.commit(change)
-            self.on_change(call)
-            return reply
-
-    def _need_telephony(self) -> Telephony:
-        if self.telephony is None:
-            raise InvalidCommand("10015", "Bad Request", "Telephony is not running.", status=422)
-        return self.telephony
+            return receipt
 
     # -- commands ----------------------------------------------------------
 
-    async def dial(self, req: dict[str, Any]) -> Reply:
-        command_id = req.get("command_id")
+    async def dial(self, req: Dial) -> Receipt:
+        command_id = req.command_id
         if command_id:
             async with self.dial_locks.hold(command_id):
                 seen = await self.store.get_idempotency(DIAL_KEY, command_id)
                 if seen is not None:
-                    return Reply(seen.status_code, seen.body)
-                call, target, reply = await self._create_outgoing(req, command_id)
+                    return seen.receipt
+                call, target, receipt = await self._create_outgoing(req, command_id)
         else:
-            call, target, reply = await self._create_outgoing(req, None)
+            call, target, receipt = await self._create_outgoing(req, None)
         # The call is stored and announced: what follows waits on the network (a
         # stream's WebSocket, SIP) and so holds no lock; a repeat of this command_id
         # now gets the stored answer.
-        from_uri = req["from"] if req["from"].startswith("sip") else _tel_uri(req["from"])
-        headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
+        from_uri = req.from_ if req.from_.startswith("sip") else _tel_uri(req.from_)
         try:
             for hook in self.hooks:
                 await hook.before_dial(call)
             if _hung_up(call):  # while its stream connected
                 await self.leg_ended(call, cause="originator_cancel", source="caller",
                                      sip_code=None)
-                return reply
-            telephony = self._need_telephony()
-            await telephony.dial(
+                return receipt
+            await self.telephony.dial(
                 call,
                 target,
                 from_uri=from_uri,
-                display_name=req.get("from_display_name"),
-                headers=headers,
+                display_name=req.from_display_name,
+                headers=list(req.custom_headers),
             )
             # A hangup while dial() awaited found no leg to end; one after it returned
             # ends it itself (dial() registers the leg after its last await).
             if _hung_up(call):
-                telephony.hangup(call, [])
+                self.telephony.hangup(call, [])
         except Exception:
             # Accepted and announced (call.initiated), so it must also end visibly.
             log.exception("dial %s to %s failed", call.id, target)
             await self.leg_ended(call, cause="unspecified", source="unknown", sip_code=None)
-        return reply
+        return receipt
 
     async def _create_outgoing(
-        self, req: dict[str, Any], command_id: str | None
-    ) -> tuple[Call, str, Reply]:
+        self, req: Dial, command_id: str | None
+    ) -> tuple[Call, str, Receipt]:
         """Check a dial, store its call and call.initiated (and its command_id's answer);
-        return the call, the SIP URI to invite and the API's answer."""
-        app = await self._resolve_app(req["connection_id"])
-        to = req["to"][0] if isinstance(req["to"], list) else req["to"]
-        target = self._target_uri(to)
-        self._need_telephony()
+        return the call, the SIP URI to invite and the dial's receipt."""
+        app = await self._resolve_app(req.connection_id)
+        target = self._target_uri(req.to)
         now = self._clock()
         record = new_record(
             direction="outgoing",
             connection_id=app.id,
-            from_=req["from"],
-            to=to,
+            from_=req.from_,
+            to=req.to,
             state=CallState.BRIDGING,
             start_time=iso(now),
             owner=self.owner,
-            client_state=req.get("client_state"),
-            webhook_url=req.get("webhook_url"),
-            details={
-                "timeout_secs": req.get("timeout_secs", 30),
-                "time_limit_secs": req.get("time_limit_secs", 14400),
-                "dial": {k: v for k, v in req.items() if k not in ("command_id",)},
-            },
+            client_state=req.client_state,
+            webhook_url=req.webhook_url,
+            # Read by telephony: how long to ring, and the call's longest life.
+            details={"timeout_secs": req.timeout_secs, "time_limit_secs": req.time_limit_secs},
         )
         call = self._adopt(record, app, CallState.BRIDGING)
-        reply = Reply(200, status_body(call.record, is_alive=False))
+        call.setup = req
+        receipt = self._receipts.receipt(Dialled(call.record))
         change = Change(
             calls=[call.record],
             events=[
@@ -226,19 +261,15 @@ class CallControl:
         )
         if command_id:
             change.idempotency.append(
-                IdempotencyRecord(DIAL_KEY, command_id, reply.status, reply.body, iso_now())
-            )
+                IdempotencyRecord(DIAL_KEY, command_id, receipt, iso_now()))
         await self.commit(change)
-        self.on_change(call)
-        return call, target, reply
+        return call, target, receipt
 
     def _target_uri(self, to: str) -> str:
         if to.lower().startswith(("sip:", "sips:")):
             return to
         if not self.trunk_uri:
             raise InvalidCommand(
-                "10015",
-                "Bad Request",
                 "Dialling a phone number needs an outbound trunk (CALLSTREAM_TRUNK_URI); "
                 "or dial a sip: URI.",
                 pointer="/to",
@@ -257,91 +288,65 @@ class CallControl:
         self.calls[record.call_control_id] = call
         return call
 
-    async def answer(self, call_control_id: str, req: dict[str, Any]) -> Reply:
-        async def action(call: Call, change: Change) -> Reply | None:
+    async def answer(self, call_control_id: str, req: Answer) -> Receipt:
+        async def action(call: Call, change: Change) -> None:
             if call.state is not CallState.PARKED:
-                raise InvalidCommand(
-                    "90018" if not call.alive else "10015",
-                    "Bad Request",
-                    f"Call is {call.state.value}; only a parked incoming call can be answered.",
-                )
-            if req.get("webhook_url"):
-                call.update(webhook_url=req["webhook_url"])
-            answer = {k: v for k, v in req.items() if k != "command_id" and v is not None}
-            call.update(details={**call.record.details, "answer": answer})
+                detail = f"Call is {call.state.value}; only a parked incoming call can be answered."
+                raise CallEnded(detail) if not call.alive else InvalidCommand(detail)
+            if req.webhook_url:
+                call.update(webhook_url=req.webhook_url)
+            call.setup = req
             call.apply(CallEvent.ANSWER)
-            self._need_telephony().answer(call)
-            return None
+            self.telephony.answer(call)
 
-        return await self.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action
-        )
+        return await self.run_command(call_control_id, req, action)
 
-    async def hangup(self, call_control_id: str, req: dict[str, Any]) -> Reply:
-        async def action(call: Call, change: Change) -> Reply | None:
+    async def hangup(self, call_control_id: str, req: Hangup) -> Receipt:
+        async def action(call: Call, change: Change) -> None:
             if call.state is CallState.HANGING_UP:
-                return None
+                return
             call.apply(CallEvent.HANGUP)
-            headers = [(h["name"], h["value"]) for h in req.get("custom_headers") or []]
             call.update(details={**call.record.details, "hangup_requested": True})
-            self._need_telephony().hangup(call, headers)
-            return None
+            self.telephony.hangup(call, list(req.custom_headers))
 
-        return await self.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action
-        )
+        return await self.run_command(call_control_id, req, action)
 
-    async def reject(self, call_control_id: str, req: dict[str, Any]) -> Reply:
-        async def action(call: Call, change: Change) -> Reply | None:
+    async def reject(self, call_control_id: str, req: Reject) -> Receipt:
+        async def action(call: Call, change: Change) -> None:
             if call.state is not CallState.PARKED:
-                raise InvalidCommand(
-                    "10015", "Bad Request", "Only a parked incoming call can be rejected."
-                )
+                raise InvalidCommand("Only a parked incoming call can be rejected.")
             call.apply(CallEvent.HANGUP)
-            status, reason = (486, "Busy Here") if req["cause"] == "USER_BUSY" else (
+            status, reason = (486, "Busy Here") if req.cause == "USER_BUSY" else (
                 603, "Decline")
             call.update(details={**call.record.details, "hangup_requested": True})
-            self._need_telephony().reject(call, status, reason)
-            return None
+            self.telephony.reject(call, status, reason)
 
-        return await self.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action
-        )
+        return await self.run_command(call_control_id, req, action)
 
-    async def bridge(self, call_control_id: str, req: dict[str, Any]) -> Reply:
-        other_id = req["call_control_id"]
+    async def bridge(self, call_control_id: str, req: Bridge) -> Receipt:
+        other_id = req.call_control_id
 
-        async def action(call: Call, change: Change) -> Reply | None:
+        async def action(call: Call, change: Change) -> None:
             other = self.calls.get(other_id)
             if other is None or not other.alive:
-                raise InvalidCommand(
-                    "90015", "Invalid Call Control ID",
-                    f"No live call {other_id!r} to bridge with.", pointer="/call_control_id",
-                )
+                raise CallNotFound(f"No live call {other_id!r} to bridge with.",
+                                   pointer="/call_control_id")
             if other is call:
-                raise InvalidCommand(
-                    "10015", "Bad Request", "A call can't be bridged with itself.",
-                    pointer="/call_control_id",
-                )
+                raise InvalidCommand("A call can't be bridged with itself.",
+                                     pointer="/call_control_id")
             for leg in (call, other):
                 if leg.state is not CallState.ANSWERED:
-                    raise InvalidCommand(
-                        "90034", "Call not answered yet",
-                        f"Call {leg.id} must be answered before it is bridged.",
-                    )
+                    raise CallNotAnswered(f"Call {leg.id} must be answered before it is bridged.")
             call.bridged_with, other.bridged_with = other.id, call.id
-            self._need_telephony().bridge(call, other)
+            self.telephony.bridge(call, other)
             now = self._clock()
             for leg in (call, other):
                 change.events.append(
                     call_event(leg, "call.bridged", call_payload(leg, **call_identity(leg)), now)
                 )
             change.calls.append(other.record)
-            return None
 
-        return await self.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action
-        )
+        return await self.run_command(call_control_id, req, action)
 
     # -- reports from telephony ----------------------------------------------
 
@@ -373,7 +378,6 @@ class CallControl:
         await self.commit(
             Change(calls=[call.record], events=[call_event(call, "call.initiated", payload, now)])
         )
-        self.on_change(call)
         return call
 
     async def leg_answered(self, call: Call, media: dict[str, Any]) -> None:
@@ -388,7 +392,6 @@ class CallControl:
                 Change(calls=[call.record], events=[call_event(call, "call.answered", payload,
                                                                now)])
             )
-            self.on_change(call)
             log.info("call %s: answered (%s, %s to %s, codec %s/%s)", call.id,
                      call.record.direction, call.record.from_, call.record.to,
                      media.get("codec", "?"), media.get("sampling_rate", "?"),
@@ -446,7 +449,6 @@ class CallControl:
             self.calls.pop(call.id, None)
             if call.bridged_with and (peer := self.calls.get(call.bridged_with)):
                 peer.bridged_with = None
-            self.on_change(call)
 
     @staticmethod
     def _detach_features(call: Call) -> list[FeatureEvent]:
@@ -512,7 +514,7 @@ class CallControl:
         for call in list(self.calls.values()):
             if call.alive and call.state is not CallState.HANGING_UP:
                 try:
-                    await self.hangup(call.id, {})
+                    await self.hangup(call.id, Hangup())
                 except CommandError:
                     continue
 
@@ -524,28 +526,3 @@ def _hung_up(call: Call) -> bool:
 
 def _tel_uri(number: str) -> str:
     return f"sip:{number}@callstream.invalid"
-
-
-def status_body(record: CallRecord, *, is_alive: bool | None = None) -> bytes:
-    return orjson.dumps({"data": status_dict(record, is_alive=is_alive)})
-
-
-def status_dict(record: CallRecord, *, is_alive: bool | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "call_control_id": record.call_control_id,
-        "call_leg_id": record.call_leg_id,
-        "call_session_id": record.call_session_id,
-        "is_alive": record.is_alive if is_alive is None else is_alive,
-        "record_type": "call",
-        "client_state": record.client_state,
-        "start_time": record.start_time,
-        "end_time": record.end_time,
-        "connection_id": record.connection_id,
-        "direction": record.direction,
-        "from": record.from_,
-        "to": record.to,
-        "state": record.state,
-    }
-    if record.end_time:
-        data["call_duration"] = int(parse_iso(record.end_time) - parse_iso(record.start_time))
-    return data

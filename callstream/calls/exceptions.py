@@ -1,19 +1,31 @@
-"""Errors a call command can end in, each carrying its Telnyx error code.
+"""Why a call command was refused: domain errors, each naming the field at fault.
 
-CommandError                 the application asked for something we can't do (HTTP 4xx)
- ├── CallNotFound            90015: no call with that call_control_id
- ├── CallEnded               90018: the call has already ended
- ├── CallNotAnswered         90034: the command needs an answered call
- └── InvalidCommand          any other refusal, with the code and field it names
+They say what went wrong in the domain's words; ``api/errors.py`` holds the one table
+that renders each class as an HTTP status and a Telnyx error code. Every one carries a
+``detail`` sentence for the user and, where one field is at fault, its JSON ``pointer``.
+
+CommandError                  the application asked for something we can't do
+ ├── CallNotFound             no call with that call_control_id
+ ├── CallEnded                the call has ended or is hanging up
+ ├── CallNotAnswered          the command needs an answered call
+ ├── InvalidCommand           the call can't take this command in its present state
+ ├── InvalidValue             a field's value can't be used (an address, a target)
+ ├── MissingParameter         a field the command needs is absent
+ ├── UnsupportedValue         a value this server does not offer
+ ├── UnknownApplication       connection_id names no active application
+ ├── DestinationRefused       the outbound policy refuses the address
+ ├── NoSuchResource           no stream (or other sub-resource) by that id
+ ├── StreamLimit              the call already carries all the streams it may
+ ├── NotForked                fork_stop on a call without a fork
+ ├── AlreadyTranscribing      transcription_start on a call already transcribed
+ └── TranscriptionUnavailable the transcription engine or model can't be loaded
 """
 
 from __future__ import annotations
 
 
 class CommandError(Exception):
-    status = 422
-    code = "10015"
-    title = "Bad Request"
+    """A refused command: ``detail`` for the user, ``pointer`` to the field at fault."""
 
     def __init__(self, detail: str, *, pointer: str | None = None) -> None:
         super().__init__(detail)
@@ -22,25 +34,56 @@ class CommandError(Exception):
 
 
 class CallNotFound(CommandError):
-    code = "90015"
-    title = "Invalid Call Control ID"
+    pass
 
 
 class CallEnded(CommandError):
-    code = "90018"
-    title = "Call has already ended"
+    pass
 
 
 class CallNotAnswered(CommandError):
-    code = "90034"
-    title = "Call not answered yet"
+    pass
 
 
 class InvalidCommand(CommandError):
-    def __init__(
-        self, code: str, title: str, detail: str, *, pointer: str | None = None, status: int = 422
-    ) -> None:
-        super().__init__(detail, pointer=pointer)
-        self.code = code
-        self.title = title
-        self.status = status
+    pass
+
+
+class InvalidValue(CommandError):
+    pass
+
+
+class MissingParameter(CommandError):
+    pass
+
+
+class UnsupportedValue(CommandError):
+    pass
+
+
+class UnknownApplication(CommandError):
+    pass
+
+
+class DestinationRefused(CommandError):
+    pass
+
+
+class NoSuchResource(CommandError):
+    pass
+
+
+class StreamLimit(CommandError):
+    pass
+
+
+class NotForked(CommandError):
+    pass
+
+
+class AlreadyTranscribing(CommandError):
+    pass
+
+
+class TranscriptionUnavailable(CommandError):
+    pass

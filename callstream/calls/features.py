@@ -10,11 +10,13 @@ as the call or until it is stopped. Two seams connect features to Call Control:
   *before* ``call.hangup``, in the same transaction.
 * :class:`CallHooks` — a feature manager's reaction to a call's life: ``before_dial``
   (``stream_establish_before_call_originate``) and ``answered`` (start what ``dial``
-  or ``answer`` asked for: ``stream_url``, ``transcription``...). The request bodies
-  are in ``call.record.details["dial"]`` / ``["answer"]``.
+  or ``answer`` asked for: ``stream_url``, ``transcription``...). The request is
+  ``call.setup``, a typed :class:`~callstream.calls.requests.Dial` or
+  :class:`~callstream.calls.requests.Answer`.
 
-Managers reach a call's media through :meth:`Telephony.media`, which returns a
-:class:`LegMedia`.
+Managers reach a call's media through :meth:`CallControl.media`, which returns a
+:class:`LegMedia` or raises the one error every feature answers (call ended, not
+answered yet).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from callstream.store.records import CallRecord
 
 if TYPE_CHECKING:
     from callstream.calls.features import Feature
+    from callstream.calls.requests import Answer, Dial
 
 
 def new_call_control_id() -> str:
@@ -30,6 +31,9 @@ class Call:
     #: What the switch keeps for this leg (SIP handle, media leg); opaque here.
     leg: Any = None
     bridged_with: str | None = None
+    #: The dial that placed this call, or the answer that took it: the stream and
+    #: transcription it asked for start once the call is answered (calls.features).
+    setup: Dial | Answer | None = None
     #: Running media features (streams, forks, transcriptions), see calls.features.
     features: dict[str, Feature] = field(default_factory=dict)
 

@@ -263,15 +263,14 @@ class ConsoleFeed:
         come and go."""
         live: dict[str, tuple[MediaHub, str]] = {}
         telephony = self.calls.telephony
-        if telephony is not None:
-            for call in list(self.calls.calls.values()):
-                if not call.alive:
-                    continue
-                try:
-                    media = telephony.media(call)
-                except KeyError:
-                    continue
-                live[call.id] = (media.hub, media.leg)
+        for call in list(self.calls.calls.values()):
+            if not call.alive:
+                continue
+            try:
+                media = telephony.media(call)
+            except KeyError:
+                continue
+            live[call.id] = (media.hub, media.leg)
         for call_id in [c for c in self._meters if live.get(c) != (
                 self._meters[c].hub, self._meters[c].leg)]:
             self._meters.pop(call_id).subscription.close()

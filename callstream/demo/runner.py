@@ -55,7 +55,6 @@ from callstream.media.codecs.g711 import ulaw_encode
 from callstream.server import Server
 from callstream.store.exceptions import StoreInUse
 from callstream.transcription.engine import EngineUnavailable
-from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.exceptions import SigningKeyError
 from callstream.webhooks.signing import load_signer
 
@@ -279,13 +278,12 @@ class Demo:
 
     async def _warm_transcription(self) -> None:
         """Load the Whisper model now, so the first call's transcript is not late."""
-        assert self.server is not None and self.server.calls is not None and self.settings
-        for hook in self.server.calls.hooks:
-            if isinstance(hook, TranscriptionManager):
-                try:
-                    await hook.engine(self.settings.transcription_model)
-                except EngineUnavailable as exc:  # transcription_start will say so too
-                    self.out(f"warning: transcription is unavailable: {exc}")
+        assert self.server is not None and self.settings
+        if self.server.transcriptions is not None:
+            try:
+                await self.server.transcriptions.engine(self.settings.transcription_model)
+            except EngineUnavailable as exc:  # transcription_start will say so too
+                self.out(f"warning: transcription is unavailable: {exc}")
 
     def banner(self) -> None:
         assert self.settings is not None

@@ -9,7 +9,7 @@ Two modes:
   the ``call_leg_id``.
 
 Both commands run through :meth:`CallControl.run_command`, so ``command_id``
-idempotency, 90015 and 90018 behave as for every other action, and
+idempotency, unknown and ended calls behave as for every other action, and
 ``call.fork.started`` / ``call.fork.stopped`` are stored in the command's own
 transaction. A host name is resolved once, here, never per packet, and the address
 is checked against the outbound policy (:mod:`callstream.outbound`). A call has at
@@ -25,13 +25,18 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-from callstream.calls.control import CallControl, Reply
+from callstream.calls.control import CallControl
 from callstream.calls.events import call_event, call_payload
-from callstream.calls.exceptions import CallEnded, CallNotAnswered, InvalidCommand
+from callstream.calls.exceptions import (
+    DestinationRefused,
+    InvalidCommand,
+    InvalidValue,
+    MissingParameter,
+    NotForked,
+)
 from callstream.calls.model import Call
-from callstream.calls.state import CallState
+from callstream.calls.requests import ForkStart, ForkStop
 from callstream.forking.metrics import FORK_STATS
 from callstream.forking.sender import ForkStats, PathSpec, RtpFork, SockAddr
 from callstream.forking.strep import StrepDirection, StrepHeader, StrepLeg
@@ -39,7 +44,7 @@ from callstream.forking.target import ForkTarget, InvalidTarget, parse_target
 from callstream.outbound.connect import resolve
 from callstream.outbound.metrics import OUTBOUND_DENIED
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundDenied, OutboundPolicy
-from callstream.store.records import Change
+from callstream.store.records import Change, Receipt
 
 __all__ = ["FEATURE_KEY", "RESOLVE_TIMEOUT_SECS", "ForkManager"]
 
@@ -78,27 +83,15 @@ class ForkManager:
     async def answered(self, call: Call) -> None:
         return None
 
-    async def start(self, call_control_id: str, req: dict[str, Any]) -> Reply:
-        """Run ``fork_start``; ``req`` is the validated body (targets still strings)."""
+    async def start(self, call_control_id: str, req: ForkStart) -> Receipt:
+        """Run ``fork_start`` (targets still strings: resolved here)."""
         targets = _targets(req)
-        stream_type = req.get("stream_type") or ("raw" if "target" in targets else "decrypted")
+        stream_type = req.stream_type or ("raw" if "target" in targets else "decrypted")
 
-        async def action(call: Call, change: Change) -> Reply | None:
-            if call.state is CallState.HANGING_UP:
-                raise CallEnded(f"Call {call.id} is hanging up.")
-            if call.state is not CallState.ANSWERED:
-                raise CallNotAnswered(f"Call {call.id} must be answered before it is forked.")
+        async def action(call: Call, change: Change) -> None:
+            media = self.calls.media(call, purpose="forked")
             if FEATURE_KEY in call.features:
-                raise InvalidCommand(
-                    "10015", "Bad Request",
-                    "Call is already forked; stop the fork with fork_stop first.")
-            telephony = self.calls.telephony
-            if telephony is None:
-                raise InvalidCommand("10015", "Bad Request", "Telephony is not running.")
-            try:
-                media = telephony.media(call)
-            except KeyError:
-                raise CallEnded(f"Call {call.id} has no media any more.") from None
+                raise InvalidCommand("Call is already forked; stop the fork with fork_stop first.")
             resolved = {name: await self._resolve(name, target)
                         for name, target in targets.items()}
             paths = _paths(call, resolved)
@@ -107,37 +100,31 @@ class ForkManager:
                                stats=self.stats, call_control_id=call.id)
             except OSError as exc:
                 name = next(iter(targets))
-                raise InvalidCommand(
-                    "10015", "Invalid value", f"Cannot send to {targets[name]}: {exc}.",
-                    pointer=f"/{name}") from exc
+                raise InvalidValue(f"Cannot send to {targets[name]}: {exc}.",
+                                   pointer=f"/{name}") from exc
             call.features[FEATURE_KEY] = fork
             change.events.append(call_event(
                 call, "call.fork.started", call_payload(call, stream_type=stream_type),
                 self._clock()))
-            return None
 
-        return await self.calls.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action)
+        return await self.calls.run_command(call_control_id, req, action)
 
-    async def stop(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+    async def stop(self, call_control_id: str, req: ForkStop) -> Receipt:
         """Run ``fork_stop``. Its ``stream_type`` is accepted but not matched: forks of
         either type carry the same bytes here (no SRTP), and the SDK's default
         (``raw``) differs from fork_start's (``decrypted``)."""
 
-        async def action(call: Call, change: Change) -> Reply | None:
+        async def action(call: Call, change: Change) -> None:
             fork = call.features.get(FEATURE_KEY)
             if not isinstance(fork, RtpFork):
-                raise InvalidCommand("90031", "Call is not currently forked",
-                                     f"Call {call.id} has no fork to stop.")
+                raise NotForked(f"Call {call.id} has no fork to stop.")
             del call.features[FEATURE_KEY]
             now = self._clock()
             for event_type, extra in fork.stop():
                 change.events.append(call_event(call, event_type, call_payload(call, **extra),
                                                 now))
-            return None
 
-        return await self.calls.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action)
+        return await self.calls.run_command(call_control_id, req, action)
 
     async def _resolve(self, name: str, target: ForkTarget) -> tuple[int, SockAddr]:
         """One address for ``target``: the literal, or the first UDP result of DNS.
@@ -152,36 +139,33 @@ class ForkManager:
         except OutboundDenied as exc:
             OUTBOUND_DENIED.labels("request").inc()
             log.warning("fork %s %s refused: %s", name, target, exc)
-            raise InvalidCommand("10015", "Destination not allowed",
-                                 f"Refused destination: {exc}.", pointer=f"/{name}") from exc
+            raise DestinationRefused(f"Refused destination: {exc}.",
+                                     pointer=f"/{name}") from exc
         except (OSError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            raise InvalidCommand(
-                "10015", "Invalid value", f"Cannot resolve host {target.host!r}: {reason}.",
-                pointer=f"/{name}") from exc
+            raise InvalidValue(f"Cannot resolve host {target.host!r}: {reason}.",
+                               pointer=f"/{name}") from exc
         return found[0].family, found[0].sockaddr
 
 
-def _targets(req: dict[str, Any]) -> dict[str, ForkTarget]:
-    """The destinations by field name, or the Telnyx error for a bad combination."""
-    given = {name: req.get(name) for name in ("target", "rx", "tx") if req.get(name)}
+def _targets(req: ForkStart) -> dict[str, ForkTarget]:
+    """The destinations by field name, or the error for a bad combination."""
+    fields = {"target": req.target, "rx": req.rx, "tx": req.tx}
+    given = {name: value for name, value in fields.items() if value}
     if "target" in given and ("rx" in given or "tx" in given):
-        raise InvalidCommand("10015", "Invalid value",
-                             "Give either target or rx and tx, not both.", pointer="/target")
+        raise InvalidValue("Give either target or rx and tx, not both.", pointer="/target")
     if "target" not in given:
         for name in ("rx", "tx"):
             if name not in given:
-                raise InvalidCommand(
-                    "10004", "Missing required parameter",
+                raise MissingParameter(
                     f"The '{name}' parameter is required (rx and tx, or target).",
                     pointer=f"/{name}")
     out = {}
     for name, value in given.items():
         try:
-            out[name] = parse_target(str(value))
+            out[name] = parse_target(value)
         except InvalidTarget as exc:  # the schema checks this too; keep the core honest
-            raise InvalidCommand("10015", "Invalid value", f"{name} {exc}.",
-                                 pointer=f"/{name}") from exc
+            raise InvalidValue(f"{name} {exc}.", pointer=f"/{name}") from exc
     return out
 
 

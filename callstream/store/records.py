@@ -76,13 +76,21 @@ class CallResource:
 
 
 @dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the API answered a command, kept so a repeat of its ``command_id`` gets the
+    same bytes. ``api/`` renders it; Call Control stores it and hands it back unread."""
+
+    status_code: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
     """The answer given to ``command_id`` on a call (``call_control_id`` is "" for dial)."""
 
     call_control_id: str
     command_id: str
-    status_code: int
-    body: bytes
+    receipt: Receipt
     created_at: str
 
 

@@ -36,6 +36,7 @@ from callstream.store.records import (
     Change,
     IdempotencyRecord,
     OutboxStatus,
+    Receipt,
 )
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,8 @@ class SqlStore:
                         {
                             "call_control_id": rec.call_control_id,
                             "command_id": rec.command_id,
-                            "status_code": rec.status_code,
-                            "body": rec.body,
+                            "status_code": rec.receipt.status_code,
+                            "body": rec.receipt.body,
                             "created_at": rec.created_at,
                         },
                         ["call_control_id", "command_id"],
@@ -380,8 +381,7 @@ class SqlStore:
         return IdempotencyRecord(
             call_control_id=m["call_control_id"],
             command_id=m["command_id"],
-            status_code=m["status_code"],
-            body=bytes(m["body"]),
+            receipt=Receipt(m["status_code"], bytes(m["body"])),
             created_at=m["created_at"],
         )
 

@@ -3,8 +3,8 @@
 :class:`StreamManager` is ``Services.streams`` and one of ``CallControl.hooks``:
 
 * ``streaming_start`` / ``streaming_stop`` (and TeXML ``Streams.json``) run as call
-  commands through :meth:`CallControl.run_command` (``command_id`` idempotency, 90015,
-  90018 behave as for every action);
+  commands through :meth:`CallControl.run_command` (``command_id`` idempotency, unknown
+  and ended calls behave as for every action);
 * :meth:`before_dial` opens the WebSocket before the INVITE when the dial asked for
   ``stream_establish_before_call_originate``; :meth:`answered` starts (or, for such an
   early stream, goes on with) the stream of a dial or answer carrying ``stream_url``;
@@ -13,6 +13,15 @@
 
 Each running stream is a :class:`~callstream.streaming.session.StreamSession` kept in
 ``call.features["stream:<id>"]``.
+
+The path of ``streaming_start``, end to end: the route converts its body once into a
+:class:`~callstream.calls.requests.StreamingStart` and calls :meth:`StreamManager.start`;
+that runs :meth:`_start_now` as a command (``CallControl.run_command``: the call's lock,
+``command_id``, the commit); :meth:`_start_now` takes the call's media from
+:meth:`CallControl.media` (or its one error), opens the session on it and records the
+stream resource in the command's change. The session connects in its own task and
+reports ``streaming.started``/``failed``/``stopped`` through :meth:`emit`, which commits
+the webhook rows (:func:`~callstream.calls.events.call_event`) and the resource.
 """
 
 from __future__ import annotations
@@ -24,17 +33,23 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from callstream.calls.control import CallControl, Reply
-from callstream.calls.events import call_event, call_payload
-from callstream.calls.exceptions import CallNotAnswered, CommandError, InvalidCommand
+from callstream.calls.control import CallControl
+from callstream.calls.events import call_event, call_payload, texml_stream_event
+from callstream.calls.exceptions import CommandError, NoSuchResource, StreamLimit
 from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
-from callstream.calls.state import CallState
+from callstream.calls.requests import (
+    Dial,
+    StreamingStart,
+    StreamingStop,
+    StreamSpec,
+    TexmlCallback,
+)
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
-from callstream.store.records import CallResource, Change, OutboxEvent
+from callstream.store.records import CallResource, Change, OutboxEvent, Receipt
 from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
 from callstream.timefmt import iso_now
-from callstream.webhooks.payloads import BodyFormat, StreamEvent, make_texml_stream_callback
+from callstream.webhooks.payloads import StreamEvent
 
 __all__ = ["MAX_STREAMS_PER_CALL", "StreamManager"]
 
@@ -51,27 +66,22 @@ TEXML_EVENTS = {
 }
 
 
-def stream_params(req: dict[str, Any], *, stream_id: str | None = None,
-                  texml: dict[str, Any] | None = None) -> StreamParams:
-    """Build the params of a validated request body (streaming_start, dial or answer)."""
-    bidi_keys = ("stream_bidirectional_mode", "stream_bidirectional_codec",
-                 "stream_bidirectional_sampling_rate", "stream_bidirectional_target_legs")
-    custom = {p["name"]: p["value"] for p in req.get("custom_parameters") or []}
+def stream_params(spec: StreamSpec, *, client_state: str | None,
+                  texml: TexmlCallback | None = None) -> StreamParams:
+    """A new stream's params: the request's, with the spec's defaults for what it left out."""
     return StreamParams(
-        stream_id=stream_id or str(uuid.uuid4()),
-        stream_url=req["stream_url"],
-        stream_track=req.get("stream_track") or "inbound_track",
-        stream_codec=req.get("stream_codec") or "default",
-        bidirectional=any(req.get(k) is not None for k in bidi_keys),
-        stream_bidirectional_mode=req.get("stream_bidirectional_mode") or "mp3",
-        stream_bidirectional_codec=req.get("stream_bidirectional_codec") or "PCMU",
-        stream_bidirectional_sampling_rate=int(
-            req.get("stream_bidirectional_sampling_rate") or 8000),
-        stream_bidirectional_target_legs=req.get("stream_bidirectional_target_legs")
-        or "opposite",
-        stream_auth_token=req.get("stream_auth_token"),
-        custom_parameters=custom,
-        client_state=req.get("client_state"),
+        stream_id=str(uuid.uuid4()),
+        stream_url=spec.stream_url,
+        stream_track=spec.stream_track,
+        stream_codec=spec.stream_codec,
+        bidirectional=spec.bidirectional,
+        stream_bidirectional_mode=spec.stream_bidirectional_mode or "mp3",
+        stream_bidirectional_codec=spec.stream_bidirectional_codec or "PCMU",
+        stream_bidirectional_sampling_rate=spec.stream_bidirectional_sampling_rate or 8000,
+        stream_bidirectional_target_legs=spec.stream_bidirectional_target_legs or "opposite",
+        stream_auth_token=spec.stream_auth_token,
+        custom_parameters=dict(spec.custom_parameters),
+        client_state=client_state,
         texml=texml,
     )
 
@@ -97,24 +107,13 @@ class StreamManager:
     def streams(call: Call) -> list[StreamSession]:
         return [f for f in call.features.values() if isinstance(f, StreamSession)]
 
-    def _media(self, call: Call) -> LegMedia:
-        telephony = self.calls.telephony
-        if telephony is None:
-            raise InvalidCommand("10015", "Bad Request", "Telephony is not running.")
-        try:
-            return telephony.media(call)
-        except KeyError:
-            raise CallNotAnswered(f"Call {call.id} has no media yet.") from None
-
     def _check_limits(self, call: Call, params: StreamParams) -> None:
         streams = self.streams(call)
         if len(streams) >= MAX_STREAMS_PER_CALL:
-            raise InvalidCommand(
-                "90045", "Media Streaming is used",
+            raise StreamLimit(
                 f"A call carries at most {MAX_STREAMS_PER_CALL} streams.", pointer="/stream_url")
         if params.bidirectional and any(s.params.bidirectional for s in streams):
-            raise InvalidCommand(
-                "90045", "Media Streaming is used",
+            raise StreamLimit(
                 "The call already has a bidirectional stream; only one is allowed.",
                 pointer="/stream_bidirectional_mode")
 
@@ -133,20 +132,16 @@ class StreamManager:
 
     # -- commands ------------------------------------------------------------------------
 
-    async def start(self, call_control_id: str, req: dict[str, Any]) -> Reply:
-        """``streaming_start``: 200 at once; the stream connects in its own task."""
+    async def start(self, call_control_id: str, req: StreamingStart) -> Receipt:
+        """``streaming_start``: answered at once; the stream connects in its own task."""
 
-        async def action(call: Call, change: Change) -> Reply | None:
-            self._start_now(call, change, stream_params(req))
-            return None
+        async def action(call: Call, change: Change) -> None:
+            self._start_now(call, change, stream_params(req.stream, client_state=req.client_state))
 
-        return await self.calls.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action)
+        return await self.calls.run_command(call_control_id, req, action)
 
     def _start_now(self, call: Call, change: Change, params: StreamParams) -> StreamSession:
-        if call.state is not CallState.ANSWERED:
-            raise CallNotAnswered(f"Call {call.id} must be answered before it is streamed.")
-        media = self._media(call)
+        media = self.calls.media(call, purpose="streamed")
         self._check_limits(call, params)
         session = self._new_session(call, params)
         session.attach(media)
@@ -154,24 +149,20 @@ class StreamManager:
         change.resources.append(self._resource(session, "connecting"))
         return session
 
-    async def stop(self, call_control_id: str, req: dict[str, Any]) -> Reply:
+    async def stop(self, call_control_id: str, req: StreamingStop) -> Receipt:
         """``streaming_stop``: one stream (``stream_id``) or all of them."""
-        stream_id = req.get("stream_id")
 
-        async def action(call: Call, change: Change) -> Reply | None:
-            await self._stop_now(call, change, stream_id)
-            return None
+        async def action(call: Call, change: Change) -> None:
+            await self._stop_now(call, change, req.stream_id)
 
-        return await self.calls.run_command(
-            call_control_id, req.get("command_id"), req.get("client_state"), action)
+        return await self.calls.run_command(call_control_id, req, action)
 
     async def _stop_now(self, call: Call, change: Change, stream_id: str | None) -> None:
         streams = self.streams(call)
         if stream_id is not None:
             streams = [s for s in streams if s.id == stream_id]
             if not streams:
-                raise InvalidCommand("10005", "Resource not found",
-                                     f"No running stream {stream_id!r} on this call.",
+                raise NoSuchResource(f"No running stream {stream_id!r} on this call.",
                                      pointer="/stream_id")
         now = time.time()
         for session in streams:
@@ -183,52 +174,31 @@ class StreamManager:
 
     # -- TeXML --------------------------------------------------------------------------
 
-    async def texml_start(self, account_sid: str, call_sid: str,
-                          body: dict[str, Any]) -> dict[str, Any]:
-        req: dict[str, Any] = {"stream_url": body["Url"], "stream_track": body.get("Track")}
-        if body.get("BidirectionalMode") or body.get("BidirectionalCodec"):
-            req["stream_bidirectional_mode"] = body.get("BidirectionalMode") or "mp3"
-            req["stream_bidirectional_codec"] = body.get("BidirectionalCodec") or "PCMU"
-        texml = {"account_sid": account_sid, "name": body.get("Name"),
-                 "status_callback": body.get("StatusCallback"),
-                 "status_callback_method": body.get("StatusCallbackMethod") or "POST"}
-        params = stream_params(req, texml=texml)
+    async def texml_start(self, call_sid: str, req: StreamingStart) -> str:
+        """TeXML ``Streams.json``: start a stream as streaming_start does; its id."""
+        params = stream_params(req.stream, client_state=None, texml=req.texml)
 
-        async def action(call: Call, change: Change) -> Reply | None:
+        async def action(call: Call, change: Change) -> None:
             self._start_now(call, change, params)
-            return None
 
-        await self.calls.run_command(call_sid, None, None, action)
-        return texml_object(account_sid, call_sid, params.stream_id, "in-progress",
-                            name=body.get("Name"))
+        await self.calls.run_command(call_sid, req, action)
+        return params.stream_id
 
-    async def texml_stop(self, account_sid: str, call_sid: str, sid: str) -> dict[str, Any]:
-        async def action(call: Call, change: Change) -> Reply | None:
+    async def texml_stop(self, call_sid: str, sid: str) -> None:
+        """TeXML ``Streams/{sid}.json`` with ``Status=stopped``."""
+        async def action(call: Call, change: Change) -> None:
             await self._stop_now(call, change, sid)
-            return None
 
-        await self.calls.run_command(call_sid, None, None, action)
-        return texml_object(account_sid, call_sid, sid, "stopped")
+        await self.calls.run_command(call_sid, StreamingStop(stream_id=sid), action)
 
     def _texml_events(self, session: StreamSession, event_type: str, extra: dict[str, Any],
                       now: float) -> list[OutboxEvent]:
         texml = session.params.texml
-        if not texml or not texml.get("status_callback") or event_type not in TEXML_EVENTS:
+        if texml is None or not texml.status_callback or event_type not in TEXML_EVENTS:
             return []
-        rec = session.call.record
-        data = make_texml_stream_callback(
-            account_sid=texml["account_sid"], call_sid=rec.call_control_id,
-            stream_event=TEXML_EVENTS[event_type], stream_sid=session.id, now=now,
-            stream_name=texml.get("name"),
-            stream_error=extra.get("failure_reason") if event_type == "streaming.failed"
-            else None,
-        )
-        return [OutboxEvent(
-            id=data["id"], event_type=data["event_type"], ordering_key=rec.call_session_id,
-            data=data, url=texml["status_callback"], method=texml["status_callback_method"],
-            content_type=BodyFormat.FORM.value, call_control_id=rec.call_control_id,
-            timeout_secs=session.call.webhook_timeout_secs,
-        )]
+        error = extra.get("failure_reason") if event_type == "streaming.failed" else None
+        return [texml_stream_event(session.call, texml, TEXML_EVENTS[event_type], session.id,
+                                   now, error=error)]
 
     # -- StreamHost: what sessions call back ----------------------------------------------
 
@@ -262,8 +232,8 @@ class StreamManager:
         call = session.call
         if call.bridged_with and (other := self.calls.calls.get(call.bridged_with)):
             try:
-                peer = self._media(other)
-            except Exception:
+                peer = self.calls.media(other, purpose="heard")
+            except CommandError:
                 peer = None
         legs = session.params.stream_bidirectional_target_legs
         if peer is None or legs == "self":
@@ -275,13 +245,14 @@ class StreamManager:
     # -- CallHooks ---------------------------------------------------------------------
 
     async def before_dial(self, call: Call) -> None:
-        req = call.record.details.get("dial") or {}
-        if not req.get("stream_url") or not req.get("stream_establish_before_call_originate"):
+        req = call.setup
+        if not isinstance(req, Dial) or req.stream is None or (
+                not req.stream_establish_before_call_originate):
             return
+        params = stream_params(req.stream, client_state=req.client_state)
         try:
-            params = stream_params(req)
             self._check_limits(call, params)
-        except InvalidCommand:
+        except StreamLimit:
             return
         session = self._new_session(call, params)
         session.start()
@@ -289,14 +260,13 @@ class StreamManager:
         await session.wait_connected()
 
     async def answered(self, call: Call) -> None:
-        details = call.record.details
-        req = details.get("answer" if call.record.direction == "incoming" else "dial") or {}
-        if not req.get("stream_url"):
+        req = call.setup
+        if req is None or req.stream is None:
             return
         early = [s for s in self.streams(call) if s.media is None]
         try:
-            media = self._media(call)
-        except Exception:
+            media = self.calls.media(call, purpose="streamed")
+        except CommandError:
             log.warning("call %s answered without media; its stream cannot start", call.id)
             return
         if early:
@@ -306,20 +276,10 @@ class StreamManager:
         try:
             async with self.calls.lock(call.id):  # so a stop can't interleave
                 change = Change()
-                self._start_now(call, change, stream_params(req))
+                self._start_now(call, change,
+                                stream_params(req.stream, client_state=req.client_state))
                 await self.calls.commit(change)
         except CommandError as exc:
             log.warning("call %s: stream of %s not started: %s", call.id,
                         call.record.direction, exc.detail)
 
-
-def texml_object(account_sid: str, call_sid: str, sid: str, status: str, *,
-                 name: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "account_sid": account_sid, "call_sid": call_sid, "sid": sid,
-        "status": status, "date_updated": iso_now(),
-        "uri": f"/v2/texml/Accounts/{account_sid}/Calls/{call_sid}/Streams/{sid}.json",
-    }
-    if name is not None or status != "stopped":
-        out["name"] = name
-    return out

@@ -58,6 +58,7 @@ from websockets.uri import parse_uri
 
 from callstream.calls.features import FeatureEvent, LegMedia
 from callstream.calls.model import Call
+from callstream.calls.requests import TexmlCallback
 from callstream.media.codecs import get_codec
 from callstream.media.hub import Track
 from callstream.outbound.connect import connect_tcp
@@ -105,7 +106,7 @@ class StreamParams:
     custom_parameters: dict[str, str] = field(default_factory=dict)
     client_state: str | None = None
     #: TeXML streams: where stream-started/stopped/error callbacks go.
-    texml: dict[str, Any] | None = None
+    texml: TexmlCallback | None = None
 
     def public(self) -> dict[str, Any]:
         """The params as stored with the stream (no token)."""

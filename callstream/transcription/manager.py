@@ -32,12 +32,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from callstream.calls.exceptions import CallNotAnswered, InvalidCommand
+from callstream.calls.exceptions import (
+    AlreadyTranscribing,
+    InvalidCommand,
+    TranscriptionUnavailable,
+    UnsupportedValue,
+)
 from callstream.calls.features import FeatureEvent, LegMedia
 from callstream.calls.model import Call
-from callstream.calls.state import CallState
+from callstream.calls.requests import TranscriptionSpec, TranscriptionStart, TranscriptionStop
 from callstream.media.transport import TapReader
 from callstream.transcription import metrics
 from callstream.transcription.engine import (
@@ -57,9 +62,9 @@ from callstream.transcription.models import (
 )
 
 if TYPE_CHECKING:
-    from callstream.calls.control import CallControl, Reply
+    from callstream.calls.control import CallControl
     from callstream.config import Settings
-    from callstream.store.records import Change
+    from callstream.store.records import Change, Receipt
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +86,18 @@ class Request:
     model_pointer: str
 
 
-def parse_request(body: dict[str, Any], *, prefix: str = "") -> Request:
-    engine = body.get("transcription_engine") or "Google"
-    config = body.get("transcription_engine_config") or {}
-    language = config.get("language") or "en"
-    model = config.get("transcription_model") or config.get("model")
-    key = "transcription_model" if config.get("transcription_model") else "model"
-    tracks = body.get("transcription_tracks") or "inbound"
-    hints = tuple(config.get("hints") or ()) + tuple(config.get("keyterms") or ())
+def parse_request(spec: TranscriptionSpec, *, prefix: str = "") -> Request:
+    language = spec.language or "en"
+    model = spec.transcription_model or spec.model
+    key = "transcription_model" if spec.transcription_model else "model"
+    tracks = spec.transcription_tracks
     return Request(
-        engine=engine,
+        engine=spec.transcription_engine,
         tracks=("inbound", "outbound") if tracks == "both" else (tracks,),
         options=RecognizerOptions(
             language=None if language.lower() in AUTO_LANGUAGES else language,
-            interim_results=bool(config.get("interim_results")),
-            hints=hints,
+            interim_results=spec.interim_results,
+            hints=spec.hints + spec.keyterms,
         ),
         model=model,
         model_pointer=f"{prefix}/transcription_engine_config/{key}",
@@ -169,27 +171,23 @@ class TranscriptionManager:
 
     # -- commands ------------------------------------------------------------------
 
-    async def start(self, call_control_id: str, body: dict[str, Any]) -> Reply:
-        request = parse_request(body)
+    async def start(self, call_control_id: str, req: TranscriptionStart) -> Receipt:
+        request = parse_request(req.transcription)
         engine = await self._engine_or_error(request)
 
-        async def action(call: Call, change: Change) -> Reply | None:
+        async def action(call: Call, change: Change) -> None:
             self._start(call, request, engine)
-            return None
 
-        return await self.calls.run_command(
-            call_control_id, body.get("command_id"), body.get("client_state"), action)
+        return await self.calls.run_command(call_control_id, req, action)
 
-    async def stop(self, call_control_id: str, body: dict[str, Any]) -> Reply:
-        async def action(call: Call, change: Change) -> Reply | None:
+    async def stop(self, call_control_id: str, req: TranscriptionStop) -> Receipt:
+        async def action(call: Call, change: Change) -> None:
             feature = call.features.pop(FEATURE_KEY, None)
             if not isinstance(feature, Transcription):
-                raise InvalidCommand("10015", "Bad Request", "Transcription is not active.")
+                raise InvalidCommand("Transcription is not active.")
             feature.stop("transcription_stop")
-            return None
 
-        return await self.calls.run_command(
-            call_control_id, body.get("command_id"), body.get("client_state"), action)
+        return await self.calls.run_command(call_control_id, req, action)
 
     async def _engine_or_error(self, request: Request, prefix: str = "") -> Engine:
         spec = self.model_for(request)
@@ -197,31 +195,22 @@ class TranscriptionManager:
             engine = await self.engine(spec)
             engine.check(request.options)
         except EngineUnavailable as exc:
-            raise InvalidCommand(
-                "10015", "Transcription engine unavailable", str(exc),
+            raise TranscriptionUnavailable(
+                str(exc),
                 pointer=request.model_pointer if request.model else
                 f"{prefix}/transcription_engine",
             ) from exc
         except UnsupportedOption as exc:
-            raise InvalidCommand(
-                "10032", "Invalid enumerated value", str(exc),
+            raise UnsupportedValue(
+                str(exc),
                 pointer=f"{prefix}/transcription_engine_config/{exc.field}",
             ) from exc
         return engine
 
     def _start(self, call: Call, request: Request, engine: Engine) -> None:
-        if call.state is not CallState.ANSWERED:
-            raise CallNotAnswered("Transcription needs an answered call.")
+        media = self.calls.media(call, purpose="transcribed")
         if FEATURE_KEY in call.features:
-            raise InvalidCommand("90054", "Call transcription is already in progress",
-                                 "Stop the running transcription first.")
-        telephony = self.calls.telephony
-        try:
-            if telephony is None:
-                raise KeyError(call.id)
-            media = telephony.media(call)
-        except KeyError:
-            raise CallNotAnswered("The call has no media yet.") from None
+            raise AlreadyTranscribing("Stop the running transcription first.")
         call.features[FEATURE_KEY] = Transcription(self, call, media, engine, request)
 
     # -- CallHooks -----------------------------------------------------------------
@@ -230,21 +219,17 @@ class TranscriptionManager:
         return None
 
     async def answered(self, call: Call) -> None:
-        details = call.record.details
-        body = details.get("answer") if call.record.direction == "incoming" else details.get(
-            "dial")
-        if not body or not body.get("transcription"):
+        setup = call.setup
+        if setup is None or setup.transcription is None:
             return
-        config = body.get("transcription_config") or {}
-        request = parse_request(config, prefix="/transcription_config")
+        request = parse_request(setup.transcription, prefix="/transcription_config")
         engine = await self._engine_or_error(request, "/transcription_config")
 
-        async def action(live: Call, change: Change) -> Reply | None:
+        async def action(live: Call, change: Change) -> None:
             if FEATURE_KEY not in live.features:
                 self._start(live, request, engine)
-            return None
 
-        await self.calls.run_command(call.id, None, None, action)
+        await self.calls.run_command(call.id, TranscriptionStart(), action)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -50,4 +50,4 @@ def test_restart_keeps_keys_and_applications(tmp_path: Path) -> None:
             await store.close()
 
     stored = asyncio.run(record())
-    assert stored is not None and stored.body == first.content
+    assert stored is not None and stored.receipt.body == first.content

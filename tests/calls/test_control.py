@@ -1,5 +1,7 @@
-"""CallControl over a real SQLite store: its locks, and the start-up sweep of calls a
-crash left alive."""
+"""CallControl against a fake telephony and a real SQLite store: the state changes of
+dial, answer, hangup, reject and bridge, what telephony is asked to do, ``command_id``
+idempotency, the errors for a call that is gone or not answered, the webhooks stored in
+order; its locks, and the start-up sweep of calls a crash left alive."""
 
 from __future__ import annotations
 
@@ -12,42 +14,258 @@ import pytest
 from sqlalchemy import select
 
 from callstream.calls.control import CallControl
-from callstream.calls.exceptions import CallNotFound
-from callstream.calls.model import new_record
+from callstream.calls.exceptions import (
+    CallEnded,
+    CallNotAnswered,
+    CallNotFound,
+    InvalidCommand,
+    UnknownApplication,
+)
+from callstream.calls.model import Call, new_record
+from callstream.calls.requests import Answer, Bridge, Dial, Hangup, Reject
 from callstream.calls.state import CallState
 from callstream.store import schema as t
-from callstream.store.records import Application, Change
+from callstream.store.records import Change
 from callstream.store.sql import SqlStore
+from tests.calls.fakes import FakeTelephony, Sent, control_with, sqlite_store, stored_events
 
 NOW = "2026-12-04T00:00:00.000000Z"
+OK = b'{"data":{"result":"ok"}}'
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'callstream.db'}")
-    await store.open()
-    await store.put_application(Application(
-        id="default", application_name="default", webhook_event_url="http://127.0.0.1:9/h",
-        webhook_event_failover_url=None, webhook_timeout_secs=7, active=True,
-        created_at=NOW, updated_at=NOW))
-    try:
+    async with sqlite_store(tmp_path) as store:
         yield store
-    finally:
-        await store.close()
 
+
+@pytest.fixture
+def telephony() -> FakeTelephony:
+    return FakeTelephony()
+
+
+@pytest.fixture
+def control(store: SqlStore, telephony: FakeTelephony) -> CallControl:
+    return control_with(store, telephony, trunk_uri="sip:trunk.example:5060")
+
+
+async def incoming(control: CallControl) -> Call:
+    call = await control.incoming_call(from_="+15550001111", to="+15550002222",
+                                       connection_id="default", details={})
+    assert call is not None
+    return call
+
+
+async def answered(control: CallControl, telephony: FakeTelephony) -> Call:
+    """An incoming call answered by the application, its ACK in: media flows."""
+    call = await incoming(control)
+    await control.answer(call.id, Answer())
+    await control.leg_answered(call, {"codec": "PCMU", "sampling_rate": 8000})
+    telephony.give_media(call)
+    return call
+
+
+def types(events: list[tuple[str, dict[str, object]]]) -> list[str]:
+    return [event_type for event_type, _ in events]
+
+
+# -- incoming: park, answer, reject ----------------------------------------------------
+
+async def test_an_incoming_call_is_parked_then_answered(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    call = await incoming(control)
+    assert call.state is CallState.PARKED
+    receipt = await control.answer(call.id, Answer(client_state="c3RhdGU="))
+    assert (receipt.status_code, receipt.body) == (200, OK)
+    assert call.state is CallState.ANSWERING and telephony.sent == [Sent("answer", call.id)]
+    assert call.record.client_state == "c3RhdGU="
+    await control.leg_answered(call, {"codec": "PCMU", "sampling_rate": 8000})
+    assert call.state is CallState.ANSWERED
+    events = await stored_events(store, call.id)
+    assert types(events) == ["call.initiated", "call.answered"]
+    assert events[1][1]["codec"] == "PCMU" and events[1][1]["client_state"] == "c3RhdGU="
+    stored = await store.get_call(call.id)
+    assert stored is not None and stored.state == "answered" and stored.answer_time
+
+
+async def test_only_a_parked_call_can_be_answered_or_rejected(
+        control: CallControl, telephony: FakeTelephony) -> None:
+    call = await answered(control, telephony)
+    with pytest.raises(InvalidCommand, match="only a parked incoming call"):
+        await control.answer(call.id, Answer())
+    with pytest.raises(InvalidCommand, match="Only a parked incoming call"):
+        await control.reject(call.id, Reject(cause="USER_BUSY"))
+    assert telephony.commands() == ["answer"]
+
+
+@pytest.mark.parametrize(("cause", "sip"), [("USER_BUSY", (486, "Busy Here")),
+                                            ("CALL_REJECTED", (603, "Decline"))])
+async def test_reject_sends_the_cause_as_a_sip_status(
+        control: CallControl, telephony: FakeTelephony, cause: str, sip: tuple[int, str]
+) -> None:
+    call = await incoming(control)
+    await control.reject(call.id, Reject(cause=cause))  # type: ignore[arg-type]
+    assert call.state is CallState.HANGING_UP
+    assert telephony.sent == [Sent("reject", call.id, sip)]
+
+
+# -- dial --------------------------------------------------------------------------
+
+async def test_dial_stores_the_call_and_sends_the_invite(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    receipt = await control.dial(Dial(
+        connection_id="default", to="+15550003333", from_="+15550004444",
+        from_display_name="Front desk", custom_headers=(("X-Case", "42"),),
+        client_state="YQ==", timeout_secs=12))
+    data = orjson.loads(receipt.body)["data"]
+    ccid = data["call_control_id"]
+    assert receipt.status_code == 200 and data["is_alive"] is False  # not up until answered
+    assert data["state"] == "bridging" and data["client_state"] == "YQ=="
+    assert telephony.sent == [Sent("dial", ccid, (
+        "sip:+15550003333@trunk.example:5060", "sip:+15550004444@callstream.invalid",
+        "Front desk", [("X-Case", "42")]))]
+    call = control.calls[ccid]
+    assert call.record.details["timeout_secs"] == 12
+    assert isinstance(call.setup, Dial) and call.setup.from_display_name == "Front desk"
+    assert types(await stored_events(store, ccid)) == ["call.initiated"]
+
+
+async def test_a_repeated_dial_command_id_places_one_call(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    dial = Dial(connection_id="default", to="sip:bob@127.0.0.1:9", from_="+15550004444",
+                command_id="once")
+    first, again = await asyncio.gather(control.dial(dial), control.dial(dial))
+    assert first == again
+    assert telephony.commands() == ["dial"] and len(control.calls) == 1
+    assert types(await stored_events(store)) == ["call.initiated"]
+
+
+async def test_dial_refusals_name_the_field(control: CallControl, store: SqlStore) -> None:
+    with pytest.raises(UnknownApplication) as unknown:
+        await control.dial(Dial(connection_id="nope", to="sip:a@b", from_="+15550004444"))
+    assert unknown.value.pointer == "/connection_id"
+    no_trunk = control_with(store)
+    with pytest.raises(InvalidCommand, match="outbound trunk") as number:
+        await no_trunk.dial(Dial(connection_id="default", to="+15550003333",
+                                 from_="+15550004444"))
+    assert number.value.pointer == "/to"
+    assert await stored_events(store) == []
+
+
+async def test_a_dial_telephony_fails_ends_visibly(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    telephony.dial_error = OSError("no route")
+    receipt = await control.dial(Dial(connection_id="default", to="sip:a@127.0.0.1:9",
+                                      from_="+15550004444"))
+    ccid = orjson.loads(receipt.body)["data"]["call_control_id"]
+    events = await stored_events(store, ccid)
+    assert types(events) == ["call.initiated", "call.hangup"]
+    assert events[1][1]["hangup_cause"] == "unspecified"
+    assert ccid not in control.calls
+
+
+# -- hangup, and the errors after it ------------------------------------------------
+
+async def test_hangup_once_per_command_id_then_the_call_has_ended(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    call = await answered(control, telephony)
+    hangup = Hangup(command_id="bye", custom_headers=(("X-Why", "done"),))
+    first = await control.hangup(call.id, hangup)
+    assert call.state is CallState.HANGING_UP
+    assert await control.hangup(call.id, hangup) == first
+    assert telephony.sent[-1] == Sent("hangup", call.id, ([("X-Why", "done")],))
+    assert telephony.commands().count("hangup") == 1
+    await control.leg_ended(call, cause="normal_clearing", source="callstream", sip_code=200)
+    events = await stored_events(store, call.id)
+    assert types(events) == ["call.initiated", "call.answered", "call.hangup"]
+    assert events[-1][1]["hangup_cause"] == "normal_clearing"
+    assert events[-1][1]["sip_hangup_cause"] == "200"
+    # The recorded answer still stands; a new command on the ended call is refused.
+    assert await control.hangup(call.id, hangup) == first
+    with pytest.raises(CallEnded):
+        await control.hangup(call.id, Hangup())
+    with pytest.raises(CallNotFound):
+        await control.hangup("v3:unknown", Hangup())
+
+
+async def test_a_hangup_ends_what_the_call_carries_first(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    """Features' stop webhooks are stored before call.hangup, in one transaction."""
+    call = await answered(control, telephony)
+
+    class Feature:
+        detached: list[str] = []
+
+        def detach(self, reason: str) -> list[tuple[str, dict[str, object]]]:
+            self.detached.append(reason)
+            return [("streaming.stopped", {"stream_id": "s1"})]
+
+    call.features["stream:s1"] = Feature()
+    await control.leg_ended(call, cause="normal_clearing", source="caller", sip_code=None)
+    assert Feature.detached == ["hangup"] and call.features == {}
+    assert types(await stored_events(store, call.id))[-2:] == [
+        "streaming.stopped", "call.hangup"]
+
+
+# -- bridge ------------------------------------------------------------------------
+
+async def test_bridge_two_answered_calls(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    a = await answered(control, telephony)
+    b = await answered(control, telephony)
+    await control.bridge(a.id, Bridge(call_control_id=b.id))
+    assert (a.bridged_with, b.bridged_with) == (b.id, a.id)
+    assert telephony.sent[-1] == Sent("bridge", a.id, (b.id,))
+    for leg in (a, b):
+        assert types(await stored_events(store, leg.id))[-1] == "call.bridged"
+    await control.leg_ended(b, cause="normal_clearing", source="caller", sip_code=None)
+    assert a.bridged_with is None
+
+
+async def test_bridge_refusals(control: CallControl, telephony: FakeTelephony) -> None:
+    a = await answered(control, telephony)
+    parked = await incoming(control)
+    with pytest.raises(CallNotAnswered, match=parked.id):
+        await control.bridge(a.id, Bridge(call_control_id=parked.id))
+    with pytest.raises(CallNotFound) as unknown:
+        await control.bridge(a.id, Bridge(call_control_id="v3:gone"))
+    assert unknown.value.pointer == "/call_control_id"
+    with pytest.raises(InvalidCommand, match="itself"):
+        await control.bridge(a.id, Bridge(call_control_id=a.id))
+    assert "bridge" not in telephony.commands()
+
+
+# -- the media a feature taps --------------------------------------------------------
+
+async def test_media_or_the_one_right_error(
+        control: CallControl, telephony: FakeTelephony) -> None:
+    parked = await incoming(control)
+    with pytest.raises(CallNotAnswered, match="before it is streamed"):
+        control.media(parked, purpose="streamed")
+    call = await answered(control, telephony)
+    assert control.media(call, purpose="forked") is telephony.legs[call.id]
+    del telephony.legs[call.id]  # the leg's media closed before its end is reported
+    with pytest.raises(CallEnded, match="no media any more"):
+        control.media(call, purpose="forked")
+    await control.hangup(call.id, Hangup())
+    with pytest.raises(CallEnded, match="hanging up"):
+        control.media(call, purpose="forked")
+
+
+# -- locks and the start-up sweep ---------------------------------------------------
 
 async def test_commands_on_unknown_ids_leave_no_lock(store: SqlStore) -> None:
-    control = CallControl(store, owner="test")
+    control = control_with(store)
     for n in range(500):
         with pytest.raises(CallNotFound):
-            await control.hangup(f"v3:{'x' * 200}{n}", {})
+            await control.hangup(f"v3:{'x' * 200}{n}", Hangup())
     assert len(control.call_locks) == 0
 
 
 async def test_a_command_waits_for_the_call_lock(store: SqlStore) -> None:
-    control = CallControl(store, owner="test")
+    control = control_with(store)
     async with control.lock("v3:busy"):
-        command = asyncio.create_task(control.hangup("v3:busy", {}))
+        command = asyncio.create_task(control.hangup("v3:busy", Hangup()))
         await asyncio.sleep(0.05)
         assert not command.done()
         assert len(control.call_locks) == 1
@@ -73,7 +291,7 @@ async def test_every_call_alive_at_start_ends_once_whoever_owned_it(store: SqlSt
                                    "container-1f2e:0.0.0.0:5060"])
     ]
     await store.commit(Change(calls=records))
-    control = CallControl(store, owner="host-c:127.0.0.1:5080")
+    control = control_with(store)
 
     assert await control.close_orphans() == 3
     assert await store.list_calls(alive=True) == []

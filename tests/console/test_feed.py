@@ -31,6 +31,7 @@ from callstream.store.records import Change
 from callstream.store.sql import SqlStore
 from callstream.webhooks.events import outbox_event
 from callstream.webhooks.payloads import make_event
+from tests.calls.fakes import FakeTelephony, control_with
 
 START = "2026-12-04T10:00:00.000000Z"
 START_TS = 1_796_378_400.0  # START as Unix time
@@ -41,16 +42,6 @@ def parse(message: bytes | None) -> tuple[str, Any]:
     head, data, blank = message.split(b"\n", 2)
     assert head.startswith(b"event: ") and data.startswith(b"data: ") and blank == b"\n"
     return head[7:].decode(), orjson.loads(data[6:])
-
-
-class Telephony:
-    """The one thing the feed asks of telephony: where a call's media is."""
-
-    def __init__(self) -> None:
-        self.legs: dict[str, LegMedia] = {}
-
-    def media(self, call: Call) -> LegMedia:
-        return self.legs[call.id]
 
 
 @pytest.fixture
@@ -100,9 +91,8 @@ async def test_a_waiting_subscriber_wakes_on_a_message() -> None:
 
 
 async def test_meters_read_each_track_then_let_go(store: SqlStore) -> None:
-    control = CallControl(store, owner="test", clock=lambda: START_TS)
-    telephony = Telephony()
-    control.telephony = telephony  # type: ignore[assignment]
+    telephony = FakeTelephony()
+    control = control_with(store, telephony, clock=lambda: START_TS)
     feed = ConsoleFeed(control, Outbox(store))
     call = live_call(control)
     hub = MediaHub("test")
@@ -125,14 +115,13 @@ async def test_meters_read_each_track_then_let_go(store: SqlStore) -> None:
 
 
 async def test_a_call_without_media_has_no_meter(store: SqlStore) -> None:
-    control = CallControl(store, owner="test")
-    control.telephony = Telephony()  # type: ignore[assignment]
+    control = control_with(store)
     live_call(control, CallState.PARKED)
     assert ConsoleFeed(control, Outbox(store)).levels_message() is None
 
 
 async def test_calls_are_listed_with_their_features(store: SqlStore) -> None:
-    control = CallControl(store, owner="test")
+    control = control_with(store)
     feed = ConsoleFeed(control, Outbox(store), wall_clock=lambda: START_TS + 12.34)
     call = live_call(control)
     call.update(answer_time="2026-12-04T10:00:02.000000Z")
@@ -149,7 +138,7 @@ async def test_calls_are_listed_with_their_features(store: SqlStore) -> None:
 
 
 async def test_every_committed_webhook_event_reaches_the_consoles(store: SqlStore) -> None:
-    control = CallControl(store, owner="test")
+    control = control_with(store)
     feed = ConsoleFeed(control, Outbox(store))
     control.commit_listeners.append(feed.committed)
     data = make_event("call.transcription", {"call_control_id": "c1", "transcription_data": {
@@ -177,7 +166,7 @@ async def test_every_committed_webhook_event_reaches_the_consoles(store: SqlStor
 
 
 async def test_consoles_beyond_the_limit_are_refused(store: SqlStore) -> None:
-    feed = ConsoleFeed(CallControl(store, owner="test"), Outbox(store))
+    feed = ConsoleFeed(control_with(store), Outbox(store))
     try:
         for _ in range(MAX_SUBSCRIBERS):
             feed.subscribe()
@@ -189,7 +178,7 @@ async def test_consoles_beyond_the_limit_are_refused(store: SqlStore) -> None:
 
 async def test_a_failing_commit_listener_does_not_fail_the_commit(
         store: SqlStore, caplog: pytest.LogCaptureFixture) -> None:
-    control = CallControl(store, owner="test")
+    control = control_with(store)
 
     def broken(change: Change) -> None:
         raise RuntimeError("boom")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from starlette.responses import Response
 
 from callstream.api.destinations import check_urls
-from callstream.api.errors import JSON
+from callstream.api.errors import JSON, ApiError
 from callstream.api.schemas.applications import (
     ApplicationCreate,
     ApplicationListResponse,
@@ -19,7 +19,6 @@ from callstream.api.schemas.applications import (
     ApplicationUpdate,
 )
 from callstream.api.services import Services, services
-from callstream.calls.exceptions import InvalidCommand
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.timefmt import iso_now
 
@@ -62,9 +61,7 @@ def _one(app: Application, status: int = 200) -> Response:
 async def _get(svc: Services, app_id: str) -> Application:
     app = await svc.store.get_application(app_id)
     if app is None:
-        raise InvalidCommand(
-            "10005", "Resource not found", f"No application with id {app_id!r}.", status=404
-        )
+        raise ApiError(404, "10005", "Resource not found", f"No application with id {app_id!r}.")
     return app
 
 
@@ -135,12 +132,12 @@ async def update(svc: Svc, app_id: str, body: Annotated[ApplicationUpdate, Body(
 async def delete(svc: Svc, app_id: str) -> Response:
     if app_id == DEFAULT_APP_ID:
         # Inbound calls belong to it: without it every one would get 480, every dial 422.
-        raise InvalidCommand(
+        raise ApiError(
+            422,
             "10015",
             "Invalid value",
             "The 'default' application cannot be deleted: inbound calls use it. "
             "PATCH it instead (its URLs come from CALLSTREAM_WEBHOOK_URL).",
-            status=422,
         )
     app = await _get(svc, app_id)
     await svc.store.delete_application(app_id)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body
 from starlette.responses import Response
 
 from callstream.api.destinations import check_urls
-from callstream.api.errors import JSON
+from callstream.api.errors import ApiError
+from callstream.api.routes.calls import CallId, Svc, respond
 from callstream.api.schemas.common import CommandResponse
 from callstream.api.schemas.streaming import StartStreamingRequest, StopStreamingRequest
-from callstream.api.services import Services, services
-from callstream.calls.exceptions import InvalidCommand
+from callstream.api.services import Services
+from callstream.calls.requests import StreamingStop
+from callstream.streaming.manager import StreamManager
 
 router = APIRouter(prefix="/v2/calls", tags=["calls"])
-CallId = Annotated[str, Path(description="call_control_id from call.initiated or dial")]
-Svc = Annotated[Services, Depends(services)]
 
 
-def _manager(svc: Services) -> Any:
+def _manager(svc: Services) -> StreamManager:
     if svc.streams is None:
-        raise InvalidCommand("10015", "Bad Request", "Streaming is not running on this server.")
+        raise ApiError(422, "10015", "Bad Request", "Streaming is not running on this server.")
     return svc.streams
 
 
@@ -30,13 +30,9 @@ def _manager(svc: Services) -> Any:
 async def streaming_start(
     svc: Svc, call_control_id: CallId, body: Annotated[StartStreamingRequest, Body()]
 ) -> Response:
-    req = body.model_dump(exclude_none=True)
-    if not req.get("stream_url"):
-        raise InvalidCommand("10004", "Missing required parameter",
-                             "The 'stream_url' parameter is required.", pointer="/stream_url")
-    await check_urls(svc.outbound, {"/stream_url": req["stream_url"]})
-    reply = await _manager(svc).start(call_control_id, req)
-    return Response(reply.body, status_code=reply.status, media_type=JSON)
+    req = body.to_request()
+    await check_urls(svc.outbound, {"/stream_url": req.stream.stream_url})
+    return respond(await _manager(svc).start(call_control_id, req))
 
 
 @router.post("/{call_control_id}/actions/streaming_stop", response_model=CommandResponse,
@@ -45,6 +41,5 @@ async def streaming_stop(
     svc: Svc, call_control_id: CallId,
     body: Annotated[StopStreamingRequest | None, Body()] = None,
 ) -> Response:
-    req = {} if body is None else body.model_dump(exclude_none=True)
-    reply = await _manager(svc).stop(call_control_id, req)
-    return Response(reply.body, status_code=reply.status, media_type=JSON)
+    req = body.to_request() if body is not None else StreamingStop()
+    return respond(await _manager(svc).stop(call_control_id, req))

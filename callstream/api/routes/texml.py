@@ -23,7 +23,8 @@ from callstream.api.schemas.errors import TEXML_NOT_FOUND
 from callstream.api.schemas.fields import without_null
 from callstream.api.schemas.streaming import TexmlStream, TexmlStreamCreate, TexmlStreamUpdate
 from callstream.api.services import Services, services
-from callstream.calls.exceptions import CallNotFound, CommandError, InvalidCommand
+from callstream.calls.exceptions import CallNotFound, NoSuchResource
+from callstream.timefmt import iso_now
 
 router = APIRouter(prefix="/v2/texml/Accounts/{account_sid}/Calls/{call_sid}",
                    tags=["texml"])
@@ -57,18 +58,17 @@ async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | Respon
         return error_response(status, errors)
 
 
-async def _run(coro: Any) -> Response:
-    try:
-        result = await coro
-    except CallNotFound:
-        return Response(NOT_FOUND, status_code=404, media_type=JSON)
-    except InvalidCommand as exc:
-        if exc.code == "10005":
-            return Response(NOT_FOUND, status_code=404, media_type=JSON)
-        raise
-    except CommandError:
-        raise
-    return Response(orjson.dumps(result), media_type=JSON)
+def texml_object(account_sid: str, call_sid: str, sid: str, status: str, *,
+                 name: str | None = None) -> Response:
+    """The TeXML stream object (:class:`TexmlStream`), as both actions answer it."""
+    out: dict[str, Any] = {
+        "account_sid": account_sid, "call_sid": call_sid, "sid": sid,
+        "status": status, "date_updated": iso_now(),
+        "uri": f"/v2/texml/Accounts/{account_sid}/Calls/{call_sid}/Streams/{sid}.json",
+    }
+    if name is not None or status != "stopped":
+        out["name"] = name
+    return Response(orjson.dumps(out), media_type=JSON)
 
 
 def _body_schema(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
@@ -99,7 +99,11 @@ async def create_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
     assert isinstance(body, TexmlStreamCreate)
     await check_urls(svc.outbound, {"/Url": body.Url, "/StatusCallback": body.StatusCallback})
     assert svc.streams is not None
-    return await _run(svc.streams.texml_start(account_sid, call_sid, body.model_dump()))
+    try:
+        sid = await svc.streams.texml_start(call_sid, body.to_request(account_sid))
+    except (CallNotFound, NoSuchResource):
+        return Response(NOT_FOUND, status_code=404, media_type=JSON)
+    return texml_object(account_sid, call_sid, sid, "in-progress", name=body.Name)
 
 
 @router.post("/Streams/{streaming_sid}.json", response_model=TexmlStream,
@@ -111,4 +115,8 @@ async def update_stream(svc: Svc, account_sid: AccountSid, call_sid: CallSid,
     if isinstance(body, Response):
         return body
     assert svc.streams is not None
-    return await _run(svc.streams.texml_stop(account_sid, call_sid, streaming_sid))
+    try:
+        await svc.streams.texml_stop(call_sid, streaming_sid)
+    except (CallNotFound, NoSuchResource):
+        return Response(NOT_FOUND, status_code=404, media_type=JSON)
+    return texml_object(account_sid, call_sid, streaming_sid, "stopped")

@@ -10,6 +10,13 @@ from callstream.api.schemas.common import CommandBody, CustomHeaders
 from callstream.api.schemas.fields import HttpUrl, JsonInteger, PhoneOrSip, SipText
 from callstream.api.schemas.streaming import CallStreamFields
 from callstream.api.schemas.transcription import TranscriptionStartRequest
+from callstream.calls.requests import Answer, Bridge, Dial, Hangup, Reject, TranscriptionSpec
+
+
+def _transcription(on: bool, config: TranscriptionStartRequest | None) -> TranscriptionSpec | None:
+    if not on:
+        return None
+    return (config or TranscriptionStartRequest()).spec()
 
 
 class DialRequest(CommandBody, CallStreamFields):
@@ -31,6 +38,24 @@ class DialRequest(CommandBody, CallStreamFields):
     transcription: StrictBool = False
     transcription_config: TranscriptionStartRequest | None = None
 
+    def to_request(self) -> Dial:
+        return Dial(
+            command_id=self.command_id,
+            client_state=self.client_state,
+            connection_id=self.connection_id,
+            to=self.to[0] if isinstance(self.to, list) else self.to,
+            from_=self.from_,
+            from_display_name=self.from_display_name,
+            timeout_secs=self.timeout_secs,
+            time_limit_secs=self.time_limit_secs,
+            webhook_url=self.webhook_url,
+            custom_headers=tuple((h.name, h.value) for h in self.custom_headers),
+            send_silence_when_idle=self.send_silence_when_idle,
+            stream=self.call_stream(),
+            stream_establish_before_call_originate=self.stream_establish_before_call_originate,
+            transcription=_transcription(self.transcription, self.transcription_config),
+        )
+
 
 class AnswerRequest(CommandBody, CallStreamFields):
     webhook_url: HttpUrl | None = None
@@ -42,17 +67,40 @@ class AnswerRequest(CommandBody, CallStreamFields):
     transcription: StrictBool = False
     transcription_config: TranscriptionStartRequest | None = None
 
+    def to_request(self) -> Answer:
+        return Answer(
+            command_id=self.command_id,
+            client_state=self.client_state,
+            webhook_url=self.webhook_url,
+            send_silence_when_idle=self.send_silence_when_idle,
+            preferred_codecs=self.preferred_codecs,
+            stream=self.call_stream(),
+            transcription=_transcription(self.transcription, self.transcription_config),
+        )
+
 
 class HangupRequest(CommandBody):
     custom_headers: CustomHeaders
+
+    def to_request(self) -> Hangup:
+        return Hangup(command_id=self.command_id, client_state=self.client_state,
+                      custom_headers=tuple((h.name, h.value) for h in self.custom_headers))
 
 
 class RejectRequest(CommandBody):
     cause: Literal["CALL_REJECTED", "USER_BUSY"] = Field(description="Rejection cause.")
 
+    def to_request(self) -> Reject:
+        return Reject(command_id=self.command_id, client_state=self.client_state,
+                      cause=self.cause)
+
 
 class BridgeRequest(CommandBody):
     call_control_id: str = Field(description="The call to bridge with.")
+
+    def to_request(self) -> Bridge:
+        return Bridge(command_id=self.command_id, client_state=self.client_state,
+                      call_control_id=self.call_control_id)
 
 
 class CallStatus(BaseModel):

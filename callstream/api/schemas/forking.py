@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from callstream.api.schemas.common import CommandBody
+from callstream.calls.requests import ForkStart, ForkStop
 from callstream.forking.target import InvalidTarget, parse_target
 
 
@@ -39,7 +40,16 @@ class ForkStartRequest(CommandBody):
         None, description="'decrypted' (default with rx/tx) or legacy 'raw' (default with "
         "target). No SRTP here, so both forward the same bytes.")
 
+    def to_request(self) -> ForkStart:
+        return ForkStart(command_id=self.command_id, client_state=self.client_state,
+                         rx=self.rx, tx=self.tx, target=self.target,
+                         stream_type=self.stream_type)
+
 
 class ForkStopRequest(CommandBody):
     stream_type: Literal["raw", "decrypted"] | None = Field(
         None, description="Accepted for compatibility; the call's fork stops whatever it is.")
+
+    def to_request(self) -> ForkStop:
+        return ForkStop(command_id=self.command_id, client_state=self.client_state,
+                        stream_type=self.stream_type)

@@ -14,6 +14,8 @@ from pydantic_core import PydanticCustomError
 
 from callstream.api.schemas.common import CommandBody
 from callstream.api.schemas.fields import HttpUrl, WsUrl
+from callstream.calls.exceptions import MissingParameter
+from callstream.calls.requests import StreamingStart, StreamingStop, StreamSpec, TexmlCallback
 
 UNSUPPORTED = ("OPUS", "AMR-WB")
 
@@ -77,6 +79,19 @@ class StreamFields(BaseModel):
     )
     dialogflow_config: DialogflowConfig | None = None
 
+    def stream_spec(self, url: str, custom: list[CustomParameter] | None) -> StreamSpec:
+        return StreamSpec(
+            stream_url=url,
+            stream_track=self.stream_track,
+            stream_codec=self.stream_codec,
+            stream_bidirectional_mode=self.stream_bidirectional_mode,
+            stream_bidirectional_codec=self.stream_bidirectional_codec,
+            stream_bidirectional_sampling_rate=self.stream_bidirectional_sampling_rate,
+            stream_bidirectional_target_legs=self.stream_bidirectional_target_legs,
+            stream_auth_token=self.stream_auth_token,
+            custom_parameters=tuple((p.name, p.value) for p in custom or ()),
+        )
+
 
 class CallStreamFields(StreamFields):
     """On dial and answer: the stream starts when the call is answered."""
@@ -86,6 +101,12 @@ class CallStreamFields(StreamFields):
     # Not in the answer/dial schemas of OAS; accepted anyway (spec §12.12).
     custom_parameters: list[CustomParameter] | None = None
 
+    def call_stream(self) -> StreamSpec | None:
+        """The stream a dial or answer asks for, if it names a ``stream_url``."""
+        if not self.stream_url:
+            return None
+        return self.stream_spec(self.stream_url, self.custom_parameters)
+
 
 class StartStreamingRequest(CommandBody, StreamFields):
     stream_url: WsUrl | None = Field(None, description="ws:// or wss:// URL to stream to.")
@@ -93,10 +114,22 @@ class StartStreamingRequest(CommandBody, StreamFields):
         None, description="Copied into start.custom_parameters as an object."
     )
 
+    def to_request(self) -> StreamingStart:
+        # Optional in the schema so a missing or null URL gets the one 10004 answer.
+        if not self.stream_url:
+            raise MissingParameter("The 'stream_url' parameter is required.",
+                                   pointer="/stream_url")
+        return StreamingStart(command_id=self.command_id, client_state=self.client_state,
+                              stream=self.stream_spec(self.stream_url, self.custom_parameters))
+
 
 class StopStreamingRequest(CommandBody):
     stream_id: str | None = Field(None, max_length=64,
                                   description="The stream to stop; omitted: every stream.")
+
+    def to_request(self) -> StreamingStop:
+        return StreamingStop(command_id=self.command_id, client_state=self.client_state,
+                             stream_id=self.stream_id)
 
 
 class TexmlStreamCreate(BaseModel):
@@ -111,6 +144,23 @@ class TexmlStreamCreate(BaseModel):
     BidirectionalCodec: Literal["PCMU", "PCMA", "G722"] | None = None
     StatusCallback: HttpUrl | None = None
     StatusCallbackMethod: Literal["GET", "POST"] = "POST"
+
+    def to_request(self, account_sid: str) -> StreamingStart:
+        # Either bidirectional field makes the stream bidirectional, the other defaulted.
+        bidirectional = bool(self.BidirectionalMode or self.BidirectionalCodec)
+        return StreamingStart(
+            stream=StreamSpec(
+                stream_url=self.Url,
+                stream_track=self.Track,
+                stream_bidirectional_mode=self.BidirectionalMode or (
+                    "mp3" if bidirectional else None),
+                stream_bidirectional_codec=self.BidirectionalCodec or (
+                    "PCMU" if bidirectional else None),
+            ),
+            texml=TexmlCallback(account_sid=account_sid, name=self.Name,
+                                status_callback=self.StatusCallback,
+                                status_callback_method=self.StatusCallbackMethod),
+        )
 
 
 class TexmlStreamUpdate(BaseModel):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from callstream.api.schemas.common import CommandBody
+from callstream.calls.requests import TranscriptionSpec, TranscriptionStart, TranscriptionStop
 
 #: Every engine name Telnyx documents (OAS + the Python SDK), and the legacy A/B.
 TranscriptionEngineName = Literal[
@@ -43,6 +44,26 @@ class TranscriptionStartRequest(CommandBody):
     transcription_engine_config: TranscriptionEngineConfig | None = None
     transcription_tracks: Literal["inbound", "outbound", "both"] = "inbound"
 
+    def spec(self) -> TranscriptionSpec:
+        config = self.transcription_engine_config or TranscriptionEngineConfig()
+        return TranscriptionSpec(
+            transcription_engine=self.transcription_engine,
+            transcription_tracks=self.transcription_tracks,
+            language=config.language,
+            interim_results=config.interim_results,
+            transcription_model=config.transcription_model,
+            model=config.model,
+            hints=tuple(config.hints or ()),
+            keyterms=tuple(config.keyterms or ()),
+        )
+
+    def to_request(self) -> TranscriptionStart:
+        return TranscriptionStart(command_id=self.command_id, client_state=self.client_state,
+                                  transcription=self.spec())
+
 
 class TranscriptionStopRequest(CommandBody):
     """Only the common fields (``command_id``, ``client_state``)."""
+
+    def to_request(self) -> TranscriptionStop:
+        return TranscriptionStop(command_id=self.command_id, client_state=self.client_state)
