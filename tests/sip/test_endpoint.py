@@ -17,11 +17,11 @@ from callstream.sip.endpoint import (
     ALLOW_ALL,
     CallAnswered,
     CallCancelled,
-    CallEnded,
     CallFailed,
     CallProgress,
-    CallState,
     CancelReason,
+    DialogEnded,
+    DialogPhase,
     DtmfReceived,
     EndReason,
     IncomingCall,
@@ -85,23 +85,23 @@ def test_invite_ring_answer_ack_bye() -> None:
     assert (incoming.from_uri, incoming.to_uri, incoming.request_uri) == (FROM, TARGET, TARGET)
     assert incoming.offer is not None and incoming.offer.media[0].port == 40000
     assert incoming.source == UAC_ADDR and incoming.transport == "udp"
-    assert pair.uas.call_state(incoming.handle) is CallState.INCOMING
+    assert pair.uas.call_state(incoming.handle) is DialogPhase.INCOMING
     pair.uas.ring(incoming.handle, pair.now)
     pair.pump()
     (progress,) = pair.take_uac()
     assert progress == CallProgress(handle, 180, "Ringing", None)
-    assert pair.uac.call_state(handle) is CallState.EARLY
+    assert pair.uac.call_state(handle) is DialogPhase.EARLY
     pair.uas.answer(incoming.handle, ANSWER, pair.now)
     pair.pump()
     (answered,) = pair.take_uac()
     assert isinstance(answered, CallAnswered) and answered.sdp == parse_sdp(ANSWER)
-    assert pair.uac.call_state(handle) is CallState.CONFIRMED
-    assert pair.uas.call_state(incoming.handle) is CallState.CONFIRMED
+    assert pair.uac.call_state(handle) is DialogPhase.CONFIRMED
+    assert pair.uas.call_state(incoming.handle) is DialogPhase.CONFIRMED
     pair.advance(5)
     pair.uac.bye(handle, pair.now)
     pair.pump()
-    assert pair.take_uac() == [CallEnded(handle, EndReason.LOCAL_BYE, 200)]
-    assert pair.take_uas() == [CallEnded(incoming.handle, EndReason.REMOTE_BYE)]
+    assert pair.take_uac() == [DialogEnded(handle, EndReason.LOCAL_BYE, 200)]
+    assert pair.take_uas() == [DialogEnded(incoming.handle, EndReason.REMOTE_BYE)]
     assert lines(pair) == [
         f"INVITE {TARGET} SIP/2.0",
         "SIP/2.0 100 Trying",
@@ -126,8 +126,8 @@ def test_uas_hangs_up() -> None:
     handle, uas_handle = connected(pair)
     pair.uas.hangup(uas_handle, pair.now)
     pair.pump()
-    assert pair.take_uac() == [CallEnded(handle, EndReason.REMOTE_BYE)]
-    assert pair.take_uas() == [CallEnded(uas_handle, EndReason.LOCAL_BYE, 200)]
+    assert pair.take_uac() == [DialogEnded(handle, EndReason.REMOTE_BYE)]
+    assert pair.take_uas() == [DialogEnded(uas_handle, EndReason.LOCAL_BYE, 200)]
     pair.uas.hangup(uas_handle, pair.now)  # idempotent once ended
     assert pair.uas.datagrams_to_send() == []
 
@@ -172,7 +172,7 @@ def test_lost_200_is_retransmitted_until_ack() -> None:
     ack_times = [round(d.time - 1000, 3) for d in pair.sent_by(UAC_ADDR, "ACK")]
     assert ack_times == ok_times  # the UAC ACKs every copy
     assert [type(e) for e in pair.take_uac()] == [CallAnswered]  # reported once
-    assert pair.uas.call_state(incoming.handle) is CallState.CONFIRMED
+    assert pair.uas.call_state(incoming.handle) is DialogPhase.CONFIRMED
 
 
 def test_no_ack_ends_the_call_with_bye() -> None:
@@ -183,7 +183,7 @@ def test_no_ack_ends_the_call_with_bye() -> None:
     ok_times = [round(d.time - 1000, 3) for d in pair.sent_by(UAS_ADDR, "SIP/2.0 200")]
     assert ok_times[:7] == [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5]
     events = pair.take_uas()
-    assert events == [CallEnded(incoming.handle, EndReason.ACK_TIMEOUT)]
+    assert events == [DialogEnded(incoming.handle, EndReason.ACK_TIMEOUT)]
     assert len(pair.sent_by(UAS_ADDR, "BYE")) == 1
 
 
@@ -197,7 +197,7 @@ def test_bye_waits_for_the_ack() -> None:
     assert pair.sent_by(UAS_ADDR, "BYE") == []
     pair.advance(2)  # the 200 retransmitted at 1001.5 is ACKed
     assert [round(d.time - 1000, 1) for d in pair.sent_by(UAS_ADDR, "BYE")] == [1.5]
-    assert pair.take_uas() == [CallEnded(incoming.handle, EndReason.LOCAL_BYE, 200)]
+    assert pair.take_uas() == [DialogEnded(incoming.handle, EndReason.LOCAL_BYE, 200)]
 
 
 def test_invite_timeout_timer_b() -> None:
@@ -269,7 +269,7 @@ def test_cancel_loses_the_race_with_200() -> None:
     uac_events = pair.take_uac()
     assert uac_events[-1] == CallFailed(handle, 487, "Request Terminated")
     assert CallAnswered not in [type(e) for e in uac_events]
-    assert pair.take_uas() == [CallEnded(incoming.handle, EndReason.REMOTE_BYE)]
+    assert pair.take_uas() == [DialogEnded(incoming.handle, EndReason.REMOTE_BYE)]
     pair.advance(40)
     assert pair.take_uac() == []
 
@@ -333,7 +333,7 @@ def test_reinvite_rejected() -> None:
     pair.uas.reject_reinvite(uas_handle, 488, None, pair.now)
     pair.pump()
     assert pair.take_uac() == [ReinviteRejected(handle, 488, "Not Acceptable Here")]
-    assert pair.uac.call_state(handle) is CallState.CONFIRMED
+    assert pair.uac.call_state(handle) is DialogPhase.CONFIRMED
     with pytest.raises(InvalidCallState, match="no re-INVITE waiting"):
         pair.uas.answer_reinvite(uas_handle, ANSWER, pair.now)
 
@@ -475,7 +475,7 @@ def test_authenticated_call_completes_against_uas() -> None:
     pair.uas.answer(incoming.handle, ANSWER, pair.now)
     pair.pump()
     assert [type(e) for e in pair.take_uac()] == [CallAnswered]
-    assert pair.uac.call_state(handle) is CallState.CONFIRMED
+    assert pair.uac.call_state(handle) is DialogPhase.CONFIRMED
 
 
 # -------------------------------------------------------- requests outside calls
@@ -704,7 +704,7 @@ def test_ipv6_call() -> None:
     assert [type(e) for e in uac.events_received()] == [CallAnswered]
     (ack,) = uac.datagrams_to_send()
     assert ack.data.startswith(b"ACK sip:callstream@[::1]:5060 SIP/2.0")
-    assert uac.call_state(handle) is CallState.CONFIRMED
+    assert uac.call_state(handle) is DialogPhase.CONFIRMED
 
 
 def test_tcp_transport_has_no_retransmissions() -> None:
@@ -852,7 +852,7 @@ def test_forked_second_2xx_is_acked_and_hung_up() -> None:
         (b"BYE", ("127.0.0.1", 5090)),
     ]
     assert pair.uac.events_received() == []
-    assert pair.uac.call_state(handle) is CallState.CONFIRMED
+    assert pair.uac.call_state(handle) is DialogPhase.CONFIRMED
     assert uas_handle
 
 
@@ -875,7 +875,7 @@ def test_bye_request_timeout_still_ends_the_call() -> None:
     pair.drop = lambda d: True
     pair.uac.bye(handle, pair.now)
     pair.advance(40)
-    assert pair.take_uac() == [CallEnded(handle, EndReason.LOCAL_BYE, 408)]
+    assert pair.take_uac() == [DialogEnded(handle, EndReason.LOCAL_BYE, 408)]
 
 
 def test_info_timeout_ends_the_call() -> None:
@@ -884,7 +884,7 @@ def test_info_timeout_ends_the_call() -> None:
     pair.drop = lambda d: True
     pair.uac.send_info(handle, "application/dtmf", b"1", pair.now)
     pair.advance(40)
-    assert pair.take_uac() == [CallEnded(handle, EndReason.REQUEST_TIMEOUT)]
+    assert pair.take_uac() == [DialogEnded(handle, EndReason.REQUEST_TIMEOUT)]
 
 
 # -------------------------------------------------------------- more corners
@@ -916,9 +916,9 @@ def test_bye_during_incoming_reinvite_gets_it_487() -> None:
     assert "SIP/2.0 487 Request Terminated" in lines(pair, UAS_ADDR)
     assert pair.take_uac() == [
         ReinviteRejected(handle, 487, "Request Terminated"),
-        CallEnded(handle, EndReason.LOCAL_BYE, 200),
+        DialogEnded(handle, EndReason.LOCAL_BYE, 200),
     ]
-    assert pair.take_uas() == [CallEnded(uas_handle, EndReason.REMOTE_BYE)]
+    assert pair.take_uas() == [DialogEnded(uas_handle, EndReason.REMOTE_BYE)]
 
 
 def test_both_sides_hang_up_at_once() -> None:
@@ -927,8 +927,8 @@ def test_both_sides_hang_up_at_once() -> None:
     pair.uac.bye(handle, pair.now)
     pair.uas.bye(uas_handle, pair.now)
     pair.pump()
-    assert pair.take_uac() == [CallEnded(handle, EndReason.LOCAL_BYE, 200)]
-    assert pair.take_uas() == [CallEnded(uas_handle, EndReason.LOCAL_BYE, 200)]
+    assert pair.take_uac() == [DialogEnded(handle, EndReason.LOCAL_BYE, 200)]
+    assert pair.take_uas() == [DialogEnded(uas_handle, EndReason.LOCAL_BYE, 200)]
 
 
 def test_second_incoming_reinvite_gets_500_with_retry_after() -> None:
@@ -956,7 +956,7 @@ def test_reinvite_timeout_ends_the_call() -> None:
     pair.advance(40)
     assert pair.take_uac() == [
         ReinviteRejected(handle, 408, "Request Timeout"),
-        CallEnded(handle, EndReason.REQUEST_TIMEOUT),
+        DialogEnded(handle, EndReason.REQUEST_TIMEOUT),
     ]
 
 
@@ -1020,7 +1020,7 @@ def test_ack_with_bad_from_is_dropped() -> None:
 
 
 def test_transaction_limit_answers_statelessly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("callstream.sip.endpoint.MAX_TRANSACTIONS", 0)
+    monkeypatch.setattr("callstream.sip.useragent.MAX_TRANSACTIONS", 0)
     endpoint = uas()
     assert answer_to(endpoint, fixture("asterisk_options.sip"), ("10.0.0.1", 5060)).status == 503
     assert not endpoint._server_tx
@@ -1156,7 +1156,7 @@ def test_digest_challenge_then_authorized_invite() -> None:
     pair.uas.answer(incoming.handle, ANSWER, pair.now)
     pair.pump()
     assert [type(e) for e in pair.take_uac()] == [CallAnswered]
-    assert pair.uac.call_state(handle) is CallState.CONFIRMED
+    assert pair.uac.call_state(handle) is DialogPhase.CONFIRMED
 
 
 def test_digest_wrong_password_never_makes_a_call() -> None:
