@@ -1,4 +1,4 @@
-"""The SIP user agent core: the one object the call layer talks to (sans-I/O).
+"""The SIP user agent: the one object the call layer talks to (sans-I/O).
 
 :class:`SipEndpoint` answers and places calls. It owns the transactions
 (:mod:`~callstream.sip.transaction`) and dialogs (:mod:`~callstream.sip.dialog`)
@@ -85,15 +85,17 @@ What it does on its own
 Layout
 ------
 
-The endpoint is one object playing both roles; its code is split by role:
+The endpoint is one object playing both roles; its code is split by role, in
+layers of one class (:mod:`~callstream.sip.useragent` says why):
 
-* :mod:`~callstream.sip.useragent` - :class:`~callstream.sip.useragent.UserAgentCore`:
-  outputs, timers, transactions, message building, request intake, and the
-  established call (BYE, re-INVITE, INFO, ACK) whoever placed it;
-* :mod:`~callstream.sip.uas` - incoming calls (admission, ring, answer,
-  reject, CANCEL received, answer timeout);
-* :mod:`~callstream.sip.uac` - outgoing calls (INVITE, digest retry, forks,
-  CANCEL, setup timeout);
+* :mod:`~callstream.sip.useragent` - the plumbing: outputs, timers,
+  transactions, message building, intake of every message;
+* :mod:`~callstream.sip.in_dialog` - the established call, whoever placed
+  it: BYE, re-INVITE, INFO, the ACK and 2xx retransmission;
+* :mod:`~callstream.sip.uas` - incoming calls: admission, ring, answer,
+  reject, CANCEL received, answer timeout;
+* :mod:`~callstream.sip.uac` - outgoing calls: INVITE, digest retry, forks,
+  CANCEL, setup timeout;
 * :mod:`~callstream.sip.records` - what it keeps per call and per transaction;
 * this module - :class:`SipEndpoint`, the two roles joined, and
   :meth:`SipEndpoint.hangup`, the one command that needs both.

@@ -1,10 +1,10 @@
 """The caller's half of the SIP user agent (UAC, RFC 3261 §8.1 and §13.2).
 
 :class:`UserAgentClient` adds outgoing calls to
-:class:`~callstream.sip.useragent.UserAgentCore`: the INVITE, its responses
+:class:`~callstream.sip.in_dialog.InDialogAgent`: the INVITE, its responses
 (early dialogs, forked answers, the ACK), a retry with digest credentials
 after 401/407 (§22.2), CANCEL (§9.1) and the setup timeout. What follows the
-answer (BYE, re-INVITE, INFO) is the core's.
+answer (BYE, re-INVITE, INFO) is :mod:`~callstream.sip.in_dialog`'s.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from .digest import Challenge, Credentials, build_authorization, parse_challenge
 from .events import Addr, CallAnswered, CallFailed, CallProgress
 from .exceptions import DigestError, InvalidCallState, SipParseError
 from .headers import NameAddr, parse_cseq, parse_name_addr
+from .in_dialog import InDialogAgent
 from .message import Headers, SipRequest, SipResponse
 from .records import TRANSPORTS, CallRecord, DialogPhase, Purpose, Role, TxRecord
 from .sdp import SdpSession
 from .uri import SipUri, format_host, parse_uri
-from .useragent import ALLOWED_METHODS, UserAgentCore, has_tag, logger, reason_phrase, sdp_bytes
+from .useragent import ALLOWED_METHODS, has_tag, logger, reason_phrase, sdp_bytes
 
 __all__ = ["MAX_AUTH_ATTEMPTS", "UserAgentClient"]
 
@@ -28,7 +29,7 @@ __all__ = ["MAX_AUTH_ATTEMPTS", "UserAgentClient"]
 MAX_AUTH_ATTEMPTS = 2
 
 
-class UserAgentClient(UserAgentCore):
+class UserAgentClient(InDialogAgent):
     """Outgoing calls: place, cancel and complete them (see the module docstring)."""
 
     # ---------------------------------------------------------- commands

@@ -1,10 +1,11 @@
 """The callee's half of the SIP user agent (UAS, RFC 3261 §8.2 and §13.3).
 
 :class:`UserAgentServer` adds incoming calls to
-:class:`~callstream.sip.useragent.UserAgentCore`: admission of a new INVITE
+:class:`~callstream.sip.in_dialog.InDialogAgent`: admission of a new INVITE
 (rate limit, cap on unanswered calls per source, digest challenge, §22.4),
 the 100/18x/2xx/3xx-6xx answers, a CANCEL from the caller (§9.2) and the
-answer timeout. What follows the answer (ACK, BYE, re-INVITE) is the core's.
+answer timeout. What follows the answer (ACK, BYE, re-INVITE) is
+:mod:`~callstream.sip.in_dialog`'s.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from .digest import AuthOutcome
 from .events import Addr, CallCancelled, CancelReason, IncomingCall, RequestRefused
 from .exceptions import InvalidCallState, SipParseError
 from .headers import NameAddr, Via, parse_cseq
+from .in_dialog import InDialogAgent
 from .message import SipRequest
 from .records import CallRecord, DialogPhase, Purpose, Retransmit, Role, TxRecord
 from .sdp import SdpSession
 from .transaction import ServerKey, State
-from .useragent import UserAgentCore, is_allowed, sdp_bytes
+from .useragent import is_allowed, sdp_bytes
 
 __all__ = ["UserAgentServer"]
 
 
-class UserAgentServer(UserAgentCore):
+class UserAgentServer(InDialogAgent):
     """Incoming calls: admit, ring, answer or refuse them (see the module docstring)."""
 
     # ---------------------------------------------------------- commands

@@ -1,15 +1,23 @@
-"""The SIP user agent core: what both roles of :class:`~callstream.sip.endpoint.SipEndpoint` share.
+"""The SIP user agent core: the plumbing under both roles of the SIP endpoint.
+
+:class:`~callstream.sip.endpoint.SipEndpoint` is the class to use; this is its base.
 
 One endpoint is caller (UAC) and callee (UAS) at once, over the same
-transactions, dialogs and timers, so the roles are not separate objects: each
-is a subclass of :class:`UserAgentCore` that adds its part, and
-:class:`~callstream.sip.endpoint.SipEndpoint` joins the two (websockets splits
-``ClientProtocol`` and ``ServerProtocol`` over one ``Protocol`` the same way).
-Read this module for everything a call does in either role; read
-:mod:`~callstream.sip.uas` for incoming calls and :mod:`~callstream.sip.uac`
-for outgoing ones.
+transactions, dialogs and timers, so its parts are not separate objects but
+layers of one class (websockets splits ``ClientProtocol`` and
+``ServerProtocol`` over one ``Protocol`` the same way)::
 
-The core holds:
+    UserAgentCore         useragent.py   this module
+      InDialogAgent       in_dialog.py   the established call, either role
+        UserAgentServer   uas.py         incoming calls
+        UserAgentClient   uac.py         outgoing calls
+          SipEndpoint     endpoint.py    both roles joined
+
+Composition would need references both ways (a role's handlers drive the
+shared transactions, and the shared intake hands requests to the roles);
+layers share the state instead, and each module reads on its own.
+
+This module holds:
 
 * the drained outputs (:meth:`~UserAgentCore.datagrams_to_send`,
   :meth:`~UserAgentCore.events_received`) and the timer heap
@@ -17,13 +25,14 @@ The core holds:
 * transaction glue: starting server and client transactions
   (:mod:`~callstream.sip.transaction`) and carrying out what they output;
 * message building: Via, Contact, responses per RFC 3261 §8.2.6;
-* intake of every request: parse errors, the allow-list, in-dialog routing,
-  OPTIONS, 405/420/481/501;
-* the established call, whoever placed it: BYE, re-INVITE (both ways), INFO,
-  the ACK and 2xx retransmission (§13.3.1.4), and the call's bookkeeping.
+* intake of every message: parse errors (400 with a Warning), the
+  allow-list, OPTIONS, 405/420/481/501, routing to a transaction, a dialog
+  or a role;
+* each call's timers and bookkeeping (the dialog index, ending and
+  forgetting a call).
 
-Where a step belongs to one role, the core calls a hook that role implements
-(the abstract methods at the end of :class:`UserAgentCore`).
+Where a step belongs to a layer above, the core calls a hook that layer
+implements: the abstract methods at the end of :class:`UserAgentCore`.
 """
 
 from __future__ import annotations
@@ -36,41 +45,21 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 
-from .admission import (
-    AdmissionLimits,
-    ForbiddenAction,
-    SourceCounter,
-    SourceRateLimiter,
-)
+from .admission import AdmissionLimits, ForbiddenAction, SourceCounter, SourceRateLimiter
 from .dialog import Dialog, DialogState
 from .digest import DigestServer
-from .dtmf import DTMF_CONTENT_TYPES, parse_dtmf
-from .events import (
-    Addr,
-    CallCancelled,
-    CancelReason,
-    DialogEnded,
-    DtmfReceived,
-    EndReason,
-    ReinviteAnswered,
-    ReinviteReceived,
-    ReinviteRejected,
-    RequestForbidden,
-    SipEvent,
-)
+from .events import Addr, RequestForbidden, SipEvent
 from .exceptions import InvalidCallState, InvalidHeader, InvalidHeaderField, SipError, SipParseError
 from .headers import BRANCH_MAGIC_COOKIE, NameAddr, Via, parse_cseq, parse_name_addr, parse_via
 from .message import Headers, SipMessage, SipRequest, SipResponse, parse_message, split_comma_list
 from .records import (
     TCP,
-    TRANSPORTS,
     UDP,
     CallRecord,
     Datagram,
     DialogPhase,
     EndpointStats,
     Purpose,
-    Retransmit,
     Role,
     TxRecord,
 )
@@ -83,7 +72,6 @@ from .transaction import (
     PassUp,
     Send,
     ServerKey,
-    State,
     TimedOut,
     TimerConfig,
     Transaction,
@@ -191,7 +179,7 @@ def _warning_text(text: str) -> str:
     return f'"{cleaned[:200]}"'
 
 
-def _content_type(headers: Headers) -> str:
+def content_type_of(headers: Headers) -> str:
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
 
 
@@ -371,122 +359,6 @@ class UserAgentCore(abc.ABC):
             if record.dest == addr and record.transport == transport:
                 self._run_tx(record, record.tx.transport_error(now), now)
 
-    # ------------------------------------------------------- dialog commands
-
-    def bye(self, handle: str, now: float, *, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """Hang up an answered call.
-
-        For an incoming call whose 2xx is not yet ACKed, the BYE waits for the
-        ACK (RFC 3261 §15: the callee "MUST NOT send a BYE on a confirmed
-        dialog until it has received an ACK for its 2xx response"). The call
-        ends with ``DialogEnded(reason=LOCAL_BYE, status=...)``.
-
-        Raises:
-            InvalidCallState: The call is not answered (use :meth:`hangup`).
-        """
-        call = self._call(handle)
-        if call.phase is DialogPhase.ANSWERED:
-            call.pending_bye = True
-            return
-        if call.phase is not DialogPhase.CONFIRMED:
-            raise InvalidCallState(f"can't send BYE for call {handle} in state {call.phase.value}")
-        self._send_bye(call, now, tuple(headers))
-
-    def reinvite(
-        self,
-        handle: str,
-        sdp: SdpSession | bytes,
-        now: float,
-        *,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        """Send a re-INVITE with a new offer (hold, resume, new media).
-
-        The outcome is ``ReinviteAnswered`` or ``ReinviteRejected`` (491 on
-        glare: retry later, RFC 3261 §14.1).
-
-        Raises:
-            InvalidCallState: The call is not up, or an INVITE is already pending.
-        """
-        call = self._call(handle)
-        if call.phase is not DialogPhase.CONFIRMED or call.dialog is None:
-            raise InvalidCallState(f"can't re-INVITE call {handle} in state {call.phase.value}")
-        if call.reinvite_out is not None or call.reinvite_in is not None:
-            raise InvalidCallState(f"can't re-INVITE call {handle}: an INVITE is pending")
-        dest, transport = self._dialog_dest(call)
-        request = call.dialog.create_request(
-            "INVITE",
-            via=self._via(transport),
-            contact=self._contact(transport),
-            body=sdp_bytes(sdp),
-            extra_headers=self._ua_headers(headers),
-        )
-        call.reinvite_out = self._start_client(
-            request, dest, transport, call.handle, Purpose.REINVITE, now
-        )
-
-    def answer_reinvite(
-        self,
-        handle: str,
-        sdp: SdpSession | bytes,
-        now: float,
-        *,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        """Accept the pending re-INVITE with 200 OK and our SDP (resent until ACK).
-
-        Raises:
-            InvalidCallState: No re-INVITE is pending.
-        """
-        call, record = self._pending_reinvite(handle)
-        body = sdp_bytes(sdp)
-        response = self._response(
-            record, 200, None, to_tag=call.local_tag, headers=headers, body=body, contact=True
-        )
-        self._run_tx(record, record.tx.send_response(response, now), now)
-        cseq = parse_cseq(record.tx.request.headers.get("CSeq") or "").seq
-        call.ok_retransmit = Retransmit(
-            response.serialize(), record.dest, record.transport, cseq, now, self.timers
-        )
-        call.reinvite_in = None
-        self._schedule_call(call)
-
-    def reject_reinvite(
-        self,
-        handle: str,
-        status: int,
-        reason: str | None,
-        now: float,
-        *,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        """Refuse the pending re-INVITE (e.g. 488); the call goes on as before."""
-        if not 300 <= status <= 699:
-            raise ValueError(f"reject_reinvite needs a 300-699 status, not {status}")
-        call, record = self._pending_reinvite(handle)
-        response = self._response(record, status, reason, to_tag=call.local_tag, headers=headers)
-        self._run_tx(record, record.tx.send_response(response, now), now)
-        call.reinvite_in = None
-
-    def send_info(self, handle: str, content_type: str, body: bytes, now: float) -> None:
-        """Send an INFO in the call's dialog (e.g. ``application/dtmf-relay``).
-
-        Raises:
-            InvalidCallState: The call is not up.
-        """
-        call = self._call(handle)
-        if call.phase is not DialogPhase.CONFIRMED or call.dialog is None:
-            raise InvalidCallState(f"can't send INFO for call {handle} in state {call.phase.value}")
-        dest, transport = self._dialog_dest(call)
-        request = call.dialog.create_request(
-            "INFO",
-            via=self._via(transport),
-            body=body,
-            content_type=content_type,
-            extra_headers=self._ua_headers(()),
-        )
-        self._start_client(request, dest, transport, handle, Purpose.INFO, now)
-
     # ================================================================ inside
 
     def _call(self, handle: str) -> CallRecord:
@@ -494,13 +366,6 @@ class UserAgentCore(abc.ABC):
         if call is None:
             raise InvalidCallState(f"unknown call {handle!r}")
         return call
-
-    def _pending_reinvite(self, handle: str) -> tuple[CallRecord, TxRecord]:
-        call = self._call(handle)
-        record = self._server_tx.get(call.reinvite_in) if call.reinvite_in is not None else None
-        if record is None or record.tx.state is not State.PROCEEDING:
-            raise InvalidCallState(f"call {handle} has no re-INVITE waiting for an answer")
-        return call, record
 
     def _invite_record(self, call: CallRecord) -> TxRecord | None:
         """The server transaction of an incoming call's INVITE, while it lives."""
@@ -899,7 +764,7 @@ class UserAgentCore(abc.ABC):
         """``(ok, offer)`` for an INVITE; not ok after answering 415/400 for a bad body."""
         if not request.body:
             return True, None
-        content_type = _content_type(request.headers)
+        content_type = content_type_of(request.headers)
         if content_type != "application/sdp":
             # RFC 3261 §8.2.3: "...MUST reject the request with a 415" with Accept.
             self._reply(record, 415, now, headers=[("Accept", "application/sdp")])
@@ -920,118 +785,6 @@ class UserAgentCore(abc.ABC):
         self._reply(record, 400, now, reason=reason, headers=[warning])
         self.stats.bad_requests_answered += 1
 
-    # ---- in-dialog requests
-
-    def _on_ack(self, request: SipRequest, addr: Addr, now: float) -> None:
-        """An ACK for a 2xx (its own transaction, RFC 3261 §13.3.1.4/§17.2.3)."""
-        try:
-            from_tag = parse_name_addr(request.headers.get("From") or "", "From").tag or ""
-            to_tag = parse_name_addr(request.headers.get("To") or "", "To").tag or ""
-            cseq = parse_cseq(request.headers.get("CSeq") or "").seq
-        except SipParseError:
-            self.stats.dropped += 1
-            return
-        handle = self._dialogs.get((request.headers.get("Call-ID") or "", to_tag, from_tag))
-        call = self._calls.get(handle) if handle is not None else None
-        if call is None or call.ok_retransmit is None or call.ok_retransmit.cseq != cseq:
-            return  # a late or stray ACK: nothing to do (§17.2.3 passes it to the core)
-        call.ok_retransmit = None
-        if call.phase is DialogPhase.ANSWERED:
-            call.phase = DialogPhase.CONFIRMED
-        self._schedule_call(call)
-        if call.pending_bye:
-            call.pending_bye = False
-            self._send_bye(call, now, ())
-
-    def _on_in_dialog(
-        self, call: CallRecord, request: SipRequest, record: TxRecord, cseq: int, now: float
-    ) -> None:
-        dialog = call.dialog
-        method = request.method
-        if dialog is None or call.phase is DialogPhase.ENDED:
-            self._reply(record, 481, now)
-            return
-        if not dialog.accept_remote_seq(cseq, method):
-            # RFC 3261 §12.2.2: out of order "MUST be rejected with a 500".
-            self._reply(record, 500, now, to_tag=call.local_tag)
-            return
-        record.handle = call.handle
-        if method == "BYE":
-            self._on_bye(call, record, now)
-        elif method == "INVITE":
-            self._on_reinvite(call, request, record, now)
-        elif method == "INFO":
-            self._on_info(call, request, record, now)
-        elif method == "OPTIONS":
-            self._reply(record, 200, now, headers=[("Accept", "application/sdp")])
-        elif method in KNOWN_METHODS:
-            self._reply(record, 405, now)
-        else:
-            self._reply(record, 501, now)
-
-    def _on_bye(self, call: CallRecord, record: TxRecord, now: float) -> None:
-        if call.reinvite_in is not None:
-            # RFC 3261 §15.1.2: "SHOULD generate a 487 ... for any pending requests".
-            pending = self._server_tx.get(call.reinvite_in)
-            if pending is not None and pending.tx.state is State.PROCEEDING:
-                self._reply(pending, 487, now, to_tag=call.local_tag)
-            call.reinvite_in = None
-        self._reply(record, 200, now)
-        if call.role is Role.UAS and call.phase in (DialogPhase.INCOMING, DialogPhase.EARLY):
-            # A caller may BYE an early dialog (§15): treat it as a CANCEL.
-            invite = self._invite_record(call)
-            if invite is not None and invite.tx.state is State.PROCEEDING:
-                self._reply(invite, 487, now, to_tag=call.local_tag)
-            self._end(call, now)
-            self._emit(CallCancelled(call.handle, CancelReason.BYE))
-            return
-        if call.phase is DialogPhase.ENDING:
-            return  # both sides hung up at once; our BYE's outcome reports the end
-        self._end(call, now)
-        self._emit(DialogEnded(call.handle, EndReason.REMOTE_BYE))
-
-    def _on_reinvite(
-        self, call: CallRecord, request: SipRequest, record: TxRecord, now: float
-    ) -> None:
-        if call.reinvite_out is not None:
-            # RFC 3261 §14.2: our INVITE is in progress: "MUST return a 491".
-            self._reply(record, 491, now, to_tag=call.local_tag)
-            return
-        if call.reinvite_in is not None or call.phase is not DialogPhase.CONFIRMED:
-            # §14.2: a second INVITE before our final answer to the first "MUST
-            # return a 500 ... and MUST include a Retry-After".
-            retry = str(int(self._token(1), 16) % 10)
-            self._reply(record, 500, now, to_tag=call.local_tag, headers=[("Retry-After", retry)])
-            return
-        ok, offer = self._offer_of(request, record, now)
-        if not ok:
-            return
-        if call.dialog is not None:
-            try:
-                # §12.2: a re-INVITE is a target refresh.
-                call.dialog.refresh_target(request.headers)
-            except SipParseError as exc:
-                self.stats.parse_errors += 1
-                self._reply_bad(record, exc, now)
-                return
-        record.purpose = Purpose.REINVITE
-        trying = self._response(record, 100, None)
-        self._run_tx(record, record.tx.send_response(trying, now), now)
-        call.reinvite_in = record.key
-        self._emit(ReinviteReceived(call.handle, offer))
-
-    def _on_info(self, call: CallRecord, request: SipRequest, record: TxRecord, now: float) -> None:
-        content_type = _content_type(request.headers)
-        if content_type in DTMF_CONTENT_TYPES:
-            dtmf = parse_dtmf(content_type, request.body)
-            if dtmf is None:
-                self._reply(record, 400, now, reason="Bad Request (malformed DTMF)")
-                return
-            self._reply(record, 200, now, to_tag=call.local_tag)
-            self._emit(DtmfReceived(call.handle, dtmf[0], dtmf[1]))
-            return
-        self._reply(record, 200, now, to_tag=call.local_tag)
-
     # ---- responses
 
     def _on_response(self, response: SipResponse, addr: Addr, transport: str, now: float) -> None:
@@ -1046,145 +799,6 @@ class UserAgentCore(abc.ABC):
                 self.stats.stray_responses += 1
             return
         self._run_tx(record, record.tx.receive_response(response, now), now)
-
-    def _resend_ack(self, response: SipResponse) -> None:
-        """A 2xx retransmission after the transaction is gone: ACK it again (§13.2.2.4)."""
-        try:
-            to_tag = parse_name_addr(response.headers.get("To") or "", "To").tag or ""
-            from_tag = parse_name_addr(response.headers.get("From") or "", "From").tag or ""
-        except SipParseError:
-            self.stats.stray_responses += 1
-            return
-        handle = self._dialogs.get((response.headers.get("Call-ID") or "", from_tag, to_tag))
-        call = self._calls.get(handle) if handle is not None else None
-        cseq = parse_cseq(response.headers.get("CSeq") or "").seq
-        sent = call.acks.get(cseq) if call is not None else None
-        if sent is None:
-            self.stats.stray_responses += 1
-            return
-        self._send(*sent)
-
-    def _on_client_response(self, record: TxRecord, response: SipResponse, now: float) -> None:
-        call = self._calls.get(record.handle or "")
-        if call is None:
-            return
-        if record.purpose is Purpose.INVITE:
-            self._on_invite_response(call, record, response, now)
-        elif record.purpose is Purpose.REINVITE:
-            self._on_reinvite_response(call, record, response, now)
-        elif record.purpose is Purpose.BYE and response.status >= 200:
-            if call.phase is DialogPhase.ENDING:
-                self._end(call, now)
-                self._emit(DialogEnded(call.handle, EndReason.LOCAL_BYE, response.status))
-        elif record.purpose is Purpose.INFO and response.status in (408, 481):
-            self._dialog_lost(call, response.status, now)
-
-    def _on_late_2xx(
-        self, call: CallRecord, record: TxRecord, response: SipResponse, now: float
-    ) -> None:
-        """A 2xx after we ACKed one (retransmission or fork) or gave up the call."""
-        to_tag = parse_name_addr(response.headers.get("To") or "", "To").tag or ""
-        dialog = call.dialog
-        sent = call.acks.get(parse_cseq(response.headers.get("CSeq") or "").seq)
-        if sent is not None and dialog is not None and to_tag == (dialog.remote.tag or ""):
-            self._send(*sent)  # §13.2.2.4: ACK each 2xx retransmission
-            return
-        # A second answer from a fork, or an answer after we gave up: "...the
-        # UAC core MUST ... ACK ... and then ... send a BYE" (§13.2.2.4).
-        self._ack_and_bye_stray(call, record, response, now)
-
-    def _ack_and_bye_stray(
-        self, call: CallRecord, record: TxRecord, response: SipResponse, now: float
-    ) -> None:
-        try:
-            stray = Dialog.as_uac(record.tx.request, response)
-        except SipParseError:
-            return
-        hop = stray.next_hop()
-        dest = call.route_override or (hop.param("maddr") or hop.host, hop.port_or_default)
-        transport = hop.transport if hop.transport in TRANSPORTS else UDP
-        cseq = parse_cseq(record.tx.request.headers.get("CSeq") or "").seq
-        self._send(stray.create_ack(cseq, via=self._via(transport)), dest, transport)
-        bye = stray.create_request(
-            "BYE", via=self._via(transport), extra_headers=self._ua_headers(())
-        )
-        self._start_client(bye, dest, transport, None, Purpose.OTHER, now)
-
-    def _send_bye(self, call: CallRecord, now: float, headers: tuple[tuple[str, str], ...]) -> None:
-        dialog = call.dialog
-        if dialog is None:
-            raise InvalidCallState(f"call {call.handle} has no dialog to send BYE in")
-        call.ok_retransmit = None
-        dest, transport = self._dialog_dest(call)
-        request = dialog.create_request(
-            "BYE", via=self._via(transport), extra_headers=self._ua_headers(headers)
-        )
-        call.phase = DialogPhase.ENDING
-        self._schedule_call(call)
-        self._start_client(request, dest, transport, call.handle, Purpose.BYE, now)
-
-    def _on_reinvite_response(
-        self, call: CallRecord, record: TxRecord, response: SipResponse, now: float
-    ) -> None:
-        status = response.status
-        if status < 200:
-            return
-        dialog = call.dialog
-        if call.phase is DialogPhase.ENDED:
-            call.reinvite_out = None
-            if 200 <= status < 300:
-                self._on_late_2xx(call, record, response, now)
-            return  # the call is over: its outcome was reported
-        if 200 <= status < 300 and dialog is not None:
-            cseq = parse_cseq(record.tx.request.headers.get("CSeq") or "").seq
-            if cseq in call.acks:
-                self._send(*call.acks[cseq])  # a 2xx retransmission
-                return
-            try:
-                dialog.refresh_target(response.headers)  # §12.2.1.2 target refresh
-            except SipParseError as exc:
-                logger.debug("call %s: keeping the old target: %s", call.handle, exc)
-            dest, transport = self._dialog_dest(call)
-            ack = dialog.create_ack(cseq, via=self._via(transport))
-            call.acks[cseq] = (ack, dest, transport)
-            self._send(ack, dest, transport)
-            call.reinvite_out = None
-            self._emit(ReinviteAnswered(call.handle, self._sdp_of(response)))
-            return
-        call.reinvite_out = None
-        self._emit(ReinviteRejected(call.handle, status, response.reason))
-        if status in (408, 481):
-            # RFC 3261 §12.2.1.2: "...the UAC SHOULD terminate the dialog".
-            self._dialog_lost(call, status, now)
-
-    def _on_tx_failed(self, record: TxRecord, status: int, now: float) -> None:
-        """A transaction timed out (408) or hit a transport error (503)."""
-        call = self._calls.get(record.handle or "")
-        if call is None or record.server:
-            return  # a server transaction giving up (Timer H) needs no action
-        reason = reason_phrase(status)
-        if record.purpose is Purpose.INVITE:
-            self._on_invite_failed(call, status, now)
-        elif record.purpose is Purpose.REINVITE:
-            call.reinvite_out = None
-            self._emit(ReinviteRejected(call.handle, status, reason))
-            self._dialog_lost(call, status, now)
-        elif record.purpose is Purpose.BYE:
-            if call.phase is DialogPhase.ENDING:
-                self._end(call, now)
-                self._emit(DialogEnded(call.handle, EndReason.LOCAL_BYE, status))
-        elif record.purpose is Purpose.INFO:
-            self._dialog_lost(call, status, now)
-
-    def _dialog_lost(self, call: CallRecord, status: int, now: float) -> None:
-        if call.phase in (DialogPhase.ENDED, DialogPhase.ENDING):
-            return
-        reason = {
-            408: EndReason.REQUEST_TIMEOUT,
-            481: EndReason.DIALOG_GONE,
-        }.get(status, EndReason.TRANSPORT_ERROR)
-        self._end(call, now)
-        self._emit(DialogEnded(call.handle, reason))
 
     # ---- call timers
 
@@ -1216,31 +830,12 @@ class UserAgentCore(abc.ABC):
             return
         self._schedule_call(call)
 
-    def _on_ack_timeout(self, call: CallRecord, now: float) -> None:
-        """RFC 3261 §13.3.1.4: no ACK after 64*T1: "the session SHOULD be
-        terminated. This is accomplished with a BYE."."""
-        if call.phase not in (DialogPhase.ANSWERED, DialogPhase.CONFIRMED):
-            return
-        call.phase = DialogPhase.CONFIRMED
-        self._send_bye(call, now, ())
-        self._end(call, now)
-        self._emit(DialogEnded(call.handle, EndReason.ACK_TIMEOUT))
-
     # ---- call bookkeeping
 
     def _set_dialog(self, call: CallRecord, dialog: Dialog) -> None:
         call.dialog = dialog
         key = (dialog.call_id, dialog.local.tag or "", dialog.remote.tag or "")
         self._dialogs[key] = call.handle
-
-    def _dialog_dest(self, call: CallRecord) -> tuple[Addr, str]:
-        if call.dialog is None:
-            raise InvalidCallState(f"call {call.handle} has no dialog")
-        hop = call.dialog.next_hop()
-        transport = hop.transport if hop.transport in TRANSPORTS else UDP
-        if call.route_override is not None:
-            return call.route_override, call.transport
-        return (hop.param("maddr") or hop.host, hop.port_or_default), transport
 
     def _add_call(self, call: CallRecord, now: float) -> None:
         self._calls[call.handle] = call
@@ -1279,7 +874,7 @@ class UserAgentCore(abc.ABC):
             )
 
     def _sdp_of(self, message: SipMessage) -> SdpSession | None:
-        if not message.body or _content_type(message.headers) != "application/sdp":
+        if not message.body or content_type_of(message.headers) != "application/sdp":
             return None
         try:
             return parse_sdp(message.body)
@@ -1288,7 +883,33 @@ class UserAgentCore(abc.ABC):
             logger.debug("unparseable SDP: %s", exc)
             return None
 
-    # ---- hooks: the role modules implement these
+    # ---- hooks: in_dialog.py, uas.py and uac.py implement these
+
+    @abc.abstractmethod
+    def _on_in_dialog(
+        self, call: CallRecord, request: SipRequest, record: TxRecord, cseq: int, now: float
+    ) -> None:
+        """A new request in a known dialog (its server transaction is ``record``)."""
+
+    @abc.abstractmethod
+    def _on_ack(self, request: SipRequest, addr: Addr, now: float) -> None:
+        """An ACK for a 2xx (its own transaction, RFC 3261 §13.3.1.4/§17.2.3)."""
+
+    @abc.abstractmethod
+    def _on_client_response(self, record: TxRecord, response: SipResponse, now: float) -> None:
+        """A response our client transaction ``record`` passed up."""
+
+    @abc.abstractmethod
+    def _on_tx_failed(self, record: TxRecord, status: int, now: float) -> None:
+        """A transaction timed out (408) or hit a transport error (503)."""
+
+    @abc.abstractmethod
+    def _resend_ack(self, response: SipResponse) -> None:
+        """A 2xx to an INVITE whose transaction is gone."""
+
+    @abc.abstractmethod
+    def _on_ack_timeout(self, call: CallRecord, now: float) -> None:
+        """Our 2xx got no ACK within 64*T1."""
 
     @abc.abstractmethod
     def _admit_invite(
@@ -1320,16 +941,6 @@ class UserAgentCore(abc.ABC):
     @abc.abstractmethod
     def _on_answer_timeout(self, call: CallRecord, now: float) -> None:
         """UAS: an incoming call's ``answer_timeout`` ran out."""
-
-    @abc.abstractmethod
-    def _on_invite_response(
-        self, call: CallRecord, record: TxRecord, response: SipResponse, now: float
-    ) -> None:
-        """UAC: a response to the INVITE of an outgoing call."""
-
-    @abc.abstractmethod
-    def _on_invite_failed(self, call: CallRecord, status: int, now: float) -> None:
-        """UAC: the INVITE transaction timed out (408) or hit a transport error (503)."""
 
     @abc.abstractmethod
     def _on_setup_timeout(self, call: CallRecord, now: float) -> None:
