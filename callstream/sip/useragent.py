@@ -162,8 +162,8 @@ def reason_phrase(status: int) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=4096)
 def is_allowed(host: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether ``host`` (an IPv4-mapped IPv6 address as its IPv4) is in ``networks``."""
     # Cached: peers are few, and parsing the address is the slow part.
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
@@ -180,6 +180,7 @@ def _warning_text(text: str) -> str:
 
 
 def content_type_of(headers: Headers) -> str:
+    """The media type of a message's body, lower case, without parameters."""
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
 
 
@@ -191,10 +192,12 @@ def _top_via(message: SipMessage) -> Via:
 
 
 def sdp_bytes(sdp: SdpSession | bytes) -> bytes:
+    """A command's SDP argument as the body to send."""
     return sdp.serialize() if isinstance(sdp, SdpSession) else sdp
 
 
 def has_tag(value: str) -> bool:
+    """Whether a To (or From) value carries a tag, even one that does not parse."""
     try:
         return parse_name_addr(value, "To").tag is not None
     except SipError:
