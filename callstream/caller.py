@@ -426,7 +426,7 @@ class _Call:
             self._answered(event.sdp)
         elif isinstance(event, sip.CallFailed):
             self._failed(event.status, event.reason)
-        elif isinstance(event, sip.CallEnded):
+        elif isinstance(event, sip.DialogEnded):
             self.summary.ended_by = "remote" if event.reason is sip.EndReason.REMOTE_BYE else (
                 self.summary.ended_by or "local")
             if event.reason not in (sip.EndReason.REMOTE_BYE, sip.EndReason.LOCAL_BYE):

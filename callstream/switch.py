@@ -188,7 +188,7 @@ class Switch:
                 await self._ended(leg, "timeout", "callee", 480)
             else:
                 await self._ended(leg, "originator_cancel", "caller", 487)
-        elif isinstance(event, sip.CallEnded):
+        elif isinstance(event, sip.DialogEnded):
             if event.reason is sip.EndReason.REMOTE_BYE:
                 remote = "caller" if leg.call.record.direction == "incoming" else "callee"
                 await self._ended(leg, leg.end_cause or "normal_clearing", remote, 200)
@@ -403,7 +403,7 @@ class Switch:
 
     def _give_up(self, leg: Leg, cause: str) -> None:
         leg.end_cause = cause
-        unanswered = self.endpoint.call_state(leg.handle) is not sip.CallState.CONFIRMED
+        unanswered = self.endpoint.call_state(leg.handle) is not sip.DialogPhase.CONFIRMED
         self.endpoint.hangup(leg.handle, self._now())
         self.transport.flush()
         if unanswered and leg.call.record.direction == "outgoing":
@@ -489,7 +489,7 @@ class Switch:
         if leg is None:
             return
         now = self._now()
-        if self.endpoint.call_state(leg.handle) is sip.CallState.CONFIRMED:
+        if self.endpoint.call_state(leg.handle) is sip.DialogPhase.CONFIRMED:
             self.endpoint.bye(leg.handle, now, headers=headers)
             self.transport.flush()
         elif call.record.direction == "outgoing":

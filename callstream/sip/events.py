@@ -7,7 +7,7 @@ Every call ends with exactly one terminal event:
 * :class:`CallFailed` - an outgoing call that was never answered;
 * :class:`CallCancelled` - an incoming call that ended before it was answered
   by the caller's doing (or the setup timeout), not ours;
-* :class:`CallEnded` - an answered call.
+* :class:`DialogEnded` - an answered call.
 
 Calls we end ourselves before an answer (``reject``) produce no event;
 ``cancel`` still produces ``CallFailed(487)``.
@@ -26,10 +26,10 @@ __all__ = [
     "Addr",
     "CallAnswered",
     "CallCancelled",
-    "CallEnded",
     "CallFailed",
     "CallProgress",
     "CancelReason",
+    "DialogEnded",
     "DtmfReceived",
     "EndReason",
     "IncomingCall",
@@ -128,7 +128,7 @@ class EndReason(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class CallEnded(SipEvent):
+class DialogEnded(SipEvent):
     """An answered call is over.
 
     Attributes:

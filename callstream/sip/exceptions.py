@@ -22,7 +22,7 @@ generic handlers catch them.
     ├── DigestError                   remote: a challenge we cannot answer
     ├── InvalidHeaderField            local: a header field that would break the message
     │                                 (also ValueError)
-    ├── InvalidTransition             local: a transaction step the table forbids
+    ├── InvalidTransactionStep        local: a transaction step the table forbids
     │                                 (also AssertionError)
     └── InvalidCallState              local: a command for a call in the wrong state
                                       (also RuntimeError)
@@ -37,7 +37,7 @@ __all__ = [
     "InvalidCallState",
     "InvalidHeader",
     "InvalidHeaderField",
-    "InvalidTransition",
+    "InvalidTransactionStep",
     "InvalidUri",
     "LineTooLong",
     "MessageTooLarge",
@@ -202,7 +202,7 @@ class InvalidHeaderField(SipError, ValueError):
         self.reason = reason
 
 
-class InvalidTransition(SipError, AssertionError):
+class InvalidTransactionStep(SipError, AssertionError):
     """A transaction was asked to take a step its transition table forbids.
 
     This is a bug in the caller (the transaction user), never the peer's doing:

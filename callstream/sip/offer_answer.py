@@ -31,7 +31,7 @@ from .sdp import Connection, Direction, MediaDescription, Origin, SdpSession
 __all__ = [
     "ANSWER_PTIME",
     "SUPPORTED_CODECS",
-    "TELEPHONE_EVENT",
+    "TELEPHONE_EVENT_8K",
     "Codec",
     "MediaParams",
     "accept_answer",
@@ -82,7 +82,9 @@ PCMU = Codec("PCMU", 8000, 0)
 PCMA = Codec("PCMA", 8000, 8)
 G722 = Codec("G722", 8000, 9)
 L16_16K = Codec("L16", 16000)
-TELEPHONE_EVENT = Codec("telephone-event", 8000)
+#: RFC 4733 telephone-event at 8 kHz, the one rate we run (not
+#: ``media.codecs.TELEPHONE_EVENT``, which is the bare encoding name).
+TELEPHONE_EVENT_8K = Codec("telephone-event", 8000)
 #: The codecs callstream's media layer runs, in our order of preference.
 SUPPORTED_CODECS: tuple[Codec, ...] = (PCMU, PCMA, G722, L16_16K)
 
@@ -129,7 +131,7 @@ def _telephone_event_pt(media: MediaDescription) -> int | None:
     # Linphone offers telephone-event at 48000, 16000 and 8000; we run 8000.
     for pt in media.payload_types:
         rtpmap = media.rtpmap(pt)
-        if rtpmap is not None and TELEPHONE_EVENT.matches(
+        if rtpmap is not None and TELEPHONE_EVENT_8K.matches(
             rtpmap.encoding, rtpmap.clock_rate, rtpmap.channels
         ):
             return pt
@@ -231,7 +233,7 @@ def _audio_attributes(
 ) -> tuple[tuple[str, str | None], ...]:
     attributes: list[tuple[str, str | None]] = [_rtpmap_line(pt, codec) for pt, codec in pairs]
     if telephone_event_pt is not None:
-        attributes.append(_rtpmap_line(telephone_event_pt, TELEPHONE_EVENT))
+        attributes.append(_rtpmap_line(telephone_event_pt, TELEPHONE_EVENT_8K))
         attributes.append(("fmtp", f"{telephone_event_pt} {TELEPHONE_EVENT_FMTP}"))
     attributes.append(("ptime", str(ANSWER_PTIME)))
     attributes.append((direction.value, None))

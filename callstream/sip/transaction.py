@@ -16,7 +16,7 @@ An *input* is something that happened: a response or request arrived
 response to send (``SEND_*``), a timer fired (``TIMER_*``) or the transport
 failed. The *actions* say what to do about it: send, retransmit, pass the
 message up to the TU, report a timeout. A missing row is an illegal step and
-raises :class:`~callstream.sip.exceptions.InvalidTransition`; every input a
+raises :class:`~callstream.sip.exceptions.InvalidTransactionStep`; every input a
 peer can cause has a row (often "stay and absorb"), so only a TU bug can
 reach that error.
 
@@ -47,7 +47,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .exceptions import InvalidTransition, SipParseError
+from .exceptions import InvalidTransactionStep, SipParseError
 from .headers import BRANCH_MAGIC_COOKIE, Via, parse_name_addr
 from .message import Headers, SipMessage, SipRequest, SipResponse
 
@@ -506,7 +506,7 @@ class Transaction:
         """Send a response from the TU through this server transaction.
 
         Raises:
-            InvalidTransition: The state does not allow it (e.g. a second final response).
+            InvalidTransactionStep: The state does not allow it (e.g. a second final response).
         """
         if response.status < 200:
             event = Input.SEND_1XX
@@ -549,7 +549,7 @@ class Transaction:
     def _step(self, event: Input, message: SipMessage | None, now: float) -> list[Output]:
         row = TRANSITIONS.get((self.kind, self.state, event))
         if row is None:
-            raise InvalidTransition(
+            raise InvalidTransactionStep(
                 f"can't handle {event.value} in state {self.state.value} "
                 f"of {self.kind.value} {self.request.method}"
             )

@@ -50,9 +50,11 @@ from typing import Any, cast
 
 from callstream.listening import ListenError
 
-from .endpoint import TCP, UDP, Addr, Datagram, SipEndpoint, SipEvent
+from .endpoint import SipEndpoint
+from .events import Addr, SipEvent
 from .exceptions import FramingError
 from .framing import StreamFramer
+from .records import TCP, UDP, Datagram
 
 __all__ = [
     "CONNECT_TIMEOUT",

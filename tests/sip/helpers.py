@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from callstream.sip.endpoint import Datagram, SipEndpoint, SipEvent
+from callstream.sip.endpoint import CallAnswered, Datagram, IncomingCall, SipEndpoint, SipEvent
 from callstream.sip.message import SipMessage, SipRequest, SipResponse, parse_message
 from callstream.sip.transaction import TimerConfig
 
@@ -189,3 +190,76 @@ class EventLog:
 
     async def wait_for_type(self, kind: type[SipEvent]) -> None:
         await self.wait_for(lambda events: any(isinstance(e, kind) for e in events))
+
+
+# ------------------------------------------------------- whole-call helpers
+
+
+TARGET = "sip:service@127.0.0.1:5060"
+FROM = "sip:alice@127.0.0.1:5070"
+HOLD = OFFER.replace(b"a=sendrecv", b"a=sendonly")
+
+
+def place_call(pair: UacUasPair) -> tuple[str, IncomingCall]:
+    handle = pair.uac.invite(TARGET, from_uri=FROM, sdp=OFFER, now=pair.now)
+    pair.pump()
+    (incoming,) = pair.take_uas()
+    assert isinstance(incoming, IncomingCall)
+    return handle, incoming
+
+
+def connected(pair: UacUasPair) -> tuple[str, str]:
+    handle, incoming = place_call(pair)
+    pair.uas.answer(incoming.handle, ANSWER, pair.now)
+    pair.pump()
+    assert [type(e) for e in pair.take_uac()] == [CallAnswered]
+    return handle, incoming.handle
+
+
+def lines(pair: UacUasPair, source: tuple[str, int] | None = None) -> list[str]:
+    return [d.first_line for d in pair.wire if source is None or d.source == source]
+
+
+REASONS = {401: "Unauthorized", 407: "Proxy Authentication Required"}
+
+
+def challenge_response(invite: SipRequest, status: int, header: str, nonce: str) -> bytes:
+    response = (
+        f"SIP/2.0 {status} {REASONS[status]}\r\n"
+        f"Via: {invite.headers.get('Via')}\r\n"
+        f"From: {invite.headers.get('From')}\r\n"
+        f"To: {invite.headers.get('To')};tag=trunk1\r\n"
+        f"Call-ID: {invite.headers.get('Call-ID')}\r\n"
+        f"CSeq: {invite.headers.get('CSeq')}\r\n"
+        f'{header}: Digest realm="trunk", nonce="{nonce}", algorithm=MD5, qop="auth"\r\n'
+        "Content-Length: 0\r\n\r\n"
+    )
+    return response.encode()
+
+
+#: The fixtures come from peers on private networks, and the helpers from loopback.
+PRIVATE_NETWORKS = [
+    ipaddress.ip_network(net)
+    for net in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+]
+
+
+def uas() -> SipEndpoint:
+    return SipEndpoint(UAS_ADDR, token=make_token("b"), allowed_networks=PRIVATE_NETWORKS)
+
+
+def answer_to(
+    endpoint: SipEndpoint, data: bytes, source: tuple[str, int] = UAC_ADDR
+) -> SipResponse:
+    endpoint.receive_datagram(data, source, 0.0)
+    out = endpoint.datagrams_to_send()
+    assert len(out) == 1, out
+    return response_of(out[0].data)
+
+
+def new_invite(n: int) -> bytes:
+    """The SIPp INVITE as a new call: its own Call-ID, From tag and branch."""
+    return (fixture("sipp_invite.sip")
+            .replace(b"1-4711@", f"{n}-4711@".encode())
+            .replace(b"SIPpTag001", f"SIPpTag{n:03d}".encode())
+            .replace(b"-4711-1-0", f"-4711-{n}-0".encode()))

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callstream.sip.digest import parse_challenge
-from callstream.sip.endpoint import CallEnded, EndReason
+from callstream.sip.endpoint import DialogEnded, EndReason
 from callstream.sip.exceptions import DigestError, FramingError, SipParseError
 from callstream.sip.framing import StreamFramer
 from callstream.sip.headers import parse_cseq, parse_name_addr, parse_via
@@ -123,8 +123,8 @@ def test_garbage_does_not_disturb_a_call(garbage: list[bytes], to_uac: bool) -> 
         pair.advance(0.3)
     pair.uac.bye(handle, pair.now)
     pair.pump()
-    assert pair.take_uac()[-1] == CallEnded(handle, EndReason.LOCAL_BYE, 200)
-    assert pair.take_uas()[-1] == CallEnded(incoming.handle, EndReason.REMOTE_BYE)  # type: ignore[attr-defined]
+    assert pair.take_uac()[-1] == DialogEnded(handle, EndReason.LOCAL_BYE, 200)
+    assert pair.take_uas()[-1] == DialogEnded(incoming.handle, EndReason.REMOTE_BYE)  # type: ignore[attr-defined]
 
 
 @given(st.lists(mutated(), min_size=1, max_size=10))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from callstream.sip.endpoint import CallAnswered, CallEnded, EndReason, IncomingCall, SipEvent
+from callstream.sip.endpoint import CallAnswered, DialogEnded, EndReason, IncomingCall, SipEvent
 from callstream.sip.offer_answer import answer_offer
 from callstream.sip.transport import SipTransport
 
@@ -113,13 +113,13 @@ def test_sipp_calls_callstream(transport: str, tmp_path: Path) -> None:
                 tmp_path,
             )
             assert code == 0, output
-            await asyncio.wait_for(uas.wait_for_type(CallEnded), 20)
+            await asyncio.wait_for(uas.wait_for_type(DialogEnded), 20)
         finally:
             await server.close()
         incoming, ended = uas.events
         assert isinstance(incoming, IncomingCall)
         assert incoming.transport == ("tcp" if transport == "t1" else "udp")
-        assert ended == CallEnded(incoming.handle, EndReason.REMOTE_BYE)
+        assert ended == DialogEnded(incoming.handle, EndReason.REMOTE_BYE)
         assert server.endpoint.stats.parse_errors == 0
 
     asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT + 5))
@@ -151,8 +151,8 @@ def test_callstream_calls_sipp(transport: str, tmp_path: Path) -> None:
             await asyncio.sleep(0.2)
             with client.command() as now:
                 client.endpoint.bye(handle, now)
-            await asyncio.wait_for(log.wait_for_type(CallEnded), 20)
-            assert events[-1] == CallEnded(handle, EndReason.LOCAL_BYE, 200)
+            await asyncio.wait_for(log.wait_for_type(DialogEnded), 20)
+            assert events[-1] == DialogEnded(handle, EndReason.LOCAL_BYE, 200)
             code, output = await sipp
             assert code == 0, output
         finally:

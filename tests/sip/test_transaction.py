@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from callstream.sip.exceptions import InvalidTransition
+from callstream.sip.exceptions import InvalidTransactionStep
 from callstream.sip.headers import parse_via
 from callstream.sip.message import Headers, SipRequest, SipResponse
 from callstream.sip.transaction import (
@@ -225,7 +225,7 @@ def test_second_final_response_is_a_caller_bug() -> None:
     tx = Transaction(Kind.INVITE_SERVER, INVITE)
     tx.start(T0)
     tx.send_response(response_to(INVITE, 486), T0)
-    with pytest.raises(InvalidTransition) as info:
+    with pytest.raises(InvalidTransactionStep) as info:
         tx.send_response(response_to(INVITE, 200), T0)
     assert str(info.value) == "can't handle TU sends 2xx in state Completed of IST INVITE"
     assert isinstance(info.value, AssertionError)
@@ -242,7 +242,7 @@ def test_non_invite_server_timer_j() -> None:
     assert tx.send_response(ok, T0 + 0.1) == [Send(ok)]
     assert tx.receive_request(OPTIONS, T0 + 1) == [Send(ok)]
     assert tx.next_deadline() == T0 + 0.1 + 32
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransactionStep):
         tx.send_response(ok, T0 + 2)
     run_timers(tx, T0 + 40)
     assert tx.terminated
@@ -302,7 +302,7 @@ def test_custom_timer_config() -> None:
 
 @pytest.mark.parametrize("kind", list(Kind))
 def test_every_peer_input_has_a_row(kind: Kind) -> None:
-    """Only a TU bug may hit InvalidTransition: every message a peer can send
+    """Only a TU bug may hit InvalidTransactionStep: every message a peer can send
     has a row in every live state the transaction can be in."""
     peer_inputs = (
         [Input.RECV_1XX, Input.RECV_2XX, Input.RECV_FINAL]

@@ -14,8 +14,8 @@ import uvloop
 
 from callstream.sip.endpoint import (
     CallAnswered,
-    CallEnded,
     CallFailed,
+    DialogEnded,
     DtmfReceived,
     EndReason,
     IncomingCall,
@@ -84,9 +84,9 @@ async def call_over(host: str, transport_param: str) -> None:
         await answering.wait_for_type(DtmfReceived)
         with caller.command() as now:
             caller.endpoint.bye(handle, now)
-        await answering.wait_for_type(CallEnded)
-        await caller_log.wait_for_type(CallEnded)
-        assert caller_events[-1] == CallEnded(handle, EndReason.LOCAL_BYE, 200)
+        await answering.wait_for_type(DialogEnded)
+        await caller_log.wait_for_type(DialogEnded)
+        assert caller_events[-1] == DialogEnded(handle, EndReason.LOCAL_BYE, 200)
         incoming = answering.events[0]
         assert isinstance(incoming, IncomingCall)
         assert incoming.transport == ("tcp" if transport_param else "udp")
