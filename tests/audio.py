@@ -191,14 +191,15 @@ def segment_snr(reference: bytes, got: bytes, rate: int, seconds: float = 0.5) -
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(aligned**2) / noise))
 
 
-def spectral_snr(reference: bytes, got: bytes, rate: int, max_lag: float = 0.2) -> float:
+def spectral_snr(reference: bytes, got: bytes, rate: int, max_lag: float = 0.2,
+                 seconds: float = 2.0) -> float:
     """SNR of the magnitude spectra of 20 ms frames, ``got`` aligned to ``reference``.
 
     For perceptual codecs: Opus's SILK mode keeps the spectrum, not the phase, so its
     waveform SNR on speech is near 0 dB however good it sounds, and waveform
-    correlation cannot align it either. ``got`` is aligned by its loudness envelope
-    (it may lag or lead by up to ``max_lag`` seconds), then to the sample that gives
-    the best spectral match within 2.5 ms of that.
+    correlation cannot align it either. The middle ``seconds`` of ``got`` are aligned by
+    their loudness envelope (they may lag or lead by up to ``max_lag`` seconds), then to
+    the sample that gives the best spectral match within 2.5 ms of that, and compared.
     """
     ref = np.frombuffer(reference, "<i2").astype(np.float64)
     rec = np.frombuffer(got, "<i2").astype(np.float64)
@@ -215,12 +216,14 @@ def spectral_snr(reference: bytes, got: bytes, rate: int, max_lag: float = 0.2) 
     coarse = low + found - (mid - half)  # where rec[0] sits in ref
     n = rate // FRAMES_PER_SECOND
     hann = np.hanning(n)
+    first = max(0, mid - int(rate * seconds) // 2)  # the middle ``seconds`` of ``got``
+    count = int(rate * seconds) // n
 
     def at(start: int) -> float:
-        a_, b_ = (ref[start:], rec) if start >= 0 else (ref, rec[-start:])
-        count = min(len(a_), len(b_)) // n
-        a = np.abs(np.fft.rfft(a_[: count * n].reshape(count, n) * hann, axis=1))
-        b = np.abs(np.fft.rfft(b_[: count * n].reshape(count, n) * hann, axis=1))
+        a_, b_ = ref[max(0, start + first):], rec[first:]
+        count_ = min(count, len(a_) // n, len(b_) // n)
+        a = np.abs(np.fft.rfft(a_[: count_ * n].reshape(count_, n) * hann, axis=1))
+        b = np.abs(np.fft.rfft(b_[: count_ * n].reshape(count_, n) * hann, axis=1))
         noise = np.sum((a - b) ** 2)
         return float("inf") if noise == 0 else float(10 * np.log10(np.sum(a**2) / noise))
 
