@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from telnyx import UnprocessableEntityError
 
 from callstream.media.codecs import CodecInfo, get_codec, opus_codec
 from tests.audio import read_wav, resample, segment_snr, spectral_snr, speech, write_wav
@@ -138,3 +139,23 @@ def test_wideband_stream_both_ways(rig: Rig, consumer: Consumer, tmp_path: Path,
     if stream_codec != "OPUS":
         assert inbound[0] > 12 and outbound[0] > 12
 
+
+
+@pytest.mark.parametrize(("body", "pointer", "detail"), [
+    ({"stream_codec": "AMR-WB"}, "/stream_codec",
+     "AMR-WB is not supported by this server; use PCMU, PCMA, G722, OPUS or L16."),
+    ({"stream_bidirectional_codec": "AMR-WB"}, "/stream_bidirectional_codec",
+     "AMR-WB is not supported by this server; use PCMU, PCMA, G722, OPUS or L16."),
+    ({"stream_codec": "OPUS", "stream_bidirectional_sampling_rate": 22050},
+     "/stream_bidirectional_sampling_rate",
+     "OPUS runs at 8000, 16000, 24000, 48000 Hz; 22050 is not one of them."),
+])
+def test_what_stays_refused(rig: Rig, consumer: Consumer, body: dict[str, object],
+                            pointer: str, detail: str) -> None:
+    """AMR-WB (no maintained encoder) and Opus at a rate it lacks: 422 10015 naming the field."""
+    with pytest.raises(UnprocessableEntityError) as info:
+        rig.sdk.calls.actions.start_streaming(
+            "v3:no-such-call", extra_body={"stream_url": consumer.url, **body})
+    error = info.value.body["errors"][0]  # type: ignore[index]
+    assert (error["code"], error["source"], error["detail"]) == (
+        "10015", {"pointer": pointer}, detail)

@@ -246,7 +246,10 @@ def test_streaming_start_stop_via_sdk(rig: Rig, consumer: Consumer) -> None:
         bad = [
             ({"stream_url": consumer.url, "stream_track": "left"}, "10032", "/stream_track"),
             ({"stream_url": "http://example.com/x"}, "10003", "/stream_url"),
-            ({"stream_url": consumer.url, "stream_codec": "OPUS"}, "10015", "/stream_codec"),
+            ({"stream_url": consumer.url, "stream_codec": "AMR-WB"}, "10015", "/stream_codec"),
+            ({"stream_url": consumer.url, "stream_bidirectional_codec": "OPUS",
+              "stream_bidirectional_sampling_rate": 22050}, "10015",
+             "/stream_bidirectional_sampling_rate"),
             ({"stream_url": consumer.url, "stream_bidirectional_codec": "AMR-WB"}, "10015",
              "/stream_bidirectional_codec"),
             ({"stream_url": consumer.url, "stream_bidirectional_sampling_rate": 11025},
