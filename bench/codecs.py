@@ -26,8 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callstream.media.codecs import G722, L16, PCMA, PCMU, CodecInfo, opus_codec  # noqa: E402
-from tests.audio import speech  # noqa: E402
+from callstream.media.codecs import G722, L16, PCMA, PCMU, CodecInfo, opus_codec
+from tests.audio import speech
 
 CODECS: list[tuple[str, CodecInfo]] = [
     ("PCMU", PCMU), ("PCMA", PCMA), ("G722", G722), ("L16", L16),
