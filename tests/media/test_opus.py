@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from callstream.media.codecs import OPUS_SAMPLE_RATES, get_codec, opus_codec
@@ -112,3 +113,22 @@ def test_decoder_survives_bad_packets() -> None:
     assert decoder.decode(b"") == b""  # a lost packet (RFC 7587 §4.2): no audio, no flush
     rest = b"".join(decoder.decode(p) for p in packets[1:])
     assert len(rest) == len(pcm) - 640
+
+
+def test_packets_decode_with_an_independent_decoder() -> None:
+    """FFmpeg's own Opus decoder (not libopus) reads our packets: the framing is plain
+    RFC 6716, one packet per 20 ms, as any consumer's decoder expects."""
+    import av
+
+    pcm = tone(440, 1.0, 48000)
+    encoder = OpusEncoder(48000)
+    decoder = av.CodecContext.create("opus", "r")  # FFmpeg's native implementation
+    decoder.sample_rate, decoder.layout = 48000, "mono"
+    out = []
+    for frame in frames(pcm, 48000):
+        for decoded in decoder.decode(av.Packet(encoder.encode(frame))):
+            out.append(decoded.to_ndarray().reshape(-1))
+    samples = np.concatenate(out)
+    assert len(samples) == 48000
+    as_int = (samples * 32768).clip(-32768, 32767).astype("<i2").tobytes()  # float planar
+    assert segment_snr(pcm, as_int, 48000) > 15
