@@ -193,13 +193,15 @@ def segment_snr(reference: bytes, got: bytes, rate: int, seconds: float = 0.5) -
 
 def spectral_snr(reference: bytes, got: bytes, rate: int, max_lag: float = 0.2,
                  seconds: float = 2.0) -> float:
-    """SNR of the magnitude spectra of 20 ms frames, ``got`` aligned to ``reference``.
+    """SNR of the magnitude spectra of 20 ms frames of ``got`` against ``reference``.
 
     For perceptual codecs: Opus's SILK mode keeps the spectrum, not the phase, so its
-    waveform SNR on speech is near 0 dB however good it sounds, and waveform
-    correlation cannot align it either. The middle ``seconds`` of ``got`` are aligned by
-    their loudness envelope (they may lag or lead by up to ``max_lag`` seconds), then to
-    the sample that gives the best spectral match within 2.5 ms of that, and compared.
+    waveform SNR on speech is near 0 dB however good it sounds, and waveform correlation
+    cannot align it either. The middle ``seconds`` of ``got`` are compared in 0.5 s
+    blocks, each aligned on its own (a jitter buffer may have inserted a frame between
+    two): by loudness envelope, within ``max_lag`` seconds for the first block and 40 ms
+    of the previous block's lag after that, then to the sample within 2.5 ms that
+    matches best. Signal and error energies are summed over all blocks.
     """
     ref = np.frombuffer(reference, "<i2").astype(np.float64)
     rec = np.frombuffer(got, "<i2").astype(np.float64)
@@ -208,24 +210,36 @@ def spectral_snr(reference: bytes, got: bytes, rate: int, max_lag: float = 0.2,
     rec_env = np.convolve(np.abs(rec), smooth, mode="same")
     ref_env -= ref_env.mean()
     rec_env -= rec_env.mean()
-    half, most = rate // 4, int(rate * max_lag)
-    mid = min(len(rec), len(ref)) // 2
-    low = max(0, mid - half - most)
-    found = int(np.argmax(np.correlate(ref_env[low: mid + half + most],
-                                       rec_env[mid - half: mid + half], mode="valid")))
-    coarse = low + found - (mid - half)  # where rec[0] sits in ref
     n = rate // FRAMES_PER_SECOND
     hann = np.hanning(n)
-    first = max(0, mid - int(rate * seconds) // 2)  # the middle ``seconds`` of ``got``
-    count = int(rate * seconds) // n
+    block = 25 * n  # 0.5 s
+    first = max(0, min(len(rec), len(ref)) // 2 - int(rate * seconds) // 2)
 
-    def at(start: int) -> float:
-        a_, b_ = ref[max(0, start + first):], rec[first:]
-        count_ = min(count, len(a_) // n, len(b_) // n)
-        a = np.abs(np.fft.rfft(a_[: count_ * n].reshape(count_, n) * hann, axis=1))
-        b = np.abs(np.fft.rfft(b_[: count_ * n].reshape(count_, n) * hann, axis=1))
-        noise = np.sum((a - b) ** 2)
-        return float("inf") if noise == 0 else float(10 * np.log10(np.sum(a**2) / noise))
+    def energies(at: int, offset: int) -> tuple[float, float]:
+        """(signal, error) of rec[at:at+block] against ref[at+offset:...]."""
+        if at + offset < 0 or at + offset + block > len(ref):
+            return 0.0, float("inf")
+        a = np.abs(np.fft.rfft(ref[at + offset: at + offset + block].reshape(-1, n) * hann))
+        b = np.abs(np.fft.rfft(rec[at: at + block].reshape(-1, n) * hann))
+        return float(np.sum(a**2)), float(np.sum((a - b) ** 2))
 
-    fine = rate // 400
-    return max(at(start) for start in range(coarse - fine, coarse + fine + 1))
+    signal = error = 0.0
+    offset, reach = 0, int(rate * max_lag)  # offset: where rec[i] sits in ref, minus i
+    for at in range(first, min(len(rec), first + int(rate * seconds)) - block + 1, block):
+        low = max(0, at + offset - reach)
+        window = ref_env[low: at + offset + block + reach]
+        if len(window) < block:
+            break
+        found = int(np.argmax(np.correlate(window, rec_env[at: at + block], mode="valid")))
+        coarse = low + found - at
+        fine = rate // 400
+        s_, e_ = min((energies(at, o) for o in range(coarse - fine, coarse + fine + 1)),
+                     key=lambda se: se[1] / se[0] if se[0] else float("inf"))
+        if not s_:  # this block of ``got`` lies past the end of ``reference``
+            continue
+        offset, reach = coarse, rate // 25
+        signal += s_
+        error += e_
+    if not signal:
+        raise AssertionError("no part of got lines up with reference")
+    return float("inf") if error == 0 else float(10 * np.log10(signal / error))
