@@ -49,9 +49,9 @@ __all__ = [
 
 #: The stream rates Opus codes natively (its 12 kHz is no stream rate; 22050 is no Opus rate).
 OPUS_SAMPLE_RATES = (8000, 16000, 24000, 48000)
-#: Encoder bit rate per rate: the middle of libopus's guidance for VoIP speech
-#: (narrowband 8-12, wideband 16-20, super-wideband 28-40 kbit/s; fullband speech
-#: gains nothing above ~40), rounded up a step since a stream feeds speech engines.
+#: Encoder bit rate per rate: a step above the Opus project's guidance for speech
+#: (narrowband 8-12, wideband 16-20, fullband 28-40 kbit/s), since a stream feeds
+#: speech recognisers, which gain from the headroom; the top of it at 48 kHz.
 OPUS_BITRATES = {8000: 16000, 16000: 24000, 24000: 32000, 48000: 40000}
 #: Largest packet accepted from a consumer. libopus's own documentation sizes packet
 #: buffers at 4000 bytes ("the recommended size"); one 20 ms frame at our rates is
