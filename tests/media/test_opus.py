@@ -132,3 +132,19 @@ def test_packets_decode_with_an_independent_decoder() -> None:
     assert len(samples) == 48000
     as_int = (samples * 32768).clip(-32768, 32767).astype("<i2").tobytes()  # float planar
     assert segment_snr(pcm, as_int, 48000) > 15
+
+
+def _threads() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_no_codec_threads() -> None:
+    """Encoders and decoders start no threads (PyAV's encode() would start a filter graph's
+    pool per encoder, one thread per core)."""
+    pairs = [(OpusEncoder(16000), OpusDecoder(16000)) for _ in range(4)]
+    before = _threads()
+    for encoder, decoder in pairs:
+        for frame in frames(tone(440, 0.1, 16000), 16000):
+            decoder.decode(encoder.encode(frame))
+    assert _threads() == before

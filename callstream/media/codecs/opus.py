@@ -19,7 +19,13 @@ Two quirks of FFmpeg's libopus wrapper shape this module:
   (soxr), which costs a fixed ~1.5 frames of delay and ~17 µs a frame;
 * an **empty packet** would mean "end of stream" to FFmpeg and end the decoder, so an
   empty payload is answered with no audio and never reaches it (RFC 7587 §4.2 lets a
-  receiver treat a zero-length payload as lost).
+  receiver treat a zero-length payload as lost);
+* PyAV's public ``encode()`` passes every frame through an FFmpeg filter graph (to cut
+  frames to the encoder's frame size), and that graph starts one thread per core for
+  each encoder: 2 per stream here, 64 on a 64-core host. Our frames already have
+  exactly the encoder's format and size, so :class:`OpusEncoder` hands them to the codec
+  with ``_send_frame_and_recv``, the step ``encode()`` ends with; PyAV is pinned and
+  ``tests/media/test_opus.py`` checks that no thread appears.
 
 A packet is checked against RFC 6716 §3.1-3.2 (:func:`packet_samples`) before libopus
 sees it, so the common malformations get a precise error; libopus rejects the rest.
@@ -155,6 +161,7 @@ class OpusEncoder(Encoder):
         context.bit_rate = OPUS_BITRATES[sample_rate]
         context.time_base = Fraction(1, sample_rate)
         context.options = {"application": "voip", "frame_duration": str(FRAME_MS)}
+        context.thread_count = 1  # no codec threads (design rule 7)
         context.open()
         self._context = context
         self._pts = 0
@@ -175,7 +182,7 @@ class OpusEncoder(Encoder):
         frame.sample_rate = self.sample_rate
         frame.pts = self._pts
         self._pts += samples.shape[1]
-        packets = self._context.encode(frame)
+        packets = list(self._context._send_frame_and_recv(frame))  # no filter graph: above
         if len(packets) != 1:  # libopus codes each 20 ms frame at once, no look-ahead queue
             raise CodecError(f"libopus returned {len(packets)} packets for one frame")
         return bytes(packets[0])
@@ -197,6 +204,7 @@ class OpusDecoder(Decoder):
         context.sample_rate = OPUS_CLOCK
         context.layout = "mono"
         context.format = "s16"
+        context.thread_count = 1  # no codec threads (design rule 7), as for the encoder
         context.open()
         self._context = context
         self._resampler = Resampler(OPUS_CLOCK, sample_rate) if sample_rate != OPUS_CLOCK else None
