@@ -171,3 +171,75 @@ def snr_db(reference: bytes, received: bytes) -> float:
     ref = ref[: len(got)]
     noise = np.sum((ref - got) ** 2)
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref**2) / noise))
+
+
+def segment_snr(reference: bytes, got: bytes, rate: int, seconds: float = 0.5) -> float:
+    """SNR of ``seconds`` from the middle of ``got`` against where it sits in ``reference``.
+
+    For paths with a delay of their own (codecs, resamplers, a stream that starts after the
+    caller did): the heads need not line up, only the middle must be found in the reference.
+    """
+    ref = np.frombuffer(reference, "<i2").astype(np.float64)
+    rec = np.frombuffer(got, "<i2").astype(np.float64)
+    half = int(rate * seconds) // 2
+    mid = len(rec) // 2
+    chunk = rec[mid - half: mid + half]
+    corr = np.correlate(ref, chunk, mode="valid")
+    lag = int(np.argmax(corr))
+    aligned = ref[lag: lag + len(chunk)]
+    noise = np.sum((aligned - chunk) ** 2)
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(aligned**2) / noise))
+
+
+def spectral_snr(reference: bytes, got: bytes, rate: int, max_lag: float = 0.2,
+                 seconds: float = 2.0) -> float:
+    """SNR of the magnitude spectra of 20 ms frames of ``got`` against ``reference``.
+
+    For perceptual codecs: Opus's SILK mode keeps the spectrum, not the phase, so its
+    waveform SNR on speech is near 0 dB however good it sounds, and waveform correlation
+    cannot align it either. The middle ``seconds`` of ``got`` are compared in 0.5 s
+    blocks, each aligned on its own (a jitter buffer may have inserted a frame between
+    two): by loudness envelope, within ``max_lag`` seconds for the first block and 40 ms
+    of the previous block's lag after that, then to the sample within 2.5 ms that
+    matches best. Signal and error energies are summed over all blocks.
+    """
+    ref = np.frombuffer(reference, "<i2").astype(np.float64)
+    rec = np.frombuffer(got, "<i2").astype(np.float64)
+    smooth = np.ones(rate // 500) / (rate // 500)
+    ref_env = np.convolve(np.abs(ref), smooth, mode="same")
+    rec_env = np.convolve(np.abs(rec), smooth, mode="same")
+    ref_env -= ref_env.mean()
+    rec_env -= rec_env.mean()
+    n = rate // FRAMES_PER_SECOND
+    hann = np.hanning(n)
+    block = 25 * n  # 0.5 s
+    first = max(0, min(len(rec), len(ref)) // 2 - int(rate * seconds) // 2)
+
+    def energies(at: int, offset: int) -> tuple[float, float]:
+        """(signal, error) of rec[at:at+block] against ref[at+offset:...]."""
+        if at + offset < 0 or at + offset + block > len(ref):
+            return 0.0, float("inf")
+        a = np.abs(np.fft.rfft(ref[at + offset: at + offset + block].reshape(-1, n) * hann))
+        b = np.abs(np.fft.rfft(rec[at: at + block].reshape(-1, n) * hann))
+        return float(np.sum(a**2)), float(np.sum((a - b) ** 2))
+
+    signal = error = 0.0
+    offset, reach = 0, int(rate * max_lag)  # offset: where rec[i] sits in ref, minus i
+    for at in range(first, min(len(rec), first + int(rate * seconds)) - block + 1, block):
+        low = max(0, at + offset - reach)
+        window = ref_env[low: at + offset + block + reach]
+        if len(window) < block:
+            break
+        found = int(np.argmax(np.correlate(window, rec_env[at: at + block], mode="valid")))
+        coarse = low + found - at
+        fine = rate // 400
+        s_, e_ = min((energies(at, o) for o in range(coarse - fine, coarse + fine + 1)),
+                     key=lambda se: se[1] / se[0] if se[0] else float("inf"))
+        if not s_:  # this block of ``got`` lies past the end of ``reference``
+            continue
+        offset, reach = coarse, rate // 25
+        signal += s_
+        error += e_
+    if not signal:
+        raise AssertionError("no part of got lines up with reference")
+    return float("inf") if error == 0 else float(10 * np.log10(signal / error))

@@ -7,7 +7,8 @@ The tree::
     │   │                                   the session counts and drops them
     │   ├── RtpParseError
     │   ├── RtcpParseError
-    │   └── DtmfParseError
+    │   ├── DtmfParseError
+    │   └── OpusPacketError                 an Opus packet a stream consumer sent
     ├── CodecError                          a codec cannot be built or fed
     │   └── UnknownCodecError (LookupError) no codec by that name or rate
     ├── InvalidDtmfError (ValueError)       a local DTMF request with a bad digit
@@ -29,6 +30,7 @@ __all__ = [
     "MediaError",
     "MediaParseError",
     "MediaStateError",
+    "OpusPacketError",
     "PortsExhaustedError",
     "RtcpParseError",
     "RtpParseError",
@@ -54,6 +56,10 @@ class RtcpParseError(MediaParseError):
 
 class DtmfParseError(MediaParseError):
     """An RFC 4733 telephone-event payload is malformed."""
+
+
+class OpusPacketError(MediaParseError):
+    """An Opus packet (RFC 6716 §3) is malformed or libopus cannot decode it."""
 
 
 class CodecError(MediaError):

@@ -23,8 +23,11 @@ Modes (``stream_bidirectional_mode``, spec §5.4)
   any amount up to 30 s — not only whole 20 ms frames: the bytes of one
   message continue the previous one (an odd L16 byte waits for its other
   half), and a partial frame at the end of the queue waits one tick for the
-  rest before it is padded with silence. OPUS and AMR-WB are not played: each
-  ``media`` gets ``invalid_media`` (the API refuses them earlier).
+  rest before it is padded with silence. ``OPUS`` is the exception: each message
+  is one whole Opus packet (as Telnyx and Pipecat frame it), decoded at
+  ``sampling_rate``; a malformed packet gets ``invalid_media`` and the decoder
+  carries on. AMR-WB is not played: each ``media`` gets ``invalid_media`` (the API
+  refuses it earlier).
 * ``mp3`` — each payload is a whole MP3 file (:mod:`callstream.streaming.mp3`);
   files queue and play FIFO. At most one ``media`` message per second by the
   hub clock; a faster one is refused with ``rate_limit_reached`` (100005) and
@@ -83,8 +86,10 @@ import numpy as np
 import orjson
 
 from callstream.calls.features import LegMedia
-from callstream.media.codecs import FRAMES_PER_SECOND, Decoder, get_codec
+from callstream.media.codecs import FRAMES_PER_SECOND, CodecInfo, Decoder, get_codec, opus_codec
+from callstream.media.codecs.opus import OPUS_CLOCK, packet_samples
 from callstream.media.codecs.resample import SUPPORTED_RATES, Resampler
+from callstream.media.exceptions import MediaParseError
 from callstream.media.hub import SOURCE_MAX_SECONDS, QueueSource, Subscription
 from callstream.streaming.errors import StreamErrorCode, error_frame
 from callstream.streaming.mp3 import Mp3Error, decode_mp3
@@ -101,8 +106,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODES = ("rtp", "mp3")
-#: ``stream_bidirectional_codec`` values we can play (OPUS and AMR-WB are not).
-PLAYBACK_CODECS = ("PCMU", "PCMA", "G722", "L16")
+#: ``stream_bidirectional_codec`` values we can play (AMR-WB is not).
+PLAYBACK_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "L16")
 MAX_MESSAGE_SECONDS = 30.0  # one rtp message carries 20 ms to 30 s (DOC-MS)
 MP3_MIN_INTERVAL = 1.0  # at most one mp3 message per second (DOC-MS)
 HOLD_TICKS = 1  # ticks a partial frame waits for the rest of it
@@ -246,6 +251,7 @@ class Playback:
         self._last_mp3: float | None = None
         self._carry = b""  # an odd L16 byte waiting for its other half
         self._decoder: Decoder | None = None
+        self._codec_info: CodecInfo | None = None
         self._unplayable: str | None = None
         in_rate: int | None = None
         if mode == "rtp":
@@ -253,7 +259,11 @@ class Playback:
                 in_rate = 16000 if codec == "G722" else sampling_rate
                 if in_rate not in SUPPORTED_RATES:
                     raise ValueError(f"sampling rate {sampling_rate} Hz is not supported")
-                self._decoder = get_codec(codec).new_decoder()
+                try:
+                    self._codec_info = opus_codec(in_rate) if codec == "OPUS" else get_codec(codec)
+                except LookupError:
+                    raise ValueError(f"OPUS cannot run at {sampling_rate} Hz") from None
+                self._decoder = self._codec_info.new_decoder()
             else:
                 self._unplayable = (
                     f"stream_bidirectional_codec {codec!r} cannot be played; "
@@ -335,7 +345,7 @@ class Playback:
     def _play_rtp(self, data: bytes) -> None:
         if self._unplayable is not None:
             raise _Refused(StreamErrorCode.INVALID_MEDIA, self._unplayable)
-        seconds = len(data) / self._bytes_per_second
+        seconds = self._duration(data)
         if seconds > MAX_MESSAGE_SECONDS:
             raise _Refused(
                 StreamErrorCode.INVALID_MEDIA,
@@ -353,9 +363,21 @@ class Playback:
             data, self._carry = data[:-1], data[-1:]
         if not data:
             return
-        pcm = decoder.decode(data)
+        try:
+            pcm = decoder.decode(data)
+        except MediaParseError as exc:  # a bad Opus packet
+            raise _Refused(StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
         for lane in self._lanes.values():
             lane.feed(pcm)
+
+    def _duration(self, data: bytes) -> float:
+        """Seconds of audio in an rtp payload (an Opus packet says; the others are CBR)."""
+        if self.codec != "OPUS" or not data:
+            return len(data) / self._bytes_per_second
+        try:
+            return packet_samples(data) / OPUS_CLOCK
+        except MediaParseError as exc:
+            raise _Refused(StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
 
     def _play_mp3(self, data: bytes) -> None:
         now = self._clock()
@@ -419,8 +441,8 @@ class Playback:
                 source.clear()
             lane.reset()
         self._carry = b""
-        if self._decoder is not None:
-            self._decoder = get_codec(self.codec).new_decoder()  # G.722 keeps state
+        if self._codec_info is not None:
+            self._decoder = self._codec_info.new_decoder()  # G.722 and Opus keep state
 
     def close(self) -> None:
         """Detach every source from its hub; later frames are ignored, marks never echo."""

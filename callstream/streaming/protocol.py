@@ -13,7 +13,9 @@ consumer sends back is :mod:`callstream.streaming.playback`'s job.
 
 Codec resolution (:func:`media_format`) follows spec §5.2's table: ``default`` is the
 call's codec; ``G722`` reports its 8000 Hz RTP clock rate; ``L16`` is 16 kHz
-big-endian. OPUS and AMR-WB are refused earlier, at validation (see docs/streaming.md).
+big-endian; ``OPUS`` (one packet per ``media`` frame, :mod:`callstream.media.codecs.opus`)
+runs at ``stream_bidirectional_sampling_rate`` (8000 by default; 16000, 24000, 48000).
+AMR-WB is refused earlier, at validation (see docs/streaming.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from callstream.media.codecs import CodecInfo, get_codec
+from callstream.media.codecs import CodecInfo, get_codec, opus_codec
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -39,8 +41,8 @@ PROTOCOL_VERSION = "1.0.0"
 AUTH_HEADER = "x-telnyx-streaming-auth-token"
 #: Every value of ``stream_codec`` the API knows (spec §3.1).
 STREAM_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default")
-#: Those we can produce; OPUS and AMR-WB get a 422.
-SUPPORTED_STREAM_CODECS = ("PCMU", "PCMA", "G722", "L16", "default")
+#: Those we can produce; AMR-WB gets a 422.
+SUPPORTED_STREAM_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "L16", "default")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +57,24 @@ class MediaFormat:
         return {"encoding": self.encoding, "sample_rate": self.sample_rate, "channels": 1}
 
 
-def media_format(stream_codec: str, call_codec: CodecInfo) -> MediaFormat:
+def media_format(
+    stream_codec: str, call_codec: CodecInfo, sampling_rate: int = 8000
+) -> MediaFormat:
     """Resolve ``stream_codec`` against the call's codec.
 
+    Args:
+        sampling_rate: ``stream_bidirectional_sampling_rate``, which sets Opus's rate.
+
     Raises:
-        ValueError: a codec we cannot produce (validation keeps these out).
+        ValueError: a codec or Opus rate we cannot produce (validation keeps these out).
     """
     if stream_codec == "default":
         codec = call_codec
+    elif stream_codec == "OPUS":
+        try:
+            codec = opus_codec(sampling_rate)
+        except LookupError:
+            raise ValueError(f"OPUS cannot run at {sampling_rate} Hz") from None
     elif stream_codec in ("PCMU", "PCMA", "G722", "L16"):
         codec = get_codec(stream_codec)  # L16 -> its 16 kHz default
     else:

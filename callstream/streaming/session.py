@@ -191,7 +191,8 @@ class StreamSession:
         if self.state is StreamState.STOPPED or self.media is not None:
             return
         self.media = media
-        self.format = media_format(self.params.stream_codec, get_codec(media.codec))
+        self.format = media_format(self.params.stream_codec, get_codec(media.codec),
+                                   self.params.stream_bidirectional_sampling_rate)
         self._media_ready.set()
 
     def on_dtmf(self, digit: str, now: float) -> None:

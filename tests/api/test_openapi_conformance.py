@@ -45,6 +45,7 @@ STATE_RULES = {
     ("10015", "/rx"),  # fork addresses: port 1..65535, not an unspecified address
     ("10015", "/tx"),
     ("10015", "/target"),
+    ("10015", "/stream_bidirectional_sampling_rate"),  # OPUS has no 22050 Hz
     # The configured Whisper model decides which languages exist.
     ("10032", "/transcription_engine_config/language"),
 }

@@ -20,7 +20,7 @@ from telnyx import UnprocessableEntityError
 
 from callstream.media.codecs import PCMU
 from callstream.webhooks.signing import WebhookSigner, load_or_create_seed
-from tests.audio import resample, rtp_packets, snr_db, speech, write_pcap
+from tests.audio import resample, rtp_packets, segment_snr, snr_db, speech, write_pcap
 from tests.e2e.conftest import Rig
 from tests.e2e.sipp import DATA, sipp, uac
 from tests.helpers import free_udp_tcp_port
@@ -80,20 +80,6 @@ def _ulaw(pcm: bytes) -> bytes:
 
 def _pcm(ulaw: bytes) -> bytes:
     return PCMU.new_decoder().decode(ulaw)
-
-
-def _segment_snr(reference: bytes, got: bytes, rate: int) -> float:
-    """SNR of half a second from the middle of ``got`` against where it sits in ``reference``
-    (the stream may start after the caller did, so the heads need not line up)."""
-    ref = np.frombuffer(reference, "<i2").astype(np.float64)
-    rec = np.frombuffer(got, "<i2").astype(np.float64)
-    mid = len(rec) // 2
-    chunk = rec[mid - rate // 4: mid + rate // 4]
-    corr = np.correlate(ref, chunk, mode="valid")
-    lag = int(np.argmax(corr))
-    aligned = ref[lag: lag + len(chunk)]
-    noise = np.sum((aligned - chunk) ** 2)
-    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(aligned**2) / noise))
 
 
 def _payloads(conn: Connection, track: str) -> bytes:
@@ -218,7 +204,7 @@ def test_answer_with_l16_stream_transcodes(rig: Rig, consumer: Consumer) -> None
     big_endian = b"".join(payloads)
     pcm16 = np.frombuffer(big_endian, ">i2").astype("<i2").tobytes()
     reference = resample(_pcm(_ulaw(caller)), 8000, 16000)
-    assert _segment_snr(reference, pcm16, 16000) > 15
+    assert segment_snr(reference, pcm16, 16000) > 15
     rig.hooks.wait_event("streaming.stopped", ccid)
 
 
@@ -246,7 +232,10 @@ def test_streaming_start_stop_via_sdk(rig: Rig, consumer: Consumer) -> None:
         bad = [
             ({"stream_url": consumer.url, "stream_track": "left"}, "10032", "/stream_track"),
             ({"stream_url": "http://example.com/x"}, "10003", "/stream_url"),
-            ({"stream_url": consumer.url, "stream_codec": "OPUS"}, "10015", "/stream_codec"),
+            ({"stream_url": consumer.url, "stream_codec": "AMR-WB"}, "10015", "/stream_codec"),
+            ({"stream_url": consumer.url, "stream_bidirectional_codec": "OPUS",
+              "stream_bidirectional_sampling_rate": 22050}, "10015",
+             "/stream_bidirectional_sampling_rate"),
             ({"stream_url": consumer.url, "stream_bidirectional_codec": "AMR-WB"}, "10015",
              "/stream_bidirectional_codec"),
             ({"stream_url": consumer.url, "stream_bidirectional_sampling_rate": 11025},
@@ -411,9 +400,9 @@ def test_both_tracks_on_a_bridged_call(rig: Rig, consumer: Consumer) -> None:
         inbound, outbound = _payloads(conn, "inbound"), _payloads(conn, "outbound")
         assert len(inbound) > 0.8 * len(b"".join(a.peer.sent)) and inbound in b"".join(a.peer.sent)
         assert outbound and outbound in a.peer.audio()  # what A heard, byte for byte
-        assert _segment_snr(_pcm(b"".join(b.peer.sent)), _pcm(outbound), 8000) > 20  # B's voice
+        assert segment_snr(_pcm(b"".join(b.peer.sent)), _pcm(outbound), 8000) > 20  # B's voice
         heard = _pcm(b.peer.audio())
-        snr = _segment_snr(heard[-8000 * 2 * 3:], _pcm(reply), 8000)
+        snr = segment_snr(heard[-8000 * 2 * 3:], _pcm(reply), 8000)
         assert snr > 30, snr  # B heard the consumer...
         assert _pcm(reply)[:3200] not in _pcm(a.peer.audio())  # ...and A did not
         for pc in (a, b):

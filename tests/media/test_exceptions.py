@@ -9,6 +9,7 @@ from callstream.media.exceptions import (
     MediaError,
     MediaParseError,
     MediaStateError,
+    OpusPacketError,
     PortsExhaustedError,
     RtcpParseError,
     RtpParseError,
@@ -17,7 +18,7 @@ from callstream.media.exceptions import (
 
 
 def test_remote_errors_are_parse_errors() -> None:
-    for error in (RtpParseError, RtcpParseError, DtmfParseError):
+    for error in (RtpParseError, RtcpParseError, DtmfParseError, OpusPacketError):
         assert issubclass(error, MediaParseError)
         assert issubclass(error, ValueError)
         assert issubclass(error, MediaError)

@@ -478,7 +478,7 @@ def test_full_queue_is_rate_limited() -> None:
     assert rig.playback.buffered_ms == pytest.approx(90_000)
 
 
-@pytest.mark.parametrize("codec", ["OPUS", "AMR-WB"])
+@pytest.mark.parametrize("codec", ["AMR-WB"])
 def test_unplayable_codec_is_invalid_media(codec: str) -> None:
     rig = Rig(codec=codec, rate=16000)
     [error] = rig.send(media(b"\x01" * 100))

@@ -58,6 +58,19 @@ def test_media_format(stream_codec: str, call: object, encoding: str, rate: int)
     assert fmt.as_frame() == {"encoding": encoding, "sample_rate": rate, "channels": 1}
 
 
-def test_opus_is_not_produced() -> None:
+@pytest.mark.parametrize("rate", [8000, 16000, 24000, 48000])
+def test_opus_runs_at_the_bidirectional_sampling_rate(rate: int) -> None:
+    fmt = media_format("OPUS", PCMU, rate)
+    assert fmt.as_frame() == {"encoding": "OPUS", "sample_rate": rate, "channels": 1}
+    assert fmt.codec.sample_rate == rate
+
+
+def test_opus_default_rate_is_8000_and_22050_is_refused() -> None:
+    assert media_format("OPUS", G722).sample_rate == 8000
+    with pytest.raises(ValueError, match="OPUS cannot run at 22050 Hz"):
+        media_format("OPUS", PCMU, 22050)
+
+
+def test_amr_wb_is_not_produced() -> None:
     with pytest.raises(ValueError, match="not supported"):
-        media_format("OPUS", PCMU)
+        media_format("AMR-WB", PCMU)

@@ -9,22 +9,32 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from callstream.api.schemas.common import CommandBody
 from callstream.api.schemas.fields import HttpUrl, WsUrl
 from callstream.calls.exceptions import MissingParameter
 from callstream.calls.requests import StreamingStart, StreamingStop, StreamSpec, TexmlCallback
+from callstream.media.codecs import OPUS_SAMPLE_RATES
 
-UNSUPPORTED = ("OPUS", "AMR-WB")
+# No maintained library gives both AMR-WB directions (docs/streaming.md says why).
+UNSUPPORTED = ("AMR-WB",)
 
 
 def _producible(value: str) -> str:
     if value in UNSUPPORTED:
         raise PydanticCustomError(
             "unsupported",
-            "{codec} is not supported by this server; use PCMU, PCMA, G722 or L16.",
+            "{codec} is not supported by this server; use PCMU, PCMA, G722, OPUS or L16.",
             {"codec": value},
         )
     return value
@@ -42,12 +52,12 @@ StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
 StreamCodec = Annotated[
     Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default"],
     AfterValidator(_producible),
-    Field(json_schema_extra={"enum": ["PCMU", "PCMA", "G722", "L16", "default"]}),
+    Field(json_schema_extra={"enum": ["PCMU", "PCMA", "G722", "OPUS", "L16", "default"]}),
 ]
 BidirectionalCodec = Annotated[
     Literal["PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16"],
     AfterValidator(_producible),
-    Field(json_schema_extra={"enum": ["PCMU", "PCMA", "G722", "L16"]}),
+    Field(json_schema_extra={"enum": ["PCMU", "PCMA", "G722", "OPUS", "L16"]}),
 ]
 SamplingRate = Literal[8000, 16000, 22050, 24000, 48000]
 
@@ -91,6 +101,19 @@ class StreamFields(BaseModel):
             stream_auth_token=self.stream_auth_token,
             custom_parameters=tuple((p.name, p.value) for p in custom or ()),
         )
+
+    @field_validator("stream_bidirectional_sampling_rate")
+    @classmethod
+    def _opus_rate(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # Opus sets its rate from this field (8000 when absent); 22050 is no Opus rate.
+        codecs = (info.data.get("stream_codec"), info.data.get("stream_bidirectional_codec"))
+        if "OPUS" in codecs and value is not None and value not in OPUS_SAMPLE_RATES:
+            raise PydanticCustomError(
+                "unsupported",
+                "OPUS runs at {rates} Hz; {value} is not one of them.",
+                {"rates": ", ".join(map(str, OPUS_SAMPLE_RATES)), "value": value},
+            )
+        return value
 
 
 class CallStreamFields(StreamFields):

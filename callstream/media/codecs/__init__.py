@@ -16,6 +16,13 @@ and L16 streams. Rates are converted only where two of them meet — a bridge
 between a G.711 and a G.722 leg, a bidirectional stream at 24 kHz — by
 :class:`~callstream.media.codecs.resample.Resampler` (soxr).
 
+Opus
+----
+Opus is a stream codec only (Telnyx's ``stream_codec`` ``OPUS``), never offered in SDP:
+:func:`opus_codec` gives its :class:`CodecInfo` at a stream rate, outside the RTP
+registry below (``get_codec("OPUS")`` stays unknown). Its packets vary in size, so
+its ``frame_bytes`` is 0 and ``samples_for``/``ticks_for`` do not apply.
+
 Registry
 --------
 :func:`get_codec` returns a :class:`CodecInfo` (name, RTP clock rate, audio
@@ -28,11 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache, partial
 
 from callstream.media.codecs.base import Decoder, Encoder
 from callstream.media.codecs.g711 import PcmaDecoder, PcmaEncoder, PcmuDecoder, PcmuEncoder
 from callstream.media.codecs.g722 import G722Decoder, G722Encoder
 from callstream.media.codecs.l16 import L16Decoder, L16Encoder
+from callstream.media.codecs.opus import OPUS_SAMPLE_RATES, OpusDecoder, OpusEncoder
 from callstream.media.codecs.resample import Resampler
 from callstream.media.exceptions import CodecError, UnknownCodecError
 
@@ -42,6 +51,7 @@ __all__ = [
     "G722",
     "L16",
     "L16_8K",
+    "OPUS_SAMPLE_RATES",
     "PCMA",
     "PCMU",
     "TELEPHONE_EVENT",
@@ -52,6 +62,7 @@ __all__ = [
     "Transcoder",
     "codec_for_payload_type",
     "get_codec",
+    "opus_codec",
     "registered_codecs",
 ]
 
@@ -61,6 +72,7 @@ FRAMES_PER_SECOND = 1000 // FRAME_MS
 TELEPHONE_EVENT_PT = 101
 L16_16K_PT = 96
 L16_8K_PT = 97
+OPUS_PT = 111  # never negotiated (streams only); the value browsers use for opus/48000/2
 TELEPHONE_EVENT = "telephone-event"
 
 
@@ -73,7 +85,7 @@ class CodecInfo:
         clock_rate: RTP timestamp units per second (8000 for G.722).
         sample_rate: the PCM rate its encoder takes and decoder gives.
         payload_type: its static payload type, or our default dynamic one.
-        frame_bytes: encoded bytes per 20 ms.
+        frame_bytes: encoded bytes per 20 ms; 0 for Opus, whose packets vary.
     """
 
     name: str
@@ -174,6 +186,22 @@ def get_codec(name: str, clock_rate: int | None = None) -> CodecInfo:
         return _REGISTRY[key, clock_rate]
     except KeyError:
         raise UnknownCodecError(name, clock_rate) from None
+
+
+@cache
+def opus_codec(sample_rate: int) -> CodecInfo:
+    """Opus for a media stream at ``sample_rate`` (``start.media_format.sample_rate``).
+
+    Its ``clock_rate`` is the stream's rate too: Telnyx reports that rate, and no RTP
+    (whose Opus clock is always 48000, RFC 7587 §4.1) is involved.
+
+    Raises:
+        UnknownCodecError: not one of :data:`OPUS_SAMPLE_RATES`.
+    """
+    if sample_rate not in OPUS_SAMPLE_RATES:
+        raise UnknownCodecError("OPUS", sample_rate)
+    return CodecInfo("OPUS", sample_rate, sample_rate, OPUS_PT, 0,
+                     partial(OpusEncoder, sample_rate), partial(OpusDecoder, sample_rate))
 
 
 def codec_for_payload_type(payload_type: int) -> CodecInfo | None:
