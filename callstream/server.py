@@ -40,6 +40,7 @@ from callstream.store.outbox import Outbox
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
+from callstream.telephony.switch import Switch
 from callstream.timefmt import iso_now
 from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.probe import probe_webhook_url
@@ -109,7 +110,7 @@ class Server:
         self.calls: CallControl | None = None
         self.http: uvicorn.Server | None = None
         self._stopping = asyncio.Event()
-        self.switch: object | None = None
+        self.switch: Switch | None = None
         self._http_sockets: list[socket.socket] = []
         self._checks: asyncio.Task[None] | None = None
         self.console: ConsoleFeed | None = None
@@ -214,11 +215,6 @@ class Server:
                         extra={"url": url})
 
     async def _start_telephony(self) -> None:
-        try:
-            from callstream.switch import Switch
-        except ImportError:
-            log.warning("telephony is not available in this build: SIP is off")
-            return
         assert self.calls is not None
         switch = Switch(self.settings, self.calls)
         await switch.start()
@@ -247,7 +243,7 @@ class Server:
             while self.calls.calls and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         if self.switch is not None:
-            await self.switch.stop()  # type: ignore[attr-defined]
+            await self.switch.stop()
         if self.console is not None:
             await self.console.close()  # its open feeds end, so HTTP shutdown need not wait
         if self.http is not None:

@@ -27,8 +27,6 @@ class Call:
     application_webhook_url: str | None = None
     application_failover_url: str | None = None
     webhook_timeout_secs: float = 10.0
-    #: What the switch keeps for this leg (SIP handle, media leg); opaque here.
-    leg: Any = None
     bridged_with: str | None = None
     #: Running media features (streams, forks, transcriptions), see calls.features.
     features: dict[str, Feature] = field(default_factory=dict)

@@ -208,6 +208,7 @@ class RtpSession:
         "_sdp_rtp",
         "_sent_at_last_report",
         "_seq",
+        "_sending",
         "_started",
         "_stats",
         "_timed_out",
@@ -289,6 +290,7 @@ class RtpSession:
         self.wallclock_offset = wallclock_offset
         self._started = False
         self._closed = False
+        self._sending = True
         self._timed_out = False
         self._rtcp_due = 0.0
         self._last_rx = 0.0
@@ -610,8 +612,9 @@ class RtpSession:
 
     def _send(self, pt: int, payload: bytes, ts: int, now: float) -> None:
         remote = self._remote_rtp
-        if remote is None:
-            self.skipped_out += 1  # nowhere to send yet: no SDP address, no packet
+        if remote is None or not self._sending:
+            # Nowhere to send yet (no SDP address), or on hold: the RTP clock runs on.
+            self.skipped_out += 1
             return
         packet = build_packet(pt, self._marker, self._seq, ts, self.ssrc, payload)
         self._marker = False
@@ -755,6 +758,18 @@ class RtpSession:
         self._remote_rtcp = rtcp
         self._latched_rtcp = None
         self._latch.reset(rtp, rtcp, rtcp_mux=self._rtcp_mux)
+
+    def set_sending(self, sending: bool) -> None:
+        """Send RTP or stop (hold): RFC 3264 §6.1, a recvonly or inactive stream
+        "MUST NOT" be sent on. The RTP clock keeps running; RTCP goes on."""
+        if sending and not self._sending:
+            self._marker = True  # the first packet after a pause starts a talkspurt
+        self._sending = sending
+
+    @property
+    def sending(self) -> bool:
+        """Whether the negotiated direction lets us send."""
+        return self._sending
 
     def quality(self) -> CallQuality:
         """Summarize the call's media quality (the ``call.hangup`` numbers)."""
