@@ -53,7 +53,7 @@ from callstream.media.exceptions import (
     RtcpParseError,
     RtpParseError,
 )
-from callstream.media.jitter import JITTER_PREFETCH_MS, JitterBuffer
+from callstream.media.jitter import JITTER_PREFETCH_MS, NO_AUDIO, JitterBuffer
 from callstream.media.latch import SourceLatch, StrictRtp, Verdict
 from callstream.media.rtcp import (
     SDES_CNAME,
@@ -174,6 +174,7 @@ class RtpSession:
     """
 
     __slots__ = (
+        "_audio_last",
         "_closed",
         "_codec",
         "_detector",
@@ -234,6 +235,7 @@ class RtpSession:
         "rtt",
         "skipped_out",
         "ssrc",
+        "telephone_event_packets",
         "unknown_payload_type",
         "wallclock_offset",
     )
@@ -291,6 +293,7 @@ class RtpSession:
         self._started = False
         self._closed = False
         self._sending = True
+        self._audio_last = False
         self._timed_out = False
         self._rtcp_due = 0.0
         self._last_rx = 0.0
@@ -322,6 +325,8 @@ class RtpSession:
         self.rtcp_malformed = 0
         self.skipped_out = 0
         self.dtmf_received = 0
+        #: RFC 4733 packets received: apart from audio and from the jitter discards.
+        self.telephone_event_packets = 0
         self.dtmf_sent = 0
 
     # -- properties (read-only views) ------------------------------------
@@ -411,9 +416,14 @@ class RtpSession:
         if pt == self._pt:
             self._stats.update(seq, ts, now)
             self._jitter.push(seq, data[start:end])
+            self._audio_last = True
         elif pt == self._dtmf_pt:
             self._stats.update(seq, ts, now, timing=False)
-            self._jitter.push(seq, None)  # the sender suppresses audio meanwhile
+            # Right after audio, the sender may be keeping its audio going (baresip):
+            # the event takes no time. Event after event, it suppresses audio meanwhile.
+            self._jitter.push(seq, NO_AUDIO if self._audio_last else None)
+            self._audio_last = False
+            self.telephone_event_packets += 1
             self._receive_dtmf(data[start:end], ts, now)
         else:
             # Comfort noise or an unnegotiated PT: it holds a sequence number,
