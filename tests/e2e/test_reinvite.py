@@ -177,3 +177,66 @@ def test_preferred_codecs_is_checked(rig: Rig, value: str, message: str) -> None
     err = r.json()["errors"][0]
     assert err["source"] == {"pointer": "/preferred_codecs"}
     assert message in err["detail"]
+
+
+def test_dtmf_between_audio_packets_is_no_jitter_discard(
+    rig: Rig, peer: RtpPeer, tmp_path: Path
+) -> None:
+    """A phone that keeps its audio going during a key press (baresip) sends audio and
+    telephone-events in one sequence space: the digits arrive, and call.hangup's
+    jitter_packet_count stays 0 (it was the number of event packets)."""
+    port = free_udp_tcp_port()
+    proc = sipp("-sf", str(DATA / "uas_answers_first.xml"), "-i", "127.0.0.1", "-p", str(port),
+                "-mp", str(free_udp_tcp_port()), "-m", "1", "-key", "rtp_port", str(peer.port),
+                "-key", "direction", "sendrecv", "-trace_logs", cwd=tmp_path, timeout=60)
+    try:
+        call = rig.sdk.calls.dial(connection_id="default", to=f"sip:peer@127.0.0.1:{port}",
+                                  from_="+15550003333")
+        assert call.data is not None and call.data.call_control_id
+        ccid = call.data.call_control_id
+        rig.hooks.wait_event("call.answered", ccid)
+        log = tmp_path / f"uas_answers_first_{proc.pid}_logs.log"
+        deadline = time.monotonic() + 10
+        while not (log.exists() and "OFFER " in log.read_text()):
+            assert time.monotonic() < deadline, "SIPp logged no offer"
+            time.sleep(0.05)
+        match = re.search(r"OFFER (\d+)", log.read_text())
+        assert match
+        peer.remote = ("127.0.0.1", int(match[1]))
+        _audio_with_digits(peer, "147", seconds=4.0)
+        for digit in "147":
+            rig.hooks.wait_for(lambda d, digit=digit: d.event_type == "call.dtmf.received"
+                               and d.payload.get("call_control_id") == ccid
+                               and d.payload.get("digit") == digit)
+        rig.sdk.calls.actions.hangup(ccid)
+        hangup = rig.hooks.wait_event("call.hangup", ccid)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    inbound = hangup.payload["call_quality_stats"]["inbound"]
+    assert int(inbound["packet_count"]) >= 150 + 3 * 8
+    assert inbound["jitter_packet_count"] == "0", inbound
+
+
+def _audio_with_digits(peer: RtpPeer, digits: str, seconds: float) -> None:
+    """Paced PCMU with each digit's RFC 4733 packets (5 updates, 3 ends) sent between the
+    audio packets of the same stream, one second apart."""
+    assert peer.remote is not None
+    silence = bytes([0xFF]) * 160
+    start = time.monotonic()
+    ticks = int(seconds / 0.02)
+    for n in range(ticks):
+        peer.sock.sendto(peer._packet(0, silence, n == 0, 160 * n), peer.remote)
+        index, step = divmod(n - 25, 50)
+        if 0 <= index < len(digits) and step < 8:
+            event = "0123456789*#ABCD".index(digits[index])
+            end = 0x80 if step >= 5 else 0
+            duration = 160 * min(step + 1, 5)
+            payload = bytes([event, end | 10]) + duration.to_bytes(2, "big")
+            peer.sock.sendto(peer._packet(101, payload, step == 0, 160 * (25 + 50 * index)),
+                             peer.remote)
+        delay = start + (n + 1) * 0.02 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
