@@ -27,11 +27,13 @@ it sends nothing itself and the outer flush drains it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from callstream.calls.features import LegMedia
 from callstream.media.codecs import get_codec
@@ -57,7 +59,6 @@ from callstream.sip.offer_answer import (
     build_offer,
 )
 from callstream.sip.sdp import Direction, SdpSession
-from callstream.sip.transport import SipTransport
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,18 @@ log = logging.getLogger(__name__)
 SENDING = frozenset({Direction.SENDRECV, Direction.SENDONLY})
 #: ``o=`` sess-id is drawn below this (fits the 63 bits RFC 4566 §5.2 suggests).
 MAX_SESSION_ID = 2**31
+
+
+class Signaling(Protocol):
+    """What a leg needs of the SIP side: :class:`~callstream.sip.transport.SipTransport`
+    (or, in tests, two endpoints on a fake wire)."""
+
+    @property
+    def endpoint(self) -> sip.SipEndpoint: ...
+
+    def command(self) -> contextlib.AbstractContextManager[float]:
+        """``with signaling.command() as now:`` endpoint commands, sent on exit."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +270,7 @@ class Leg:
 
     # -- SIP ----------------------------------------------------------------------
 
-    def renegotiate(self, signaling: SipTransport, event: sip.ReinviteReceived) -> None:
+    def renegotiate(self, signaling: Signaling, event: sip.ReinviteReceived) -> None:
         """Answer the peer's re-INVITE (hold, resume, a new address), or refuse it with
         488 and keep the media as it is."""
         with signaling.command() as now:
