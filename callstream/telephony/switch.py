@@ -346,11 +346,15 @@ class Switch:
         preferred = _preferred(request) or ()
         offer = leg.offer(preferred + tuple(c for c in self.media_options.codecs
                                             if c not in preferred))
-        with self.signaling.command() as now:
-            leg.handle = self.signaling.endpoint.invite(
-                target_uri, from_uri=from_uri, sdp=offer, now=now,
-                from_display=display_name, headers=headers,
-            )
+        try:
+            with self.signaling.command() as now:
+                leg.handle = self.signaling.endpoint.invite(
+                    target_uri, from_uri=from_uri, sdp=offer, now=now,
+                    from_display=display_name, headers=headers,
+                )
+        except Exception:
+            leg.close()  # Call Control ends the call; its sockets go now
+            raise
         switched = SwitchedCall(call, leg)
         self._index(switched)
         log.info("call %s: dialling %s from %s", call.id, target_uri, from_uri,
@@ -412,10 +416,7 @@ class Switch:
             switched.bridge.close()
 
     def media(self, call: Call) -> LegMedia:
-        switched = self.by_call[call.id]
-        if switched.leg.params is None:
-            raise KeyError(call.id)
-        return switched.leg.media()
+        return self.by_call[call.id].leg.media()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
