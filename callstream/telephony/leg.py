@@ -10,7 +10,9 @@ joins SIP's offer/answer to the media runs here, once:
 * **offer** and **accept** (we offer: INVITE, then the 200 OK's answer) and
   **answer** (the peer offers: INVITE or re-INVITE) negotiate, and **apply** what
   was agreed: a new codec replaces the RTP session, a new address re-points it,
-  and the direction decides whether we send (RFC 3264 §6.1: hold);
+  and the direction decides whether we send (RFC 3264 §6.1: hold). What arrives is
+  taken in every direction: a peer that sends while it said it would not is only
+  early, and its audio is the call's;
 * **renegotiate** answers a re-INVITE, or refuses it with 488 and keeps the media;
 * **close** sends RTCP BYE and releases ports and hub.
 
@@ -64,7 +66,8 @@ log = logging.getLogger(__name__)
 
 #: Our directions that let us send RTP (RFC 3264 §6.1).
 SENDING = frozenset({Direction.SENDRECV, Direction.SENDONLY})
-#: ``o=`` sess-id is drawn below this (fits the 63 bits RFC 4566 §5.2 suggests).
+#: ``o=`` sess-id is drawn below this, once per dialog (any number unique to the
+#: dialog will do, RFC 4566 §5.2; 31 bits keep strict 32-bit parsers happy).
 MAX_SESSION_ID = 2**31
 
 
@@ -102,9 +105,10 @@ class MediaOptions:
 class SdpOrigin:
     """Our ``o=`` line in one dialog: a fixed session id, a version bumped on change.
 
-    RFC 3264 §8: "the version number MUST be incremented by one" when the
-    description changes, and "MUST NOT" be when it does not (§8, a re-offer that
-    changes nothing keeps it).
+    RFC 3264 §8: the new SDP's "o=" line "MUST be identical to that in the previous
+    SDP, except that the version in the origin field MUST increment by one"; and "if
+    the version in the origin line does not increment, the SDP MUST be identical to
+    the SDP with that version number". So an unchanged answer keeps its version.
     """
 
     def __init__(self, session_id: int) -> None:
@@ -171,8 +175,12 @@ class Leg:
         session = _session(name, options, params)
         hub.add_leg(name, session.codec.sample_rate,
                     send_silence_when_idle=options.send_silence_when_idle)
-        rtp = await open_rtp_endpoint(session, hub, name, host=options.host, ports=ports,
-                                      pacer=pacer, on_event=on_event)
+        try:
+            rtp = await open_rtp_endpoint(session, hub, name, host=options.host, ports=ports,
+                                          pacer=pacer, on_event=on_event)
+        except BaseException:
+            hub.close()
+            raise
         leg = cls(name, hub, rtp, options, SdpOrigin(rng.randrange(1, MAX_SESSION_ID)))
         leg.params = params
         return leg
@@ -234,7 +242,7 @@ class Leg:
         """
         supported: Sequence[Codec] = self.options.codecs
         if self._agreed:
-            supported = [c for c in supported if self._runs(c)] or supported
+            supported = [c for c in supported if self._runs(c)]
         answer, params = answer_offer(
             offer, local_addr=self.options.host, local_port=self.rtp.local_port,
             session_id=0, supported=supported, prefer=prefer,
