@@ -339,11 +339,11 @@ class Switch:
         display_name: str | None,
         headers: list[tuple[str, str]],
     ) -> None:
-        request = call.record.details.get("dial") or {}
+        asked = _media_request(call, "dial")
         leg = await self._open_leg(call, None)
-        leg.set_send_silence_when_idle(bool(request.get("send_silence_when_idle")))
+        leg.set_send_silence_when_idle(asked.send_silence_when_idle)
         # preferred_codecs lead the offer; the rest follow, so the call still connects.
-        preferred = _preferred(request) or ()
+        preferred = asked.preferred_codecs or ()
         offer = leg.offer(preferred + tuple(c for c in self.media_options.codecs
                                             if c not in preferred))
         try:
@@ -368,11 +368,11 @@ class Switch:
         switched = self.by_call.get(call.id)
         if switched is None or switched.offer is None:
             raise CallEnded(f"Call {call.id} has already ended.")
-        request = call.record.details.get("answer") or {}
+        asked = _media_request(call, "answer")
         leg = switched.leg
         # The choice in the answer is made now, with answer's preferred_codecs read.
-        sdp = leg.answer(switched.offer, prefer=_preferred(request))
-        leg.set_send_silence_when_idle(bool(request.get("send_silence_when_idle")))
+        sdp = leg.answer(switched.offer, prefer=asked.preferred_codecs)
+        leg.set_send_silence_when_idle(asked.send_silence_when_idle)
         try:
             with self.signaling.command() as now:
                 self.signaling.endpoint.answer(switched.handle, sdp.serialize(), now)
@@ -422,10 +422,21 @@ class Switch:
         return asyncio.get_running_loop().time()
 
 
-def _preferred(request: dict[str, Any]) -> tuple[Codec, ...] | None:
-    """A dial's or answer's ``preferred_codecs`` (the API checked them), or ``None``."""
+@dataclass(frozen=True, slots=True)
+class MediaRequest:
+    """What a dial or an answer asked of the call's media."""
+
+    preferred_codecs: tuple[Codec, ...] | None
+    send_silence_when_idle: bool
+
+
+def _media_request(call: Call, command: str) -> MediaRequest:
+    """The media options of the call's ``dial`` or ``answer`` request (the API checked
+    them); the one place the switch reads a request."""
+    request = call.record.details.get(command) or {}
     text = request.get("preferred_codecs")
-    return parse_codec_names([text]) if text else None
+    return MediaRequest(parse_codec_names([text]) if text else None,
+                        bool(request.get("send_silence_when_idle")))
 
 
 def _media_fields(params: MediaParams) -> dict[str, Any]:
