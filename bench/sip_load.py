@@ -568,7 +568,7 @@ class Bench:
 AREAS = [
     ("store (SQLAlchemy, SQLite)", ("callstream/store/", "sqlalchemy/", "aiosqlite/")),
     ("media (RTP rx/tx, pacer, hub, codecs)", ("callstream/media/",)),
-    ("SIP + switch", ("callstream/sip/", "callstream/switch.py")),
+    ("SIP + switch", ("callstream/sip/", "callstream/telephony/")),
     ("webhook worker (HTTP, signing)", ("callstream/webhooks/",)),
     ("REST API (uvicorn, FastAPI)", ("uvicorn/", "starlette/", "fastapi/")),
     ("call control", ("callstream/calls/",)),

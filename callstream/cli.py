@@ -220,9 +220,9 @@ def call(
     """
     import signal
 
-    from callstream.caller import DEFAULT_CODECS, CallerError, CallOptions, place_call
     from callstream.listening import ListenError
     from callstream.media.exceptions import PortsExhaustedError
+    from callstream.telephony.caller import DEFAULT_CODECS, CallerError, CallOptions, place_call
 
     if log_level.lower() not in LOG_LEVELS:
         typer.echo(f"callstream call: bad --log-level {log_level!r}: want one of "

@@ -41,7 +41,7 @@ from callstream.store.outbox import Outbox
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
-from callstream.switch import Switch
+from callstream.telephony.switch import Switch
 from callstream.timefmt import iso_now
 from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.probe import probe_webhook_url

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from callstream.calls.model import Call
     from callstream.media.hub import MediaHub
-    from callstream.media.session import RtpSession
 
 #: A webhook a feature wants sent: (event_type, payload fields beyond the call's own).
 FeatureEvent = tuple[str, dict[str, Any]]
@@ -48,7 +47,6 @@ class LegMedia:
     codec: str
     sample_rate: int
     payload_type: int
-    session: RtpSession
 
 
 class Feature(Protocol):

@@ -28,8 +28,6 @@ class Call:
     application_webhook_url: str | None = None
     application_failover_url: str | None = None
     webhook_timeout_secs: float = 10.0
-    #: What the switch keeps for this leg (SIP handle, media leg); opaque here.
-    leg: Any = None
     bridged_with: str | None = None
     #: The dial that placed this call, or the answer that took it: the stream and
     #: transcription it asked for start once the call is answered (calls.features).

@@ -80,6 +80,8 @@ class Dial(Command):
     webhook_url: str | None = None
     custom_headers: tuple[SipHeader, ...] = ()
     send_silence_when_idle: bool = False
+    #: Comma-separated codec names leading the offer (the API checked them).
+    preferred_codecs: str | None = None
     #: Started once the call is answered (or opened before the INVITE, below).
     stream: StreamSpec | None = None
     stream_establish_before_call_originate: bool = False

@@ -5,7 +5,7 @@ exactly what ``callstream serve`` runs), the example application's webhook recei
 (:mod:`callstream.demo.app`, on its own loopback port, talking to the server over HTTP
 like any application), the bot's WebSocket server (:mod:`callstream.demo.bot`), two UDP
 sockets that count the fork's packets, and, for ``--once``, the built-in caller
-(:func:`callstream.caller.place_call`). One process means one Ctrl-C stops it all in
+(:func:`callstream.telephony.caller.place_call`). One process means one Ctrl-C stops it all in
 order, and nothing but ``callstream`` has to be installed; every part still talks to
 the server only through its public interfaces (SIP, REST, webhooks, WebSocket, RTP).
 """
@@ -30,7 +30,6 @@ from typing import Any
 import uvicorn
 
 from callstream.api.auth import create_key
-from callstream.caller import CallerError, CallOptions, CallSummary, load_wav, place_call, write_wav
 from callstream.config import Settings, load_settings
 from callstream.demo import audio
 from callstream.demo.app import (
@@ -54,6 +53,14 @@ from callstream.logs import setup_logging
 from callstream.media.codecs.g711 import ulaw_encode
 from callstream.server import Server
 from callstream.store.exceptions import StoreInUse
+from callstream.telephony.caller import (
+    CallerError,
+    CallOptions,
+    CallSummary,
+    load_wav,
+    place_call,
+    write_wav,
+)
 from callstream.transcription.engine import EngineUnavailable
 from callstream.webhooks.exceptions import SigningKeyError
 from callstream.webhooks.signing import load_signer

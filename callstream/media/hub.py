@@ -438,7 +438,9 @@ class BridgeSource:
         return frame
 
 
-class _Leg:
+class _LegState:
+    """What the hub keeps for one leg: its rate, sources, sinks and counters."""
+
     __slots__ = (
         "frame_bytes",
         "frames_in",
@@ -514,7 +516,7 @@ class MediaHub:
 
     def __init__(self, name: str = "") -> None:
         self.name = name
-        self._legs: dict[str, _Leg] = {}
+        self._legs: dict[str, _LegState] = {}
         self._taps: list[FrameTap] = []
         self._retired_drops = 0
         self.callback_errors = 0
@@ -530,7 +532,7 @@ class MediaHub:
         """
         if leg in self._legs:
             raise MediaStateError(f"leg {leg!r} is already in the hub")
-        self._legs[leg] = _Leg(leg, sample_rate, send_silence_when_idle)
+        self._legs[leg] = _LegState(leg, sample_rate, send_silence_when_idle)
 
     def remove_leg(self, leg: str) -> None:
         """Remove a leg; its taps are closed, its callbacks and sources dropped."""
@@ -551,7 +553,7 @@ class MediaHub:
         """Choose whether an idle tick sends silence (True) or nothing."""
         self._leg(leg).send_silence_when_idle = enabled
 
-    def _leg(self, leg: str) -> _Leg:
+    def _leg(self, leg: str) -> _LegState:
         try:
             return self._legs[leg]
         except KeyError:

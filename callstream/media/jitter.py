@@ -33,7 +33,12 @@ play (before the first packets, or after the peer went quiet).
 
 Placeholders: a packet that carries no audio but uses a sequence number (a
 telephone-event or comfort-noise packet) is pushed with ``payload=None`` and
-plays as one frame of silence, so it is not mistaken for a loss.
+plays as one frame of silence, so it is not mistaken for a loss. A
+telephone-event sent *between* audio packets (baresip keeps its audio going
+during a digit; RFC 4733 §2.5.1.2 only recommends muting) takes no time of its
+own: it is pushed as :data:`NO_AUDIO`, which holds its sequence number and
+plays as nothing. As a frame of silence it would push the audio behind it a
+frame later each time, until the buffer overflowed and dropped audio.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ __all__ = [
     "JITTER_MAX_MS",
     "JITTER_PREFETCH_MS",
     "MAX_CONCEAL_FRAMES",
+    "NO_AUDIO",
     "PLC_GAINS",
     "JitterBuffer",
     "PushResult",
@@ -63,6 +69,8 @@ PLC_GAINS = (0.8, 0.5, 0.25)  # then silence
 MAX_CONCEAL_PACKETS = 3  # a longer gap is skipped, not concealed packet by packet
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
+#: The payload of a packet that holds a sequence number but no time (see above).
+NO_AUDIO = b""
 
 class PushResult(enum.Enum):
     """What :meth:`JitterBuffer.push` did with a packet."""
@@ -252,6 +260,8 @@ class JitterBuffer:
                 self._buffered -= self._duration(entry)
                 if entry is None:
                     decoded = self._last_frame = self._silence
+                elif not entry:  # NO_AUDIO: its sequence number, no time
+                    continue
                 else:
                     decoded = self._decoder.decode(entry)
                     self._last_packet_samples = len(decoded) >> 1 or self._frame_samples

@@ -53,7 +53,7 @@ from callstream.media.exceptions import (
     RtcpParseError,
     RtpParseError,
 )
-from callstream.media.jitter import JITTER_PREFETCH_MS, JitterBuffer
+from callstream.media.jitter import JITTER_PREFETCH_MS, NO_AUDIO, JitterBuffer
 from callstream.media.latch import SourceLatch, StrictRtp, Verdict
 from callstream.media.rtcp import (
     SDES_CNAME,
@@ -174,6 +174,7 @@ class RtpSession:
     """
 
     __slots__ = (
+        "_audio_last",
         "_closed",
         "_codec",
         "_detector",
@@ -206,6 +207,7 @@ class RtpSession:
         "_rtcp_out",
         "_rtp_out",
         "_sdp_rtp",
+        "_sending",
         "_sent_at_last_report",
         "_seq",
         "_started",
@@ -233,6 +235,7 @@ class RtpSession:
         "rtt",
         "skipped_out",
         "ssrc",
+        "telephone_event_packets",
         "unknown_payload_type",
         "wallclock_offset",
     )
@@ -289,6 +292,8 @@ class RtpSession:
         self.wallclock_offset = wallclock_offset
         self._started = False
         self._closed = False
+        self._sending = True
+        self._audio_last = False
         self._timed_out = False
         self._rtcp_due = 0.0
         self._last_rx = 0.0
@@ -320,6 +325,8 @@ class RtpSession:
         self.rtcp_malformed = 0
         self.skipped_out = 0
         self.dtmf_received = 0
+        #: RFC 4733 packets received: apart from audio and from the jitter discards.
+        self.telephone_event_packets = 0
         self.dtmf_sent = 0
 
     # -- properties (read-only views) ------------------------------------
@@ -409,9 +416,14 @@ class RtpSession:
         if pt == self._pt:
             self._stats.update(seq, ts, now)
             self._jitter.push(seq, data[start:end])
+            self._audio_last = True
         elif pt == self._dtmf_pt:
             self._stats.update(seq, ts, now, timing=False)
-            self._jitter.push(seq, None)  # the sender suppresses audio meanwhile
+            # Right after audio, the sender may be keeping its audio going (baresip):
+            # the event takes no time. Event after event, it suppresses audio meanwhile.
+            self._jitter.push(seq, NO_AUDIO if self._audio_last else None)
+            self._audio_last = False
+            self.telephone_event_packets += 1
             self._receive_dtmf(data[start:end], ts, now)
         else:
             # Comfort noise or an unnegotiated PT: it holds a sequence number,
@@ -610,8 +622,9 @@ class RtpSession:
 
     def _send(self, pt: int, payload: bytes, ts: int, now: float) -> None:
         remote = self._remote_rtp
-        if remote is None:
-            self.skipped_out += 1  # nowhere to send yet: no SDP address, no packet
+        if remote is None or not self._sending:
+            # Nowhere to send yet (no SDP address), or on hold: the RTP clock runs on.
+            self.skipped_out += 1
             return
         packet = build_packet(pt, self._marker, self._seq, ts, self.ssrc, payload)
         self._marker = False
@@ -755,6 +768,18 @@ class RtpSession:
         self._remote_rtcp = rtcp
         self._latched_rtcp = None
         self._latch.reset(rtp, rtcp, rtcp_mux=self._rtcp_mux)
+
+    def set_sending(self, sending: bool) -> None:
+        """Send RTP or stop (hold): RFC 3264 §6.1, a recvonly or inactive stream
+        "MUST NOT" be sent on. The RTP clock keeps running; RTCP goes on."""
+        if sending and not self._sending:
+            self._marker = True  # the first packet after a pause starts a talkspurt
+        self._sending = sending
+
+    @property
+    def sending(self) -> bool:
+        """Whether the negotiated direction lets us send."""
+        return self._sending
 
     def quality(self) -> CallQuality:
         """Summarize the call's media quality (the ``call.hangup`` numbers)."""

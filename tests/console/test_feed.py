@@ -97,7 +97,7 @@ async def test_meters_read_each_track_then_let_go(store: SqlStore) -> None:
     call = live_call(control)
     hub = MediaHub("test")
     hub.add_leg("leg", 8000)
-    telephony.legs[call.id] = LegMedia(hub, "leg", "PCMU", 8000, 0, None)  # type: ignore[arg-type]
+    telephony.legs[call.id] = LegMedia(hub, "leg", "PCMU", 8000, 0)
 
     first = feed.levels_message()
     assert first is not None

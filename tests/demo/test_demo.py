@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from callstream.caller import load_wav, write_wav
 from callstream.demo.audio import CALLER_TEXT, CALLER_WAV, GREETING_WAV
 from callstream.demo.report import voiced_seconds, word_error_rate
 from callstream.demo.runner import pick_port
+from callstream.telephony.caller import load_wav, write_wav
 from tests.helpers import free_port, free_udp_tcp_port
 
 BARGE_IN_AT_S = 8  # the interactive test's caller speaks again this long after the answer

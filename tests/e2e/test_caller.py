@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from callstream.caller import load_wav
+from callstream.telephony.caller import load_wav
 from tests.audio import read_wav, write_wav
 from tests.e2e.calling import (
     answer,

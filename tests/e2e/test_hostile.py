@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callstream.caller import load_wav
 from callstream.media.rtp import build_packet
+from callstream.telephony.caller import load_wav
 from tests.audio import read_wav, write_wav
 from tests.e2e.calling import (
     answer,

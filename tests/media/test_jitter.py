@@ -10,6 +10,7 @@ from callstream.media.codecs.pcm import peak
 from callstream.media.jitter import (
     JITTER_CAPACITY,
     MAX_CONCEAL_FRAMES,
+    NO_AUDIO,
     JitterBuffer,
     PushResult,
 )
@@ -53,6 +54,17 @@ def test_reorders() -> None:
         assert jb.push(seq, payload(seq * 100)) is PushResult.ACCEPTED
     assert [level(jb.pull()) for _ in range(5)] == [100, 200, 300, 400, 500]
     assert jb.lost == 0
+
+
+def test_placeholders_take_a_frame_and_no_audio_takes_none() -> None:
+    """None (an event instead of audio) plays a frame of silence; NO_AUDIO (an event
+    between audio packets) holds its sequence number and plays as nothing."""
+    jb = buffer()
+    for seq, item in enumerate([payload(1), NO_AUDIO, payload(2), None, payload(3),
+                                NO_AUDIO, NO_AUDIO, payload(4)], start=1):
+        jb.push(seq, item)
+    assert [level(jb.pull()) for _ in range(5)] == [1, 2, 0, 3, 4]
+    assert (jb.lost, jb.late, jb.overflow) == (0, 0, 0)
 
 
 def test_duplicates_and_late_packets() -> None:

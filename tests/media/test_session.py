@@ -291,6 +291,34 @@ def test_dtmf_under_its_own_ssrc_leaves_the_audio_stream_alone() -> None:
     assert b.stats.received == 6 and b.stats.lost == 0
 
 
+@pytest.mark.parametrize("audio_goes_on", [True, False])
+def test_telephone_events_are_not_jitter_discards(audio_goes_on: bool) -> None:
+    """baresip keeps its audio going during a digit, one sequence space for both; a muting
+    sender (RFC 4733 §2.5.1.2) sends events instead. Neither makes a jitter discard (84 of
+    84 events did with the audio going on), and the events are counted apart."""
+    b = RtpSession(PCMU, remote_address=A_ADDR, rng=random.Random(0))
+    encode = PCMU.new_encoder().encode
+    seq = 100
+    events = 0
+    for n in range(400):
+        digit = 100 <= n < 121 or 200 <= n < 221 or 300 <= n < 342
+        if audio_goes_on or not digit:
+            b.receive_rtp(RtpPacket(0, seq, 160 * n, 77, encode(bytes(320))).serialize(),
+                          A_ADDR, n * TICK)
+            seq += 1
+        if digit:
+            start = 100 if n < 200 else 200 if n < 300 else 300
+            event = (bytes([1, 10]) + struct.pack("!H", 160 * (n - start + 1)))
+            b.receive_rtp(RtpPacket(101, seq, 160 * start, 77, event).serialize(),
+                          A_ADDR, n * TICK)
+            seq += 1
+            events += 1
+        b.playout(n * TICK)
+    assert (events, b.telephone_event_packets) == (84, 84)
+    assert b.quality().jitter_packets == 0
+    assert b.jitter_buffer.lost == 0
+
+
 def test_dtmf_needs_negotiation_and_keys() -> None:
     session = RtpSession(PCMU, dtmf_payload_type=None)
     with pytest.raises(MediaStateError, match="telephone-event was not negotiated"):

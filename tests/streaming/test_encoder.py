@@ -13,7 +13,7 @@ from tests.audio import speech
 def _leg() -> tuple[MediaHub, LegMedia]:
     hub = MediaHub("test")
     hub.add_leg("a", 8000)
-    return hub, LegMedia(hub, "a", "PCMU", 8000, 0, None)  # type: ignore[arg-type]
+    return hub, LegMedia(hub, "a", "PCMU", 8000, 0)
 
 
 def test_same_codec_passes_wire_payloads_through_untouched() -> None:

@@ -52,7 +52,7 @@ class Rig:
         self.emitted: list[dict[str, Any]] = []
         self.ticks = 0
         media = [
-            LegMedia(self.hub, name, "PCMU", legs[name], 0, None)  # type: ignore[arg-type]
+            LegMedia(self.hub, name, "PCMU", legs[name], 0)
             for name in (targets or list(legs))
         ]
         self.playback = Playback(

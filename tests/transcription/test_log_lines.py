@@ -48,8 +48,7 @@ async def test_start_and_stop_lines_name_the_call_engine_and_why(
     caplog.set_level("INFO", logger="callstream.transcription.manager")
     hub = MediaHub("session")
     hub.add_leg("leg", 8000)
-    media = LegMedia(hub=hub, leg="leg", codec="PCMU", sample_rate=8000, payload_type=0,
-                     session=cast(Any, None))
+    media = LegMedia(hub=hub, leg="leg", codec="PCMU", sample_rate=8000, payload_type=0)
     with ThreadPoolExecutor(1) as pool:
         manager = cast(TranscriptionManager, SimpleNamespace(pool=pool, calls=None))
         call = cast(Any, SimpleNamespace(id=CALL_ID))

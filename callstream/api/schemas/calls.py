@@ -7,7 +7,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from callstream.api.schemas.common import CommandBody, CustomHeaders
-from callstream.api.schemas.fields import HttpUrl, JsonInteger, PhoneOrSip, SipText
+from callstream.api.schemas.fields import (
+    HttpUrl,
+    JsonInteger,
+    PhoneOrSip,
+    PreferredCodecs,
+    SipText,
+)
 from callstream.api.schemas.streaming import CallStreamFields
 from callstream.api.schemas.transcription import TranscriptionStartRequest
 from callstream.calls.requests import Answer, Bridge, Dial, Hangup, Reject, TranscriptionSpec
@@ -31,6 +37,7 @@ class DialRequest(CommandBody, CallStreamFields):
     webhook_url_method: Literal["POST", "GET"] = "POST"
     custom_headers: CustomHeaders
     send_silence_when_idle: StrictBool = False
+    preferred_codecs: PreferredCodecs | None = None
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -51,6 +58,7 @@ class DialRequest(CommandBody, CallStreamFields):
             webhook_url=self.webhook_url,
             custom_headers=tuple((h.name, h.value) for h in self.custom_headers),
             send_silence_when_idle=self.send_silence_when_idle,
+            preferred_codecs=self.preferred_codecs,
             stream=self.call_stream(),
             stream_establish_before_call_originate=self.stream_establish_before_call_originate,
             transcription=_transcription(self.transcription, self.transcription_config),
@@ -61,7 +69,7 @@ class AnswerRequest(CommandBody, CallStreamFields):
     webhook_url: HttpUrl | None = None
     webhook_url_method: Literal["POST", "GET"] = "POST"
     send_silence_when_idle: StrictBool = False
-    preferred_codecs: str | None = None
+    preferred_codecs: PreferredCodecs | None = None
 
     # Transcription (spec §4.2): started once answered.
     transcription: StrictBool = False

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from callstream.sip.headers import UA_OWNED_HEADERS, is_ua_owned
+from callstream.telephony.codecs import CODECS, UnknownCodec, parse_codec_names
 
 MAX_URL_LENGTH = 2000
 MAX_CLIENT_STATE = 4096
@@ -198,4 +199,29 @@ JsonInteger = BeforeValidator(_json_integer)
 NotNull = (BeforeValidator(_reject_null), Field(json_schema_extra=without_null))
 SipText = Annotated[
     str, AfterValidator(sip_text), Field(json_schema_extra={"pattern": SIP_TEXT_PATTERN})
+]
+
+# Telnyx's preferred_codecs: "G722,PCMU", names in any case, spaces around commas.
+_CODEC_NAME = "(?:" + "|".join("".join(
+    f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name) for name in CODECS) + ")"
+_CODEC_LIST = re.compile(rf"^ *{_CODEC_NAME}(?: *, *{_CODEC_NAME})* *$")
+
+
+def _codec_list(value: str) -> str:
+    if _CODEC_LIST.fullmatch(value):
+        return value
+    try:
+        parse_codec_names([value])
+    except UnknownCodec as exc:  # names the codec we can't run
+        raise PydanticCustomError("invalid_codec", "{reason}.", {"reason": str(exc)}) from None
+    raise PydanticCustomError(
+        "invalid_codec", 'Codec names separated by commas, like "G722,PCMU" ({names}).',
+        {"names": ", ".join(CODECS)})
+
+
+PreferredCodecs = Annotated[
+    str,
+    AfterValidator(_codec_list),
+    Field(description="Codecs in order of preference, comma-separated: " + ", ".join(CODECS),
+          json_schema_extra={"pattern": _CODEC_LIST.pattern}),
 ]

@@ -16,7 +16,8 @@ without sockets:
 * :func:`load_wav`, :func:`parse_codecs`, :func:`normalize_target`.
 
 :func:`place_call` is the thin asyncio shell around them: sockets, one pacer,
-one media hub with one leg named :data:`LEG`.
+one :class:`~callstream.telephony.leg.Leg` named :data:`LEG` (the same leg the
+server's switch runs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import asyncio
 import functools
 import io
 import json
-import random
 import wave
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,31 +40,23 @@ from callstream.media.codecs.pcm import silence
 from callstream.media.dtmf import DtmfDigit, plan_dtmf
 from callstream.media.exceptions import InvalidDtmfError
 from callstream.media.hub import AudioFrame, MediaHub, QueueSource, Track
-from callstream.media.session import RtpSession, SessionEvent
-from callstream.media.transport import Pacer, PortAllocator, RtpEndpoint, open_rtp_endpoint
+from callstream.media.session import SessionEvent
+from callstream.media.transport import Pacer, PortAllocator
 from callstream.sip import endpoint as sip
 from callstream.sip.exceptions import InvalidCallState, InvalidUri, SipError
-from callstream.sip.offer_answer import (
-    G722,
-    L16_16K,
-    PCMA,
-    PCMU,
-    Codec,
-    MediaParams,
-    accept_answer,
-    answer_offer,
-    build_offer,
-)
+from callstream.sip.offer_answer import Codec
 from callstream.sip.sdp import SdpSession
 from callstream.sip.transport import SipTransport
 from callstream.sip.uri import SipUri, parse_uri
+from callstream.telephony.codecs import UnknownCodec, parse_codec_names
+from callstream.telephony.leg import Leg, MediaOptions
 
 __all__ = [
-    "CODECS",
     "LEG",
     "CallOptions",
     "CallPlan",
     "CallSummary",
+    "Caller",
     "CallerError",
     "Recorder",
     "load_wav",
@@ -75,8 +67,6 @@ __all__ = [
 
 #: The caller's one leg in its media hub.
 LEG = "caller"
-#: Codec names ``--codec`` takes, and what they offer.
-CODECS: dict[str, Codec] = {"PCMU": PCMU, "PCMA": PCMA, "G722": G722, "L16": L16_16K}
 DEFAULT_CODECS = ("PCMU", "PCMA", "G722", "L16")
 #: Seconds an answered call may last when nothing else ends it.
 DEFAULT_MAX_DURATION = 3600.0
@@ -111,19 +101,10 @@ def parse_codecs(names: Sequence[str]) -> tuple[Codec, ...]:
     Raises:
         CallerError: An unknown name, or no codec at all.
     """
-    codecs: list[Codec] = []
-    for item in names:
-        for name in item.split(","):
-            name = name.strip().upper()
-            if not name:
-                continue
-            if name not in CODECS:
-                raise CallerError(f"unknown codec {name!r}: choose from {', '.join(CODECS)}")
-            if CODECS[name] not in codecs:
-                codecs.append(CODECS[name])
-    if not codecs:
-        raise CallerError("no codec to offer")
-    return tuple(codecs)
+    try:
+        return parse_codec_names(names)
+    except UnknownCodec as exc:
+        raise CallerError(str(exc)) from exc
 
 
 def normalize_target(target: str) -> SipUri:
@@ -341,8 +322,8 @@ class CallSummary:
 # -- the asyncio shell -----------------------------------------------------------
 
 
-class _Call:
-    """One outgoing call: SIP events in, media set up, the plan followed."""
+class Caller:
+    """One ``callstream call`` run: SIP events in, its leg set up, the plan followed."""
 
     def __init__(
         self, options: CallOptions, codecs: tuple[Codec, ...], audio: tuple[bytes, int] | None,
@@ -361,12 +342,9 @@ class _Call:
         self.changed = asyncio.Event()
         self.finished = False
         self.hangup_sent = False
-        self.handle = ""
         self.transport: SipTransport | None = None
-        self.rtp: RtpEndpoint | None = None
-        self.hub = MediaHub("call")
+        self.leg: Leg | None = None
         self.pacer = Pacer()
-        self.offer: SdpSession | None = None
         self.recorder: Recorder | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None
@@ -377,6 +355,10 @@ class _Call:
         assert self.transport is not None
         return self.transport
 
+    @property
+    def handle(self) -> str:
+        return self.leg.handle if self.leg is not None else ""
+
     # Setup -------------------------------------------------------------------
 
     async def start(self, target: SipUri) -> None:
@@ -385,45 +367,38 @@ class _Call:
             options.local_ip, options.sip_port, self.on_event,
             make_endpoint=functools.partial(sip.SipEndpoint, user_agent="callstream-call"),
         )
-        first = get_codec(self.codecs[0].name, self.codecs[0].clock_rate)
-        self.hub.add_leg(LEG, first.sample_rate, send_silence_when_idle=True)
-        session = RtpSession(first, name=LEG)  # no address until the answer: sends nothing
-        self.rtp = await self._open_rtp(session)
-        self.offer = build_offer(
-            local_addr=options.local_ip, local_port=self.rtp.local_port,
-            session_id=random.randrange(1, 2**31), codecs=self.codecs,
-        )
+        # The allocator starts at a random pair of the range and tries them all, since
+        # other programs on the machine may hold stretches of it.
+        low, high = options.rtp_ports
+        media = MediaOptions(host=options.local_ip, codecs=self.codecs,
+                             jitter_prefetch_ms=JITTER_PREFETCH_MS, send_silence_when_idle=True)
+        self.leg = leg = await Leg.open(LEG, MediaHub("call"), media,
+                                        ports=PortAllocator(low, high), pacer=self.pacer,
+                                        on_event=self.on_media)
+        offer = leg.offer()
         local_host = self.signaling.local_addr[0]
         host = f"[{local_host}]" if ":" in local_host else local_host
         from_uri = options.from_uri or f"sip:callstream@{host}:{self.signaling.local_addr[1]}"
         with self.signaling.command() as now:
-            self.handle = self.signaling.endpoint.invite(
-                target, from_uri=normalize_target(from_uri), sdp=self.offer, now=now,
+            leg.handle = self.signaling.endpoint.invite(
+                target, from_uri=normalize_target(from_uri), sdp=offer, now=now,
                 from_display="callstream call",
             )
         self.notify(f"calling {target.serialize()} from {from_uri}")
-
-    async def _open_rtp(self, session: RtpSession) -> RtpEndpoint:
-        """Bind an RTP/RTCP pair in the range: the allocator starts at a random pair and
-        tries them all, since other programs on the machine may hold stretches of it."""
-        low, high = self.options.rtp_ports
-        return await open_rtp_endpoint(
-            session, self.hub, LEG, host=self.options.local_ip, ports=PortAllocator(low, high),
-            on_event=self.on_media,
-        )
 
     # SIP events -------------------------------------------------------------
 
     def on_event(self, event: sip.SipEvent) -> None:
         if isinstance(event, sip.IncomingCall):
-            self.signaling.endpoint.reject(event.handle, 486, "Busy Here", self.signaling.now())
+            with self.signaling.command() as now:
+                self.signaling.endpoint.reject(event.handle, 486, "Busy Here", now)
             return
-        if getattr(event, "handle", None) != self.handle:
+        if getattr(event, "handle", None) != self.handle or self.leg is None:
             return
         if isinstance(event, sip.CallProgress):
             self.notify(f"{event.status} {event.reason}")
         elif isinstance(event, sip.CallAnswered):
-            self._answered(event.sdp)
+            self._answered(self.leg, event.sdp)
         elif isinstance(event, sip.CallFailed):
             self._failed(event.status, event.reason)
         elif isinstance(event, sip.DialogEnded):
@@ -433,7 +408,7 @@ class _Call:
                 self.summary.reason = event.reason.value
             self._finish()
         elif isinstance(event, sip.ReinviteReceived):
-            self._reinvite(event)
+            self.leg.renegotiate(self.signaling, event)
         elif isinstance(event, sip.DtmfReceived):
             self.summary.dtmf_received += event.digit
         self.changed.set()
@@ -442,45 +417,32 @@ class _Call:
         if isinstance(event, DtmfDigit):
             self.summary.dtmf_received += event.digit
 
-    def _answered(self, sdp: SdpSession | None) -> None:
+    def _answered(self, leg: Leg, sdp: SdpSession | None) -> None:
         now = self.signaling.now()
         self.answered_at = now
         self.summary.status = "answered"
         self.summary.sip_status = 200
-        dialog = self.signaling.endpoint.dialog(self.handle)
+        dialog = self.signaling.endpoint.dialog(leg.handle)
         self.summary.call_id = dialog.call_id if dialog is not None else None
-        assert self.offer is not None
         try:
-            if sdp is None:
-                raise SipError("the 200 OK carries no SDP answer")
-            params = accept_answer(self.offer, sdp)
+            params = leg.accept(sdp)
         except SipError as exc:
             self.summary.status = "error"
             self.summary.reason = f"unusable answer: {exc}"
             self.notify(self.summary.reason)
             self._hang_up("error")
             return
-        self._start_media(params, now)
+        self._start_media(leg)
         self.plan.answered(now)
         self.notify(f"answered: {params.codec}/{params.clock_rate}, "
                     f"media {params.remote_addr}:{params.remote_port}")
 
-    def _start_media(self, params: MediaParams, now: float) -> None:
-        rtp = self.rtp
-        assert rtp is not None
-        codec = get_codec(params.codec, params.clock_rate)
-        self.summary.codec = params.codec
-        if codec is not rtp.session.codec:
-            self.hub.remove_leg(LEG)
-            self.hub.add_leg(LEG, codec.sample_rate, send_silence_when_idle=True)
-        rtp.session = RtpSession(
-            codec, payload_type=params.payload_type, dtmf_payload_type=params.telephone_event_pt,
-            remote_address=(params.remote_addr, params.remote_port), name=LEG,
-            jitter_prefetch_ms=JITTER_PREFETCH_MS,
-        )
+    def _start_media(self, leg: Leg) -> None:
+        codec = leg.session.codec
+        self.summary.codec = codec.name
         if self.options.record is not None:
             self.recorder = Recorder(codec.sample_rate)
-            self.hub.add_frame_callback(LEG, Track.INBOUND, self.recorder.feed)
+            leg.hub.add_frame_callback(LEG, Track.INBOUND, self.recorder.feed)
         if self.audio is not None and self.options.play is not None:
             pcm, rate = self.audio
             if rate != codec.sample_rate:
@@ -494,8 +456,7 @@ class _Call:
             source = QueueSource(codec.sample_rate, max_seconds=seconds + 1)
             source.feed(pcm)
             source.mark(self._played)
-            self.hub.add_source(LEG, source)
-        self.pacer.attach(rtp)
+            leg.hub.add_source(LEG, source)
         if self.options.dtmf:
             loop = asyncio.get_running_loop()
             self._timers.append(loop.call_later(self.options.dtmf_delay, self._send_dtmf))
@@ -505,10 +466,10 @@ class _Call:
         self.changed.set()
 
     def _send_dtmf(self) -> None:
-        if self.finished or self.hangup_sent or self.rtp is None:
+        if self.finished or self.hangup_sent or self.leg is None:
             return
         digits = self.options.dtmf
-        session = self.rtp.session
+        session = self.leg.session
         if session.dtmf_payload_type is not None:
             session.send_dtmf(digits)
             self.summary.dtmf_sent = digits
@@ -525,27 +486,6 @@ class _Call:
         with self.signaling.command() as now:
             self.signaling.endpoint.send_info(self.handle, "application/dtmf-relay", body, now)
         self.summary.dtmf_sent += digit
-
-    def _reinvite(self, event: sip.ReinviteReceived) -> None:
-        """Hold/resume from the far end: answer with the media we run; RTP goes on."""
-        now = self.signaling.now()
-        endpoint = self.signaling.endpoint
-        rtp = self.rtp
-        current = [c for c in self.codecs if rtp is not None
-                   and c.name == rtp.session.codec.name]
-        try:
-            if event.offer is None or rtp is None:
-                raise SipError("no offer")
-            answer, params = answer_offer(
-                event.offer, local_addr=self.options.local_ip, local_port=rtp.local_port,
-                session_id=random.randrange(1, 2**31), session_version=2,
-                supported=current or self.codecs,
-            )
-        except SipError:
-            endpoint.reject_reinvite(event.handle, 488, "Not Acceptable Here", now)
-            return
-        rtp.session.set_remote_address((params.remote_addr, params.remote_port))
-        endpoint.answer_reinvite(event.handle, answer.serialize(), now)
 
     def _failed(self, status: int, reason: str) -> None:
         if self.summary.status == "calling" or status != 487:
@@ -618,13 +558,12 @@ class _Call:
         end = self.ended_at if self.ended_at is not None else asyncio.get_running_loop().time()
         if self.answered_at is not None:
             self.summary.seconds = round(end - self.answered_at, 3)
-        if self.rtp is not None:
-            session = self.rtp.session
+        if self.leg is not None:
+            session = self.leg.session
             self.summary.packets_sent = session.packets_sent
             self.summary.packets_received = session.packets_received
-            self.rtp.close()
+            self.leg.close()
         self.pacer.stop()
-        self.hub.close()
         if self.transport is not None:
             await self.transport.close()
         if self.options.record is not None:
@@ -668,7 +607,7 @@ async def place_call(
     if options.record is not None and not options.record.parent.is_dir():
         raise CallerError(f"can't record to {str(options.record)!r}: no such directory")
     audio = load_wav(options.play) if options.play is not None else None
-    call = _Call(options, codecs, audio, notify or (lambda _line: None))
+    call = Caller(options, codecs, audio, notify or (lambda _line: None))
     try:
         await call.start(target)
         await call.run(interrupted or asyncio.Event())

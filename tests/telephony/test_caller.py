@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callstream.caller import (
+from callstream.media.hub import AudioFrame
+from callstream.sip.offer_answer import G722, L16_16K, PCMA, PCMU
+from callstream.telephony.caller import (
     DEFAULT_MAX_DURATION,
     CallerError,
     CallPlan,
@@ -19,8 +21,6 @@ from callstream.caller import (
     normalize_target,
     parse_codecs,
 )
-from callstream.media.hub import AudioFrame
-from callstream.sip.offer_answer import G722, L16_16K, PCMA, PCMU
 
 
 def test_parse_codecs_keeps_order_and_accepts_commas() -> None:
