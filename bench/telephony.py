@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from callstream.calls.model import Call, new_record
+from callstream.calls.requests import Answer
 from callstream.calls.state import CallEvent, CallState
 from callstream.config import Settings
 from callstream.media.codecs import PCMU
@@ -78,7 +79,7 @@ class Phone:
         self.pacer = Pacer()
 
     async def call(self, switch: Switch, domain: ParkingCallControl,
-                   answer: dict[str, Any]) -> tuple[Leg, list[str]]:
+                   answer: Answer) -> tuple[Leg, list[str]]:
         """Call, get answered with ``answer``'s options; the leg and the answer's o=."""
         self.sip = await SipTransport.start(HOST, 0, self.events.put_nowait, tcp=False)
         leg = await Leg.open("phone", MediaHub("phone"), MediaOptions(HOST),
@@ -92,7 +93,7 @@ class Phone:
             if call.id in switch.by_call:
                 break
             await asyncio.sleep(0.01)
-        call.update(details={**call.record.details, "answer": answer})
+        call.setup = answer
         call.apply(CallEvent.ANSWER)
         switch.answer(call)
         sdp = (await self.next(sip.CallAnswered)).sdp
@@ -139,7 +140,7 @@ async def received_during(leg: Leg, seconds: float) -> int:
 
 async def hold_and_silence(switch: Switch, domain: ParkingCallControl) -> dict[str, Any]:
     phone = Phone()
-    leg, first = await phone.call(switch, domain, {"send_silence_when_idle": True})
+    leg, first = await phone.call(switch, domain, Answer(send_silence_when_idle=True))
     talking = await received_during(leg, 2.0)
     held = await phone.reinvite(leg, Direction.SENDONLY)
     await asyncio.sleep(0.1)
@@ -155,7 +156,7 @@ async def hold_and_silence(switch: Switch, domain: ParkingCallControl) -> dict[s
     }
     for silence in (False, True):
         phone = Phone()
-        leg, _ = await phone.call(switch, domain, {"send_silence_when_idle": silence})
+        leg, _ = await phone.call(switch, domain, Answer(send_silence_when_idle=silence))
         results[f"idle_6s_silence_{str(silence).lower()}"] = await received_during(leg, 6.0)
         await phone.hang_up(leg)
     return results

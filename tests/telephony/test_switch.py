@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from callstream.calls.model import Call
+from callstream.calls.requests import Answer
 from callstream.calls.state import CallEvent
 from callstream.config import Settings
 from callstream.telephony.caller import CallOptions, CallSummary, place_call
@@ -74,8 +75,7 @@ async def test_answer_honours_preferred_codecs_and_silence(
     switch, domain = switched
     placing = _call(switch, duration=1.5, codecs=("PCMU", "G722"))
     call = await _parked(switch, domain)
-    call.update(details={**call.record.details, "answer": {
-        "preferred_codecs": "G722", "send_silence_when_idle": True}})
+    call.setup = Answer(preferred_codecs="G722", send_silence_when_idle=True)
     call.apply(CallEvent.ANSWER)
     switch.answer(call)
     summary = await asyncio.wait_for(placing, 20)
