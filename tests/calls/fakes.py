@@ -82,7 +82,7 @@ class FakeTelephony:
         """Open a leg for ``call`` on ``hub`` (a new one by default): its media from now."""
         hub = hub or MediaHub(call.id)
         hub.add_leg(call.id, 8000)
-        media = LegMedia(hub, call.id, "PCMU", 8000, 0, None)  # type: ignore[arg-type]
+        media = LegMedia(hub, call.id, "PCMU", 8000, 0)
         self.legs[call.id] = media
         return media
 

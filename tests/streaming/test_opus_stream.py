@@ -19,7 +19,7 @@ def test_inbound_frames_become_one_packet_each(leg_rate: int, opus_rate: int) ->
     """Each 20 ms hub frame is one Opus packet; decoded, it is the leg's audio."""
     hub = MediaHub("test")
     hub.add_leg("a", leg_rate)
-    leg = LegMedia(hub, "a", "G722" if leg_rate == 16000 else "PCMU", leg_rate, 9, None)  # type: ignore[arg-type]
+    leg = LegMedia(hub, "a", "G722" if leg_rate == 16000 else "PCMU", leg_rate, 9)
     enc = StreamEncoder(leg, Track.INBOUND, opus_codec(opus_rate), clock=lambda: 0.0,
                         wake=lambda: None)
     assert not enc.passthrough
