@@ -35,9 +35,11 @@ Consumers choose one of two kinds, both synchronous on the media path:
 * Callbacks (:meth:`MediaHub.add_frame_callback`): called inline with each
   frame. Cheapest; the callback must not block. Bridges use them.
 
-Wire bytes (the RTP forker) go through :meth:`MediaHub.add_packet_callback`:
-every RTP packet received from or sent to the leg, byte for byte, called
-inline — a forker's ``sendto`` does not block.
+Wire bytes (the RTP forker, same-codec streams) go through
+:meth:`MediaHub.add_packet_callback`: every RTP packet received from or sent to
+the leg, byte for byte, as an :class:`~callstream.media.rtp.RtpView` whose
+header the media session already parsed; called inline — a forker's ``sendto``
+does not block.
 
 A callback that raises is counted (``callback_errors``) and logged at debug
 level; it never disturbs the media path or the other taps.
@@ -55,6 +57,7 @@ from callstream.media.codecs import FRAMES_PER_SECOND
 from callstream.media.codecs.pcm import mix_frames, silence
 from callstream.media.codecs.resample import Resampler
 from callstream.media.exceptions import MediaStateError
+from callstream.media.rtp import RtpView
 
 __all__ = [
     "BRIDGE_MAX_FRAMES",
@@ -134,8 +137,8 @@ class AudioFrame(NamedTuple):
 
 
 FrameCallback = Callable[[AudioFrame], None]
-PacketCallback = Callable[[str, str, bytes], None]
-"""Called with ``(leg, track, rtp_packet_bytes)``."""
+PacketCallback = Callable[[str, str, RtpView], None]
+"""Called with ``(leg, track, packet)``: the wire bytes, header parsed once upstream."""
 
 
 class AudioSource(Protocol):
@@ -612,7 +615,7 @@ class MediaHub:
             frame = AudioFrame(leg, INBOUND, pcm, state.sample_rate, state.frames_in, now)
             self._fan_out(sinks, frame)
 
-    def push_packet(self, leg: str, track: Track, data: bytes, now: float) -> None:
+    def push_packet(self, leg: str, track: Track, packet: RtpView, now: float) -> None:
         """Deliver one RTP packet received from (INBOUND) or sent to (OUTBOUND) a leg."""
         try:
             state = self._legs[leg]
@@ -628,7 +631,7 @@ class MediaHub:
             name = OUTBOUND
         for sink in sinks:
             try:
-                sink(leg, name, data)
+                sink(leg, name, packet)
             except Exception:
                 self.callback_errors += 1
                 logger.debug("%s packet tap of %s failed", self.name, leg, exc_info=True)

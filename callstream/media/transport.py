@@ -46,7 +46,7 @@ from callstream.media.metrics import (
     RTP_REJECTED,
     RTP_SKIPPED_OUT,
 )
-from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST
+from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST, RtpView
 from callstream.media.session import Address, RtpSession, SessionEvent
 
 __all__ = [
@@ -201,8 +201,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         # The hot path: synchronous from the socket to the taps.
         now = self._time()
         session = self._session
-        if session.receive_rtp(data, addr, now):
-            self.hub.push_packet(self.leg, Track.INBOUND, data, now)
+        packet = session.receive_rtp(data, addr, now)
+        if packet is not None:
+            self.hub.push_packet(self.leg, Track.INBOUND, packet, now)
         else:
             self._count_rejected()
         if session.has_events:
@@ -260,7 +261,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             for data, addr in datagrams:
                 rtp.sendto(data, addr)
                 if not RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
-                    push_packet(self.leg, Track.OUTBOUND, data, now)
+                    push_packet(self.leg, Track.OUTBOUND, RtpView.of_built(data), now)
         rtcp_datagrams = session.rtcp_datagrams_to_send()
         if rtcp_datagrams and self._rtcp is not None:
             for data, addr in rtcp_datagrams:

@@ -24,9 +24,8 @@ from typing import NamedTuple
 
 from callstream.calls.features import LegMedia
 from callstream.media.codecs import CodecInfo, Transcoder
-from callstream.media.exceptions import RtpParseError
 from callstream.media.hub import AudioFrame, Subscription, Track
-from callstream.media.rtp import parse_header
+from callstream.media.rtp import RtpView
 
 __all__ = ["QUEUE_ITEMS", "Chunk", "StreamEncoder"]
 
@@ -97,13 +96,10 @@ class StreamEncoder:
         if len(queue) == 1:
             self._wake()
 
-    def _on_packet(self, leg: str, track: str, data: bytes) -> None:
-        try:
-            pt, _, _, _, _, start, end = parse_header(data)
-        except RtpParseError:
-            return
-        if pt == self._payload_type and end > start:  # telephone-event and CN are not audio
-            self._put((track, data[start:end], self._clock()))
+    def _on_packet(self, leg: str, track: str, packet: RtpView) -> None:
+        # The header was parsed once, by the media session (or built by it).
+        if packet.payload_type == self._payload_type and packet.payload_end > packet.payload_start:
+            self._put((track, packet.payload, self._clock()))  # not telephone-event or CN
 
     def _on_frame(self, frame: AudioFrame) -> None:
         self._put((frame.track, frame.pcm, frame.time))

@@ -34,6 +34,7 @@ from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent
 from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
 from callstream.timefmt import iso_now
+from callstream.webhooks.events import outbox_event
 from callstream.webhooks.payloads import BodyFormat, StreamEvent, make_texml_stream_callback
 
 __all__ = ["MAX_STREAMS_PER_CALL", "StreamManager"]
@@ -223,11 +224,10 @@ class StreamManager:
             stream_error=extra.get("failure_reason") if event_type == "streaming.failed"
             else None,
         )
-        return [OutboxEvent(
-            id=data["id"], event_type=data["event_type"], ordering_key=rec.call_session_id,
-            data=data, url=texml["status_callback"], method=texml["status_callback_method"],
-            content_type=BodyFormat.FORM.value, call_control_id=rec.call_control_id,
-            timeout_secs=session.call.webhook_timeout_secs,
+        return [outbox_event(
+            data, ordering_key=rec.call_session_id, url=texml["status_callback"],
+            method=texml["status_callback_method"], body_format=BodyFormat.FORM,
+            call_control_id=rec.call_control_id, timeout_secs=session.call.webhook_timeout_secs,
         )]
 
     # -- StreamHost: what sessions call back ----------------------------------------------

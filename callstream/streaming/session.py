@@ -66,7 +66,14 @@ from callstream.outbound.policy import OutboundDenied, OutboundPolicy
 from callstream.streaming.encoder import StreamEncoder
 from callstream.streaming.metrics import StreamCounters
 from callstream.streaming.playback import Playback
-from callstream.streaming.protocol import AUTH_HEADER, FrameBuilder, MediaFormat, media_format
+from callstream.streaming.protocol import (
+    AUTH_HEADER,
+    MAX_CLIENT_FRAME_BYTES,
+    FrameBuilder,
+    MediaFormat,
+    ServerEvent,
+    media_format,
+)
 from callstream.timefmt import iso_now
 
 __all__ = ["StreamParams", "StreamSession", "StreamState"]
@@ -84,8 +91,6 @@ STALL_REASON = "consumer_stalled"
 #: still covers the bandwidth-delay product of the fattest stream (L16 16 kHz, both
 #: tracks, ~100 KB/s) over a 300 ms path.
 SEND_BUFFER_BYTES = 64 * 1024
-#: Largest client message accepted: 30 s of 48 kHz L16 as base64 is ~3.9 MB.
-MAX_CLIENT_MESSAGE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +356,7 @@ class StreamSession:
             try:
                 return await connect(
                     url, sock=sock, additional_headers=headers, open_timeout=None,
-                    close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_MESSAGE,
+                    close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_FRAME_BYTES,
                     ping_interval=None, proxy=None, user_agent_header="callstream",
                 )
             except BaseException:
@@ -388,11 +393,11 @@ class StreamSession:
             return None
         return playback
 
-    def _emit_frame(self, frame: dict[str, Any]) -> None:
+    def _emit_frame(self, event: ServerEvent) -> None:
         """A frame from Playback (mark echo, error): numbered and sent in order."""
         if self._stop_requested:
             return
-        self._control.append(lambda: self._frames.stamp(frame))
+        self._control.append(lambda: self._frames.event(event))
         self._wakeup.set()
 
     async def _send_pending(self, ws: ClientConnection) -> None:

@@ -19,7 +19,7 @@ from callstream.media.hub import (
     Track,
     bridge,
 )
-from callstream.media.rtp import RtpPacket
+from callstream.media.rtp import RtpPacket, RtpView, build_packet
 from callstream.media.session import Address, RtpSession
 
 from .helpers import A_ADDR, B_ADDR, frames, samples, tone, tone_snr
@@ -172,9 +172,13 @@ def test_bridge_source_bounds_delay() -> None:
     assert got[-1] is None
 
 
+IN_PACKET = RtpView.of_built(build_packet(0, False, 1, 0, 7, b"in"))
+OUT_PACKET = RtpView.of_built(build_packet(0, False, 1, 0, 8, b"out"))
+
+
 def test_callbacks_and_packet_taps() -> None:
     hub = hub_with(("a", 8000))
-    seen: list[tuple[str, str, bytes]] = []
+    seen: list[tuple[str, str, RtpView]] = []
     frames_seen: list[AudioFrame] = []
 
     def broken(frame: AudioFrame) -> None:
@@ -183,10 +187,10 @@ def test_callbacks_and_packet_taps() -> None:
     hub.add_frame_callback("a", "inbound", broken)
     sub = hub.add_frame_callback("a", "inbound", frames_seen.append)
     hub.add_packet_callback("a", "both", lambda leg, track, data: seen.append((leg, track, data)))
-    hub.push_packet("a", Track.INBOUND, b"in", 0.0)
-    hub.push_packet("a", Track.OUTBOUND, b"out", 0.0)
+    hub.push_packet("a", Track.INBOUND, IN_PACKET, 0.0)
+    hub.push_packet("a", Track.OUTBOUND, OUT_PACKET, 0.0)
     hub.push_inbound("a", const(1), 0.0)
-    assert seen == [("a", "inbound", b"in"), ("a", "outbound", b"out")]
+    assert seen == [("a", "inbound", IN_PACKET), ("a", "outbound", OUT_PACKET)]
     assert len(frames_seen) == 1
     assert hub.callback_errors == 1
     sub.close()

@@ -109,7 +109,8 @@ def test_two_legs_exchange_rtp_over_udp(loop_kind: str) -> None:
             hub_a.add_source("a", source)
             tap = hub_b.open_tap("b", Track.INBOUND)
             wire: list[bytes] = []
-            hub_b.add_packet_callback("b", "inbound", lambda leg, track, data: wire.append(data))
+            hub_b.add_packet_callback("b", "inbound",
+                                      lambda leg, track, packet: wire.append(packet.data))
             received: list[AudioFrame] = []
 
             async def consume() -> None:

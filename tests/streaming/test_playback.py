@@ -19,13 +19,13 @@ from callstream.calls.features import LegMedia
 from callstream.media.codecs import G722, PCMA, PCMU, CodecInfo
 from callstream.media.codecs.resample import Resampler
 from callstream.media.hub import MediaHub
-from callstream.streaming.errors import StreamErrorCode
 from callstream.streaming.playback import (
     MAX_MESSAGE_SECONDS,
     MP3_MIN_INTERVAL,
     Playback,
     _resampler_delay,
 )
+from callstream.streaming.protocol import StreamErrorCode
 from tests.audio import snr_db, speech, tone
 
 TICK = 0.02
@@ -57,7 +57,7 @@ class Rig:
         ]
         self.playback = Playback(
             media, mode=mode, codec=codec, sampling_rate=rate,
-            emit=self.emitted.append, clock=lambda: self.now,
+            emit=lambda event: self.emitted.append(event.as_frame()), clock=lambda: self.now,
         )
 
     def send(self, frame: dict[str, Any] | str) -> list[dict[str, Any]]:

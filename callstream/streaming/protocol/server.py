@@ -1,4 +1,4 @@
-"""The media-streaming WebSocket messages we send, sans-I/O (spec §5.2).
+"""The frames we send a stream's consumer, sans-I/O (spec §5.2).
 
 One :class:`FrameBuilder` per stream owns the counters the frames carry:
 
@@ -8,8 +8,9 @@ One :class:`FrameBuilder` per stream owns the counters the frames carry:
 * ``timestamp`` — milliseconds since the stream's ``start`` frame, by the hub clock
   when the audio passed [impl, §12.11].
 
-Frames are returned as JSON text ready for ``websocket.send``. Parsing what the
-consumer sends back is :mod:`callstream.streaming.playback`'s job.
+Frames are returned as JSON text ready for ``websocket.send``. :class:`MarkEcho` and
+:class:`ErrorReport` are what bidirectional playback answers with; the builder numbers
+them (:meth:`FrameBuilder.event`).
 
 Codec resolution (:func:`media_format`) follows spec §5.2's table: ``default`` is the
 call's codec; ``G722`` reports its 8000 Hz RTP clock rate; ``L16`` is 16 kHz
@@ -25,13 +26,18 @@ from typing import Any
 import orjson
 
 from callstream.media.codecs import CodecInfo, get_codec
+from callstream.streaming.protocol.errors import StreamErrorCode
 
 __all__ = [
+    "AUTH_HEADER",
     "PROTOCOL_VERSION",
     "STREAM_CODECS",
     "SUPPORTED_STREAM_CODECS",
+    "ErrorReport",
     "FrameBuilder",
+    "MarkEcho",
     "MediaFormat",
+    "ServerEvent",
     "media_format",
 ]
 
@@ -68,6 +74,33 @@ def media_format(stream_codec: str, call_codec: CodecInfo) -> MediaFormat:
     else:
         raise ValueError(f"stream_codec {stream_codec!r} is not supported")
     return MediaFormat(codec.name, codec.clock_rate, codec)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkEcho:
+    """``mark``: the audio queued before the consumer's mark ``name`` has played."""
+
+    name: str
+
+    def as_frame(self) -> dict[str, Any]:
+        return {"event": "mark", "mark": {"name": self.name}}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """``error``: a consumer frame was refused; the socket stays open."""
+
+    code: StreamErrorCode
+    detail: str
+
+    def as_frame(self) -> dict[str, Any]:
+        code = self.code
+        return {"event": "error",
+                "payload": {"code": int(code), "title": code.title, "detail": self.detail}}
+
+
+#: What playback answers the consumer with.
+ServerEvent = MarkEcho | ErrorReport
 
 
 class FrameBuilder:
@@ -132,6 +165,10 @@ class FrameBuilder:
         return self._dump({"event": "stop", "sequence_number": self._next(),
                            "stream_id": self.stream_id,
                            "stop": {"user_id": user_id, "call_control_id": call_control_id}})
+
+    def event(self, event: ServerEvent) -> str:
+        """A ``mark`` echo or an ``error``, numbered."""
+        return self.stamp(event.as_frame())
 
     def stamp(self, frame: dict[str, Any]) -> str:
         """Number a frame made elsewhere (a ``mark`` echo, an ``error``) and serialise it."""
