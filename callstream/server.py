@@ -231,6 +231,8 @@ class Server:
         services.streams = StreamManager(
             self.calls, account_id=self.settings.account_id,
             stall_timeout=self.settings.stream_stall_timeout_secs,
+            buffer_secs=self.settings.stream_buffer_secs,
+            stop_grace=self.settings.stream_stop_grace_secs,
             outbound=services.outbound)
         self.calls.hooks.append(services.streams)
         services.forks = ForkManager(self.calls, outbound=services.outbound)

@@ -32,7 +32,8 @@ from callstream.calls.model import Call
 from callstream.calls.state import CallState
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent
-from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
+from callstream.streaming.encoder import BUFFER_SECONDS
+from callstream.streaming.session import STALL_TIMEOUT, STOP_GRACE, StreamParams, StreamSession
 from callstream.timefmt import iso_now
 from callstream.webhooks.events import outbox_event
 from callstream.webhooks.payloads import BodyFormat, StreamEvent, make_texml_stream_callback
@@ -80,11 +81,14 @@ def stream_params(req: dict[str, Any], *, stream_id: str | None = None,
 class StreamManager:
     def __init__(self, calls: CallControl, *, account_id: str,
                  stall_timeout: float = STALL_TIMEOUT,
+                 buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE,
                  outbound: OutboundPolicy = DEFAULT_POLICY,
                  clock: Callable[[], float] | None = None) -> None:
         self.calls = calls
         self.account_id = account_id
         self.stall_timeout = stall_timeout
+        self.buffer_secs = buffer_secs
+        self.stop_grace = stop_grace
         self.outbound = outbound
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -121,7 +125,8 @@ class StreamManager:
 
     def _new_session(self, call: Call, params: StreamParams) -> StreamSession:
         session = StreamSession(self, call, params, clock=self._now,
-                                stall_timeout=self.stall_timeout)
+                                stall_timeout=self.stall_timeout,
+                                buffer_secs=self.buffer_secs, stop_grace=self.stop_grace)
         call.features[session.key] = session
         return session
 
