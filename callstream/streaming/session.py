@@ -579,6 +579,9 @@ class StreamSession:
         """
         if self._stop_grace <= 0:
             return
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            await asyncio.wait({reader})  # cancelled: one recv() at a time
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._stop_grace):
                 async for _ in ws:
