@@ -148,6 +148,11 @@ class AudioSource(Protocol):
         """Return the next 20 ms at the leg's rate, or None when there is none."""
         ...
 
+    def skip(self, frames: int) -> int:
+        """Drop the next ``frames`` frames: their ticks were missed (the pacer fell
+        behind), so they are overdue. Returns how many frames of audio were dropped."""
+        ...
+
 
 class Subscription:
     """A handle on something attached to a hub; ``close()`` detaches it."""
@@ -274,6 +279,7 @@ class QueueSource:
         "overflow_bytes",
         "played_frames",
         "sample_rate",
+        "skipped_frames",
     )
 
     def __init__(
@@ -298,6 +304,7 @@ class QueueSource:
         self._resamplers: dict[int, Resampler] = {}
         self.overflow_bytes = 0
         self.played_frames = 0
+        self.skipped_frames = 0  # overdue frames dropped after missed ticks
 
     @property
     def buffered_bytes(self) -> int:
@@ -345,6 +352,33 @@ class QueueSource:
             callback()  # nothing playing: echo at once
         else:
             self._marks.append((position, callback))
+
+    def skip(self, frames: int) -> int:
+        """Drop the audio of ``frames`` missed ticks from the head of the queue.
+
+        What follows plays on time instead of that much later; marks placed within
+        the dropped audio fire now, in order (their audio is over, if unheard).
+        """
+        drop = min(frames * self._frame_bytes, self._fed - self._consumed)
+        if drop <= 0:
+            return 0
+        left = drop
+        chunks = self._chunks
+        while left:
+            available = len(chunks[0]) - self._offset
+            if available <= left:
+                chunks.popleft()
+                self._offset = 0
+                left -= available
+            else:
+                self._offset += left
+                left = 0
+        self._consumed += drop
+        self._held = 0
+        self.skipped_frames += -(-drop // self._frame_bytes)
+        if self._marks:
+            self._fire_marks()
+        return -(-drop // self._frame_bytes)
 
     def clear(self) -> None:
         """Drop queued audio; fire every pending mark now."""
@@ -439,6 +473,12 @@ class BridgeSource:
         frame = bytes(buffer[:want])
         del buffer[:want]
         return frame
+
+    def skip(self, frames: int) -> int:
+        drop = min(frames * self._frame_bytes, len(self._buffer))
+        del self._buffer[:drop]
+        self.dropped_bytes += drop
+        return -(-drop // self._frame_bytes)
 
 
 class _Leg:
@@ -643,6 +683,23 @@ class MediaHub:
             except Exception:
                 self.callback_errors += 1
                 logger.debug("%s frame tap of %s failed", self.name, frame.leg, exc_info=True)
+
+    def skip(self, ticks: int) -> int:
+        """The pacer missed ``ticks`` ticks: every source drops that much overdue audio,
+        so playback stays on time rather than as late as the stall was long.
+
+        Returns the frames dropped, all legs.
+        """
+        dropped = 0
+        for state in self._legs.values():
+            for source in state.sources:
+                try:
+                    dropped += source.skip(ticks)
+                except Exception:
+                    self.callback_errors += 1
+                    logger.debug("%s source of %s failed to skip", self.name, state.name,
+                                 exc_info=True)
+        return dropped
 
     def tick(self, now: float) -> list[tuple[str, bytes | None]]:
         """Produce each leg's next outbound frame (None: send nothing this tick)."""

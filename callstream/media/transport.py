@@ -41,6 +41,7 @@ from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, FrameTap, MediaHub, Track
 from callstream.media.metrics import (
     PACER_TICKS,
+    PLAYBACK_DISCARDED,
     RTP_LOST,
     RTP_PACKETS,
     RTP_REJECTED,
@@ -455,6 +456,7 @@ class Pacer:
         self.ticks = 0
         self.skipped_ticks = 0
         self.late_ticks = 0
+        self.discarded_frames = 0  # playback frames dropped with skipped ticks
         self.errors = 0
 
     @property
@@ -513,11 +515,15 @@ class Pacer:
             self._next += self.interval
             ran += 1
         if self._next <= now:
-            # A long stall (GC, a blocking call): drop the missed ticks.
+            # A long stall (GC, a blocking call): drop the missed ticks, and the audio
+            # they would have played, so playback does not lag by the stall for good.
             missed = int((now - self._next) / self.interval) + 1
             self.skipped_ticks += missed
             _SKIPPED.inc(missed)
             self._next += missed * self.interval
+            discarded = sum(hub.skip(missed) for hub in self._hubs)
+            self.discarded_frames += discarded
+            PLAYBACK_DISCARDED.inc(discarded)
         if self._endpoints:
             self._handle = loop.call_at(self._next, self._run)
         else:
