@@ -5,7 +5,9 @@ One :class:`FrameBuilder` per stream owns the counters the frames carry:
 * ``sequence_number`` — a string, ``"1"`` on ``start`` and one more on every later
   frame of the socket (``connected`` has none; ``error`` frames take one too, [impl]).
 * ``chunk`` — per track, ``"1"`` for the first media frame of that track [impl, §12.11].
-* ``timestamp`` — milliseconds since the stream's ``start`` frame, by the hub clock
+* ``timestamp`` — milliseconds since the stream began (the ``now`` given to
+  :meth:`FrameBuilder.start`: the session passes when capture began, which is earlier
+  than the frame when audio was buffered before the socket opened), by the hub clock
   when the audio passed [impl, §12.11].
 
 Frames are returned as JSON text ready for ``websocket.send``. :class:`MarkEcho` and
@@ -109,7 +111,7 @@ class FrameBuilder:
     Args:
         stream_id: the stream's UUID, sent at the top level of every frame but
             ``connected`` (Pipecat detects Telnyx by it).
-        start_time: the hub clock at ``start``; media timestamps count from it.
+        start_time: the hub clock media timestamps count from (``start`` sets it).
     """
 
     __slots__ = ("_chunks", "_sequence", "start_time", "stream_id")
@@ -137,7 +139,10 @@ class FrameBuilder:
         return orjson.dumps(frame).decode()
 
     def start(self, details: dict[str, Any], now: float) -> str:
-        """The ``start`` frame; ``details`` is its ``start`` object (user_id, ids, media_format)."""
+        """The ``start`` frame; ``details`` is its ``start`` object (user_id, ids, media_format).
+
+        ``now``: the time media timestamps count from.
+        """
         self.start_time = now
         return self._dump({"event": "start", "sequence_number": self._next(),
                            "stream_id": self.stream_id, "start": details})
