@@ -22,10 +22,10 @@ import uuid
 from callstream.forking.sender import ForkStats, PathSpec, RtpFork
 from callstream.forking.strep import StrepDirection, StrepHeader
 from callstream.media.hub import MediaHub, Track
-from callstream.media.rtp import build_packet
+from callstream.media.rtp import RtpView, build_packet
 
 LEG = str(uuid.uuid4())
-PACKET = build_packet(0, False, 1, 160, 0x1234ABCD, bytes(160))
+PACKET = RtpView.parse(build_packet(0, False, 1, 160, 0x1234ABCD, bytes(160)))
 
 
 def _per_packet(hub: MediaHub, count: int) -> float:

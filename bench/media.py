@@ -25,7 +25,7 @@ import uvloop
 from callstream.media.codecs import G722, PCMU, CodecInfo
 from callstream.media.hub import MediaHub, QueueSource, Track
 from callstream.media.rtcp import parse_rtcp
-from callstream.media.rtp import RtpPacket, build_packet, parse_header
+from callstream.media.rtp import RtpPacket, RtpView, build_packet, parse_header
 from callstream.media.session import RtpSession
 from callstream.media.transport import Pacer, PortAllocator, open_rtp_endpoint
 
@@ -84,8 +84,9 @@ def bench_leg(codec: CodecInfo) -> dict[str, float]:
         n = state["n"]
         state["n"] = n + 1
         data = packets[n % 1000]
-        if session.receive_rtp(data, ADDR, n * 0.02):
-            hub.push_packet("a", Track.INBOUND, data, n * 0.02)
+        packet = session.receive_rtp(data, ADDR, n * 0.02)
+        if packet is not None:
+            hub.push_packet("a", Track.INBOUND, packet, n * 0.02)
 
     def tick_in() -> None:
         now = state["n"] * 0.02
@@ -100,7 +101,7 @@ def bench_leg(codec: CodecInfo) -> dict[str, float]:
             if out is not None:
                 session.send_frame(out, now)
         for data, _ in session.datagrams_to_send():
-            hub.push_packet("a", Track.OUTBOUND, data, now)
+            hub.push_packet("a", Track.OUTBOUND, RtpView.of_built(data), now)
 
     def consume() -> None:
         for tap in taps:

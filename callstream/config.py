@@ -131,6 +131,18 @@ class Settings(BaseSettings):
         description="A media-stream consumer that answers no WebSocket ping for this long "
         "(it stopped reading) is cut off with streaming.failed (consumer_stalled); the "
         "call goes on.")
+    # Media streams (docs/streaming.md).
+    stream_buffer_secs: float = Field(
+        2.0, ge=0.1, le=30.0,
+        description="Audio a media stream holds for its consumer: from the moment it is "
+        "requested until its WebSocket is open and start is sent (then flushed in order), "
+        "and while a slow consumer falls behind. Beyond it the oldest audio is dropped "
+        "and counted.")
+    stream_stop_grace_secs: float = Field(
+        2.0, ge=0.0, le=30.0,
+        description="After a stream's stop frame, how long its WebSocket stays open for "
+        "the consumer to close it (a bot that hangs up when its stream ends needs the "
+        "socket for that); then callstream closes it. 0 closes at once.")
     # Security: outbound network policy (docs/security.md).
     outbound_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOW), max_length=1000,

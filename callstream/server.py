@@ -233,6 +233,8 @@ class Server:
         self.streams = StreamManager(
             calls, account_id=settings.account_id,
             stall_timeout=settings.stream_stall_timeout_secs,
+            buffer_secs=settings.stream_buffer_secs,
+            stop_grace=settings.stream_stop_grace_secs,
             outbound=self.outbound)
         self.forks = ForkManager(calls, outbound=self.outbound)
         self.transcriptions = TranscriptionManager(calls, settings)

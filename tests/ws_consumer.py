@@ -1,8 +1,9 @@
 """A real WebSocket server playing a media-stream consumer, in a background thread.
 
 It records every connection (request headers, each text frame parsed, how it ended)
-and can be told to refuse the upgrade, to die without a close frame after N frames, or
-to answer frames (bidirectional tests) from a callback run on its own loop.
+and can be told to refuse the upgrade, to complete it late, to die without a close frame
+after N frames, to close once it gets ``stop``, or to answer frames (bidirectional tests)
+from a callback run on its own loop.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Connection:
     frames: list[dict[str, Any]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)  # monotonic arrival of each frame
     closed_code: int | None = None
+    closed_by_server: bool | None = None  # callstream sent the first close frame
+    closed_at: float | None = None  # monotonic
     done: threading.Event = field(default_factory=threading.Event)
     ws: ServerConnection | None = None
 
@@ -58,6 +61,8 @@ class Consumer:
         self.refuse = False
         self.die_after: int | None = None  # frames, then the TCP connection is cut
         self.close_after: int | None = None  # frames, then a clean close 1000
+        self.close_on_stop: float | None = None  # seconds after ``stop``, then close 1000
+        self.accept_delay = 0.0  # seconds before the upgrade completes
         self.reply: Reply | None = None
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -94,6 +99,8 @@ class Consumer:
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         if self.refuse:
             return Response(HTTPStatus.FORBIDDEN, "Forbidden", Headers(), b"no\n")
+        if self.accept_delay:
+            await asyncio.sleep(self.accept_delay)
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -117,10 +124,16 @@ class Consumer:
                 if self.close_after is not None and len(conn.frames) >= self.close_after:
                     await ws.close(1000)
                     break
+                if self.close_on_stop is not None and frame["event"] == "stop":
+                    await asyncio.sleep(self.close_on_stop)
+                    await ws.close(1000)
+                    break
         except ConnectionClosed:
             pass
         rcvd = ws.protocol.close_rcvd
         conn.closed_code = rcvd.code if rcvd is not None else 1006
+        conn.closed_by_server = ws.protocol.close_rcvd_then_sent
+        conn.closed_at = time.monotonic()
         conn.done.set()
 
 

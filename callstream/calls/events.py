@@ -8,7 +8,6 @@ a feature asks this module for the row, which takes the ``data`` object from
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from callstream.calls.model import Call
@@ -50,11 +49,9 @@ def call_identity(call: Call) -> dict[str, Any]:
 
 def call_event(call: Call, event_type: str, payload: dict[str, Any], now: float) -> OutboxEvent:
     rec = call.record
-    return OutboxEvent(
-        id=str(uuid.uuid4()),
-        event_type=event_type,
+    return outbox_event(
+        make_event(event_type, payload, now),
         ordering_key=rec.call_session_id,
-        data=make_event(event_type, payload, now),
         url=rec.webhook_url or call.application_webhook_url,
         failover_url=call.application_failover_url,
         timeout_secs=call.webhook_timeout_secs,

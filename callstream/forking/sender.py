@@ -28,6 +28,7 @@ from typing import Any
 
 from callstream.calls.features import FeatureEvent
 from callstream.media.hub import MediaHub, Subscription, Track
+from callstream.media.rtp import RtpView
 
 __all__ = ["FORK_SOCKET_SNDBUF", "ForkPath", "ForkStats", "RtpFork", "SockAddr"]
 
@@ -88,11 +89,12 @@ class ForkPath:
         self.dropped = 0
         self.errors = 0
 
-    def forward(self, leg: str, track: str, data: bytes) -> None:
+    def forward(self, leg: str, track: str, packet: RtpView) -> None:
         """Send one RTP packet (a hub packet callback; never raises)."""
         sock = self._sock
         if sock is None:
             return
+        data = packet.data
         if self._prefix:
             data = self._prefix + data
         try:

@@ -35,9 +35,11 @@ Consumers choose one of two kinds, both synchronous on the media path:
 * Callbacks (:meth:`MediaHub.add_frame_callback`): called inline with each
   frame. Cheapest; the callback must not block. Bridges use them.
 
-Wire bytes (the RTP forker) go through :meth:`MediaHub.add_packet_callback`:
-every RTP packet received from or sent to the leg, byte for byte, called
-inline — a forker's ``sendto`` does not block.
+Wire bytes (the RTP forker, same-codec streams) go through
+:meth:`MediaHub.add_packet_callback`: every RTP packet received from or sent to
+the leg, byte for byte, as an :class:`~callstream.media.rtp.RtpView` whose
+header the media session already parsed; called inline — a forker's ``sendto``
+does not block.
 
 A callback that raises is counted (``callback_errors``) and logged at debug
 level; it never disturbs the media path or the other taps.
@@ -55,6 +57,7 @@ from callstream.media.codecs import FRAMES_PER_SECOND
 from callstream.media.codecs.pcm import mix_frames, silence
 from callstream.media.codecs.resample import Resampler
 from callstream.media.exceptions import MediaStateError
+from callstream.media.rtp import RtpView
 
 __all__ = [
     "BRIDGE_MAX_FRAMES",
@@ -134,8 +137,8 @@ class AudioFrame(NamedTuple):
 
 
 FrameCallback = Callable[[AudioFrame], None]
-PacketCallback = Callable[[str, str, bytes], None]
-"""Called with ``(leg, track, rtp_packet_bytes)``."""
+PacketCallback = Callable[[str, str, RtpView], None]
+"""Called with ``(leg, track, packet)``: the wire bytes, header parsed once upstream."""
 
 
 class AudioSource(Protocol):
@@ -143,6 +146,11 @@ class AudioSource(Protocol):
 
     def read(self, now: float) -> bytes | None:
         """Return the next 20 ms at the leg's rate, or None when there is none."""
+        ...
+
+    def skip(self, frames: int) -> int:
+        """Drop the next ``frames`` frames: their ticks were missed (the pacer fell
+        behind), so they are overdue. Returns how many frames of audio were dropped."""
         ...
 
 
@@ -271,6 +279,7 @@ class QueueSource:
         "overflow_bytes",
         "played_frames",
         "sample_rate",
+        "skipped_frames",
     )
 
     def __init__(
@@ -295,6 +304,7 @@ class QueueSource:
         self._resamplers: dict[int, Resampler] = {}
         self.overflow_bytes = 0
         self.played_frames = 0
+        self.skipped_frames = 0  # overdue frames dropped after missed ticks
 
     @property
     def buffered_bytes(self) -> int:
@@ -342,6 +352,33 @@ class QueueSource:
             callback()  # nothing playing: echo at once
         else:
             self._marks.append((position, callback))
+
+    def skip(self, frames: int) -> int:
+        """Drop the audio of ``frames`` missed ticks from the head of the queue.
+
+        What follows plays on time instead of that much later; marks placed within
+        the dropped audio fire now, in order (their audio is over, if unheard).
+        """
+        drop = min(frames * self._frame_bytes, self._fed - self._consumed)
+        if drop <= 0:
+            return 0
+        left = drop
+        chunks = self._chunks
+        while left:
+            available = len(chunks[0]) - self._offset
+            if available <= left:
+                chunks.popleft()
+                self._offset = 0
+                left -= available
+            else:
+                self._offset += left
+                left = 0
+        self._consumed += drop
+        self._held = 0
+        self.skipped_frames += -(-drop // self._frame_bytes)
+        if self._marks:
+            self._fire_marks()
+        return -(-drop // self._frame_bytes)
 
     def clear(self) -> None:
         """Drop queued audio; fire every pending mark now."""
@@ -436,6 +473,12 @@ class BridgeSource:
         frame = bytes(buffer[:want])
         del buffer[:want]
         return frame
+
+    def skip(self, frames: int) -> int:
+        drop = min(frames * self._frame_bytes, len(self._buffer))
+        del self._buffer[:drop]
+        self.dropped_bytes += drop
+        return -(-drop // self._frame_bytes)
 
 
 class _LegState:
@@ -614,7 +657,7 @@ class MediaHub:
             frame = AudioFrame(leg, INBOUND, pcm, state.sample_rate, state.frames_in, now)
             self._fan_out(sinks, frame)
 
-    def push_packet(self, leg: str, track: Track, data: bytes, now: float) -> None:
+    def push_packet(self, leg: str, track: Track, packet: RtpView, now: float) -> None:
         """Deliver one RTP packet received from (INBOUND) or sent to (OUTBOUND) a leg."""
         try:
             state = self._legs[leg]
@@ -630,7 +673,7 @@ class MediaHub:
             name = OUTBOUND
         for sink in sinks:
             try:
-                sink(leg, name, data)
+                sink(leg, name, packet)
             except Exception:
                 self.callback_errors += 1
                 logger.debug("%s packet tap of %s failed", self.name, leg, exc_info=True)
@@ -642,6 +685,23 @@ class MediaHub:
             except Exception:
                 self.callback_errors += 1
                 logger.debug("%s frame tap of %s failed", self.name, frame.leg, exc_info=True)
+
+    def skip(self, ticks: int) -> int:
+        """The pacer missed ``ticks`` ticks: every source drops that much overdue audio,
+        so playback stays on time rather than as late as the stall was long.
+
+        Returns the frames dropped, all legs.
+        """
+        dropped = 0
+        for state in self._legs.values():
+            for source in state.sources:
+                try:
+                    dropped += source.skip(ticks)
+                except Exception:
+                    self.callback_errors += 1
+                    logger.debug("%s source of %s failed to skip", self.name, state.name,
+                                 exc_info=True)
+        return dropped
 
     def tick(self, now: float) -> list[tuple[str, bytes | None]]:
         """Produce each leg's next outbound frame (None: send nothing this tick)."""

@@ -27,6 +27,11 @@ PACER_TICKS = Counter(
     "Pacer ticks: run on time, run late (catch-up), or skipped after a stall",
     ["outcome"],
 )
+PLAYBACK_DISCARDED = Counter(
+    "callstream_media_playback_discarded_frames",
+    "Queued playback frames (stream audio, bridged audio) dropped because the pacer "
+    "skipped their ticks after a stall: what follows plays on time, not later",
+)
 RTP_REJECTED = Counter(
     "callstream_rtp_rejected_packets",
     "RTP/RTCP packets dropped for their source (CALLSTREAM_STRICT_RTP): from another "

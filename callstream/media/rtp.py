@@ -7,6 +7,10 @@ Two spellings of the same format:
 * :func:`parse_header` and :func:`build_packet`, tuple-in/bytes-out functions
   for the media hot path, which allocate nothing but the result.
 
+:class:`RtpView` carries a packet's wire bytes with the two header fields the
+packet taps need (payload type, payload bounds), so a packet received is
+parsed once — by the media session — however many taps read it.
+
 Both enforce the same rules and raise :class:`RtpParseError` with the same
 texts. RTCP multiplexed on the RTP port (RFC 5761 §4) is told apart with
 :func:`is_rtcp`.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from callstream.media.exceptions import RtpParseError
 
@@ -25,6 +30,7 @@ __all__ = [
     "RTP_VERSION",
     "HeaderExtension",
     "RtpPacket",
+    "RtpView",
     "build_packet",
     "is_rtcp",
     "parse_header",
@@ -199,6 +205,37 @@ def parse_header(data: bytes) -> tuple[int, bool, int, int, int, int, int]:
             raise RtpParseError("RTP packet padding length is invalid")
         end = length - pad
     return second & 0x7F, second > 0x7F, seq, ts, ssrc, start, end
+
+
+class RtpView(NamedTuple):
+    """An RTP packet's wire bytes, its header already parsed (a hub packet tap's input).
+
+    A NamedTuple, not a dataclass: one is made per packet on the hot path.
+    """
+
+    data: bytes
+    payload_type: int
+    payload_start: int
+    payload_end: int
+
+    @property
+    def payload(self) -> bytes:
+        return self.data[self.payload_start : self.payload_end]
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtpView:
+        """Parse ``data``.
+
+        Raises:
+            RtpParseError: the bytes are not a valid RTP packet.
+        """
+        pt, _, _, _, _, start, end = parse_header(data)
+        return cls(data, pt, start, end)
+
+    @classmethod
+    def of_built(cls, data: bytes) -> RtpView:
+        """View a packet :func:`build_packet` made: its header is always 12 bytes."""
+        return cls(data, data[1] & MAX_PAYLOAD_TYPE, RTP_HEADER_LENGTH, len(data))
 
 
 def build_packet(

@@ -69,7 +69,13 @@ from callstream.media.rtcp import (
     parse_rtcp,
     serialize_rtcp,
 )
-from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST, build_packet, parse_header
+from callstream.media.rtp import (
+    RTCP_MUX_FIRST,
+    RTCP_MUX_LAST,
+    RtpView,
+    build_packet,
+    parse_header,
+)
 from callstream.media.stats import CallQuality, ReceiverStats, estimate_mos
 
 __all__ = [
@@ -382,26 +388,28 @@ class RtpSession:
 
     # -- input -------------------------------------------------------------
 
-    def receive_rtp(self, data: bytes, addr: Address, now: float) -> bool:
+    def receive_rtp(self, data: bytes, addr: Address, now: float) -> RtpView | None:
         """Take one datagram from the RTP socket.
 
         Returns:
-            Whether it was a valid RTP packet of this session's peer: the
-            caller forwards exactly those to taps that want wire bytes.
+            The packet, parsed, when it was a valid RTP packet of this session's
+            peer (else None): the caller forwards exactly those to taps that want
+            wire bytes, without parsing them again.
         """
         if self._closed:
-            return False
+            return None
         if self._rtcp_mux and len(data) > 1 and RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
             self.receive_rtcp(data, addr, now)
-            return False
+            return None
         try:
             pt, _marker, seq, ts, ssrc, start, end = parse_header(data)
         except RtpParseError as exc:
             self.malformed_dropped += 1
             logger.debug("%s < malformed RTP from %s: %s", self.name, addr, exc)
-            return False
+            return None
         if addr != self._latch.source and not self._accept_source(addr, ssrc, seq, now):
-            return False
+            return None
+        view = RtpView(data, pt, start, end)
         self.packets_received += 1
         self.bytes_received += len(data)
         self._last_rx = now
@@ -411,7 +419,7 @@ class RtpSession:
                 # Some senders (SIPp's pcaps among them) send telephone-events
                 # under their own SSRC: detect the key, leave the audio stream be.
                 self._receive_dtmf(data[start:end], ts, now)
-                return True
+                return view
             self._new_source(ssrc, now)
         if pt == self._pt:
             self._stats.update(seq, ts, now)
@@ -431,7 +439,7 @@ class RtpSession:
             self.unknown_payload_type += 1
             self._stats.update(seq, ts, now, timing=False)
             self._jitter.push(seq, None)
-        return True
+        return view
 
     def _accept_source(self, addr: Address, ssrc: int, seq: int, now: float) -> bool:
         # Off the hot path: only packets from other than the locked source get here.

@@ -41,12 +41,13 @@ from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, FrameTap, MediaHub, Track
 from callstream.media.metrics import (
     PACER_TICKS,
+    PLAYBACK_DISCARDED,
     RTP_LOST,
     RTP_PACKETS,
     RTP_REJECTED,
     RTP_SKIPPED_OUT,
 )
-from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST
+from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST, RtpView
 from callstream.media.session import Address, RtpSession, SessionEvent
 
 __all__ = [
@@ -201,8 +202,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         # The hot path: synchronous from the socket to the taps.
         now = self._time()
         session = self._session
-        if session.receive_rtp(data, addr, now):
-            self.hub.push_packet(self.leg, Track.INBOUND, data, now)
+        packet = session.receive_rtp(data, addr, now)
+        if packet is not None:
+            self.hub.push_packet(self.leg, Track.INBOUND, packet, now)
         else:
             self._count_rejected()
         if session.has_events:
@@ -260,7 +262,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             for data, addr in datagrams:
                 rtp.sendto(data, addr)
                 if not RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
-                    push_packet(self.leg, Track.OUTBOUND, data, now)
+                    push_packet(self.leg, Track.OUTBOUND, RtpView.of_built(data), now)
         rtcp_datagrams = session.rtcp_datagrams_to_send()
         if rtcp_datagrams and self._rtcp is not None:
             for data, addr in rtcp_datagrams:
@@ -454,6 +456,7 @@ class Pacer:
         self.ticks = 0
         self.skipped_ticks = 0
         self.late_ticks = 0
+        self.discarded_frames = 0  # playback frames dropped with skipped ticks
         self.errors = 0
 
     @property
@@ -512,11 +515,15 @@ class Pacer:
             self._next += self.interval
             ran += 1
         if self._next <= now:
-            # A long stall (GC, a blocking call): drop the missed ticks.
+            # A long stall (GC, a blocking call): drop the missed ticks, and the audio
+            # they would have played, so playback does not lag by the stall for good.
             missed = int((now - self._next) / self.interval) + 1
             self.skipped_ticks += missed
             _SKIPPED.inc(missed)
             self._next += missed * self.interval
+            discarded = sum(hub.skip(missed) for hub in self._hubs)
+            self.discarded_frames += discarded
+            PLAYBACK_DISCARDED.inc(discarded)
         if self._endpoints:
             self._handle = loop.call_at(self._next, self._run)
         else:

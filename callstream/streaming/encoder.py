@@ -10,28 +10,45 @@ Two ways to get a track's payloads, chosen per stream:
   :class:`~callstream.media.codecs.Transcoder` (resampling where rates differ,
   e.g. PCMU 8 kHz → L16 16 kHz).
 
+The encoder is made when the stream is requested (the call's media is up), before
+its WebSocket is open: the queue then holds the call's audio from the first word
+until ``start`` has gone out, and the session flushes it in order (docs/streaming.md,
+"From the first word").
+
 The hub callbacks only append to one bounded queue (rule 1 of the design: the media
-path never waits). When the consumer is slow the **oldest** item is dropped and
+path never waits), :func:`queue_items` long: ``CALLSTREAM_STREAM_BUFFER_SECS`` of
+the stream's track(s). When the consumer is slow the **oldest** item is dropped and
 counted (``dropped``, and ``on_drop`` at once: the sender task is then stuck behind the
 consumer and cannot be the one to report it); the sender task drains and encodes.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
 from callstream.calls.features import LegMedia
-from callstream.media.codecs import CodecInfo, Transcoder
-from callstream.media.exceptions import RtpParseError
+from callstream.media.codecs import FRAMES_PER_SECOND, CodecInfo, Transcoder
 from callstream.media.hub import AudioFrame, Subscription, Track
-from callstream.media.rtp import parse_header
+from callstream.media.rtp import RtpView
 
-__all__ = ["QUEUE_ITEMS", "Chunk", "StreamEncoder"]
+__all__ = ["BUFFER_SECONDS", "QUEUE_ITEMS", "Chunk", "StreamEncoder", "queue_items"]
 
-#: Two seconds of both tracks: enough to ride out a slow consumer, small enough to stay live.
-QUEUE_ITEMS = 200
+#: Default of ``CALLSTREAM_STREAM_BUFFER_SECS``: enough to cover a WebSocket connect and
+#: ride out a slow consumer, small enough to stay live.
+BUFFER_SECONDS = 2.0
+
+
+def queue_items(seconds: float, track: Track) -> int:
+    """Queue length that holds ``seconds`` of ``track``: one item per 20 ms per track."""
+    tracks = 2 if track is Track.BOTH else 1
+    return max(1, math.ceil(seconds * FRAMES_PER_SECOND)) * tracks
+
+
+#: :data:`BUFFER_SECONDS` of both tracks.
+QUEUE_ITEMS = queue_items(BUFFER_SECONDS, Track.BOTH)
 
 
 class Chunk(NamedTuple):
@@ -97,13 +114,10 @@ class StreamEncoder:
         if len(queue) == 1:
             self._wake()
 
-    def _on_packet(self, leg: str, track: str, data: bytes) -> None:
-        try:
-            pt, _, _, _, _, start, end = parse_header(data)
-        except RtpParseError:
-            return
-        if pt == self._payload_type and end > start:  # telephone-event and CN are not audio
-            self._put((track, data[start:end], self._clock()))
+    def _on_packet(self, leg: str, track: str, packet: RtpView) -> None:
+        # The header was parsed once, by the media session (or built by it).
+        if packet.payload_type == self._payload_type and packet.payload_end > packet.payload_start:
+            self._put((track, packet.payload, self._clock()))  # not telephone-event or CN
 
     def _on_frame(self, frame: AudioFrame) -> None:
         self._put((frame.track, frame.pcm, frame.time))

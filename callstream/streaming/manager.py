@@ -47,7 +47,8 @@ from callstream.calls.requests import (
 )
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent, Receipt
-from callstream.streaming.session import STALL_TIMEOUT, StreamParams, StreamSession
+from callstream.streaming.encoder import BUFFER_SECONDS
+from callstream.streaming.session import STALL_TIMEOUT, STOP_GRACE, StreamParams, StreamSession
 from callstream.timefmt import iso_now
 from callstream.webhooks.payloads import StreamEvent
 
@@ -89,11 +90,14 @@ def stream_params(spec: StreamSpec, *, client_state: str | None,
 class StreamManager:
     def __init__(self, calls: CallControl, *, account_id: str,
                  stall_timeout: float = STALL_TIMEOUT,
+                 buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE,
                  outbound: OutboundPolicy = DEFAULT_POLICY,
                  clock: Callable[[], float] | None = None) -> None:
         self.calls = calls
         self.account_id = account_id
         self.stall_timeout = stall_timeout
+        self.buffer_secs = buffer_secs
+        self.stop_grace = stop_grace
         self.outbound = outbound
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -119,7 +123,8 @@ class StreamManager:
 
     def _new_session(self, call: Call, params: StreamParams) -> StreamSession:
         session = StreamSession(self, call, params, clock=self._now,
-                                stall_timeout=self.stall_timeout)
+                                stall_timeout=self.stall_timeout,
+                                buffer_secs=self.buffer_secs, stop_grace=self.stop_grace)
         call.features[session.key] = session
         return session
 

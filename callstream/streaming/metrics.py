@@ -27,6 +27,10 @@ STALLED = Counter("callstream_streams_stalled_total",
 ALL_FRAMES_DROPPED = Counter("callstream_stream_frames_dropped_all_total",
                              "Media frames dropped by back-pressure, all streams")
 
+HEAD_DROPPED = Counter("callstream_stream_frames_dropped_before_start_total",
+                       "Media frames dropped from a stream's buffer (oldest first) before its "
+                       "socket was open and start sent, all streams")
+
 _SERIES = (FRAMES_SENT, FRAMES_DROPPED, BYTES_SENT, CONNECT_SECONDS)
 
 
@@ -62,13 +66,18 @@ class StreamCounters:
             self.bytes_sent += payload_bytes
             self._bytes.inc(payload_bytes)
 
-    def dropped(self, total: int) -> None:
-        """The encoder's drop count so far (monotonic); records the increase."""
+    def dropped(self, total: int, *, before_start: bool = False) -> None:
+        """The encoder's drop count so far (monotonic); records the increase.
+
+        ``before_start``: the drops overflowed the buffer held for a socket not open yet.
+        """
         delta = total - self.frames_dropped
         if delta > 0:
             self.frames_dropped = total
             self._dropped.inc(delta)
             ALL_FRAMES_DROPPED.inc(delta)
+            if before_start:
+                HEAD_DROPPED.inc(delta)
 
     def stalled(self) -> None:
         """The consumer answered no ping in time; the stream is being cut off."""

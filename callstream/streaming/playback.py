@@ -6,14 +6,8 @@ each leg's :class:`~callstream.media.hub.MediaHub`, paced by the hub's 20 ms
 tick. It is sans-I/O: frames in, ``emit(frame)`` out, and the hub clock only
 for the MP3 rate limit.
 
-Client frames
--------------
-Accepted with or without ``stream_id`` / ``sequence_number`` (Pipecat and the
-docs' own examples send neither)::
-
-    {"event": "media", "media": {"payload": "<base64>"}}
-    {"event": "mark",  "mark": {"name": "greeting-done"}}
-    {"event": "clear"}
+Client frames are parsed by :func:`~callstream.streaming.protocol.parse_client_frame`
+(media, mark, clear; spec §5.3); this module gives them their meaning.
 
 Modes (``stream_bidirectional_mode``, spec §5.4)
 ------------------------------------------------
@@ -47,13 +41,12 @@ Marks and clear
 * ``clear`` drops every queue (the next tick is silent), resets the decoder
   and resamplers, and echoes every pending mark at once, in order.
 
-Errors (spec §5.2, :mod:`callstream.streaming.errors`)
-------------------------------------------------------
+Errors (spec §5.2, :mod:`callstream.streaming.protocol.errors`)
+---------------------------------------------------------------
 A bad frame gets one ``error`` frame and changes nothing else; the stream
-stays up. ``malformed_frame`` (100003): not JSON, not an object, an ``event``
-other than media/mark/clear, a missing or mistyped ``media.payload`` or
-``mark.name``. ``invalid_media`` (100004): payload not strict base64 (standard
-alphabet, padded), an MP3 that does not decode, an ``rtp`` message over 30 s,
+stays up. ``malformed_frame`` (100003) and a payload that is not base64: the
+parser's (:mod:`callstream.streaming.protocol.client`). ``invalid_media``
+(100004): an MP3 that does not decode, an ``rtp`` message over 30 s,
 an unplayable codec. ``rate_limit_reached`` (100005): MP3 faster than 1/s, or
 the queue would exceed :data:`~callstream.media.hub.SOURCE_MAX_SECONDS`.
 ``unknown_error`` (100002): our own failure (logged). An empty ``rtp`` payload
@@ -66,24 +59,22 @@ Contract with the stream session
   ``stream_bidirectional_target_legs``: ``self`` → the stream's own leg,
   ``opposite`` → its bridged peer, ``both`` → both; for an unbridged leg every
   value means the leg itself (spec §5.4 [impl]).
-* ``emit(frame)`` gets ``mark`` and ``error`` frames as dicts without
-  ``stream_id``/``sequence_number`` (``FrameBuilder.stamp`` adds them). Mark
-  echoes are emitted from inside ``hub.tick()``: ``emit`` must only queue.
+* ``emit(event)`` gets a :class:`~callstream.streaming.protocol.MarkEcho` or an
+  :class:`~callstream.streaming.protocol.ErrorReport` (``FrameBuilder.event``
+  numbers it). Mark echoes are emitted from inside ``hub.tick()``: ``emit`` must
+  only queue.
 * ``on_text`` never raises; after :meth:`Playback.close` it ignores input and
   emits nothing.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
-import orjson
 
 from callstream.calls.features import LegMedia
 from callstream.media.codecs import FRAMES_PER_SECOND, CodecInfo, Decoder, get_codec, opus_codec
@@ -91,8 +82,17 @@ from callstream.media.codecs.opus import OPUS_CLOCK, packet_samples
 from callstream.media.codecs.resample import SUPPORTED_RATES, Resampler
 from callstream.media.exceptions import MediaParseError
 from callstream.media.hub import SOURCE_MAX_SECONDS, QueueSource, Subscription
-from callstream.streaming.errors import StreamErrorCode, error_frame
 from callstream.streaming.mp3 import Mp3Error, decode_mp3
+from callstream.streaming.protocol import (
+    ClientClear,
+    ClientMark,
+    ErrorReport,
+    MarkEcho,
+    ServerEvent,
+    StreamErrorCode,
+    StreamProtocolError,
+    parse_client_frame,
+)
 
 __all__ = [
     "HOLD_TICKS",
@@ -111,18 +111,8 @@ PLAYBACK_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "L16")
 MAX_MESSAGE_SECONDS = 30.0  # one rtp message carries 20 ms to 30 s (DOC-MS)
 MP3_MIN_INTERVAL = 1.0  # at most one mp3 message per second (DOC-MS)
 HOLD_TICKS = 1  # ticks a partial frame waits for the rest of it
-_DETAIL_VALUE_CHARS = 64  # how much of a bad value an error detail repeats
 
-Emit = Callable[[dict[str, Any]], None]
-
-
-class _Refused(Exception):
-    """A client frame we answer with an error frame (internal control flow)."""
-
-    def __init__(self, code: StreamErrorCode, detail: str) -> None:
-        super().__init__(code, detail)
-        self.code = code
-        self.detail = detail
+Emit = Callable[[ServerEvent], None]
 
 
 @functools.cache
@@ -297,45 +287,22 @@ class Playback:
             return
         try:
             self._handle(text)
-        except _Refused as refusal:
+        except StreamProtocolError as refusal:
             self._error(refusal.code, refusal.detail)
         except Exception:  # our bug: answer, log, keep the stream up
             logger.exception("bidirectional frame failed")
             self._error(StreamErrorCode.UNKNOWN_ERROR, "The frame could not be processed")
 
     def _handle(self, text: str) -> None:
-        try:
-            message = orjson.loads(text)
-        except (orjson.JSONDecodeError, TypeError):
-            raise _Refused(StreamErrorCode.MALFORMED_FRAME,
-                           "Received frame could not be parsed as JSON") from None
-        if not isinstance(message, dict):
-            raise _Refused(StreamErrorCode.MALFORMED_FRAME, "A frame must be a JSON object")
-        event = message.get("event")
-        if not isinstance(event, str):
-            raise _Refused(StreamErrorCode.MALFORMED_FRAME,
-                           'The frame has no "event" string')
-        if event == "media":
-            self._on_media(message)
-        elif event == "mark":
-            self._on_mark(message)
-        elif event == "clear":
+        frame = parse_client_frame(text)
+        if isinstance(frame, ClientMark):
+            self.mark(frame.name)
+        elif isinstance(frame, ClientClear):
             self.clear()
         else:
-            raise _Refused(StreamErrorCode.MALFORMED_FRAME,
-                           f"Unknown event {_shorten(event)!r}; expected media, mark or clear")
+            self._play(frame.payload)
 
-    def _on_media(self, message: dict[str, Any]) -> None:
-        media = message.get("media")
-        payload = media.get("payload") if isinstance(media, dict) else None
-        if not isinstance(payload, str):
-            raise _Refused(StreamErrorCode.MALFORMED_FRAME,
-                           'A media frame needs a "media.payload" string')
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except ValueError:  # binascii.Error, or non-ASCII text
-            raise _Refused(StreamErrorCode.INVALID_MEDIA,
-                           "media.payload is not valid base64") from None
+    def _play(self, data: bytes) -> None:
         if self.mode == "mp3":
             self._play_mp3(data)
         else:
@@ -344,17 +311,17 @@ class Playback:
 
     def _play_rtp(self, data: bytes) -> None:
         if self._unplayable is not None:
-            raise _Refused(StreamErrorCode.INVALID_MEDIA, self._unplayable)
+            raise StreamProtocolError(StreamErrorCode.INVALID_MEDIA, self._unplayable)
         seconds = self._duration(data)
         if seconds > MAX_MESSAGE_SECONDS:
-            raise _Refused(
+            raise StreamProtocolError(
                 StreamErrorCode.INVALID_MEDIA,
                 f"A media message carries at most {MAX_MESSAGE_SECONDS:g} s of audio; "
                 f"this one carries {seconds:.1f} s",
             )
         decoder = self._decoder
         if decoder is None:  # not reached: _unplayable is set whenever it is None
-            raise _Refused(StreamErrorCode.UNKNOWN_ERROR, "No decoder for this stream")
+            raise StreamProtocolError(StreamErrorCode.UNKNOWN_ERROR, "No decoder for this stream")
         self._check_room(seconds)
         if self._carry:
             data = self._carry + data
@@ -366,7 +333,8 @@ class Playback:
         try:
             pcm = decoder.decode(data)
         except MediaParseError as exc:  # a bad Opus packet
-            raise _Refused(StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
+            raise StreamProtocolError(
+                StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
         for lane in self._lanes.values():
             lane.feed(pcm)
 
@@ -377,12 +345,13 @@ class Playback:
         try:
             return packet_samples(data) / OPUS_CLOCK
         except MediaParseError as exc:
-            raise _Refused(StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
+            raise StreamProtocolError(
+                StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
 
     def _play_mp3(self, data: bytes) -> None:
         now = self._clock()
         if self._last_mp3 is not None and now - self._last_mp3 < MP3_MIN_INTERVAL:
-            raise _Refused(
+            raise StreamProtocolError(
                 StreamErrorCode.RATE_LIMIT_REACHED,
                 f"MP3 media messages are limited to one per second; this one came "
                 f"{now - self._last_mp3:.3f} s after the previous one",
@@ -391,7 +360,8 @@ class Playback:
         try:
             pcm, rate = decode_mp3(data)
         except Mp3Error as exc:
-            raise _Refused(StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
+            raise StreamProtocolError(StreamErrorCode.INVALID_MEDIA,
+                                      f"media.payload: {exc}") from None
         self._check_room(len(pcm) / (2 * rate))
         for lane in self._lanes.values():
             lane.feed_clip(pcm, rate)
@@ -400,19 +370,11 @@ class Playback:
         queued = self.buffered_ms / 1000.0
         # A little headroom for a resampler's tail, which QueueSource also counts.
         if queued + seconds > SOURCE_MAX_SECONDS - 0.1:
-            raise _Refused(
+            raise StreamProtocolError(
                 StreamErrorCode.RATE_LIMIT_REACHED,
                 f"The playback queue holds at most {SOURCE_MAX_SECONDS} s of audio; "
                 f"{queued:.1f} s are queued and this message adds {seconds:.1f} s",
             )
-
-    def _on_mark(self, message: dict[str, Any]) -> None:
-        mark = message.get("mark")
-        name = mark.get("name") if isinstance(mark, dict) else None
-        if not isinstance(name, str):
-            raise _Refused(StreamErrorCode.MALFORMED_FRAME,
-                           'A mark frame needs a "mark.name" string')
-        self.mark(name)
 
     # -- commands (also usable directly) ------------------------------------------------
 
@@ -465,14 +427,8 @@ class Playback:
 
     def _emit_mark(self, name: str) -> None:
         if not self._closed:
-            self._emit({"event": "mark", "mark": {"name": name}})
+            self._emit(MarkEcho(name))
 
     def _error(self, code: StreamErrorCode, detail: str) -> None:
         self.errors += 1
-        self._emit(error_frame(code, detail))
-
-
-def _shorten(value: str) -> str:
-    if len(value) <= _DETAIL_VALUE_CHARS:
-        return value
-    return value[:_DETAIL_VALUE_CHARS] + "…"
+        self._emit(ErrorReport(code, detail))

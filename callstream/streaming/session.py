@@ -2,21 +2,26 @@
 
 Life of a stream (spec §5.1, §5.5)
 ----------------------------------
-1. ``streaming_start`` (or ``dial``/``answer`` stream fields) creates the session and its
-   task. The task dials ``stream_url`` with the ``websockets`` library, over a socket
-   connected to an address the outbound policy passed (:mod:`callstream.outbound`),
-   sending ``x-telnyx-streaming-auth-token`` when a token was given. Failure, a refused
+1. ``streaming_start`` (or ``dial``/``answer`` stream fields) creates the session and
+   its task. From the moment the call's media is there (:meth:`StreamSession.attach`)
+   the stream captures its audio into the encoder's bounded buffer
+   (``CALLSTREAM_STREAM_BUFFER_SECS``, oldest dropped and counted beyond it), so the
+   consumer gets the call from its first word once ``start`` is out. The task dials
+   ``stream_url`` with the ``websockets`` library, over a socket connected to an
+   address the outbound policy passed (:mod:`callstream.outbound`), sending
+   ``x-telnyx-streaming-auth-token`` when a token was given. Failure, a refused
    address included → ``streaming.failed`` (``failure_reason: connection_failed``);
    the call goes on.
 2. On upgrade: ``connected`` → webhook ``streaming.started`` (committed before the next
-   frame) → ``start`` → ``media`` frames as the hub delivers audio, ``dtmf`` frames as
+   frame) → ``start`` → the buffered ``media`` frames, in order (timestamps count from
+   when capture began) → ``media`` frames as the hub delivers audio, ``dtmf`` frames as
    digits arrive, ``mark``/``error`` frames from the bidirectional :class:`Playback`.
    A dial with ``stream_establish_before_call_originate`` connects (1) and sends
    ``connected`` before the INVITE, and waits for the answer to go on with (2).
 3. End, one of:
 
-   * ``streaming_stop`` → the audio already captured is sent, then ``stop``, close 1000,
-     then ``streaming.stopped``;
+   * ``streaming_stop`` → the audio already captured is sent, then ``stop``, then
+     ``streaming.stopped``;
    * hangup (:meth:`detach`) → ``streaming.stopped`` goes with the hangup's webhooks;
      ``stop`` and the close finish in the background;
    * the consumer closes cleanly (1000/1001) → ``streaming.stopped``; the connection
@@ -25,6 +30,11 @@ Life of a stream (spec §5.1, §5.5)
    * the consumer stalls: it answers no WebSocket ping within the stall timeout
      (``CALLSTREAM_STREAM_STALL_TIMEOUT_SECS``) → the socket is aborted and
      ``streaming.failed`` (``failure_reason: consumer_stalled``); the call goes on.
+
+   After our ``stop`` the socket stays open until the consumer closes it or
+   ``CALLSTREAM_STREAM_STOP_GRACE_SECS`` pass, then we close with 1000: a consumer
+   that acts on the end of its stream (Pipecat ends its pipeline and hangs the call up
+   through the REST API) writes nothing to a socket already closed.
 
 Stalls. A consumer that stops reading is not visible from the sending side for a long
 time: frames pile up in the consumer's receive buffer, our kernel send buffer (which
@@ -64,10 +74,17 @@ from callstream.media.hub import Track
 from callstream.outbound.connect import connect_tcp
 from callstream.outbound.metrics import OUTBOUND_DENIED
 from callstream.outbound.policy import OutboundDenied, OutboundPolicy
-from callstream.streaming.encoder import StreamEncoder
+from callstream.streaming.encoder import BUFFER_SECONDS, StreamEncoder, queue_items
 from callstream.streaming.metrics import StreamCounters
 from callstream.streaming.playback import Playback
-from callstream.streaming.protocol import AUTH_HEADER, FrameBuilder, MediaFormat, media_format
+from callstream.streaming.protocol import (
+    AUTH_HEADER,
+    MAX_CLIENT_FRAME_BYTES,
+    FrameBuilder,
+    MediaFormat,
+    ServerEvent,
+    media_format,
+)
 from callstream.timefmt import iso_now
 
 __all__ = ["StreamParams", "StreamSession", "StreamState"]
@@ -76,6 +93,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
+#: Default of ``CALLSTREAM_STREAM_STOP_GRACE_SECS``: how long the socket stays open after
+#: ``stop`` for the consumer to close it.
+STOP_GRACE = 2.0
 #: Default for ``CALLSTREAM_STREAM_STALL_TIMEOUT_SECS``: no pong for this long = stalled.
 STALL_TIMEOUT = 10.0
 #: ``failure_reason`` of ``streaming.failed`` when the consumer stalled.
@@ -85,8 +105,6 @@ STALL_REASON = "consumer_stalled"
 #: still covers the bandwidth-delay product of the fattest stream (L16 16 kHz, both
 #: tracks, ~100 KB/s) over a 300 ms path.
 SEND_BUFFER_BYTES = 64 * 1024
-#: Largest client message accepted: 30 s of 48 kHz L16 as base64 is ~3.9 MB.
-MAX_CLIENT_MESSAGE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +164,8 @@ class StreamSession:
     """One stream of one call. Also the call's :class:`~callstream.calls.features.Feature`."""
 
     def __init__(self, host: StreamHost, call: Call, params: StreamParams, *,
-                 clock: Callable[[], float], stall_timeout: float = STALL_TIMEOUT) -> None:
+                 clock: Callable[[], float], stall_timeout: float = STALL_TIMEOUT,
+                 buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE) -> None:
         self.host = host
         self.call = call
         self.params = params
@@ -160,6 +179,9 @@ class StreamSession:
         self.counters = StreamCounters(self.id)
         self._clock = clock
         self._stall_timeout = stall_timeout
+        self._buffer_secs = buffer_secs
+        self._stop_grace = stop_grace
+        self._capture_started: float | None = None  # hub clock when the encoder was made
         self._frames = FrameBuilder(self.id)
         self._ws: ClientConnection | None = None
         self._encoder: StreamEncoder | None = None
@@ -168,6 +190,7 @@ class StreamSession:
         self._wakeup = asyncio.Event()
         self._media_ready = asyncio.Event()
         self._connected = asyncio.Event()
+        self._stop_sent = asyncio.Event()  # our stop frame went out (or never will)
         self._stop_requested = False
         self._stop_frame = True
         self._task: asyncio.Task[None] | None = None
@@ -187,12 +210,21 @@ class StreamSession:
         return self.state is StreamState.WAITING or self._ws is not None
 
     def attach(self, media: LegMedia) -> None:
-        """The call's media is up (answer): resolve the codec and start capturing."""
+        """The call's media is up (answer): resolve the codec and start capturing.
+
+        Capture starts now, whether or not the socket is open yet: the encoder's queue
+        holds up to ``buffer_secs`` of audio until ``start`` has gone out.
+        """
         if self.state is StreamState.STOPPED or self.media is not None:
             return
         self.media = media
         self.format = media_format(self.params.stream_codec, get_codec(media.codec),
                                    self.params.stream_bidirectional_sampling_rate)
+        track = Track.parse(self.params.stream_track)
+        self._capture_started = self._clock()
+        self._encoder = StreamEncoder(media, track, self.format.codec, clock=self._clock,
+                                      wake=self._wakeup.set, on_drop=self._dropped,
+                                      max_items=queue_items(self._buffer_secs, track))
         self._media_ready.set()
 
     def on_dtmf(self, digit: str, now: float) -> None:
@@ -203,13 +235,20 @@ class StreamSession:
             self._wakeup.set()
 
     async def stop(self) -> list[FeatureEvent]:
-        """``streaming_stop``: send what was captured, ``stop``, close; then the webhook."""
+        """``streaming_stop``: send what was captured and ``stop``; then the webhook.
+
+        The close comes later, in the task (the consumer's, or ours after the grace).
+        """
         events = self._begin_stop("streaming_stop")
         task = self._task
-        if task is not None and task is not asyncio.current_task():
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            stop_sent = asyncio.ensure_future(self._stop_sent.wait())
             try:
-                await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT + 1)
-            except (TimeoutError, asyncio.CancelledError):
+                done, _ = await asyncio.wait({stop_sent, task}, timeout=CLOSE_TIMEOUT + 1,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_sent.cancel()
+            if not done:
                 task.cancel()
         return events
 
@@ -317,16 +356,14 @@ class StreamSession:
             await self._close()
             return
         self.state = StreamState.STREAMING
-        media = self.media
-        track = Track.parse(params.stream_track)
-        self._encoder = StreamEncoder(media, track, self.format.codec, clock=self._clock,
-                                      wake=self._wakeup.set, on_drop=self._dropped)
         self.started = True
         await self.host.emit(self, "streaming.started", self._stream_fields())
         if self._stop_requested:  # stopped while the webhook was being stored
             await self._finish()
             return
-        await ws.send(self._frames.start(self._start_details(), self._clock()))
+        # Media timestamps count from when capture began: the buffered audio comes first.
+        began = self._capture_started if self._capture_started is not None else self._clock()
+        await ws.send(self._frames.start(self._start_details(), began))
         self.counters.sent_frame(0)
         if params.bidirectional:
             self._playback = self._make_playback()
@@ -353,7 +390,7 @@ class StreamSession:
             try:
                 return await connect(
                     url, sock=sock, additional_headers=headers, open_timeout=None,
-                    close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_MESSAGE,
+                    close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_FRAME_BYTES,
                     ping_interval=None, proxy=None, user_agent_header="callstream",
                 )
             except BaseException:
@@ -390,11 +427,11 @@ class StreamSession:
             return None
         return playback
 
-    def _emit_frame(self, frame: dict[str, Any]) -> None:
+    def _emit_frame(self, event: ServerEvent) -> None:
         """A frame from Playback (mark echo, error): numbered and sent in order."""
         if self._stop_requested:
             return
-        self._control.append(lambda: self._frames.stamp(frame))
+        self._control.append(lambda: self._frames.event(event))
         self._wakeup.set()
 
     async def _send_pending(self, ws: ClientConnection) -> None:
@@ -411,10 +448,16 @@ class StreamSession:
 
     def _dropped(self, total: int) -> None:
         """From the media path: the encoder dropped its oldest frame (counted live)."""
-        if total == 1:
-            log.warning("stream %s: consumer is not keeping up; dropping the oldest audio",
-                        self.id)
-        self.counters.dropped(total)
+        waiting = self._frames.sequence == 0  # start not sent: the socket is not open yet
+        if total == 1:  # once per stream; the counters have the rest
+            if waiting:
+                log.warning("stream %s: socket not open after %.1f s of buffered audio; "
+                            "dropping the oldest", self.id, self._buffer_secs,
+                            extra=self._log_fields())
+            else:
+                log.warning("stream %s: consumer is not keeping up; dropping the oldest "
+                            "audio", self.id, extra=self._log_fields())
+        self.counters.dropped(total, before_start=waiting)
 
     async def _watch(self, ws: ClientConnection) -> None:
         """Ping every half timeout; a pong not back within the timeout means a stall."""
@@ -513,18 +556,38 @@ class StreamSession:
         await self.host.emit(self, "streaming.failed", self.failure_fields(reason))
 
     async def _finish(self) -> None:
-        """Stopped on our side: flush the captured audio, ``stop``, close 1000."""
+        """Stopped on our side: flush the captured audio, ``stop``, grace, close 1000."""
         ws = self._ws
         if ws is None:
             return
         self._cancel_helpers()
         with contextlib.suppress(ConnectionClosed):
             if self._stop_frame:
-                await self._send_pending(ws)
-                rec = self.call.record
-                await ws.send(self._frames.stop(self.host.account_id, rec.call_control_id))
-                self.counters.sent_frame(0)
+                try:
+                    await self._send_pending(ws)
+                    rec = self.call.record
+                    await ws.send(self._frames.stop(self.host.account_id, rec.call_control_id))
+                    self.counters.sent_frame(0)
+                finally:
+                    self._stop_sent.set()
+                await self._grace(ws)
         await self._close()
+
+    async def _grace(self, ws: ClientConnection) -> None:
+        """After ``stop``: wait for the consumer to close, at most ``stop_grace`` seconds.
+
+        Its frames are read and dropped meanwhile (the stream is over), so its close
+        frame is not stuck behind them.
+        """
+        if self._stop_grace <= 0:
+            return
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            await asyncio.wait({reader})  # cancelled: one recv() at a time
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._stop_grace):
+                async for _ in ws:
+                    pass
 
     async def _close(self) -> None:
         ws = self._ws

@@ -1,7 +1,9 @@
 """Outbox rows for webhook events: an event's ``data`` plus where and how it is sent.
 
-Call Control events are built by :mod:`callstream.calls.events`; this module covers the
-general case, used for TeXML status callbacks (form-encoded, their own URL and method).
+The one place a row is made: Call Control events (:func:`callstream.calls.events.call_event`
+adds the call's URLs) and TeXML status callbacks (form-encoded, their own URL and
+method) both come here. The row's id is ``data.id``, which the Standard Webhooks
+``webhook-id`` header carries.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from callstream.forking.metrics import FORK_STATS, ForkCollector
 from callstream.forking.sender import ForkPath, ForkStats, PathSpec, RtpFork
 from callstream.forking.strep import StrepDirection, StrepHeader, StrepLeg, parse
 from callstream.media.hub import MediaHub, Track
-from callstream.media.rtp import build_packet
+from callstream.media.rtp import RtpView, build_packet
 
 LEG = "1b0e6c3e-8f1a-11f0-9a1c-02420a0b0c01"
 
@@ -62,9 +62,9 @@ def test_rx_and_tx_get_their_own_direction_byte_for_byte() -> None:
         sent_in = [packet(i) for i in range(50)]
         sent_out = [packet(1000 + i) for i in range(30)]
         for data in sent_in:
-            hub.push_packet(LEG, Track.INBOUND, data, 0.0)
+            hub.push_packet(LEG, Track.INBOUND, RtpView.parse(data), 0.0)
         for data in sent_out:
-            hub.push_packet(LEG, Track.OUTBOUND, data, 0.0)
+            hub.push_packet(LEG, Track.OUTBOUND, RtpView.parse(data), 0.0)
         assert drain(rx, 50) == sent_in
         assert drain(tx, 30) == sent_out
         assert fork.counters()["rx"]["packets"] == 50
@@ -72,7 +72,7 @@ def test_rx_and_tx_get_their_own_direction_byte_for_byte() -> None:
         assert stats.forks_active == 1
         assert fork.stop() == [("call.fork.stopped", {"stream_type": "decrypted"})]
         assert fork.stop() == []  # once
-        hub.push_packet(LEG, Track.INBOUND, packet(99), 0.0)
+        hub.push_packet(LEG, Track.INBOUND, RtpView.parse(packet(99)), 0.0)
         rx.settimeout(0.2)
         with pytest.raises(TimeoutError):
             rx.recv(2048)
@@ -93,8 +93,8 @@ def test_target_mode_prefixes_strep_per_direction() -> None:
             PathSpec("tx", socket.AF_INET, addr,
                      StrepHeader(leg_id, StrepDirection.OUTBOUND, StrepLeg.B).serialize()),
         ], stream_type="raw", stats=ForkStats())
-        hub.push_packet(LEG, Track.INBOUND, packet(1), 0.0)
-        hub.push_packet(LEG, Track.OUTBOUND, packet(2), 0.0)
+        hub.push_packet(LEG, Track.INBOUND, RtpView.parse(packet(1)), 0.0)
+        hub.push_packet(LEG, Track.OUTBOUND, RtpView.parse(packet(2)), 0.0)
         got = [parse(d) for d in drain(target, 2)]
         fork.stop()
     assert got == [
@@ -108,7 +108,7 @@ def test_ipv6_destination() -> None:
     with receiver(socket.AF_INET6) as rx:
         fork = RtpFork(hub, LEG, [PathSpec("rx", socket.AF_INET6, rx.getsockname())],
                        stream_type="decrypted", stats=ForkStats())
-        hub.push_packet(LEG, Track.INBOUND, packet(7), 0.0)
+        hub.push_packet(LEG, Track.INBOUND, RtpView.parse(packet(7)), 0.0)
         assert rx.recv(2048) == packet(7)
         fork.stop()
 
@@ -118,12 +118,12 @@ def test_dead_destination_is_counted_never_raised() -> None:
     that packet is sent again, so a capture on a closed port still sees them all."""
     path = ForkPath(socket.AF_INET, ("127.0.0.1", dead_port()), "rx")
     for i in range(20):
-        path.forward(LEG, "inbound", packet(i))
+        path.forward(LEG, "inbound", RtpView.parse(packet(i)))
         time.sleep(0.001)  # let loopback deliver the ICMP error
     assert path.unreachable >= 5
     assert path.packets == 20
     path.close()
-    path.forward(LEG, "inbound", packet(0))  # closed: silently nothing
+    path.forward(LEG, "inbound", RtpView.parse(packet(0)))  # closed: silently nothing
     assert path.closed
 
 
@@ -131,7 +131,7 @@ def test_full_send_buffer_drops_packets() -> None:
     with receiver() as rx:
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # never read: fills up
         path = ForkPath(socket.AF_INET, rx.getsockname(), "tx")
-        big = bytes(1400)
+        big = RtpView.of_built(build_packet(0, False, 1, 0, 1, bytes(1388)))
         for _ in range(2000):
             path.forward(LEG, "outbound", big)
         path.close()
@@ -159,7 +159,7 @@ def test_collector_reports_totals() -> None:
     fork = RtpFork(hub, LEG, [PathSpec("rx", socket.AF_INET, ("127.0.0.1", port))],
                    stream_type="decrypted", stats=stats)
     for i in range(10):
-        hub.push_packet(LEG, Track.INBOUND, packet(i), 0.0)
+        hub.push_packet(LEG, Track.INBOUND, RtpView.parse(packet(i)), 0.0)
         time.sleep(0.001)
     samples = {(m.name, tuple(sorted(s.labels.items()))): s.value
                for m in ForkCollector(stats).collect() for s in m.samples}

@@ -19,7 +19,7 @@ from callstream.media.hub import (
     Track,
     bridge,
 )
-from callstream.media.rtp import RtpPacket
+from callstream.media.rtp import RtpPacket, RtpView, build_packet
 from callstream.media.session import Address, RtpSession
 
 from .helpers import A_ADDR, B_ADDR, frames, samples, tone, tone_snr
@@ -141,6 +141,9 @@ def test_tick_order() -> None:
             reads.append((self.name, now))
             return None
 
+        def skip(self, frames: int) -> int:
+            return 0
+
     hub.add_source("a", Probe("a1"))
     hub.add_source("a", Probe("a2"))
     hub.add_source("b", Probe("b1"))
@@ -172,9 +175,13 @@ def test_bridge_source_bounds_delay() -> None:
     assert got[-1] is None
 
 
+IN_PACKET = RtpView.of_built(build_packet(0, False, 1, 0, 7, b"in"))
+OUT_PACKET = RtpView.of_built(build_packet(0, False, 1, 0, 8, b"out"))
+
+
 def test_callbacks_and_packet_taps() -> None:
     hub = hub_with(("a", 8000))
-    seen: list[tuple[str, str, bytes]] = []
+    seen: list[tuple[str, str, RtpView]] = []
     frames_seen: list[AudioFrame] = []
 
     def broken(frame: AudioFrame) -> None:
@@ -183,10 +190,10 @@ def test_callbacks_and_packet_taps() -> None:
     hub.add_frame_callback("a", "inbound", broken)
     sub = hub.add_frame_callback("a", "inbound", frames_seen.append)
     hub.add_packet_callback("a", "both", lambda leg, track, data: seen.append((leg, track, data)))
-    hub.push_packet("a", Track.INBOUND, b"in", 0.0)
-    hub.push_packet("a", Track.OUTBOUND, b"out", 0.0)
+    hub.push_packet("a", Track.INBOUND, IN_PACKET, 0.0)
+    hub.push_packet("a", Track.OUTBOUND, OUT_PACKET, 0.0)
     hub.push_inbound("a", const(1), 0.0)
-    assert seen == [("a", "inbound", b"in"), ("a", "outbound", b"out")]
+    assert seen == [("a", "inbound", IN_PACKET), ("a", "outbound", OUT_PACKET)]
     assert len(frames_seen) == 1
     assert hub.callback_errors == 1
     sub.close()
@@ -243,6 +250,44 @@ def test_queue_source_frames_marks_and_clear() -> None:
     assert marks[-1] == "cleared"
     assert source.read(0.0) is None
     assert source.buffered_ms == 0
+
+
+def test_queue_source_skips_overdue_audio_and_fires_its_marks_in_order() -> None:
+    """Missed ticks drop their audio from the head (partial frames too); what follows plays
+    on time; marks inside the dropped audio fire now, in order, later ones wait."""
+    source = QueueSource(8000)
+    marks: list[str] = []
+    for n in range(1, 6):
+        source.feed(const(n))  # frame n holds the value n
+        source.mark(lambda n=n: marks.append(f"after {n}"))
+    assert source.skip(3) == 3
+    assert marks == ["after 1", "after 2", "after 3"] and source.skipped_frames == 3
+    assert source.read(0.0) == const(4)
+    assert marks[-1] == "after 4"
+    source.feed(const(7, 100))  # half a frame after frame 5
+    assert source.skip(4) == 2  # only what was there: frame 5 and the half
+    assert marks[-1] == "after 5" and source.buffered_ms == 0
+    assert source.read(0.0) is None and source.skip(1) == 0
+
+
+def test_bridge_source_skips_overdue_audio() -> None:
+    source = BridgeSource(8000, 8000)
+    for n in range(4):
+        source.feed_frame(AudioFrame("a", "inbound", const(n), 8000, n + 1, 0.0))
+    assert source.skip(3) == 3
+    assert source.read(0.0) == const(3) and source.skip(2) == 0
+
+
+def test_hub_skip_reaches_every_source_of_every_leg() -> None:
+    hub = hub_with(("a", 8000), ("b", 16000))
+    sources = [QueueSource(8000), QueueSource(8000), QueueSource(16000)]
+    for source in sources:
+        source.feed(bytes(source.sample_rate // 50 * 2 * 10))  # 10 frames each
+    hub.add_source("a", sources[0])
+    hub.add_source("a", sources[1])
+    hub.add_source("b", sources[2])
+    assert hub.skip(4) == 12
+    assert [s.buffered_ms for s in sources] == [120.0, 120.0, 120.0]
 
 
 def test_queue_source_resamples_and_bounds() -> None:

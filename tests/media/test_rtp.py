@@ -8,6 +8,7 @@ from callstream.media.exceptions import RtpParseError
 from callstream.media.rtp import (
     HeaderExtension,
     RtpPacket,
+    RtpView,
     build_packet,
     is_rtcp,
     parse_header,
@@ -131,3 +132,13 @@ def test_invalid_extension_cannot_be_built() -> None:
         HeaderExtension(0xBEDE, b"abc")
     with pytest.raises(ValueError, match="16 bits"):
         HeaderExtension(0x10000)
+
+
+def test_view_carries_the_parsed_header_for_packet_taps() -> None:
+    padded = RtpPacket(0, 7, 160, 1, b"\x01\x02\x03", csrc=(9,), padding=4).serialize()
+    view = RtpView.parse(padded)
+    assert (view.data, view.payload_type, view.payload) == (padded, 0, b"\x01\x02\x03")
+    built = build_packet(101, True, 8, 320, 2, b"\x05\x0a\x00\xa0")
+    assert RtpView.of_built(built) == RtpView.parse(built)  # marker bit not in the type
+    with pytest.raises(RtpParseError):
+        RtpView.parse(b"\x80")

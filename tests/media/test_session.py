@@ -162,7 +162,8 @@ def test_the_sdp_address_is_accepted_at_once_and_then_locked() -> None:
 
 def test_a_nat_source_is_learned_after_probation_then_locked() -> None:
     b = RtpSession(PCMU, remote_address=SDP_ADDR, rng=random.Random(2))
-    verdicts = [b.receive_rtp(rtp(seq), NAT, seq * TICK) for seq in range(1, 1 + PROBATION_PACKETS)]
+    verdicts = [b.receive_rtp(rtp(seq), NAT, seq * TICK) is not None
+                for seq in range(1, 1 + PROBATION_PACKETS)]
     assert verdicts == [False] * (PROBATION_PACKETS - 1) + [True]
     assert b.probation_dropped == PROBATION_PACKETS - 1
     assert b.remote_address == NAT

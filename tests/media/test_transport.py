@@ -109,7 +109,8 @@ def test_two_legs_exchange_rtp_over_udp(loop_kind: str) -> None:
             hub_a.add_source("a", source)
             tap = hub_b.open_tap("b", Track.INBOUND)
             wire: list[bytes] = []
-            hub_b.add_packet_callback("b", "inbound", lambda leg, track, data: wire.append(data))
+            hub_b.add_packet_callback("b", "inbound",
+                                      lambda leg, track, packet: wire.append(packet.data))
             received: list[AudioFrame] = []
 
             async def consume() -> None:
@@ -182,10 +183,19 @@ def test_pacer_keeps_time_and_skips_after_a_stall(loop_kind: str) -> None:
         await asyncio.sleep(0.5)
         elapsed = loop.time() - t0
         assert abs(pacer.ticks - elapsed / 0.02) <= 2  # no drift
+        # Queued playback (a stream's audio) plays on through the stall: every tick, run
+        # or skipped, takes one frame of it, so it ends when it would have without one.
+        source = QueueSource(8000)
+        source.feed(bytes(320 * 100))  # 2 s
+        hub.add_source("a", source)
+        ticks, skipped = pacer.ticks, pacer.skipped_ticks
         time.sleep(0.2)  # noqa: ASYNC251 - a deliberate blocking stall of 10 ticks
         await asyncio.sleep(0.05)
         assert pacer.skipped_ticks >= 5
         assert pacer.late_ticks >= 1
+        missed = pacer.skipped_ticks - skipped
+        assert source.skipped_frames == pacer.discarded_frames == missed
+        assert source.played_frames + source.skipped_frames == pacer.ticks - ticks + missed
         endpoint.close()
 
     run(loop_kind, main)

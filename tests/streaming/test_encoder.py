@@ -5,9 +5,14 @@ from __future__ import annotations
 from callstream.calls.features import LegMedia
 from callstream.media.codecs import L16, PCMU
 from callstream.media.hub import MediaHub, Track
-from callstream.media.rtp import build_packet
+from callstream.media.rtp import RtpView, build_packet
 from callstream.streaming.encoder import StreamEncoder
 from tests.audio import speech
+
+
+def rtp(pt: int, marker: bool, seq: int, ts: int, ssrc: int, payload: bytes) -> RtpView:
+    """A packet as the media session hands it to the hub: bytes with its header parsed."""
+    return RtpView.parse(build_packet(pt, marker, seq, ts, ssrc, payload))
 
 
 def _leg() -> tuple[MediaHub, LegMedia]:
@@ -23,17 +28,16 @@ def test_same_codec_passes_wire_payloads_through_untouched() -> None:
                         wake=lambda: wakes.append(1))
     assert enc.passthrough
     payload = bytes(range(160))
-    hub.push_packet("a", Track.INBOUND, build_packet(0, False, 1, 0, 7, payload), 1.0)
-    hub.push_packet("a", Track.INBOUND, build_packet(101, False, 2, 0, 7, b"\x05\x0a\x00\xa0"),
+    hub.push_packet("a", Track.INBOUND, rtp(0, False, 1, 0, 7, payload), 1.0)
+    hub.push_packet("a", Track.INBOUND, rtp(101, False, 2, 0, 7, b"\x05\x0a\x00\xa0"),
                     1.0)  # telephone-event: not audio
-    hub.push_packet("a", Track.OUTBOUND, build_packet(0, False, 9, 0, 8, payload[::-1]), 1.0)
-    hub.push_packet("a", Track.INBOUND, b"\x00junk", 1.0)
+    hub.push_packet("a", Track.OUTBOUND, rtp(0, False, 9, 0, 8, payload[::-1]), 1.0)
     chunks = enc.drain()
     assert [(c.track, c.payload, c.time) for c in chunks] == [
         ("inbound", payload, 1.5), ("outbound", payload[::-1], 1.5)]
     assert wakes == [1] and not enc.drain()  # woken once, when the queue filled
     enc.close()
-    hub.push_packet("a", Track.INBOUND, build_packet(0, False, 3, 0, 7, payload), 1.0)
+    hub.push_packet("a", Track.INBOUND, rtp(0, False, 3, 0, 7, payload), 1.0)
     assert not enc.drain()
 
 
@@ -54,7 +58,7 @@ def test_a_slow_consumer_loses_the_oldest_frames_counted() -> None:
     enc = StreamEncoder(media, Track.INBOUND, PCMU, clock=lambda: 0.0, wake=lambda: None,
                         max_items=3)
     for seq in range(5):
-        hub.push_packet("a", Track.INBOUND, build_packet(0, False, seq, 0, 7, bytes([seq]) * 160),
+        hub.push_packet("a", Track.INBOUND, rtp(0, False, seq, 0, 7, bytes([seq]) * 160),
                         0.0)
     assert enc.dropped == 2
     assert [c.payload[0] for c in enc.drain()] == [2, 3, 4]
@@ -68,6 +72,6 @@ def test_drops_are_reported_as_they_happen() -> None:
     enc = StreamEncoder(media, Track.INBOUND, PCMU, clock=lambda: 0.0, wake=lambda: None,
                         on_drop=reported.append, max_items=2)
     for seq in range(5):
-        hub.push_packet("a", Track.INBOUND, build_packet(0, False, seq, 0, 7, bytes(160)), 0.0)
+        hub.push_packet("a", Track.INBOUND, rtp(0, False, seq, 0, 7, bytes(160)), 0.0)
         assert reported == list(range(1, max(seq - 1, 0) + 1))
     assert enc.dropped == 3

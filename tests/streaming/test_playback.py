@@ -19,13 +19,13 @@ from callstream.calls.features import LegMedia
 from callstream.media.codecs import G722, PCMA, PCMU, CodecInfo
 from callstream.media.codecs.resample import Resampler
 from callstream.media.hub import MediaHub
-from callstream.streaming.errors import StreamErrorCode
 from callstream.streaming.playback import (
     MAX_MESSAGE_SECONDS,
     MP3_MIN_INTERVAL,
     Playback,
     _resampler_delay,
 )
+from callstream.streaming.protocol import StreamErrorCode
 from tests.audio import snr_db, speech, tone
 
 TICK = 0.02
@@ -57,7 +57,7 @@ class Rig:
         ]
         self.playback = Playback(
             media, mode=mode, codec=codec, sampling_rate=rate,
-            emit=self.emitted.append, clock=lambda: self.now,
+            emit=lambda event: self.emitted.append(event.as_frame()), clock=lambda: self.now,
         )
 
     def send(self, frame: dict[str, Any] | str) -> list[dict[str, Any]]:
@@ -319,6 +319,23 @@ def test_clear_silences_the_next_tick_and_echoes_pending_marks(silence: bool) ->
     assert frame is None if not silence else frame == bytes(320)
     assert rig.playback.buffered_ms == 0
     assert rig.send(mark("c")) == [{"event": "mark", "mark": {"name": "c"}}]
+
+
+def test_a_stall_discards_overdue_audio_and_still_echoes_its_marks_in_order() -> None:
+    """The pacer missed 1.5 s of ticks: that audio is dropped, not played late; the mark
+    inside it is echoed at once, the one after it when its audio has played."""
+    rig = Rig()
+    rig.send(media(encode(PCMU, tone(440, 1.0))))
+    rig.send(mark("a"))
+    rig.send(media(encode(PCMU, tone(440, 1.0))))
+    rig.send(mark("b"))
+    rig.tick()
+    assert rig.hub.skip(75) == 75  # a 1.5 s stall
+    assert rig.marks() == ["a"]
+    assert 400 <= rig.playback.buffered_ms <= 500  # what is left of the 2 s: on time
+    played = rig.play_out()
+    assert rig.marks() == ["a", "b"]
+    assert len(played) // 320 == 24  # 2 s = 100 frames: 1 played, 75 dropped, 24 left
 
 
 def test_after_clear_new_audio_starts_clean() -> None:

@@ -1,15 +1,18 @@
-"""The media-streaming WebSocket messages we send, sans-I/O (spec §5.2).
+"""The frames we send a stream's consumer, sans-I/O (spec §5.2).
 
 One :class:`FrameBuilder` per stream owns the counters the frames carry:
 
 * ``sequence_number`` — a string, ``"1"`` on ``start`` and one more on every later
   frame of the socket (``connected`` has none; ``error`` frames take one too, [impl]).
 * ``chunk`` — per track, ``"1"`` for the first media frame of that track [impl, §12.11].
-* ``timestamp`` — milliseconds since the stream's ``start`` frame, by the hub clock
+* ``timestamp`` — milliseconds since the stream began (the ``now`` given to
+  :meth:`FrameBuilder.start`: the session passes when capture began, which is earlier
+  than the frame when audio was buffered before the socket opened), by the hub clock
   when the audio passed [impl, §12.11].
 
-Frames are returned as JSON text ready for ``websocket.send``. Parsing what the
-consumer sends back is :mod:`callstream.streaming.playback`'s job.
+Frames are returned as JSON text ready for ``websocket.send``. :class:`MarkEcho` and
+:class:`ErrorReport` are what bidirectional playback answers with; the builder numbers
+them (:meth:`FrameBuilder.event`).
 
 Codec resolution (:func:`media_format`) follows spec §5.2's table: ``default`` is the
 call's codec; ``G722`` reports its 8000 Hz RTP clock rate; ``L16`` is 16 kHz
@@ -27,13 +30,18 @@ from typing import Any
 import orjson
 
 from callstream.media.codecs import CodecInfo, get_codec, opus_codec
+from callstream.streaming.protocol.errors import StreamErrorCode
 
 __all__ = [
+    "AUTH_HEADER",
     "PROTOCOL_VERSION",
     "STREAM_CODECS",
     "SUPPORTED_STREAM_CODECS",
+    "ErrorReport",
     "FrameBuilder",
+    "MarkEcho",
     "MediaFormat",
+    "ServerEvent",
     "media_format",
 ]
 
@@ -82,13 +90,40 @@ def media_format(
     return MediaFormat(codec.name, codec.clock_rate, codec)
 
 
+@dataclass(frozen=True, slots=True)
+class MarkEcho:
+    """``mark``: the audio queued before the consumer's mark ``name`` has played."""
+
+    name: str
+
+    def as_frame(self) -> dict[str, Any]:
+        return {"event": "mark", "mark": {"name": self.name}}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """``error``: a consumer frame was refused; the socket stays open."""
+
+    code: StreamErrorCode
+    detail: str
+
+    def as_frame(self) -> dict[str, Any]:
+        code = self.code
+        return {"event": "error",
+                "payload": {"code": int(code), "title": code.title, "detail": self.detail}}
+
+
+#: What playback answers the consumer with.
+ServerEvent = MarkEcho | ErrorReport
+
+
 class FrameBuilder:
     """Builds one stream's server→client frames, numbering them as they go.
 
     Args:
         stream_id: the stream's UUID, sent at the top level of every frame but
             ``connected`` (Pipecat detects Telnyx by it).
-        start_time: the hub clock at ``start``; media timestamps count from it.
+        start_time: the hub clock media timestamps count from (``start`` sets it).
     """
 
     __slots__ = ("_chunks", "_sequence", "start_time", "stream_id")
@@ -116,7 +151,10 @@ class FrameBuilder:
         return orjson.dumps(frame).decode()
 
     def start(self, details: dict[str, Any], now: float) -> str:
-        """The ``start`` frame; ``details`` is its ``start`` object (user_id, ids, media_format)."""
+        """The ``start`` frame; ``details`` is its ``start`` object (user_id, ids, media_format).
+
+        ``now``: the time media timestamps count from.
+        """
         self.start_time = now
         return self._dump({"event": "start", "sequence_number": self._next(),
                            "stream_id": self.stream_id, "start": details})
@@ -144,6 +182,10 @@ class FrameBuilder:
         return self._dump({"event": "stop", "sequence_number": self._next(),
                            "stream_id": self.stream_id,
                            "stop": {"user_id": user_id, "call_control_id": call_control_id}})
+
+    def event(self, event: ServerEvent) -> str:
+        """A ``mark`` echo or an ``error``, numbered."""
+        return self.stamp(event.as_frame())
 
     def stamp(self, frame: dict[str, Any]) -> str:
         """Number a frame made elsewhere (a ``mark`` echo, an ``error``) and serialise it."""

@@ -1,28 +1,27 @@
-"""The ``error`` frame a media stream sends its consumer (spec §5.2).
+"""The media WebSocket's errors: the ``error`` frame's codes, and the parse error.
 
-Codes and titles are DOC-MS's table; the code is an **integer** here (unlike
+Codes and titles are DOC-MS's table; the code is an **integer** on the wire (unlike
 the REST envelope, where codes are digit strings)::
 
     100002  unknown_error        anything else (our own failure)
     100003  malformed_frame      not JSON, not an object, unknown ``event``,
-                                 missing or mistyped fields
+                                 missing or mistyped fields, over the size limit
     100004  invalid_media        ``media.payload`` not base64, not audio we can
                                  play (an undecodable MP3, an unplayable codec),
                                  more than 30 s in one ``rtp`` message
     100005  rate_limit_reached   MP3 messages faster than one per second, or a
                                  playback queue already full
 
-Frames are built without ``stream_id`` and ``sequence_number``; the stream's
-:class:`~callstream.streaming.protocol.FrameBuilder` stamps them (``stamp()``).
-The socket stays open after an error.
+Exception tree::
+
+    StreamProtocolError        a consumer frame we answer with an ``error`` frame
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
 
-__all__ = ["StreamErrorCode", "error_frame"]
+__all__ = ["StreamErrorCode", "StreamProtocolError"]
 
 
 class StreamErrorCode(enum.IntEnum):
@@ -38,9 +37,16 @@ class StreamErrorCode(enum.IntEnum):
         return self.name.lower()
 
 
-def error_frame(code: StreamErrorCode, detail: str) -> dict[str, Any]:
-    """``{"event": "error", "payload": {"code", "title", "detail"}}``."""
-    return {
-        "event": "error",
-        "payload": {"code": int(code), "title": code.title, "detail": detail},
-    }
+class StreamProtocolError(Exception):
+    """A consumer frame refused with ``code``; ``detail`` goes into the error frame.
+
+    The socket stays open: the refusal changes nothing but the error frame sent.
+    """
+
+    def __init__(self, code: StreamErrorCode, detail: str) -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.code.title} ({int(self.code)}): {self.detail}"

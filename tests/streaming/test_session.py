@@ -1,0 +1,170 @@
+"""StreamSession against a real WebSocket server and a real MediaHub (no call, no SIP):
+audio captured before the socket opens, and the grace after ``stop``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from callstream.calls.features import LegMedia
+from callstream.calls.model import Call
+from callstream.calls.state import CallState
+from callstream.media.hub import MediaHub, Track
+from callstream.media.rtp import RtpView, build_packet
+from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
+from callstream.store.records import CallRecord
+from callstream.streaming.session import StreamParams, StreamSession
+
+HEAD_DROPPED = "callstream_stream_frames_dropped_before_start_total"
+
+
+@dataclass
+class Host:
+    outbound: OutboundPolicy = DEFAULT_POLICY
+    account_id: str = "acct"
+    events: list[str] = field(default_factory=list)
+
+    async def emit(self, session: StreamSession, event_type: str,
+                   extra: dict[str, Any]) -> None:
+        self.events.append(event_type)
+
+    def ended(self, session: StreamSession) -> None:
+        pass
+
+    def playback_targets(self, session: StreamSession) -> list[Any]:
+        return []
+
+
+@dataclass
+class Consumer:
+    """A WebSocket server that completes the upgrade ``delay`` late and records frames."""
+
+    delay: float = 0.0
+    close_on_stop: bool = False
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    closed_by_us: bool | None = None
+    stop_at: float = 0.0
+    closed_at: float = 0.0
+    url: str = ""
+
+    async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        await asyncio.sleep(self.delay)
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        async for message in ws:
+            frame = json.loads(message)
+            self.frames.append(frame)
+            self.arrived.set()
+            if frame["event"] == "stop":
+                self.stop_at = loop.time()
+                if self.close_on_stop:
+                    await ws.close(1000)
+        self.closed_at = loop.time()
+        self.closed_by_us = ws.protocol.close_rcvd_then_sent is False
+        self.closed.set()
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["event"] == event]
+
+    async def until(self, predicate: Callable[[Consumer], bool]) -> None:
+        """Wait, at most 5 s, until ``predicate`` holds for the frames received."""
+        async with asyncio.timeout(5):
+            while not predicate(self):
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@asynccontextmanager
+async def consumer(**options: Any) -> AsyncIterator[Consumer]:
+    c = Consumer(**options)
+    async with serve(c.handler, "127.0.0.1", 0, process_request=c.process_request) as server:
+        c.url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/media"
+        yield c
+
+
+def session(url: str, **options: Any) -> tuple[StreamSession, LegMedia]:
+    record = CallRecord(
+        call_control_id="v3:stream-test", call_leg_id="leg", call_session_id="session",
+        connection_id="default", direction="incoming", from_="+15550001111",
+        to="sip:bot@127.0.0.1", state="answered", is_alive=True,
+        start_time="2026-12-04T00:00:00Z", owner="test")
+    hub = MediaHub("call")
+    hub.add_leg("a", 8000)
+    media = LegMedia(hub, "a", "PCMU", 8000, 0, None)  # type: ignore[arg-type]
+    stream = StreamSession(Host(), Call(record=record, state=CallState.ANSWERED),
+                           StreamParams(stream_id="s1", stream_url=url),
+                           clock=asyncio.get_running_loop().time, **options)
+    return stream, media
+
+
+def talk(media: LegMedia, first: int, count: int) -> None:
+    """``count`` 20 ms packets from the caller; packet ``n`` carries the byte ``n``."""
+    for n in range(first, first + count):
+        data = build_packet(0, False, n, 160 * n, 7, bytes([n]) * 160)
+        media.hub.push_packet(media.leg, Track.INBOUND, RtpView.parse(data), 0.0)
+
+
+async def test_audio_from_before_the_socket_opened_follows_start_in_order(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The caller talks while the upgrade takes 0.3 s: the buffer (0.1 s = 5 frames) keeps
+    the newest, then live audio follows; drops counted and logged once."""
+    before = REGISTRY.get_sample_value(HEAD_DROPPED) or 0.0
+    async with consumer(delay=0.3) as c:
+        stream, media = session(c.url, buffer_secs=0.1)
+        stream.attach(media)
+        stream.start()
+        with caplog.at_level(logging.WARNING, "callstream.streaming.session"):
+            talk(media, 1, 10)  # before the socket is open
+            await c.until(lambda c: len(c.of("media")) == 5)
+            talk(media, 11, 3)  # live
+            await c.until(lambda c: len(c.of("media")) == 8)
+        assert [f["event"] for f in c.frames[:2]] == ["connected", "start"]
+        media_frames = c.of("media")
+        assert [base64.b64decode(f["media"]["payload"])[0] for f in media_frames] == [
+            6, 7, 8, 9, 10, 11, 12, 13]
+        assert [f["media"]["chunk"] for f in media_frames] == [str(i) for i in range(1, 9)]
+        assert [f["sequence_number"] for f in c.frames[1:]] == [str(i) for i in range(1, 10)]
+        assert stream.counters.frames_dropped == 5
+        assert (REGISTRY.get_sample_value(HEAD_DROPPED) or 0.0) - before == 5
+        warnings = [r.getMessage() for r in caplog.records]
+        assert warnings == ["stream s1: socket not open after 0.1 s of buffered audio; "
+                            "dropping the oldest"]
+        stream.detach("hangup")
+        await asyncio.wait_for(c.closed.wait(), 5)
+
+
+async def test_after_stop_the_consumer_may_close_or_is_closed_after_the_grace() -> None:
+    loop = asyncio.get_running_loop()
+    async with consumer(close_on_stop=True) as c:
+        stream, media = session(c.url, stop_grace=5.0)
+        stream.attach(media)
+        stream.start()
+        await c.until(lambda c: bool(c.of("start")))
+        events = await stream.stop()  # returns once stop is out, not at the close
+        assert events and not c.closed.is_set()
+        await asyncio.wait_for(c.closed.wait(), 5)
+        assert c.of("stop") and c.closed_by_us and c.closed_at - c.stop_at < 5.0
+    async with consumer() as c:
+        stream, media = session(c.url, stop_grace=0.3)
+        stream.attach(media)
+        stream.start()
+        await c.until(lambda c: bool(c.of("start")))
+        stream.detach("hangup")
+        await asyncio.wait_for(c.closed.wait(), 5)
+        assert c.closed_by_us is False and c.closed_at - c.stop_at >= 0.3
+        assert loop.time() > c.stop_at
