@@ -25,6 +25,7 @@ from callstream.calls.requests import Answer, ForkStart, ForkStop, Hangup
 from callstream.forking.manager import FEATURE_KEY, ForkManager
 from callstream.forking.sender import ForkStats
 from callstream.media.hub import Track
+from callstream.media.rtp import RtpView
 from callstream.outbound.policy import OutboundPolicy
 from callstream.store.sql import SqlStore
 from tests.calls.fakes import FakeTelephony, control_with, sqlite_store, stored_events
@@ -88,8 +89,8 @@ async def test_a_fork_sends_each_direction_byte_for_byte_until_stopped(
     call = await answered(control, telephony)
     await forks(control).start(call.id, ForkStart(rx=udp(rx), tx=udp(tx)))
     hub = telephony.legs[call.id].hub
-    hub.push_packet(call.id, Track.INBOUND, PACKET, now=0.0)
-    hub.push_packet(call.id, Track.OUTBOUND, PACKET[:-1], now=0.0)
+    hub.push_packet(call.id, Track.INBOUND, RtpView.parse(PACKET), now=0.0)
+    hub.push_packet(call.id, Track.OUTBOUND, RtpView.parse(PACKET[:-1]), now=0.0)
     assert rx.recv(2048) == PACKET
     assert tx.recv(2048) == PACKET[:-1]
 
@@ -108,7 +109,8 @@ async def test_the_legacy_target_defaults_to_raw_and_stops_before_the_hangup(
     target, _ = receivers
     call = await answered(control, telephony)
     await forks(control).start(call.id, ForkStart(target=udp(target)))
-    telephony.legs[call.id].hub.push_packet(call.id, Track.INBOUND, PACKET, now=0.0)
+    telephony.legs[call.id].hub.push_packet(
+        call.id, Track.INBOUND, RtpView.parse(PACKET), now=0.0)
     assert target.recv(2048).endswith(PACKET)  # behind its 24-byte STREP header
     with pytest.raises(InvalidCommand, match="already forked"):
         await forks(control).start(call.id, ForkStart(target=udp(target)))

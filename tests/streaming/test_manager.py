@@ -31,6 +31,7 @@ from callstream.calls.requests import (
     TexmlCallback,
 )
 from callstream.media.hub import Track
+from callstream.media.rtp import RtpView
 from callstream.outbound.policy import OutboundPolicy
 from callstream.store import schema as t
 from callstream.store.sql import SqlStore
@@ -111,7 +112,8 @@ async def test_a_stream_carries_the_call_until_stopped(
     assert start["custom_parameters"] == {"who": "test"}
     await event_stored(store, call.id, "streaming.started")
     hub = telephony.legs[call.id].hub
-    hub.push_packet(call.id, Track.INBOUND, PACKET, now=asyncio.get_running_loop().time())
+    hub.push_packet(call.id, Track.INBOUND, RtpView.parse(PACKET),
+                    now=asyncio.get_running_loop().time())
     await frames_until(conn, "media")
     assert conn.of("media")[0]["media"]["payload"] == base64.b64encode(PACKET[12:]).decode()
 

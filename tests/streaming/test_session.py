@@ -105,7 +105,7 @@ def session(url: str, **options: Any) -> tuple[StreamSession, LegMedia]:
         start_time="2026-12-04T00:00:00Z", owner="test")
     hub = MediaHub("call")
     hub.add_leg("a", 8000)
-    media = LegMedia(hub, "a", "PCMU", 8000, 0, None)  # type: ignore[arg-type]
+    media = LegMedia(hub, "a", "PCMU", 8000, 0)
     stream = StreamSession(Host(), Call(record=record, state=CallState.ANSWERED),
                            StreamParams(stream_id="s1", stream_url=url),
                            clock=asyncio.get_running_loop().time, **options)
