@@ -60,7 +60,7 @@ import time
 from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -85,7 +85,11 @@ SETTLE_S = 1.0
 WIND_DOWN_S = 0.5
 #: The caller keeps listening this long after its last frame, for the last echoes.
 LISTEN_AFTER_S = 1.5
-#: Where the first call's server RTP ports start (the callers' sockets are ephemeral).
+#: How long the idle server's CPU is measured before the first call.
+IDLE_S = 2.0
+#: How often SIPp's log is read for answered calls (the callers' start delay).
+LOG_POLL_S = 0.002
+#: The server's RTP ports (the callers' sockets are ephemeral ones).
 RTP_PORTS = ("40000", "49999")
 WORKLOADS = ("inbound", "voice-ai")
 
@@ -173,6 +177,7 @@ class CallAudio(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.remote: tuple[str, int] | None = None
         self.ssrc = 0x5EED0000 + number
+        self._t0 = 0.0  # loop time of frame 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -187,30 +192,38 @@ class CallAudio(asyncio.DatagramProtocol):
         self.heard_index.append(ident[1])
         self.heard_at.append(now)
 
-    def send_next(self) -> bool:
-        """Send the next frame; False once every frame is sent."""
+    def start(self, remote: tuple[str, int]) -> None:
+        """Send the first frame now and one every 20 ms after it, on this call's own clock
+        (a phone's: frames behind schedule go at once, none is skipped)."""
+        self.remote = remote
+        self._t0 = asyncio.get_running_loop().time()
+        self._send()
+
+    def _send(self) -> None:
         index = len(self.sent)
-        if index >= self.frames or self.transport is None or self.remote is None:
-            return False
+        if index >= self.frames or self.transport is None or self.transport.is_closing():
+            return
+        assert self.remote is not None
         packet = build_packet(0, index == 0, index & 0xFFFF, (index * 160) & 0xFFFFFFFF,
                               self.ssrc, frame_id(self.number, index))
         self.transport.sendto(packet, self.remote)
         self.sent.append(time.monotonic())
-        return True
+        asyncio.get_running_loop().call_at(self._t0 + (index + 1) * TICK, self._send)
 
 
 class Callers:
-    """Every bench call's audio, sent on one 20 ms clock (as a media server's pacer would).
+    """Every bench call's audio.
 
-    SIPp logs ``ANSWERED <call> <port>`` once a call's 200 OK is in; the call starts
-    sending to that port at the next tick.
+    SIPp logs ``ANSWERED <call> <port>`` as it takes a call's 200 OK (within a
+    millisecond, unbuffered); the call starts sending to that port when the line is read
+    (polled every 2 ms), so a caller's audio starts 0-3 ms after its 200 OK.
     """
 
     def __init__(self, calls: int, frames: int) -> None:
         self.calls = [CallAudio(n, frames) for n in range(calls)]
-        self.active: list[CallAudio] = []
         self.answered = 0
-        self._log_offset = 0
+        self._log: BinaryIO | None = None
+        self._pending = b""
 
     async def open(self) -> list[int]:
         loop = asyncio.get_running_loop()
@@ -225,6 +238,8 @@ class Callers:
         for call in self.calls:
             if call.transport is not None:
                 call.transport.close()
+        if self._log is not None:
+            self._log.close()
 
     def answered_line(self, line: str) -> None:
         match = re.search(r"ANSWERED (\d+) (\d+)", line)
@@ -232,38 +247,25 @@ class Callers:
             return
         call = self.calls[int(match[1])]
         if call.remote is None:
-            call.remote = ("127.0.0.1", int(match[2]))
-            self.active.append(call)
+            call.start(("127.0.0.1", int(match[2])))
             self.answered += 1
 
     def read_log(self, path: Path) -> None:
         """Act on the lines SIPp added to its -trace_logs file since the last read."""
-        with contextlib.suppress(FileNotFoundError), path.open("rb") as log:
-            log.seek(self._log_offset)
-            chunk = log.read()
-            end = chunk.rfind(b"\n") + 1  # a line being written waits for the next read
-            self._log_offset += end
-            for line in chunk[:end].decode(errors="replace").splitlines():
-                self.answered_line(line)
+        if self._log is None:
+            try:
+                self._log = path.open("rb")
+            except FileNotFoundError:  # SIPp creates it with the first line
+                return
+        *lines, self._pending = (self._pending + self._log.read()).split(b"\n")
+        for line in lines:
+            self.answered_line(line.decode(errors="replace"))
 
     async def follow_log(self, path: Path, stop: asyncio.Event) -> None:
-        """Tail SIPp's log (it appears with the first line) until ``stop``."""
+        """Tail SIPp's log until ``stop``."""
         while not stop.is_set():
             self.read_log(path)
-            await asyncio.sleep(0.005)
-
-    async def pace(self, stop: asyncio.Event) -> None:
-        """Each tick, one frame from every call that has one left."""
-        next_tick = time.monotonic()
-        while not stop.is_set():
-            if self.active:
-                self.active = [call for call in self.active if call.send_next()]
-            next_tick += TICK
-            delay = next_tick - time.monotonic()
-            if delay < -TICK:  # far behind (a busy core): keep the 20 ms spacing from now
-                next_tick = time.monotonic()
-                delay = 0.0
-            await asyncio.sleep(max(delay, 0.0))
+            await asyncio.sleep(LOG_POLL_S)
 
 
 # -- the application: webhooks in, answer with the stream fields -------------------------
@@ -391,6 +393,7 @@ class Result:
     setup_p99_ms: float | None = None
     steady_window_s: float | None = None
     server_cpu_pct: float | None = None  # over the steady window; one core = 100
+    idle_cpu_pct: float | None = None  # the same server before the first call
     cpu_us_per_call_tick: float | None = None
     calls_per_core: int | None = None
     worker_cpu_s: list[float] = field(default_factory=list)  # per process, whole run
@@ -605,7 +608,15 @@ class Bench:
             api.port = server.http_port
             metrics0 = await scrape(server.http_port, key)
             cpu = CpuSampler(server.proc.pid)
-            tasks = [loop.create_task(callers.pace(stop)), loop.create_task(cpu.run(stop))]
+            tasks = [loop.create_task(cpu.run(stop))]
+            # What the server burns with no call (timers, the webhook worker): part of
+            # every per-call figure below, the more so the fewer the calls.
+            cpu.sample()
+            idle_t, idle_cpu = cpu.times[-1], cpu.total[-1]
+            await asyncio.sleep(IDLE_S)
+            cpu.sample()
+            res.idle_cpu_pct = round(
+                100 * (cpu.total[-1] - idle_cpu) / (cpu.times[-1] - idle_t), 1)
             (workdir / "streaming.xml").write_text(SCENARIO.format(answer_timeout_ms=15000))
             hold_ms = int((args.duration + LISTEN_AFTER_S) * 1000)
             limit = calls / args.rate + args.duration + 60
