@@ -327,37 +327,68 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (every thread), seconds."""
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of one process (every thread), seconds; None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:  # it ended meanwhile
-        return 0.0
+    except OSError:
+        return None
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-class CpuSampler:
-    """The server tree's CPU time, sampled every 100 ms with the time it was read."""
+def runqueue_wait(pid: int) -> float | None:
+    """Seconds the process's main thread (its event loop) waited, runnable, for a CPU."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except OSError:
+        return None
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+
+#: What the sampler follows: the server's CPU and wait (summed over its process tree), and
+#: the CPU of each process of the load (the consumer, this script's callers, SIPp).
+SERIES = ("server", "server_wait", "consumer", "callers", "sipp")
+
+
+class Sampler:
+    """CPU time of the server and of the load, sampled every 100 ms with its time."""
+
+    def __init__(self, server_pid: int, consumer_pid: int) -> None:
+        self.server_pid = server_pid
+        self.pids = {"consumer": consumer_pid, "callers": os.getpid()}
         self.times = array("d")
-        self.total = array("d")
-        self.per_process: dict[int, float] = {}
+        self.series = {name: array("d") for name in SERIES}
+        self.per_process: dict[int, float] = {}  # the server's processes, last reading
+
+    def follow(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
 
     def sample(self) -> None:
-        values = {p: cpu_seconds(p) for p in process_tree(self.pid)}
-        self.per_process.update(values)
+        tree = process_tree(self.server_pid)
+        readings: dict[str, float | None] = {"server_wait": sum(
+            w for w in map(runqueue_wait, tree) if w is not None)}
+        for pid in tree:
+            if (value := cpu_seconds(pid)) is not None:
+                self.per_process[pid] = value
+        readings["server"] = sum(self.per_process.values())  # ended workers keep their time
+        for name, pid in self.pids.items():
+            readings[name] = cpu_seconds(pid)
         self.times.append(time.monotonic())
-        self.total.append(sum(values.values()))
+        for name, series in self.series.items():
+            value = readings.get(name)
+            series.append(value if value is not None else (series[-1] if series else 0.0))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.sample()
             await asyncio.sleep(0.1)
 
-    def at(self, when: float) -> float:
-        return float(np.interp(when, np.frombuffer(self.times), np.frombuffer(self.total)))
+    def at(self, when: float, name: str = "server") -> float:
+        return float(np.interp(when, np.frombuffer(self.times),
+                               np.frombuffer(self.series[name])))
+
+    def share(self, name: str, lo: float, hi: float) -> float:
+        """Percent of one core ``name`` used (or, for the wait, waited) from lo to hi."""
+        return round(100 * (self.at(hi, name) - self.at(lo, name)) / (hi - lo), 1)
 
 
 def pct(values: npt.NDArray[np.float64], q: float) -> float | None:
@@ -394,6 +425,8 @@ class Result:
     steady_window_s: float | None = None
     server_cpu_pct: float | None = None  # over the steady window; one core = 100
     idle_cpu_pct: float | None = None  # the same server before the first call
+    server_wait_pct: float | None = None  # its event loop(s) runnable, waiting for a CPU
+    load_cpu_pct: dict[str, float] = field(default_factory=dict)  # consumer, callers, SIPp
     cpu_us_per_call_tick: float | None = None
     calls_per_core: int | None = None
     worker_cpu_s: list[float] = field(default_factory=list)  # per process, whole run
@@ -410,6 +443,9 @@ class Result:
     echo_early_p99_ms: float | None = None
     echo_late_p50_ms: float | None = None
     echo_late_p99_ms: float | None = None
+    #: Share of the last 2 s of frames whose echo the caller heard before hanging up (a
+    #: playback delay beyond LISTEN_AFTER_S leaves them unheard: no late figure then).
+    echo_late_heard_pct: float | None = None
     overdue_discarded: int | None = None
     stream_frames_dropped: int = 0
     server_affinity: list[int] = field(default_factory=list)
@@ -418,7 +454,7 @@ class Result:
     wall_s: float = 0.0
 
 
-def analyse(res: Result, callers: Callers, seen: dict[str, Any], cpu: CpuSampler,
+def analyse(res: Result, callers: Callers, seen: dict[str, Any], cpu: Sampler,
             workload: str) -> None:
     """Fill ``res`` from what the callers and the consumer recorded (see the docstring)."""
     sent = [np.frombuffer(c.sent) for c in callers.calls]
@@ -461,7 +497,7 @@ def analyse(res: Result, callers: Callers, seen: dict[str, Any], cpu: CpuSampler
         echoed = dict(zip(seen["echo_calls"].tolist(), seen["echoed"].tolist(), strict=True))
         early: list[npt.NDArray[np.float64]] = []
         late: list[npt.NDArray[np.float64]] = []
-        heard = 0
+        heard = late_sent = 0
         for n in calls_up:
             call = callers.calls[n]
             idx = np.frombuffer(call.heard_index, np.int32)
@@ -475,23 +511,27 @@ def analyse(res: Result, callers: Callers, seen: dict[str, Any], cpu: CpuSampler
             rtt = at - sent_at
             early.append(rtt[sent_at < sent[n][0] + EDGE_S])
             late.append(rtt[sent_at >= sent[n][-1] - EDGE_S])
+            late_sent += int((sent[n] >= sent[n][-1] - EDGE_S).sum())
         total_echoed = sum(echoed.values())
         if total_echoed:
             res.outbound_loss_pct = round(100 * (1 - heard / total_echoed), 3)
         e, lt = np.concatenate(early), np.concatenate(late)
+        res.echo_late_heard_pct = round(100 * len(lt) / late_sent, 1) if late_sent else None
         res.echo_early_p50_ms, res.echo_early_p99_ms = ms(pct(e, 50)), ms(pct(e, 99))
         res.echo_late_p50_ms, res.echo_late_p99_ms = ms(pct(lt, 50)), ms(pct(lt, 99))
     # The steady window: every call up. Too short a run (a smoke test): all of it.
     starts = np.array([sent[n][0] for n in calls_up])
     ends = np.array([sent[n][-1] for n in calls_up])
-    lo, hi = starts.max() + SETTLE_S, ends.min() - WIND_DOWN_S
+    lo, hi = float(starts.max()) + SETTLE_S, float(ends.min()) - WIND_DOWN_S
     if hi - lo < 1.0:
-        lo, hi = starts.min(), ends.max()
+        lo, hi = float(starts.min()), float(ends.max())
     call_ticks = float(np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0, None).sum()
                        / TICK)
     server_cpu = cpu.at(hi) - cpu.at(lo)
     res.steady_window_s = round(float(hi - lo), 2)
-    res.server_cpu_pct = round(float(100 * server_cpu / (hi - lo)), 1)
+    res.server_cpu_pct = cpu.share("server", lo, hi)
+    res.server_wait_pct = cpu.share("server_wait", lo, hi)
+    res.load_cpu_pct = {name: cpu.share(name, lo, hi) for name in ("consumer", "callers", "sipp")}
     if call_ticks:
         per_tick = server_cpu / call_ticks * 1e6
         res.cpu_us_per_call_tick = round(per_tick, 1)
@@ -607,16 +647,15 @@ class Bench:
             assert server.proc is not None
             api.port = server.http_port
             metrics0 = await scrape(server.http_port, key)
-            cpu = CpuSampler(server.proc.pid)
+            cpu = Sampler(server.proc.pid, consumer.pid)
             tasks = [loop.create_task(cpu.run(stop))]
             # What the server burns with no call (timers, the webhook worker): part of
             # every per-call figure below, the more so the fewer the calls.
             cpu.sample()
-            idle_t, idle_cpu = cpu.times[-1], cpu.total[-1]
+            idle_from = cpu.times[-1]
             await asyncio.sleep(IDLE_S)
             cpu.sample()
-            res.idle_cpu_pct = round(
-                100 * (cpu.total[-1] - idle_cpu) / (cpu.times[-1] - idle_t), 1)
+            res.idle_cpu_pct = cpu.share("server", idle_from, cpu.times[-1])
             (workdir / "streaming.xml").write_text(SCENARIO.format(answer_timeout_ms=15000))
             hold_ms = int((args.duration + LISTEN_AFTER_S) * 1000)
             limit = calls / args.rate + args.duration + 60
@@ -631,6 +670,7 @@ class Bench:
                 f"127.0.0.1:{server.sip_port}",
                 cwd=workdir, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
+            cpu.follow("sipp", sipp.pid)
             log = workdir / f"streaming_{sipp.pid}_logs.log"
             tasks.append(loop.create_task(callers.follow_log(log, stop)))
             await sipp.wait()
@@ -685,7 +725,8 @@ COLUMNS = [
     ("workload", "workload", 8), ("workers", "wrk", 3), ("calls", "calls", 5),
     ("duration_s", "dur s", 5), ("setup_cps", "setup/s", 7),
     ("cpu_us_per_call_tick", "µs/call/20ms", 12), ("calls_per_core", "calls/core", 10),
-    ("server_cpu_pct", "srv CPU%", 8), ("inbound_loss_pct", "in loss%", 8),
+    ("server_cpu_pct", "srv CPU%", 8), ("server_wait_pct", "srv wait%", 9),
+    ("inbound_loss_pct", "in loss%", 8),
     ("outbound_loss_pct", "out loss%", 9), ("inbound_lag_p50_ms", "lag p50", 7),
     ("inbound_lag_p99_ms", "lag p99", 7), ("head_loss_p50_ms", "head p50", 8),
     ("head_loss_p99_ms", "head p99", 8), ("echo_early_p50_ms", "echo 1st p50", 12),

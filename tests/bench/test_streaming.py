@@ -25,10 +25,11 @@ FIGURES = (
     "worker_cpu_s", "frames_sent", "inbound_frames", "inbound_loss_pct", "outbound_loss_pct",
     "inbound_lag_p50_ms", "inbound_lag_p99_ms", "head_loss_p50_ms", "head_loss_p99_ms",
     "head_loss_max_ms", "echo_early_p50_ms", "echo_early_p99_ms", "echo_late_p50_ms",
-    "echo_late_p99_ms", "overdue_discarded", "stream_frames_dropped",
+    "echo_late_p99_ms", "echo_late_heard_pct", "overdue_discarded", "stream_frames_dropped",
+    "server_wait_pct", "load_cpu_pct",
 )
 ECHO = ("outbound_loss_pct", "echo_early_p50_ms", "echo_early_p99_ms", "echo_late_p50_ms",
-        "echo_late_p99_ms")
+        "echo_late_p99_ms", "echo_late_heard_pct")
 
 
 def test_frame_id_round_trip() -> None:
@@ -80,6 +81,9 @@ def test_two_calls_report_every_figure(tmp_path: Path) -> None:
         assert 0 < row["inbound_frames"] <= CALLS * FRAMES
         assert row["setup_cps"] > 0 and row["setup_p50_ms"] > 0
         assert row["server_cpu_pct"] > 0 and row["idle_cpu_pct"] >= 0
+        assert row["server_wait_pct"] >= 0 and set(row["load_cpu_pct"]) == {
+            "consumer", "callers", "sipp"}
+        assert row["load_cpu_pct"]["consumer"] > 0 and row["load_cpu_pct"]["callers"] > 0
         assert row["cpu_us_per_call_tick"] > 0 and row["calls_per_core"] >= 1
         assert sum(row["worker_cpu_s"]) > 0
         assert 0 <= row["inbound_loss_pct"] <= 100
@@ -92,5 +96,6 @@ def test_two_calls_report_every_figure(tmp_path: Path) -> None:
             assert 0 <= row["outbound_loss_pct"] <= 100
             assert 0 < row["echo_early_p50_ms"] <= row["echo_early_p99_ms"]
             assert 0 < row["echo_late_p50_ms"] <= row["echo_late_p99_ms"]
+            assert 0 < row["echo_late_heard_pct"] <= 100
         else:
             assert all(row[name] is None for name in ECHO), row
