@@ -71,20 +71,17 @@ class Tally:
         self.index = array("i")
         self.arrival = array("d")
         self.foreign = 0  # inbound frames without a bench id
-        self.echoed: Counter[int] = Counter()  # per bench call
-        self.outbound: Counter[int] = Counter()  # outbound-track frames per bench call
+        self.echoed = 0
+        self.outbound = 0  # outbound-track frames (what the caller is played) with an id
         self.events: Counter[str] = Counter()
         self.connections = 0
 
     def save(self, path: str) -> None:
-        calls = sorted(set(self.echoed) | set(self.outbound))
         np.savez(
             path,
             call=np.frombuffer(self.call, np.int32), index=np.frombuffer(self.index, np.int32),
             arrival=np.frombuffer(self.arrival, np.float64),
-            echo_calls=np.array(calls, np.int32),
-            echoed=np.array([self.echoed[c] for c in calls], np.int64),
-            outbound=np.array([self.outbound[c] for c in calls], np.int64),
+            echoed=np.int64(self.echoed), outbound=np.int64(self.outbound),
             foreign=np.int64(self.foreign), connections=np.int64(self.connections),
             events=np.array(orjson.dumps(dict(self.events)).decode()),
         )
@@ -95,7 +92,6 @@ async def consume(tally: Tally, echo: bool, ws: ServerConnection) -> None:
     clock = time.monotonic
     loads = orjson.loads
     b64decode = base64.b64decode
-    call = -1
     try:
         async for message in ws:
             now = clock()
@@ -108,19 +104,17 @@ async def consume(tally: Tally, echo: bool, ws: ServerConnection) -> None:
             payload = media["payload"]
             ident = parse_id(b64decode(payload[:ID_CHARS]))
             if media.get("track") == "outbound":
-                if ident is not None:
-                    tally.outbound[ident[0]] += 1
+                tally.outbound += ident is not None
                 continue
             if ident is None:
                 tally.foreign += 1
                 continue
-            call = ident[0]
-            tally.call.append(call)
+            tally.call.append(ident[0])
             tally.index.append(ident[1])
             tally.arrival.append(now)
             if echo:
                 await ws.send('{"event":"media","media":{"payload":"' + payload + '"}}')
-                tally.echoed[call] += 1
+                tally.echoed += 1
     except ConnectionClosed:
         pass
 

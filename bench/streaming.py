@@ -83,8 +83,9 @@ EDGE_S = 2.0
 #: call's last frame (set-up work and teardown stay out of the per-call cost).
 SETTLE_S = 1.0
 WIND_DOWN_S = 0.5
-#: The caller keeps listening this long after its last frame, for the last echoes.
-LISTEN_AFTER_S = 1.5
+#: The caller keeps listening this long after its last frame, for the last echoes (a
+#: playback queue that crept longer than this shows as unheard late frames).
+LISTEN_AFTER_S = 3.0
 #: How long the idle server's CPU is measured before the first call.
 IDLE_S = 2.0
 #: How often SIPp's log is read for answered calls (the callers' start delay).
@@ -434,6 +435,7 @@ class Result:
     inbound_frames: int = 0
     inbound_loss_pct: float | None = None
     outbound_loss_pct: float | None = None
+    outbound_track_frames: int | None = None  # voice-AI: the echo as the stream saw it play
     inbound_lag_p50_ms: float | None = None
     inbound_lag_p99_ms: float | None = None
     head_loss_p50_ms: float | None = None
@@ -459,23 +461,36 @@ def analyse(res: Result, callers: Callers, seen: dict[str, Any], cpu: Sampler,
     """Fill ``res`` from what the callers and the consumer recorded (see the docstring)."""
     sent = [np.frombuffer(c.sent) for c in callers.calls]
     res.frames_sent = int(sum(len(s) for s in sent))
-    calls_up = [i for i, s in enumerate(sent) if len(s)]
+    res.streams_started = int(json.loads(str(seen["events"])).get("start", 0))
+    calls_up = [n for n, s in enumerate(sent) if len(s)]
     if not calls_up:
         return
-    # Per call: the frames the consumer got, first arrival of each index.
-    order = np.lexsort((seen["arrival"], seen["index"], seen["call"]))
-    call_of, index_of, arrival_of = (seen["call"][order], seen["index"][order],
-                                     seen["arrival"][order])
+    inbound_figures(res, sent, calls_up, seen)
+    if workload == "voice-ai":
+        echo_figures(res, sent, calls_up, callers, seen)
+    cost_figures(res, sent, calls_up, cpu)
+
+
+def first_of_each(index: npt.NDArray[np.int32], when: npt.NDArray[np.float64],
+                  frames: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+    """Distinct frame indexes below ``frames``, sorted, with the first time of each."""
+    order = np.lexsort((when, index))
+    index, when = index[order], when[order]
+    index, first = np.unique(index, return_index=True)
+    when = when[first]
+    valid = index < frames
+    return index[valid], when[valid]
+
+
+def inbound_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: list[int],
+                    seen: dict[str, Any]) -> None:
+    """Inbound loss and lag at the consumer, and head loss."""
     lags: list[npt.NDArray[np.float64]] = []
     heads: list[int] = []
     expected = received = 0
     for n in calls_up:
-        mask = call_of == n
-        idx, arr = index_of[mask], arrival_of[mask]
-        idx, first = np.unique(idx, return_index=True)
-        arr = arr[first]
-        valid = idx < len(sent[n])
-        idx, arr = idx[valid], arr[valid]
+        mask = seen["call"] == n
+        idx, arr = first_of_each(seen["index"][mask], seen["arrival"][mask], len(sent[n]))
         res.inbound_frames += len(idx)
         if not len(idx):
             heads.append(len(sent[n]))
@@ -485,7 +500,6 @@ def analyse(res: Result, callers: Callers, seen: dict[str, Any], cpu: Sampler,
         expected += len(sent[n]) - head
         received += len(idx)
         lags.append(arr - sent[n][idx])
-    res.streams_started = int(json.loads(str(seen["events"])).get("start", 0))
     if expected:
         res.inbound_loss_pct = round(100 * (1 - received / expected), 3)
     lag = np.concatenate(lags) if lags else np.zeros(0)
@@ -493,32 +507,37 @@ def analyse(res: Result, callers: Callers, seen: dict[str, Any], cpu: Sampler,
     head_ms = np.array(heads, np.float64) * TICK
     res.head_loss_p50_ms, res.head_loss_p99_ms = ms(pct(head_ms, 50)), ms(pct(head_ms, 99))
     res.head_loss_max_ms = ms(float(head_ms.max()))
-    if workload == "voice-ai":
-        echoed = dict(zip(seen["echo_calls"].tolist(), seen["echoed"].tolist(), strict=True))
-        early: list[npt.NDArray[np.float64]] = []
-        late: list[npt.NDArray[np.float64]] = []
-        heard = late_sent = 0
-        for n in calls_up:
-            call = callers.calls[n]
-            idx = np.frombuffer(call.heard_index, np.int32)
-            at = np.frombuffer(call.heard_at)
-            idx, first = np.unique(idx, return_index=True)
-            at = at[first]
-            valid = idx < len(sent[n])
-            idx, at = idx[valid], at[valid]
-            heard += len(idx)
-            sent_at = sent[n][idx]
-            rtt = at - sent_at
-            early.append(rtt[sent_at < sent[n][0] + EDGE_S])
-            late.append(rtt[sent_at >= sent[n][-1] - EDGE_S])
-            late_sent += int((sent[n] >= sent[n][-1] - EDGE_S).sum())
-        total_echoed = sum(echoed.values())
-        if total_echoed:
-            res.outbound_loss_pct = round(100 * (1 - heard / total_echoed), 3)
-        e, lt = np.concatenate(early), np.concatenate(late)
-        res.echo_late_heard_pct = round(100 * len(lt) / late_sent, 1) if late_sent else None
-        res.echo_early_p50_ms, res.echo_early_p99_ms = ms(pct(e, 50)), ms(pct(e, 99))
-        res.echo_late_p50_ms, res.echo_late_p99_ms = ms(pct(lt, 50)), ms(pct(lt, 99))
+
+
+def echo_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: list[int],
+                 callers: Callers, seen: dict[str, Any]) -> None:
+    """Outbound loss, and the echo round trip in the first and last 2 s of each call."""
+    early: list[npt.NDArray[np.float64]] = []
+    late: list[npt.NDArray[np.float64]] = []
+    heard = late_sent = 0
+    for n in calls_up:
+        call = callers.calls[n]
+        idx, at = first_of_each(np.frombuffer(call.heard_index, np.int32),
+                                np.frombuffer(call.heard_at), len(sent[n]))
+        heard += len(idx)
+        sent_at = sent[n][idx]
+        rtt = at - sent_at
+        early.append(rtt[sent_at < sent[n][0] + EDGE_S])
+        late.append(rtt[sent_at >= sent[n][-1] - EDGE_S])
+        late_sent += int((sent[n] >= sent[n][-1] - EDGE_S).sum())
+    echoed = int(seen["echoed"])
+    res.outbound_track_frames = int(seen["outbound"])
+    if echoed:
+        res.outbound_loss_pct = round(100 * (1 - heard / echoed), 3)
+    e, lt = np.concatenate(early), np.concatenate(late)
+    res.echo_late_heard_pct = round(100 * len(lt) / late_sent, 1) if late_sent else None
+    res.echo_early_p50_ms, res.echo_early_p99_ms = ms(pct(e, 50)), ms(pct(e, 99))
+    res.echo_late_p50_ms, res.echo_late_p99_ms = ms(pct(lt, 50)), ms(pct(lt, 99))
+
+
+def cost_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: list[int],
+                 cpu: Sampler) -> None:
+    """Server CPU per call per 20 ms over the steady window, and the load beside it."""
     # The steady window: every call up. Too short a run (a smoke test): all of it.
     starts = np.array([sent[n][0] for n in calls_up])
     ends = np.array([sent[n][-1] for n in calls_up])
@@ -731,6 +750,7 @@ COLUMNS = [
     ("inbound_lag_p99_ms", "lag p99", 7), ("head_loss_p50_ms", "head p50", 8),
     ("head_loss_p99_ms", "head p99", 8), ("echo_early_p50_ms", "echo 1st p50", 12),
     ("echo_late_p50_ms", "echo last p50", 13), ("echo_late_p99_ms", "last p99", 8),
+    ("echo_late_heard_pct", "heard%", 6),
     ("overdue_discarded", "overdue", 7),
 ]
 
