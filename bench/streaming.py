@@ -345,9 +345,11 @@ def runqueue_wait(pid: int) -> float | None:
         return None
 
 
-#: What the sampler follows: the server's CPU and wait (summed over its process tree), and
-#: the CPU of each process of the load (the consumer, this script's callers, SIPp).
-SERIES = ("server", "server_wait", "consumer", "callers", "sipp")
+#: The load's processes: the consumer, this script (the callers), SIPp.
+LOAD = ("consumer", "callers", "sipp")
+#: What the sampler follows: CPU and run-queue wait of the server (summed over its process
+#: tree) and of each process of the load.
+SERIES = ("server", *LOAD, *(f"{name}_wait" for name in ("server", *LOAD)))
 
 
 class Sampler:
@@ -373,6 +375,7 @@ class Sampler:
         readings["server"] = sum(self.per_process.values())  # ended workers keep their time
         for name, pid in self.pids.items():
             readings[name] = cpu_seconds(pid)
+            readings[f"{name}_wait"] = runqueue_wait(pid)
         self.times.append(time.monotonic())
         for name, series in self.series.items():
             value = readings.get(name)
@@ -428,6 +431,7 @@ class Result:
     idle_cpu_pct: float | None = None  # the same server before the first call
     server_wait_pct: float | None = None  # its event loop(s) runnable, waiting for a CPU
     load_cpu_pct: dict[str, float] = field(default_factory=dict)  # consumer, callers, SIPp
+    load_wait_pct: dict[str, float] = field(default_factory=dict)  # their main threads' wait
     cpu_us_per_call_tick: float | None = None
     calls_per_core: int | None = None
     worker_cpu_s: list[float] = field(default_factory=list)  # per process, whole run
@@ -550,7 +554,8 @@ def cost_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: lis
     res.steady_window_s = round(float(hi - lo), 2)
     res.server_cpu_pct = cpu.share("server", lo, hi)
     res.server_wait_pct = cpu.share("server_wait", lo, hi)
-    res.load_cpu_pct = {name: cpu.share(name, lo, hi) for name in ("consumer", "callers", "sipp")}
+    res.load_cpu_pct = {name: cpu.share(name, lo, hi) for name in LOAD}
+    res.load_wait_pct = {name: cpu.share(f"{name}_wait", lo, hi) for name in LOAD}
     if call_ticks:
         per_tick = server_cpu / call_ticks * 1e6
         res.cpu_us_per_call_tick = round(per_tick, 1)

@@ -26,7 +26,7 @@ FIGURES = (
     "inbound_lag_p50_ms", "inbound_lag_p99_ms", "head_loss_p50_ms", "head_loss_p99_ms",
     "head_loss_max_ms", "echo_early_p50_ms", "echo_early_p99_ms", "echo_late_p50_ms",
     "echo_late_p99_ms", "echo_late_heard_pct", "overdue_discarded", "stream_frames_dropped",
-    "server_wait_pct", "load_cpu_pct",
+    "server_wait_pct", "load_cpu_pct", "load_wait_pct",
 )
 ECHO = ("outbound_loss_pct", "echo_early_p50_ms", "echo_early_p99_ms", "echo_late_p50_ms",
         "echo_late_p99_ms", "echo_late_heard_pct")
@@ -81,7 +81,8 @@ def test_two_calls_report_every_figure(tmp_path: Path) -> None:
         assert 0 < row["inbound_frames"] <= CALLS * FRAMES
         assert row["setup_cps"] > 0 and row["setup_p50_ms"] > 0
         assert row["server_cpu_pct"] > 0 and row["idle_cpu_pct"] >= 0
-        assert row["server_wait_pct"] >= 0 and set(row["load_cpu_pct"]) == {
+        assert row["server_wait_pct"] >= 0
+        assert set(row["load_cpu_pct"]) == set(row["load_wait_pct"]) == {
             "consumer", "callers", "sipp"}
         assert row["load_cpu_pct"]["consumer"] > 0 and row["load_cpu_pct"]["callers"] > 0
         assert row["cpu_us_per_call_tick"] > 0 and row["calls_per_core"] >= 1
