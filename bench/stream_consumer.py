@@ -70,7 +70,7 @@ class Tally:
         self.call = array("i")  # inbound media frames: bench call, frame index, arrival
         self.index = array("i")
         self.arrival = array("d")
-        self.foreign = 0  # inbound frames without a bench id
+        self.unmarked = 0  # inbound frames without a bench id
         self.echoed = 0
         self.outbound = 0  # outbound-track frames (what the caller is played) with an id
         self.events: Counter[str] = Counter()
@@ -82,7 +82,7 @@ class Tally:
             call=np.frombuffer(self.call, np.int32), index=np.frombuffer(self.index, np.int32),
             arrival=np.frombuffer(self.arrival, np.float64),
             echoed=np.int64(self.echoed), outbound=np.int64(self.outbound),
-            foreign=np.int64(self.foreign), connections=np.int64(self.connections),
+            unmarked=np.int64(self.unmarked), connections=np.int64(self.connections),
             events=np.array(orjson.dumps(dict(self.events)).decode()),
         )
 
@@ -107,7 +107,7 @@ async def consume(tally: Tally, echo: bool, ws: ServerConnection) -> None:
                 tally.outbound += ident is not None
                 continue
             if ident is None:
-                tally.foreign += 1
+                tally.unmarked += 1
                 continue
             tally.call.append(ident[0])
             tally.index.append(ident[1])

@@ -174,7 +174,7 @@ class CallAudio(asyncio.DatagramProtocol):
         self.sent = array("d")  # send time of frame i at [i]
         self.heard_index = array("i")
         self.heard_at = array("d")
-        self.foreign = 0  # packets heard without a bench id of this call
+        self.unmarked = 0  # packets heard without this call's id (e.g. silence played)
         self.transport: asyncio.DatagramTransport | None = None
         self.remote: tuple[str, int] | None = None
         self.ssrc = 0x5EED0000 + number
@@ -188,7 +188,7 @@ class CallAudio(asyncio.DatagramProtocol):
         # RTP header: 12 bytes plus 4 per CSRC (callstream sends no extension).
         ident = parse_id(data[12 + 4 * (data[0] & 0x0F):][:ID_BYTES]) if len(data) > 12 else None
         if ident is None or ident[0] != self.number:
-            self.foreign += 1
+            self.unmarked += 1
             return
         self.heard_index.append(ident[1])
         self.heard_at.append(now)
@@ -437,9 +437,12 @@ class Result:
     worker_cpu_s: list[float] = field(default_factory=list)  # per process, whole run
     frames_sent: int = 0
     inbound_frames: int = 0
+    stream_connections: int = 0  # WebSocket connections the consumer took (1 a call)
+    unmarked_inbound_frames: int = 0  # inbound media frames without a frame id
     inbound_loss_pct: float | None = None
     outbound_loss_pct: float | None = None
     outbound_track_frames: int | None = None  # voice-AI: the echo as the stream saw it play
+    unmarked_packets_heard: int | None = None  # voice-AI: RTP to the callers with no frame id
     inbound_lag_p50_ms: float | None = None
     inbound_lag_p99_ms: float | None = None
     head_loss_p50_ms: float | None = None
@@ -504,6 +507,8 @@ def inbound_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: 
         expected += len(sent[n]) - head
         received += len(idx)
         lags.append(arr - sent[n][idx])
+    res.stream_connections = int(seen["connections"])
+    res.unmarked_inbound_frames = int(seen["unmarked"])
     if expected:
         res.inbound_loss_pct = round(100 * (1 - received / expected), 3)
     lag = np.concatenate(lags) if lags else np.zeros(0)
@@ -529,6 +534,7 @@ def echo_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: lis
         early.append(rtt[sent_at < sent[n][0] + EDGE_S])
         late.append(rtt[sent_at >= sent[n][-1] - EDGE_S])
         late_sent += int((sent[n] >= sent[n][-1] - EDGE_S).sum())
+    res.unmarked_packets_heard = sum(callers.calls[n].unmarked for n in calls_up)
     echoed = int(seen["echoed"])
     res.outbound_track_frames = int(seen["outbound"])
     if echoed:

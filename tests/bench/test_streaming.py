@@ -29,7 +29,8 @@ FIGURES = (
     "inbound_lag_p50_ms", "inbound_lag_p99_ms", "head_loss_p50_ms", "head_loss_p99_ms",
     "head_loss_max_ms", "echo_early_p50_ms", "echo_early_p99_ms", "echo_late_p50_ms",
     "echo_late_p99_ms", "echo_late_heard_pct", "overdue_discarded", "stream_frames_dropped",
-    "server_wait_pct", "load_cpu_pct", "load_wait_pct",
+    "server_wait_pct", "load_cpu_pct", "load_wait_pct", "stream_connections",
+    "unmarked_inbound_frames",
 )
 ECHO = ("outbound_loss_pct", "echo_early_p50_ms", "echo_early_p99_ms", "echo_late_p50_ms",
         "echo_late_p99_ms", "echo_late_heard_pct")
@@ -80,6 +81,7 @@ def test_two_calls_report_every_figure(tmp_path: Path) -> None:
             continue
         assert set(FIGURES) <= set(row), workload
         assert row["calls"] == row["answered"] == row["streams_started"] == CALLS, row
+        assert row["stream_connections"] == CALLS and row["unmarked_inbound_frames"] == 0
         assert row["frames_sent"] == CALLS * FRAMES
         assert 0 < row["inbound_frames"] <= CALLS * FRAMES
         assert row["setup_cps"] > 0 and row["setup_p50_ms"] > 0
@@ -101,6 +103,7 @@ def test_two_calls_report_every_figure(tmp_path: Path) -> None:
             assert 0 < row["echo_early_p50_ms"] <= row["echo_early_p99_ms"]
             assert 0 < row["echo_late_p50_ms"] <= row["echo_late_p99_ms"]
             assert 0 < row["echo_late_heard_pct"] <= 100
+            assert row["outbound_track_frames"] > 0 and row["unmarked_packets_heard"] >= 0
         else:
             assert all(row[name] is None for name in ECHO), row
 
@@ -116,7 +119,8 @@ def _seen(rows: list[tuple[int, int, float]], echoed: int = 0) -> dict[str, Any]
     call, index, arrival = zip(*rows, strict=True)
     return {"call": np.array(call, np.int32), "index": np.array(index, np.int32),
             "arrival": np.array(arrival), "echoed": np.int64(echoed),
-            "outbound": np.int64(0), "events": np.array(json.dumps({"start": 2}))}
+            "outbound": np.int64(0), "events": np.array(json.dumps({"start": 2})),
+            "connections": np.int64(2), "unmarked": np.int64(0)}
 
 
 def _cpu(per_second: float, until: float) -> Sampler:
