@@ -38,6 +38,7 @@ Usage::
     python bench/streaming.py                              # 20 calls of 15 s, both workloads
     python bench/streaming.py --calls 20,50 --duration 20 --json out.json
     python bench/streaming.py --workload voice-ai --workers 1,2 --rate 10
+    python bench/streaming.py --workload voice-ai --calls 50 --pyspy profiles/
 
 Not part of the test suite (tests/bench/test_streaming.py runs a 2-call smoke).
 """
@@ -68,7 +69,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sip_load import ApiClient, App, read_rtt, scrape
+from bench.sip_load import ApiClient, App, read_rtt, scrape, summarize_pyspy
 from bench.stream_consumer import ID_BYTES, frame_id, parse_id
 from callstream.media.rtp import build_packet
 from tests.e2e.sipp import _media_ports
@@ -460,6 +461,7 @@ class Result:
     server_affinity: list[int] = field(default_factory=list)
     load_affinity: list[int] = field(default_factory=list)
     api_errors: dict[str, int] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None  # --pyspy: the server's samples by area
     wall_s: float = 0.0
 
 
@@ -571,6 +573,11 @@ def cost_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: lis
 # -- the run -------------------------------------------------------------------------------
 
 
+def read_profile(path: Path) -> dict[str, Any] | None:
+    """py-spy's samples by area (bench/sip_load.py's areas); None if it recorded nothing."""
+    return summarize_pyspy(str(path)) if path.is_file() and path.stat().st_size else None
+
+
 def serve_has_workers(callstream_path: str | None) -> bool:
     env = {**os.environ, **({"PYTHONPATH": callstream_path} if callstream_path else {})}
     out = subprocess.run([sys.executable, "-m", "callstream", "serve", "--help"],
@@ -610,6 +617,15 @@ class Bench:
                 preexec_fn=lambda: os.sched_setaffinity(0, cores),
             )
         return server
+
+    async def start_pyspy(self, pid: int, name: str) -> asyncio.subprocess.Process | None:
+        """py-spy on the server (and its workers) into --pyspy/<run>.txt, if asked."""
+        if not self.args.pyspy:
+            return None
+        return await asyncio.create_subprocess_exec(
+            "py-spy", "record", "-p", str(pid), "--subprocesses", "-r", "200", "-f", "raw",
+            "-o", str(Path(self.args.pyspy) / f"{name}.txt"), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
 
     async def wait_healthy(self, server: ServerProcess) -> None:
         assert server.proc is not None
@@ -672,6 +688,7 @@ class Bench:
         server = self.start_server(data, key, env, workers, server_cores)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
+        spy: asyncio.subprocess.Process | None = None
         try:
             await self.wait_healthy(server)
             assert server.proc is not None
@@ -701,10 +718,15 @@ class Bench:
                 cwd=workdir, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
             cpu.follow("sipp", sipp.pid)
+            spy = await self.start_pyspy(server.proc.pid, workdir.name)
             log = workdir / f"streaming_{sipp.pid}_logs.log"
             tasks.append(loop.create_task(callers.follow_log(log, stop)))
             await sipp.wait()
             res.wall_s = round(time.monotonic() - wall0, 1)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await spy.wait()
+                res.profile = read_profile(Path(args.pyspy) / f"{workdir.name}.txt")
             # Every call ended at the server, the last webhooks in, before the counters.
             deadline = time.monotonic() + 30
             metrics1 = metrics0
@@ -740,9 +762,10 @@ class Bench:
             stop.set()
             for task in tasks:
                 task.cancel()
-            if consumer.returncode is None:
-                consumer.kill()
-                await consumer.wait()
+            for proc in (consumer, spy):
+                if proc is not None and proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
             callers.close()
             await api.close()
             hooks.close()
@@ -790,6 +813,9 @@ def print_row(res: Result) -> None:
         notes.append(f"API errors {res.api_errors}")
     if notes:
         print(f"{'':>8} " + "; ".join(notes), flush=True)
+    if res.profile:
+        print(f"{'':>8} server profile (py-spy, {res.profile['samples']} samples): " + ", ".join(
+            f"{area} {share} %" for area, share in res.profile["areas_pct"].items()), flush=True)
 
 
 def int_list(text: str) -> list[int]:
@@ -809,6 +835,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--callstream", help="run the server from this source tree "
                         "(PYTHONPATH), e.g. an older commit's, to compare")
+    parser.add_argument("--pyspy", help="record each run's server with py-spy (raw) into "
+                        "this folder, and summarize where its time went (costs CPU beside it)")
     parser.add_argument("--keep", help="work in this (new) folder and keep it: server logs, "
                         "SIPp traces, what the consumer saw")
     args = parser.parse_args()
@@ -816,9 +844,11 @@ def main() -> None:
         sys.exit("sipp is missing: apt-get install sip-tester")
     if args.duration < 1:
         parser.error("--duration: at least 1 s")
-    for name in ("json", "keep", "callstream"):
+    for name in ("json", "keep", "callstream", "pyspy"):
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    if args.pyspy:
+        Path(args.pyspy).mkdir(parents=True, exist_ok=True)
     if args.callstream:
         os.chdir(args.callstream)  # `python -m callstream` imports from its folder first
     workloads = WORKLOADS if args.workload == "both" else (args.workload,)
