@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.sip_load import ApiClient, App, read_rtt, scrape, summarize_pyspy
 from bench.stream_consumer import ID_BYTES, frame_id, parse_id
 from callstream.media.rtp import build_packet
-from tests.e2e.sipp import _media_ports
+from tests.e2e.sipp import media_ports
 from tests.helpers import ServerProcess, cli, free_port, free_udp_tcp_port
 
 SIPP = shutil.which("sipp")
@@ -709,7 +709,7 @@ class Bench:
             wall0 = time.monotonic()
             sipp = await asyncio.create_subprocess_exec(
                 SIPP, "-sf", "streaming.xml", "-inf", "calls.csv", "-i", "127.0.0.1",
-                "-p", str(free_udp_tcp_port()), "-mp", str(_media_ports(free_udp_tcp_port())),
+                "-p", str(free_udp_tcp_port()), "-mp", str(media_ports(free_udp_tcp_port())),
                 "-r", str(args.rate), "-rp", "1000", "-m", str(calls), "-l", str(calls),
                 "-d", str(hold_ms), "-s", "+15550002222", "-nostdin",
                 "-timeout", str(int(limit)), "-timeout_error", "-trace_err", "-trace_logs",
