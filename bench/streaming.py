@@ -688,7 +688,7 @@ class Bench:
         server = self.start_server(data, key, env, workers, server_cores)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        spy: asyncio.subprocess.Process | None = None
+        spy = sipp = None
         try:
             await self.wait_healthy(server)
             assert server.proc is not None
@@ -762,7 +762,7 @@ class Bench:
             stop.set()
             for task in tasks:
                 task.cancel()
-            for proc in (consumer, spy):
+            for proc in (consumer, spy, sipp):
                 if proc is not None and proc.returncode is None:
                     proc.kill()
                     await proc.wait()
