@@ -436,6 +436,7 @@ class Result:
     cpu_us_per_call_tick: float | None = None
     calls_per_core: int | None = None
     worker_cpu_s: list[float] = field(default_factory=list)  # per process, whole run
+    worker_spread: float | None = None  # busiest / quietest child process, by CPU
     frames_sent: int = 0
     inbound_frames: int = 0
     stream_connections: int = 0  # WebSocket connections the consumer took (1 a call)
@@ -753,6 +754,9 @@ class Bench:
                 metrics1.get("callstream_stream_frames_dropped_all_total", 0.0)
                 - metrics0.get("callstream_stream_frames_dropped_all_total", 0.0))
             res.worker_cpu_s = [round(v, 2) for v in cpu.per_process.values()]
+            children = [v for pid, v in cpu.per_process.items() if pid != server.proc.pid]
+            if len(children) >= 2 and min(children) > 0:
+                res.worker_spread = round(max(children) / min(children), 2)
             res.api_errors = dict(app.errors)
             consumer.send_signal(signal.SIGTERM)
             await asyncio.wait_for(consumer.wait(), 30)

@@ -25,7 +25,8 @@ FRAMES = int(DURATION_S * 50)
 FIGURES = (
     "calls", "duration_s", "answered", "streams_started", "setup_cps", "setup_p50_ms",
     "server_cpu_pct", "idle_cpu_pct", "cpu_us_per_call_tick", "calls_per_core",
-    "worker_cpu_s", "frames_sent", "inbound_frames", "inbound_loss_pct", "outbound_loss_pct",
+    "worker_cpu_s", "worker_spread", "frames_sent", "inbound_frames", "inbound_loss_pct",
+    "outbound_loss_pct",
     "inbound_lag_p50_ms", "inbound_lag_p99_ms", "head_loss_p50_ms", "head_loss_p99_ms",
     "head_loss_max_ms", "echo_early_p50_ms", "echo_early_p99_ms", "echo_late_p50_ms",
     "echo_late_p99_ms", "echo_late_heard_pct", "overdue_discarded", "stream_frames_dropped",
