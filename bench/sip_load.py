@@ -567,6 +567,7 @@ class Bench:
 #: Where a py-spy stack belongs: the first area (in this order) with a frame in it.
 AREAS = [
     ("store (SQLAlchemy, SQLite)", ("callstream/store/", "sqlalchemy/", "aiosqlite/")),
+    ("media streams (WebSocket, frames)", ("callstream/streaming/", "websockets/")),
     ("media (RTP rx/tx, pacer, hub, codecs)", ("callstream/media/",)),
     ("SIP + switch", ("callstream/sip/", "callstream/telephony/")),
     ("webhook worker (HTTP, signing)", ("callstream/webhooks/",)),

@@ -26,7 +26,7 @@ def sipp(
     )
 
 
-def _media_ports(first: int) -> int:
+def media_ports(first: int) -> int:
     """SIPp binds ``-mp`` and the next three UDP ports (RTCP, video): keep ``first`` if all
     four are free, else find four that are; one taken port makes SIPp exit at start."""
     for _ in range(50):
@@ -53,7 +53,7 @@ def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: i
     ``extra``: more SIPp arguments, e.g. ``("-key", "pt", "8")`` for ``[pt]`` in the scenario.
     """
     return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(local_port),
-                "-mp", str(_media_ports(media_port)), "-m", "1", "-d", str(hold_ms), "-s", service,
+                "-mp", str(media_ports(media_port)), "-m", "1", "-d", str(hold_ms), "-s", service,
                 *extra, target, cwd=cwd)
 
 
@@ -62,4 +62,4 @@ def uas(scenario: str, *, cwd: Path, port: int, media_port: int,
     """SIPp answers one call on ``port``; ``scenario`` is a file in data/ or built-in 'uas'."""
     spec = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(DATA / scenario)]
     return sipp(*spec, "-i", "127.0.0.1", "-p", str(port),
-                "-mp", str(_media_ports(media_port)), "-m", "1", *extra, cwd=cwd)
+                "-mp", str(media_ports(media_port)), "-m", "1", *extra, cwd=cwd)
