@@ -30,7 +30,7 @@ consumer echoed that the caller never heard), inbound lag p50/p99 (consumer arri
 the caller's send time of the same frame), head loss (the caller's first frames that
 were never streamed: the index of the first frame the consumer got), the echo round
 trip (the caller's send → the caller hearing the same frame) in the first and last 2 s
-of each call, and overdue audio discarded (any ``callstream_*overdue*`` counter on
+of each call, and overdue audio discarded (any ``callstream_*overdue*``/``*discarded*`` counter on
 /metrics, else n/a).
 
 Usage::
@@ -405,8 +405,10 @@ def ms(value: float | None) -> float | None:
 
 
 def overdue_discarded(before: dict[str, float], after: dict[str, float]) -> int | None:
-    """Delta of every ``callstream_*overdue*`` counter sample (issue 17's), None if none."""
-    names = [k for k in after if k.startswith("callstream_") and "overdue" in k.split("{")[0]
+    """Delta of every ``callstream_*overdue*``/``*discarded*`` counter sample (audio dropped
+    for being late, issue 17), None if none."""
+    names = [k for k in after if k.startswith("callstream_")
+             and ("overdue" in k.split("{")[0] or "discarded" in k.split("{")[0])
              and not k.split("{")[0].endswith(("_created", "_bucket", "_sum", "_count"))]
     if not names:
         return None
