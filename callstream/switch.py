@@ -118,6 +118,11 @@ class Switch:
         )
         self._runner = asyncio.create_task(self._run(), name="switch-events")
 
+    def drain(self) -> None:
+        """Take no new calls (new INVITEs and OPTIONS probes get 503); live ones go on."""
+        with self.transport.command():
+            self.endpoint.drain()
+
     async def stop(self) -> None:
         for leg in list(self.legs.values()):
             self._release_media(leg)
