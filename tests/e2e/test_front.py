@@ -6,6 +6,7 @@ call can be told apart from the front's (127.0.0.1)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -76,11 +77,9 @@ def _answer_everything(cluster: Cluster) -> None:
         for node in cluster.nodes:
             for ccid in node.call_ids() - answered:
                 answered.add(ccid)
-                with node.server.client() as client:
-                    try:
-                        client.post(f"/v2/calls/{ccid}/actions/answer", json={})
-                    except httpx.HTTPError:
-                        pass  # the node was killed or drained; the test says so
+                # A node killed or drained meanwhile: the test says so.
+                with node.server.client() as client, contextlib.suppress(httpx.HTTPError):
+                    client.post(f"/v2/calls/{ccid}/actions/answer", json={})
         time.sleep(0.05)
 
 
@@ -196,19 +195,28 @@ def test_drain_fails_new_calls_over_lets_the_live_one_finish_then_exits(
         [sys.executable, "-m", "callstream", "drain", "--data-dir", str(owner.server.data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **owner.server.env})
-    # The front's probe gets 503 from the draining node and takes it out.
-    mark = cluster.wait_down(owner, mark)
-    on_owner = owner.call_ids()
-    on_other = other.call_ids()
-    proc = call_through(cluster, 6, 500, "after-drain")
-    assert finished(proc) == 0, cluster.front.log()[-4000:]
-    assert owner.call_ids() == on_owner, "a new call reached the draining node"
-    assert len(other.call_ids() - on_other) == 6
-    assert owner.server.proc is not None and owner.server.proc.poll() is None, (
-        "the draining node left before its live call ended")
-    # The live call ends on its own (the caller's BYE); then the node exits 0.
-    assert finished(live) == 0
-    out, _ = drain.communicate(timeout=60)
+    try:
+        # The front's probe gets 503 from the draining node (still up, its call live)
+        # and takes it out.
+        mark = cluster.wait_down(owner, mark)
+        assert owner.server.proc is not None and owner.server.proc.poll() is None, (
+            "the front took the node out only once it had exited")
+        on_owner = owner.call_ids()
+        on_other = other.call_ids()
+        proc = call_through(cluster, 6, 500, "after-drain")
+        assert finished(proc) == 0, cluster.front.log()[-4000:]
+        assert owner.call_ids() == on_owner, "a new call reached the draining node"
+        assert len(other.call_ids() - on_other) == 6
+        assert owner.server.proc.poll() is None, (
+            "the draining node left before its live call ended")
+        # The live call ends on its own (the caller's BYE); then the node exits 0.
+        assert finished(live) == 0
+        out, _ = drain.communicate(timeout=60)
+    finally:
+        for child in (drain, live):
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
     assert drain.returncode == 0, out
     assert f"pid {owner.server.proc.pid} has exited" in out
     assert owner.server.proc.wait(10) == 0, owner.server.log()

@@ -3,9 +3,8 @@ call is hung up and its call.hangup is stored before exit."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import signal
+from pathlib import Path
 
 import pytest
 from telnyx import Telnyx
