@@ -36,5 +36,9 @@ def test_sigterm_hangs_up_live_calls(tmp_path: Path) -> None:
         events = stored_events(server.data_dir)
         hangups = [e for e in events if e["event_type"] == "call.hangup"]
         assert len(hangups) == 1
-        assert hangups[0]["payload"]["call_control_id"] == ccid  # type: ignore[index]
+        payload = hangups[0]["payload"]
+        assert payload["call_control_id"] == ccid  # type: ignore[index]
+        # As documented (docs/cluster.md, "Draining a node"): hung up by this side.
+        assert (payload["hangup_cause"], payload["hangup_source"]) == (  # type: ignore[index]
+            "normal_clearing", "callee")
         server.start()  # the `running_server` context stops it again
