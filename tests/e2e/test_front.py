@@ -108,12 +108,13 @@ def _node_env(hooks: Receiver, rtp: int) -> dict[str, str]:
             "CALLSTREAM_DRAIN_TIMEOUT_SECS": "60"}
 
 
-def call_through(cluster: Cluster, calls: int, hold_ms: int, name: str) -> subprocess.Popen[bytes]:
+def call_through(cluster: Cluster, calls: int, hold_ms: int, name: str,
+                 scenario: str = "uac_front.xml") -> subprocess.Popen[bytes]:
     """SIPp places ``calls`` calls through the front, ``hold_ms`` each, 5 a second."""
     workdir = cluster.workdir / name
     workdir.mkdir()
     (workdir / "speech.pcap").symlink_to(cluster.workdir / "speech.pcap")
-    return sipp("-sf", str(DATA / "uac_front.xml"), "-i", "127.0.0.1",
+    return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1",
                 "-p", str(free_udp_tcp_port()), "-mp", str(free_udp_tcp_port()),
                 "-m", str(calls), "-l", str(calls), "-r", "5", "-d", str(hold_ms),
                 "-s", "+15550002222", "-trace_logs", cluster.front.target,
@@ -167,6 +168,28 @@ def test_calls_spread_by_call_id_bye_reaches_owner_and_media_goes_direct(
             assert payload["hangup_source"] == "caller", payload
             quality = payload["call_quality_stats"]
             assert int(quality["inbound"]["packet_count"]) > 0, payload  # type: ignore[index]
+
+
+def test_the_nodes_bye_goes_back_through_the_front(cluster: Cluster) -> None:
+    """The application hangs up: the owning node sends its BYE along the route set the
+    front recorded, so the caller gets it from the front (whose Via is on top)."""
+    before = {node.host: node.call_ids() for node in cluster.nodes}
+    proc = call_through(cluster, 1, 0, "hung-up", "uac_front_hung_up.xml")
+    deadline = time.monotonic() + 20
+    while not any(n.call_ids() - before[n.host] for n in cluster.nodes):
+        assert time.monotonic() < deadline, "the call never arrived"
+        time.sleep(0.1)
+    (owner,) = [n for n in cluster.nodes if n.call_ids() - before[n.host]]
+    (ccid,) = owner.call_ids() - before[owner.host]
+    owner.hooks.wait_event("call.answered", ccid)
+    with owner.server.client() as client:
+        assert client.post(f"/v2/calls/{ccid}/actions/hangup", json={}).status_code == 200
+    assert finished(proc) == 0
+    (payload,) = hangups(owner, {ccid}).values()
+    assert payload["hangup_source"] == "callee", payload
+    logs = "".join(p.read_text() for p in (cluster.workdir / "hung-up").glob("*_logs.log"))
+    first_via = logs.split("bye ", 1)[1].splitlines()[0]
+    assert first_via == f"Via: SIP/2.0/UDP {cluster.front.target}", logs
 
 
 def test_source_outside_the_allow_list_gets_403_from_the_front(cluster: Cluster) -> None:
