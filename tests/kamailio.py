@@ -63,7 +63,8 @@ class Front:
         return sip_request(self.host, self.port, "OPTIONS", source, timeout)
 
 
-def sip_request(host: str, port: int, method: str, source: str, timeout: float) -> str:
+def sip_request(host: str, port: int, method: str, source: str, timeout: float,
+                max_forwards: int = 70) -> str:
     """One out-of-dialog request over UDP from ``source``; the answer's status line."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
@@ -78,7 +79,7 @@ def sip_request(host: str, port: int, method: str, source: str, timeout: float) 
             f"Call-ID: {call_id}@{source}\r\n"
             f"CSeq: 1 {method}\r\n"
             f"Contact: <sip:probe@{source}:{local}>\r\n"
-            "Max-Forwards: 70\r\n"
+            f"Max-Forwards: {max_forwards}\r\n"
             "Content-Length: 0\r\n\r\n"
         )
         sock.sendto(request.encode(), (host, port))

@@ -201,6 +201,14 @@ def test_source_outside_the_allow_list_gets_403_from_the_front(cluster: Cluster)
     assert [node.call_ids() for node in cluster.nodes] == before
 
 
+def test_the_front_limits_hops_and_methods(cluster: Cluster) -> None:
+    front = cluster.front
+    assert sip_request(front.host, front.port, "INVITE", "127.0.0.1", 5.0,
+                       max_forwards=0) == "SIP/2.0 483 Too Many Hops"
+    assert sip_request(front.host, front.port, "MESSAGE", "127.0.0.1",
+                       5.0) == "SIP/2.0 405 Method Not Allowed"
+
+
 def test_drain_fails_new_calls_over_lets_the_live_one_finish_then_exits(
         cluster: Cluster) -> None:
     mark = len(cluster.front.log())
