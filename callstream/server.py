@@ -283,6 +283,7 @@ class Server:
         calls = self.calls
         timeout = self.settings.drain_timeout_secs
         self.switch.drain()
+        calls.draining = True
         log.info("draining: new calls get SIP 503 (INVITE and OPTIONS); %d live calls may "
                  "go on for up to %g s", len(calls.calls), timeout)
         loop = asyncio.get_running_loop()

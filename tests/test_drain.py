@@ -60,6 +60,12 @@ def test_a_draining_node_answers_503_until_its_last_call_is_hung_up_at_the_deadl
                 "SIP/2.0 503 Service Unavailable")
             assert sip_request(*sip, "INVITE", "127.0.0.1", 5.0) == (
                 "SIP/2.0 503 Service Unavailable")
+            with server.client() as client:  # nor does it dial out
+                dial = client.post("/v2/calls", json={
+                    "connection_id": "default", "to": "sip:bob@127.0.0.1:9",
+                    "from": "+15550004444"})
+            assert dial.status_code == 503, dial.text
+            assert dial.json()["errors"][0]["code"] == "10007"
             assert server.proc.poll() is None  # still draining: its call is live
             assert server.proc.wait(30) == 0
         finally:
