@@ -287,12 +287,14 @@ class Server:
         log.info("draining: new calls get SIP 503 (INVITE and OPTIONS); %d live calls may "
                  "go on for up to %g s", len(calls.calls), timeout)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while calls.calls and not self._stopping.is_set() and loop.time() < deadline:  # noqa: ASYNC110
+        start = loop.time()
+        while (calls.calls and not self._stopping.is_set()  # noqa: ASYNC110
+               and loop.time() < start + timeout):
             await asyncio.sleep(DRAIN_POLL_SECS)
         if calls.calls:
-            log.warning("drain: %d calls still live after %g s; hanging them up",
-                        len(calls.calls), timeout)
+            # After the deadline, or sooner on SIGINT or a second SIGTERM.
+            log.warning("drain: %d calls still live after %.0f s; hanging them up",
+                        len(calls.calls), loop.time() - start)
         else:
             log.info("drain: no live calls left")
 

@@ -4,6 +4,8 @@ Kamailio, is tests/e2e/test_front.py's; the deadline's, tests/e2e/test_shutdown.
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -82,3 +84,22 @@ def wait_for_log(server: ServerProcess, text: str, timeout: float = 20.0) -> Non
     while text not in server.log():
         assert time.monotonic() < deadline, f"never logged {text!r}:\n{server.log()}"
         time.sleep(0.1)
+
+
+def test_a_second_sigterm_ends_the_drain_at_once(tmp_path: Path) -> None:
+    with running_server(tmp_path / "d", env={"CALLSTREAM_DRAIN_TIMEOUT_SECS": "300"}) as server:
+        assert server.proc is not None
+        caller = uac(f"127.0.0.1:{server.sip_port}", "uac_answered.xml", cwd=tmp_path,
+                     local_port=free_udp_tcp_port(), media_port=free_udp_tcp_port())
+        try:
+            wait_for_log(server, "received from")
+            server.proc.send_signal(signal.SIGTERM)
+            wait_for_log(server, "draining: new calls get SIP 503")
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(30) == 0
+        finally:
+            if caller.poll() is None:
+                caller.kill()
+            caller.wait()
+        assert re.search(r"drain: 1 calls still live after \d+ s; hanging them up",
+                         server.log())
