@@ -1,4 +1,4 @@
-"""``callstream`` command line: serve, config, keys, call, demo."""
+"""``callstream`` command line: serve, drain, config, keys, call, demo."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from callstream.store.sql import SqlStore
 T = TypeVar("T")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Seconds `drain` waits, beyond the drain and the hangups, for the node to exit.
+DRAIN_MARGIN = 30.0
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys_app = typer.Typer(no_args_is_help=True, help="API keys and the webhook signing key.")
@@ -86,6 +88,49 @@ def serve(
         option = "--http" if exc.service == "HTTP" else "--sip"
         typer.echo(f"callstream: {exc.with_advice(f'Use {option} HOST:PORT')}", err=True)
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def drain(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="Wait until the node has exited")] = True,
+) -> None:
+    """Drain the `callstream serve` of this data dir: it takes no new calls (SIP 503 to
+    INVITE and OPTIONS, so a front such as Kamailio sends them to other nodes), lets
+    live calls end for up to drain_timeout_secs, hangs up the rest and exits
+    (docs/cluster.md). Sends the node SIGTERM; finds it by its store's node lock."""
+    import os
+    import signal
+    import time
+
+    from callstream.server import HANGUP_GRACE_SECS
+    from callstream.store.node_lock import NodeLock
+
+    settings = _settings(config, data_dir=data_dir)
+    lock = NodeLock.for_database(settings.effective_database_url)
+    if lock is None:
+        typer.echo("callstream: drain finds its node by the SQLite node lock; with another "
+                   "database send SIGTERM to the serve process", err=True)
+        raise typer.Exit(2)
+    pid = lock.holder()
+    if pid is None:
+        typer.echo(f"callstream: no callstream serve is running on {lock.database}", err=True)
+        raise typer.Exit(1)
+    os.kill(pid, signal.SIGTERM)
+    typer.echo(f"draining pid {pid}: no new calls; live calls have "
+               f"{settings.drain_timeout_secs:g} s to end")
+    if not wait:
+        return
+    # The drain, the hangups after it, and a margin for the rest of the stop.
+    deadline = time.monotonic() + settings.drain_timeout_secs + HANGUP_GRACE_SECS + DRAIN_MARGIN
+    while lock.holder() == pid:
+        if time.monotonic() > deadline:
+            typer.echo(f"callstream: pid {pid} is still running", err=True)
+            raise typer.Exit(1)
+        time.sleep(0.1)
+    typer.echo(f"pid {pid} has exited")
 
 
 @app.command("config")

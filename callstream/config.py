@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     sip_park_timeout_secs: float = Field(
         60.0, ge=1, le=3600, description="An incoming call not answered or rejected in "
         "this time gets 480 and ends with hangup_cause timeout.")
+    drain_timeout_secs: float = Field(
+        30.0, ge=0, le=86_400, description="SIGTERM or `callstream drain`: how long live "
+        "calls may go on to their natural end while the node takes no new ones (SIP 503 "
+        "to INVITE and OPTIONS); those still up then are hung up and the process exits. "
+        "0 hangs up at once.")
     sip_auth_username: str | None = Field(
         None, description="With sip_auth_password: inbound INVITEs must carry digest "
         "credentials (401 challenge otherwise).")

@@ -4,11 +4,14 @@ Start: node lock → HTTP port bound → store (migrations) → default applicat
 crash left alive ended → webhook worker → telephony (SIP, RTP) → HTTP serving → start-up
 checks beside it (webhook URL unset or refusing, webhooks pending from earlier runs:
 docs/logging.md). A port already taken (:class:`~callstream.listening.ListenError`) stops
-what had started and reaches the command line, which says so in one line. Stop (SIGINT/SIGTERM):
-stop taking HTTP requests, hang up every live call and wait for the hangups to be
-stored, stop telephony, let the webhook worker finish its in-flight attempts, close the
-store, drop the node lock. Anything undelivered stays pending in the store and goes out
-on the next start.
+what had started and reaches the command line, which says so in one line. Drain
+(SIGTERM, which ``callstream drain`` sends): take no new calls (SIP 503 to new INVITEs and
+to OPTIONS probes, so a front such as Kamailio fails over) and let live calls end on
+their own for up to ``drain_timeout_secs``, then stop. Stop (SIGINT, a second SIGTERM, or
+after the drain): stop taking HTTP requests, hang up every live call and wait for the
+hangups to be stored, stop telephony, let the webhook worker finish its in-flight
+attempts, close the store, drop the node lock. Anything undelivered stays pending in the
+store and goes out on the next start.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: How long shutdown waits for hung-up calls to end before forcing them.
 HANGUP_GRACE_SECS = 5.0
+#: How often a drain looks whether the live calls have ended.
+DRAIN_POLL_SECS = 0.1
 
 
 async def ensure_default_application(store: SqlStore, settings: Settings) -> Application:
@@ -111,6 +116,7 @@ class Server:
         self.calls: CallControl | None = None
         self.http: uvicorn.Server | None = None
         self._stopping = asyncio.Event()
+        self._drain_requested = asyncio.Event()
         self.outbound = settings.outbound_policy  # built once
         self.switch: Switch | None = None
         self._switch_running = False
@@ -266,11 +272,39 @@ class Server:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def run(self) -> None:
-        """Serve until SIGINT/SIGTERM."""
+    def request_drain(self) -> None:
+        """SIGTERM: drain, then stop; a second one stops at once."""
+        if self._drain_requested.is_set():
+            self.request_stop()
+        self._drain_requested.set()
+
+    async def drain(self) -> None:
+        """Take no new calls, and wait up to ``drain_timeout_secs`` (or a stop request)
+        for the live ones to end; :meth:`stop` hangs up any left."""
+        assert self.calls is not None and self.switch is not None  # started
+        calls = self.calls
+        timeout = self.settings.drain_timeout_secs
+        self.switch.drain()
+        calls.draining = True
+        log.info("draining: new calls get SIP 503 (INVITE and OPTIONS); %d live calls may "
+                 "go on for up to %g s", len(calls.calls), timeout)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
+        start = loop.time()
+        while (calls.calls and not self._stopping.is_set()  # noqa: ASYNC110
+               and loop.time() < start + timeout):
+            await asyncio.sleep(DRAIN_POLL_SECS)
+        if calls.calls:
+            # After the deadline, or sooner on SIGINT or a second SIGTERM.
+            log.warning("drain: %d calls still live after %.0f s; hanging them up",
+                        len(calls.calls), loop.time() - start)
+        else:
+            log.info("drain: no live calls left")
+
+    async def run(self) -> None:
+        """Serve until SIGINT (stop now) or SIGTERM (drain, then stop)."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.request_drain)
         try:
             try:
                 await self.start()
@@ -279,7 +313,13 @@ class Server:
                 raise
             assert self.http is not None
             ticker = asyncio.create_task(self.http.main_loop())
-            await self._stopping.wait()
+            stop = asyncio.create_task(self._stopping.wait())
+            drain = asyncio.create_task(self._drain_requested.wait())
+            await asyncio.wait((stop, drain), return_when=asyncio.FIRST_COMPLETED)
+            drain.cancel()
+            if not self._stopping.is_set():
+                await self.drain()
+            stop.cancel()
             log.info("shutting down")
             await self.stop()
             await ticker

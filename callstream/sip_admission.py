@@ -41,6 +41,7 @@ _LABELS = {
     RefusalReason.RATE_LIMITED: "rate_limited",
     RefusalReason.PARKED_LIMIT: "parked_limit",
     RefusalReason.AUTH_FAILED: "auth_failed",
+    RefusalReason.DRAINING: "draining",
 }
 
 

@@ -67,10 +67,12 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    #: The loopback address it serves HTTP and SIP on (cluster tests use several).
+    host: str = "127.0.0.1"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def api_url(self) -> str:
@@ -90,8 +92,8 @@ class ServerProcess:
                 [
                     sys.executable, "-m", "callstream", "serve",
                     "--data-dir", str(self.data_dir),
-                    "--http", f"127.0.0.1:{self.http_port}",
-                    "--sip", f"127.0.0.1:{self.sip_port}",
+                    "--http", f"{self.host}:{self.http_port}",
+                    "--sip", f"{self.host}:{self.sip_port}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -107,7 +109,8 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        """Stop it (SIGINT: live calls are hung up at once; SIGTERM drains first)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -123,10 +126,12 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server(data_dir: Path, env: dict[str, str] | None = None,
+                   host: str = "127.0.0.1") -> Iterator[ServerProcess]:
     data_dir.mkdir(parents=True, exist_ok=True)
     key = cli("keys", "create", data_dir=data_dir).strip()
-    server = ServerProcess(data_dir, free_port(), free_udp_tcp_port(), key, env=env or {})
+    server = ServerProcess(data_dir, free_port(), free_udp_tcp_port(), key, env=env or {},
+                           host=host)
     server.start()
     try:
         yield server

@@ -42,6 +42,8 @@ COMMAND_ERRORS: dict[type[calls.CommandError], tuple[int, str, str]] = {
     calls.NotForked: (422, "90031", "Call is not currently forked"),
     calls.AlreadyTranscribing: (422, "90054", "Call transcription is already in progress"),
     calls.TranscriptionUnavailable: (422, "10015", "Transcription engine unavailable"),
+    # 503, which the Telnyx SDKs retry: behind a load balancer, on another node.
+    calls.NodeDraining: (503, "10007", "Service unavailable"),
 }
 
 

@@ -31,6 +31,7 @@ from callstream.calls.exceptions import (
     CallNotFound,
     CommandError,
     InvalidCommand,
+    NodeDraining,
     UnknownApplication,
 )
 from callstream.calls.features import CallHooks, FeatureEvent, LegMedia
@@ -93,6 +94,8 @@ class CallControl:
         self.owner = owner
         self.trunk_uri = trunk_uri
         self.calls: dict[str, Call] = {}
+        #: Set when the node drains: it places no new calls (dial gets NodeDraining).
+        self.draining = False
         #: Per call id: commands and call events on one call run one at a time.
         self.call_locks = KeyedLocks()
         #: Per dial command_id: a repeated dial finds the first one's answer.
@@ -234,6 +237,9 @@ class CallControl:
     ) -> tuple[Call, str, Receipt]:
         """Check a dial, store its call and call.initiated (and its command_id's answer);
         return the call, the SIP URI to invite and the dial's receipt."""
+        if self.draining:
+            raise NodeDraining("This node is draining (callstream drain) and places no new "
+                               "calls; send the dial to another node.")
         app = await self._resolve_app(req.connection_id)
         target = self._target_uri(req.to)
         now = self._clock()

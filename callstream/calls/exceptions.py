@@ -18,7 +18,8 @@ CommandError                  the application asked for something we can't do
  ├── StreamLimit              the call already carries all the streams it may
  ├── NotForked                fork_stop on a call without a fork
  ├── AlreadyTranscribing      transcription_start on a call already transcribed
- └── TranscriptionUnavailable the transcription engine or model can't be loaded
+ ├── TranscriptionUnavailable the transcription engine or model can't be loaded
+ └── NodeDraining             a dial on a node that is draining (callstream drain)
 """
 
 from __future__ import annotations
@@ -86,4 +87,8 @@ class AlreadyTranscribing(CommandError):
 
 
 class TranscriptionUnavailable(CommandError):
+    pass
+
+
+class NodeDraining(CommandError):
     pass

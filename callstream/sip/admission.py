@@ -63,6 +63,7 @@ class RefusalReason(enum.Enum):
     RATE_LIMITED = "over the per-source rate limit"
     PARKED_LIMIT = "too many unanswered calls from this source"
     AUTH_FAILED = "wrong digest credentials"
+    DRAINING = "this node is draining (callstream drain): it takes no new calls"
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,9 @@ What it does on its own
 * Digest authentication: a 401/407 to our INVITE is retried with
   credentials once per challenge (RFC 3261 §22.2); with ``auth``, new
   INVITEs to us are challenged (§22.4).
+* :meth:`drain` (for ``callstream drain``): from then on a new INVITE gets a
+  stateless 503 (:class:`RequestRefused`) and an OPTIONS outside a dialog 503,
+  which takes the node out of a probing SIP front; calls already up go on.
 * OPTIONS → 200 with Allow; in-dialog INFO → 200, with
   :class:`DtmfReceived` for ``application/dtmf-relay`` / ``application/dtmf``.
 * Requests that match neither a transaction nor a dialog pass admission

@@ -23,7 +23,7 @@ from .message import SipRequest
 from .records import CallRecord, DialogPhase, Purpose, Retransmit, Role, TxRecord
 from .sdp import SdpSession
 from .transaction import ServerKey, State
-from .useragent import is_allowed, sdp_bytes
+from .useragent import DRAIN_RETRY_AFTER, is_allowed, sdp_bytes
 
 __all__ = ["UserAgentServer"]
 
@@ -154,7 +154,13 @@ class UserAgentServer(InDialogAgent):
     ) -> bool:
         """Admission for a new INVITE from an allowed source (see :mod:`.admission`):
         the rate limit, the cap on unanswered calls per source, then digest
-        authentication. Refusals are stateless, like the allow-list's."""
+        authentication; every one while draining. Refusals are stateless, like the
+        allow-list's."""
+        if self.draining:
+            self._emit(RequestRefused(request.method, addr, RefusalReason.DRAINING))
+            retry = [("Retry-After", str(DRAIN_RETRY_AFTER))]
+            self._reject_stateless(request, top, addr, transport, 503, headers=retry)
+            return False
         source = source_key(addr[0])
         if not self._rate.admit(source, now):
             self.stats.rate_limited += 1

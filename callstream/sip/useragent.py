@@ -86,6 +86,7 @@ __all__ = [
     "ALLOW_ALL",
     "ANSWER_TIMEOUT",
     "DEFAULT_ALLOWED_NETWORKS",
+    "DRAIN_RETRY_AFTER",
     "MAX_CALLS",
     "MAX_TRANSACTIONS",
     "SETUP_TIMEOUT",
@@ -127,6 +128,9 @@ SETUP_TIMEOUT = 300.0
 ANSWER_TIMEOUT = 60.0
 #: Most live transactions; requests beyond it get a stateless 503.
 MAX_TRANSACTIONS = 100_000
+#: Retry-After (seconds) of the 503 a draining node answers: it will not take calls
+#: again, so a caller or front should try elsewhere, not soon here.
+DRAIN_RETRY_AFTER = 300
 
 _REASONS = {
     100: "Trying",
@@ -266,6 +270,18 @@ class UserAgentCore(abc.ABC):
         self._heap: list[tuple[float, int, TxRecord | CallRecord]] = []
         self._sequence = 0
         self._call_counter = 0
+        # Set by drain(): new INVITEs and out-of-dialog OPTIONS get 503.
+        self.draining = False
+
+    # ------------------------------------------------------------ commands
+
+    def drain(self) -> None:
+        """Take no new calls: a new INVITE gets a stateless 503, an OPTIONS outside a
+        dialog 503, so a SIP front that probes with OPTIONS (Kamailio's dispatcher)
+        takes this node out and fails new calls over to another. Calls already up, and
+        every request inside their dialogs, go on as before; there is no way back (a
+        draining node is about to exit)."""
+        self.draining = True
 
     # ------------------------------------------------------------ outputs
 
@@ -714,6 +730,10 @@ class UserAgentCore(abc.ABC):
         method = request.method
         if method == "INVITE":
             self._on_new_invite(request, record, key, from_, to, cseq, addr, record.transport, now)
+        elif method == "OPTIONS" and self.draining:
+            # RFC 3261 §11.2: a UAS answering OPTIONS "SHOULD" give the status it would
+            # give an INVITE; a draining node refuses INVITEs with 503.
+            self._reply(record, 503, now, headers=[("Retry-After", str(DRAIN_RETRY_AFTER))])
         elif method == "OPTIONS":
             self._reply(record, 200, now, headers=[("Accept", "application/sdp")])
         elif method in DIALOG_METHODS:

@@ -62,6 +62,26 @@ class NodeLock:
         self._fd = fd
         log.debug("holding %s", self.path)
 
+    def holder(self) -> int | None:
+        """The pid of the live process holding the lock, or ``None`` when none does
+        (``callstream drain`` finds its node this way, and sees it gone)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                if not text.isdigit():
+                    raise StoreInUse(f"{self.path} is locked but names no pid") from None
+                return int(text)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):

@@ -104,6 +104,11 @@ class Switch:
             max_tcp_connections=self.settings.sip_tcp_max_connections,
         )
 
+    def drain(self) -> None:
+        """Take no new calls (new INVITEs and OPTIONS probes get 503); live ones go on."""
+        with self.signaling.command():
+            self.signaling.endpoint.drain()
+
     async def stop(self) -> None:
         for switched in list(self.by_handle.values()):
             self._release_media(switched)

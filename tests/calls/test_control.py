@@ -19,6 +19,7 @@ from callstream.calls.exceptions import (
     CallNotAnswered,
     CallNotFound,
     InvalidCommand,
+    NodeDraining,
     UnknownApplication,
 )
 from callstream.calls.model import Call, new_record
@@ -150,6 +151,20 @@ async def test_dial_refusals_name_the_field(control: CallControl, store: SqlStor
                                  from_="+15550004444"))
     assert number.value.pointer == "/to"
     assert await stored_events(store) == []
+
+
+async def test_a_draining_node_places_no_new_call_but_replays_a_known_command_id(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore) -> None:
+    dial = Dial(connection_id="default", to="sip:bob@127.0.0.1:9", from_="+15550004444",
+                command_id="before")
+    first = await control.dial(dial)
+    control.draining = True
+    with pytest.raises(NodeDraining, match="draining"):
+        await control.dial(Dial(connection_id="default", to="sip:bob@127.0.0.1:9",
+                                from_="+15550004444"))
+    assert await control.dial(dial) == first  # the answer it gave before the drain
+    assert telephony.commands() == ["dial"]
+    assert types(await stored_events(store)) == ["call.initiated"]
 
 
 async def test_a_dial_telephony_fails_ends_visibly(

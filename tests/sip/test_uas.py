@@ -16,7 +16,9 @@ from callstream.sip.endpoint import (
     CallFailed,
     CallProgress,
     CancelReason,
+    DialogEnded,
     DialogPhase,
+    EndReason,
     IncomingCall,
     RequestForbidden,
     RequestRefused,
@@ -33,6 +35,7 @@ from .helpers import (
     UAS_ADDR,
     UacUasPair,
     answer_to,
+    connected,
     fixture,
     lines,
     make_token,
@@ -229,3 +232,29 @@ def test_digest_without_credentials_gets_a_challenge_once_per_request() -> None:
     assert (challenge.realm, challenge.qop) == ("callstream", ("auth",))
     assert endpoint.next_deadline() is None and endpoint.active_calls == 0
     assert endpoint.events_received() == []
+
+
+def test_draining_refuses_new_calls_and_probes_with_503_but_keeps_live_ones() -> None:
+    """drain(): a SIP front's OPTIONS probe and a new INVITE get 503 (statelessly, with
+    Retry-After), so the front fails over; the call already up goes on to its BYE."""
+    pair = UacUasPair()
+    handle, uas_handle = connected(pair)
+    pair.uas.drain()
+    options = fixture("asterisk_options.sip")
+    response = answer_to(pair.uas, options, ("127.0.0.1", 5090))
+    assert (response.status, response.headers.get("Retry-After")) == (503, "300")
+    response = answer_to(pair.uas, new_invite(7))
+    assert (response.status, response.headers.get("Retry-After")) == (503, "300")
+    assert pair.uas.events_received() == [
+        RequestRefused("INVITE", UAC_ADDR, RefusalReason.DRAINING)]
+    assert pair.uas.active_calls == 1  # the live call only: no state for the refused one
+    dialog = pair.uac.dialog(handle)
+    assert dialog is not None  # OPTIONS inside the live call's dialog is still 200
+    request = dialog.create_request("OPTIONS", via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo")
+    pair.uas.receive_datagram(request.serialize(), UAC_ADDR, pair.now)
+    (out,) = pair.uas.datagrams_to_send()
+    assert response_of(out.data).status == 200
+    pair.uac.bye(handle, pair.now)
+    pair.pump()
+    assert pair.take_uas() == [DialogEnded(uas_handle, EndReason.REMOTE_BYE)]
+    assert pair.take_uac() == [DialogEnded(handle, EndReason.LOCAL_BYE, 200)]

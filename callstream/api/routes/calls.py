@@ -21,6 +21,7 @@ from callstream.api.schemas.calls import (
     RejectRequest,
 )
 from callstream.api.schemas.common import CommandBody, CommandResponse
+from callstream.api.schemas.errors import DRAINING_RESPONSE
 from callstream.api.services import Services, services
 from callstream.calls.requests import Hangup
 from callstream.store.records import Receipt
@@ -35,7 +36,8 @@ def respond(receipt: Receipt) -> Response:
     return Response(receipt.body, status_code=receipt.status_code, media_type=JSON)
 
 
-@router.post("", response_model=CallStatusResponse, summary="Dial")
+@router.post("", response_model=CallStatusResponse, summary="Dial",
+             responses=DRAINING_RESPONSE)
 async def dial(svc: Svc, body: Annotated[DialRequest, Body()]) -> Response:
     await check_urls(svc.outbound, {"/webhook_url": body.webhook_url,
                                     "/stream_url": body.stream_url})

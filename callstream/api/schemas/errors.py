@@ -49,6 +49,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("The request body is too large."),
     422: _error("A field is missing or invalid; `source` names it."),
 }
+#: A dial on a draining node (docs/cluster.md, "Draining a node").
+DRAINING_RESPONSE: dict[int | str, dict[str, Any]] = {
+    503: _error("This node is draining and places no new calls (code 10007); retry on "
+                "another node."),
+}
 TEXML_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": TexmlErrorResponse, "description": "Unknown call or stream."},
 }
