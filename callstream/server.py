@@ -46,6 +46,7 @@ from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.probe import probe_webhook_url
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
+from callstream.webrtc.gateway import WebRtcGateway
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Server:
         self.http: uvicorn.Server | None = None
         self._stopping = asyncio.Event()
         self.switch: Switch | None = None
+        self.webrtc: WebRtcGateway | None = None
         self._http_sockets: list[socket.socket] = []
         self._checks: asyncio.Task[None] | None = None
         self.console: ConsoleFeed | None = None
@@ -144,7 +146,8 @@ class Server:
         await self.webhooks.start()
         await self._start_telephony()
         services = Services(settings=settings, store=self.store, calls=self.calls,
-                            outbound=settings.outbound_policy, webhooks=self.webhooks)
+                            outbound=settings.outbound_policy, webhooks=self.webhooks,
+                            webrtc=self.webrtc)
         self._start_features(services)
         if settings.console_enabled:
             services.console_sessions = ConsoleSessions(
@@ -218,7 +221,9 @@ class Server:
         assert self.calls is not None
         switch = Switch(self.settings, self.calls)
         await switch.start()
-        self.calls.telephony = switch
+        # Browser calls run beside the switch's; every other command goes on to it.
+        self.webrtc = WebRtcGateway(self.settings, self.calls, switch)
+        self.calls.telephony = self.webrtc
         self.switch = switch
 
     def _start_features(self, services: Services) -> None:
@@ -242,6 +247,8 @@ class Server:
             deadline = asyncio.get_running_loop().time() + HANGUP_GRACE_SECS
             while self.calls.calls and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        if self.webrtc is not None:
+            await self.webrtc.stop()
         if self.switch is not None:
             await self.switch.stop()
         if self.console is not None:

@@ -25,6 +25,7 @@ class Services:
     forks: Any = None  # callstream.forking
     transcriptions: Any = None  # callstream.transcription
     # The console (None: off): callstream.console.sessions.ConsoleSessions, .feed.ConsoleFeed.
+    webrtc: Any = None  # callstream.webrtc.gateway.WebRtcGateway
     console_sessions: Any = None
     console_feed: Any = None
 
