@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's /usr/bin/chromium via Playwright) calling a real server over
-WebRTC, its microphone a WAV file (``--use-file-for-fake-audio-capture``)."""
+WebRTC, its microphone a WAV file (``--use-file-for-fake-audio-capture``). Playwright is
+imported by the browser fixture, so the unit tests beside them need no browser."""
 
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ from tests.audio import resample, write_wav
 from tests.corpus import clip
 from tests.e2e.conftest import Rig, make_rig
 
+#: In CI (`.ci/run` installs both) a missing browser or Playwright fails the run; on a
+#: developer's machine without them the browser tests are skipped.
 IN_CI = bool(os.environ.get("CI"))
-if IN_CI:
-    import playwright.sync_api as playwright_sync
-else:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-Page = playwright_sync.Page
+Page = Any  # playwright.sync_api.Page, imported only where a browser runs
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: The browser's microphone: silence while the call is set up, then two sentences.
@@ -62,6 +61,10 @@ def browser(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
         f"--use-file-for-fake-audio-capture={wav}%noloop",
         "--autoplay-policy=no-user-gesture-required",
     ]
+    if IN_CI:
+        import playwright.sync_api as playwright_sync
+    else:
+        playwright_sync = pytest.importorskip("playwright.sync_api")
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
         try:

@@ -8,21 +8,26 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from callstream.media.codecs import get_codec
-from tests.audio import tone
+from tests.audio import read_wav, tone, write_wav
 from tests.corpus import wer
+from tests.e2e.calling import bridge, incoming, start_caller
 from tests.e2e.conftest import Rig
-from tests.webrtc.conftest import Page, mic_reference
+from tests.webrtc.conftest import LEAD_IN_SECS, Page, mic_reference
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
 pytestmark = pytest.mark.slow
 
 #: The bot's tone, sent as PCMU when its stream starts.
 BOT_TONE_HZ = 1000.0
+#: The SIP caller's tone in the bridge test.
+SIP_TONE_HZ = 600.0
 
 
 def call_in(page: Page, rig: Rig, name: str) -> str:
@@ -54,6 +59,39 @@ def energy(page: Page) -> float:
     return value
 
 
+def dominant_hz(page: Page) -> float:
+    """The loudest frequency of what the page hears (Web Audio analyser, 0.5 s)."""
+    hz: float = page.evaluate(
+        """async () => {
+            const context = new AudioContext();
+            const source = context.createMediaStreamSource(window.call.remoteStream);
+            const analyser = context.createAnalyser();
+            analyser.fftSize = 8192;
+            source.connect(analyser);
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            const bins = new Float32Array(analyser.frequencyBinCount);
+            analyser.getFloatFrequencyData(bins);
+            await context.close();
+            let best = 1;
+            for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+            return best * context.sampleRate / analyser.fftSize;
+        }""")
+    return hz
+
+
+def wait_heard(page: Page, hz: float, timeout: float = 60.0) -> None:
+    """Wait until the page hears ``hz`` as its loudest frequency (and some energy)."""
+    deadline = time.monotonic() + timeout
+    found = 0.0
+    while time.monotonic() < deadline:
+        if energy(page) > 0.01:
+            found = dominant_hz(page)
+            if abs(found - hz) < 30:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the page did not hear {hz} Hz (loudest: {found} Hz)")
+
+
 def tone_bot(consumer: Consumer, conn: Connection, frame: dict[str, Any]) -> list[str]:
     if frame.get("event") != "start":
         return []
@@ -81,10 +119,7 @@ def test_browser_call_streams_transcribes_dtmf_and_hangs_up(rig: Rig, page: Page
         stream.wait_for(lambda c: len(c.of("media")) > 50, timeout=60)
 
         # The bot's tone reaches the browser.
-        deadline = time.monotonic() + 60
-        while energy(page) <= 0.01 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert energy(page) > 0.01, "the browser heard the bot"
+        wait_heard(page, BOT_TONE_HZ)
 
         # The browser's speech is transcribed.
         reference = mic_reference()
@@ -111,3 +146,47 @@ def test_browser_call_streams_transcribes_dtmf_and_hangs_up(rig: Rig, page: Page
         hangup = rig.hooks.wait_event("call.hangup", ccid, timeout=30)
         assert hangup.payload["hangup_source"] == "caller"
         assert hangup.payload["hangup_cause"] == "normal_clearing"
+
+
+def test_browser_leg_bridged_to_a_sip_leg_carries_audio_both_ways(
+        rig: Rig, page: Page, tmp_path: Path) -> None:
+    recording = tmp_path / "sip-heard.wav"
+    wav = write_wav(tmp_path / "tone.wav", tone(SIP_TONE_HZ, 30.0, 16000), 16000)
+    caller = start_caller(f"sip:sip-side@{rig.sip_target}", "--play", str(wav), "--record",
+                          str(recording), "--codec", "G722", "--duration", "25", "-q")
+    try:
+        sip_call = incoming(rig, "sip-side", timeout=30)
+        mic_started = time.monotonic()
+        browser_call = call_in(page, rig, "bob")
+        rig.hooks.wait_event("call.initiated", browser_call)
+        rig.sdk.calls.actions.answer(sip_call)
+        rig.sdk.calls.actions.answer(browser_call)
+        rig.hooks.wait_event("call.answered", sip_call, timeout=60)
+        rig.hooks.wait_event("call.answered", browser_call, timeout=60)
+        bridge(rig, browser_call, sip_call, timeout=30)
+        wait_heard(page, SIP_TONE_HZ)  # SIP -> browser
+        # Browser -> SIP: let the page's microphone get through its silence into speech.
+        time.sleep(max(0.0, mic_started + LEAD_IN_SECS + 4.0 - time.monotonic()))
+        rig.sdk.calls.actions.hangup(sip_call)
+        # The browser's leg stays up until it is hung up; the API ends it too, and the
+        # page sees its connection close.
+        rig.sdk.calls.actions.hangup(browser_call)
+        hangup = rig.hooks.wait_event("call.hangup", browser_call, timeout=30)
+        assert hangup.payload["hangup_source"] == "callee"
+        page.wait_for_function("window.call.ended", timeout=30_000)
+    finally:
+        code, _summary, err = caller.finish(timeout=60)
+    assert code == 0, err
+    pcm, _rate = read_wav(recording)
+    samples = np.frombuffer(pcm, "<i2")
+    assert np.abs(samples).max() > 2000, "the SIP caller heard the browser's speech"
+
+
+def test_closing_the_peer_connection_hangs_up(rig: Rig, page: Page) -> None:
+    ccid = call_in(page, rig, "carol")
+    rig.hooks.wait_event("call.initiated", ccid)
+    rig.sdk.calls.actions.answer(ccid)
+    rig.hooks.wait_event("call.answered", ccid, timeout=60)
+    page.evaluate("window.call.pc.close()")  # no DELETE: the connection just goes away
+    hangup = rig.hooks.wait_event("call.hangup", ccid, timeout=60)
+    assert hangup.payload["hangup_source"] == "caller"
