@@ -9,9 +9,10 @@ and aiortc's Opus (48 kHz) sit our own :class:`~callstream.media.codecs.resample
   each 20 ms frame into the hub; the same audio goes to packet taps as L16 RTP
   (so a fork or an L16 stream gets the bytes a SIP L16 leg would give them);
 * **outbound** — aiortc's sender pulls :class:`HubTrack` every 20 ms; each pull
-  ticks the hub on its own clock (deadline-paced: a late pull is not made up
-  for, so delay cannot creep), converts the leg's frame to 48 kHz and hands it
-  to the Opus encoder; nothing to play is silence.
+  ticks the hub, converts the leg's frame to 48 kHz and hands it to the Opus
+  encoder; nothing to play is silence. Pulls keep to a 20 ms grid: a
+  late pull is served at once, up to :data:`MAX_CATCH_UP_SECS` behind; beyond that the
+  overdue frames are dropped and counted, so delay cannot creep.
 
 DTMF: the browser's ``RTCDTMFSender`` sends RFC 4733 telephone-event packets,
 which aiortc does not decode. :func:`enable_telephone_event` lets aiortc's
@@ -62,6 +63,8 @@ OPUS_RATE = 48000
 HUB_FRAME_BYTES = 2 * HUB_RATE // FRAMES_PER_SECOND
 OPUS_FRAME_SAMPLES = OPUS_RATE // FRAMES_PER_SECOND
 FRAME_SECS = 1 / FRAMES_PER_SECOND
+#: A pull this late is served at once (frames back to back); later, the overdue frames go.
+MAX_CATCH_UP_SECS = 5 * FRAME_SECS
 #: What call.answered reports of the wire.
 WIRE_MEDIA = {"codec": "OPUS", "sampling_rate": OPUS_RATE}
 _TIME_BASE = fractions.Fraction(1, OPUS_RATE)
@@ -91,17 +94,22 @@ class HubTrack(MediaStreamTrack):
         self._resampler = Resampler(HUB_RATE, OPUS_RATE)
         self._deadline: float | None = None
         self._pts = 0
+        self.dropped_frames = 0
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._deadline is None or now - self._deadline > FRAME_SECS:
-            self._deadline = now  # first pull, or late: start again from now
-        else:
-            self._deadline += FRAME_SECS
-            await asyncio.sleep(self._deadline - now)
+        self._deadline = now if self._deadline is None else self._deadline + FRAME_SECS
+        late = now - self._deadline
+        if late > MAX_CATCH_UP_SECS:
+            # A stall: the overdue frames are dropped (counted), not queued behind.
+            self.dropped_frames += int(late / FRAME_SECS)
+            self._deadline = now
+        elif late < 0:
+            await asyncio.sleep(-late)
+        # else a little late (a busy loop, the encoder's thread): catch up back to back
         pcm = self._resampler.process(self._leg.tick(loop.time()))
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
         frame.planes[0].update(pcm)
