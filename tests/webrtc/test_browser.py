@@ -190,3 +190,25 @@ def test_closing_the_peer_connection_hangs_up(rig: Rig, page: Page) -> None:
     page.evaluate("window.call.pc.close()")  # no DELETE: the connection just goes away
     hangup = rig.hooks.wait_event("call.hangup", ccid, timeout=60)
     assert hangup.payload["hangup_source"] == "caller"
+
+
+def test_the_documented_example_page_calls_and_hangs_up(rig: Rig, page: Page) -> None:
+    """docs/webrtc.md's page, as written, with its backend's token route stood in for."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webrtc.md").read_text()
+    html = doc.split("```html\n", 1)[1].split("```", 1)[0]
+    assert len(html.strip().splitlines()) <= 16, "the example stays short"
+    with rig.server.client() as api:
+        token = api.post("/v2/webrtc/tokens", json={"from": "example"}).json()["data"]["token"]
+    page.route("**/my-backend/webrtc-token",
+               lambda route: route.fulfill(json={"token": token}))
+    page.set_content(html)
+    page.click("#talk")
+    initiated = rig.hooks.wait_for(lambda d: d.event_type == "call.initiated"
+                                   and d.payload["from"] == "example", timeout=60)
+    ccid = initiated.payload["call_control_id"]
+    rig.sdk.calls.actions.answer(ccid)
+    rig.hooks.wait_event("call.answered", ccid, timeout=60)
+    page.wait_for_selector("#bye:enabled")
+    page.click("#bye")
+    assert rig.hooks.wait_event("call.hangup", ccid).payload["hangup_source"] == "caller"
+    page.wait_for_selector("#talk:enabled")

@@ -11,7 +11,9 @@ route                                  auth                      what
 
 The sessions routes check their own credentials (the auth middleware lets them
 through): a page holds a token, never an API key, and the session's URL
-(``Location``, 256 random bits) is what lets its page hang up.
+(``Location``, 256 random bits) is what lets its page hang up. They carry SDP, not
+JSON, and are not Telnyx's API, so they stay out of the OpenAPI document (docs/webrtc.md
+states them); the token route is in it.
 """
 
 from __future__ import annotations
@@ -116,9 +118,7 @@ async def _grant(svc: Services, request: Request) -> Grant | None:
     return Grant(query.get("connection_id", "default"), names[0], names[1], 0.0)
 
 
-@router.post(SESSIONS_PATH, status_code=201,
-             summary="Call in from a browser: an SDP offer in, the SDP answer out (WHIP-style)",
-             responses={201: {"content": {SDP: {"schema": {"type": "string"}}}}})
+@router.post(SESSIONS_PATH, status_code=201, include_in_schema=False)
 async def create_session(svc: Svc, request: Request) -> Response:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != SDP:
         return _error(415, "10015", "Unsupported Media Type", "Send the offer as application/sdp.")
@@ -153,7 +153,7 @@ async def create_session(svc: Svc, request: Request) -> Response:
         "cache-control": "no-store"})
 
 
-@router.delete(SESSIONS_PATH + "/{session}", status_code=200, summary="Hang up a browser call")
+@router.delete(SESSIONS_PATH + "/{session}", status_code=200, include_in_schema=False)
 async def delete_session(svc: Svc, session: str) -> Response:
     if not _gateway(svc).hangup_session(session):
         return _error(404, "10005", "Resource not found", "No such WebRTC session.")
