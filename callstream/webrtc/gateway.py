@@ -18,7 +18,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCIceServer
@@ -55,7 +55,7 @@ class BrowserCall:
     session: str  # the secret in its resource's URL, which lets its page hang up
     bridge: Bridge | None = None
     timer: asyncio.TimerHandle | None = None
-    chain: list[asyncio.Task[None]] = field(default_factory=list)  # its latest job, if any
+    chain: asyncio.Task[None] | None = None  # its latest report, run in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +141,7 @@ class WebRtcGateway:
     # -- events of a leg ------------------------------------------------------------
 
     def _schedule(self, browser: BrowserCall, job: Callable[[], Awaitable[None]]) -> None:
-        before = browser.chain[-1] if browser.chain else None
-        task = asyncio.get_running_loop().create_task(_chained(before, job))
-        browser.chain[:] = [task]
+        browser.chain = asyncio.get_running_loop().create_task(_chained(browser.chain, job))
 
     def _on_dtmf(self, call_id: str, digit: str) -> None:
         browser = self.calls.get(call_id)

@@ -148,6 +148,7 @@ class WebRtcLeg:
         self._outbound = _Packetizer()
         self._silence = bytes(HUB_FRAME_BYTES)
         self._reader: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         hub.add_leg(name, HUB_RATE)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
@@ -248,8 +249,9 @@ class WebRtcLeg:
         self.closed = True
         self.track.stop()
         self.hub.close()
-        task = asyncio.get_running_loop().create_task(self.pc.close())
-        task.add_done_callback(_log_failure)
+        # Kept: a task nobody references may be collected before it has run.
+        self._closing = asyncio.get_running_loop().create_task(self.pc.close())
+        self._closing.add_done_callback(_log_failure)
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
 

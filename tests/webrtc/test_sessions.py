@@ -18,12 +18,15 @@ from tests.helpers import stored_events
 pytestmark = pytest.mark.slow
 
 MAX_LEGS = 2
+#: Long enough for every other test here to answer or hang up its calls on a busy host.
+PARK_SECS = 15
 
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with make_rig(tmp_path_factory.mktemp("webrtc-http"), (39800, 39899),
-                  {"CALLSTREAM_WEBRTC_MAX_LEGS": str(MAX_LEGS)}) as rig:
+                  {"CALLSTREAM_WEBRTC_MAX_LEGS": str(MAX_LEGS),
+                   "CALLSTREAM_SIP_PARK_TIMEOUT_SECS": str(PARK_SECS)}) as rig:
         yield rig
 
 
@@ -140,3 +143,19 @@ def test_legs_beyond_the_limit_get_503(rig: Rig, tmp_path: Path) -> None:
     for location in sessions:
         assert httpx.delete(rig.server.base_url + location).status_code == 200
     assert "webrtc_max_legs" in rig.server.log()
+
+
+def test_a_rejected_or_unanswered_browser_call_ends(rig: Rig) -> None:
+    reply = post_offer(rig, offer_sdp(), token(rig))
+    rejected = reply.headers["x-call-control-id"]
+    rig.sdk.calls.actions.reject(rejected, cause="USER_BUSY")
+    hangup = rig.hooks.wait_event("call.hangup", rejected)
+    assert (hangup.payload["hangup_cause"], hangup.payload["hangup_source"]) == (
+        "user_busy", "callee")
+    assert httpx.delete(rig.server.base_url + reply.headers["location"]).status_code == 404
+
+    reply = post_offer(rig, offer_sdp(), token(rig))
+    parked = reply.headers["x-call-control-id"]
+    hangup = rig.hooks.wait_event("call.hangup", parked, timeout=PARK_SECS + 30)
+    assert hangup.payload["hangup_cause"] == "timeout"
+    assert "sip_park_timeout_secs" in rig.server.log()
