@@ -232,6 +232,10 @@ class Settings(BaseSettings):
         None, max_length=256, description="Username for the turn: URLs in webrtc_ice_servers.")
     webrtc_ice_credential: str | None = Field(
         None, max_length=256, description="Credential for the turn: URLs in webrtc_ice_servers.")
+    webrtc_allowed_origins: list[str] = Field(
+        default_factory=list, description="Origins of pages on other sites that may call in "
+        "(CORS on /v2/webrtc/sessions), e.g. https://shop.example; \"*\" for any. Empty: "
+        "pages served from the server's own origin only.")
     webrtc_token_ttl_secs: int = Field(
         60, ge=5, le=3600, description="How long a WebRTC call token (POST /v2/webrtc/tokens) "
         "stays valid; each token places one call.")

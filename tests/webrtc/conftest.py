@@ -4,6 +4,7 @@ imported by the browser fixture, so the unit tests beside them need no browser."
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from tests.audio import resample, write_wav
 from tests.corpus import clip
 from tests.e2e.conftest import Rig, make_rig
+from tests.helpers import free_port
 
 #: In CI (`.ci/run` installs both) a missing browser or Playwright fails the run; on a
 #: developer's machine without them the browser tests are skipped.
@@ -25,6 +27,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 SPEECH = ("sense_and_sensibility_01_austen_64kb-0870", "sense_and_sensibility_01_austen_64kb-0880")
 MIC_RATE = 48000
 LEAD_IN_SECS = 6.0
+#: A page on another site (a loopback HTTP server of the test's: Chromium lets only pages
+#: it fetched from loopback reach a loopback server) that the server lets call in
+#: (webrtc_allowed_origins).
+OTHER_PORT = free_port()
+OTHER_ORIGIN = f"http://localhost:{OTHER_PORT}"
 
 
 def mic_pcm() -> bytes:
@@ -47,7 +54,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         if IN_CI:
             pytest.fail(missing)
         pytest.skip(missing)
-    with make_rig(tmp_path_factory.mktemp("webrtc"), (39600, 39799)) as rig:
+    env = {"CALLSTREAM_WEBRTC_ALLOWED_ORIGINS": json.dumps([OTHER_ORIGIN])}
+    with make_rig(tmp_path_factory.mktemp("webrtc"), (39600, 39799), env) as rig:
         yield rig
 
 

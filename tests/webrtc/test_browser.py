@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from tests.audio import read_wav, tone, write_wav
 from tests.corpus import wer
 from tests.e2e.calling import bridge, incoming, start_caller
 from tests.e2e.conftest import Rig
-from tests.webrtc.conftest import LEAD_IN_SECS, Page, mic_reference
+from tests.webrtc.conftest import LEAD_IN_SECS, OTHER_ORIGIN, OTHER_PORT, Page, mic_reference
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
 pytestmark = pytest.mark.slow
@@ -212,3 +214,41 @@ def test_the_documented_example_page_calls_and_hangs_up(rig: Rig, page: Page) ->
     page.click("#bye")
     assert rig.hooks.wait_event("call.hangup", ccid).payload["hangup_source"] == "caller"
     page.wait_for_selector("#talk:enabled")
+
+
+def test_a_page_on_an_allowed_other_origin_calls_in(rig: Rig, page: Page) -> None:
+    """CORS: a shop's page (another origin) loads the client from the server and calls."""
+    server = rig.server.base_url
+    html = f'<script src="{server}/static/callstream-webrtc.js"></script><p>shop</p>'.encode()
+
+    class Shop(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    shop = ThreadingHTTPServer(("127.0.0.1", OTHER_PORT), Shop)
+    thread = threading.Thread(target=shop.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page.goto(OTHER_ORIGIN + "/shop")
+        page.wait_for_function("window.CallstreamWebRTC !== undefined")
+        with rig.server.client() as api:
+            token = api.post("/v2/webrtc/tokens", json={"from": "shopper"}).json()["data"][
+                "token"]
+        ccid = page.evaluate("""async ([token, server]) => {
+            window.call = await CallstreamWebRTC.call({ token, server });
+            return window.call.callControlId;
+        }""", [token, server])
+        rig.hooks.wait_event("call.initiated", ccid)
+        page.evaluate("window.call.hangUp()")
+        assert rig.hooks.wait_event("call.hangup", ccid).payload["hangup_source"] == "caller"
+    finally:
+        shop.shutdown()
+        shop.server_close()
+        thread.join(10)

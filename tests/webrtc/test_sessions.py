@@ -26,7 +26,8 @@ PARK_SECS = 15
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with make_rig(tmp_path_factory.mktemp("webrtc-http"), (39800, 39899),
                   {"CALLSTREAM_WEBRTC_MAX_LEGS": str(MAX_LEGS),
-                   "CALLSTREAM_SIP_PARK_TIMEOUT_SECS": str(PARK_SECS)}) as rig:
+                   "CALLSTREAM_SIP_PARK_TIMEOUT_SECS": str(PARK_SECS),
+                   "CALLSTREAM_WEBRTC_ALLOWED_ORIGINS": '["https://shop.example"]'}) as rig:
         yield rig
 
 
@@ -159,3 +160,21 @@ def test_a_rejected_or_unanswered_browser_call_ends(rig: Rig) -> None:
     hangup = rig.hooks.wait_event("call.hangup", parked, timeout=PARK_SECS + 30)
     assert hangup.payload["hangup_cause"] == "timeout"
     assert "sip_park_timeout_secs" in rig.server.log()
+
+
+def test_cors_only_for_allowed_origins(rig: Rig) -> None:
+    url = f"{rig.server.api_url}/webrtc/sessions"
+    shop = {"origin": "https://shop.example", "access-control-request-method": "POST"}
+    preflight = httpx.options(url, headers=shop)
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    other = httpx.options(url, headers={**shop, "origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    reply = httpx.post(url, content=offer_sdp(), headers={
+        "content-type": "application/sdp", "authorization": f"Bearer {token(rig)}",
+        "origin": "https://shop.example"}, timeout=30)
+    assert reply.status_code == 201
+    assert reply.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "Location" in reply.headers["access-control-expose-headers"]
+    assert httpx.delete(rig.server.base_url + reply.headers["location"]).status_code == 200

@@ -6,6 +6,7 @@ route                                  auth                      what
 ``POST /v2/webrtc/tokens``             API key or console        a single-use token for a page
 ``POST /v2/webrtc/sessions``           token or API key          SDP offer in, SDP answer out
 ``DELETE /v2/webrtc/sessions/{id}``    the session's URL         hang up
+``OPTIONS`` on both                    none                      CORS preflight
 ``GET /static/callstream-webrtc.js``   none                      the browser client
 =====================================  ========================  ==============================
 
@@ -118,8 +119,35 @@ async def _grant(svc: Services, request: Request) -> Grant | None:
     return Grant(query.get("connection_id", "default"), names[0], names[1], 0.0)
 
 
+def _cors(svc: Services, request: Request) -> dict[str, str]:
+    """CORS headers for a page on an allowed origin (``webrtc_allowed_origins``), else none."""
+    origin = request.headers.get("origin")
+    allowed = svc.settings.webrtc_allowed_origins
+    if origin is None or not (origin in allowed or "*" in allowed):
+        return {}
+    return {"access-control-allow-origin": origin, "vary": "Origin",
+            "access-control-expose-headers": "Location, X-Call-Control-Id"}
+
+
+@router.options(SESSIONS_PATH, include_in_schema=False)
+@router.options(SESSIONS_PATH + "/{session}", include_in_schema=False)
+async def preflight(svc: Svc, request: Request) -> Response:
+    headers = _cors(svc, request)
+    if headers:
+        headers.update({"access-control-allow-methods": "POST, DELETE",
+                        "access-control-allow-headers": "authorization, content-type",
+                        "access-control-max-age": "600"})
+    return Response(status_code=204, headers=headers)
+
+
 @router.post(SESSIONS_PATH, status_code=201, include_in_schema=False)
 async def create_session(svc: Svc, request: Request) -> Response:
+    reply = await _create_session(svc, request)
+    reply.headers.update(_cors(svc, request))
+    return reply
+
+
+async def _create_session(svc: Services, request: Request) -> Response:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != SDP:
         return _error(415, "10015", "Unsupported Media Type", "Send the offer as application/sdp.")
     grant = await _grant(svc, request)
@@ -154,10 +182,13 @@ async def create_session(svc: Svc, request: Request) -> Response:
 
 
 @router.delete(SESSIONS_PATH + "/{session}", status_code=200, include_in_schema=False)
-async def delete_session(svc: Svc, session: str) -> Response:
+async def delete_session(svc: Svc, session: str, request: Request) -> Response:
     if not _gateway(svc).hangup_session(session):
-        return _error(404, "10005", "Resource not found", "No such WebRTC session.")
-    return Response(status_code=200)
+        reply = _error(404, "10005", "Resource not found", "No such WebRTC session.")
+    else:
+        reply = Response(status_code=200)
+    reply.headers.update(_cors(svc, request))
+    return reply
 
 
 @router.get("/static/callstream-webrtc.js", include_in_schema=False)
