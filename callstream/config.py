@@ -238,6 +238,25 @@ class Settings(BaseSettings):
         300, ge=10, le=86400,
         description="How long the one-time login link printed at start stays valid.")
 
+    # Calls from browsers (docs/webrtc.md).
+    webrtc_max_legs: int = Field(
+        50, ge=0, le=10_000, description="Concurrent WebRTC (browser) legs; an offer beyond "
+        "them gets 503. 0 turns WebRTC calls off.")
+    webrtc_ice_servers: list[str] = Field(
+        default_factory=list, description="STUN/TURN URLs for browser legs (stun:host:port, "
+        "turn:host:port?transport=udp); none are needed on loopback or a LAN.")
+    webrtc_ice_username: str | None = Field(
+        None, max_length=256, description="Username for the turn: URLs in webrtc_ice_servers.")
+    webrtc_ice_credential: str | None = Field(
+        None, max_length=256, description="Credential for the turn: URLs in webrtc_ice_servers.")
+    webrtc_allowed_origins: list[str] = Field(
+        default_factory=list, description="Origins of pages on other sites that may call in "
+        "(CORS on /v2/webrtc/sessions), e.g. https://shop.example; \"*\" for any. Empty: "
+        "pages served from the server's own origin only.")
+    webrtc_token_ttl_secs: int = Field(
+        60, ge=5, le=3600, description="How long a WebRTC call token (POST /v2/webrtc/tokens) "
+        "stays valid; each token places one call.")
+
     account_id: str = Field(
         "00000000-0000-4000-8000-000000000000", description="Reported as user_id/account_sid."
     )
@@ -246,6 +265,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_address(cls, value: str) -> str:
         split_host_port(value, what="address")
+        return value
+
+    @field_validator("webrtc_ice_servers")
+    @classmethod
+    def _check_ice_servers(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if url.partition(":")[0] not in ("stun", "stuns", "turn", "turns"):
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
         return value
 
     @field_validator("sip_allowed_networks")

@@ -50,6 +50,7 @@ from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.probe import probe_webhook_url
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
+from callstream.webrtc.gateway import WebRtcGateway
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Server:
         self.outbound = settings.outbound_policy  # built once
         self.switch: Switch | None = None
         self._switch_running = False
+        self.webrtc: WebRtcGateway | None = None
         self.streams: StreamManager | None = None
         self.forks: ForkManager | None = None
         self.transcriptions: TranscriptionManager | None = None
@@ -166,7 +168,7 @@ class Server:
         services = Services(
             settings=settings, store=self.store, calls=calls,
             outbound=self.outbound, webhooks=self.webhooks, streams=self.streams,
-            forks=self.forks, transcriptions=self.transcriptions,
+            forks=self.forks, transcriptions=self.transcriptions, webrtc=self.webrtc,
             console_sessions=console_sessions, console_feed=self.console)
         host, port = settings.http_host_port
         config = uvicorn.Config(
@@ -244,7 +246,9 @@ class Server:
             outbound=self.outbound)
         self.forks = ForkManager(calls, outbound=self.outbound)
         self.transcriptions = TranscriptionManager(calls, settings)
-        return CallParts(self.switch, (self.streams, self.forks, self.transcriptions))
+        # Browser calls run beside the switch's; every other command goes on to it.
+        self.webrtc = WebRtcGateway(settings, calls, self.switch)
+        return CallParts(self.webrtc, (self.streams, self.forks, self.transcriptions))
 
     async def stop(self) -> None:
         if self._checks is not None:
@@ -254,6 +258,8 @@ class Server:
             deadline = asyncio.get_running_loop().time() + HANGUP_GRACE_SECS
             while self.calls.calls and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        if self.webrtc is not None:
+            await self.webrtc.stop()
         if self.switch is not None and self._switch_running:
             await self.switch.stop()
         if self.console is not None:

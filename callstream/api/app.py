@@ -28,6 +28,7 @@ from callstream.api.routes import (
     texml,
     transcription,
     webhook_deliveries,
+    webrtc,
 )
 from callstream.api.schemas.errors import ERROR_RESPONSES
 from callstream.api.services import Services
@@ -73,6 +74,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(forking.router)
     app.include_router(transcription.router)
     app.include_router(webhook_deliveries.router)
+    app.include_router(webrtc.router)
     if services.console_sessions is not None:
         app.include_router(console.router)
     checker = KeyChecker(services.store)

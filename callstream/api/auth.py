@@ -31,8 +31,11 @@ from callstream.store.records import ApiKey
 from callstream.timefmt import iso_now
 
 KEY_PREFIX = "KEY"
-#: Reachable without a key: health and, with the console on, its page, assets and sign-in.
-PUBLIC_PATHS = frozenset({"/healthz"})
+#: Reachable without a key: health, the WebRTC client script and, with the console on,
+#: its page, assets and sign-in.
+PUBLIC_PATHS = frozenset({"/healthz", "/static/callstream-webrtc.js"})
+#: Routes that check their own credentials (a page's WebRTC token: api/routes/webrtc.py).
+SELF_CHECKED_PREFIXES = ("/v2/webrtc/sessions",)
 CONSOLE_PUBLIC_PATHS = frozenset({"/", "/console", "/console/login"})
 CONSOLE_PUBLIC_PREFIXES = ("/console/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -109,7 +112,8 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in PUBLIC_PATHS or (
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(
+            SELF_CHECKED_PREFIXES) or (
             self.sessions is not None
             and (path in CONSOLE_PUBLIC_PATHS or path.startswith(CONSOLE_PUBLIC_PREFIXES))
         ):

@@ -20,6 +20,7 @@ from callstream.store.sql import SqlStore
 from callstream.streaming.manager import StreamManager
 from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.worker import WebhookWorker
+from callstream.webrtc.gateway import WebRtcGateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class Services:
     streams: StreamManager | None = None
     forks: ForkManager | None = None
     transcriptions: TranscriptionManager | None = None
+    webrtc: WebRtcGateway | None = None
     #: The console (None: off, docs/console.md).
     console_sessions: ConsoleSessions | None = None
     console_feed: ConsoleFeed | None = None

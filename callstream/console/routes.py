@@ -43,6 +43,7 @@ router = APIRouter(include_in_schema=False)
 STATIC_FILES = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "softphone.js": "text/javascript; charset=utf-8",
 }
 #: The most an API key pasted into the form may be (ours are 46 characters).
 MAX_KEY_LENGTH = 256

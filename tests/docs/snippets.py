@@ -30,7 +30,7 @@ KINDS: dict[str, str] = {
     "python": "python", "py": "python",
     "js": "js", "javascript": "js", "node": "js",
     "json": "json", "toml": "toml",
-    "text": "sample", "http": "sample", "xml": "sample", "ini": "sample",
+    "text": "sample", "http": "sample", "xml": "sample", "ini": "sample", "html": "sample",
 }
 RUNNABLE = frozenset({"shell", "python", "js"})
 

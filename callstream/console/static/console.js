@@ -278,6 +278,13 @@ function onWebhook(event) {
   if (event.event_type === "call.transcription") onTranscript(call, payload.transcription_data || {});
 }
 
+// The softphone's own call reads as "you" (inbound: what it sends) and "heard".
+function trackName(call, track) {
+  const mine = window.phone && window.phone.call && window.phone.call.callControlId === call;
+  if (!mine) return track;
+  return track === "inbound" ? "you" : track === "outbound" ? "heard" : track;
+}
+
 function onTranscript(call, data) {
   const key = `${call}/${data.transcription_track || ""}`;
   let line = state.interim.get(key);
@@ -286,7 +293,7 @@ function onTranscript(call, data) {
     prepend($("transcript"), line);
   }
   line.replaceChildren(el("code", {}, short(call)), " ",
-    el("span", { class: "track" }, data.transcription_track || ""), " ",
+    el("span", { class: "track" }, trackName(call, data.transcription_track || "")), " ",
     el("span", { class: "text" }, data.transcript || ""));
   if (data.is_final) {
     line.className = "final";
