@@ -18,8 +18,13 @@ worker already has enough lanes for), so one receiver's backlog — a hung one's
 **Leases.** ``lease_owner``/``lease_until`` mark rows a worker holds. A worker renews its
 leases while it runs and clears them when it settles a row; a worker that dies leaves
 leases that expire, or that the next start clears (:meth:`Outbox.release_leases`; with
-SQLite one process owns the file, so it clears all). On PostgreSQL the claim also locks
-with ``FOR UPDATE SKIP LOCKED`` so two nodes never lease the same rows.
+SQLite one process owns the file, so it clears all; on PostgreSQL a node clears its own,
+named by its stable node id).
+
+**Several nodes (PostgreSQL).** Any node claims any call's events. The claim locks with
+``FOR UPDATE SKIP LOCKED`` both the heads it picks and the rows it leases, so two nodes
+claiming at once never take the same call: the per-call order holds across nodes as it
+does across one node's lanes. (SQLite has one writer, so claims never overlap there.)
 
 **Batching.** Workers settle many rows per transaction (:meth:`Outbox.settle`): one
 executemany UPDATE for the outbox and one INSERT for the attempt log.
@@ -526,8 +531,15 @@ def _claim_statement(*, postgres: bool) -> Any:
         )
         .order_by(h.c.seq)
         .limit(bindparam("c_scan", type_=Integer()))
-        .subquery("due")
     )
+    if postgres:
+        # The head row is a call's token: a claim takes a call only with its head locked,
+        # so two nodes' concurrent claims never both take one call. Without it, a claim
+        # whose snapshot predates another node's could take the rows past the other's
+        # bound (max_events) while the other sends the earlier ones. A head that another
+        # claim holds is skipped; one that it has just leased fails the re-check.
+        due = due.with_for_update(of=h, skip_locked=True)
+    due = due.subquery("due")
     ranked = select(
         due.c.ordering_key,
         due.c.seq,

@@ -61,6 +61,9 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+#: The PostgreSQL advisory lock that serialises migrations ("csmigr" in ASCII).
+MIGRATION_LOCK_KEY = 0x63736D69677200
+
 #: The one PostgreSQL driver callstream runs on (an async one; see docs/cluster.md).
 POSTGRES_DRIVER = "postgresql+asyncpg"
 
@@ -162,6 +165,11 @@ class SqlStore:
         if words is None:
             raise StoreUnavailable(f"unsupported database dialect {dialect!r}")
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Nodes starting together migrate one at a time (SQLite: one node per
+                # file); the lock ends with the transaction.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATION_LOCK_KEY})
             await conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)"))
             current = (await conn.execute(select(t.schema_version.c.version))).scalar()
             if current is None:
