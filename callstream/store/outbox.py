@@ -520,7 +520,7 @@ def _claim_statement(*, postgres: bool) -> Any:
     url = func.coalesce(h.c.url, "")
     # The oldest due heads first, bounded, so the scan stops early as a plain LIMIT does;
     # then at most c_per_url of them per URL.
-    due = (
+    due_rows = (
         select(h.c.ordering_key, h.c.seq, url.label("url"))
         .where(
             h.c.status == _PENDING,
@@ -538,8 +538,8 @@ def _claim_statement(*, postgres: bool) -> Any:
         # whose snapshot predates another node's could take the rows past the other's
         # bound (max_events) while the other sends the earlier ones. A head that another
         # claim holds is skipped; one that it has just leased fails the re-check.
-        due = due.with_for_update(of=h, skip_locked=True)
-    due = due.subquery("due")
+        due_rows = due_rows.with_for_update(of=h, skip_locked=True)
+    due = due_rows.subquery("due")
     ranked = select(
         due.c.ordering_key,
         due.c.seq,
