@@ -71,15 +71,16 @@ def serve(
     cause), stream, fork, transcription and failed webhook attempt (docs/logging.md).
     """
     from callstream.listening import ListenError
+    from callstream.node_id import InvalidNodeId
     from callstream.server import run_server
-    from callstream.store.exceptions import StoreInUse
+    from callstream.store.exceptions import StoreUnavailable
 
     settings = _settings(config, data_dir=data_dir, http=http, sip=sip, log_format=log_format,
                          log_level=log_level.lower() if log_level else None)
     setup_logging(settings.log_format, settings.log_level)
     try:
         run_server(settings)
-    except StoreInUse as exc:
+    except (StoreUnavailable, InvalidNodeId) as exc:
         typer.echo(f"callstream: {exc}", err=True)
         raise typer.Exit(1) from exc
     except ListenError as exc:

@@ -125,7 +125,7 @@ class ServerProcess:
 @contextmanager
 def running_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = cli("keys", "create", data_dir=data_dir).strip()
+    key = cli("keys", "create", data_dir=data_dir, env=env).strip()
     server = ServerProcess(data_dir, free_port(), free_udp_tcp_port(), key, env=env or {})
     server.start()
     try:

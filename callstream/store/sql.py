@@ -139,10 +139,11 @@ class SqlStore:
         self._engine = engine
         try:
             await self._migrate()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # OSError: asyncpg could not connect
             await engine.dispose()
             self._engine = None
-            raise StoreUnavailable(f"cannot open database {self.url}: {exc}") from exc
+            shown = make_url(self.url).render_as_string(hide_password=True)
+            raise StoreUnavailable(f"cannot open database {shown}: {exc}") from exc
         if self._checkpointer is not None:
             self._checkpointer.start()
             assert database is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -17,7 +18,7 @@ import pytest
 from sqlalchemy import select, text
 
 from callstream.store import schema as t
-from callstream.store.exceptions import CommandAlreadyDone
+from callstream.store.exceptions import CommandAlreadyDone, StoreUnavailable
 from callstream.store.migrations import LATEST_VERSION
 from callstream.store.outbox import Outbox, Settlement
 from callstream.store.records import Change, IdempotencyRecord, OutboxStatus, Receipt
@@ -159,3 +160,13 @@ def test_postgresql_urls_mean_asyncpg() -> None:
     assert engine_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
     with pytest.raises(Exception, match="psycopg2"):
         engine_url("postgresql+psycopg2://u@h/db")
+
+
+async def test_an_unreachable_database_is_a_precise_error_without_the_password() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        store = SqlStore(f"postgresql://callstream:secret@127.0.0.1:{port}/none")
+        with pytest.raises(StoreUnavailable, match=f"cannot open database .*:{port}/none") as e:
+            await store.open()
+    assert "secret" not in str(e.value)
