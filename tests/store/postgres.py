@@ -61,8 +61,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_postgres() -> tuple[PostgresServer, list[str]]:
-    """Start a cluster; returns it and the command that stops it."""
+def start_postgres(*, durable: bool = False) -> tuple[PostgresServer, list[str]]:
+    """Start a cluster; returns it and the command that stops it.
+
+    Tests run it without fsync (a lost test database costs nothing); ``durable`` keeps
+    PostgreSQL's defaults, for benchmarks.
+    """
     if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
         pytest.fail(
             f"PostgreSQL 15 binaries not found in {PG_BIN}: install Debian's postgresql "
@@ -79,8 +83,9 @@ def start_postgres() -> tuple[PostgresServer, list[str]]:
          "--encoding=UTF8", "--no-sync"],
         check=True, capture_output=True, timeout=START_TIMEOUT_SECS)
     port = _free_port()
-    options = (f"-h 127.0.0.1 -p {port} -k {directory} -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    options = f"-h 127.0.0.1 -p {port} -k {directory} -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(
         [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options,
          "-l", str(directory / "postgres.log"), "-w", "-t", str(START_TIMEOUT_SECS), "start"],
