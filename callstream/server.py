@@ -36,8 +36,8 @@ from callstream.forking.manager import ForkManager
 from callstream.listening import ListenError, bind_tcp
 from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
 from callstream.node_id import node_identity
-from callstream.store.exceptions import StoreError
-from callstream.store.node_lock import NodeLock
+from callstream.store.exceptions import StoreError, StoreInUse
+from callstream.store.node_lock import NodeIdLock, NodeLock
 from callstream.store.outbox import Outbox
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
@@ -105,6 +105,7 @@ class Server:
         self.settings = settings
         self.store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
         self.node_lock = NodeLock.for_database(settings.effective_database_url)
+        self.node_id_lock: NodeIdLock | None = None  # a shared (PostgreSQL) store's
         #: Set at start (callstream.node_id): the owner of this node's calls and leases.
         self.node_id: str | None = None
         self.webhooks: WebhookWorker | None = None
@@ -135,6 +136,9 @@ class Server:
         http_host, http_port = settings.http_host_port
         self._http_sockets = bind_tcp("HTTP", http_host, http_port)
         await self.store.open()
+        if not self.store.is_sqlite:
+            self.node_id_lock = NodeIdLock(node_id)
+            await self.node_id_lock.acquire(self.store.engine)
         default_app = await ensure_default_application(self.store, settings)
         signer = load_signer(settings)
         self.webhooks = WebhookWorker(self.store, settings, signer, worker_id=node_id)
@@ -260,6 +264,8 @@ class Server:
             sock.close()
         if self.webhooks is not None:
             await self.webhooks.stop()
+        if self.node_id_lock is not None:
+            await self.node_id_lock.release()
         await self.store.close()
         if self.node_lock is not None:
             self.node_lock.release()
@@ -275,8 +281,8 @@ class Server:
         try:
             try:
                 await self.start()
-            except ListenError:
-                await self.stop()  # what started before the port that failed
+            except (ListenError, StoreInUse):
+                await self.stop()  # what started before the port or lock that failed
                 raise
             assert self.http is not None
             ticker = asyncio.create_task(self.http.main_loop())

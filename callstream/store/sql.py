@@ -5,8 +5,10 @@ one database, docs/cluster.md) share this code; only the migration DDL words and
 connection set-up differ, and what is SQLite's alone (PRAGMAs, inline statements, the
 stdlib key reader, the node lock) is set up for SQLite only. Writes of one process go
 through one asyncio lock: SQLite allows one writer, so they would otherwise pile up on
-``SQLITE_BUSY``, and on PostgreSQL it keeps one process's transactions (a lease renewal,
-a settle) from waiting on each other's row locks.
+``SQLITE_BUSY``. On PostgreSQL the outbox's lease writes keep that lock (a lease renewal
+and a settle of one worker lock the same rows in different orders), while
+:meth:`SqlStore.commit` runs concurrently: a commit waiting for the database's fsync must
+not hold up the next call's.
 
 **Idempotency across nodes.** A command's answer is inserted first in its change's
 transaction, and only if its ``(call_control_id, command_id)`` has none: the primary key
@@ -190,9 +192,13 @@ class SqlStore:
                 log.info("store migrated to schema version %d", version)
 
     @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction; errors become :class:`StoreError`."""
-        async with self._write_lock:
+    async def writing(self, *, exclusive: bool = True) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; errors become :class:`StoreError`.
+
+        ``exclusive=False`` (PostgreSQL only) skips the process's write lock, for
+        transactions that lock rows in one order and so cannot deadlock with the others.
+        """
+        async with self._write_lock if exclusive or self.is_sqlite else contextlib.nullcontext():
             try:
                 async with self.engine.begin() as conn:
                     yield conn
@@ -233,12 +239,14 @@ class SqlStore:
         if not change:
             return
         now = self._clock()
-        async with self.writing() as conn:
+        # Concurrent on PostgreSQL (API requests, call events): rows are locked in key
+        # order, and new outbox rows lock nothing another transaction holds.
+        async with self.writing(exclusive=False) as conn:
             for rec in change.idempotency:  # first: a duplicate rolls back the rest unwritten
                 await self._insert_answer(conn, rec)
-            for call in change.calls:
+            for call in sorted(change.calls, key=lambda c: c.call_control_id):
                 await conn.execute(*self._upsert(t.calls, _call_row(call), ["call_control_id"]))
-            for res in change.resources:
+            for res in sorted(change.resources, key=lambda r: r.id):
                 await conn.execute(
                     *self._upsert(
                         t.call_resources,

@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import select, text
 
 from callstream.store import schema as t
-from callstream.store.exceptions import CommandAlreadyDone, StoreUnavailable
+from callstream.store.exceptions import CommandAlreadyDone, StoreInUse, StoreUnavailable
 from callstream.store.migrations import LATEST_VERSION
+from callstream.store.node_lock import NodeIdLock
 from callstream.store.outbox import Outbox, Settlement
 from callstream.store.records import Change, IdempotencyRecord, OutboxStatus, Receipt
 from callstream.store.sql import SqlStore, engine_url
@@ -170,3 +171,18 @@ async def test_an_unreachable_database_is_a_precise_error_without_the_password()
         with pytest.raises(StoreUnavailable, match=f"cannot open database .*:{port}/none") as e:
             await store.open()
     assert "secret" not in str(e.value)
+
+
+async def test_one_node_id_runs_in_one_process_at_a_time(
+    two_nodes: tuple[SqlStore, SqlStore],
+) -> None:
+    a, b = two_nodes
+    first, same, other = NodeIdLock("node-a"), NodeIdLock("node-a"), NodeIdLock("node-b")
+    await first.acquire(a.engine)
+    with pytest.raises(StoreInUse, match="'node-a' is in use"):
+        await same.acquire(b.engine)
+    await other.acquire(b.engine)
+    await first.release()  # as a process's exit does
+    await same.acquire(b.engine)
+    await same.release()
+    await other.release()
