@@ -3,7 +3,8 @@
 Each node takes a call (``callstream call``), records itself as its owner, and its
 webhooks reach the receiver in order. Node A is killed with SIGKILL mid-call and
 restarted under the same node id: it ends its own orphaned call (one ``call.hangup``) and
-leaves node B's live call alone; every event is delivered exactly once.
+leaves node B's live call alone; a second process under node A's id is refused; every
+event is delivered exactly once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from callstream.store import schema as t
 from callstream.store.sql import SqlStore
 from tests.e2e.calling import CallerProcess, start_caller
-from tests.helpers import ServerProcess, running_server
+from tests.helpers import ServerProcess, free_port, free_udp_tcp_port, running_server
 from tests.receiver import Receiver, webhook_receiver
 from tests.store.postgres import PostgresServer
 
@@ -95,6 +96,16 @@ def test_two_nodes_share_one_postgresql(
             # One store: either node reads the other's call.
             with a.client() as api:
                 assert api.get(f"/v2/calls/{call_b}").json()["data"]["is_alive"] is True
+
+            # A second process as node-a is refused: it would end node-a's live call.
+            twin = ServerProcess(tmp_path / "twin", free_port(), free_udp_tcp_port(), "",
+                                 env={"CALLSTREAM_DATABASE_URL": url,
+                                      "CALLSTREAM_NODE_ID": "node-a"})
+            (tmp_path / "twin").mkdir()
+            with pytest.raises(RuntimeError, match="server exited 1"):
+                twin.start()
+            assert "node id 'node-a' is in use" in twin.log()
+            assert _owners(url)[call_a] == ("node-a", True)
 
             # Node A dies mid-call; restarted under its id, it ends its own orphan only.
             assert a.stop(signal.SIGKILL) == -signal.SIGKILL
