@@ -92,13 +92,18 @@ def serve(
 @app.command("config")
 def show_config(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Print the effective settings (secrets masked) as JSON."""
+    from sqlalchemy.engine import make_url
+
     settings = _settings(config, data_dir=data_dir)
     values = settings.model_dump(mode="json")
     for secret in ("trunk_password", "webhook_signing_seed", "webhook_standard_secret",
                    "sip_auth_password"):
         if values.get(secret):
             values[secret] = "***"
-    values["effective_database_url"] = settings.effective_database_url
+    shown = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+    if values.get("database_url"):
+        values["database_url"] = shown
+    values["effective_database_url"] = shown
     typer.echo(json.dumps(values, indent=2))
 
 
