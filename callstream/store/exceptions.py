@@ -2,7 +2,7 @@
 
 StoreError
  ├── StoreUnavailable   the database could not be opened or reached
- │    └── StoreInUse    another node serves this store (SQLite)
+ │    └── StoreInUse    another process serves this store (SQLite) or node id (PostgreSQL)
  ├── SchemaTooNew       the database was written by a newer callstream
  └── CommandAlreadyDone a command_id's answer was stored first (by another node)
 """
