@@ -32,8 +32,9 @@ executemany UPDATE for the outbox and one INSERT for the attempt log.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Row
@@ -64,6 +66,8 @@ from callstream.store.sql import SqlStore
 #: Written as a literal, not a bound parameter, so the planners match it to the partial
 #: indexes ``... WHERE status = 'pending'`` (SQLite never matches a parameter there).
 _PENDING: ColumnElement[str] = literal_column("'pending'", String())
+
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 _o = t.webhook_outbox
 _a = t.webhook_attempts
@@ -250,6 +254,22 @@ class Outbox:
 
     # -- the delivery worker ----------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _delivery_write(self) -> AsyncIterator[AsyncConnection]:
+        """A delivery worker's transaction (claim, renew, settle).
+
+        On PostgreSQL it commits without waiting for the WAL flush (``synchronous_commit``
+        off for this transaction only): a database crash can then forget the last
+        fraction of a second of leases, which lapse anyway, and of verdicts, whose events
+        are then sent again: never lost, possibly repeated, as any crash of a worker
+        between a 2xx and its settle already allows. Events themselves are committed
+        durably, with the change that caused them. SQLite commits in WAL without an fsync.
+        """
+        async with self.store.writing() as conn:
+            if self._is_postgres:
+                await conn.execute(_ASYNC_COMMIT)
+            yield conn
+
     async def release_leases(self, owner: str | None = None) -> int:
         """Clear leases left by a dead worker: ``owner``'s, or every one when ``None``."""
         stmt = update(_o).where(_o.c.status == _PENDING, _o.c.lease_owner.is_not(None))
@@ -282,13 +302,13 @@ class Outbox:
             The leased rows in ``seq`` order (at most ``max_events``). A key's rows are a
             prefix of its pending events, so sending them in order keeps the call's order.
         """
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             return await self._claim(conn, owner, now, lease_secs, max_keys, max_events,
                                      per_url, skip_urls)
 
     async def renew_leases(self, owner: str, until: float) -> int:
         """Extend every lease ``owner`` holds."""
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             result = await conn.execute(
                 update(_o)
                 .where(_o.c.status == _PENDING, _o.c.lease_owner == owner)
@@ -311,7 +331,7 @@ class Outbox:
         """
         if not (settlements or attempts or releases):
             return
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             await _settle(conn, owner, now, settlements, attempts, releases)
 
     async def settle_and_claim(
@@ -335,7 +355,7 @@ class Outbox:
         """
         if not (settlements or attempts or releases or max_keys > 0):
             return []
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             await _settle(conn, owner, now, settlements, attempts, releases)
             if max_keys <= 0:
                 return []
