@@ -5,6 +5,11 @@ the :class:`~callstream.webhooks.worker.WebhookWorker` claiming, signing (Ed2551
 POSTing over keep-alive connections and writing verdicts — against a minimal HTTP/1.1
 receiver in a separate process on 127.0.0.1 (so the receiver's CPU is not the worker's).
 
+By default the store is a SQLite file in a temporary directory; ``--database-url`` runs
+the same on PostgreSQL (give it an empty database: the bench fills its outbox), and
+``--nodes N`` there runs N stores and workers on it at once, as N nodes would (in this one
+process, so they share its CPU: the figure is the database's, not N machines').
+
 Two phases:
 
 * **backlog**: N events for C calls are committed first, then the worker starts; the
@@ -17,6 +22,7 @@ Usage::
 
     python bench/webhooks.py                       # defaults below
     python bench/webhooks.py --rate 1000 --duration 5 --json bench/results/webhooks.json
+    python bench/webhooks.py --database-url postgresql://callstream@127.0.0.1/bench --nodes 2
 
 Not part of the test suite.
 """
@@ -175,18 +181,24 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, object]:
             webhook_max_connections_per_destination=args.per_destination,
             webhook_retry_delays=[0.5, 1.0],
         )
-        store = SqlStore(settings.effective_database_url)
-        await store.open()
+        stores = [SqlStore(args.database_url or settings.effective_database_url)
+                  for _ in range(args.nodes)]
+        for one in stores:
+            await one.open()
+        store = stores[0]
         signer = WebhookSigner(os.urandom(32))
-        worker = WebhookWorker(
-            store, settings, signer, WebhookMetrics(CollectorRegistry())
-        )
+        workers = [
+            WebhookWorker(one, settings, signer, WebhookMetrics(CollectorRegistry()),
+                          worker_id=f"bench-node-{n}")
+            for n, one in enumerate(stores)
+        ]
         # Backlog phase.
         events = _events(url, keys, args.events, rng)
         for i in range(0, len(events), 500):
             await store.commit(Change(events=events[i : i + 500]))
         t0 = time.perf_counter()
-        await worker.start()
+        for worker in workers:
+            await worker.start()
         await _wait_drained(store, time.monotonic() + 120)
         backlog_secs = time.perf_counter() - t0
         backlog_rate = args.events / backlog_secs
@@ -201,9 +213,9 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         next_tick = start
         commits: set[asyncio.Task[None]] = set()
 
-        async def commit(batch: list[OutboxEvent]) -> None:
-            await store.commit(Change(events=batch))
-            worker.wake()
+        async def commit(batch: list[OutboxEvent], node: int) -> None:
+            await stores[node].commit(Change(events=batch))
+            workers[node].wake()
 
         # Commits are concurrent, like API requests: a slow one does not hold back the next.
         while time.perf_counter() - start < args.duration:
@@ -211,7 +223,8 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, object]:
             n = int(carry)
             carry -= n
             if n:
-                task = asyncio.create_task(commit(_events(url, keys, n, rng)))
+                task = asyncio.create_task(commit(_events(url, keys, n, rng),
+                                                  sent % args.nodes))
                 commits.add(task)
                 task.add_done_callback(commits.discard)
                 sent += n
@@ -221,9 +234,13 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, object]:
         produce_secs = time.perf_counter() - start
         await _wait_drained(store, time.monotonic() + 60)
         lat = await _latencies(store, since)
-        await worker.stop()
-        await store.close()
+        for worker in workers:
+            await worker.stop()
+        for one in stores:
+            await one.close()
     return {
+        "backend": "postgresql" if args.database_url else "sqlite",
+        "nodes": args.nodes,
         "backlog_events": args.events,
         "calls": args.calls,
         "connections": args.connections,
@@ -247,9 +264,15 @@ def main() -> None:
                         help="connections to the one receiver (the setting's default)")
     parser.add_argument("--rate", type=int, default=2000, help="steady events/s")
     parser.add_argument("--duration", type=float, default=10.0, help="steady seconds")
+    parser.add_argument("--database-url", default=None,
+                        help="an empty PostgreSQL database (default: a temporary SQLite file)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="stores and workers sharing the database (PostgreSQL only)")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     parser.add_argument("--receiver", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.nodes > 1 and not args.database_url:
+        parser.error("--nodes > 1 needs --database-url: one node per SQLite file")
     if args.receiver:
         receiver_main(args.receiver)
         return

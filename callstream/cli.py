@@ -73,15 +73,16 @@ def serve(
     cause), stream, fork, transcription and failed webhook attempt (docs/logging.md).
     """
     from callstream.listening import ListenError
+    from callstream.node_id import InvalidNodeId
     from callstream.server import run_server
-    from callstream.store.exceptions import StoreInUse
+    from callstream.store.exceptions import StoreUnavailable
 
     settings = _settings(config, data_dir=data_dir, http=http, sip=sip, log_format=log_format,
                          log_level=log_level.lower() if log_level else None)
     setup_logging(settings.log_format, settings.log_level)
     try:
         run_server(settings)
-    except StoreInUse as exc:
+    except (StoreUnavailable, InvalidNodeId) as exc:
         typer.echo(f"callstream: {exc}", err=True)
         raise typer.Exit(1) from exc
     except ListenError as exc:
@@ -136,13 +137,18 @@ def drain(
 @app.command("config")
 def show_config(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Print the effective settings (secrets masked) as JSON."""
+    from sqlalchemy.engine import make_url
+
     settings = _settings(config, data_dir=data_dir)
     values = settings.model_dump(mode="json")
     for secret in ("trunk_password", "webhook_signing_seed", "webhook_standard_secret",
                    "sip_auth_password"):
         if values.get(secret):
             values[secret] = "***"
-    values["effective_database_url"] = settings.effective_database_url
+    shown = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+    if values.get("database_url"):
+        values["database_url"] = shown
+    values["effective_database_url"] = shown
     typer.echo(json.dumps(values, indent=2))
 
 

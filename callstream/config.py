@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callstream.node_id import NODE_ID_PATTERN
 from callstream.outbound.policy import (
     DEFAULT_ALLOW,
     DEFAULT_DENY,
@@ -53,8 +54,13 @@ class Settings(BaseSettings):
     http: str = Field("127.0.0.1:8080", description="HTTP API listen address HOST:PORT.")
     sip: str = Field("127.0.0.1:5060", description="SIP listen address (UDP and TCP) HOST:PORT.")
     database_url: str | None = Field(
-        None, description="SQLAlchemy async URL; default is SQLite in the data dir."
+        None, description="postgresql://USER@HOST/DB (several nodes share it; "
+        "docs/cluster.md) or an SQLAlchemy async URL; default is SQLite in the data dir."
     )
+    node_id: str | None = Field(
+        None, pattern=NODE_ID_PATTERN, description="This node's name, recorded on the calls "
+        "it owns and on its webhook leases; default: generated once and kept in the data "
+        "dir's node-id file.")
     sqlite_inline: bool = Field(
         True, description="Run SQLite statements on the event loop (fast; see "
         "store/inline_sqlite.py) rather than in aiosqlite's thread.")

@@ -38,8 +38,9 @@ from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
 from callstream.listening import ListenError, bind_tcp
 from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
-from callstream.store.exceptions import StoreError
-from callstream.store.node_lock import NodeLock
+from callstream.node_id import node_identity
+from callstream.store.exceptions import StoreError, StoreInUse
+from callstream.store.node_lock import NodeIdLock, NodeLock
 from callstream.store.outbox import Outbox
 from callstream.store.records import DEFAULT_APP_ID, Application
 from callstream.store.sql import SqlStore
@@ -110,9 +111,9 @@ class Server:
         self.settings = settings
         self.store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
         self.node_lock = NodeLock.for_database(settings.effective_database_url)
-        # Recorded on each call row for operators; no decision reads it while one store
-        # serves one node (see CallControl.close_orphans).
-        self.owner = f"{socket.gethostname()}:{settings.sip}"
+        self.node_id_lock: NodeIdLock | None = None  # a shared (PostgreSQL) store's
+        #: Set at start (callstream.node_id): the owner of this node's calls and leases.
+        self.node_id: str | None = None
         self.webhooks: WebhookWorker | None = None
         self.calls: CallControl | None = None
         self.http: uvicorn.Server | None = None
@@ -136,24 +137,30 @@ class Server:
             settings.http_max_connections + settings.sip_tcp_max_connections,
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        node_id = self.node_id = node_identity(settings.node_id, settings.data_dir)
         if self.node_lock is not None:
             self.node_lock.acquire()
         # HTTP's port first: a port someone holds fails the start before anything opens.
         http_host, http_port = settings.http_host_port
         self._http_sockets = bind_tcp("HTTP", http_host, http_port)
         await self.store.open()
+        if not self.store.is_sqlite:
+            self.node_id_lock = NodeIdLock(node_id)
+            await self.node_id_lock.acquire(self.store.engine)
         default_app = await ensure_default_application(self.store, settings)
         signer = load_signer(settings)
-        self.webhooks = WebhookWorker(self.store, settings, signer)
+        self.webhooks = WebhookWorker(self.store, settings, signer, worker_id=node_id)
         calls = self.calls = CallControl(
-            self.store, self._call_parts, owner=self.owner, receipts=ApiReceipts(),
+            self.store, self._call_parts, owner=node_id, receipts=ApiReceipts(),
             trunk_uri=settings.trunk_uri, wake_webhooks=self.webhooks.wake)
         ACTIVE_CALLS.set_function(lambda: len(calls.calls))
         CALL_LOCKS.set_function(lambda: len(calls.call_locks) + len(calls.dial_locks))
-        orphans = await calls.close_orphans()
+        # SQLite: one node per store (the node lock), so every live call is an orphan.
+        # PostgreSQL: other nodes' live calls are theirs; only this node's are orphans.
+        orphans = await calls.close_orphans(only_own=not self.store.is_sqlite)
         if orphans:
-            log.warning("%d calls were alive when the last process on this store died; "
-                        "ended them (call.hangup sent)", orphans)
+            log.warning("%d calls of node %s were alive when its last process died; "
+                        "ended them (call.hangup sent)", orphans, node_id)
         await self.webhooks.start()
         assert self.switch is not None  # built with calls
         await self.switch.start()
@@ -271,6 +278,8 @@ class Server:
             sock.close()
         if self.webhooks is not None:
             await self.webhooks.stop()
+        if self.node_id_lock is not None:
+            await self.node_id_lock.release()
         await self.store.close()
         if self.node_lock is not None:
             self.node_lock.release()
@@ -314,8 +323,8 @@ class Server:
         try:
             try:
                 await self.start()
-            except ListenError:
-                await self.stop()  # what started before the port that failed
+            except (ListenError, StoreInUse):
+                await self.stop()  # what started before the port or lock that failed
                 raise
             assert self.http is not None
             ticker = asyncio.create_task(self.http.main_loop())

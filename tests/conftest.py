@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ServerProcess, running_server
+from tests.store.postgres import postgres  # noqa: F401 - the session's private PostgreSQL
 
 
 @pytest.fixture(scope="module")

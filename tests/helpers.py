@@ -129,7 +129,7 @@ class ServerProcess:
 def running_server(data_dir: Path, env: dict[str, str] | None = None,
                    host: str = "127.0.0.1") -> Iterator[ServerProcess]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = cli("keys", "create", data_dir=data_dir).strip()
+    key = cli("keys", "create", data_dir=data_dir, env=env).strip()
     server = ServerProcess(data_dir, free_port(), free_udp_tcp_port(), key, env=env or {},
                            host=host)
     server.start()

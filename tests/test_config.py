@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -86,3 +88,15 @@ def test_a_wildcard_sip_bind_needs_the_address_peers_reach() -> None:
         Settings(sip="0.0.0.0:5060")
     assert Settings(sip="0.0.0.0:5060", media_address="203.0.113.7").media_address
     assert Settings(sip="[::]:5060", media_address="2001:db8::7").sip_host_port == ("::", 5060)
+
+
+def test_config_masks_the_database_password(tmp_path: Path) -> None:
+    env = {**os.environ, "CALLSTREAM_DATABASE_URL": "postgresql://cs:s3cret@db.example/cs",
+           "CALLSTREAM_NODE_ID": "node-a"}
+    out = subprocess.run([sys.executable, "-m", "callstream", "config", "--data-dir",
+                          str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    values = json.loads(out.stdout)
+    assert values["database_url"] == "postgresql://cs:***@db.example/cs"
+    assert values["effective_database_url"] == "postgresql://cs:***@db.example/cs"
+    assert values["node_id"] == "node-a"

@@ -42,6 +42,7 @@ from callstream.calls.results import Dialled, Done, Receipts
 from callstream.calls.state import CallEvent, CallState
 from callstream.calls.telephony import Telephony
 from callstream.store.base import Store
+from callstream.store.exceptions import CommandAlreadyDone, StoreError
 from callstream.store.records import Application, CallRecord, Change, IdempotencyRecord, Receipt
 from callstream.timefmt import iso, iso_now
 
@@ -189,7 +190,10 @@ class CallControl:
             if command_id:
                 change.idempotency.append(
                     IdempotencyRecord(call_control_id, command_id, receipt, iso_now()))
-            await self.commit(change)
+            try:
+                await self.commit(change)
+            except CommandAlreadyDone as done:  # another node stored its answer first
+                return done.stored.receipt
             return receipt
 
     # -- commands ----------------------------------------------------------
@@ -201,7 +205,10 @@ class CallControl:
                 seen = await self.store.get_idempotency(DIAL_KEY, command_id)
                 if seen is not None:
                     return seen.receipt
-                call, target, receipt = await self._create_outgoing(req, command_id)
+                try:
+                    call, target, receipt = await self._create_outgoing(req, command_id)
+                except CommandAlreadyDone as done:  # another node dialled it first
+                    return done.stored.receipt
         else:
             call, target, receipt = await self._create_outgoing(req, None)
         # The call is stored and announced: what follows waits on the network (a
@@ -268,7 +275,11 @@ class CallControl:
         if command_id:
             change.idempotency.append(
                 IdempotencyRecord(DIAL_KEY, command_id, receipt, iso_now()))
-        await self.commit(change)
+        try:
+            await self.commit(change)
+        except StoreError:  # nothing was stored: the call never was
+            del self.calls[call.id]
+            raise
         return call, target, receipt
 
     def _target_uri(self, to: str) -> str:
@@ -474,19 +485,23 @@ class CallControl:
             Change(events=[call_event(call, event_type, call_payload(call, **extra), now)])
         )
 
-    async def close_orphans(self) -> int:
+    async def close_orphans(self, *, only_own: bool = False) -> int:
         """At start-up, end every call the store still has alive; return how many.
 
-        One store serves one node (the data dir's lock, :mod:`callstream.store.node_lock`),
-        and this runs before the node takes SIP or HTTP, so a call alive now was left by a
-        process that died without hanging it up (kill -9, power loss, a container
-        replaced), whatever its ``owner``: its SIP and media died with that process.
-        Each one's ended row and its one ``call.hangup`` commit together, so a crash
-        midway leaves the rest alive for the next start, and a second sweep finds none
-        of those already ended. (Several nodes on one store will need owner leases that
-        expire instead: a later issue.)
+        This runs before the node takes SIP or HTTP, so a call of this node alive now was
+        left by a process that died without hanging it up (kill -9, power loss, a
+        container replaced): its SIP and media died with that process. With SQLite one
+        store serves one node (the data dir's lock, :mod:`callstream.store.node_lock`), so
+        every live call is such a call, whatever its ``owner``. On a store several nodes
+        share, pass ``only_own``: only calls whose ``owner`` is this node's id are ended;
+        the others belong to live nodes (a dead node's calls need owner leases that
+        expire: a later issue). Each one's ended row and its one ``call.hangup`` commit
+        together, so a crash midway leaves the rest alive for the next start, and a second
+        sweep finds none of those already ended.
         """
         records = await self.store.list_calls(alive=True)
+        if only_own:
+            records = [rec for rec in records if rec.owner == self.owner]
         apps: dict[str, Application | None] = {}
         for rec in records:
             if rec.connection_id not in apps:

@@ -2,11 +2,17 @@
 
 StoreError
  ├── StoreUnavailable   the database could not be opened or reached
- │    └── StoreInUse    another node serves this store (SQLite)
- └── SchemaTooNew       the database was written by a newer callstream
+ │    └── StoreInUse    another process serves this store (SQLite) or node id (PostgreSQL)
+ ├── SchemaTooNew       the database was written by a newer callstream
+ └── CommandAlreadyDone a command_id's answer was stored first (by another node)
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from callstream.store.records import IdempotencyRecord
 
 
 class StoreError(Exception):
@@ -23,3 +29,16 @@ class StoreInUse(StoreUnavailable):
 
 class SchemaTooNew(StoreError):
     """The database was migrated by a newer callstream."""
+
+
+class CommandAlreadyDone(StoreError):
+    """A change carried a command's answer, but that ``command_id`` already has one.
+
+    The change was rolled back; ``stored`` is the first answer, the one to return.
+    """
+
+    def __init__(self, stored: IdempotencyRecord) -> None:
+        super().__init__(
+            f"command_id {stored.command_id!r} of {stored.call_control_id!r} was answered first"
+        )
+        self.stored = stored

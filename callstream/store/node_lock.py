@@ -1,23 +1,31 @@
-"""One node per store: an exclusive lock on a file beside the SQLite database.
+"""One process per node: a file lock beside a SQLite database, a PostgreSQL advisory lock
+on the node id for a shared database.
 
 A starting node ends every call its store still has alive (they were left by a crash,
 see :meth:`CallControl.close_orphans`). That is only right when no other live process
 serves the same store, so ``callstream serve`` holds an ``flock`` on
 ``<database>.node-lock`` while it runs. The kernel drops the lock when the process
-dies, ``kill -9`` included, so it needs no clean-up and no timeout. Databases that are
-not a local SQLite file are not locked here: several nodes on one PostgreSQL need
-owner leases (a later issue).
+dies, ``kill -9`` included, so it needs no clean-up and no timeout.
+
+Several nodes share a PostgreSQL database, each ending at start only the calls it owns
+(its node id). Two live processes with one node id would end each other's calls, so the
+node holds ``pg_advisory_lock`` on its id (:class:`NodeIdLock`) on a connection of its
+own while it runs; PostgreSQL drops it when that connection closes, which a dead process's
+kernel does at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callstream.store.exceptions import StoreInUse
 
@@ -87,3 +95,43 @@ class NodeLock:
             with contextlib.suppress(OSError):
                 os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+class NodeIdLock:
+    """Held by the one live process of a node id on a shared PostgreSQL database."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        # Advisory lock keys are one bigint: the id's first 8 hash bytes, signed.
+        digest = hashlib.blake2b(f"callstream-node:{node_id}".encode(), digest_size=8)
+        self.key = int.from_bytes(digest.digest(), "big", signed=True)
+        self._conn: AsyncConnection | None = None
+
+    async def acquire(self, engine: AsyncEngine) -> None:
+        """Take the lock or fail at once.
+
+        Raises:
+            StoreInUse: another live process runs as this node id.
+        """
+        conn = await engine.connect()
+        try:
+            taken = (await conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                        {"key": self.key})).scalar()
+            await conn.commit()  # the lock is the session's; end the autobegun transaction
+        except BaseException:
+            await conn.invalidate()  # its session may hold the lock: never back to the pool
+            raise
+        if not taken:
+            await conn.close()
+            raise StoreInUse(
+                f"node id {self.node_id!r} is in use by another running callstream on this "
+                "database; give each node its own CALLSTREAM_NODE_ID (docs/cluster.md)")
+        self._conn = conn
+        log.debug("holding node id %s", self.node_id)
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # ending the session drops the lock
+                await self._conn.invalidate()
+                await self._conn.close()
+            self._conn = None

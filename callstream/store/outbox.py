@@ -18,8 +18,13 @@ worker already has enough lanes for), so one receiver's backlog — a hung one's
 **Leases.** ``lease_owner``/``lease_until`` mark rows a worker holds. A worker renews its
 leases while it runs and clears them when it settles a row; a worker that dies leaves
 leases that expire, or that the next start clears (:meth:`Outbox.release_leases`; with
-SQLite one process owns the file, so it clears all). On PostgreSQL the claim also locks
-with ``FOR UPDATE SKIP LOCKED`` so two nodes never lease the same rows.
+SQLite one process owns the file, so it clears all; on PostgreSQL a node clears its own,
+named by its stable node id).
+
+**Several nodes (PostgreSQL).** Any node claims any call's events. The claim locks with
+``FOR UPDATE SKIP LOCKED`` both the heads it picks and the rows it leases, so two nodes
+claiming at once never take the same call: the per-call order holds across nodes as it
+does across one node's lanes. (SQLite has one writer, so claims never overlap there.)
 
 **Batching.** Workers settle many rows per transaction (:meth:`Outbox.settle`): one
 executemany UPDATE for the outbox and one INSERT for the attempt log.
@@ -27,8 +32,9 @@ executemany UPDATE for the outbox and one INSERT for the attempt log.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +53,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Row
@@ -59,6 +66,8 @@ from callstream.store.sql import SqlStore
 #: Written as a literal, not a bound parameter, so the planners match it to the partial
 #: indexes ``... WHERE status = 'pending'`` (SQLite never matches a parameter there).
 _PENDING: ColumnElement[str] = literal_column("'pending'", String())
+
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 _o = t.webhook_outbox
 _a = t.webhook_attempts
@@ -245,6 +254,22 @@ class Outbox:
 
     # -- the delivery worker ----------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _delivery_write(self) -> AsyncIterator[AsyncConnection]:
+        """A delivery worker's transaction (claim, renew, settle).
+
+        On PostgreSQL it commits without waiting for the WAL flush (``synchronous_commit``
+        off for this transaction only): a database crash can then forget the last
+        fraction of a second of leases, which lapse anyway, and of verdicts, whose events
+        are then sent again: never lost, possibly repeated, as any crash of a worker
+        between a 2xx and its settle already allows. Events themselves are committed
+        durably, with the change that caused them. SQLite commits in WAL without an fsync.
+        """
+        async with self.store.writing() as conn:
+            if self._is_postgres:
+                await conn.execute(_ASYNC_COMMIT)
+            yield conn
+
     async def release_leases(self, owner: str | None = None) -> int:
         """Clear leases left by a dead worker: ``owner``'s, or every one when ``None``."""
         stmt = update(_o).where(_o.c.status == _PENDING, _o.c.lease_owner.is_not(None))
@@ -277,13 +302,13 @@ class Outbox:
             The leased rows in ``seq`` order (at most ``max_events``). A key's rows are a
             prefix of its pending events, so sending them in order keeps the call's order.
         """
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             return await self._claim(conn, owner, now, lease_secs, max_keys, max_events,
                                      per_url, skip_urls)
 
     async def renew_leases(self, owner: str, until: float) -> int:
         """Extend every lease ``owner`` holds."""
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             result = await conn.execute(
                 update(_o)
                 .where(_o.c.status == _PENDING, _o.c.lease_owner == owner)
@@ -306,7 +331,7 @@ class Outbox:
         """
         if not (settlements or attempts or releases):
             return
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             await _settle(conn, owner, now, settlements, attempts, releases)
 
     async def settle_and_claim(
@@ -330,7 +355,7 @@ class Outbox:
         """
         if not (settlements or attempts or releases or max_keys > 0):
             return []
-        async with self.store.writing() as conn:
+        async with self._delivery_write() as conn:
             await _settle(conn, owner, now, settlements, attempts, releases)
             if max_keys <= 0:
                 return []
@@ -515,7 +540,7 @@ def _claim_statement(*, postgres: bool) -> Any:
     url = func.coalesce(h.c.url, "")
     # The oldest due heads first, bounded, so the scan stops early as a plain LIMIT does;
     # then at most c_per_url of them per URL.
-    due = (
+    due_rows = (
         select(h.c.ordering_key, h.c.seq, url.label("url"))
         .where(
             h.c.status == _PENDING,
@@ -526,8 +551,15 @@ def _claim_statement(*, postgres: bool) -> Any:
         )
         .order_by(h.c.seq)
         .limit(bindparam("c_scan", type_=Integer()))
-        .subquery("due")
     )
+    if postgres:
+        # The head row is a call's token: a claim takes a call only with its head locked,
+        # so two nodes' concurrent claims never both take one call. Without it, a claim
+        # whose snapshot predates another node's could take the rows past the other's
+        # bound (max_events) while the other sends the earlier ones. A head that another
+        # claim holds is skipped; one that it has just leased fails the re-check.
+        due_rows = due_rows.with_for_update(of=h, skip_locked=True)
+    due = due_rows.subquery("due")
     ranked = select(
         due.c.ordering_key,
         due.c.seq,

@@ -1,8 +1,20 @@
 """SQLAlchemy Core implementation of :class:`~callstream.store.base.Store`.
 
-SQLite (the embedded default, WAL mode) and PostgreSQL share this code; only the
-migration DDL words and connection set-up differ. SQLite allows one writer, so
-writes go through one asyncio lock instead of piling up on ``SQLITE_BUSY``.
+SQLite (the embedded default, WAL mode) and PostgreSQL (asyncpg; several nodes may share
+one database, docs/cluster.md) share this code; only the migration DDL words and
+connection set-up differ, and what is SQLite's alone (PRAGMAs, inline statements, the
+stdlib key reader, the node lock) is set up for SQLite only. Writes of one process go
+through one asyncio lock: SQLite allows one writer, so they would otherwise pile up on
+``SQLITE_BUSY``. On PostgreSQL the outbox's lease writes keep that lock (a lease renewal
+and a settle of one worker lock the same rows in different orders), while
+:meth:`SqlStore.commit` runs concurrently: a commit waiting for the database's fsync must
+not hold up the next call's.
+
+**Idempotency across nodes.** A command's answer is inserted first in its change's
+transaction, and only if its ``(call_control_id, command_id)`` has none: the primary key
+makes a second node's insert wait for the first's transaction and then find its row, so
+the second change is rolled back whole and its caller gets the first answer
+(:class:`CommandAlreadyDone`).
 """
 
 from __future__ import annotations
@@ -24,7 +36,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from callstream.store import schema as t
-from callstream.store.exceptions import SchemaTooNew, StoreError, StoreUnavailable
+from callstream.store.exceptions import (
+    CommandAlreadyDone,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+)
 from callstream.store.inline_sqlite import Checkpointer, connect_inline
 from callstream.store.key_reader import KeyReader
 from callstream.store.migrations import DIALECT_WORDS, LATEST_VERSION, MIGRATIONS
@@ -46,17 +63,40 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+#: The PostgreSQL advisory lock that serialises migrations ("csmigr" in ASCII).
+MIGRATION_LOCK_KEY = 0x63736D69677200
+
+#: The one PostgreSQL driver callstream runs on (an async one; see docs/cluster.md).
+POSTGRES_DRIVER = "postgresql+asyncpg"
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL for ``url``: ``postgresql://`` (and ``postgres://``) mean asyncpg.
+
+    Raises:
+        StoreUnavailable: a PostgreSQL URL names another driver.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        return f"{POSTGRES_DRIVER}{sep}{rest}"
+    if scheme.startswith("postgresql+") and scheme != POSTGRES_DRIVER:
+        raise StoreUnavailable(
+            f"database URL driver {scheme!r} is not supported: use postgresql://"
+            f" (or {POSTGRES_DRIVER}://)")
+    return url
+
+
 class SqlStore:
     """A :class:`Store` over an SQLAlchemy async engine URL."""
 
     def __init__(self, url: str, *, clock: Any = None, inline_sqlite: bool = True) -> None:
         import time
 
-        self.url = url
+        self.url = engine_url(url)
         self._clock = clock or time.time
         self._engine: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
-        self.is_sqlite = url.startswith("sqlite")
+        self.is_sqlite = self.url.startswith("sqlite")
         self.inline_sqlite = inline_sqlite
         self._checkpointer: Checkpointer | None = None
         self._key_reader: KeyReader | None = None
@@ -101,10 +141,11 @@ class SqlStore:
         self._engine = engine
         try:
             await self._migrate()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # OSError: asyncpg could not connect
             await engine.dispose()
             self._engine = None
-            raise StoreUnavailable(f"cannot open database {self.url}: {exc}") from exc
+            shown = make_url(self.url).render_as_string(hide_password=True)
+            raise StoreUnavailable(f"cannot open database {shown}: {exc}") from exc
         if self._checkpointer is not None:
             self._checkpointer.start()
             assert database is not None
@@ -127,6 +168,11 @@ class SqlStore:
         if words is None:
             raise StoreUnavailable(f"unsupported database dialect {dialect!r}")
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Nodes starting together migrate one at a time (SQLite: one node per
+                # file); the lock ends with the transaction.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATION_LOCK_KEY})
             await conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)"))
             current = (await conn.execute(select(t.schema_version.c.version))).scalar()
             if current is None:
@@ -146,9 +192,13 @@ class SqlStore:
                 log.info("store migrated to schema version %d", version)
 
     @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction; errors become :class:`StoreError`."""
-        async with self._write_lock:
+    async def writing(self, *, exclusive: bool = True) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; errors become :class:`StoreError`.
+
+        ``exclusive=False`` (PostgreSQL only) skips the process's write lock, for
+        transactions that lock rows in one order and so cannot deadlock with the others.
+        """
+        async with self._write_lock if exclusive or self.is_sqlite else contextlib.nullcontext():
             try:
                 async with self.engine.begin() as conn:
                     yield conn
@@ -189,10 +239,14 @@ class SqlStore:
         if not change:
             return
         now = self._clock()
-        async with self.writing() as conn:
-            for call in change.calls:
+        # Concurrent on PostgreSQL (API requests, call events): rows are locked in key
+        # order, and new outbox rows lock nothing another transaction holds.
+        async with self.writing(exclusive=False) as conn:
+            for rec in change.idempotency:  # first: a duplicate rolls back the rest unwritten
+                await self._insert_answer(conn, rec)
+            for call in sorted(change.calls, key=lambda c: c.call_control_id):
                 await conn.execute(*self._upsert(t.calls, _call_row(call), ["call_control_id"]))
-            for res in change.resources:
+            for res in sorted(change.resources, key=lambda r: r.id):
                 await conn.execute(
                     *self._upsert(
                         t.call_resources,
@@ -206,20 +260,6 @@ class SqlStore:
                             "updated_at": res.updated_at,
                         },
                         ["id"],
-                    )
-                )
-            for rec in change.idempotency:
-                await conn.execute(
-                    *self._upsert(
-                        t.idempotency,
-                        {
-                            "call_control_id": rec.call_control_id,
-                            "command_id": rec.command_id,
-                            "status_code": rec.receipt.status_code,
-                            "body": rec.receipt.body,
-                            "created_at": rec.created_at,
-                        },
-                        ["call_control_id", "command_id"],
                     )
                 )
             if change.events:
@@ -246,6 +286,29 @@ class SqlStore:
                         for ev in change.events
                     ],
                 )
+
+    async def _insert_answer(self, conn: AsyncConnection, rec: IdempotencyRecord) -> None:
+        """Store a command's answer unless its command_id has one.
+
+        Raises:
+            CommandAlreadyDone: it has one (the transaction then rolls back).
+        """
+        ins = (sqlite_insert if self.is_sqlite else pg_insert)(t.idempotency)
+        stored = await conn.execute(
+            ins.values(
+                call_control_id=rec.call_control_id,
+                command_id=rec.command_id,
+                status_code=rec.receipt.status_code,
+                body=rec.receipt.body,
+                created_at=rec.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["call_control_id", "command_id"])
+            .returning(t.idempotency.c.command_id)
+        )
+        if stored.first() is None:
+            first = await _idempotency(conn, rec.call_control_id, rec.command_id)
+            assert first is not None  # the conflicting row, committed
+            raise CommandAlreadyDone(first)
 
     # -- API keys ----------------------------------------------------------
 
@@ -366,24 +429,30 @@ class SqlStore:
     async def get_idempotency(
         self, call_control_id: str, command_id: str
     ) -> IdempotencyRecord | None:
-        c = t.idempotency.c
         async with self.reading() as conn:
-            row = (
-                await conn.execute(
-                    select(t.idempotency).where(
-                        (c.call_control_id == call_control_id) & (c.command_id == command_id)
-                    )
-                )
-            ).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return IdempotencyRecord(
-            call_control_id=m["call_control_id"],
-            command_id=m["command_id"],
-            receipt=Receipt(m["status_code"], bytes(m["body"])),
-            created_at=m["created_at"],
+            return await _idempotency(conn, call_control_id, command_id)
+
+
+async def _idempotency(
+    conn: AsyncConnection, call_control_id: str, command_id: str
+) -> IdempotencyRecord | None:
+    c = t.idempotency.c
+    row = (
+        await conn.execute(
+            select(t.idempotency).where(
+                (c.call_control_id == call_control_id) & (c.command_id == command_id)
+            )
         )
+    ).first()
+    if row is None:
+        return None
+    m = row._mapping
+    return IdempotencyRecord(
+        call_control_id=m["call_control_id"],
+        command_id=m["command_id"],
+        receipt=Receipt(m["status_code"], bytes(m["body"])),
+        created_at=m["created_at"],
+    )
 
 
 def _call_row(call: CallRecord) -> dict[str, Any]:

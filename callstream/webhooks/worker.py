@@ -59,6 +59,7 @@ from pathlib import Path
 import orjson
 
 from callstream.config import Settings, load_settings
+from callstream.node_id import node_identity
 from callstream.store.exceptions import StoreError
 from callstream.store.outbox import AttemptRecord, DeliveryRecord, Outbox, OutboxItem, Settlement
 from callstream.store.records import OutboxStatus
@@ -627,7 +628,10 @@ async def run_standalone(settings: Settings, *, ready: Callable[[], None] | None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
     await store.open()
-    worker = WebhookWorker(store, settings, load_signer(settings))
+    # Named after the node, so a restart on a shared store resumes its own leases at once.
+    node_id = node_identity(settings.node_id, settings.data_dir)
+    worker = WebhookWorker(store, settings, load_signer(settings),
+                           worker_id=f"{node_id}:webhooks")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

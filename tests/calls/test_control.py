@@ -26,9 +26,17 @@ from callstream.calls.model import Call, new_record
 from callstream.calls.requests import Answer, Bridge, Dial, Hangup, Reject
 from callstream.calls.state import CallState
 from callstream.store import schema as t
-from callstream.store.records import Change
+from callstream.store.records import Application, Change
 from callstream.store.sql import SqlStore
-from tests.calls.fakes import FakeTelephony, Sent, control_with, sqlite_store, stored_events
+from tests.calls.fakes import (
+    NOW_ISO,
+    FakeTelephony,
+    Sent,
+    control_with,
+    sqlite_store,
+    stored_events,
+)
+from tests.store.postgres import PostgresServer
 
 NOW = "2026-12-04T00:00:00.000000Z"
 OK = b'{"data":{"result":"ok"}}'
@@ -139,6 +147,34 @@ async def test_a_repeated_dial_command_id_places_one_call(
     assert first == again
     assert telephony.commands() == ["dial"] and len(control.calls) == 1
     assert types(await stored_events(store)) == ["call.initiated"]
+
+
+async def test_a_dial_command_id_sent_to_two_nodes_places_one_call(
+        postgres: PostgresServer) -> None:
+    """Two nodes (Call Controls on their own stores) on one PostgreSQL: the same dial
+    command_id on both at once places one call, and both answer the first's receipt."""
+    url = postgres.new_database()
+    stores = [SqlStore(url), SqlStore(url)]
+    for one in stores:
+        await one.open()
+    try:
+        await stores[0].put_application(Application(
+            id="default", application_name="default", webhook_event_url="http://127.0.0.1:9/h",
+            webhook_event_failover_url=None, webhook_timeout_secs=7, active=True,
+            created_at=NOW_ISO, updated_at=NOW_ISO))
+        phones = [FakeTelephony(), FakeTelephony()]
+        nodes = [control_with(one, phone) for one, phone in zip(stores, phones, strict=True)]
+        for n in range(5):
+            dial = Dial(connection_id="default", to="sip:bob@127.0.0.1:9",
+                        from_="+15550004444", command_id=f"twice-{n}")
+            first, second = await asyncio.gather(nodes[0].dial(dial), nodes[1].dial(dial))
+            assert first == second
+        assert len(phones[0].commands() + phones[1].commands()) == 5
+        assert len(nodes[0].calls) + len(nodes[1].calls) == 5
+        assert types(await stored_events(stores[0])) == ["call.initiated"] * 5
+    finally:
+        for one in stores:
+            await one.close()
 
 
 async def test_dial_refusals_name_the_field(control: CallControl, store: SqlStore) -> None:

@@ -32,9 +32,13 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'callstream.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'callstream.db'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    s = SqlStore(url)
     await s.open()
     yield s
     await s.close()
