@@ -29,3 +29,9 @@ LAG_SECONDS = Histogram(
     "Age of the oldest audio when a recogniser call starts",
     buckets=(0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+REDECODES = Counter(
+    "callstream_transcription_redecodes_total",
+    "Extra decodes of a final's audio: on the full 30 s window (window), from where the "
+    "timestamps stopped (continuation), in halves when even 30 s loops or skips (split)",
+    ["reason"],
+)
