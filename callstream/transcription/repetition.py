@@ -22,10 +22,12 @@ MAX_PHRASE_WORDS = 8  # longer repeats than this are left alone
 MIN_SINGLE_REPEATS = 3  # a lone word must be said this many times to be a loop
 MAX_OVERLAP_WORDS = 6  # a phrase repeated across a cut: at most this long
 
-_NUMBER_WORDS = frozenset(
-    "zero oh o one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty "
-    "sixty seventy eighty ninety hundred thousand million double triple".split())
+_NUMBER_WORDS = frozenset({
+    "zero", "oh", "o", "one", "two", "three", "four", "five", "six", "seven", "eight",
+    "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+    "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty",
+    "seventy", "eighty", "ninety", "hundred", "thousand", "million", "double", "triple",
+})
 
 
 def _key(word: str) -> str:

@@ -315,8 +315,8 @@ class WhisperEngine:
         text = collapse_repeats(" ".join(texts))
         if not text:
             return None
-        seconds = sum(w for _, w in weights)
-        confidence = sum(c * w for c, w in weights) / seconds
+        seconds = math.fsum(w for _, w in weights)
+        confidence = math.fsum(c * w for c, w in weights) / seconds
         return Decoded(text, round(confidence, 4), False, False, speech_end, True)
 
 
