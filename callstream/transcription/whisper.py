@@ -289,10 +289,10 @@ class WhisperEngine:
                         speech_end - offset - split / SAMPLE_RATE, 0.0), language=language,
                         hints=hints, splits=splits - 1),
                 ]
-                for half, seconds in zip(halves, (split, len(piece) - split), strict=True):
+                for half, samples in zip(halves, (split, len(piece) - split), strict=True):
                     if half is not None:
                         texts.append(half.text)
-                        weights.append((half.confidence, seconds / SAMPLE_RATE))
+                        weights.append((half.confidence, samples / SAMPLE_RATE))
                 break
             if not decoded.text:
                 break
