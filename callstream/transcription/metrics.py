@@ -35,3 +35,8 @@ REDECODES = Counter(
     "timestamps stopped (continuation), in halves when even 30 s loops or skips (split)",
     ["reason"],
 )
+FINALS_ON_FAST_MODEL = Counter(
+    "callstream_transcription_finals_on_fast_model_total",
+    "Finals decoded by the interim model instead of the configured final model, because "
+    "the track was behind",
+)

@@ -110,6 +110,12 @@ class Segmenter:
         self._levels: deque[float] = deque(maxlen=self._search + 1)
 
     @property
+    def silence_from(self) -> int | None:
+        """In speech: the window where the silence now running began (None: no silence).
+        If the utterance ends at this silence, this is its ``end``."""
+        return self._silence_from
+
+    @property
     def in_speech(self) -> bool:
         return self.start is not None
 

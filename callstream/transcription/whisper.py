@@ -60,6 +60,7 @@ FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pa
 RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
 INTERIM_HOP_S = 0.6  # audio between later interims
 INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
+EARLY_LEAD_S = 0.3  # a final is decoded this long before the VAD's end-of-speech
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
 FULL_WINDOW_S = 30.0
 FINAL_TAIL_S = 2.0  # silence a final's window has after its audio, at least
@@ -201,9 +202,14 @@ class WhisperEngine:
                 raise UnsupportedOption(
                     f"Model {self.name} has no language {language!r}.", field="language")
 
-    def new_track(self, options: RecognizerOptions) -> WhisperTrack:
+    def new_track(self, options: RecognizerOptions, *,
+                  final_engine: WhisperEngine | None = None) -> WhisperTrack:
+        """A recogniser for one track; with ``final_engine``, its finals are decoded
+        by that (stronger) model and its interims by this one."""
         self.check(options)
-        return WhisperTrack(self, options)
+        if final_engine is not None:
+            final_engine.check(options)
+        return WhisperTrack(self, options, final_engine=final_engine)
 
     # -- decoding (any thread) --------------------------------------------------
 
@@ -320,15 +326,26 @@ class WhisperEngine:
         return Decoded(text, round(confidence, 4), False, False, speech_end, True)
 
 
+@dataclass(frozen=True, slots=True)
+class _EarlyFinal:
+    key: tuple[int, int]  # (start, end) windows of the utterance it assumed
+    decoded: Decoded | None
+    start: int  # samples its audio spans
+    end: int
+
+
 class WhisperTrack:
     """One track's VAD state, audio and utterance progress. One caller at a time."""
 
-    def __init__(self, engine: WhisperEngine, options: RecognizerOptions) -> None:
+    def __init__(self, engine: WhisperEngine, options: RecognizerOptions, *,
+                 final_engine: WhisperEngine | None = None) -> None:
         self.engine = engine
+        self.final_engine = final_engine
         self.options = options
         self._vad = SileroVad(engine.vad_session)
         self._segmenter = Segmenter(engine.vad_options)
         self._pad = int(engine.vad_options.pad_ms / 1000 * SAMPLE_RATE)
+        self._min_silence = int(engine.vad_options.min_silence_ms / 1000 * SAMPLE_RATE)
         self._resampler: Any = None
         self._rate: int | None = None
         # Audio kept: samples [self._base, self._base + len(self._audio)) of the track.
@@ -338,6 +355,8 @@ class WhisperTrack:
         self._heard = False  # the utterance in progress has had a non-empty interim
         self._cut_start = False  # the utterance in progress is a cut one's continuation
         self._last_final = ""  # text of the latest final
+        self._behind = False  # the caller said it is behind (no interims this time)
+        self._early: _EarlyFinal | None = None  # a final decoded before its END
 
     @property
     def _total(self) -> int:
@@ -359,6 +378,9 @@ class WhisperTrack:
         return audio
 
     def feed(self, pcm: bytes, sample_rate: int, *, interims: bool = True) -> list[Segment]:
+        """See :meth:`TrackRecognizer.feed`. ``interims=False`` (the caller is behind)
+        also sends finals to the fast model when a stronger one is configured."""
+        self._behind = not interims
         audio = self._to_16k(pcm, sample_rate)
         self._audio = np.concatenate([self._audio, audio]) if len(self._audio) else audio
         segments: list[Segment] = []
@@ -375,7 +397,9 @@ class WhisperTrack:
                             self._vad.reset()
                         if event.kind is VadEventKind.END:
                             segments.extend(self._final(event))
-        if self._segmenter.in_speech and interims and self.options.interim_results:
+        decoded_early = self._decode_early()
+        if (self._segmenter.in_speech and interims and self.options.interim_results
+                and not decoded_early):
             interim = self._interim()
             if interim is not None:
                 segments.append(interim)
@@ -427,14 +451,12 @@ class WhisperTrack:
                        now / SAMPLE_RATE)
 
     def _final(self, event: VadEvent) -> list[Segment]:
-        start = self._pre_pad(event.start * WINDOW_SAMPLES)
-        speech_end = min(event.end * WINDOW_SAMPLES, self._total)
-        end = speech_end if event.cut else min(speech_end + self._pad, self._total)
-        audio = self._slice(start, end)
-        speech_end -= start
-        decoded = self.engine.decode_final(audio, speech_end=speech_end / SAMPLE_RATE,
-                                           language=self.options.language,
-                                           hints=self.options.hints)
+        early = self._early
+        self._early = None
+        if early is not None and early.key == (event.start, event.end) and not event.cut:
+            decoded, start, end = early.decoded, early.start, early.end
+        else:
+            decoded, start, end = self._decode_utterance(event.start, event.end, event.cut)
         text = decoded.text if decoded is not None else ""
         if self._cut_start:
             text = drop_overlap(self._last_final, text)  # said again across the cut
@@ -443,6 +465,39 @@ class WhisperTrack:
             return []
         return [Segment(text, True, decoded.confidence, start / SAMPLE_RATE,
                         end / SAMPLE_RATE)]
+
+    def _decode_early(self) -> bool:
+        """Decode the final of the utterance in progress as if the silence now running
+        will end it, :data:`EARLY_LEAD_S` before the VAD can say so (and not before the
+        silence holds the final's end pad); the END that follows, if the silence
+        lasts, then costs nothing. True when it decoded."""
+        start, silence = self._segmenter.start, self._segmenter.silence_from
+        wait = max(self._pad, self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE))
+        if start is None or silence is None or self._behind or (
+                self._total < silence * WINDOW_SAMPLES + wait):
+            return False
+        if self._early is not None and self._early.key == (start, silence):
+            return False
+        self._early = _EarlyFinal((start, silence),
+                                  *self._decode_utterance(start, silence, False))
+        return True
+
+    def _decode_utterance(self, start_window: int, end_window: int,
+                          cut: bool) -> tuple[Decoded | None, int, int]:
+        """The final decode of an utterance, and the samples its audio spans."""
+        start = self._pre_pad(start_window * WINDOW_SAMPLES)
+        speech_end = min(end_window * WINDOW_SAMPLES, self._total)
+        end = speech_end if cut else min(speech_end + self._pad, self._total)
+        engine = self.engine
+        if self.final_engine is not None:
+            if self._behind:
+                metrics.FINALS_ON_FAST_MODEL.inc()  # catching up beats the better model
+            else:
+                engine = self.final_engine
+        decoded = engine.decode_final(
+            self._slice(start, end), speech_end=(speech_end - start) / SAMPLE_RATE,
+            language=self.options.language, hints=self.options.hints)
+        return decoded, start, end
 
     def _decode(self, audio: Audio, *, window_s: float | None) -> Decoded:
         return self.engine.decode(audio, window_s=window_s, language=self.options.language,
