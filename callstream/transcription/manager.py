@@ -79,6 +79,7 @@ class Request:
     options: RecognizerOptions
     model: str | None  # a model the config asked for, if it names one we know
     model_pointer: str
+    final_model: str | None = None  # a model for finals the config asked for
 
 
 def parse_request(body: dict[str, Any], *, prefix: str = "") -> Request:
@@ -99,6 +100,7 @@ def parse_request(body: dict[str, Any], *, prefix: str = "") -> Request:
         ),
         model=model,
         model_pointer=f"{prefix}/transcription_engine_config/{key}",
+        final_model=config.get("final_model"),
     )
 
 
@@ -120,7 +122,9 @@ class TranscriptionManager:
         if importlib.util.find_spec("faster_whisper") is None:
             raise EngineUnavailable("faster-whisper is not installed: pip install "
                                     "faster-whisper==1.2.1")
-        for spec in {settings.transcription_model, *settings.transcription_engines.values()}:
+        for spec in {settings.transcription_model, *settings.transcription_engines.values(),
+                     *([settings.transcription_final_model]
+                       if settings.transcription_final_model else [])}:
             self._resolve(spec)
 
     # -- engines -------------------------------------------------------------------
@@ -154,6 +158,7 @@ class TranscriptionManager:
         return engine
 
     def _load(self, path: Path, spec: str) -> Engine:
+        from callstream.transcription.vad import VadOptions
         from callstream.transcription.whisper import WhisperEngine
 
         expected = pinned_hash(path)
@@ -162,7 +167,8 @@ class TranscriptionManager:
         name = MODEL_ALIASES.get(spec, Path(spec).name or DEFAULT_MODEL)
         started = time.perf_counter()
         engine = WhisperEngine(path, name=name, device=self.settings.transcription_device,
-                               workers=self.workers)
+                               workers=self.workers, vad=VadOptions(
+                                   min_silence_ms=self.settings.transcription_end_silence_ms))
         log.info("loaded Whisper %s from %s on %s in %.2f s", name, path, engine.device,
                  time.perf_counter() - started)
         return engine
@@ -171,10 +177,10 @@ class TranscriptionManager:
 
     async def start(self, call_control_id: str, body: dict[str, Any]) -> Reply:
         request = parse_request(body)
-        engine = await self._engine_or_error(request)
+        engines = await self._engine_or_error(request)
 
         async def action(call: Call, change: Change) -> Reply | None:
-            self._start(call, request, engine)
+            self._start(call, request, *engines)
             return None
 
         return await self.calls.run_command(
@@ -191,25 +197,48 @@ class TranscriptionManager:
         return await self.calls.run_command(
             call_control_id, body.get("command_id"), body.get("client_state"), action)
 
-    async def _engine_or_error(self, request: Request, prefix: str = "") -> Engine:
+    def final_model_for(self, request: Request, prefix: str = "") -> str | None:
+        """The model spec for finals (two-pass): the one the request names in
+        ``final_model``, else ``transcription_final_model``; None: one model does all."""
+        if request.final_model is None:
+            return self.settings.transcription_final_model
+        aliases = {**MODEL_ALIASES, **self.settings.transcription_models}
+        if request.final_model not in aliases:
+            raise InvalidCommand(
+                "10032", "Invalid enumerated value",
+                f"final_model {request.final_model!r} is none of the models here: "
+                f"{', '.join(sorted(aliases))}.",
+                pointer=f"{prefix}/transcription_engine_config/final_model")
+        return aliases[request.final_model]
+
+    async def _engine_or_error(self, request: Request,
+                               prefix: str = "") -> tuple[Engine, Engine | None]:
+        """The request's engine and, for two-pass finals, its final engine."""
         spec = self.model_for(request)
+        final_spec = self.final_model_for(request, prefix)
+        final: Engine | None = None
+        pointer = request.model_pointer if request.model else f"{prefix}/transcription_engine"
         try:
             engine = await self.engine(spec)
             engine.check(request.options)
+            if final_spec is not None:
+                if request.final_model:
+                    pointer = f"{prefix}/transcription_engine_config/final_model"
+                final = await self.engine(final_spec)
+                final.check(request.options)
         except EngineUnavailable as exc:
             raise InvalidCommand(
-                "10015", "Transcription engine unavailable", str(exc),
-                pointer=request.model_pointer if request.model else
-                f"{prefix}/transcription_engine",
+                "10015", "Transcription engine unavailable", str(exc), pointer=pointer,
             ) from exc
         except UnsupportedOption as exc:
             raise InvalidCommand(
                 "10032", "Invalid enumerated value", str(exc),
                 pointer=f"{prefix}/transcription_engine_config/{exc.field}",
             ) from exc
-        return engine
+        return engine, (None if final is engine else final)
 
-    def _start(self, call: Call, request: Request, engine: Engine) -> None:
+    def _start(self, call: Call, request: Request, engine: Engine,
+               final_engine: Engine | None) -> None:
         if call.state is not CallState.ANSWERED:
             raise CallNotAnswered("Transcription needs an answered call.")
         if FEATURE_KEY in call.features:
@@ -222,7 +251,8 @@ class TranscriptionManager:
             media = telephony.media(call)
         except KeyError:
             raise CallNotAnswered("The call has no media yet.") from None
-        call.features[FEATURE_KEY] = Transcription(self, call, media, engine, request)
+        call.features[FEATURE_KEY] = Transcription(self, call, media, engine, request,
+                                                   final_engine=final_engine)
 
     # -- CallHooks -----------------------------------------------------------------
 
@@ -237,11 +267,11 @@ class TranscriptionManager:
             return
         config = body.get("transcription_config") or {}
         request = parse_request(config, prefix="/transcription_config")
-        engine = await self._engine_or_error(request, "/transcription_config")
+        engines = await self._engine_or_error(request, "/transcription_config")
 
         async def action(live: Call, change: Change) -> Reply | None:
             if FEATURE_KEY not in live.features:
-                self._start(live, request, engine)
+                self._start(live, request, *engines)
             return None
 
         await self.calls.run_command(call.id, None, None, action)
@@ -254,15 +284,18 @@ class Transcription:
     """A running transcription of one call (a :class:`~callstream.calls.features.Feature`)."""
 
     def __init__(self, manager: TranscriptionManager, call: Call, media: LegMedia,
-                 engine: Engine, request: Request) -> None:
+                 engine: Engine, request: Request, *,
+                 final_engine: Engine | None = None) -> None:
         self.request = request
         self.call_control_id = call.id
         self.workers = [
-            TrackWorker(manager, call, media, engine.new_track(request.options), track)
+            TrackWorker(manager, call, media,
+                        engine.new_track(request.options, final_engine=final_engine), track)
             for track in request.tracks
         ]
+        model = engine.name + (f", finals {final_engine.name}" if final_engine else "")
         log.info("call %s: transcription started (%s engine, model %s, %s)", call.id,
-                 request.engine, engine.name, " and ".join(request.tracks) + " track"
+                 request.engine, model, " and ".join(request.tracks) + " track"
                  + ("s" if len(request.tracks) > 1 else ""),
                  extra={"call_control_id": call.id})
 
