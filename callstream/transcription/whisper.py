@@ -5,17 +5,22 @@ Whisper is not a streaming model; this module makes it behave like one
 
 1. Audio is resampled to 16 kHz and run through Silero VAD (:mod:`.vad`), which cuts
    the track into utterances (threshold 0.2 for phone audio, 600 ms of silence ends
-   one, 400 ms of padding each side, at most 9.5 s each). Whisper never sees
-   silence alone: it invents words there ("Okay.").
+   one, 400 ms of padding each side, at most 9.5 s each, a longer one cut at its
+   quietest point and unpadded across the cut). Whisper never sees silence alone: it
+   invents words there ("Okay.").
 2. While an utterance goes on, an **interim** is decoded greedily on a *short*
    window: the utterance so far plus 3 s of silence. CTranslate2 takes fewer than
    3000 mel frames, which makes this ~20x cheaper than Whisper's 30 s window; the
    trailing silence and timestamp tokens keep the decoder from looping on it. The
    first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
    ``RETRY_HOP_S`` until it has words), then one comes every ``INTERIM_HOP_S``.
-3. When the utterance ends, its **final** is decoded on a fixed 10 s window; if that
-   output loops (gzip ratio > 2.4 or > 5 words a second) it is decoded again on the
-   full 30 s window.
+3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded on a 10 s window, or
+   30 s when the audio and 2 s of silence don't fit, :data:`EARLY_LEAD_S` before the
+   VAD declares the end. It must cover all the speech: where the timestamps stop
+   short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
+   point reached; where that loops or skips, it is halved. Loops and repeats across a
+   cut are removed (:mod:`.repetition`). Optionally a second, stronger engine decodes
+   finals (two-pass), except while the track is behind.
 
 This calls ``WhisperModel.model.generate`` (CTranslate2) directly, which is not
 faster-whisper's public API: both packages are pinned in pyproject.
