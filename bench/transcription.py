@@ -226,6 +226,10 @@ def main() -> None:
                         help="--stress: corpus clips, each at 3 tempos")
     parser.add_argument("--no-offline", action="store_true",
                         help="--stress: skip the offline decodes")
+    parser.add_argument("--tempos", default="0.9,1.0,1.1",
+                        help="--stress: comma-separated playback speeds")
+    parser.add_argument("--end-silence-ms", type=int, default=600,
+                        help="--stress: silence that ends an utterance")
     args = parser.parse_args()
     if args.stress:
         stress(args)
@@ -284,19 +288,23 @@ def main() -> None:
 def stress(args: argparse.Namespace) -> None:
     from bench.transcription_stress import evaluate
     from callstream.transcription.models import resolve_model
+    from callstream.transcription.vad import VadOptions
     from callstream.transcription.whisper import WhisperEngine
 
     os.sched_setaffinity(0, {args.core})
     data_dir = Path.home() / ".cache/callstream-bench"
 
     def load(spec: str) -> WhisperEngine:
-        return WhisperEngine(resolve_model(spec, data_dir=data_dir), name=spec)
+        return WhisperEngine(resolve_model(spec, data_dir=data_dir), name=spec,
+                             vad=VadOptions(min_silence_ms=args.end_silence_ms))
 
     engine = load(args.model)
     final = load(args.final_model) if args.final_model else None
     out = evaluate(engine, final_engine=final, synthetic=args.synthetic, human=args.human,
-                   offline=not args.no_offline)
+                   offline=not args.no_offline,
+                   tempos=tuple(float(t) for t in args.tempos.split(",")))
     out["model"], out["final_model"] = args.model, args.final_model
+    out["end_silence_ms"] = args.end_silence_ms
     out["machine"] = (f"{platform.machine()} {os.cpu_count()} vCPU, Python "
                       f"{platform.python_version()}")
     print(f"{'pooled':10} " + " ".join(f"{k}" for k in next(iter(out["pooled"].values()))))

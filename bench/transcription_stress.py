@@ -247,9 +247,10 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(engine: WhisperEngine, *, final_engine: WhisperEngine | None, synthetic: int,
-             human: int, offline: bool = True) -> dict[str, Any]:
+             human: int, offline: bool = True,
+             tempos: tuple[float, ...] = TEMPOS) -> dict[str, Any]:
     rows = []
-    for item in items(synthetic=synthetic, human=human):
+    for item in items(synthetic=synthetic, human=human, tempos=tempos):
         live = run_live(engine, item.pcm, final_engine=final_engine)
         off = run_offline(final_engine or engine, item.pcm) if offline else ""
         row = score(item, live, off)
