@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
 RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
-INTERIM_HOP_S = 0.6  # audio between later interims
+INTERIM_HOP_S = 0.8  # audio between later interims
 INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
 EARLY_LEAD_S = 0.3  # a final is decoded this long before the VAD's end-of-speech
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
