@@ -14,8 +14,7 @@ import subprocess
 from tests.audio import read_wav, resample
 
 
-def espeak_available() -> bool:
-    return shutil.which("espeak-ng") is not None
+ESPEAK = shutil.which("espeak-ng")
 
 
 def espeak(text: str, *, voice: str = "en-us", wpm: int = 160, pitch: int = 50,
@@ -28,8 +27,9 @@ def espeak(text: str, *, voice: str = "en-us", wpm: int = 160, pitch: int = 50,
         pitch: 0..99.
         gap_ms: extra pause between words (espeak's ``-g``, in 10 ms units rounded).
     """
+    assert ESPEAK is not None, "espeak-ng is missing: apt-get install espeak-ng (.ci/run does)"
     proc = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch),
+        [ESPEAK, "-v", voice, "-s", str(wpm), "-p", str(pitch),
          "-g", str(max(0, round(gap_ms / 10))), "--stdout", text],
         check=True, capture_output=True, timeout=60,
     )

@@ -16,10 +16,8 @@ from callstream.transcription.vad import SAMPLE_RATE
 from callstream.transcription.whisper import FINAL_WINDOW_S
 from tests.audio import resample
 from tests.corpus import align, normalize, sentences_lost
-from tests.synth import espeak, espeak_available
+from tests.synth import espeak
 from tests.transcription.test_whisper import engine, over_pcmu, run
-
-pytestmark = pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")
 
 ORDER = [
     "Hi, I am calling about the status of my order.",
