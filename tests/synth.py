@@ -13,7 +13,6 @@ import subprocess
 
 from tests.audio import read_wav, resample
 
-
 ESPEAK = shutil.which("espeak-ng")
 
 
