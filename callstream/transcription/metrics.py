@@ -32,7 +32,8 @@ LAG_SECONDS = Histogram(
 REDECODES = Counter(
     "callstream_transcription_redecodes_total",
     "Extra decodes of a final's audio: on the full 30 s window (window), from where the "
-    "timestamps stopped (continuation), in halves when even 30 s loops or skips (split)",
+    "timestamps stopped (continuation), in halves when even 30 s loops or skips (split); "
+    "beam_skipped: the beam search result skipped words and the greedy one was taken",
     ["reason"],
 )
 FINALS_ON_FAST_MODEL = Counter(

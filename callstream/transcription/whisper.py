@@ -14,7 +14,8 @@ Whisper is not a streaming model; this module makes it behave like one
    trailing silence and timestamp tokens keep the decoder from looping on it. The
    first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
    ``RETRY_HOP_S`` until it has words), then one comes every ``INTERIM_HOP_S``.
-3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded on a 10 s window, or
+3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
+   :data:`FINAL_BEAM_SIZE` on a 10 s window, or
    30 s when the audio and 2 s of silence don't fit, :data:`EARLY_LEAD_S` before the
    VAD declares the end. It must cover all the speech: where the timestamps stop
    short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
@@ -68,6 +69,8 @@ INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
 EARLY_LEAD_S = 0.3  # a final is decoded this long before the VAD's end-of-speech
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
 FULL_WINDOW_S = 30.0
+FINAL_BEAM_SIZE = 5  # finals: beam search (see decode)
+BEAM_MIN_WORDS_SHARE = 0.8  # a beam result with fewer words than this x greedy's skipped
 FINAL_TAIL_S = 2.0  # silence a final's window has after its audio, at least
 MAX_FINAL_PASSES = 4  # decodes (after window fallbacks) one final may take
 MAX_UNCOVERED_S = 0.6  # speech a closed decode may leave unplaced before we decode it
@@ -220,10 +223,10 @@ class WhisperEngine:
 
     def decode(
         self, audio: Audio, *, window_s: float | None, language: str | None,
-        hints: tuple[str, ...] = (),
+        hints: tuple[str, ...] = (), beam_size: int = 1,
     ) -> Decoded:
-        """Decode ``audio`` greedily on a window of ``window_s`` seconds (None: the
-        audio plus :data:`INTERIM_PAD_S` of silence)."""
+        """Decode ``audio`` on a window of ``window_s`` seconds (None: the audio plus
+        :data:`INTERIM_PAD_S` of silence); greedily unless ``beam_size`` > 1."""
         duration = len(audio) / SAMPLE_RATE
         if window_s is None:
             samples = len(audio) + int(INTERIM_PAD_S * SAMPLE_RATE)
@@ -245,8 +248,22 @@ class WhisperEngine:
             prompt += [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[:100]]
         prompt += list(tokenizer.sot_sequence)
         max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
+        decoded = self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
+        if beam_size > 1:
+            # Beam search is more accurate but prefers to skip a hard start outright,
+            # with plausible timestamps; the greedy reading of the same encoding (decoder
+            # only) shows when it did: more words, or impossible timestamps.
+            beamed = self._generate(encoded, prompt, tokenizer, max_new, duration, beam_size)
+            if not decoded.hurried and len(beamed.text.split()) >= (
+                    BEAM_MIN_WORDS_SHARE * len(decoded.text.split())):
+                return beamed
+            metrics.REDECODES.labels("beam_skipped").inc()
+        return decoded
+
+    def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
+                  duration: float, beam_size: int) -> Decoded:
         result = self.model.model.generate(
-            encoded, [prompt], beam_size=1, max_length=len(prompt) + max_new,
+            encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
         )[0]
@@ -283,12 +300,12 @@ class WhisperEngine:
         for _ in range(MAX_FINAL_PASSES):
             piece = audio[round(offset * SAMPLE_RATE):]
             decoded = self.decode(piece, window_s=_final_window(len(piece)), language=language,
-                                  hints=hints)
+                                  hints=hints, beam_size=FINAL_BEAM_SIZE)
             if decoded.looped or not decoded.complete or decoded.hurried:
                 # Whisper loops, defers the rest or skips on a short window: the full one.
                 metrics.REDECODES.labels("window").inc()
                 decoded = self.decode(piece, window_s=FULL_WINDOW_S, language=language,
-                                      hints=hints)
+                                      hints=hints, beam_size=FINAL_BEAM_SIZE)
             if (decoded.looped or decoded.hurried) and splits > 0 and (
                     len(piece) >= MIN_SPLIT_S * SAMPLE_RATE):
                 metrics.REDECODES.labels("split").inc()
