@@ -45,8 +45,10 @@ STATE_RULES = {
     ("10015", "/rx"),  # fork addresses: port 1..65535, not an unspecified address
     ("10015", "/tx"),
     ("10015", "/target"),
-    # The configured Whisper model decides which languages exist.
+    # The configured Whisper model decides which languages exist, the models installed
+    # which final_model names do.
     ("10032", "/transcription_engine_config/language"),
+    ("10032", "/transcription_engine_config/final_model"),
 }
 
 #: The outbound policy's refusal (docs/security/outbound.md), whatever the field.
