@@ -22,12 +22,18 @@ Times are server-side: a webhook's ``occurred_at`` minus the call's ``call.answe
 ``occurred_at`` (SIPp starts its pcap as it sends the ACK that answers the call), so
 webhook delivery is not included.
 
+``--stress`` runs the stress evaluation instead (``bench/transcription_stress.py``):
+synthetic voices and the real corpus at three tempos, each fed straight to the
+recogniser with a simulated real-time clock, against the same model offline.
+
 Usage::
 
     python bench/transcription.py --clips 5               # quick look, tiny.en
     python bench/transcription.py --model base            # Whisper base, same audio
     python bench/transcription.py --calls 8 --clips 4     # capacity on one core
     python bench/transcription.py --json bench/results/transcription.json
+    python bench/transcription.py --stress --json bench/results/transcription-stress.json
+    python bench/transcription.py --stress --final-model base   # two-pass finals
 
 Not part of the test suite.
 """
@@ -211,7 +217,23 @@ def main() -> None:
     parser.add_argument("--no-interims", action="store_true")
     parser.add_argument("--core", type=int, default=1, help="CPU the server is pinned to")
     parser.add_argument("--json")
+    parser.add_argument("--stress", action="store_true",
+                        help="the stress evaluation (in process, no calls)")
+    parser.add_argument("--final-model", help="--stress: decode finals with this model")
+    parser.add_argument("--synthetic", type=int, default=12,
+                        help="--stress: (text, voice) pairs, each at 3 tempos")
+    parser.add_argument("--human", type=int, default=15,
+                        help="--stress: corpus clips, each at 3 tempos")
+    parser.add_argument("--no-offline", action="store_true",
+                        help="--stress: skip the offline decodes")
+    parser.add_argument("--tempos", default="0.9,1.0,1.1",
+                        help="--stress: comma-separated playback speeds")
+    parser.add_argument("--end-silence-ms", type=int, default=600,
+                        help="--stress: silence that ends an utterance")
     args = parser.parse_args()
+    if args.stress:
+        stress(args)
+        return
 
     clips = list(corpus())[: args.clips or None]
     track, placed = build_track(clips)
@@ -258,6 +280,36 @@ def main() -> None:
             print(f"{key:26} {value}")
     print("finals:", out["finals_text"])
     print(f"median WER finals {statistics.median(out['wer_finals']):.3f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+def stress(args: argparse.Namespace) -> None:
+    from bench.transcription_stress import evaluate
+    from callstream.transcription.models import resolve_model
+    from callstream.transcription.vad import VadOptions
+    from callstream.transcription.whisper import WhisperEngine
+
+    os.sched_setaffinity(0, {args.core})
+    data_dir = Path.home() / ".cache/callstream-bench"
+
+    def load(spec: str) -> WhisperEngine:
+        return WhisperEngine(resolve_model(spec, data_dir=data_dir), name=spec,
+                             vad=VadOptions(min_silence_ms=args.end_silence_ms))
+
+    engine = load(args.model)
+    final = load(args.final_model) if args.final_model else None
+    out = evaluate(engine, final_engine=final, synthetic=args.synthetic, human=args.human,
+                   offline=not args.no_offline,
+                   tempos=tuple(float(t) for t in args.tempos.split(",")))
+    out["model"], out["final_model"] = args.model, args.final_model
+    out["end_silence_ms"] = args.end_silence_ms
+    out["machine"] = (f"{platform.machine()} {os.cpu_count()} vCPU, Python "
+                      f"{platform.python_version()}")
+    print(f"{'pooled':10} " + " ".join(f"{k}" for k in next(iter(out["pooled"].values()))))
+    for group, figures in out["pooled"].items():
+        print(f"{group:10} " + " ".join(str(v) for v in figures.values()))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))

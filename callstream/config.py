@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     transcription_models: dict[str, str] = Field(
         default_factory=dict, description="Extra model names a call may ask for in "
         "transcription_engine_config -> local model (name or directory).")
+    transcription_final_model: str | None = Field(
+        None, description="Two-pass finals: a stronger model (base, or a CTranslate2 "
+        "directory) for final transcripts; interims stay on the call's model. Unset: one "
+        "model does both. A call may choose with transcription_engine_config.final_model.")
+    transcription_end_silence_ms: int = Field(
+        600, ge=200, le=3000, description="Silence that ends an utterance (its final "
+        "follows); longer keeps natural pauses inside one utterance, at that much more "
+        "latency.")
     transcription_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where Whisper runs; auto picks cuda when a GPU is present.")
     transcription_threads: int = Field(

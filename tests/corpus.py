@@ -192,6 +192,76 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     return row[len(hyp)], len(ref)
 
 
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """A minimum-edit alignment of hypothesis words to reference words.
+
+    Attributes:
+        hits: per reference word, whether it is matched exactly.
+        present: per reference word, whether some hypothesis word stands for it
+            (matched or substituted; not deleted).
+        substitutions, deletions, insertions: the edits (their sum is the distance).
+    """
+
+    hits: tuple[bool, ...]
+    present: tuple[bool, ...]
+    substitutions: int
+    deletions: int
+    insertions: int
+
+
+def align(reference: list[str], hypothesis: list[str]) -> Alignment:
+    rows = [list(range(len(hypothesis) + 1))]
+    for i, r in enumerate(reference, 1):
+        row = [i]
+        for j, h in enumerate(hypothesis, 1):
+            row.append(min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (r != h)))
+        rows.append(row)
+    hits = [False] * len(reference)
+    present = [False] * len(reference)
+    subs = dels = ins = 0
+    i, j = len(reference), len(hypothesis)
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and rows[i][j] == rows[i - 1][j - 1] + (
+                reference[i - 1] != hypothesis[j - 1]):
+            hits[i - 1] = reference[i - 1] == hypothesis[j - 1]
+            present[i - 1] = True
+            subs += not hits[i - 1]
+            i, j = i - 1, j - 1
+        elif i > 0 and rows[i][j] == rows[i - 1][j] + 1:
+            dels += 1
+            i -= 1
+        else:
+            ins += 1
+            j -= 1
+    return Alignment(tuple(hits), tuple(present), subs, dels, ins)
+
+
+#: A sentence with less of its words than this heard (matched or misheard, not
+#: missing) counts as lost.
+LOST_BELOW = 0.3
+
+
+def sentence_scores(sentences: list[str], hypothesis: str) -> list[tuple[float, float]]:
+    """Per reference sentence: (share of its words the hypothesis has exactly, share it
+    has some word for), aligned over the whole text so a word elsewhere does not count.
+    A misheard sentence scores low on the first; only a lost one on the second."""
+    words = [normalize(s) for s in sentences]
+    alignment = align([w for ws in words for w in ws], normalize(hypothesis))
+    out, at = [], 0
+    for ws in words:
+        n = max(len(ws), 1)
+        out.append((sum(alignment.hits[at: at + len(ws)]) / n,
+                    sum(alignment.present[at: at + len(ws)]) / n))
+        at += len(ws)
+    return out
+
+
+def sentences_lost(sentences: list[str], hypothesis: str) -> list[str]:
+    return [s for s, (_, heard) in zip(sentences, sentence_scores(sentences, hypothesis),
+                                       strict=True) if heard < LOST_BELOW]
+
+
 def wer(reference: str, hypothesis: str) -> float:
     errors, words = word_errors(reference, hypothesis)
     return errors / max(words, 1)

@@ -65,6 +65,8 @@ class TranscriptionSpec:
     model: str | None = None
     hints: tuple[str, ...] = ()
     keyterms: tuple[str, ...] = ()
+    #: callstream's own: the model for finals (two-pass; docs/transcription.md).
+    final_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ must allow that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Self
 
 
 class EngineUnavailable(Exception):
@@ -105,6 +105,8 @@ class Engine(Protocol):
         """Raise :class:`UnsupportedOption` when ``options`` can't be honoured."""
         ...
 
-    def new_track(self, options: RecognizerOptions) -> TrackRecognizer:
-        """A recogniser for one more track."""
+    def new_track(self, options: RecognizerOptions, *,
+                  final_engine: Self | None = None) -> TrackRecognizer:
+        """A recogniser for one more track; with ``final_engine`` (two-pass), that
+        engine decodes its finals while this one decodes its interims."""
         ...

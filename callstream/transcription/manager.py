@@ -84,6 +84,7 @@ class Request:
     options: RecognizerOptions
     model: str | None  # a model the config asked for, if it names one we know
     model_pointer: str
+    final_model: str | None = None  # a model for finals the config asked for
 
 
 def parse_request(spec: TranscriptionSpec, *, prefix: str = "") -> Request:
@@ -101,6 +102,7 @@ def parse_request(spec: TranscriptionSpec, *, prefix: str = "") -> Request:
         ),
         model=model,
         model_pointer=f"{prefix}/transcription_engine_config/{key}",
+        final_model=spec.final_model,
     )
 
 
@@ -122,7 +124,9 @@ class TranscriptionManager:
         if importlib.util.find_spec("faster_whisper") is None:
             raise EngineUnavailable("faster-whisper is not installed: pip install "
                                     "faster-whisper==1.2.1")
-        for spec in {settings.transcription_model, *settings.transcription_engines.values()}:
+        for spec in {settings.transcription_model, *settings.transcription_engines.values(),
+                     *([settings.transcription_final_model]
+                       if settings.transcription_final_model else [])}:
             self._resolve(spec)
 
     # -- engines -------------------------------------------------------------------
@@ -156,6 +160,7 @@ class TranscriptionManager:
         return engine
 
     def _load(self, path: Path, spec: str) -> Engine:
+        from callstream.transcription.vad import VadOptions
         from callstream.transcription.whisper import WhisperEngine
 
         expected = pinned_hash(path)
@@ -164,7 +169,8 @@ class TranscriptionManager:
         name = MODEL_ALIASES.get(spec, Path(spec).name or DEFAULT_MODEL)
         started = time.perf_counter()
         engine = WhisperEngine(path, name=name, device=self.settings.transcription_device,
-                               workers=self.workers)
+                               workers=self.workers, vad=VadOptions(
+                                   min_silence_ms=self.settings.transcription_end_silence_ms))
         log.info("loaded Whisper %s from %s on %s in %.2f s", name, path, engine.device,
                  time.perf_counter() - started)
         return engine
@@ -173,10 +179,10 @@ class TranscriptionManager:
 
     async def start(self, call_control_id: str, req: TranscriptionStart) -> Receipt:
         request = parse_request(req.transcription)
-        engine = await self._engine_or_error(request)
+        engines = await self._engine_or_error(request)
 
         async def action(call: Call, change: Change) -> None:
-            self._start(call, request, engine)
+            self._start(call, request, *engines)
 
         return await self.calls.run_command(call_control_id, req, action)
 
@@ -189,29 +195,50 @@ class TranscriptionManager:
 
         return await self.calls.run_command(call_control_id, req, action)
 
-    async def _engine_or_error(self, request: Request, prefix: str = "") -> Engine:
+    def final_model_for(self, request: Request, prefix: str = "") -> str | None:
+        """The model spec for finals (two-pass): the one the request names in
+        ``final_model``, else ``transcription_final_model``; None: one model does all."""
+        if request.final_model is None:
+            return self.settings.transcription_final_model
+        aliases = {**MODEL_ALIASES, **self.settings.transcription_models}
+        if request.final_model not in aliases:
+            raise UnsupportedValue(
+                f"final_model {request.final_model!r} is none of the models here: "
+                f"{', '.join(sorted(aliases))}.",
+                pointer=f"{prefix}/transcription_engine_config/final_model")
+        return aliases[request.final_model]
+
+    async def _engine_or_error(self, request: Request,
+                               prefix: str = "") -> tuple[Engine, Engine | None]:
+        """The request's engine and, for two-pass finals, its final engine."""
         spec = self.model_for(request)
+        final_spec = self.final_model_for(request, prefix)
+        final: Engine | None = None
+        pointer = request.model_pointer if request.model else f"{prefix}/transcription_engine"
         try:
             engine = await self.engine(spec)
             engine.check(request.options)
+            if final_spec is not None:
+                if request.final_model:
+                    pointer = f"{prefix}/transcription_engine_config/final_model"
+                final = await self.engine(final_spec)
+                final.check(request.options)
         except EngineUnavailable as exc:
-            raise TranscriptionUnavailable(
-                str(exc),
-                pointer=request.model_pointer if request.model else
-                f"{prefix}/transcription_engine",
-            ) from exc
+            raise TranscriptionUnavailable(str(exc), pointer=pointer) from exc
         except UnsupportedOption as exc:
             raise UnsupportedValue(
                 str(exc),
                 pointer=f"{prefix}/transcription_engine_config/{exc.field}",
             ) from exc
-        return engine
+        return engine, (None if final is engine else final)
 
-    def _start(self, call: Call, request: Request, engine: Engine) -> None:
+    def _start(self, call: Call, request: Request, engine: Engine,
+               final_engine: Engine | None) -> None:
         media = self.calls.media(call, purpose="transcribed")
         if FEATURE_KEY in call.features:
             raise AlreadyTranscribing("Stop the running transcription first.")
-        call.features[FEATURE_KEY] = Transcription(self, call, media, engine, request)
+        call.features[FEATURE_KEY] = Transcription(self, call, media, engine, request,
+                                                   final_engine=final_engine)
 
     # -- CallHooks -----------------------------------------------------------------
 
@@ -223,11 +250,11 @@ class TranscriptionManager:
         if setup is None or setup.transcription is None:
             return
         request = parse_request(setup.transcription, prefix="/transcription_config")
-        engine = await self._engine_or_error(request, "/transcription_config")
+        engines = await self._engine_or_error(request, "/transcription_config")
 
         async def action(live: Call, change: Change) -> None:
             if FEATURE_KEY not in live.features:
-                self._start(live, request, engine)
+                self._start(live, request, *engines)
 
         await self.calls.run_command(call.id, TranscriptionStart(), action)
 
@@ -239,15 +266,18 @@ class Transcription:
     """A running transcription of one call (a :class:`~callstream.calls.features.Feature`)."""
 
     def __init__(self, manager: TranscriptionManager, call: Call, media: LegMedia,
-                 engine: Engine, request: Request) -> None:
+                 engine: Engine, request: Request, *,
+                 final_engine: Engine | None = None) -> None:
         self.request = request
         self.call_control_id = call.id
         self.workers = [
-            TrackWorker(manager, call, media, engine.new_track(request.options), track)
+            TrackWorker(manager, call, media,
+                        engine.new_track(request.options, final_engine=final_engine), track)
             for track in request.tracks
         ]
+        model = engine.name + (f", finals {final_engine.name}" if final_engine else "")
         log.info("call %s: transcription started (%s engine, model %s, %s)", call.id,
-                 request.engine, engine.name, " and ".join(request.tracks) + " track"
+                 request.engine, model, " and ".join(request.tracks) + " track"
                  + ("s" if len(request.tracks) > 1 else ""),
                  extra={"call_control_id": call.id})
 

@@ -29,3 +29,15 @@ LAG_SECONDS = Histogram(
     "Age of the oldest audio when a recogniser call starts",
     buckets=(0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+REDECODES = Counter(
+    "callstream_transcription_redecodes_total",
+    "Extra decodes of a final's audio: on the full 30 s window (window), from where the "
+    "timestamps stopped (continuation), in halves when even 30 s loops or skips (split); "
+    "beam_skipped: the beam search result skipped words and the greedy one was taken",
+    ["reason"],
+)
+FINALS_ON_FAST_MODEL = Counter(
+    "callstream_transcription_finals_on_fast_model_total",
+    "Finals decoded by the interim model instead of the configured final model, because "
+    "the track was behind",
+)

@@ -17,6 +17,8 @@ G.711 speech was missed entirely in 6 of 15 clips; 0.2 found all of it.
 from __future__ import annotations
 
 import enum
+import math
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 512  # what Silero v6 takes at 16 kHz: 32 ms
 CONTEXT_SAMPLES = 64  # the tail of the previous window it also sees
 WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
+CUT_SEARCH_S = 2.0  # a long utterance is cut at the quietest point of its last 2 s
 
 Audio = npt.NDArray[np.float32]
 
@@ -71,11 +74,15 @@ class VadEvent:
 
     ``START``: speech begins at window ``start``. ``END``/``DROP``: the utterance that
     began at ``start`` ended at window ``end`` (exclusive; trailing silence excluded).
+    ``cut``: the boundary is not silence but a cut of a too-long utterance (an END at
+    the cut, then the START of its continuation at the same window): no audio beyond
+    it belongs to the utterance.
     """
 
     kind: VadEventKind
     start: int
     end: int = 0
+    cut: bool = False
 
 
 class Segmenter:
@@ -83,6 +90,11 @@ class Segmenter:
 
     Feed one probability per window with :meth:`push`; it returns the events that
     window caused (at most an END followed by a START, when a long utterance is cut).
+
+    A cut goes where the audio is quietest (lowest mean ``level`` of the two windows
+    around a boundary; the latest on a tie) within the last :data:`CUT_SEARCH_S`, so it
+    falls between words rather than inside one. The continuation of a cut utterance
+    is never dropped for being short: it is the rest of real speech.
     """
 
     def __init__(self, options: VadOptions | None = None) -> None:
@@ -93,20 +105,33 @@ class Segmenter:
         self.position = 0  # windows seen
         self.start: int | None = None  # current utterance's first window
         self._silence_from: int | None = None
+        self._continued = False  # the current utterance began at a cut
+        self._search = max(1, round(CUT_SEARCH_S / WINDOW_SECONDS))
+        self._levels: deque[float] = deque(maxlen=self._search + 1)
+
+    @property
+    def silence_from(self) -> int | None:
+        """In speech: the window where the silence now running began (None: no silence).
+        If the utterance ends at this silence, this is its ``end``."""
+        return self._silence_from
 
     @property
     def in_speech(self) -> bool:
         return self.start is not None
 
-    def push(self, probability: float) -> list[VadEvent]:
+    def push(self, probability: float, level: float = 0.0) -> list[VadEvent]:
+        """One window: its speech probability and its loudness (any monotonic scale,
+        e.g. dB; only used to place cuts)."""
         opts = self.options
         index = self.position
         self.position += 1
+        self._levels.append(level)
         events: list[VadEvent] = []
         if self.start is None:
             if probability >= opts.threshold:
                 self.start = index
                 self._silence_from = None
+                self._continued = False
                 events.append(VadEvent(VadEventKind.START, index))
             return events
         if probability >= opts.threshold:
@@ -116,11 +141,27 @@ class Segmenter:
         if self._silence_from is not None and index + 1 - self._silence_from >= self._min_silence:
             events.append(self._end(self._silence_from))
         elif index + 1 - self.start >= self._max_windows:
-            # Cut here and carry on: Whisper's window is bounded, a monologue is not.
-            events.append(self._end(index + 1))
-            self.start = index + 1
-            events.append(VadEvent(VadEventKind.START, index + 1))
+            # Cut and carry on: Whisper's window is bounded, a monologue is not.
+            cut = self._quietest_boundary(self.start + self._min_speech)
+            events.append(self._end(cut, cut=True))
+            self.start = cut
+            self._continued = True
+            events.append(VadEvent(VadEventKind.START, cut, cut=True))
         return events
+
+    def _quietest_boundary(self, earliest: int) -> int:
+        """The window boundary (a window index; the cut goes before it) in the last
+        :data:`CUT_SEARCH_S` and not before ``earliest`` where the two windows around
+        it are quietest; the latest such boundary on a tie."""
+        levels = list(self._levels)
+        first = self.position - len(levels)  # window index of levels[0]
+        best, best_level = self.position, math.inf
+        for boundary in range(max(first + 1, earliest), self.position + 1):
+            i = boundary - first
+            around = (levels[i - 1] + (levels[i] if i < len(levels) else levels[i - 1])) / 2
+            if around <= best_level:
+                best, best_level = boundary, around
+        return best
 
     def finish(self) -> list[VadEvent]:
         """The track ended: close the utterance in progress."""
@@ -129,13 +170,13 @@ class Segmenter:
         end = self._silence_from if self._silence_from is not None else self.position
         return [self._end(end)]
 
-    def _end(self, end: int) -> VadEvent:
+    def _end(self, end: int, *, cut: bool = False) -> VadEvent:
         start = self.start
         assert start is not None  # only called in speech
         self.start = None
         self._silence_from = None
-        kind = VadEventKind.END if end - start >= self._min_speech else VadEventKind.DROP
-        return VadEvent(kind, start, end)
+        kept = end - start >= self._min_speech or self._continued
+        return VadEvent(VadEventKind.END if kept else VadEventKind.DROP, start, end, cut)
 
 
 def silero_model_path() -> Path:

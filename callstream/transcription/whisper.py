@@ -5,17 +5,23 @@ Whisper is not a streaming model; this module makes it behave like one
 
 1. Audio is resampled to 16 kHz and run through Silero VAD (:mod:`.vad`), which cuts
    the track into utterances (threshold 0.2 for phone audio, 600 ms of silence ends
-   one, 400 ms of padding each side, at most 9.5 s each). Whisper never sees
-   silence alone: it invents words there ("Okay.").
+   one, 400 ms of padding each side, at most 9.5 s each, a longer one cut at its
+   quietest point and unpadded across the cut). Whisper never sees silence alone: it
+   invents words there ("Okay.").
 2. While an utterance goes on, an **interim** is decoded greedily on a *short*
    window: the utterance so far plus 3 s of silence. CTranslate2 takes fewer than
    3000 mel frames, which makes this ~20x cheaper than Whisper's 30 s window; the
    trailing silence and timestamp tokens keep the decoder from looping on it. The
    first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
    ``RETRY_HOP_S`` until it has words), then one comes every ``INTERIM_HOP_S``.
-3. When the utterance ends, its **final** is decoded on a fixed 10 s window; if that
-   output loops (gzip ratio > 2.4 or > 5 words a second) it is decoded again on the
-   full 30 s window.
+3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
+   :data:`FINAL_BEAM_SIZE` on a 10 s window, or
+   30 s when the audio and 2 s of silence don't fit, :data:`EARLY_LEAD_S` before the
+   VAD declares the end. It must cover all the speech: where the timestamps stop
+   short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
+   point reached; where that loops or skips, it is halved. Loops and repeats across a
+   cut are removed (:mod:`.repetition`). Optionally a second, stronger engine decodes
+   finals (two-pass), except while the track is behind.
 
 This calls ``WhisperModel.model.generate`` (CTranslate2) directly, which is not
 faster-whisper's public API: both packages are pinned in pyproject.
@@ -33,12 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from callstream.transcription import metrics
 from callstream.transcription.engine import (
     EngineUnavailable,
     RecognizerOptions,
     Segment,
     UnsupportedOption,
 )
+from callstream.transcription.repetition import collapse_repeats, drop_overlap
+from callstream.transcription.timestamps import read_tokens
 from callstream.transcription.vad import (
     SAMPLE_RATE,
     WINDOW_SAMPLES,
@@ -46,6 +55,7 @@ from callstream.transcription.vad import (
     Segmenter,
     SileroSession,
     SileroVad,
+    VadEvent,
     VadEventKind,
     VadOptions,
 )
@@ -54,14 +64,25 @@ log = logging.getLogger(__name__)
 
 FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
 RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
-INTERIM_HOP_S = 0.6  # audio between later interims
+INTERIM_HOP_S = 0.8  # audio between later interims
 INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
+EARLY_LEAD_S = 0.3  # a final is decoded this long before the VAD's end-of-speech
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
 FULL_WINDOW_S = 30.0
+FINAL_BEAM_SIZE = 5  # finals: beam search (see decode)
+BEAM_MIN_WORDS_SHARE = 0.8  # a beam result with fewer words than this x greedy's skipped
+FINAL_TAIL_S = 2.0  # silence a final's window has after its audio, at least
+MAX_FINAL_PASSES = 4  # decodes (after window fallbacks) one final may take
+MAX_UNCOVERED_S = 0.6  # speech a closed decode may leave unplaced before we decode it
+MIN_REDECODE_S = 0.3  # after a lone timestamp: less speech than this left is done
+MIN_PROGRESS_S = 0.5  # a continuation must start at least this far in
+MAX_SPLITS = 2  # how often a final that loops or skips even on 30 s is halved
+MIN_SPLIT_S = 3.0  # shorter than this is not halved
 MAX_COMPRESSION_RATIO = 2.4  # above: the decoder repeats itself
 MAX_WORDS_PER_SECOND = 5.0
 NO_SPEECH_PROB = 0.6  # with a low log-prob, Whisper "heard" nothing
 LOW_LOGPROB = -1.0
+NO_SPEECH_MAX_WPS = 1.5  # a final with more words a second than this is speech anyway
 TOKENS_PER_SECOND = 8  # generous cap on tokens per second of audio
 
 
@@ -71,11 +92,31 @@ class Decoded:
     confidence: float
     looped: bool
     no_speech: bool
+    covered: float  # seconds of the audio the text accounts for (see .timestamps)
+    complete: bool  # the decoder closed its last segment: nothing left unsaid
+    hurried: bool = False  # impossible timestamps: speech before them was skipped
 
 
 def _compression_ratio(text: str) -> float:
     data = text.encode()
     return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _final_window(samples: int) -> float:
+    """A final's encoder window: 10 s, or Whisper's own 30 s when the audio and a
+    silent tail don't fit (audio to a window's edge makes Whisper defer its end)."""
+    fits = samples / SAMPLE_RATE + FINAL_TAIL_S <= FINAL_WINDOW_S
+    return FINAL_WINDOW_S if fits else FULL_WINDOW_S
+
+
+def _quiet_middle(audio: Audio) -> int:
+    """The sample to split ``audio`` at: the start of its quietest 100 ms in the middle
+    third, so that the split falls between words."""
+    step = SAMPLE_RATE // 10
+    blocks = len(audio) // step
+    power = np.square(audio[: blocks * step].reshape(blocks, step)).mean(axis=1)
+    lo, hi = blocks // 3, max(blocks // 3 + 1, 2 * blocks // 3)
+    return int(lo + np.argmin(power[lo:hi])) * step
 
 
 def _pcm_to_float(pcm: bytes) -> Audio:
@@ -169,18 +210,23 @@ class WhisperEngine:
                 raise UnsupportedOption(
                     f"Model {self.name} has no language {language!r}.", field="language")
 
-    def new_track(self, options: RecognizerOptions) -> WhisperTrack:
+    def new_track(self, options: RecognizerOptions, *,
+                  final_engine: WhisperEngine | None = None) -> WhisperTrack:
+        """A recogniser for one track; with ``final_engine``, its finals are decoded
+        by that (stronger) model and its interims by this one."""
         self.check(options)
-        return WhisperTrack(self, options)
+        if final_engine is not None:
+            final_engine.check(options)
+        return WhisperTrack(self, options, final_engine=final_engine)
 
     # -- decoding (any thread) --------------------------------------------------
 
     def decode(
         self, audio: Audio, *, window_s: float | None, language: str | None,
-        hints: tuple[str, ...] = (),
+        hints: tuple[str, ...] = (), beam_size: int = 1,
     ) -> Decoded:
-        """Decode ``audio`` greedily on a window of ``window_s`` seconds (None: the
-        audio plus :data:`INTERIM_PAD_S` of silence)."""
+        """Decode ``audio`` on a window of ``window_s`` seconds (None: the audio plus
+        :data:`INTERIM_PAD_S` of silence); greedily unless ``beam_size`` > 1."""
         duration = len(audio) / SAMPLE_RATE
         if window_s is None:
             samples = len(audio) + int(INTERIM_PAD_S * SAMPLE_RATE)
@@ -202,41 +248,126 @@ class WhisperEngine:
             prompt += [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[:100]]
         prompt += list(tokenizer.sot_sequence)
         max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
+        decoded = self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
+        if beam_size > 1:
+            # Beam search is more accurate but prefers to skip a hard start outright,
+            # with plausible timestamps; the greedy reading of the same encoding (decoder
+            # only) shows when it did: more words, or impossible timestamps.
+            beamed = self._generate(encoded, prompt, tokenizer, max_new, duration, beam_size)
+            if not decoded.hurried and len(beamed.text.split()) >= (
+                    BEAM_MIN_WORDS_SHARE * len(decoded.text.split())):
+                return beamed
+            metrics.REDECODES.labels("beam_skipped").inc()
+        return decoded
+
+    def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
+                  duration: float, beam_size: int) -> Decoded:
         result = self.model.model.generate(
-            encoded, [prompt], beam_size=1, max_length=len(prompt) + max_new,
+            encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
         )[0]
         tokens: list[int] = result.sequences_ids[0]
-        # Keep text up to the first timestamp past the audio: beyond is padding.
-        limit = tokenizer.timestamp_begin + round((duration + 0.5) / 0.02)
-        words: list[int] = []
-        for token in tokens:
-            if token >= tokenizer.timestamp_begin:
-                if token > limit:
-                    break
-                continue
-            if token < tokenizer.eot:
-                words.append(token)
-        text = tokenizer.decode(words).strip()
+        reading = read_tokens(tokens, timestamp_begin=tokenizer.timestamp_begin,
+                              eot=tokenizer.eot, duration=duration)
+        text = tokenizer.decode(list(reading.words)).strip()
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
         n_words = len(text.split())
         looped = (_compression_ratio(text) > MAX_COMPRESSION_RATIO
                   or n_words > MAX_WORDS_PER_SECOND * max(duration, 1.0))
         no_speech = result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB
         confidence = min(1.0, max(0.0, math.exp(avg_logprob)))
-        return Decoded(text, round(confidence, 4), looped, no_speech)
+        return Decoded(text, round(confidence, 4), looped, no_speech, reading.covered,
+                       reading.complete, reading.hurried)
+
+    def decode_final(
+        self, audio: Audio, *, speech_end: float, language: str | None,
+        hints: tuple[str, ...] = (), splits: int = MAX_SPLITS,
+    ) -> Decoded | None:
+        """Decode an utterance until the text accounts for all its speech.
+
+        Where a decode stops short of ``speech_end`` (seconds into ``audio`` where the
+        VAD heard the last speech) — a lone timestamp, an unfinished segment, more than
+        :data:`MAX_UNCOVERED_S` unplaced — the same audio is decoded on the full window,
+        then the rest from the point the timestamps reached (as faster-whisper's
+        ``transcribe`` seeks). Where even the full window loops or skips (impossible
+        timestamps), the audio is split at its quietest point near the middle and each
+        half is decoded alone (up to ``splits`` deep). Loops left in the text are
+        collapsed (:mod:`.repetition`). None: no words at all."""
+        texts: list[str] = []
+        weights: list[tuple[float, float]] = []  # (confidence, seconds it covered)
+        offset = 0.0
+        for _ in range(MAX_FINAL_PASSES):
+            piece = audio[round(offset * SAMPLE_RATE):]
+            decoded = self.decode(piece, window_s=_final_window(len(piece)), language=language,
+                                  hints=hints, beam_size=FINAL_BEAM_SIZE)
+            if decoded.looped or not decoded.complete or decoded.hurried:
+                # Whisper loops, defers the rest or skips on a short window: the full one.
+                metrics.REDECODES.labels("window").inc()
+                decoded = self.decode(piece, window_s=FULL_WINDOW_S, language=language,
+                                      hints=hints, beam_size=FINAL_BEAM_SIZE)
+            if (decoded.looped or decoded.hurried) and splits > 0 and (
+                    len(piece) >= MIN_SPLIT_S * SAMPLE_RATE):
+                metrics.REDECODES.labels("split").inc()
+                split = _quiet_middle(piece)
+                halves = [
+                    self.decode_final(piece[:split], speech_end=split / SAMPLE_RATE,
+                                      language=language, hints=hints, splits=splits - 1),
+                    self.decode_final(piece[split:], speech_end=max(
+                        speech_end - offset - split / SAMPLE_RATE, 0.0), language=language,
+                        hints=hints, splits=splits - 1),
+                ]
+                for half, samples in zip(halves, (split, len(piece) - split), strict=True):
+                    if half is not None:
+                        texts.append(half.text)
+                        weights.append((half.confidence, samples / SAMPLE_RATE))
+                break
+            if not decoded.text:
+                break
+            if decoded.no_speech and len(decoded.text.split()) < NO_SPEECH_MAX_WPS * max(
+                    speech_end - offset, 1.0):
+                break  # Whisper's "nothing heard" is wrong about a run of clear words
+            texts.append(decoded.text)
+            reached = decoded.covered if decoded.covered > 0 else len(piece) / SAMPLE_RATE
+            weights.append((decoded.confidence, max(reached, 0.1)))
+            rest = speech_end - offset - reached
+            if decoded.hurried or rest <= (
+                    MAX_UNCOVERED_S if decoded.complete else MIN_REDECODE_S):
+                break  # done, or its timestamps can't say where to go on from
+            if decoded.covered < MIN_PROGRESS_S:
+                break  # no usable timestamp to continue from
+            offset += decoded.covered
+            metrics.REDECODES.labels("continuation").inc()
+        else:
+            log.warning("a final still had undecoded speech after %d passes", MAX_FINAL_PASSES)
+        text = collapse_repeats(" ".join(texts))
+        if not text:
+            return None
+        seconds = math.fsum(w for _, w in weights)
+        confidence = math.fsum(c * w for c, w in weights) / seconds
+        return Decoded(text, round(confidence, 4), False, False, speech_end, True)
+
+
+@dataclass(frozen=True, slots=True)
+class _EarlyFinal:
+    key: tuple[int, int]  # (start, end) windows of the utterance it assumed
+    decoded: Decoded | None
+    start: int  # samples its audio spans
+    end: int
 
 
 class WhisperTrack:
     """One track's VAD state, audio and utterance progress. One caller at a time."""
 
-    def __init__(self, engine: WhisperEngine, options: RecognizerOptions) -> None:
+    def __init__(self, engine: WhisperEngine, options: RecognizerOptions, *,
+                 final_engine: WhisperEngine | None = None) -> None:
         self.engine = engine
+        self.final_engine = final_engine
         self.options = options
         self._vad = SileroVad(engine.vad_session)
         self._segmenter = Segmenter(engine.vad_options)
         self._pad = int(engine.vad_options.pad_ms / 1000 * SAMPLE_RATE)
+        self._min_silence = int(engine.vad_options.min_silence_ms / 1000 * SAMPLE_RATE)
         self._resampler: Any = None
         self._rate: int | None = None
         # Audio kept: samples [self._base, self._base + len(self._audio)) of the track.
@@ -244,7 +375,10 @@ class WhisperTrack:
         self._base = 0
         self._last_interim = 0  # sample where the latest interim's audio ended
         self._heard = False  # the utterance in progress has had a non-empty interim
-        self.decodes = 0  # decoder runs, for metrics
+        self._cut_start = False  # the utterance in progress is a cut one's continuation
+        self._last_final = ""  # text of the latest final
+        self._behind = False  # the caller said it is behind (no interims this time)
+        self._early: _EarlyFinal | None = None  # a final decoded before its END
 
     @property
     def _total(self) -> int:
@@ -266,21 +400,28 @@ class WhisperTrack:
         return audio
 
     def feed(self, pcm: bytes, sample_rate: int, *, interims: bool = True) -> list[Segment]:
+        """See :meth:`TrackRecognizer.feed`. ``interims=False`` (the caller is behind)
+        also sends finals to the fast model when a stronger one is configured."""
+        self._behind = not interims
         audio = self._to_16k(pcm, sample_rate)
         self._audio = np.concatenate([self._audio, audio]) if len(self._audio) else audio
         segments: list[Segment] = []
         # Window by window: an utterance's end resets the VAD before the next window.
         for offset in range(0, len(audio), WINDOW_SAMPLES):
             for prob in self._vad.probabilities(audio[offset: offset + WINDOW_SAMPLES]):
-                for event in self._segmenter.push(float(prob)):
+                for event in self._segmenter.push(float(prob), self._level()):
                     if event.kind is VadEventKind.START:
                         self._last_interim = event.start * WINDOW_SAMPLES
                         self._heard = False
+                        self._cut_start = event.cut
                     else:
-                        self._vad.reset()
+                        if not event.cut:
+                            self._vad.reset()
                         if event.kind is VadEventKind.END:
-                            segments.extend(self._final(event.start, event.end))
-        if self._segmenter.in_speech and interims and self.options.interim_results:
+                            segments.extend(self._final(event))
+        decoded_early = self._decode_early()
+        if (self._segmenter.in_speech and interims and self.options.interim_results
+                and not decoded_early):
             interim = self._interim()
             if interim is not None:
                 segments.append(interim)
@@ -291,9 +432,21 @@ class WhisperTrack:
         segments: list[Segment] = []
         for event in self._segmenter.finish():
             if event.kind is VadEventKind.END:
-                segments.extend(self._final(event.start, event.end))
+                segments.extend(self._final(event))
         self._audio = np.zeros(0, dtype=np.float32)
         return segments
+
+    def _level(self) -> float:
+        """Loudness (dB) of the window the segmenter is about to be given."""
+        first = self._segmenter.position * WINDOW_SAMPLES
+        window = self._slice(first, first + WINDOW_SAMPLES)
+        power = float(np.mean(window * window)) if len(window) else 0.0
+        return 10.0 * math.log10(power + 1e-10)
+
+    def _pre_pad(self, start: int) -> int:
+        """Where the audio of an utterance starting at sample ``start`` begins: a cut's
+        continuation has no pad (that audio went to the utterance before it)."""
+        return start if self._cut_start else max(start - self._pad, 0)
 
     def _slice(self, start: int, end: int) -> Audio:
         lo = max(start - self._base, 0)
@@ -311,27 +464,64 @@ class WhisperTrack:
         if self._last_interim > start and now - self._last_interim < hop * SAMPLE_RATE:
             return None
         self._last_interim = now
-        decoded = self._decode(self._slice(start - self._pad, now), window_s=None)
+        begin = self._pre_pad(start)
+        decoded = self._decode(self._slice(begin, now), window_s=None)
         if decoded.looped or decoded.no_speech or not decoded.text:
             return None
         self._heard = True
-        return Segment(decoded.text, False, decoded.confidence,
-                       max(start - self._pad, 0) / SAMPLE_RATE, now / SAMPLE_RATE)
+        return Segment(decoded.text, False, decoded.confidence, begin / SAMPLE_RATE,
+                       now / SAMPLE_RATE)
 
-    def _final(self, start_window: int, end_window: int) -> list[Segment]:
-        start = max(start_window * WINDOW_SAMPLES - self._pad, 0)
-        end = min(end_window * WINDOW_SAMPLES + self._pad, self._total)
-        audio = self._slice(start, end)
-        decoded = self._decode(audio, window_s=FINAL_WINDOW_S)
-        if decoded.looped or len(audio) > FINAL_WINDOW_S * SAMPLE_RATE:
-            decoded = self._decode(audio, window_s=FULL_WINDOW_S)
-        if decoded.looped or decoded.no_speech or not decoded.text:
+    def _final(self, event: VadEvent) -> list[Segment]:
+        early = self._early
+        self._early = None
+        if early is not None and early.key == (event.start, event.end) and not event.cut:
+            decoded, start, end = early.decoded, early.start, early.end
+        else:
+            decoded, start, end = self._decode_utterance(event.start, event.end, event.cut)
+        text = decoded.text if decoded is not None else ""
+        if self._cut_start:
+            text = drop_overlap(self._last_final, text)  # said again across the cut
+        self._last_final = text
+        if decoded is None or not text:
             return []
-        return [Segment(decoded.text, True, decoded.confidence, start / SAMPLE_RATE,
+        return [Segment(text, True, decoded.confidence, start / SAMPLE_RATE,
                         end / SAMPLE_RATE)]
 
+    def _decode_early(self) -> bool:
+        """Decode the final of the utterance in progress as if the silence now running
+        will end it, :data:`EARLY_LEAD_S` before the VAD can say so (and not before the
+        silence holds the final's end pad); the END that follows, if the silence
+        lasts, then costs nothing. True when it decoded."""
+        start, silence = self._segmenter.start, self._segmenter.silence_from
+        wait = max(self._pad, self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE))
+        if start is None or silence is None or self._behind or (
+                self._total < silence * WINDOW_SAMPLES + wait):
+            return False
+        if self._early is not None and self._early.key == (start, silence):
+            return False
+        self._early = _EarlyFinal((start, silence),
+                                  *self._decode_utterance(start, silence, False))
+        return True
+
+    def _decode_utterance(self, start_window: int, end_window: int,
+                          cut: bool) -> tuple[Decoded | None, int, int]:
+        """The final decode of an utterance, and the samples its audio spans."""
+        start = self._pre_pad(start_window * WINDOW_SAMPLES)
+        speech_end = min(end_window * WINDOW_SAMPLES, self._total)
+        end = speech_end if cut else min(speech_end + self._pad, self._total)
+        engine = self.engine
+        if self.final_engine is not None:
+            if self._behind:
+                metrics.FINALS_ON_FAST_MODEL.inc()  # catching up beats the better model
+            else:
+                engine = self.final_engine
+        decoded = engine.decode_final(
+            self._slice(start, end), speech_end=(speech_end - start) / SAMPLE_RATE,
+            language=self.options.language, hints=self.options.hints)
+        return decoded, start, end
+
     def _decode(self, audio: Audio, *, window_s: float | None) -> Decoded:
-        self.decodes += 1
         return self.engine.decode(audio, window_s=window_s, language=self.options.language,
                                   hints=self.options.hints)
 

@@ -46,8 +46,10 @@ STATE_RULES = {
     ("10015", "/tx"),
     ("10015", "/target"),
     ("10015", "/stream_bidirectional_sampling_rate"),  # OPUS has no 22050 Hz
-    # The configured Whisper model decides which languages exist.
+    # The configured Whisper model decides which languages exist, the models installed
+    # which final_model names do.
     ("10032", "/transcription_engine_config/language"),
+    ("10032", "/transcription_engine_config/final_model"),
 }
 
 #: The outbound policy's refusal (docs/security/outbound.md), whatever the field.

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from telnyx import UnprocessableEntityError
 
+from callstream.transcription.models import resolve_model
 from tests.audio import rtp_packets, write_pcap
 from tests.corpus import clip, noise, phone_band, wer
 from tests.e2e.conftest import Rig, make_rig
@@ -28,7 +29,10 @@ SPEECH = ("sense_and_sensibility_01_austen_64kb-0870", "sense_and_sensibility_01
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     data = tmp_path_factory.mktemp("e2e-transcription")
-    models = json.dumps({"missing-model": str(data / "no-such-model")})
+    # tiny.en under a second path: a final model that is not the interim one.
+    (data / "tiny-copy").symlink_to(resolve_model("tiny.en", data_dir=data))
+    models = json.dumps({"missing-model": str(data / "no-such-model"),
+                         "tiny-copy": str(data / "tiny-copy")})
     with make_rig(data, (33000, 33999), {"CALLSTREAM_TRANSCRIPTION_MODELS": models}) as rig:
         yield rig
 
@@ -163,6 +167,36 @@ def test_noise_and_silence_yield_nothing_and_errors_follow_the_spec(rig: Rig) ->
     with pytest.raises(UnprocessableEntityError) as info:
         actions.stop_transcription(ccid)
     assert _code(info) == ("90018", None)
+
+
+def test_two_pass_finals_come_from_the_final_model(rig: Rig) -> None:
+    line = silence(1.5) + phone_band(clip("goforward")) + silence(2.0)
+    proc, ccid = _place(rig, "two-pass", line, len(line) / 2 / RATE + 0.5)
+    actions = rig.sdk.calls.actions
+    actions.answer(ccid)
+    rig.hooks.wait_event("call.answered", ccid)
+    # final_model is callstream's own key: the SDK's typed config would drop it.
+    start = f"/v2/calls/{ccid}/actions/transcription_start"
+    with rig.server.client() as http:
+        refused = http.post(start, json={"transcription_engine_config": {
+            "transcription_engine": "Google", "final_model": "nope"}})
+        assert refused.status_code == 422
+        error = refused.json()["errors"][0]
+        assert (error["code"], error["source"]["pointer"]) == (
+            "10032", "/transcription_engine_config/final_model")
+        http.post(start, json={"transcription_engine_config": {
+            "transcription_engine": "Google", "interim_results": True,
+            "final_model": "tiny-copy"}}).raise_for_status()
+    assert proc.wait(30) == 0
+    rig.hooks.wait_event("call.hangup", ccid)
+    data = [d.payload["transcription_data"] for d in _transcripts(rig, ccid)]
+    finals = " ".join(t["transcript"] for t in data if t["is_final"])
+    assert wer(clip("goforward").reference, finals) <= 0.25, finals
+    assert f"call {ccid}: transcription started (Google engine, model tiny.en, finals " \
+           "tiny-copy, inbound track)" in rig.server.log()
+    with rig.server.client() as client:
+        assert "callstream_transcription_finals_on_fast_model_total" in client.get(
+            "/metrics").text
 
 
 def test_server_refuses_to_start_without_its_model(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ class _Deaf:
     def check(self, options: RecognizerOptions) -> None:
         return None
 
-    def new_track(self, options: RecognizerOptions) -> _Deaf:
+    def new_track(self, options: RecognizerOptions, *, final_engine: _Deaf | None = None) -> _Deaf:
         return self
 
     def feed(self, pcm: bytes, sample_rate: int, *, interims: bool = True) -> list[Segment]:

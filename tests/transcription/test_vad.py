@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callstream.transcription.vad import (
+    CUT_SEARCH_S,
     WINDOW_SECONDS,
     Segmenter,
     VadEvent,
@@ -47,11 +48,37 @@ def test_long_speech_is_cut_at_the_maximum_and_continues() -> None:
     limit = round(1.0 / WINDOW_SECONDS)
     events = run([0.9] * (limit * 2 + 5) + [0.0] * 30, options)
     assert events == [
-        VadEvent(START, 0), VadEvent(END, 0, limit),
-        VadEvent(START, limit), VadEvent(END, limit, 2 * limit),
-        # The 160 ms left over is under the minimum speech length.
-        VadEvent(START, 2 * limit), VadEvent(DROP, 2 * limit, 2 * limit + 5),
+        VadEvent(START, 0), VadEvent(END, 0, limit, cut=True),
+        VadEvent(START, limit, cut=True), VadEvent(END, limit, 2 * limit, cut=True),
+        # The 160 ms left over is under the minimum speech length, but it is the rest
+        # of a cut utterance: kept.
+        VadEvent(START, 2 * limit, cut=True), VadEvent(END, 2 * limit, 2 * limit + 5),
     ]
+
+
+def test_a_cut_goes_to_the_quietest_point_of_the_last_two_seconds() -> None:
+    options = VadOptions(max_utterance_s=4.0)
+    limit = round(4.0 / WINDOW_SECONDS)
+    search = round(CUT_SEARCH_S / WINDOW_SECONDS)
+    # Loud speech with a quiet gap (two windows at -50 dB) 1 s before the limit, and a
+    # quieter one (-90 dB) 3 s before it: outside the search, so ignored.
+    levels = [-20.0] * (limit + 40)
+    quiet_at = limit - round(1.0 / WINDOW_SECONDS)
+    levels[quiet_at] = levels[quiet_at + 1] = -50.0
+    far = limit - round(3.0 / WINDOW_SECONDS)
+    levels[far] = levels[far + 1] = -90.0
+    seg = Segmenter(options)
+    events = [e for level in levels for e in seg.push(0.9, level)]
+    # The boundary between the two quiet windows scores -50 (both quiet): the cut.
+    assert events[:3] == [VadEvent(START, 0), VadEvent(END, 0, quiet_at + 1, cut=True),
+                          VadEvent(START, quiet_at + 1, cut=True)]
+    assert limit - search <= quiet_at + 1 < limit
+
+
+def test_a_cut_continuation_ended_by_silence_is_kept_however_short() -> None:
+    limit = round(1.0 / WINDOW_SECONDS)
+    events = run([0.9] * (limit + 1) + [0.0] * 30, VadOptions(max_utterance_s=1.0))
+    assert events[-1] == VadEvent(END, limit, limit + 1)
 
 
 def test_end_needs_the_full_minimum_silence() -> None:

@@ -35,6 +35,9 @@ class TranscriptionEngineConfig(BaseModel):
         None, max_length=256, description="Telnyx/Deepgram model name; Whisper names select "
         "a local model (docs/transcription.md).")
     model: str | None = Field(None, max_length=256, description="Google model name.")
+    final_model: str | None = Field(
+        None, max_length=256, description="callstream's own: a model for this call's "
+        "finals (two-pass; docs/transcription.md).")
     hints: list[str] | None = Field(None, max_length=100)
     keyterms: list[str] | None = Field(None, max_length=100)
 
@@ -55,6 +58,7 @@ class TranscriptionStartRequest(CommandBody):
             model=config.model,
             hints=tuple(config.hints or ()),
             keyterms=tuple(config.keyterms or ()),
+            final_model=config.final_model,
         )
 
     def to_request(self) -> TranscriptionStart:

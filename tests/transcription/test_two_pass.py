@@ -1,0 +1,77 @@
+"""Two-pass finals: which model decodes a final, and the fall-back when behind."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from prometheus_client import REGISTRY
+
+from callstream.calls.exceptions import InvalidCommand
+from callstream.config import Settings
+from callstream.transcription.engine import RecognizerOptions, Segment
+from callstream.transcription.manager import TranscriptionManager, parse_request
+from callstream.transcription.models import resolve_model
+from callstream.transcription.whisper import WhisperEngine
+from tests.corpus import clip, phone_band, wer
+from tests.transcription.test_whisper import FRAME, engine, over_pcmu
+
+FALLBACKS = "callstream_transcription_finals_on_fast_model_total"
+
+
+@cache
+def second_engine() -> WhisperEngine:
+    """Another tiny.en: a final engine that is not the interim one (base may be absent)."""
+    return WhisperEngine(resolve_model("tiny.en", data_dir=Path("/nonexistent")),
+                         name="tiny.en (finals)")
+
+
+def fallbacks() -> float:
+    return REGISTRY.get_sample_value(FALLBACKS) or 0.0
+
+
+def transcribe(*, behind: bool) -> list[Segment]:
+    item = clip("goforward")
+    pcm = over_pcmu(phone_band(item)) + b"\0" * 16000
+    track = engine().new_track(RecognizerOptions(), final_engine=second_engine())
+    out = [s for i in range(0, len(pcm), FRAME)
+           for s in track.feed(pcm[i:i + FRAME], 8000, interims=not behind)]
+    assert wer(item.reference, " ".join(s.text for s in out if s.is_final)) <= 0.25
+    return out
+
+
+def test_finals_use_the_final_model_and_fall_back_when_behind() -> None:
+    before = fallbacks()
+    transcribe(behind=False)
+    assert fallbacks() == before
+    transcribe(behind=True)
+    assert fallbacks() == before + 1  # one utterance, one final on the fast model
+
+
+def manager(**settings: Any) -> TranscriptionManager:
+    fake = SimpleNamespace(settings=Settings(**settings))
+    return cast(TranscriptionManager, fake)
+
+
+@pytest.mark.parametrize(("settings", "config", "expected"), [
+    ({}, {}, None),
+    ({"transcription_final_model": "base"}, {}, "base"),
+    ({}, {"final_model": "openai/whisper-base"}, "base"),
+    ({"transcription_models": {"mine": "/models/small"}}, {"final_model": "mine"},
+     "/models/small"),
+])
+def test_the_final_model_comes_from_the_call_or_the_server(
+        settings: dict[str, Any], config: dict[str, Any], expected: str | None) -> None:
+    request = parse_request({"transcription_engine_config": config})
+    assert TranscriptionManager.final_model_for(manager(**settings), request) == expected
+
+
+def test_an_unknown_final_model_is_refused_with_its_pointer() -> None:
+    request = parse_request({"transcription_engine_config": {"final_model": "/etc/passwd"}})
+    with pytest.raises(InvalidCommand) as info:
+        TranscriptionManager.final_model_for(manager(), request, "/transcription_config")
+    assert info.value.code == "10032"
+    assert info.value.pointer == "/transcription_config/transcription_engine_config/final_model"
