@@ -59,7 +59,8 @@ class ScriptedEngine:
         if options.language == "tlh":
             raise UnsupportedOption("Klingon is not supported.", field="language")
 
-    def new_track(self, options: RecognizerOptions) -> ScriptedTrack:
+    def new_track(self, options: RecognizerOptions, *,
+                  final_engine: ScriptedEngine | None = None) -> ScriptedTrack:
         return ScriptedTrack()
 
 

@@ -10,7 +10,8 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY
 
-from callstream.calls.exceptions import InvalidCommand
+from callstream.calls.exceptions import UnsupportedValue
+from callstream.calls.requests import TranscriptionSpec
 from callstream.config import Settings
 from callstream.transcription.engine import RecognizerOptions, Segment
 from callstream.transcription.manager import TranscriptionManager, parse_request
@@ -65,13 +66,12 @@ def manager(**settings: Any) -> TranscriptionManager:
 ])
 def test_the_final_model_comes_from_the_call_or_the_server(
         settings: dict[str, Any], config: dict[str, Any], expected: str | None) -> None:
-    request = parse_request({"transcription_engine_config": config})
+    request = parse_request(TranscriptionSpec(**config))
     assert TranscriptionManager.final_model_for(manager(**settings), request) == expected
 
 
 def test_an_unknown_final_model_is_refused_with_its_pointer() -> None:
-    request = parse_request({"transcription_engine_config": {"final_model": "/etc/passwd"}})
-    with pytest.raises(InvalidCommand) as info:
+    request = parse_request(TranscriptionSpec(final_model="/etc/passwd"))
+    with pytest.raises(UnsupportedValue) as info:
         TranscriptionManager.final_model_for(manager(), request, "/transcription_config")
-    assert info.value.code == "10032"
     assert info.value.pointer == "/transcription_config/transcription_engine_config/final_model"
