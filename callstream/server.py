@@ -35,6 +35,7 @@ from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
 from callstream.listening import ListenError, bind_tcp
 from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
+from callstream.sip.transport import SipTransport
 from callstream.store.exceptions import StoreError
 from callstream.store.node_lock import NodeLock
 from callstream.store.outbox import Outbox
@@ -47,6 +48,8 @@ from callstream.transcription.manager import TranscriptionManager
 from callstream.webhooks.probe import probe_webhook_url
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
+from callstream.workers.seat import WorkerSeat
+from callstream.workers.sip_relay import RelayedSipTransport
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,41 @@ async def ensure_default_application(store: SqlStore, settings: Settings) -> App
     return app
 
 
+async def start_checks(store: SqlStore, settings: Settings, app: Application) -> None:
+    """Warn about what would leave a newcomer's calls unanswered without a word:
+    no webhook URL, nothing listening there, events queued from earlier runs."""
+    try:
+        for backlog in await Outbox(store).pending_by_url():
+            age = max(0.0, time.time() - backlog.oldest_created_at)
+            log.warning(
+                "%d webhooks pending for %s (oldest %.0f s old): they are delivered in "
+                "order once it answers, those of calls that have since ended included "
+                "(docs/logging.md, \"Late receivers\")", backlog.count,
+                backlog.url or "no URL", age, extra={"url": backlog.url})
+    except StoreError as exc:
+        log.warning("cannot count pending webhooks: %s", exc)
+    url = app.webhook_event_url
+    park = settings.sip_park_timeout_secs
+    if not url:
+        log.warning("the default application has no webhook URL: calls will park "
+                    "unanswered (480 after %g s): set CALLSTREAM_WEBHOOK_URL to your "
+                    "application's URL (or webhook_url in --config; docs/webhooks.md)",
+                    park)
+        return
+    problem = await probe_webhook_url(url, settings.outbound_policy)
+    if problem is not None:
+        log.warning("webhook URL %s of the default application: %s: calls will park "
+                    "unanswered (480 after %g s) until something answers there; start "
+                    "your webhook receiver or set CALLSTREAM_WEBHOOK_URL (events are "
+                    "kept and delivered in order once it answers)", url, problem, park,
+                    extra={"url": url})
+
+
+def node_name(settings: Settings) -> str:
+    """This node's name in call rows' ``owner``: its host and SIP address."""
+    return f"{socket.gethostname()}:{settings.sip}"
+
+
 def console_base_url(http: str) -> str:
     """``http://HOST:PORT`` a browser on this machine reaches the server at (a wildcard
     listen address is reached on loopback)."""
@@ -100,13 +138,19 @@ def console_base_url(http: str) -> str:
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    """The whole server in this process, or, given a ``seat``, worker ``seat.index`` of
+    ``callstream serve --workers N``: its supervisor holds the node lock, the public
+    sockets and webhook delivery (callstream/workers/)."""
+
+    def __init__(self, settings: Settings, seat: WorkerSeat | None = None) -> None:
         self.settings = settings
+        self.seat = seat
         self.store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
-        self.node_lock = NodeLock.for_database(settings.effective_database_url)
-        # Recorded on each call row for operators; no decision reads it while one store
-        # serves one node (see CallControl.close_orphans).
-        self.owner = f"{socket.gethostname()}:{settings.sip}"
+        self.node_lock = (NodeLock.for_database(settings.effective_database_url)
+                          if seat is None else None)
+        # Recorded on each call row: a worker's names it, so the HTTP front routes a
+        # call's commands to it and a restarted worker ends only its own orphans.
+        self.owner = node_name(settings) if seat is None else seat.owner
         self.webhooks: WebhookWorker | None = None
         self.calls: CallControl | None = None
         self.http: uvicorn.Server | None = None
@@ -137,16 +181,20 @@ class Server:
         default_app = await ensure_default_application(self.store, settings)
         signer = load_signer(settings)
         self.webhooks = WebhookWorker(self.store, settings, signer)
+        seat = self.seat
         calls = self.calls = CallControl(
             self.store, self._call_parts, owner=self.owner, receipts=ApiReceipts(),
-            trunk_uri=settings.trunk_uri, wake_webhooks=self.webhooks.wake)
+            trunk_uri=settings.trunk_uri,
+            wake_webhooks=self.webhooks.wake if seat is None else seat.wake_webhooks)
         ACTIVE_CALLS.set_function(lambda: len(calls.calls))
         CALL_LOCKS.set_function(lambda: len(calls.call_locks) + len(calls.dial_locks))
-        orphans = await calls.close_orphans()
+        orphans = await calls.close_orphans(
+            owners_elsewhere=frozenset() if seat is None else seat.owners_elsewhere)
         if orphans:
             log.warning("%d calls were alive when the last process on this store died; "
                         "ended them (call.hangup sent)", orphans)
-        await self.webhooks.start()
+        if seat is None:  # a worker's webhooks are delivered by its supervisor
+            await self.webhooks.start()
         assert self.switch is not None  # built with calls
         await self.switch.start()
         self._switch_running = True
@@ -186,50 +234,26 @@ class Server:
         # collector's full passes, which otherwise stall the loop, RTP included, for
         # 90-200 ms under load (docs/benchmarks.md, "SIP load").
         gc.freeze()
-        log.info("callstream listening: http=%s sip=%s data=%s", settings.http, settings.sip,
-                 settings.data_dir)
+        if self.seat is not None:
+            self.seat.ready(self._http_sockets[0].getsockname()[1])
+        log.info("callstream listening: http=%s sip=%s data=%s%s", settings.http, settings.sip,
+                 settings.data_dir, "" if self.seat is None else f" ({self.seat.owner})")
         if services.console_sessions is not None:
             token = services.console_sessions.issue_link(time.monotonic())
             # One-time login link, valid console_login_link_ttl_secs (docs/console.md).
             log.info("console: %s/console?token=%s", console_base_url(settings.http), token)
-        self._checks = asyncio.create_task(self._start_checks(default_app),
-                                           name="start-checks")
+        if self.seat is None:  # the supervisor runs them once for its workers
+            self._checks = asyncio.create_task(
+                start_checks(self.store, settings, default_app), name="start-checks")
 
-    async def _start_checks(self, app: Application) -> None:
-        """Warn about what would leave a newcomer's calls unanswered without a word:
-        no webhook URL, nothing listening there, events queued from earlier runs."""
-        try:
-            for backlog in await Outbox(self.store).pending_by_url():
-                age = max(0.0, time.time() - backlog.oldest_created_at)
-                log.warning(
-                    "%d webhooks pending for %s (oldest %.0f s old): they are delivered in "
-                    "order once it answers, those of calls that have since ended included "
-                    "(docs/logging.md, \"Late receivers\")", backlog.count,
-                    backlog.url or "no URL", age, extra={"url": backlog.url})
-        except StoreError as exc:
-            log.warning("cannot count pending webhooks: %s", exc)
-        url = app.webhook_event_url
-        park = self.settings.sip_park_timeout_secs
-        if not url:
-            log.warning("the default application has no webhook URL: calls will park "
-                        "unanswered (480 after %g s): set CALLSTREAM_WEBHOOK_URL to your "
-                        "application's URL (or webhook_url in --config; docs/webhooks.md)",
-                        park)
-            return
-        problem = await probe_webhook_url(url, self.settings.outbound_policy)
-        if problem is not None:
-            log.warning("webhook URL %s of the default application: %s: calls will park "
-                        "unanswered (480 after %g s) until something answers there; start "
-                        "your webhook receiver or set CALLSTREAM_WEBHOOK_URL (events are "
-                        "kept and delivered in order once it answers)", url, problem, park,
-                        extra={"url": url})
 
     def _call_parts(self, calls: CallControl) -> CallParts:
         """What Call Control drives, built with it (each part reports back to it): the
         switch (SIP and RTP; started later, after the webhook worker) and the feature
         managers, whose hooks run in this order."""
         settings = self.settings
-        self.switch = Switch(settings, calls)
+        self.switch = Switch(settings, calls, sip_transport=(
+            SipTransport if self.seat is None else RelayedSipTransport.for_seat(self.seat)))
         self.streams = StreamManager(
             calls, account_id=settings.account_id,
             stall_timeout=settings.stream_stall_timeout_secs,
@@ -255,7 +279,7 @@ class Server:
             await self.http.shutdown()
         for sock in self._http_sockets:
             sock.close()
-        if self.webhooks is not None:
+        if self.webhooks is not None and self.seat is None:
             await self.webhooks.stop()
         await self.store.close()
         if self.node_lock is not None:

@@ -77,8 +77,10 @@ class Leg:
 
 
 class Switch:
-    def __init__(self, settings: Settings, calls: CallControl) -> None:
+    def __init__(self, settings: Settings, calls: CallControl, *,
+                 sip_transport: type[SipTransport] = SipTransport) -> None:
         self.settings = settings
+        self._sip_transport = sip_transport  # a worker's relays (callstream/workers/)
         self.calls = calls
         host, _ = settings.sip_host_port
         self.media_host = settings.media_address or host
@@ -105,7 +107,7 @@ class Switch:
 
     async def start(self) -> None:
         host, port = self.settings.sip_host_port
-        self._transport = await SipTransport.start(
+        self._transport = await self._sip_transport.start(
             host,
             port,
             self._on_sip_event,

@@ -468,7 +468,7 @@ class CallControl:
             Change(events=[call_event(call, event_type, call_payload(call, **extra), now)])
         )
 
-    async def close_orphans(self) -> int:
+    async def close_orphans(self, owners_elsewhere: frozenset[str] = frozenset()) -> int:
         """At start-up, end every call the store still has alive; return how many.
 
         One store serves one node (the data dir's lock, :mod:`callstream.store.node_lock`),
@@ -478,9 +478,11 @@ class CallControl:
         Each one's ended row and its one ``call.hangup`` commit together, so a crash
         midway leaves the rest alive for the next start, and a second sweep finds none
         of those already ended. (Several nodes on one store will need owner leases that
-        expire instead: a later issue.)
+        expire instead: a later issue.) A worker of ``--workers N`` skips the calls of
+        ``owners_elsewhere``, its live siblings (callstream/workers/).
         """
-        records = await self.store.list_calls(alive=True)
+        records = [rec for rec in await self.store.list_calls(alive=True)
+                   if rec.owner not in owners_elsewhere]
         apps: dict[str, Application | None] = {}
         for rec in records:
             if rec.connection_id not in apps:

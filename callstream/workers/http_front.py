@@ -1,0 +1,181 @@
+"""The supervisor's HTTP listener: each request goes, bytes unchanged, to one worker.
+
+Per client connection, an ``httptools`` parser finds where each request starts and what
+its URL is; the request's bytes go to the chosen worker (:mod:`.routing`) over a
+loopback connection kept for this client connection, and that worker's answer comes back
+byte for byte: a worker's answer through the front is the answer a single process gives.
+Clients send one request at a time per connection (HTTP/1.1 without pipelining, as every
+SDK does); a connection that pipelines gets its requests answered by the first one's
+worker.
+
+A call whose owner is not running (restarting after a crash) gets a 503 with the Telnyx
+error envelope; its calls are ended by the restarted worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol, cast
+
+import httptools
+import orjson
+
+from callstream.workers.routing import call_of_path
+
+log = logging.getLogger(__name__)
+
+#: Bytes a client may send before its first request's worker is connected.
+MAX_BUFFERED = 1 << 20
+
+
+class WorkerDirectory(Protocol):
+    """What the front asks the supervisor."""
+
+    def port_for(self, call_control_id: str | None) -> int | str:
+        """The HTTP port of the worker that answers a request about this call (any
+        running worker, round-robin, for ``None`` or a call no worker owns: it answers
+        404 for an unknown one), or why none can."""
+
+
+def _unavailable(detail: str) -> bytes:
+    body = orjson.dumps({"errors": [{"code": "10011", "title": "Service unavailable",
+                                     "detail": detail}]})
+    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nretry-after: 1\r\n\r\n"
+            + body)
+
+
+class _Upstream(asyncio.Protocol):
+    """A connection to one worker, on behalf of one client connection."""
+
+    def __init__(self, client: FrontConnection, port: int) -> None:
+        self.client = client
+        self.port = port
+        self.transport: asyncio.Transport | None = None
+        self.pending = bytearray()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.pending:
+            self.transport.write(bytes(self.pending))
+            self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.client.answer(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.client.upstream_lost(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None:
+            self.pending += data
+        else:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class FrontConnection(asyncio.Protocol):
+    def __init__(self, directory: WorkerDirectory) -> None:
+        self.directory = directory
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.upstreams: dict[int, _Upstream] = {}
+        self.target: _Upstream | None = None  # where the current request's bytes go
+        self.unrouted = bytearray()  # bytes of a request whose head is not complete
+        self.url = bytearray()
+        self.refused = False  # the current request was answered here (503)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.unrouted += data
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # an upgraded connection's bytes go on to its worker as they come
+        except httptools.HttpParserError:
+            # The worker's own parser answers the error: forward what came.
+            if self.target is None:
+                self._route(None)
+        if self.target is not None and self.unrouted:
+            self.target.write(bytes(self.unrouted))
+            self.unrouted.clear()
+        elif self.refused:
+            self.unrouted.clear()
+        elif len(self.unrouted) > MAX_BUFFERED:
+            self._close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url.clear()
+        self.target = None
+        self.refused = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_headers_complete(self) -> None:
+        self._route(call_of_path(bytes(self.url)))
+
+    def _route(self, call_id: str | None) -> None:
+        port = self.directory.port_for(call_id)
+        if isinstance(port, str):
+            self._refuse(port)
+            return
+        upstream = self.upstreams.get(port)
+        if upstream is None or upstream.closed:
+            upstream = self.upstreams[port] = self._connect(port)
+        self.target = upstream
+
+    def _refuse(self, detail: str) -> None:
+        self.refused = True
+        if self.transport is not None:
+            self.transport.write(_unavailable(detail))
+
+    def _connect(self, port: int) -> _Upstream:
+        upstream = _Upstream(self, port)
+        loop = asyncio.get_running_loop()
+
+        def connected(task: asyncio.Future[tuple[asyncio.Transport, _Upstream]]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                log.warning("HTTP front: cannot reach the worker at port %d: %s", port,
+                            None if task.cancelled() else task.exception())
+                upstream.closed = True
+                self._refuse("a worker did not answer")
+
+        task = asyncio.ensure_future(
+            loop.create_connection(lambda: upstream, "127.0.0.1", port))
+        task.add_done_callback(connected)
+        return upstream
+
+    def answer(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def upstream_lost(self, upstream: _Upstream) -> None:
+        if self.upstreams.get(upstream.port) is upstream:
+            del self.upstreams[upstream.port]
+        if self.target is upstream:
+            # The worker closed mid-answer (or died): the client sees the close.
+            self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for upstream in list(self.upstreams.values()):
+            upstream.close()
+        self.upstreams.clear()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def front_factory(directory: WorkerDirectory) -> Callable[[], FrontConnection]:
+    return lambda: FrontConnection(directory)
