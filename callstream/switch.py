@@ -237,32 +237,36 @@ class Switch:
             self.endpoint.reject(event.handle, 480, "Temporarily Unavailable", self._now())
             self.transport.flush()
             return
-        host, port = event.source[0], event.source[1]
-        log.info("call %s: received from %s to %s (SIP %s from %s, codec %s/%d)",
-                 call.id, event.from_uri, event.to_uri, event.transport.upper(),
-                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}", params.codec,
-                 params.clock_rate, extra=_fields(call, source=f"{host}:{port}"))
-        leg = Leg(call=call, handle=event.handle, hub=MediaHub(call.record.call_session_id))
-        self._index(leg)
-        try:
-            await self._open_media(leg, params)
-        except Exception:
-            log.exception("call %s: no media ports", call.id)
-            self.endpoint.reject(event.handle, 503, "Service Unavailable", self._now())
-            self.transport.flush()
-            # reject() ends the SIP call without an event: end the call here.
-            await self._ended(leg, "unspecified", "callee", 503)
-            return
-        assert leg.rtp is not None
-        answer, _ = answer_offer(
-            event.offer,
-            local_addr=self.media_host,
-            local_port=leg.rtp.local_port,
-            session_id=self._rng.randrange(1, 2**31),
-        )
-        leg.answer_sdp = answer.serialize()
-        self.endpoint.ring(event.handle, self._now())
-        self.transport.flush()
+        # Held until the answer SDP is ready: call.initiated is out, and with workers its
+        # deliverer is another process, so an answer can come while media still opens.
+        async with self.calls.lock(call.id):
+            host, port = event.source[0], event.source[1]
+            log.info("call %s: received from %s to %s (SIP %s from %s, codec %s/%d)",
+                     call.id, event.from_uri, event.to_uri, event.transport.upper(),
+                     f"[{host}]:{port}" if ":" in host else f"{host}:{port}", params.codec,
+                     params.clock_rate, extra=_fields(call, source=f"{host}:{port}"))
+            leg = Leg(call=call, handle=event.handle, hub=MediaHub(call.record.call_session_id))
+            self._index(leg)
+            try:
+                await self._open_media(leg, params)
+            except Exception:
+                log.exception("call %s: no media ports", call.id)
+                self.endpoint.reject(event.handle, 503, "Service Unavailable", self._now())
+                self.transport.flush()
+            else:
+                assert leg.rtp is not None
+                answer, _ = answer_offer(
+                    event.offer,
+                    local_addr=self.media_host,
+                    local_port=leg.rtp.local_port,
+                    session_id=self._rng.randrange(1, 2**31),
+                )
+                leg.answer_sdp = answer.serialize()
+                self.endpoint.ring(event.handle, self._now())
+                self.transport.flush()
+                return
+        # reject() ends the SIP call without an event: end the call here (it takes the lock).
+        await self._ended(leg, "unspecified", "callee", 503)
 
     def _index(self, leg: Leg) -> None:
         self.legs[leg.handle] = leg
