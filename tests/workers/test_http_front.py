@@ -1,0 +1,74 @@
+"""The HTTP front over real loopback sockets: two upstream 'workers' that answer who they
+are, a directory that routes one call to each."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from callstream.workers.http_front import front_factory
+
+
+async def _worker(name: bytes) -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            body = name + b" " + head.split(b" ", 2)[1]
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: " + str(len(body)).encode()
+                         + b"\r\nx-odd:  kept  as is\r\n\r\n" + body)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+class Directory:
+    def __init__(self, ports: dict[str | None, int | str]) -> None:
+        self.ports = ports
+
+    def port_for(self, call_control_id: str | None) -> int | str:
+        return self.ports.get(call_control_id, self.ports[None])
+
+
+async def _ask(port: int, *paths: str) -> list[bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answers = []
+    for path in paths:  # one connection, one request at a time
+        writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answers.append(head + await reader.readexactly(length))
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.05)  # the front closes its upstream connections
+    return answers
+
+
+async def test_requests_reach_their_worker_and_answers_pass_unchanged() -> None:
+    w0, p0 = await _worker(b"w0")
+    w1, p1 = await _worker(b"w1")
+    directory = Directory({None: p0, "v3:a": p0, "v3:b": p1, "v3:dead": "worker restarting"})
+    front = await asyncio.get_running_loop().create_server(
+        front_factory(directory), "127.0.0.1", 0)
+    port = front.sockets[0].getsockname()[1]
+    try:
+        answers = await _ask(port, "/v2/calls/v3:b/actions/hangup", "/v2/calls/v3:a",
+                             "/v2/calls", "/v2/calls/v3:b", "/v2/calls/v3:dead")
+        assert answers[0] == (b"HTTP/1.1 200 OK\r\ncontent-length: 32\r\nx-odd:  kept  as is"
+                              b"\r\n\r\nw1 /v2/calls/v3:b/actions/hangup")
+        assert answers[1].endswith(b"\r\n\r\nw0 /v2/calls/v3:a")
+        assert answers[2].endswith(b"\r\n\r\nw0 /v2/calls")
+        assert answers[3].endswith(b"\r\n\r\nw1 /v2/calls/v3:b")
+        head, _, body = answers[4].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ")
+        assert orjson.loads(body) == {"errors": [{
+            "code": "10011", "title": "Service unavailable", "detail": "worker restarting"}]}
+    finally:
+        for server in (front, w0, w1):
+            server.close()
+            await server.wait_closed()
