@@ -10,6 +10,10 @@ worker.
 
 A call whose owner is not running (restarting after a crash) gets a 503 with the Telnyx
 error envelope; its calls are ended by the restarted worker.
+
+``GET /metrics`` is asked of every running worker, the same request bytes to each, and
+answered with their expositions summed (:mod:`.metrics_merge`); a worker that refuses it
+(a bad key) has its answer passed on unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Protocol, cast
 import httptools
 import orjson
 
-from callstream.workers.routing import call_of_path
+from callstream.workers.metrics_merge import merge_expositions
+from callstream.workers.routing import METRICS, call_of_path
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,9 @@ class WorkerDirectory(Protocol):
         """The HTTP port of the worker that answers a request about this call (any
         running worker, round-robin, for ``None`` or a call no worker owns: it answers
         404 for an unknown one), or why none can."""
+
+    def running_ports(self) -> list[int]:
+        """The HTTP port of every running worker."""
 
 
 def _unavailable(detail: str) -> bytes:
@@ -91,6 +99,8 @@ class FrontConnection(asyncio.Protocol):
         self.unrouted = bytearray()  # bytes of a request whose head is not complete
         self.url = bytearray()
         self.refused = False  # the current request was answered here (503)
+        self.merging = False  # the current request is /metrics: asked of every worker
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -108,7 +118,7 @@ class FrontConnection(asyncio.Protocol):
         if self.target is not None and self.unrouted:
             self.target.write(bytes(self.unrouted))
             self.unrouted.clear()
-        elif self.refused:
+        elif self.refused or self.merging:
             self.unrouted.clear()
         elif len(self.unrouted) > MAX_BUFFERED:
             self._close()
@@ -118,12 +128,42 @@ class FrontConnection(asyncio.Protocol):
         self.url.clear()
         self.target = None
         self.refused = False
+        self.merging = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_headers_complete(self) -> None:
-        self._route(call_of_path(bytes(self.url)))
+        url = bytes(self.url)
+        if url.partition(b"?")[0] == METRICS:
+            self.merging = True
+            task = asyncio.ensure_future(self._merge_metrics(bytes(self.unrouted)))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        self._route(call_of_path(url))
+
+    async def _merge_metrics(self, request: bytes) -> None:
+        ports = self.directory.running_ports()
+        if not ports:
+            self._refuse("no worker is running")
+            return
+        answers = await asyncio.gather(*(_fetch(port, request) for port in ports),
+                                       return_exceptions=True)
+        heads_bodies = [a for a in answers if not isinstance(a, BaseException)]
+        if not heads_bodies:
+            self._refuse("no worker answered")
+            return
+        for head, body in heads_bodies:
+            if not head.startswith(b"HTTP/1.1 200"):
+                self.answer(head + body)
+                return
+        merged = merge_expositions(body.decode() for _, body in heads_bodies).encode()
+        head = heads_bodies[0][0]
+        lines = [line for line in head.split(b"\r\n")
+                 if line and not line.lower().startswith(b"content-length:")]
+        self.answer(b"\r\n".join(lines) + b"\r\ncontent-length: "
+                    + str(len(merged)).encode() + b"\r\n\r\n" + merged)
 
     def _route(self, call_id: str | None) -> None:
         port = self.directory.port_for(call_id)
@@ -175,6 +215,22 @@ class FrontConnection(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def _fetch(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """One request to a worker on a connection of its own: (head, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return head, await reader.readexactly(length)
+    finally:
+        writer.close()
 
 
 def front_factory(directory: WorkerDirectory) -> Callable[[], FrontConnection]:

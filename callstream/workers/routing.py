@@ -12,6 +12,9 @@ from urllib.parse import unquote
 
 _CALLS = "/v2/calls/"
 
+#: Asked of every worker and summed (:mod:`.metrics_merge`).
+METRICS = b"/metrics"
+
 
 def call_of_path(url: bytes) -> str | None:
     """The call_control_id a request URL addresses, or ``None`` for any other URL."""

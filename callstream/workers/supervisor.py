@@ -280,6 +280,9 @@ class Supervisor:
                 return port
         return "no worker is running"
 
+    def running_ports(self) -> list[int]:
+        return [w.http_port for w in self.workers if w.http_port is not None]
+
     # -- stop ----------------------------------------------------------------
 
     async def stop(self) -> None:

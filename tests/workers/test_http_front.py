@@ -18,7 +18,15 @@ async def _worker(name: bytes) -> tuple[asyncio.Server, int]:
             except asyncio.IncompleteReadError:
                 writer.close()
                 return
-            body = name + b" " + head.split(b" ", 2)[1]
+            path = head.split(b" ", 2)[1]
+            if path == b"/metrics" and b"bad-key" in head:
+                body = b"who are you"
+                writer.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 11\r\n\r\n" + body)
+                continue
+            if path == b"/metrics":
+                body = b"# TYPE calls gauge\ncalls 2.0\nonly_" + name + b" 1.0\n"
+            else:
+                body = name + b" " + path
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: " + str(len(body)).encode()
                          + b"\r\nx-odd:  kept  as is\r\n\r\n" + body)
             await writer.drain()
@@ -34,12 +42,16 @@ class Directory:
     def port_for(self, call_control_id: str | None) -> int | str:
         return self.ports.get(call_control_id, self.ports[None])
 
+    def running_ports(self) -> list[int]:
+        return sorted({p for p in self.ports.values() if isinstance(p, int)})
 
-async def _ask(port: int, *paths: str) -> list[bytes]:
+
+async def _ask(port: int, *paths: str, key: str = "k") -> list[bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     answers = []
     for path in paths:  # one connection, one request at a time
-        writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: {key}\r\n\r\n"
+                     .encode())
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         answers.append(head + await reader.readexactly(length))
@@ -68,6 +80,12 @@ async def test_requests_reach_their_worker_and_answers_pass_unchanged() -> None:
         assert head.startswith(b"HTTP/1.1 503 ")
         assert orjson.loads(body) == {"errors": [{
             "code": "10011", "title": "Service unavailable", "detail": "worker restarting"}]}
+        # /metrics: every worker's samples, summed; a refusal passes through unchanged.
+        (metrics,) = await _ask(port, "/metrics")
+        assert metrics.endswith(b"\r\n\r\n# TYPE calls gauge\ncalls 4.0\nonly_w0 1.0\n"
+                                b"only_w1 1.0\n")
+        (refused,) = await _ask(port, "/metrics", key="bad-key")
+        assert refused == b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 11\r\n\r\nwho are you"
     finally:
         for server in (front, w0, w1):
             server.close()
