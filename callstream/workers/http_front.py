@@ -8,6 +8,9 @@ Clients send one request at a time per connection (HTTP/1.1 without pipelining, 
 SDK does); a connection that pipelines gets its requests answered by the first one's
 worker.
 
+The listener's limits are the single process's (:class:`HttpLimits`: connections, head
+size, head timeout), applied here before anything is forwarded, with the same answers.
+
 A call whose owner is not running (restarting after a crash) gets a 503 with the Telnyx
 error envelope; its calls are ended by the restarted worker.
 
@@ -26,12 +29,14 @@ from typing import Protocol, cast
 import httptools
 import orjson
 
+from callstream.api.http_protocol import HttpLimits, error_message
+from callstream.metrics import HTTP_LIMITED
 from callstream.workers.metrics_merge import merge_expositions
 from callstream.workers.routing import METRICS, call_of_path
 
 log = logging.getLogger(__name__)
 
-#: Bytes a client may send before its first request's worker is connected.
+#: Bytes a client may send before its request's worker is connected.
 MAX_BUFFERED = 1 << 20
 
 
@@ -53,6 +58,15 @@ def _unavailable(detail: str) -> bytes:
     return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nretry-after: 1\r\n\r\n"
             + body)
+
+
+class _Listener:
+    """What the connections of one front share: its limits and how many are open."""
+
+    def __init__(self, directory: WorkerDirectory, limits: HttpLimits) -> None:
+        self.directory = directory
+        self.limits = limits
+        self.open = 0
 
 
 class _Upstream(asyncio.Protocol):
@@ -90,8 +104,11 @@ class _Upstream(asyncio.Protocol):
 
 
 class FrontConnection(asyncio.Protocol):
-    def __init__(self, directory: WorkerDirectory) -> None:
-        self.directory = directory
+    def __init__(self, listener: _Listener) -> None:
+        self.listener = listener
+        self.directory = listener.directory
+        self.in_head = True
+        self.head_timer: asyncio.TimerHandle | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.upstreams: dict[int, _Upstream] = {}
@@ -104,8 +121,43 @@ class FrontConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        listener = self.listener
+        listener.open += 1
+        limits = listener.limits
+        if listener.open > limits.max_connections:
+            HTTP_LIMITED.labels("connections").inc()
+            self._refuse_and_close(error_message(
+                503, "Service Unavailable", "10015", "Too many connections",
+                f"The server holds its limit of {limits.max_connections} HTTP connections; "
+                "retry later."))
+            return
+        self.head_timer = asyncio.get_running_loop().call_later(
+            limits.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.in_head:
+            HTTP_LIMITED.labels("header_timeout").inc()
+            self._refuse_and_close(error_message(
+                408, "Request Timeout", "10015", "Request timeout",
+                f"No whole request head within {self.listener.limits.header_timeout:g} s."))
+
+    def _refuse_and_close(self, answer: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.in_head and len(self.unrouted) + len(data) > self.listener.limits.max_head_size:
+            HTTP_LIMITED.labels("head_size").inc()
+            self._refuse_and_close(error_message(
+                431, "Request Header Fields Too Large", "10015",
+                "Request header fields too large",
+                f"The request line and headers are over the "
+                f"{self.listener.limits.max_head_size}-byte limit."))
+            return
         self.unrouted += data
         try:
             self.parser.feed_data(data)
@@ -125,6 +177,7 @@ class FrontConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.in_head = True
         self.url.clear()
         self.target = None
         self.refused = False
@@ -134,6 +187,10 @@ class FrontConnection(asyncio.Protocol):
         self.url += url
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         url = bytes(self.url)
         if url.partition(b"?")[0] == METRICS:
             self.merging = True
@@ -208,6 +265,9 @@ class FrontConnection(asyncio.Protocol):
             self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.open -= 1
+        if self.head_timer is not None:
+            self.head_timer.cancel()
         for upstream in list(self.upstreams.values()):
             upstream.close()
         self.upstreams.clear()
@@ -233,5 +293,7 @@ async def _fetch(port: int, request: bytes) -> tuple[bytes, bytes]:
         writer.close()
 
 
-def front_factory(directory: WorkerDirectory) -> Callable[[], FrontConnection]:
-    return lambda: FrontConnection(directory)
+def front_factory(directory: WorkerDirectory,
+                  limits: HttpLimits = HttpLimits()) -> Callable[[], FrontConnection]:
+    listener = _Listener(directory, limits)
+    return lambda: FrontConnection(listener)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
 
+from callstream.api.http_protocol import HttpLimits
 from callstream.config import Settings
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.listening import ListenError, bind_tcp
@@ -118,9 +119,12 @@ class Supervisor:
         for worker in self.workers:
             task = asyncio.create_task(self._watch(worker), name=f"watch-worker-{worker.index}")
             self._watchers.add(task)
+        limits = HttpLimits(max_head_size=settings.http_max_head_size,
+                            header_timeout=settings.http_header_timeout,
+                            max_connections=settings.http_max_connections)
         for sock in self._http_sockets:
             self._http_servers.append(await loop.create_server(
-                front_factory(self), sock=sock, backlog=1024))
+                front_factory(self, limits), sock=sock, backlog=1024))
         log.info("callstream listening: http=%s sip=%s data=%s workers=%d", settings.http,
                  settings.sip, settings.data_dir, self.count)
         self._checks = asyncio.create_task(start_checks(self.store, settings, default_app),
@@ -166,7 +170,7 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "callstream.workers.child", str(worker.index),
                 str(self.count), self.node, str(theirs.fileno()), str(self._sip.fileno()),
-                stdin=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.PIPE, start_new_session=True,  # Ctrl-C: us only
                 pass_fds=(theirs.fileno(), self._sip.fileno()))
         finally:
             theirs.close()

@@ -7,6 +7,7 @@ import asyncio
 
 import orjson
 
+from callstream.api.http_protocol import HttpLimits
 from callstream.workers.http_front import front_factory
 
 
@@ -82,11 +83,45 @@ async def test_requests_reach_their_worker_and_answers_pass_unchanged() -> None:
             "code": "10011", "title": "Service unavailable", "detail": "worker restarting"}]}
         # /metrics: every worker's samples, summed; a refusal passes through unchanged.
         (metrics,) = await _ask(port, "/metrics")
-        assert metrics.endswith(b"\r\n\r\n# TYPE calls gauge\ncalls 4.0\nonly_w0 1.0\n"
-                                b"only_w1 1.0\n")
+        head, _, body = metrics.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 53" in head
+        assert body.startswith(b"# TYPE calls gauge\ncalls 4.0\n")
+        assert sorted(body.splitlines()[2:]) == [b"only_w0 1.0", b"only_w1 1.0"]
         (refused,) = await _ask(port, "/metrics", key="bad-key")
         assert refused == b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 11\r\n\r\nwho are you"
     finally:
         for server in (front, w0, w1):
+            server.close()
+            await server.wait_closed()
+
+
+async def test_the_fronts_limits_answer_before_anything_is_forwarded() -> None:
+    w0, p0 = await _worker(b"w0")
+    limits = HttpLimits(max_head_size=200, header_timeout=0.2, max_connections=2)
+    front = await asyncio.get_running_loop().create_server(
+        front_factory(Directory({None: p0}), limits), "127.0.0.1", 0)
+    port = front.sockets[0].getsockname()[1]
+
+    async def answer_to(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        got = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await writer.wait_closed()
+        return got
+
+    try:
+        too_big = await answer_to(b"GET /v2/calls HTTP/1.1\r\nx-pad: " + b"a" * 300 + b"\r\n\r\n")
+        assert too_big.startswith(b"HTTP/1.1 431 ")
+        slow = await answer_to(b"GET /v2/calls HTTP/1.1\r\nhost:")
+        assert slow.startswith(b"HTTP/1.1 408 ")
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        over = await answer_to(b"")
+        assert over.startswith(b"HTTP/1.1 503 ") and b"Too many connections" in over
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        for server in (front, w0):
             server.close()
             await server.wait_closed()
