@@ -329,7 +329,11 @@ class CallControl:
         async def action(call: Call, change: Change) -> None:
             other = self.calls.get(other_id)
             if other is None or not other.alive:
-                raise CallNotFound(f"No live call {other_id!r} to bridge with.",
+                record = None if other is not None else await self.store.get_call(other_id)
+                elsewhere = (f" It is held by another process ({record.owner}); with "
+                             "--workers, only calls of one worker can be bridged."
+                             if record is not None and record.is_alive else "")
+                raise CallNotFound(f"No live call {other_id!r} to bridge with.{elsewhere}",
                                    pointer="/call_control_id")
             if other is call:
                 raise InvalidCommand("A call can't be bridged with itself.",

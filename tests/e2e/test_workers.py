@@ -91,6 +91,13 @@ def test_calls_spread_commands_reach_owner_and_order_holds(rig: Rig) -> None:
         listed = httpx.get(rig.server.api_url + "/calls", headers=headers).json()["data"]
         assert set(ccids) <= {c["call_control_id"] for c in listed}
         ports = {index: port for index, (_, port) in _workers(rig).items()}
+        # Calls of two workers cannot share media: a precise refusal, nothing disturbed.
+        a = next(c for c in ccids if owners[c] == 0)
+        b = next(c for c in ccids if owners[c] == 1)
+        refused = httpx.post(f"{rig.server.api_url}/calls/{a}/actions/bridge",
+                             json={"call_control_id": b}, headers=headers)
+        assert refused.status_code == 422
+        assert "only calls of one worker can be bridged" in refused.json()["errors"][0]["detail"]
         for ccid in ccids:
             body = {"command_id": f"hang-{ccid}"}
             path = f"/v2/calls/{ccid}/actions/hangup"
