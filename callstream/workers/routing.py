@@ -1,9 +1,10 @@
 """Which worker answers an HTTP request: a pure function of its path.
 
 A call's own resources (``/v2/calls/{id}``, ``/v2/calls/{id}/actions/...`` and TeXML's
-``/v2/texml/Accounts/{account}/Calls/{id}/...``) go to the worker that owns the call, named by the ``owner`` of its row in the shared store. Every
-other request (dial, lists, applications, webhook deliveries, health, metrics) reads or
-writes only the store, so any worker answers it; the front spreads those round-robin.
+``/v2/texml/Accounts/{account}/Calls/{id}/...``) go to the worker that owns the call,
+named by the ``owner`` of its row in the shared store. Every other request (dial,
+lists, applications, webhook deliveries, health) reads or writes only the store, so any
+worker answers it; the front spreads those round-robin. ``/metrics`` is asked of all.
 """
 
 from __future__ import annotations
