@@ -22,11 +22,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """SIGTERM when the supervisor dies, even by SIGKILL: the worker hangs up its calls
-    and exits rather than serve a node without SIP or HTTP."""
+    """SIGKILL when the supervisor dies: the node dies whole, as one process does, and
+    the next start ends its calls once. (A worker still hanging up would race the next
+    supervisor's worker of the same name over the same calls.)"""
     # Not Linux: no prctl, and the supervisor's stop still ends us.
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def main(argv: list[str]) -> None:

@@ -15,8 +15,8 @@ A call whose owner is not running (restarting after a crash) gets a 503 with the
 error envelope; its calls are ended by the restarted worker.
 
 ``GET /metrics`` is asked of every running worker, the same request bytes to each, and
-answered with their expositions summed (:mod:`.metrics_merge`); a worker that refuses it
-(a bad key) has its answer passed on unchanged.
+answered with their expositions and the supervisor's own summed (:mod:`.metrics_merge`);
+a worker that refuses it (a bad key) has its answer passed on unchanged.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class WorkerDirectory(Protocol):
 
     def running_ports(self) -> list[int]:
         """The HTTP port of every running worker."""
+
+    def own_metrics(self) -> str:
+        """The supervisor's own exposition (webhook delivery runs there)."""
 
 
 def _unavailable(detail: str) -> bytes:
@@ -215,7 +218,8 @@ class FrontConnection(asyncio.Protocol):
             if not head.startswith(b"HTTP/1.1 200"):
                 self.answer(head + body)
                 return
-        merged = merge_expositions(body.decode() for _, body in heads_bodies).encode()
+        merged = merge_expositions([*(body.decode() for _, body in heads_bodies),
+                                    self.directory.own_metrics()]).encode()
         head = heads_bodies[0][0]
         lines = [line for line in head.split(b"\r\n")
                  if line and not line.lower().startswith(b"content-length:")]

@@ -28,6 +28,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass
 
+from prometheus_client import generate_latest
 from sqlalchemy.engine import make_url
 
 from callstream.api.http_protocol import HttpLimits
@@ -286,6 +287,9 @@ class Supervisor:
 
     def running_ports(self) -> list[int]:
         return [w.http_port for w in self.workers if w.http_port is not None]
+
+    def own_metrics(self) -> str:
+        return generate_latest().decode()
 
     # -- stop ----------------------------------------------------------------
 

@@ -46,6 +46,9 @@ class Directory:
     def running_ports(self) -> list[int]:
         return sorted({p for p in self.ports.values() if isinstance(p, int)})
 
+    def own_metrics(self) -> str:
+        return "# TYPE calls gauge\ncalls 1.0\n"
+
 
 async def _ask(port: int, *paths: str, key: str = "k") -> list[bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -85,7 +88,7 @@ async def test_requests_reach_their_worker_and_answers_pass_unchanged() -> None:
         (metrics,) = await _ask(port, "/metrics")
         head, _, body = metrics.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 53" in head
-        assert body.startswith(b"# TYPE calls gauge\ncalls 4.0\n")
+        assert body.startswith(b"# TYPE calls gauge\ncalls 5.0\n")
         assert sorted(body.splitlines()[2:]) == [b"only_w0 1.0", b"only_w1 1.0"]
         (refused,) = await _ask(port, "/metrics", key="bad-key")
         assert refused == b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 11\r\n\r\nwho are you"
