@@ -86,3 +86,20 @@ def test_a_wildcard_sip_bind_needs_the_address_peers_reach() -> None:
         Settings(sip="0.0.0.0:5060")
     assert Settings(sip="0.0.0.0:5060", media_address="203.0.113.7").media_address
     assert Settings(sip="[::]:5060", media_address="2001:db8::7").sip_host_port == ("::", 5060)
+
+
+def test_workers_default_to_one_process_and_auto_to_the_usable_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().worker_count == 1
+    monkeypatch.setenv("CALLSTREAM_WORKERS", "auto")
+    assert Settings().workers == "auto"
+    assert Settings().worker_count == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("CALLSTREAM_WORKERS", "3")
+    assert Settings().worker_count == 3
+
+
+@pytest.mark.parametrize("value", [0, 65, "many"])
+def test_bad_worker_counts(value: object) -> None:
+    with pytest.raises(ValidationError, match="workers"):
+        Settings(workers=value)

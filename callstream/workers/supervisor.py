@@ -54,6 +54,8 @@ WORKER_START_TIMEOUT = 60.0
 RESTART_DELAY = 0.5
 #: SIP datagrams read from the public socket per wake-up.
 SIP_READ_BATCH = 64
+#: The smallest slice of the RTP port range a worker gets (two calls' RTP/RTCP pairs).
+MIN_RTP_PORTS = 4
 #: Busy wait of the owner lookup's SQLite reads (a checkpoint resetting the WAL).
 OWNER_READ_TIMEOUT = 5.0
 
@@ -78,6 +80,11 @@ class Supervisor:
                                "other databases are the multi-node mode (a later issue)")
         self.settings = settings
         self.count = settings.worker_count
+        if (settings.rtp_port_max - settings.rtp_port_min + 1) // self.count < MIN_RTP_PORTS:
+            raise WorkersError(
+                f"the RTP port range {settings.rtp_port_min}-{settings.rtp_port_max} is too "
+                f"small for {self.count} workers: each takes a slice of it, at least "
+                f"{MIN_RTP_PORTS} ports")
         self.node = node_name(settings)
         self.store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
         self.node_lock = NodeLock.for_database(settings.effective_database_url)
