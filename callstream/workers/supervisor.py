@@ -43,6 +43,7 @@ from callstream.webhooks.worker import WebhookWorker
 from callstream.workers.dispatch import owner_index, worker_for_datagram
 from callstream.workers.exceptions import RelayError, WorkersError
 from callstream.workers.http_front import front_factory
+from callstream.workers.metrics import SIP_RELAY_DROPPED, WORKER_RESTARTS, WORKERS_RUNNING
 from callstream.workers.relay import MAX_MESSAGE, Ready, Wake, decode, encode_sip
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ class Worker:
     http_port: int | None = None
     started: asyncio.Future[int] | None = None
     restarts: int = 0
-    dropped_sip: int = 0
 
 
 class Supervisor:
@@ -197,6 +197,7 @@ class Supervisor:
                                f"(exit status {process.returncode})")
         exited.cancel()
         worker.http_port = worker.started.result()
+        WORKERS_RUNNING.inc()
         log.info("worker %d started: pid %d, HTTP on 127.0.0.1:%d", worker.index,
                  process.pid, worker.http_port)
 
@@ -209,6 +210,7 @@ class Supervisor:
             if self._closing:
                 return
             worker.restarts += 1
+            WORKER_RESTARTS.labels(str(worker.index)).inc()
             log.error("worker %d (pid %d) exited with status %d; its calls are ended and "
                       "it is started again (restart %d)", worker.index, worker.process.pid,
                       status, worker.restarts)
@@ -222,6 +224,8 @@ class Supervisor:
                     log.error("worker %d could not be started again: %s", worker.index, exc)
 
     def _forget(self, worker: Worker) -> None:
+        if worker.http_port is not None:
+            WORKERS_RUNNING.dec()
         worker.http_port = None
         if worker.relay is not None:
             asyncio.get_running_loop().remove_reader(worker.relay.fileno())
@@ -242,12 +246,12 @@ class Supervisor:
                 continue
             worker = self.workers[worker_for_datagram(data, self.count)]
             if worker.relay is None or worker.http_port is None:
-                worker.dropped_sip += 1  # restarting; the sender retransmits
+                SIP_RELAY_DROPPED.labels(str(worker.index)).inc()  # restarting
                 continue
             try:
                 worker.relay.send(encode_sip(data, (addr[0], addr[1])))
             except OSError as exc:
-                worker.dropped_sip += 1
+                SIP_RELAY_DROPPED.labels(str(worker.index)).inc()
                 log.debug("SIP relay to worker %d: %s", worker.index, exc)
 
     def _relay_readable(self, worker: Worker) -> None:

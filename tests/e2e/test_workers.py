@@ -173,6 +173,10 @@ def test_killed_worker_ends_only_its_calls(rig: Rig, consumer: Consumer,
         assert stored <= delivered, stored - delivered
         assert rig.server.proc is not None and rig.server.proc.poll() is None
         assert httpx.get(rig.server.base_url + "/healthz").status_code == 200
+        metrics = httpx.get(rig.server.base_url + "/metrics",
+                            headers={"Authorization": f"Bearer {rig.server.api_key}"}).text
+        assert f'callstream_worker_restarts_total{{worker="{victim}"}} 1.0' in metrics
+        assert f"callstream_workers_running {float(WORKERS)}" in metrics
     finally:
         for caller, _ in placed:
             caller.kill()
