@@ -31,6 +31,14 @@ Usage::
     python bench/sip_load.py --quick         # a short ladder (~1 min)
     python bench/sip_load.py --rates 100,200 --concurrency 500 --json out.json
     python bench/sip_load.py --quick --pyspy profile.txt   # + py-spy of the server
+    python bench/sip_load.py --workers 1,2 --answer-only --concurrency 0   # set-up rate
+
+``--workers 1,2`` runs the ladder against ``callstream serve --workers 1`` and then
+``--workers 2``; server CPU is then the supervisor's and its workers' together, and the
+counters read from ``/metrics`` are summed over the workers (each answers for itself).
+``--answer-only`` answers the calls without bridging them (with several workers the two
+legs of a pair are often on different workers, which cannot bridge), so the workload
+is the same for every worker count: RTP in only.
 
 Not part of the test suite.
 """
@@ -226,8 +234,9 @@ class App(asyncio.Protocol):
 
 
 class Application:
-    def __init__(self, api: ApiClient) -> None:
+    def __init__(self, api: ApiClient, *, bridge: bool = True) -> None:
         self.api = api
+        self.bridge = bridge
         self.step = StepState()
         self.live: set[str] = set()
         self.waiting: str | None = None  # an answered call with no partner yet
@@ -247,9 +256,9 @@ class Application:
             step.answered += 1
             self.live.add(ccid)
             step.peak_live = max(step.peak_live, len(self.live))
-            if self.waiting is None:
+            if self.bridge and self.waiting is None:
                 self.waiting = ccid
-            else:
+            elif self.bridge:
                 other, self.waiting = self.waiting, None
                 step.bridged += 2
                 self._spawn(self._command(other, "bridge", {"call_control_id": ccid}))
@@ -297,6 +306,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its child processes (a supervisor's workers), the children
+    that already ended and were reaped included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(v) for v in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(int(child))
+    return total
+
+
+_WORKER_STARTED = re.compile(r"worker (\d+) started: pid \d+, HTTP on 127\.0\.0\.1:(\d+)")
+
+
+def worker_ports(log: str) -> list[int]:
+    """Each worker's own HTTP port (its latest start) from a supervisor's log."""
+    return list({int(i): int(p) for i, p in _WORKER_STARTED.findall(log)}.values())
+
+
 def runqueue_wait(pid: int) -> float:
     """Seconds the server's main thread has waited, runnable, for a CPU (schedstat)."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
@@ -307,6 +336,15 @@ def machine_busy() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]
     return sum(values) - idle, sum(values)
+
+
+async def scrape_all(ports: list[int], key: str) -> dict[str, float]:
+    """/metrics of every port, summed."""
+    out: dict[str, float] = {}
+    for port in ports:
+        for name, value in (await scrape(port, key)).items():
+            out[name] = out.get(name, 0.0) + value
+    return out
 
 
 async def scrape(api_port: int, key: str) -> dict[str, float]:
@@ -342,6 +380,7 @@ class Step:
 @dataclass
 class Result:
     step: str
+    workers: int
     offered_cps: float
     calls: int
     hold_s: float
@@ -412,6 +451,7 @@ class Bench:
         self.server: ServerProcess | None = None
         self.app: Application | None = None
         self.pcm = speech("two_cities", 8000)
+        self.workers = 1
 
     def pcap_for(self, hold_s: float, workdir: Path) -> tuple[Path, int]:
         """A speech pcap a little shorter than the hold, so every packet is sent in-call."""
@@ -427,15 +467,16 @@ class Bench:
         app = self.app
         assert app is not None
         key, http_port = self.server.api_key, self.server.http_port
-        workdir = self.root / step.name
+        workdir = self.root / f"{step.name}-w{self.workers}"
         workdir.mkdir()
         pcap, per_call = self.pcap_for(step.hold_s, workdir)
         scenario = workdir / "load.xml"
         scenario.write_text(SCENARIO.format(pcap=pcap.name, answer_timeout_ms=10000))
         app.step = StepState()
-        metrics0 = await scrape(http_port, key)
+        ports = worker_ports(self.server.log()) if self.workers > 1 else [http_port]
+        metrics0 = await scrape_all(ports, key)
         pid = self.server.proc.pid
-        cpu0, busy0, wall0 = cpu_seconds(pid), machine_busy(), time.monotonic()
+        cpu0, busy0, wall0 = tree_cpu_seconds(pid), machine_busy(), time.monotonic()
         wait0, app0 = runqueue_wait(pid), cpu_seconds(os.getpid())
         duration = step.calls / step.rate + step.hold_s + 15
         proc = await asyncio.create_subprocess_exec(
@@ -455,24 +496,25 @@ class Bench:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(proc.wait(), 0.5)
         wall1 = time.monotonic()
-        cpu1, busy1, wait1 = cpu_seconds(pid), machine_busy(), runqueue_wait(pid)
+        cpu1, busy1, wait1 = tree_cpu_seconds(pid), machine_busy(), runqueue_wait(pid)
         # Let the server end every call and the last webhooks land before reading the
         # counters, so that no step's calls spill into the next one's figures.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            metrics1 = await scrape(http_port, key)
+            metrics1 = await scrape_all(ports, key)
             if (metrics1.get("callstream_active_calls", 0.0) == 0 and not app.tasks
                     and app.step.hungup >= app.step.answered):
                 break
             await asyncio.sleep(0.25)
         drained = time.monotonic() - wall1
         await asyncio.sleep(0.5)
-        metrics1 = await scrape(http_port, key)
+        metrics1 = await scrape_all(ports, key)
         wall = wall1 - wall0
         st = app.step
         rtt = read_rtt(workdir)
         stat = read_stat(workdir)
-        res = Result(step.name, step.rate, step.calls, step.hold_s, wall_s=round(wall, 1))
+        res = Result(step.name, self.workers, step.rate, step.calls, step.hold_s,
+                     wall_s=round(wall, 1))
         res.answered = len(rtt)
         res.placed = int(stat.get("OutgoingCall(C)", "0") or 0)
         res.drain_s = round(drained, 1)
@@ -514,12 +556,13 @@ class Bench:
         res.api_errors = dict(st.api_errors)
         return res
 
-    async def run(self, steps: list[Step]) -> list[Result]:
-        data = self.root / "server"
+    async def run(self, steps: list[Step], workers: int) -> list[Result]:
+        self.workers = workers
+        data = self.root / f"server-{workers}"
         data.mkdir()
         key = cli("keys", "create", data_dir=data).strip()
         api = ApiClient(0, key)
-        app = self.app = Application(api)
+        app = self.app = Application(api, bridge=not self.args.answer_only)
         loop = asyncio.get_running_loop()
         hooks = await loop.create_server(lambda: App(app), "127.0.0.1", 0, backlog=1024)
         hook_port = hooks.sockets[0].getsockname()[1]
@@ -532,6 +575,7 @@ class Bench:
             # per-source limits (docs/security/sip-admission.md) are not what is measured.
             "CALLSTREAM_SIP_RATE_LIMIT_PER_SEC": "0",
             "CALLSTREAM_SIP_MAX_PARKED_PER_SOURCE": "0",
+            "CALLSTREAM_WORKERS": str(workers),
         }
         if self.args.callstream:  # another checkout's server, for before/after runs
             env["PYTHONPATH"] = self.args.callstream
@@ -607,7 +651,8 @@ def summarize_pyspy(path: str) -> dict[str, Any]:
 
 
 COLUMNS = [
-    ("step", "step", 14), ("offered_cps", "offer/s", 7), ("setup_cps", "setup/s", 7),
+    ("step", "step", 14), ("workers", "workers", 7), ("offered_cps", "offer/s", 7),
+    ("setup_cps", "setup/s", 7),
     ("answered", "answered", 8), ("failed", "failed", 6), ("setup_p50_ms", "p50 ms", 7),
     ("setup_p99_ms", "p99 ms", 7), ("peak_concurrent", "peak", 5),
     ("two_way_rtp_pct", "2-way%", 6), ("server_cpu_pct", "srv CPU%", 8),
@@ -661,6 +706,11 @@ def main() -> None:
                         help="calls/s while ramping up to a concurrency step")
     parser.add_argument("--hold", type=float, default=8.0,
                         help="seconds all calls of a concurrency step are up together")
+    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",") if x],
+                        default=[1], help="run the ladder with each of these worker "
+                        "counts, e.g. 1,2 (default 1)")
+    parser.add_argument("--answer-only", action="store_true",
+                        help="answer calls without bridging them (RTP in only)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--pyspy", help="record the server with py-spy (raw) into this file")
     parser.add_argument("--callstream", help="run the server from this source tree "
@@ -698,8 +748,10 @@ def main() -> None:
         bench = Bench(args, Path(tmp))
         print_header()
         started = time.monotonic()
-        coro = bench.run(steps)
-        results = uvloop.run(coro) if uvloop else asyncio.run(coro)
+        results = []
+        for workers in args.workers:
+            coro = bench.run(steps, workers)
+            results += uvloop.run(coro) if uvloop else asyncio.run(coro)
         print(f"total {time.monotonic() - started:.0f} s", flush=True)
     profile = summarize_pyspy(args.pyspy) if args.pyspy and Path(args.pyspy).exists() else None
     if profile:

@@ -22,9 +22,11 @@ import asyncio
 import json
 import struct
 import tempfile
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from callstream.calls.locks import KeyedLocks
 from callstream.calls.model import Call, new_record
 from callstream.calls.requests import Answer
 from callstream.calls.state import CallEvent, CallState
@@ -50,6 +52,7 @@ class ParkingCallControl:
 
     def __init__(self) -> None:
         self.parked: asyncio.Queue[Call] = asyncio.Queue()
+        self.locks = KeyedLocks()
 
     async def incoming_call(self, *, from_: str, to: str, connection_id: str,
                             details: dict[str, Any]) -> Call | None:
@@ -69,6 +72,9 @@ class ParkingCallControl:
 
     async def leg_event(self, call: Call, event_type: str, extra: dict[str, Any]) -> None:
         return None
+
+    def lock(self, call_control_id: str) -> AbstractAsyncContextManager[None]:
+        return self.locks.hold(call_control_id)
 
 
 class Phone:

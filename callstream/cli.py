@@ -66,8 +66,12 @@ def serve(
         show_default=False)] = None,
     log_level: LogLevel = None,
     config: ConfigFile = None,
+    workers: Annotated[str | None, typer.Option(
+        "--workers", help="worker processes, or auto for one per core [CALLSTREAM_WORKERS]",
+        show_default=False)] = None,
 ) -> None:
-    """Run the server: HTTP API, SIP, media and webhook delivery in one process.
+    """Run the server: HTTP API, SIP, media and webhook delivery in one process, or in
+    N worker processes behind one supervisor with --workers N.
 
     At info it logs one line per call event (received, answered, ended with its
     cause), stream, fork, transcription and failed webhook attempt (docs/logging.md).
@@ -76,12 +80,20 @@ def serve(
     from callstream.node_id import InvalidNodeId
     from callstream.server import run_server
     from callstream.store.exceptions import StoreUnavailable
+    from callstream.workers.exceptions import WorkersError
+    from callstream.workers.supervisor import run_supervisor
 
     settings = _settings(config, data_dir=data_dir, http=http, sip=sip, log_format=log_format,
-                         log_level=log_level.lower() if log_level else None)
+                         log_level=log_level.lower() if log_level else None, workers=workers)
     setup_logging(settings.log_format, settings.log_level)
     try:
-        run_server(settings)
+        if settings.worker_count > 1:
+            run_supervisor(settings)
+        else:
+            run_server(settings)
+    except WorkersError as exc:
+        typer.echo(f"callstream: {exc}", err=True)
+        raise typer.Exit(1) from exc
     except (StoreUnavailable, InvalidNodeId) as exc:
         typer.echo(f"callstream: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,10 @@ from callstream.outbound.policy import (
 #: Inbound SIP is accepted from these networks unless configured otherwise: this
 #: host only. Open it to your callers' networks (docs/security/sip-admission.md).
 DEFAULT_SIP_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+#: Most worker processes ``--workers`` starts: each holds a store connection and its
+#: sockets, and the SIP dispatcher hashes over them.
+MAX_WORKERS = 64
 
 
 def split_host_port(value: str, *, what: str) -> tuple[str, int]:
@@ -66,6 +70,9 @@ class Settings(BaseSettings):
         "store/inline_sqlite.py) rather than in aiosqlite's thread.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    workers: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_WORKERS)] = Field(
+        1, description="Media worker processes (`auto`: one per core); 1 runs everything "
+        "in one process (docs/architecture.md, \"Processes\").")
 
     # The default Call Control Application ("connection_id": "default").
     webhook_url: str | None = None
@@ -321,6 +328,13 @@ class Settings(BaseSettings):
         if (self.sip_auth_username is None) != (self.sip_auth_password is None):
             raise ValueError("set both sip_auth_username and sip_auth_password, or neither")
         return self
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` asks for (``auto``: the usable cores)."""
+        if self.workers == "auto":
+            return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+        return self.workers
 
     @property
     def http_host_port(self) -> tuple[str, int]:

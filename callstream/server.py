@@ -39,6 +39,7 @@ from callstream.forking.manager import ForkManager
 from callstream.listening import ListenError, bind_tcp
 from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
 from callstream.node_id import node_identity
+from callstream.sip.transport import SipTransport
 from callstream.store.exceptions import StoreError, StoreInUse
 from callstream.store.node_lock import NodeIdLock, NodeLock
 from callstream.store.outbox import Outbox
@@ -52,6 +53,8 @@ from callstream.webhooks.probe import probe_webhook_url
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
 from callstream.webrtc.gateway import WebRtcGateway
+from callstream.workers.seat import WorkerSeat
+from callstream.workers.sip_relay import RelayedSipTransport
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,36 @@ async def ensure_default_application(store: SqlStore, settings: Settings) -> App
     return app
 
 
+async def start_checks(store: SqlStore, settings: Settings, app: Application) -> None:
+    """Warn about what would leave a newcomer's calls unanswered without a word:
+    no webhook URL, nothing listening there, events queued from earlier runs."""
+    try:
+        for backlog in await Outbox(store).pending_by_url():
+            age = max(0.0, time.time() - backlog.oldest_created_at)
+            log.warning(
+                "%d webhooks pending for %s (oldest %.0f s old): they are delivered in "
+                "order once it answers, those of calls that have since ended included "
+                "(docs/logging.md, \"Late receivers\")", backlog.count,
+                backlog.url or "no URL", age, extra={"url": backlog.url})
+    except StoreError as exc:
+        log.warning("cannot count pending webhooks: %s", exc)
+    url = app.webhook_event_url
+    park = settings.sip_park_timeout_secs
+    if not url:
+        log.warning("the default application has no webhook URL: calls will park "
+                    "unanswered (480 after %g s): set CALLSTREAM_WEBHOOK_URL to your "
+                    "application's URL (or webhook_url in --config; docs/webhooks.md)",
+                    park)
+        return
+    problem = await probe_webhook_url(url, settings.outbound_policy)
+    if problem is not None:
+        log.warning("webhook URL %s of the default application: %s: calls will park "
+                    "unanswered (480 after %g s) until something answers there; start "
+                    "your webhook receiver or set CALLSTREAM_WEBHOOK_URL (events are "
+                    "kept and delivered in order once it answers)", url, problem, park,
+                    extra={"url": url})
+
+
 def console_base_url(http: str) -> str:
     """``http://HOST:PORT`` a browser on this machine reaches the server at (a wildcard
     listen address is reached on loopback)."""
@@ -107,10 +140,16 @@ def console_base_url(http: str) -> str:
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    """The whole server in this process, or, given a ``seat``, worker ``seat.index`` of
+    ``callstream serve --workers N``: its supervisor holds the node lock, the public
+    sockets and webhook delivery (callstream/workers/)."""
+
+    def __init__(self, settings: Settings, seat: WorkerSeat | None = None) -> None:
         self.settings = settings
+        self.seat = seat
         self.store = SqlStore(settings.effective_database_url, inline_sqlite=settings.sqlite_inline)
-        self.node_lock = NodeLock.for_database(settings.effective_database_url)
+        self.node_lock = (NodeLock.for_database(settings.effective_database_url)
+                          if seat is None else None)
         self.node_id_lock: NodeIdLock | None = None  # a shared (PostgreSQL) store's
         #: Set at start (callstream.node_id): the owner of this node's calls and leases.
         self.node_id: str | None = None
@@ -149,19 +188,28 @@ class Server:
             await self.node_id_lock.acquire(self.store.engine)
         default_app = await ensure_default_application(self.store, settings)
         signer = load_signer(settings)
+        seat = self.seat
+        # Recorded on each call row; a worker's names it, so the HTTP front routes a
+        # call's commands to it and a restarted worker ends only its own orphans.
+        owner = node_id if seat is None else seat.owner
         self.webhooks = WebhookWorker(self.store, settings, signer, worker_id=node_id)
         calls = self.calls = CallControl(
-            self.store, self._call_parts, owner=node_id, receipts=ApiReceipts(),
-            trunk_uri=settings.trunk_uri, wake_webhooks=self.webhooks.wake)
+            self.store, self._call_parts, owner=owner, receipts=ApiReceipts(),
+            trunk_uri=settings.trunk_uri,
+            wake_webhooks=self.webhooks.wake if seat is None else seat.wake_webhooks)
         ACTIVE_CALLS.set_function(lambda: len(calls.calls))
         CALL_LOCKS.set_function(lambda: len(calls.call_locks) + len(calls.dial_locks))
-        # SQLite: one node per store (the node lock), so every live call is an orphan.
-        # PostgreSQL: other nodes' live calls are theirs; only this node's are orphans.
-        orphans = await calls.close_orphans(only_own=not self.store.is_sqlite)
+        # SQLite: one node per store (the node lock), so every live call is an orphan
+        # (but a worker's live siblings' calls). PostgreSQL: other nodes' live calls are
+        # theirs; only this node's are orphans.
+        orphans = await calls.close_orphans(
+            only_own=not self.store.is_sqlite,
+            owners_elsewhere=frozenset() if seat is None else seat.owners_elsewhere)
         if orphans:
-            log.warning("%d calls of node %s were alive when its last process died; "
-                        "ended them (call.hangup sent)", orphans, node_id)
-        await self.webhooks.start()
+            log.warning("%d calls of %s were alive when its last process died; "
+                        "ended them (call.hangup sent)", orphans, owner)
+        if seat is None:  # a worker's webhooks are delivered by its supervisor
+            await self.webhooks.start()
         assert self.switch is not None  # built with calls
         await self.switch.start()
         self._switch_running = True
@@ -201,50 +249,26 @@ class Server:
         # collector's full passes, which otherwise stall the loop, RTP included, for
         # 90-200 ms under load (docs/benchmarks.md, "SIP load").
         gc.freeze()
-        log.info("callstream listening: http=%s sip=%s data=%s", settings.http, settings.sip,
-                 settings.data_dir)
+        if self.seat is not None:
+            self.seat.ready(self._http_sockets[0].getsockname()[1])
+        log.info("callstream listening: http=%s sip=%s data=%s%s", settings.http, settings.sip,
+                 settings.data_dir, "" if self.seat is None else f" ({self.seat.owner})")
         if services.console_sessions is not None:
             token = services.console_sessions.issue_link(time.monotonic())
             # One-time login link, valid console_login_link_ttl_secs (docs/console.md).
             log.info("console: %s/console?token=%s", console_base_url(settings.http), token)
-        self._checks = asyncio.create_task(self._start_checks(default_app),
-                                           name="start-checks")
+        if self.seat is None:  # the supervisor runs them once for its workers
+            self._checks = asyncio.create_task(
+                start_checks(self.store, settings, default_app), name="start-checks")
 
-    async def _start_checks(self, app: Application) -> None:
-        """Warn about what would leave a newcomer's calls unanswered without a word:
-        no webhook URL, nothing listening there, events queued from earlier runs."""
-        try:
-            for backlog in await Outbox(self.store).pending_by_url():
-                age = max(0.0, time.time() - backlog.oldest_created_at)
-                log.warning(
-                    "%d webhooks pending for %s (oldest %.0f s old): they are delivered in "
-                    "order once it answers, those of calls that have since ended included "
-                    "(docs/logging.md, \"Late receivers\")", backlog.count,
-                    backlog.url or "no URL", age, extra={"url": backlog.url})
-        except StoreError as exc:
-            log.warning("cannot count pending webhooks: %s", exc)
-        url = app.webhook_event_url
-        park = self.settings.sip_park_timeout_secs
-        if not url:
-            log.warning("the default application has no webhook URL: calls will park "
-                        "unanswered (480 after %g s): set CALLSTREAM_WEBHOOK_URL to your "
-                        "application's URL (or webhook_url in --config; docs/webhooks.md)",
-                        park)
-            return
-        problem = await probe_webhook_url(url, self.settings.outbound_policy)
-        if problem is not None:
-            log.warning("webhook URL %s of the default application: %s: calls will park "
-                        "unanswered (480 after %g s) until something answers there; start "
-                        "your webhook receiver or set CALLSTREAM_WEBHOOK_URL (events are "
-                        "kept and delivered in order once it answers)", url, problem, park,
-                        extra={"url": url})
 
     def _call_parts(self, calls: CallControl) -> CallParts:
         """What Call Control drives, built with it (each part reports back to it): the
         switch (SIP and RTP; started later, after the webhook worker) and the feature
         managers, whose hooks run in this order."""
         settings = self.settings
-        self.switch = Switch(settings, calls)
+        self.switch = Switch(settings, calls, sip_transport=(
+            SipTransport if self.seat is None else RelayedSipTransport.for_seat(self.seat)))
         self.streams = StreamManager(
             calls, account_id=settings.account_id,
             stall_timeout=settings.stream_stall_timeout_secs,
@@ -276,7 +300,7 @@ class Server:
             await self.http.shutdown()
         for sock in self._http_sockets:
             sock.close()
-        if self.webhooks is not None:
+        if self.webhooks is not None and self.seat is None:
             await self.webhooks.stop()
         if self.node_id_lock is not None:
             await self.node_id_lock.release()

@@ -58,6 +58,13 @@ def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> str:
     return out.stdout
 
 
+def workers_args() -> list[str]:
+    """``--workers N`` when ``CALLSTREAM_TEST_WORKERS=N`` is set: the whole suite's servers
+    run as N worker processes (README, "Tests")."""
+    count = os.environ.get("CALLSTREAM_TEST_WORKERS")
+    return ["--workers", count] if count else []
+
+
 @dataclass
 class ServerProcess:
     data_dir: Path
@@ -94,6 +101,7 @@ class ServerProcess:
                     "--data-dir", str(self.data_dir),
                     "--http", f"{self.host}:{self.http_port}",
                     "--sip", f"{self.host}:{self.sip_port}",
+                    *workers_args(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -100,3 +100,20 @@ def test_config_masks_the_database_password(tmp_path: Path) -> None:
     assert values["database_url"] == "postgresql://cs:***@db.example/cs"
     assert values["effective_database_url"] == "postgresql://cs:***@db.example/cs"
     assert values["node_id"] == "node-a"
+
+
+def test_workers_default_to_one_process_and_auto_to_the_usable_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().worker_count == 1
+    monkeypatch.setenv("CALLSTREAM_WORKERS", "auto")
+    assert Settings().workers == "auto"
+    assert Settings().worker_count == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("CALLSTREAM_WORKERS", "3")
+    assert Settings().worker_count == 3
+
+
+@pytest.mark.parametrize("value", [0, 65, "many"])
+def test_bad_worker_counts(value: object) -> None:
+    with pytest.raises(ValidationError, match="workers"):
+        Settings(workers=value)

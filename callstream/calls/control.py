@@ -346,7 +346,11 @@ class CallControl:
         async def action(call: Call, change: Change) -> None:
             other = self.calls.get(other_id)
             if other is None or not other.alive:
-                raise CallNotFound(f"No live call {other_id!r} to bridge with.",
+                record = None if other is not None else await self.store.get_call(other_id)
+                elsewhere = (f" It is held by another process ({record.owner}); with "
+                             "--workers, only calls of one worker can be bridged."
+                             if record is not None and record.is_alive else "")
+                raise CallNotFound(f"No live call {other_id!r} to bridge with.{elsewhere}",
                                    pointer="/call_control_id")
             if other is call:
                 raise InvalidCommand("A call can't be bridged with itself.",
@@ -485,7 +489,8 @@ class CallControl:
             Change(events=[call_event(call, event_type, call_payload(call, **extra), now)])
         )
 
-    async def close_orphans(self, *, only_own: bool = False) -> int:
+    async def close_orphans(self, *, only_own: bool = False,
+                            owners_elsewhere: frozenset[str] = frozenset()) -> int:
         """At start-up, end every call the store still has alive; return how many.
 
         This runs before the node takes SIP or HTTP, so a call of this node alive now was
@@ -497,9 +502,11 @@ class CallControl:
         the others belong to live nodes (a dead node's calls need owner leases that
         expire: a later issue). Each one's ended row and its one ``call.hangup`` commit
         together, so a crash midway leaves the rest alive for the next start, and a second
-        sweep finds none of those already ended.
+        sweep finds none of those already ended. A worker of ``--workers N`` skips the
+        calls of ``owners_elsewhere``, its live siblings (callstream/workers/).
         """
-        records = await self.store.list_calls(alive=True)
+        records = [rec for rec in await self.store.list_calls(alive=True)
+                   if rec.owner not in owners_elsewhere]
         if only_own:
             records = [rec for rec in records if rec.owner == self.owner]
         apps: dict[str, Application | None] = {}

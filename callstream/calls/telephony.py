@@ -15,6 +15,7 @@ each side be tested against a fake of the other.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from callstream.calls.features import LegMedia
@@ -72,3 +73,7 @@ class TelephonyReports(Protocol):
 
     async def leg_event(self, call: Call, event_type: str, extra: dict[str, Any]) -> None:
         """Any other webhook of the call (call.dtmf.received...)."""
+
+    def lock(self, call_control_id: str) -> AbstractAsyncContextManager[None]:
+        """The call's command lock: held while a new call's leg is readied, so a command
+        (answer) that comes first waits for the leg."""

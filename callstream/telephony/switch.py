@@ -68,8 +68,10 @@ class SwitchedCall:
 class Switch:
     """SIP and media for the server's calls (see the module docstring)."""
 
-    def __init__(self, settings: Settings, reports: TelephonyReports) -> None:
+    def __init__(self, settings: Settings, reports: TelephonyReports, *,
+                 sip_transport: type[SipTransport] = SipTransport) -> None:
         self.settings = settings
+        self._sip_transport = sip_transport  # a worker's relays (callstream/workers/)
         self.reports = reports
         host, _ = settings.sip_host_port
         self.media_options = MediaOptions(
@@ -92,7 +94,7 @@ class Switch:
 
     async def start(self) -> None:
         host, port = self.settings.sip_host_port
-        self._transport = await SipTransport.start(
+        self._transport = await self._sip_transport.start(
             host,
             port,
             self._on_sip_event,
@@ -220,24 +222,28 @@ class Switch:
         if call is None:
             self._refuse(event.handle, 480, "Temporarily Unavailable")
             return
-        host, port = event.source[0], event.source[1]
-        log.info("call %s: received from %s to %s (SIP %s from %s, codec %s/%d)",
-                 call.id, event.from_uri, event.to_uri, event.transport.upper(),
-                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}", params.codec,
-                 params.clock_rate, extra=_fields(call, source=f"{host}:{port}"))
-        try:
-            leg = await self._open_leg(call, params)
-        except Exception:
-            log.exception("call %s: no media ports", call.id)
-            self._refuse(event.handle, 503, "Service Unavailable")
-            # reject() ends the SIP call without an event: end the call here.
-            await self.reports.leg_ended(call, cause=UNSPECIFIED, source="callee",
-                                         sip_code=503, quality=None)
-            return
-        leg.handle = event.handle
-        self._index(SwitchedCall(call, leg, offer=event.offer))
-        with self.signaling.command() as now:
-            self.signaling.endpoint.ring(event.handle, now)
+        # Held until the leg is ready to answer: call.initiated is out, and its deliverer
+        # may be another process (--workers), so an answer can come while media opens.
+        async with self.reports.lock(call.id):
+            host, port = event.source[0], event.source[1]
+            log.info("call %s: received from %s to %s (SIP %s from %s, codec %s/%d)",
+                     call.id, event.from_uri, event.to_uri, event.transport.upper(),
+                     f"[{host}]:{port}" if ":" in host else f"{host}:{port}", params.codec,
+                     params.clock_rate, extra=_fields(call, source=f"{host}:{port}"))
+            try:
+                leg = await self._open_leg(call, params)
+            except Exception:
+                log.exception("call %s: no media ports", call.id)
+                self._refuse(event.handle, 503, "Service Unavailable")
+            else:
+                leg.handle = event.handle
+                self._index(SwitchedCall(call, leg, offer=event.offer))
+                with self.signaling.command() as now:
+                    self.signaling.endpoint.ring(event.handle, now)
+                return
+        # reject() ends the SIP call without an event: end the call here (it takes the lock).
+        await self.reports.leg_ended(call, cause=UNSPECIFIED, source="callee", sip_code=503,
+                                     quality=None)
 
     async def _open_leg(self, call: Call, params: MediaParams | None) -> Leg:
         rec = call.record

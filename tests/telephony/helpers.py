@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from callstream.calls.locks import KeyedLocks
 from callstream.calls.model import Call, new_record
 from callstream.calls.state import CallEvent, CallState
 from callstream.sip.endpoint import SipEndpoint
@@ -42,6 +43,7 @@ class FakeCallControl:
     incoming: asyncio.Queue[Call] = field(default_factory=asyncio.Queue)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     refuse: bool = False
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
 
     async def incoming_call(
         self, *, from_: str, to: str, connection_id: str, details: dict[str, Any]
@@ -67,6 +69,9 @@ class FakeCallControl:
 
     async def leg_event(self, call: Call, event_type: str, extra: dict[str, Any]) -> None:
         self._report(event_type, call, extra)
+
+    def lock(self, call_control_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.locks.hold(call_control_id)
 
     def _report(self, kind: str, call: Call, details: dict[str, Any]) -> None:
         self.reports.append((kind, call.id, details))

@@ -1,0 +1,182 @@
+"""``callstream serve --workers 2`` end to end: real calls from `callstream call`, the
+official SDK through the HTTP front, webhooks through the real receiver, a real
+WebSocket consumer; one worker killed with SIGKILL mid-call."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from callstream.media.codecs import PCMU
+from tests.audio import write_wav
+from tests.e2e.calling import CallerProcess, clip, contains, incoming, media_rig, start_caller
+from tests.e2e.conftest import Rig
+from tests.helpers import stored_events
+from tests.ws_consumer import Consumer, ws_consumer
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 2
+CALLS = 6
+MAX_CALLS = 16
+_STARTED = re.compile(r"worker (\d+) started: pid (\d+), HTTP on 127\.0\.0\.1:(\d+)")
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    yield from media_rig(tmp_path_factory, (34000, 34999), CALLSTREAM_WORKERS=str(WORKERS))
+
+
+@pytest.fixture
+def consumer() -> Iterator[Consumer]:
+    with ws_consumer() as c:
+        yield c
+
+
+def _workers(rig: Rig) -> dict[int, tuple[int, int]]:
+    """Worker index -> (pid, HTTP port) of its latest start, from the server's log."""
+    found: dict[int, tuple[int, int]] = {}
+    for index, pid, port in _STARTED.findall(rig.server.log()):
+        found[int(index)] = (int(pid), int(port))
+    return found
+
+
+def _owner(rig: Rig, ccid: str) -> int:
+    with sqlite3.connect(rig.workdir / "callstream.db") as db:
+        (owner,) = db.execute("SELECT owner FROM calls WHERE call_control_id = ?",
+                              (ccid,)).fetchone()
+    return int(owner.rpartition("-")[2])
+
+
+def _place(rig: Rig, user: str, *args: str) -> tuple[CallerProcess, str]:
+    caller = start_caller(f"sip:{user}@{rig.sip_target}", "--codec", "PCMU", "-q", *args)
+    return caller, incoming(rig, user)
+
+
+def _hangups(rig: Rig, ccid: str) -> int:
+    return len([d for d in rig.hooks.events("call.hangup")
+                if d.payload["call_control_id"] == ccid])
+
+
+def _place_on_every_worker(rig: Rig, prefix: str, *args: str
+                           ) -> list[tuple[CallerProcess, str]]:
+    """At least ``CALLS`` calls, and more until every worker owns one (Call-IDs are
+    random: ``MAX_CALLS`` leave them all on one worker once in 2^(MAX_CALLS-1))."""
+    placed: list[tuple[CallerProcess, str]] = []
+    while len(placed) < CALLS or {_owner(rig, c) for _, c in placed} != set(range(WORKERS)):
+        assert len(placed) < MAX_CALLS, [_owner(rig, c) for _, c in placed]
+        placed.append(_place(rig, f"{prefix}-{len(placed)}", *args))
+    return placed
+
+
+def test_calls_spread_commands_reach_owner_and_order_holds(rig: Rig) -> None:
+    placed = _place_on_every_worker(rig, "spread", "--duration", "30")
+    try:
+        ccids = [ccid for _, ccid in placed]
+        for ccid in ccids:
+            rig.sdk.calls.actions.answer(ccid)  # through the front, to whichever owns it
+        for ccid in ccids:
+            rig.hooks.wait_event("call.answered", ccid)
+        owners = {ccid: _owner(rig, ccid) for ccid in ccids}
+        headers = {"Authorization": f"Bearer {rig.server.api_key}"}
+        listed = httpx.get(rig.server.api_url + "/calls", headers=headers).json()["data"]
+        assert set(ccids) <= {c["call_control_id"] for c in listed}
+        ports = {index: port for index, (_, port) in _workers(rig).items()}
+        # Calls of two workers cannot share media: a precise refusal, nothing disturbed.
+        a = next(c for c in ccids if owners[c] == 0)
+        b = next(c for c in ccids if owners[c] == 1)
+        refused = httpx.post(f"{rig.server.api_url}/calls/{a}/actions/bridge",
+                             json={"call_control_id": b}, headers=headers)
+        assert refused.status_code == 422
+        assert "only calls of one worker can be bridged" in refused.json()["errors"][0]["detail"]
+        for ccid in ccids:
+            body = {"command_id": f"hang-{ccid}"}
+            path = f"/v2/calls/{ccid}/actions/hangup"
+            front = httpx.post(rig.server.base_url + path, json=body, headers=headers)
+            assert front.status_code == 200, front.text
+            # The same command_id again, straight to the owner: its receipt replays.
+            direct = httpx.post(f"http://127.0.0.1:{ports[owners[ccid]]}{path}", json=body,
+                                headers=headers)
+            assert direct.content == front.content
+            assert direct.headers["content-type"] == front.headers["content-type"]
+        for ccid in ccids:
+            rig.hooks.wait_event("call.hangup", ccid)
+        for ccid in ccids:
+            order = [d.event_type for d in rig.hooks.events()
+                     if d.payload.get("call_control_id") == ccid]
+            assert order == ["call.initiated", "call.answered", "call.hangup"], (ccid, order)
+        for caller, _ in placed:
+            caller.finish(30)
+    finally:
+        for caller, _ in placed:
+            caller.kill()
+
+
+def test_killed_worker_ends_only_its_calls(rig: Rig, consumer: Consumer,
+                                           tmp_path: Path) -> None:
+    pcm = clip("beckett", 8.0)
+    wav = write_wav(tmp_path / "speech.wav", pcm, 8000)
+    placed = _place_on_every_worker(rig, "kill", "--play", str(wav), "--duration", "9")
+    try:
+        by_owner: dict[int, list[str]] = {}
+        for _, ccid in placed:
+            by_owner.setdefault(_owner(rig, ccid), []).append(ccid)
+        assert set(by_owner) == set(range(WORKERS)), by_owner
+        victim, survivor = 0, 1
+        watched = by_owner[survivor][0]
+        for _, ccid in placed:
+            if ccid == watched:
+                rig.sdk.calls.actions.answer(ccid, stream_url=consumer.url,
+                                             stream_track="inbound_track")
+            else:
+                rig.sdk.calls.actions.answer(ccid)
+        conn = consumer.wait_connection()
+        rig.hooks.wait_event("call.answered", watched)
+        time.sleep(2.0)
+        pid, _ = _workers(rig)[victim]
+        os.kill(pid, signal.SIGKILL)
+        # Its calls end, each with one call.hangup, once it is started again.
+        for ccid in by_owner[victim]:
+            hangup = rig.hooks.wait_event("call.hangup", ccid, timeout=30)
+            assert hangup.payload["hangup_source"] == "unknown"
+        deadline = time.monotonic() + 30
+        while _workers(rig)[victim][0] == pid:
+            assert time.monotonic() < deadline, "the killed worker was not started again"
+            time.sleep(0.1)
+        # The survivor's calls went on: none has ended yet, and the watched stream's
+        # inbound audio is the caller's, bit-exact, across the kill.
+        assert all(_hangups(rig, ccid) == 0 for ccid in by_owner[survivor])
+        for caller, _ in placed:
+            caller.finish(30)
+        for ccid in by_owner[survivor]:
+            rig.hooks.wait_event("call.hangup", ccid, timeout=20)
+        assert conn.done.wait(10)
+        heard = PCMU.new_decoder().decode(b"".join(
+            base64.b64decode(f["media"]["payload"]) for f in conn.of("media")))
+        sent = PCMU.new_decoder().decode(PCMU.new_encoder().encode(pcm))
+        assert contains(heard, sent[8000 * 2:8000 * 2 * 6]), "survivor's audio not bit-exact"
+        # Each call: one call.hangup; every stored webhook delivered.
+        time.sleep(1.0)
+        for _, ccid in placed:
+            assert _hangups(rig, ccid) == 1, ccid
+        delivered = {d.json["data"]["id"] for d in rig.hooks.events()}
+        stored = {event["id"] for event in stored_events(rig.workdir)}
+        assert stored <= delivered, stored - delivered
+        assert rig.server.proc is not None and rig.server.proc.poll() is None
+        assert httpx.get(rig.server.base_url + "/healthz").status_code == 200
+        metrics = httpx.get(rig.server.base_url + "/metrics",
+                            headers={"Authorization": f"Bearer {rig.server.api_key}"}).text
+        assert f'callstream_worker_restarts_total{{worker="{victim}"}} 1.0' in metrics
+        assert f"callstream_workers_running {float(WORKERS)}" in metrics
+    finally:
+        for caller, _ in placed:
+            caller.kill()
