@@ -26,7 +26,11 @@ Life of a stream (spec §5.1, §5.5)
      ``stop`` and the close finish in the background;
    * the consumer closes cleanly (1000/1001) → ``streaming.stopped``; the connection
      dies or the consumer fails (any other close) → ``streaming.failed``
-     (``failure_reason: connection_lost``). The call goes on either way;
+     (``failure_reason: connection_lost``). The call goes on either way. With a
+     reconnect window (``stream_reconnect_seconds``, :mod:`.reconnect`) a drop instead
+     dials again, sends ``connected`` and ``start`` (``resumed: true``) and the audio
+     buffered meanwhile, then goes on live; ``streaming.failed``
+     (``reconnect_window_passed``) only when no attempt succeeded in the window;
    * the consumer stalls: it answers no WebSocket ping within the stall timeout
      (``CALLSTREAM_STREAM_STALL_TIMEOUT_SECS``) → the socket is aborted and
      ``streaming.failed`` (``failure_reason: consumer_stalled``); the call goes on.
@@ -44,6 +48,14 @@ a watchdog pings the consumer every half timeout: a pong comes back only once th
 consumer has read everything sent before the ping, so no pong within the timeout
 means it is that far behind, whatever the buffers hold.
 
+Latency bound. After ``start`` (and after a resumed ``start``) audio is live: a frame
+whose turn to be written comes more than ``CALLSTREAM_STREAM_LATENCY_BOUND_SECS`` after it
+was captured is dropped (oldest first, counted as overdue), and no frame is written while
+the socket already holds more than :data:`IN_FLIGHT_FLOOR_SECS` (or the bound, if longer)
+of unsent or unacknowledged audio, so a consumer that stalls gets recent audio when it
+reads again, not the backlog. The audio buffered before ``start`` (and while a socket was
+down) is exempt: it is there on purpose and goes out in full first.
+
 ``streaming.stopped`` is only ever sent after ``streaming.started``.
 
 The media path only appends to the :class:`StreamEncoder` queue; everything here runs
@@ -55,8 +67,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import fcntl
 import logging
 import socket
+import struct
+import termios
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +84,7 @@ from websockets.uri import parse_uri
 from callstream.calls.features import FeatureEvent, LegMedia
 from callstream.calls.model import Call
 from callstream.calls.requests import TexmlCallback
-from callstream.media.codecs import get_codec
+from callstream.media.codecs import FRAMES_PER_SECOND, get_codec
 from callstream.media.hub import Track
 from callstream.outbound.connect import connect_tcp
 from callstream.outbound.metrics import OUTBOUND_DENIED
@@ -85,6 +100,7 @@ from callstream.streaming.protocol import (
     ServerEvent,
     media_format,
 )
+from callstream.streaming.reconnect import CLEAN_CLOSE_CODES, WINDOW_PASSED, reconnect
 from callstream.timefmt import iso_now
 
 __all__ = ["StreamParams", "StreamSession", "StreamState"]
@@ -105,6 +121,14 @@ STALL_REASON = "consumer_stalled"
 #: still covers the bandwidth-delay product of the fattest stream (L16 16 kHz, both
 #: tracks, ~100 KB/s) over a 300 ms path.
 SEND_BUFFER_BYTES = 64 * 1024
+#: Default of ``CALLSTREAM_STREAM_LATENCY_BOUND_SECS``: live audio older than this when its
+#: turn comes is dropped.
+LATENCY_BOUND = 0.2
+#: Audio the socket may hold unacknowledged before we hold back, whatever the bound: a
+#: consumer's round trip counts in it, and a far one must not lose audio for being far.
+IN_FLIGHT_FLOOR_SECS = 0.5
+#: How soon a sender held back by a full socket looks again.
+RECHECK_SECS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +147,8 @@ class StreamParams:
     stream_auth_token: str | None = None
     custom_parameters: dict[str, str] = field(default_factory=dict)
     client_state: str | None = None
+    #: Reconnect window after a drop (callstream extension); 0: none, Telnyx's behaviour.
+    stream_reconnect_seconds: float = 0.0
     #: TeXML streams: where stream-started/stopped/error callbacks go.
     texml: TexmlCallback | None = None
 
@@ -137,6 +163,7 @@ class StreamState(enum.Enum):
     CONNECTING = "connecting"
     WAITING = "waiting"  # connected before originate; waits for the answer
     STREAMING = "streaming"
+    RECONNECTING = "reconnecting"  # the socket dropped; dialling again within the window
     STOPPED = "stopped"
 
 
@@ -165,7 +192,8 @@ class StreamSession:
 
     def __init__(self, host: StreamHost, call: Call, params: StreamParams, *,
                  clock: Callable[[], float], stall_timeout: float = STALL_TIMEOUT,
-                 buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE) -> None:
+                 buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE,
+                 latency_bound: float = LATENCY_BOUND) -> None:
         self.host = host
         self.call = call
         self.params = params
@@ -181,6 +209,13 @@ class StreamSession:
         self._stall_timeout = stall_timeout
         self._buffer_secs = buffer_secs
         self._stop_grace = stop_grace
+        self._latency_bound = latency_bound
+        # Audio captured up to this hub time is the buffered head (or replay): exempt from
+        # the bound. None: not streaming yet.
+        self._backlog_until: float | None = None
+        self._gone: int | None = None  # close code seen by the reader on this socket
+        self._recheck: asyncio.TimerHandle | None = None
+        self._media_text_bytes = 0  # size of the last media frame written
         self._capture_started: float | None = None  # hub clock when the encoder was made
         self._frames = FrameBuilder(self.id)
         self._ws: ClientConnection | None = None
@@ -228,8 +263,8 @@ class StreamSession:
         self._media_ready.set()
 
     def on_dtmf(self, digit: str, now: float) -> None:
-        """A digit from the caller (``DtmfListener``)."""
-        if self.state is StreamState.STREAMING:
+        """A digit from the caller (``DtmfListener``); sent after a resume if reconnecting."""
+        if self.state in (StreamState.STREAMING, StreamState.RECONNECTING):
             occurred = iso_now()
             self._control.append(lambda: self._frames.dtmf(digit, occurred))
             self._wakeup.set()
@@ -338,10 +373,6 @@ class StreamSession:
             await self._fail("connection_failed", f"cannot connect to {params.stream_url}: {why}")
             return
         self._ws = ws
-        sock = ws.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.counters.connected(self._clock() - started)
         log.info("call %s: stream %s connected to %s in %.0f ms (%s track%s)", self.call.id,
                  self.id, params.stream_url, (self._clock() - started) * 1000.0,
@@ -365,19 +396,72 @@ class StreamSession:
         began = self._capture_started if self._capture_started is not None else self._clock()
         await ws.send(self._frames.start(self._start_details(), began))
         self.counters.sent_frame(0)
+        self._backlog_until = self._clock()
         if params.bidirectional:
             self._playback = self._make_playback()
+        while True:
+            code = await self._serve(ws)
+            if code is None:
+                await self._finish()
+                return
+            if code in CLEAN_CLOSE_CODES or params.stream_reconnect_seconds <= 0:
+                await self._consumer_gone_code(code)
+                return
+            resumed = await self._resume(code)
+            if resumed is None:
+                return
+            ws = resumed
+
+    async def _serve(self, ws: ClientConnection) -> int | None:
+        """Stream over ``ws`` until a stop (None) or the socket ends (its close code)."""
         loop = asyncio.get_running_loop()
+        self._gone = None
         self._reader = loop.create_task(self._read(ws))
         self._watchdog = loop.create_task(self._watch(ws))
         try:
-            while not self._stop_requested:
+            while not self._stop_requested and self._gone is None:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 await self._send_pending(ws)
-            await self._finish()
         except ConnectionClosed as exc:
-            await self._consumer_gone(exc)
+            if not self._stop_requested:
+                return close_code(exc)
+        return None if self._stop_requested else self._gone
+
+    async def _resume(self, code: int) -> ClientConnection | None:
+        """The socket dropped: dial again within the window; the new socket, or None
+        (the window passed: ``streaming.failed`` is out)."""
+        window = self.params.stream_reconnect_seconds
+        log.info("call %s: stream %s: consumer's socket dropped (%d); reconnecting for up "
+                 "to %.1f s", self.call.id, self.id, code, window, extra=self._log_fields())
+        self.state = StreamState.RECONNECTING  # a stop now cancels this task
+        self._cancel_helpers()
+        if self._ws is not None:
+            self._ws.transport.abort()
+            self._ws = None
+        params = self.params
+        headers = {AUTH_HEADER: params.stream_auth_token} if params.stream_auth_token else None
+        ws = await reconnect(lambda: self._open(params.stream_url, headers), window,
+                             clock=self._clock, on_attempt=self.counters.reconnect_attempt,
+                             label=f"stream {self.id}")
+        if ws is None:
+            await self._fail(WINDOW_PASSED, f"no reconnect succeeded within {window:g} s")
+            return None
+        self._ws = ws
+        await ws.send(FrameBuilder.connected(params.stream_auth_token))
+        encoder = self._encoder
+        replayed = len(encoder) if encoder is not None else 0
+        if encoder is not None:
+            self.counters.dropped(encoder.dropped, reconnecting=True)
+        await ws.send(self._frames.restart(self._start_details()))
+        self.counters.sent_frame(0)
+        self.counters.resumed(replayed)
+        self._backlog_until = self._clock()
+        self.state = StreamState.STREAMING
+        log.info("call %s: stream %s resumed on a new socket; replaying %d buffered frames",
+                 self.call.id, self.id, replayed, extra=self._log_fields())
+        self._wakeup.set()
+        return ws
 
     async def _open(self, url: str, headers: dict[str, str] | None) -> ClientConnection:
         """Connect to a checked address of the URL's host; Host and SNI keep the name.
@@ -387,6 +471,8 @@ class StreamSession:
         uri = parse_uri(url)
         async with asyncio.timeout(CONNECT_TIMEOUT):
             sock = await connect_tcp(uri.host, uri.port, self.host.outbound)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             try:
                 return await connect(
                     url, sock=sock, additional_headers=headers, open_timeout=None,
@@ -436,28 +522,67 @@ class StreamSession:
 
     async def _send_pending(self, ws: ClientConnection) -> None:
         encoder = self._encoder
-        if encoder is not None and len(encoder):
+        if encoder is not None and len(encoder) and not self._socket_full(ws):
             self.counters.dropped(encoder.dropped)
             frames = self._frames
+            backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
+            cutoff = self._clock() - self._latency_bound
+            overdue = 0
             for chunk in encoder.drain():
-                await ws.send(frames.media(chunk.track, chunk.payload, chunk.time))
+                if backlog_until < chunk.time < cutoff:
+                    overdue += 1  # live audio too old to be worth hearing now
+                    continue
+                text = frames.media(chunk.track, chunk.payload, chunk.time)
+                self._media_text_bytes = len(text)
+                await ws.send(text)
                 self.counters.sent_frame(len(chunk.payload))
+            if overdue:
+                self._overdue(overdue)
         while self._control:
             await ws.send(self._control.popleft()())
             self.counters.sent_frame(0)
 
+    def _socket_full(self, ws: ClientConnection) -> bool:
+        """The socket holds more unacknowledged audio than allowed: hold back (and look
+        again in :data:`RECHECK_SECS`; the audio meanwhile ages and may turn overdue)."""
+        if self._media_text_bytes == 0 or self._backlog_until is None:
+            return False
+        tracks = 2 if self.params.stream_track == "both_tracks" else 1
+        allowed = (self._media_text_bytes * tracks * FRAMES_PER_SECOND
+                   * max(self._latency_bound, IN_FLIGHT_FLOOR_SECS))
+        if in_flight(ws) <= allowed:
+            return False
+        if self._recheck is None:
+            self._recheck = asyncio.get_running_loop().call_later(RECHECK_SECS, self._rechecked)
+        return True
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._wakeup.set()
+
+    def _overdue(self, frames: int) -> None:
+        if self.counters.frames_overdue == 0:  # once per stream; the counters have the rest
+            log.warning("stream %s: consumer is behind by more than %.0f ms; dropping the "
+                        "overdue audio", self.id, self._latency_bound * 1000,
+                        extra=self._log_fields())
+        self.counters.overdue(frames)
+
     def _dropped(self, total: int) -> None:
         """From the media path: the encoder dropped its oldest frame (counted live)."""
         waiting = self._frames.sequence == 0  # start not sent: the socket is not open yet
+        reconnecting = self.state is StreamState.RECONNECTING
         if total == 1:  # once per stream; the counters have the rest
-            if waiting:
+            if reconnecting:
+                log.warning("stream %s: socket down for %.1f s of buffered audio; dropping "
+                            "the oldest", self.id, self._buffer_secs, extra=self._log_fields())
+            elif waiting:
                 log.warning("stream %s: socket not open after %.1f s of buffered audio; "
                             "dropping the oldest", self.id, self._buffer_secs,
                             extra=self._log_fields())
             else:
                 log.warning("stream %s: consumer is not keeping up; dropping the oldest "
                             "audio", self.id, extra=self._log_fields())
-        self.counters.dropped(total, before_start=waiting)
+        self.counters.dropped(total, before_start=waiting, reconnecting=reconnecting)
 
     async def _watch(self, ws: ClientConnection) -> None:
         """Ping every half timeout; a pong not back within the timeout means a stall."""
@@ -490,35 +615,28 @@ class StreamSession:
         await self.host.emit(self, "streaming.failed", self.failure_fields(STALL_REASON))
 
     def _cancel_helpers(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
         current = asyncio.current_task()
         for task in (self._reader, self._watchdog):
             if task is not None and task is not current:
                 task.cancel()
 
     async def _read(self, ws: ClientConnection) -> None:
-        """Client → server frames go to Playback; the end of the socket ends the stream."""
+        """Client → server frames go to Playback; the end of the socket wakes the sender
+        with its close code (:meth:`_serve` decides: end, or reconnect)."""
         try:
             async for message in ws:
                 playback = self._playback
                 if playback is not None and isinstance(message, str):
                     playback.on_text(message)
         except ConnectionClosed as exc:
-            if not self._stop_requested:
-                await self._consumer_gone(exc)
-            return
-        if not self._stop_requested:
+            self._gone = close_code(exc)
+        else:
             rcvd = ws.protocol.close_rcvd
-            code = rcvd.code if rcvd is not None else 1006
-            await self._consumer_gone_code(code)
-
-    async def _consumer_gone(self, exc: ConnectionClosed) -> None:
-        if self.state is StreamState.STOPPED:
-            return
-        rcvd = exc.rcvd
-        code = rcvd.code if rcvd is not None else 1006
-        if isinstance(exc, ConnectionClosedOK) and code not in (1000, 1001):
-            code = 1006
-        await self._consumer_gone_code(code)
+            self._gone = rcvd.code if rcvd is not None else 1006
+        self._wakeup.set()
 
     async def _consumer_gone_code(self, code: int) -> None:
         if self.state is StreamState.STOPPED:
@@ -536,13 +654,10 @@ class StreamSession:
         events = self._begin_stop(None)
         if not clean:
             events = [("streaming.failed", self.failure_fields("connection_lost"))]
-        for event_type, extra in events:
-            # Shielded: the sender task, finishing, cancels this reader.
-            await asyncio.shield(self.host.emit(self, event_type, extra))
         self._cancel_helpers()
-        task = self._task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        for event_type, extra in events:
+            await self.host.emit(self, event_type, extra)
+        await self._close()
 
     async def _fail(self, reason: str, detail: str, *, level: int = logging.INFO) -> None:
         if self.state is StreamState.STOPPED:
@@ -595,3 +710,25 @@ class StreamSession:
             with contextlib.suppress(Exception):
                 await ws.close(1000)
 
+
+
+def close_code(exc: ConnectionClosed) -> int:
+    """The consumer's close code; 1006 when none came (a drop), or a clean-looking end
+    without a clean code."""
+    rcvd = exc.rcvd
+    code = rcvd.code if rcvd is not None else 1006
+    if isinstance(exc, ConnectionClosedOK) and code not in CLEAN_CLOSE_CODES:
+        code = 1006
+    return code
+
+
+def in_flight(ws: ClientConnection) -> int:
+    """Bytes written to ``ws`` the consumer has not acknowledged: the library's write
+    buffer plus the socket's send queue (Linux SIOCOUTQ; 0 where unsupported)."""
+    queued = ws.transport.get_write_buffer_size()
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            queued += struct.unpack("i", raw)[0]
+    return queued
