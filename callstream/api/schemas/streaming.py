@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from callstream.api.schemas.common import CommandBody
-from callstream.api.schemas.fields import HttpUrl, WsUrl
+from callstream.api.schemas.fields import HttpUrl, JsonNumber, WsUrl
 from callstream.calls.exceptions import MissingParameter
 from callstream.calls.requests import StreamingStart, StreamingStop, StreamSpec, TexmlCallback
 from callstream.media.codecs import OPUS_SAMPLE_RATES
@@ -89,7 +89,7 @@ class StreamFields(BaseModel):
         None, json_schema_extra={"anyOf": [{"type": "boolean", "enum": [False]}, {"type": "null"}]}
     )
     dialogflow_config: DialogflowConfig | None = None
-    stream_reconnect_seconds: float | None = Field(
+    stream_reconnect_seconds: Annotated[float | None, JsonNumber] = Field(
         None, ge=0, le=MAX_RECONNECT_SECS, allow_inf_nan=False,
         description="callstream extension, not in Telnyx's API: when the stream's WebSocket "
         "drops without a clean close, reconnect within this many seconds and resume the "
