@@ -129,6 +129,9 @@ LATENCY_BOUND = 0.2
 IN_FLIGHT_FLOOR_SECS = 0.5
 #: How soon a sender held back by a full socket looks again.
 RECHECK_SECS = 0.02
+#: How often a sender that is not held back reads its socket's send queue (a system
+#: call: not on every 20 ms tick; a socket may overshoot its allowance by this much).
+SOCKET_CHECK_SECS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,8 @@ class StreamSession:
         self._gone: int | None = None  # close code seen by the reader on this socket
         self._recheck: asyncio.TimerHandle | None = None
         self._media_text_bytes = 0  # size of the last media frame written
+        self._fd = -1  # the socket's, for its send queue
+        self._next_socket_check = 0.0
         self._capture_started: float | None = None  # hub clock when the encoder was made
         self._frames = FrameBuilder(self.id)
         self._ws: ClientConnection | None = None
@@ -372,7 +377,7 @@ class StreamSession:
                 exc, ConnectionRefusedError) else exc or type(exc).__name__
             await self._fail("connection_failed", f"cannot connect to {params.stream_url}: {why}")
             return
-        self._ws = ws
+        self._use(ws)
         self.counters.connected(self._clock() - started)
         log.info("call %s: stream %s connected to %s in %.0f ms (%s track%s)", self.call.id,
                  self.id, params.stream_url, (self._clock() - started) * 1000.0,
@@ -447,7 +452,7 @@ class StreamSession:
         if ws is None:
             await self._fail(WINDOW_PASSED, f"no reconnect succeeded within {window:g} s")
             return None
-        self._ws = ws
+        self._use(ws)
         await ws.send(FrameBuilder.connected(params.stream_auth_token))
         encoder = self._encoder
         replayed = len(encoder) if encoder is not None else 0
@@ -462,6 +467,11 @@ class StreamSession:
                  self.call.id, self.id, replayed, extra=self._log_fields())
         self._wakeup.set()
         return ws
+
+    def _use(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        sock = ws.transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
 
     async def _open(self, url: str, headers: dict[str, str] | None) -> ClientConnection:
         """Connect to a checked address of the URL's host; Host and SNI keep the name.
@@ -522,11 +532,12 @@ class StreamSession:
 
     async def _send_pending(self, ws: ClientConnection) -> None:
         encoder = self._encoder
-        if encoder is not None and len(encoder) and not self._socket_full(ws):
+        now = self._clock()
+        if encoder is not None and len(encoder) and not self._socket_full(ws, now):
             self.counters.dropped(encoder.dropped)
             frames = self._frames
             backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
-            cutoff = self._clock() - self._latency_bound
+            cutoff = now - self._latency_bound
             overdue = 0
             for chunk in encoder.drain():
                 if backlog_until < chunk.time < cutoff:
@@ -542,15 +553,17 @@ class StreamSession:
             await ws.send(self._control.popleft()())
             self.counters.sent_frame(0)
 
-    def _socket_full(self, ws: ClientConnection) -> bool:
+    def _socket_full(self, ws: ClientConnection, now: float) -> bool:
         """The socket holds more unacknowledged audio than allowed: hold back (and look
         again in :data:`RECHECK_SECS`; the audio meanwhile ages and may turn overdue)."""
-        if self._media_text_bytes == 0 or self._backlog_until is None:
+        if (self._media_text_bytes == 0 or self._backlog_until is None
+                or now < self._next_socket_check):
             return False
         tracks = 2 if self.params.stream_track == "both_tracks" else 1
         allowed = (self._media_text_bytes * tracks * FRAMES_PER_SECOND
                    * max(self._latency_bound, IN_FLIGHT_FLOOR_SECS))
-        if in_flight(ws) <= allowed:
+        if ws.transport.get_write_buffer_size() + unacknowledged(self._fd) <= allowed:
+            self._next_socket_check = now + SOCKET_CHECK_SECS
             return False
         if self._recheck is None:
             self._recheck = asyncio.get_running_loop().call_later(RECHECK_SECS, self._rechecked)
@@ -722,13 +735,13 @@ def close_code(exc: ConnectionClosed) -> int:
     return code
 
 
-def in_flight(ws: ClientConnection) -> int:
-    """Bytes written to ``ws`` the consumer has not acknowledged: the library's write
-    buffer plus the socket's send queue (Linux SIOCOUTQ; 0 where unsupported)."""
-    queued = ws.transport.get_write_buffer_size()
-    sock = ws.transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError, ValueError):
-            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-            queued += struct.unpack("i", raw)[0]
-    return queued
+def unacknowledged(fd: int) -> int:
+    """Bytes in socket ``fd``'s send queue, sent or not, that the peer has not
+    acknowledged (Linux SIOCOUTQ); 0 where that cannot be read."""
+    if fd < 0:
+        return 0
+    try:
+        raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])

@@ -234,3 +234,34 @@ def test_a_consumer_that_stops_reading_gets_recent_audio_after(
     assert overdue >= 50
     assert stale <= 60  # what the socket buffers held when the consumer paused
     assert max(age for at, age in ages if at >= ages[-1][0] - 1.0) < 0.5
+
+
+def test_the_server_default_applies_to_dial_and_a_request_can_turn_it_off(
+        tmp_path_factory: pytest.TempPathFactory, consumer: Consumer) -> None:
+    """CALLSTREAM_STREAM_RECONNECT_SECS=5: a dial's stream (no field) reconnects; a
+    streaming_start with stream_reconnect_seconds 0 does not."""
+    env = {"CALLSTREAM_STREAM_RECONNECT_SECS": "5"}
+    with make_rig(tmp_path_factory.mktemp("reconnect-default"), (39800, 39849), env) as rig, \
+            peer_call(rig, stream_url=consumer.url) as pc:
+        conn = consumer.wait_connection()
+        conn.wait_for(lambda c: "start" in c.events())
+        consumer.abort(conn)
+        again = consumer.wait_connection(1)
+        again.wait_for(lambda c: "start" in c.events())
+        assert again.of("start")[0]["start"]["resumed"] is True
+        assert again.of("start")[0]["stream_id"] == conn.of("start")[0]["stream_id"]
+        rig.sdk.calls.actions.stop_streaming(pc.ccid)
+        rig.hooks.wait_event("streaming.stopped", pc.ccid)
+        assert again.done.wait(10)
+
+        rig.sdk.calls.actions.start_streaming(pc.ccid, stream_url=consumer.url,
+                                              extra_body={"stream_reconnect_seconds": 0})
+        third = consumer.wait_connection(2)
+        third.wait_for(lambda c: "start" in c.events())
+        consumer.abort(third)
+        failed = rig.hooks.wait_event("streaming.failed", pc.ccid)
+        assert failed.payload["failure_reason"] == "connection_lost"
+        time.sleep(1.0)
+        assert len(consumer.connections) == 3
+        rig.sdk.calls.actions.hangup(pc.ccid)
+        rig.hooks.wait_event("call.hangup", pc.ccid)
