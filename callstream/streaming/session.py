@@ -446,19 +446,31 @@ class StreamSession:
             self._ws = None
         params = self.params
         headers = {AUTH_HEADER: params.stream_auth_token} if params.stream_auth_token else None
-        ws = await reconnect(lambda: self._open(params.stream_url, headers), window,
-                             clock=self._clock, on_attempt=self.counters.reconnect_attempt,
-                             label=f"stream {self.id}")
-        if ws is None:
-            await self._fail(WINDOW_PASSED, f"no reconnect succeeded within {window:g} s")
-            return None
-        self._use(ws)
-        await ws.send(FrameBuilder.connected(params.stream_auth_token))
-        encoder = self._encoder
-        replayed = len(encoder) if encoder is not None else 0
+        deadline = self._clock() + window
+        resume: str | None = None  # the resumed start, numbered once
+        while True:
+            ws = await reconnect(lambda: self._open(params.stream_url, headers),
+                                 deadline - self._clock(), clock=self._clock,
+                                 on_attempt=self.counters.reconnect_attempt,
+                                 label=f"stream {self.id}")
+            if ws is None:
+                await self._fail(WINDOW_PASSED, f"no reconnect succeeded within {window:g} s")
+                return None
+            self._use(ws)
+            encoder = self._encoder
+            try:
+                await ws.send(FrameBuilder.connected(params.stream_auth_token))
+                replayed = len(encoder) if encoder is not None else 0
+                if resume is None:
+                    resume = self._frames.restart(self._start_details())
+                await ws.send(resume)
+            except ConnectionClosed:  # dropped again at once: try again in the same window
+                ws.transport.abort()
+                self._ws = None
+                continue
+            break
         if encoder is not None:
             self.counters.dropped(encoder.dropped, reconnecting=True)
-        await ws.send(self._frames.restart(self._start_details()))
         self.counters.sent_frame(0)
         self.counters.resumed(replayed)
         self._backlog_until = self._clock()
