@@ -33,7 +33,9 @@ Life of a stream (spec §5.1, §5.5)
      (``reconnect_window_passed``) only when no attempt succeeded in the window;
    * the consumer stalls: it answers no WebSocket ping within the stall timeout
      (``CALLSTREAM_STREAM_STALL_TIMEOUT_SECS``) → the socket is aborted and
-     ``streaming.failed`` (``failure_reason: consumer_stalled``); the call goes on.
+     ``streaming.failed`` (``failure_reason: consumer_stalled``); the call goes on. With a
+     reconnect window the abort counts as a drop and callstream reconnects (a network
+     path that died silently is seen only this way).
 
    After our ``stop`` the socket stays open until the consumer closes it or
    ``CALLSTREAM_STREAM_STOP_GRACE_SECS`` pass, then we close with 1000: a consumer
@@ -627,6 +629,16 @@ class StreamSession:
 
     async def _stalled(self, ws: ClientConnection) -> None:
         if self.state is StreamState.STOPPED:
+            return
+        if self.params.stream_reconnect_seconds > 0:
+            # A path that died silently shows only this way: reconnect as for a drop.
+            log.warning("call %s: stream %s: consumer stalled (no pong in %.1f s); dropping "
+                        "its socket to reconnect", self.call.id, self.id,
+                        self._stall_timeout, extra=self._log_fields())
+            self.counters.stalled()
+            self._gone = 1006
+            ws.transport.abort()
+            self._wakeup.set()
             return
         log.warning("call %s: stream %s failed: %s (consumer stalled: no pong in %.1f s, %d "
                     "frames dropped); closing it", self.call.id, self.id, STALL_REASON,

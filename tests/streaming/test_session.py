@@ -269,3 +269,43 @@ async def test_the_window_passes_with_streaming_failed() -> None:
         assert stream.outcome == "failed" and stream.state.value == "stopped"
         assert d.connections >= 3  # attempts from 0.1 s on (0.1, 0.3, 0.7), all refused
         assert loop.time() - dropped >= 0.8 - 0.1 - 0.05  # the window, from the drop
+
+
+@dataclass
+class Freezer:
+    """A consumer whose first connection stops reading (no pong ever) after ``start``;
+    later connections read normally."""
+
+    url: str = ""
+    sockets: list[list[dict[str, Any]]] = field(default_factory=list)
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handler(self, ws: ServerConnection) -> None:
+        frames: list[dict[str, Any]] = []
+        self.sockets.append(frames)
+        first = len(self.sockets) == 1
+        async for message in ws:
+            frames.append(json.loads(message))
+            if first and frames[-1]["event"] == "start":
+                ws.transport.pause_reading()  # nothing more is read: pings go unanswered
+            if frames[-1]["event"] == "start" and not first:
+                self.resumed.set()
+
+
+async def test_with_a_window_a_stalled_consumer_is_reconnected() -> None:
+    f = Freezer()
+    async with serve(f.handler, "127.0.0.1", 0, close_timeout=0.2) as server:
+        f.url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/media"
+        stream, media = session(f.url)
+        params = StreamParams(stream_id="s1", stream_url=f.url, stream_reconnect_seconds=5)
+        stream = StreamSession(stream.host, stream.call, params, stall_timeout=0.4,
+                               clock=asyncio.get_running_loop().time)
+        stream.attach(media)
+        stream.start()
+        await asyncio.wait_for(f.resumed.wait(), 5)
+        start = f.sockets[1][1]
+        assert start["start"]["resumed"] is True and start["sequence_number"] == "2"
+        host = stream.host
+        assert isinstance(host, Host) and host.events == ["streaming.started"]
+        assert stream.counters.reconnects == 1
+        stream.detach("hangup")
