@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         "close, callstream dials again with back-off for this long and resumes the stream. "
         "0 (Telnyx's behaviour): a drop ends the stream with streaming.failed.")
     stream_latency_bound_secs: float = Field(
-        0.2, ge=0.02, le=10.0,
+        0.2, ge=0.05, le=10.0,
         description="Live audio to a stream consumer older than this when its turn to be "
         "sent comes is dropped (oldest first, counted): a consumer that falls behind gets "
         "recent audio, not a growing delay. The buffer before start (and replay after a "

@@ -86,3 +86,16 @@ def test_a_wildcard_sip_bind_needs_the_address_peers_reach() -> None:
         Settings(sip="0.0.0.0:5060")
     assert Settings(sip="0.0.0.0:5060", media_address="203.0.113.7").media_address
     assert Settings(sip="[::]:5060", media_address="2001:db8::7").sip_host_port == ("::", 5060)
+
+
+def test_stream_reconnect_and_latency_bound_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.stream_reconnect_secs, defaults.stream_latency_bound_secs) == (0.0, 0.2)
+    monkeypatch.setenv("CALLSTREAM_STREAM_RECONNECT_SECS", "15")
+    monkeypatch.setenv("CALLSTREAM_STREAM_LATENCY_BOUND_SECS", "0.5")
+    settings = Settings()
+    assert (settings.stream_reconnect_secs, settings.stream_latency_bound_secs) == (15.0, 0.5)
+    for name, bad in (("stream_reconnect_secs", 61), ("stream_reconnect_secs", -1),
+                      ("stream_latency_bound_secs", 0.01)):
+        with pytest.raises(ValidationError, match=name):
+            Settings(**{name: bad})
