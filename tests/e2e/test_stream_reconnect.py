@@ -65,9 +65,10 @@ def numbers(conn: Connection) -> list[int]:
 
 def test_a_dropped_consumer_is_reconnected_and_misses_nothing(
         rig: Rig, consumer: Consumer) -> None:
-    """Caller talks 1 s; the consumer drops its socket and refuses upgrades for 1 s while
-    the caller talks 2 s more; the new socket gets connected, start (resumed), every
-    frame of the 2 s (replayed, then live) in order, and its reply reaches the caller."""
+    """Caller talks 1 s; the consumer queues a reply, drops its socket and refuses
+    upgrades for 1 s while the caller talks 2 s more; the new socket gets connected,
+    start (resumed), every frame of the 2 s (replayed, then live) in order; the reply
+    queued before the drop plays on, and one sent after the resume reaches the caller."""
     attempts = metric(rig, "callstream_stream_reconnect_attempts_total")
     replayed = metric(rig, "callstream_stream_frames_replayed_total")
     clip = noise(3.0)
@@ -82,6 +83,13 @@ def test_a_dropped_consumer_is_reconnected_and_misses_nothing(
         conn.wait_for(lambda c: "start" in c.events())
         pc.peer.play(first)
         settle(conn)
+        # The consumer queues 1.5 s of reply and a mark, then its socket drops: the reply
+        # keeps playing, and the mark is echoed on the new socket.
+        queued = _ulaw(speech("two_cities")[8000 * 2 * 3: 8000 * 2 * 9 // 2])
+        consumer.send(conn, {"event": "media",
+                             "media": {"payload": base64.b64encode(queued).decode()}},
+                      {"event": "mark", "mark": {"name": "before-drop"}})
+        time.sleep(0.3)  # read by callstream before the reset
 
         consumer.refuse = True
         consumer.abort(conn)
@@ -99,7 +107,7 @@ def test_a_dropped_consumer_is_reconnected_and_misses_nothing(
         consumer.send(again, {"event": "media",
                               "media": {"payload": base64.b64encode(reply).decode()}},
                       {"event": "mark", "mark": {"name": "after-resume"}})
-        again.wait_for(lambda c: bool(c.of("mark")))
+        again.wait_for(lambda c: len(c.of("mark")) == 2)
         time.sleep(0.3)
         rig.sdk.calls.actions.hangup(pc.ccid)
         assert again.done.wait(10)
@@ -129,8 +137,11 @@ def test_a_dropped_consumer_is_reconnected_and_misses_nothing(
     assert heard == sent
     assert metric(rig, "callstream_stream_frames_replayed_total") - replayed >= 25
     assert metric(rig, "callstream_stream_reconnect_attempts_total") - attempts >= 2
-    assert again.of("mark")[0]["mark"] == {"name": "after-resume"}
-    assert _pcm(reply)[:3200] in _pcm(pc.peer.audio(0))
+    assert [m["mark"]["name"] for m in again.of("mark")] == ["before-drop", "after-resume"]
+    assert not conn.of("mark")
+    heard_by_caller = _pcm(pc.peer.audio(0))
+    assert _pcm(queued)[-3200:] in heard_by_caller  # its end played during the outage
+    assert _pcm(reply)[:3200] in heard_by_caller
     events = call_events(rig, pc.ccid)
     assert events.count("streaming.started") == 1 and "streaming.failed" not in events
 
