@@ -10,10 +10,10 @@ a real WebSocket consumer (tests/ws_consumer.py).
   frame) 1 s into the call and refuses upgrades for ``away`` seconds. Reported: time from
   the cut to the resumed ``start``, connect attempts, frames replayed, and of the frames
   the caller sent: received, lost, duplicated; and whether ``sequence_number`` has a gap.
-* **Bound**: the consumer (4 KiB receive buffer) stops reading for ``pause`` seconds,
-  with the bound (0.2 s, the default) and without (10 s). Reported: frames dropped as
-  overdue, and of the frames read after the pause how many were over 1 s old and the
-  oldest.
+* **Bound**: the consumer (4 KiB receive buffer; once the system's default) stops
+  reading for ``pause`` seconds, with the bound (0.2 s, the default) and without
+  (10 s). Reported: frames dropped as overdue, and of the frames read after the pause
+  how many were over 1 s old, and the oldest.
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ def reconnect_round(rig: Rig, away: float) -> dict[str, Any]:
     }
 
 
-def bound_round(rig: Rig, pause: float, label: str) -> dict[str, Any]:
+def bound_round(rig: Rig, pause: float, label: str, rcvbuf: int | None = 4096
+                ) -> dict[str, Any]:
     clip = noise(pause + 4.0)
-    with ws_consumer(rcvbuf=4096, max_queue=1) as consumer, peer_call(rig) as pc:
+    with ws_consumer(rcvbuf=rcvbuf, max_queue=1) as consumer, peer_call(rig) as pc:
         consumer.pause_after = 30
         consumer.pause_secs = pause
         rig.sdk.calls.actions.start_streaming(pc.ccid, stream_url=consumer.url,
@@ -114,7 +115,8 @@ def bound_round(rig: Rig, pause: float, label: str) -> dict[str, Any]:
     after = [at - (began + where[base64.b64decode(f["media"]["payload"])] * 0.02)
              for f, at in zip(conn.frames, conn.times, strict=True)
              if f["event"] == "media" and at >= conn.paused[1]]
-    return {"bound": label, "pause_s": pause, "overdue_dropped": int(overdue),
+    return {"bound": label, "rcvbuf": rcvbuf or "default", "pause_s": pause,
+            "overdue_dropped": int(overdue),
             "read_after_pause": len(after), "over_1s_old": sum(a > 1.0 for a in after),
             "oldest_s": round(max(after), 2)}
 
@@ -130,6 +132,7 @@ def main() -> None:
                 results["reconnect"].append(reconnect_round(rig, away))
             for pause in PAUSES:
                 results["bound"].append(bound_round(rig, pause, "0.2 s"))
+            results["bound"].append(bound_round(rig, PAUSES[-1], "0.2 s", rcvbuf=None))
         env = {"CALLSTREAM_STREAM_LATENCY_BOUND_SECS": "10"}
         with make_rig(Path(tmp) / "b", (39850, 39899), env) as rig:
             for pause in PAUSES:
@@ -142,11 +145,11 @@ def main() -> None:
         print(f"{r['away_s']:>7} {r['resumed_after_s']:>16} {r['attempts']:>9} "
               f"{r['replayed']:>9} {r['sent']:>5} {r['received']:>9} {r['lost']:>5} "
               f"{r['duplicated']:>4} {r['sequence_gap']!s:>8}")
-    print("\nInbound bound (consumer stops reading for `pause` s; 4 KiB receive buffer)")
-    print(f"{'bound':>11} {'pause s':>8} {'overdue dropped':>16} {'read after':>11} "
-          f"{'> 1 s old':>10} {'oldest s':>9}")
+    print("\nInbound bound (consumer stops reading for `pause` s)")
+    print(f"{'bound':>11} {'rcvbuf':>8} {'pause s':>8} {'overdue dropped':>16} "
+          f"{'read after':>11} {'> 1 s old':>10} {'oldest s':>9}")
     for r in results["bound"]:
-        print(f"{r['bound']:>11} {r['pause_s']:>8} {r['overdue_dropped']:>16} "
+        print(f"{r['bound']:>11} {r['rcvbuf']:>8} {r['pause_s']:>8} {r['overdue_dropped']:>16} "
               f"{r['read_after_pause']:>11} {r['over_1s_old']:>10} {r['oldest_s']:>9}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
