@@ -52,11 +52,15 @@ means it is that far behind, whatever the buffers hold.
 
 Latency bound. After ``start`` (and after a resumed ``start``) audio is live: a frame
 whose turn to be written comes more than ``CALLSTREAM_STREAM_LATENCY_BOUND_SECS`` after it
-was captured is dropped (oldest first, counted as overdue), and no frame is written while
-the socket already holds more than :data:`IN_FLIGHT_FLOOR_SECS` (or the bound, if longer)
-of unsent or unacknowledged audio, so a consumer that stalls gets recent audio when it
-reads again, not the backlog. The audio buffered before ``start`` (and while a socket was
-down) is exempt: it is there on purpose and goes out in full first.
+was captured is dropped (oldest first, counted as overdue). Frames written but not read
+are out of reach, so the session also measures how far behind the consumer reads: it
+pings every :data:`PROBE_SECS`, and a ping is answered only once everything written
+before it has been read (by the consumer's WebSocket library), whatever TCP buffers in
+between. While the oldest unanswered ping is older than :data:`IN_FLIGHT_FLOOR_SECS` (or
+the bound, if longer) no audio is written; it waits, turns overdue and is dropped. So a
+consumer that pauses gets recent audio when it reads again, not the backlog. The audio
+buffered before ``start`` (and while a socket was down) is exempt: it is there on
+purpose and goes out in full first.
 
 ``streaming.stopped`` is only ever sent after ``streaming.started``.
 
@@ -69,11 +73,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import fcntl
 import logging
 import socket
-import struct
-import termios
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ from websockets.uri import parse_uri
 from callstream.calls.features import FeatureEvent, LegMedia
 from callstream.calls.model import Call
 from callstream.calls.requests import TexmlCallback
-from callstream.media.codecs import FRAMES_PER_SECOND, get_codec
+from callstream.media.codecs import get_codec
 from callstream.media.hub import Track
 from callstream.outbound.connect import connect_tcp
 from callstream.outbound.metrics import OUTBOUND_DENIED
@@ -126,14 +127,14 @@ SEND_BUFFER_BYTES = 64 * 1024
 #: Default of ``CALLSTREAM_STREAM_LATENCY_BOUND_SECS``: live audio older than this when its
 #: turn comes is dropped.
 LATENCY_BOUND = 0.2
-#: Audio the socket may hold unacknowledged before we hold back, whatever the bound: a
-#: consumer's round trip counts in it, and a far one must not lose audio for being far.
+#: How far behind (oldest unanswered ping) a consumer may read before we hold back,
+#: whatever the bound: its round trip counts in it, and a far consumer must not lose
+#: audio for being far.
 IN_FLIGHT_FLOOR_SECS = 0.5
-#: How soon a sender held back by a full socket looks again.
+#: How often a streaming session pings its consumer to see how far behind it reads.
+PROBE_SECS = 0.1
+#: How soon a sender held back looks again.
 RECHECK_SECS = 0.02
-#: How often a sender that is not held back reads its socket's send queue (a system
-#: call: not on every 20 ms tick; a socket may overshoot its allowance by this much).
-SOCKET_CHECK_SECS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,9 +221,9 @@ class StreamSession:
         self._backlog_until: float | None = None
         self._gone: int | None = None  # close code seen by the reader on this socket
         self._recheck: asyncio.TimerHandle | None = None
-        self._media_text_bytes = 0  # size of the last media frame written
-        self._fd = -1  # the socket's, for its send queue
-        self._next_socket_check = 0.0
+        # Pings of the lag probe not answered yet: when each was asked for, its pong.
+        self._pings: deque[tuple[float, asyncio.Future[float] | None]] = deque()
+        self._prober: asyncio.Task[None] | None = None
         self._capture_started: float | None = None  # hub clock when the encoder was made
         self._frames = FrameBuilder(self.id)
         self._ws: ClientConnection | None = None
@@ -379,7 +380,7 @@ class StreamSession:
                 exc, ConnectionRefusedError) else exc or type(exc).__name__
             await self._fail("connection_failed", f"cannot connect to {params.stream_url}: {why}")
             return
-        self._use(ws)
+        self._ws = ws
         self.counters.connected(self._clock() - started)
         log.info("call %s: stream %s connected to %s in %.0f ms (%s track%s)", self.call.id,
                  self.id, params.stream_url, (self._clock() - started) * 1000.0,
@@ -425,6 +426,8 @@ class StreamSession:
         self._gone = None
         self._reader = loop.create_task(self._read(ws))
         self._watchdog = loop.create_task(self._watch(ws))
+        self._pings.clear()
+        self._prober = loop.create_task(self._probe(ws))
         try:
             while not self._stop_requested and self._gone is None:
                 await self._wakeup.wait()
@@ -458,7 +461,7 @@ class StreamSession:
             if ws is None:
                 await self._fail(WINDOW_PASSED, f"no reconnect succeeded within {window:g} s")
                 return None
-            self._use(ws)
+            self._ws = ws
             encoder = self._encoder
             try:
                 await ws.send(FrameBuilder.connected(params.stream_auth_token))
@@ -481,11 +484,6 @@ class StreamSession:
                  self.call.id, self.id, replayed, extra=self._log_fields())
         self._wakeup.set()
         return ws
-
-    def _use(self, ws: ClientConnection) -> None:
-        self._ws = ws
-        sock = ws.transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
 
     async def _open(self, url: str, headers: dict[str, str] | None) -> ClientConnection:
         """Connect to a checked address of the URL's host; Host and SNI keep the name.
@@ -547,7 +545,7 @@ class StreamSession:
     async def _send_pending(self, ws: ClientConnection) -> None:
         encoder = self._encoder
         now = self._clock()
-        if encoder is not None and len(encoder) and not self._socket_full(ws, now):
+        if encoder is not None and len(encoder) and not self._consumer_behind(now):
             self.counters.dropped(encoder.dropped)
             frames = self._frames
             backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
@@ -557,9 +555,7 @@ class StreamSession:
                 if backlog_until < chunk.time < cutoff:
                     overdue += 1  # live audio too old to be worth hearing now
                     continue
-                text = frames.media(chunk.track, chunk.payload, chunk.time)
-                self._media_text_bytes = len(text)
-                await ws.send(text)
+                await ws.send(frames.media(chunk.track, chunk.payload, chunk.time))
                 self.counters.sent_frame(len(chunk.payload))
             if overdue:
                 self._overdue(overdue)
@@ -567,21 +563,32 @@ class StreamSession:
             await ws.send(self._control.popleft()())
             self.counters.sent_frame(0)
 
-    def _socket_full(self, ws: ClientConnection, now: float) -> bool:
-        """The socket holds more unacknowledged audio than allowed: hold back (and look
-        again in :data:`RECHECK_SECS`; the audio meanwhile ages and may turn overdue)."""
-        if (self._media_text_bytes == 0 or self._backlog_until is None
-                or now < self._next_socket_check):
-            return False
-        tracks = 2 if self.params.stream_track == "both_tracks" else 1
-        allowed = (self._media_text_bytes * tracks * FRAMES_PER_SECOND
-                   * max(self._latency_bound, IN_FLIGHT_FLOOR_SECS))
-        if ws.transport.get_write_buffer_size() + unacknowledged(self._fd) <= allowed:
-            self._next_socket_check = now + SOCKET_CHECK_SECS
+    def _consumer_behind(self, now: float) -> bool:
+        """The consumer reads too far behind: hold back (and look again in
+        :data:`RECHECK_SECS`; the audio meanwhile ages and may turn overdue)."""
+        pings = self._pings
+        while pings and (pong := pings[0][1]) is not None and pong.done():
+            pings.popleft()
+        if (self._backlog_until is None or not pings
+                or now - pings[0][0] <= max(self._latency_bound, IN_FLIGHT_FLOOR_SECS)):
             return False
         if self._recheck is None:
             self._recheck = asyncio.get_running_loop().call_later(RECHECK_SECS, self._rechecked)
         return True
+
+    async def _probe(self, ws: ClientConnection) -> None:
+        """Ping every :data:`PROBE_SECS`; :meth:`_consumer_behind` reads the answers."""
+        pings = self._pings
+        while True:
+            await asyncio.sleep(PROBE_SECS)
+            asked = self._clock()
+            pings.append((asked, None))  # ping() itself waits while the write buffer is full
+            try:
+                pong = await ws.ping()
+            except ConnectionClosed:
+                return
+            if pings and pings[-1] == (asked, None):
+                pings[-1] = (asked, asyncio.ensure_future(pong))  # a Future already
 
     def _rechecked(self) -> None:
         self._recheck = None
@@ -656,7 +663,7 @@ class StreamSession:
             self._recheck.cancel()
             self._recheck = None
         current = asyncio.current_task()
-        for task in (self._reader, self._watchdog):
+        for task in (self._reader, self._watchdog, self._prober):
             if task is not None and task is not current:
                 task.cancel()
 
@@ -758,14 +765,3 @@ def close_code(exc: ConnectionClosed) -> int:
         code = 1006
     return code
 
-
-def unacknowledged(fd: int) -> int:
-    """Bytes in socket ``fd``'s send queue, sent or not, that the peer has not
-    acknowledged (Linux SIOCOUTQ); 0 where that cannot be read."""
-    if fd < 0:
-        return 0
-    try:
-        raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int(struct.unpack("i", raw)[0])
