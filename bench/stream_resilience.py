@@ -10,7 +10,8 @@ a real WebSocket consumer (tests/ws_consumer.py).
   frame) 1 s into the call and refuses upgrades for ``away`` seconds. Reported: time from
   the cut to the resumed ``start``, connect attempts, frames replayed, and of the frames
   the caller sent: received, lost, duplicated; and whether ``sequence_number`` has a gap.
-* **Bound**: the consumer (4 KiB receive buffer; once the system's default) stops
+* **Bound**: the consumer (4 KiB receive buffer and no read-ahead; or the system's
+  default buffer and the WebSocket library's default read-ahead of 16 frames) stops
   reading for ``pause`` seconds, with the bound (0.2 s, the default) and without
   (10 s). Reported: frames dropped as overdue, and of the frames read after the pause
   how many were over 1 s old, and the oldest.
@@ -95,7 +96,9 @@ def reconnect_round(rig: Rig, away: float) -> dict[str, Any]:
 def bound_round(rig: Rig, pause: float, label: str, rcvbuf: int | None = 4096
                 ) -> dict[str, Any]:
     clip = noise(pause + 4.0)
-    with ws_consumer(rcvbuf=rcvbuf, max_queue=1) as consumer, peer_call(rig) as pc:
+    # A small receive buffer goes with no read-ahead; else the library's default (16).
+    read_ahead = 1 if rcvbuf is not None else 16
+    with ws_consumer(rcvbuf=rcvbuf, max_queue=read_ahead) as consumer, peer_call(rig) as pc:
         consumer.pause_after = 30
         consumer.pause_secs = pause
         rig.sdk.calls.actions.start_streaming(pc.ccid, stream_url=consumer.url,
@@ -137,6 +140,7 @@ def main() -> None:
         with make_rig(Path(tmp) / "b", (39850, 39899), env) as rig:
             for pause in PAUSES:
                 results["bound"].append(bound_round(rig, pause, "10 s (off)"))
+            results["bound"].append(bound_round(rig, PAUSES[-1], "10 s (off)", rcvbuf=None))
 
     print("Reconnect (consumer cuts its TCP connection, refuses upgrades for `away` s)")
     print(f"{'away s':>7} {'resumed after s':>16} {'attempts':>9} {'replayed':>9} "
