@@ -30,8 +30,7 @@ consumer echoed that the caller never heard), inbound lag p50/p99 (consumer arri
 the caller's send time of the same frame), head loss (the caller's first frames that
 were never streamed: the index of the first frame the consumer got), the echo round
 trip (the caller's send → the caller hearing the same frame) in the first and last 2 s
-of each call, and overdue audio discarded (any ``callstream_*overdue*``/``*discarded*`` counter on
-/metrics, else n/a).
+of each call, and overdue audio discarded (``OVERDUE_COUNTERS`` on /metrics, else n/a).
 
 Usage::
 
@@ -404,12 +403,15 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(1000 * value, 1)
 
 
+#: Audio dropped for being late (issue 17): playback toward callers after a stall, and
+#: inbound frames past the latency bound (the all-streams total, not the per-stream one).
+OVERDUE_COUNTERS = ("callstream_media_playback_discarded_frames_total",
+                    "callstream_stream_frames_overdue_all_total")
+
+
 def overdue_discarded(before: dict[str, float], after: dict[str, float]) -> int | None:
-    """Delta of every ``callstream_*overdue*``/``*discarded*`` counter sample (audio dropped
-    for being late, issue 17), None if none."""
-    names = [k for k in after if k.startswith("callstream_")
-             and ("overdue" in k.split("{")[0] or "discarded" in k.split("{")[0])
-             and not k.split("{")[0].endswith(("_created", "_bucket", "_sum", "_count"))]
+    """Delta of the overdue-audio counters, None if the server has none of them."""
+    names = [k for k in after if k.split("{")[0] in OVERDUE_COUNTERS]
     if not names:
         return None
     return int(sum(after[k] - before.get(k, 0.0) for k in names))

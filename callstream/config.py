@@ -22,6 +22,7 @@ from callstream.outbound.policy import (
     OutboundPolicy,
     parse_networks,
 )
+from callstream.streaming.reconnect import MAX_RECONNECT_SECS
 
 #: Inbound SIP is accepted from these networks unless configured otherwise: this
 #: host only. Open it to your callers' networks (docs/security/sip-admission.md).
@@ -164,6 +165,18 @@ class Settings(BaseSettings):
         description="After a stream's stop frame, how long its WebSocket stays open for "
         "the consumer to close it (a bot that hangs up when its stream ends needs the "
         "socket for that); then callstream closes it. 0 closes at once.")
+    stream_reconnect_secs: float = Field(
+        0.0, ge=0.0, le=MAX_RECONNECT_SECS,
+        description="Default reconnect window of a stream (a stream request's "
+        "stream_reconnect_seconds overrides it): when its WebSocket drops without a clean "
+        "close, callstream dials again with back-off for this long and resumes the stream. "
+        "0 (Telnyx's behaviour): a drop ends the stream with streaming.failed.")
+    stream_latency_bound_secs: float = Field(
+        0.2, ge=0.05, le=10.0,
+        description="Live audio to a stream consumer older than this when its turn to be "
+        "sent comes is dropped (oldest first, counted): a consumer that falls behind gets "
+        "recent audio, not a growing delay. The buffer before start (and replay after a "
+        "reconnect) is exempt.")
     # Security: outbound network policy (docs/security.md).
     outbound_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOW), max_length=1000,

@@ -274,6 +274,8 @@ class Server:
             stall_timeout=settings.stream_stall_timeout_secs,
             buffer_secs=settings.stream_buffer_secs,
             stop_grace=settings.stream_stop_grace_secs,
+            reconnect_secs=settings.stream_reconnect_secs,
+            latency_bound=settings.stream_latency_bound_secs,
             outbound=self.outbound)
         self.forks = ForkManager(calls, outbound=self.outbound)
         self.transcriptions = TranscriptionManager(calls, settings)

@@ -117,3 +117,16 @@ def test_workers_default_to_one_process_and_auto_to_the_usable_cores(
 def test_bad_worker_counts(value: object) -> None:
     with pytest.raises(ValidationError, match="workers"):
         Settings(workers=value)
+
+
+def test_stream_reconnect_and_latency_bound_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.stream_reconnect_secs, defaults.stream_latency_bound_secs) == (0.0, 0.2)
+    monkeypatch.setenv("CALLSTREAM_STREAM_RECONNECT_SECS", "15")
+    monkeypatch.setenv("CALLSTREAM_STREAM_LATENCY_BOUND_SECS", "0.5")
+    settings = Settings()
+    assert (settings.stream_reconnect_secs, settings.stream_latency_bound_secs) == (15.0, 0.5)
+    for name, bad in (("stream_reconnect_secs", 61), ("stream_reconnect_secs", -1),
+                      ("stream_latency_bound_secs", 0.01)):
+        with pytest.raises(ValidationError, match=name):
+            Settings(**{name: bad})

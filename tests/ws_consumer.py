@@ -2,14 +2,16 @@
 
 It records every connection (request headers, each text frame parsed, how it ended)
 and can be told to refuse the upgrade, to complete it late, to die without a close frame
-after N frames, to close once it gets ``stop``, or to answer frames (bidirectional tests)
-from a callback run on its own loop.
+after N frames (or at once: :meth:`Consumer.abort`), to stop reading for a while after N
+frames, to close once it gets ``stop``, or to answer frames (bidirectional tests) from a
+callback run on its own loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +35,7 @@ class Connection:
     closed_code: int | None = None
     closed_by_server: bool | None = None  # callstream sent the first close frame
     closed_at: float | None = None  # monotonic
+    paused: tuple[float, float] | None = None  # monotonic: when it stopped reading, resumed
     done: threading.Event = field(default_factory=threading.Event)
     ws: ServerConnection | None = None
 
@@ -63,6 +66,8 @@ class Consumer:
         self.close_after: int | None = None  # frames, then a clean close 1000
         self.close_on_stop: float | None = None  # seconds after ``stop``, then close 1000
         self.accept_delay = 0.0  # seconds before the upgrade completes
+        self.pause_after: int | None = None  # frames, then it stops reading ...
+        self.pause_secs = 0.0  # ... for this long
         self.reply: Reply | None = None
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -92,6 +97,13 @@ class Consumer:
 
         asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
 
+    def abort(self, conn: Connection) -> None:
+        """Cut ``conn``'s TCP connection now: no close frame (the server sees 1006)."""
+        assert self.loop is not None and conn.ws is not None
+        ws = conn.ws
+        self.loop.call_soon_threadsafe(ws.transport.abort)
+        assert conn.done.wait(10)
+
     def send_text(self, conn: Connection, text: str) -> None:
         assert self.loop is not None and conn.ws is not None
         asyncio.run_coroutine_threadsafe(conn.ws.send(text), self.loop).result(5)
@@ -118,6 +130,10 @@ class Consumer:
                 if self.reply is not None:
                     for text in self.reply(self, conn, frame):
                         await ws.send(text)
+                if self.pause_after is not None and len(conn.frames) == self.pause_after:
+                    paused = time.monotonic()
+                    await asyncio.sleep(self.pause_secs)
+                    conn.paused = (paused, time.monotonic())
                 if self.die_after is not None and len(conn.frames) >= self.die_after:
                     ws.transport.abort()
                     break
@@ -138,7 +154,9 @@ class Consumer:
 
 
 @contextmanager
-def ws_consumer() -> Iterator[Consumer]:
+def ws_consumer(*, rcvbuf: int | None = None, max_queue: int = 16) -> Iterator[Consumer]:
+    """A consumer on a loopback port; ``rcvbuf`` (SO_RCVBUF) and ``max_queue`` (frames
+    the library reads ahead) small make a pause back up to callstream quickly."""
     consumer = Consumer()
     ready = threading.Event()
     stop: asyncio.Future[None] | None = None
@@ -147,9 +165,13 @@ def ws_consumer() -> Iterator[Consumer]:
         nonlocal stop
         consumer.loop = asyncio.get_running_loop()
         stop = consumer.loop.create_future()
-        async with serve(consumer._handler, "127.0.0.1", 0, compression=None,
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # accept() inherits
+        sock.bind(("127.0.0.1", 0))
+        async with serve(consumer._handler, sock=sock, compression=None,
                          process_request=consumer._process_request,
-                         max_size=None) as server:
+                         max_size=None, max_queue=max_queue) as server:
             consumer.port = next(iter(server.sockets)).getsockname()[1]
             ready.set()
             await stop

@@ -43,6 +43,8 @@ class StreamSpec:
     stream_bidirectional_target_legs: str | None = None
     stream_auth_token: str | None = None
     custom_parameters: tuple[tuple[str, str], ...] = ()
+    #: callstream extension: reconnect window after a drop; None: the server's default.
+    stream_reconnect_seconds: float | None = None
 
     @property
     def bidirectional(self) -> bool:

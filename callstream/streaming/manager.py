@@ -48,7 +48,13 @@ from callstream.calls.requests import (
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent, Receipt
 from callstream.streaming.encoder import BUFFER_SECONDS
-from callstream.streaming.session import STALL_TIMEOUT, STOP_GRACE, StreamParams, StreamSession
+from callstream.streaming.session import (
+    LATENCY_BOUND,
+    STALL_TIMEOUT,
+    STOP_GRACE,
+    StreamParams,
+    StreamSession,
+)
 from callstream.timefmt import iso_now
 from callstream.webhooks.payloads import StreamEvent
 
@@ -67,9 +73,10 @@ TEXML_EVENTS = {
 }
 
 
-def stream_params(spec: StreamSpec, *, client_state: str | None,
+def stream_params(spec: StreamSpec, *, client_state: str | None, reconnect_secs: float,
                   texml: TexmlCallback | None = None) -> StreamParams:
-    """A new stream's params: the request's, with the spec's defaults for what it left out."""
+    """A new stream's params: the request's, with the spec's defaults for what it left out
+    (``reconnect_secs``: the server's reconnect window)."""
     return StreamParams(
         stream_id=str(uuid.uuid4()),
         stream_url=spec.stream_url,
@@ -84,6 +91,8 @@ def stream_params(spec: StreamSpec, *, client_state: str | None,
         custom_parameters=dict(spec.custom_parameters),
         client_state=client_state,
         texml=texml,
+        stream_reconnect_seconds=(reconnect_secs if spec.stream_reconnect_seconds is None
+                                  else spec.stream_reconnect_seconds),
     )
 
 
@@ -91,6 +100,7 @@ class StreamManager:
     def __init__(self, calls: CallControl, *, account_id: str,
                  stall_timeout: float = STALL_TIMEOUT,
                  buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE,
+                 reconnect_secs: float = 0.0, latency_bound: float = LATENCY_BOUND,
                  outbound: OutboundPolicy = DEFAULT_POLICY,
                  clock: Callable[[], float] | None = None) -> None:
         self.calls = calls
@@ -98,6 +108,8 @@ class StreamManager:
         self.stall_timeout = stall_timeout
         self.buffer_secs = buffer_secs
         self.stop_grace = stop_grace
+        self.reconnect_secs = reconnect_secs
+        self.latency_bound = latency_bound
         self.outbound = outbound
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -121,10 +133,14 @@ class StreamManager:
                 "The call already has a bidirectional stream; only one is allowed.",
                 pointer="/stream_bidirectional_mode")
 
+    def _params(self, spec: StreamSpec, client_state: str | None) -> StreamParams:
+        return stream_params(spec, client_state=client_state, reconnect_secs=self.reconnect_secs)
+
     def _new_session(self, call: Call, params: StreamParams) -> StreamSession:
         session = StreamSession(self, call, params, clock=self._now,
                                 stall_timeout=self.stall_timeout,
-                                buffer_secs=self.buffer_secs, stop_grace=self.stop_grace)
+                                buffer_secs=self.buffer_secs, stop_grace=self.stop_grace,
+                                latency_bound=self.latency_bound)
         call.features[session.key] = session
         return session
 
@@ -141,7 +157,7 @@ class StreamManager:
         """``streaming_start``: answered at once; the stream connects in its own task."""
 
         async def action(call: Call, change: Change) -> None:
-            self._start_now(call, change, stream_params(req.stream, client_state=req.client_state))
+            self._start_now(call, change, self._params(req.stream, req.client_state))
 
         return await self.calls.run_command(call_control_id, req, action)
 
@@ -181,7 +197,8 @@ class StreamManager:
 
     async def texml_start(self, call_sid: str, req: StreamingStart) -> str:
         """TeXML ``Streams.json``: start a stream as streaming_start does; its id."""
-        params = stream_params(req.stream, client_state=None, texml=req.texml)
+        params = stream_params(req.stream, client_state=None,
+                               reconnect_secs=self.reconnect_secs, texml=req.texml)
 
         async def action(call: Call, change: Change) -> None:
             self._start_now(call, change, params)
@@ -254,7 +271,7 @@ class StreamManager:
         if not isinstance(req, Dial) or req.stream is None or (
                 not req.stream_establish_before_call_originate):
             return
-        params = stream_params(req.stream, client_state=req.client_state)
+        params = self._params(req.stream, req.client_state)
         try:
             self._check_limits(call, params)
         except StreamLimit:
@@ -281,8 +298,7 @@ class StreamManager:
         try:
             async with self.calls.lock(call.id):  # so a stop can't interleave
                 change = Change()
-                self._start_now(call, change,
-                                stream_params(req.stream, client_state=req.client_state))
+                self._start_now(call, change, self._params(req.stream, req.client_state))
                 await self.calls.commit(change)
         except CommandError as exc:
             log.warning("call %s: stream of %s not started: %s", call.id,

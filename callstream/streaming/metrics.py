@@ -31,22 +31,42 @@ HEAD_DROPPED = Counter("callstream_stream_frames_dropped_before_start_total",
                        "Media frames dropped from a stream's buffer (oldest first) before its "
                        "socket was open and start sent, all streams")
 
-_SERIES = (FRAMES_SENT, FRAMES_DROPPED, BYTES_SENT, CONNECT_SECONDS)
+RECONNECT_DROPPED = Counter("callstream_stream_frames_dropped_reconnecting_total",
+                            "Media frames dropped from a stream's buffer (oldest first) while "
+                            "its socket was down and callstream reconnecting, all streams")
+RECONNECT_ATTEMPTS = Counter("callstream_stream_reconnect_attempts_total",
+                             "Connects tried to resume a stream whose socket dropped")
+RECONNECTS = Counter("callstream_stream_reconnects_total",
+                     "Streams resumed on a new socket after a drop")
+REPLAYED = Counter("callstream_stream_frames_replayed_total",
+                   "Media frames buffered while a stream's socket was down, sent after resuming")
+OVERDUE = Counter("callstream_stream_frames_overdue_total",
+                  "Live media frames dropped (oldest first) because they were older than "
+                  "CALLSTREAM_STREAM_LATENCY_BOUND_SECS when their turn came", ["stream_id"])
+ALL_OVERDUE = Counter("callstream_stream_frames_overdue_all_total",
+                      "Live media frames dropped as overdue, all streams")
+
+_SERIES = (OVERDUE, FRAMES_SENT, FRAMES_DROPPED, BYTES_SENT, CONNECT_SECONDS)
 
 
 class StreamCounters:
     """One stream's counters, mirrored to Prometheus as they change."""
 
-    __slots__ = ("_bytes", "_dropped", "_frames", "_live", "bytes_sent", "connect_seconds",
-                 "frames_dropped", "frames_sent", "stream_id")
+    __slots__ = ("_bytes", "_dropped", "_frames", "_live", "_overdue", "bytes_sent",
+                 "connect_seconds", "frames_dropped", "frames_overdue", "frames_replayed",
+                 "frames_sent", "reconnects", "stream_id")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
         self.frames_sent = 0
         self.frames_dropped = 0
         self.bytes_sent = 0
+        self.frames_overdue = 0
+        self.frames_replayed = 0
+        self.reconnects = 0
         self.connect_seconds: float | None = None
         self._live = False
+        self._overdue = OVERDUE.labels(stream_id)
         self._frames = FRAMES_SENT.labels(stream_id)
         self._bytes = BYTES_SENT.labels(stream_id)
         self._dropped = FRAMES_DROPPED.labels(stream_id)
@@ -66,10 +86,12 @@ class StreamCounters:
             self.bytes_sent += payload_bytes
             self._bytes.inc(payload_bytes)
 
-    def dropped(self, total: int, *, before_start: bool = False) -> None:
+    def dropped(self, total: int, *, before_start: bool = False,
+                reconnecting: bool = False) -> None:
         """The encoder's drop count so far (monotonic); records the increase.
 
-        ``before_start``: the drops overflowed the buffer held for a socket not open yet.
+        ``before_start``: the drops overflowed the buffer held for a socket not open yet;
+        ``reconnecting``: the one held while a dropped socket is being replaced.
         """
         delta = total - self.frames_dropped
         if delta > 0:
@@ -78,6 +100,24 @@ class StreamCounters:
             ALL_FRAMES_DROPPED.inc(delta)
             if before_start:
                 HEAD_DROPPED.inc(delta)
+            if reconnecting:
+                RECONNECT_DROPPED.inc(delta)
+
+    def overdue(self, frames: int) -> None:
+        """Live frames dropped because they were older than the latency bound."""
+        self.frames_overdue += frames
+        self._overdue.inc(frames)
+        ALL_OVERDUE.inc(frames)
+
+    def reconnect_attempt(self) -> None:
+        RECONNECT_ATTEMPTS.inc()
+
+    def resumed(self, replayed: int) -> None:
+        """Back on a new socket; ``replayed`` frames were buffered while it was down."""
+        self.reconnects += 1
+        self.frames_replayed += replayed
+        RECONNECTS.inc()
+        REPLAYED.inc(replayed)
 
     def stalled(self) -> None:
         """The consumer answered no ping in time; the stream is being cut off."""
@@ -100,4 +140,6 @@ class StreamCounters:
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {"frames_sent": self.frames_sent, "frames_dropped": self.frames_dropped,
-                "bytes_sent": self.bytes_sent, "connect_seconds": self.connect_seconds}
+                "frames_overdue": self.frames_overdue, "frames_replayed": self.frames_replayed,
+                "reconnects": self.reconnects, "bytes_sent": self.bytes_sent,
+                "connect_seconds": self.connect_seconds}

@@ -26,10 +26,16 @@ Life of a stream (spec §5.1, §5.5)
      ``stop`` and the close finish in the background;
    * the consumer closes cleanly (1000/1001) → ``streaming.stopped``; the connection
      dies or the consumer fails (any other close) → ``streaming.failed``
-     (``failure_reason: connection_lost``). The call goes on either way;
+     (``failure_reason: connection_lost``). The call goes on either way. With a
+     reconnect window (``stream_reconnect_seconds``, :mod:`.reconnect`) a drop instead
+     dials again, sends ``connected`` and ``start`` (``resumed: true``) and the audio
+     buffered meanwhile, then goes on live; ``streaming.failed``
+     (``reconnect_window_passed``) only when no attempt succeeded in the window;
    * the consumer stalls: it answers no WebSocket ping within the stall timeout
      (``CALLSTREAM_STREAM_STALL_TIMEOUT_SECS``) → the socket is aborted and
-     ``streaming.failed`` (``failure_reason: consumer_stalled``); the call goes on.
+     ``streaming.failed`` (``failure_reason: consumer_stalled``); the call goes on. With a
+     reconnect window the abort counts as a drop and callstream reconnects (a network
+     path that died silently is seen only this way).
 
    After our ``stop`` the socket stays open until the consumer closes it or
    ``CALLSTREAM_STREAM_STOP_GRACE_SECS`` pass, then we close with 1000: a consumer
@@ -43,6 +49,18 @@ send blocks. So the session caps its kernel send buffer (``SEND_BUFFER_BYTES``) 
 a watchdog pings the consumer every half timeout: a pong comes back only once the
 consumer has read everything sent before the ping, so no pong within the timeout
 means it is that far behind, whatever the buffers hold.
+
+Latency bound. After ``start`` (and after a resumed ``start``) audio is live: a frame
+whose turn to be written comes more than ``CALLSTREAM_STREAM_LATENCY_BOUND_SECS`` after it
+was captured is dropped (oldest first, counted as overdue). Frames written but not read
+are out of reach, so the session also measures how far behind the consumer reads: it
+pings every :data:`PROBE_SECS`, and a ping is answered only once everything written
+before it has been read (by the consumer's WebSocket library), whatever TCP buffers in
+between. While the oldest unanswered ping is older than :data:`IN_FLIGHT_FLOOR_SECS` (or
+the bound, if longer) no audio is written; it waits, turns overdue and is dropped. So a
+consumer that pauses gets recent audio when it reads again, not the backlog. The audio
+buffered before ``start`` (and while a socket was down) is exempt: it is there on
+purpose and goes out in full first.
 
 ``streaming.stopped`` is only ever sent after ``streaming.started``.
 
@@ -85,6 +103,7 @@ from callstream.streaming.protocol import (
     ServerEvent,
     media_format,
 )
+from callstream.streaming.reconnect import CLEAN_CLOSE_CODES, WINDOW_PASSED, reconnect
 from callstream.timefmt import iso_now
 
 __all__ = ["StreamParams", "StreamSession", "StreamState"]
@@ -105,6 +124,17 @@ STALL_REASON = "consumer_stalled"
 #: still covers the bandwidth-delay product of the fattest stream (L16 16 kHz, both
 #: tracks, ~100 KB/s) over a 300 ms path.
 SEND_BUFFER_BYTES = 64 * 1024
+#: Default of ``CALLSTREAM_STREAM_LATENCY_BOUND_SECS``: live audio older than this when its
+#: turn comes is dropped.
+LATENCY_BOUND = 0.2
+#: How far behind (oldest unanswered ping) a consumer may read before we hold back,
+#: whatever the bound: its round trip counts in it, and a far consumer must not lose
+#: audio for being far.
+IN_FLIGHT_FLOOR_SECS = 0.5
+#: How often a streaming session pings its consumer to see how far behind it reads.
+PROBE_SECS = 0.1
+#: How soon a sender held back looks again.
+RECHECK_SECS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +153,8 @@ class StreamParams:
     stream_auth_token: str | None = None
     custom_parameters: dict[str, str] = field(default_factory=dict)
     client_state: str | None = None
+    #: Reconnect window after a drop (callstream extension); 0: none, Telnyx's behaviour.
+    stream_reconnect_seconds: float = 0.0
     #: TeXML streams: where stream-started/stopped/error callbacks go.
     texml: TexmlCallback | None = None
 
@@ -137,6 +169,7 @@ class StreamState(enum.Enum):
     CONNECTING = "connecting"
     WAITING = "waiting"  # connected before originate; waits for the answer
     STREAMING = "streaming"
+    RECONNECTING = "reconnecting"  # the socket dropped; dialling again within the window
     STOPPED = "stopped"
 
 
@@ -165,7 +198,8 @@ class StreamSession:
 
     def __init__(self, host: StreamHost, call: Call, params: StreamParams, *,
                  clock: Callable[[], float], stall_timeout: float = STALL_TIMEOUT,
-                 buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE) -> None:
+                 buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE,
+                 latency_bound: float = LATENCY_BOUND) -> None:
         self.host = host
         self.call = call
         self.params = params
@@ -181,6 +215,15 @@ class StreamSession:
         self._stall_timeout = stall_timeout
         self._buffer_secs = buffer_secs
         self._stop_grace = stop_grace
+        self._latency_bound = latency_bound
+        # Audio captured up to this hub time is the buffered head (or replay): exempt from
+        # the bound. None: not streaming yet.
+        self._backlog_until: float | None = None
+        self._gone: int | None = None  # close code seen by the reader on this socket
+        self._recheck: asyncio.TimerHandle | None = None
+        # Pings of the lag probe not answered yet: when each was asked for, its pong.
+        self._pings: deque[tuple[float, asyncio.Future[float] | None]] = deque()
+        self._prober: asyncio.Task[None] | None = None
         self._capture_started: float | None = None  # hub clock when the encoder was made
         self._frames = FrameBuilder(self.id)
         self._ws: ClientConnection | None = None
@@ -228,8 +271,8 @@ class StreamSession:
         self._media_ready.set()
 
     def on_dtmf(self, digit: str, now: float) -> None:
-        """A digit from the caller (``DtmfListener``)."""
-        if self.state is StreamState.STREAMING:
+        """A digit from the caller (``DtmfListener``); sent after a resume if reconnecting."""
+        if self.state in (StreamState.STREAMING, StreamState.RECONNECTING):
             occurred = iso_now()
             self._control.append(lambda: self._frames.dtmf(digit, occurred))
             self._wakeup.set()
@@ -338,10 +381,6 @@ class StreamSession:
             await self._fail("connection_failed", f"cannot connect to {params.stream_url}: {why}")
             return
         self._ws = ws
-        sock = ws.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.counters.connected(self._clock() - started)
         log.info("call %s: stream %s connected to %s in %.0f ms (%s track%s)", self.call.id,
                  self.id, params.stream_url, (self._clock() - started) * 1000.0,
@@ -365,19 +404,86 @@ class StreamSession:
         began = self._capture_started if self._capture_started is not None else self._clock()
         await ws.send(self._frames.start(self._start_details(), began))
         self.counters.sent_frame(0)
+        self._backlog_until = self._clock()
         if params.bidirectional:
             self._playback = self._make_playback()
+        while True:
+            code = await self._serve(ws)
+            if code is None:
+                await self._finish()
+                return
+            if code in CLEAN_CLOSE_CODES or params.stream_reconnect_seconds <= 0:
+                await self._consumer_gone_code(code)
+                return
+            resumed = await self._resume(code)
+            if resumed is None:
+                return
+            ws = resumed
+
+    async def _serve(self, ws: ClientConnection) -> int | None:
+        """Stream over ``ws`` until a stop (None) or the socket ends (its close code)."""
         loop = asyncio.get_running_loop()
+        self._gone = None
         self._reader = loop.create_task(self._read(ws))
         self._watchdog = loop.create_task(self._watch(ws))
+        self._pings.clear()
+        self._prober = loop.create_task(self._probe(ws))
         try:
-            while not self._stop_requested:
+            while not self._stop_requested and self._gone is None:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 await self._send_pending(ws)
-            await self._finish()
         except ConnectionClosed as exc:
-            await self._consumer_gone(exc)
+            if not self._stop_requested:
+                return close_code(exc)
+        return None if self._stop_requested else self._gone
+
+    async def _resume(self, code: int) -> ClientConnection | None:
+        """The socket dropped: dial again within the window; the new socket, or None
+        (the window passed: ``streaming.failed`` is out)."""
+        window = self.params.stream_reconnect_seconds
+        log.info("call %s: stream %s: consumer's socket dropped (%d); reconnecting for up "
+                 "to %.1f s", self.call.id, self.id, code, window, extra=self._log_fields())
+        self.state = StreamState.RECONNECTING  # a stop now cancels this task
+        self._cancel_helpers()
+        if self._ws is not None:
+            self._ws.transport.abort()
+            self._ws = None
+        params = self.params
+        headers = {AUTH_HEADER: params.stream_auth_token} if params.stream_auth_token else None
+        deadline = self._clock() + window
+        resume: str | None = None  # the resumed start, numbered once
+        while True:
+            ws = await reconnect(lambda: self._open(params.stream_url, headers),
+                                 deadline - self._clock(), clock=self._clock,
+                                 on_attempt=self.counters.reconnect_attempt,
+                                 label=f"stream {self.id}")
+            if ws is None:
+                await self._fail(WINDOW_PASSED, f"no reconnect succeeded within {window:g} s")
+                return None
+            self._ws = ws
+            encoder = self._encoder
+            try:
+                await ws.send(FrameBuilder.connected(params.stream_auth_token))
+                replayed = len(encoder) if encoder is not None else 0
+                if resume is None:
+                    resume = self._frames.restart(self._start_details())
+                await ws.send(resume)
+            except ConnectionClosed:  # dropped again at once: try again in the same window
+                ws.transport.abort()
+                self._ws = None
+                continue
+            break
+        if encoder is not None:
+            self.counters.dropped(encoder.dropped, reconnecting=True)
+        self.counters.sent_frame(0)
+        self.counters.resumed(replayed)
+        self._backlog_until = self._clock()
+        self.state = StreamState.STREAMING
+        log.info("call %s: stream %s resumed on a new socket; replaying %d buffered frames",
+                 self.call.id, self.id, replayed, extra=self._log_fields())
+        self._wakeup.set()
+        return ws
 
     async def _open(self, url: str, headers: dict[str, str] | None) -> ClientConnection:
         """Connect to a checked address of the URL's host; Host and SNI keep the name.
@@ -387,6 +493,8 @@ class StreamSession:
         uri = parse_uri(url)
         async with asyncio.timeout(CONNECT_TIMEOUT):
             sock = await connect_tcp(uri.host, uri.port, self.host.outbound)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             try:
                 return await connect(
                     url, sock=sock, additional_headers=headers, open_timeout=None,
@@ -436,28 +544,79 @@ class StreamSession:
 
     async def _send_pending(self, ws: ClientConnection) -> None:
         encoder = self._encoder
-        if encoder is not None and len(encoder):
+        now = self._clock()
+        if encoder is not None and len(encoder) and not self._consumer_behind(now):
             self.counters.dropped(encoder.dropped)
             frames = self._frames
+            backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
+            cutoff = now - self._latency_bound
+            overdue = 0
             for chunk in encoder.drain():
+                if backlog_until < chunk.time < cutoff:
+                    overdue += 1  # live audio too old to be worth hearing now
+                    continue
                 await ws.send(frames.media(chunk.track, chunk.payload, chunk.time))
                 self.counters.sent_frame(len(chunk.payload))
+            if overdue:
+                self._overdue(overdue)
         while self._control:
             await ws.send(self._control.popleft()())
             self.counters.sent_frame(0)
 
+    def _consumer_behind(self, now: float) -> bool:
+        """The consumer reads too far behind: hold back (and look again in
+        :data:`RECHECK_SECS`; the audio meanwhile ages and may turn overdue)."""
+        pings = self._pings
+        while pings and (pong := pings[0][1]) is not None and pong.done():
+            pings.popleft()
+        if (self._backlog_until is None or not pings
+                or now - pings[0][0] <= max(self._latency_bound, IN_FLIGHT_FLOOR_SECS)):
+            return False
+        if self._recheck is None:
+            self._recheck = asyncio.get_running_loop().call_later(RECHECK_SECS, self._rechecked)
+        return True
+
+    async def _probe(self, ws: ClientConnection) -> None:
+        """Ping every :data:`PROBE_SECS`; :meth:`_consumer_behind` reads the answers."""
+        pings = self._pings
+        while True:
+            await asyncio.sleep(PROBE_SECS)
+            asked = self._clock()
+            pings.append((asked, None))  # ping() itself waits while the write buffer is full
+            try:
+                pong = await ws.ping()
+            except ConnectionClosed:
+                return
+            if pings and pings[-1] == (asked, None):
+                pings[-1] = (asked, asyncio.ensure_future(pong))  # a Future already
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._wakeup.set()
+
+    def _overdue(self, frames: int) -> None:
+        if self.counters.frames_overdue == 0:  # once per stream; the counters have the rest
+            log.warning("stream %s: consumer is behind by more than %.0f ms; dropping the "
+                        "overdue audio", self.id, self._latency_bound * 1000,
+                        extra=self._log_fields())
+        self.counters.overdue(frames)
+
     def _dropped(self, total: int) -> None:
         """From the media path: the encoder dropped its oldest frame (counted live)."""
         waiting = self._frames.sequence == 0  # start not sent: the socket is not open yet
+        reconnecting = self.state is StreamState.RECONNECTING
         if total == 1:  # once per stream; the counters have the rest
-            if waiting:
+            if reconnecting:
+                log.warning("stream %s: socket down for %.1f s of buffered audio; dropping "
+                            "the oldest", self.id, self._buffer_secs, extra=self._log_fields())
+            elif waiting:
                 log.warning("stream %s: socket not open after %.1f s of buffered audio; "
                             "dropping the oldest", self.id, self._buffer_secs,
                             extra=self._log_fields())
             else:
                 log.warning("stream %s: consumer is not keeping up; dropping the oldest "
                             "audio", self.id, extra=self._log_fields())
-        self.counters.dropped(total, before_start=waiting)
+        self.counters.dropped(total, before_start=waiting, reconnecting=reconnecting)
 
     async def _watch(self, ws: ClientConnection) -> None:
         """Ping every half timeout; a pong not back within the timeout means a stall."""
@@ -478,6 +637,16 @@ class StreamSession:
     async def _stalled(self, ws: ClientConnection) -> None:
         if self.state is StreamState.STOPPED:
             return
+        if self.params.stream_reconnect_seconds > 0:
+            # A path that died silently shows only this way: reconnect as for a drop.
+            log.warning("call %s: stream %s: consumer stalled (no pong in %.1f s); dropping "
+                        "its socket to reconnect", self.call.id, self.id,
+                        self._stall_timeout, extra=self._log_fields())
+            self.counters.stalled()
+            self._gone = 1006
+            ws.transport.abort()
+            self._wakeup.set()
+            return
         log.warning("call %s: stream %s failed: %s (consumer stalled: no pong in %.1f s, %d "
                     "frames dropped); closing it", self.call.id, self.id, STALL_REASON,
                     self._stall_timeout, self.counters.frames_dropped,
@@ -490,35 +659,28 @@ class StreamSession:
         await self.host.emit(self, "streaming.failed", self.failure_fields(STALL_REASON))
 
     def _cancel_helpers(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
         current = asyncio.current_task()
-        for task in (self._reader, self._watchdog):
+        for task in (self._reader, self._watchdog, self._prober):
             if task is not None and task is not current:
                 task.cancel()
 
     async def _read(self, ws: ClientConnection) -> None:
-        """Client → server frames go to Playback; the end of the socket ends the stream."""
+        """Client → server frames go to Playback; the end of the socket wakes the sender
+        with its close code (:meth:`_serve` decides: end, or reconnect)."""
         try:
             async for message in ws:
                 playback = self._playback
                 if playback is not None and isinstance(message, str):
                     playback.on_text(message)
         except ConnectionClosed as exc:
-            if not self._stop_requested:
-                await self._consumer_gone(exc)
-            return
-        if not self._stop_requested:
+            self._gone = close_code(exc)
+        else:
             rcvd = ws.protocol.close_rcvd
-            code = rcvd.code if rcvd is not None else 1006
-            await self._consumer_gone_code(code)
-
-    async def _consumer_gone(self, exc: ConnectionClosed) -> None:
-        if self.state is StreamState.STOPPED:
-            return
-        rcvd = exc.rcvd
-        code = rcvd.code if rcvd is not None else 1006
-        if isinstance(exc, ConnectionClosedOK) and code not in (1000, 1001):
-            code = 1006
-        await self._consumer_gone_code(code)
+            self._gone = rcvd.code if rcvd is not None else 1006
+        self._wakeup.set()
 
     async def _consumer_gone_code(self, code: int) -> None:
         if self.state is StreamState.STOPPED:
@@ -536,13 +698,10 @@ class StreamSession:
         events = self._begin_stop(None)
         if not clean:
             events = [("streaming.failed", self.failure_fields("connection_lost"))]
-        for event_type, extra in events:
-            # Shielded: the sender task, finishing, cancels this reader.
-            await asyncio.shield(self.host.emit(self, event_type, extra))
         self._cancel_helpers()
-        task = self._task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        for event_type, extra in events:
+            await self.host.emit(self, event_type, extra)
+        await self._close()
 
     async def _fail(self, reason: str, detail: str, *, level: int = logging.INFO) -> None:
         if self.state is StreamState.STOPPED:
@@ -594,4 +753,15 @@ class StreamSession:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close(1000)
+
+
+
+def close_code(exc: ConnectionClosed) -> int:
+    """The consumer's close code; 1006 when none came (a drop), or a clean-looking end
+    without a clean code."""
+    rcvd = exc.rcvd
+    code = rcvd.code if rcvd is not None else 1006
+    if isinstance(exc, ConnectionClosedOK) and code not in CLEAN_CLOSE_CODES:
+        code = 1006
+    return code
 

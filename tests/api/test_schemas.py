@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from callstream.api.schemas.calls import AnswerRequest, DialRequest, HangupRequest
 from callstream.api.schemas.forking import ForkStartRequest
@@ -91,3 +92,14 @@ def test_fork_and_hangup() -> None:
     assert fork.to_request() == ForkStart(rx="udp:127.0.0.1:5000", tx="udp:127.0.0.1:5001")
     hangup = HangupRequest.model_validate({"custom_headers": [{"name": "X-A", "value": "1"}]})
     assert hangup.to_request() == Hangup(custom_headers=(("X-A", "1"),))
+
+
+def test_stream_reconnect_seconds_is_a_bounded_extension() -> None:
+    url = {"stream_url": "ws://127.0.0.1:1/m"}
+    spec = StartStreamingRequest.model_validate({**url, "stream_reconnect_seconds": 7.5})
+    assert spec.to_request().stream.stream_reconnect_seconds == 7.5
+    assert StartStreamingRequest.model_validate(url).to_request().stream.stream_reconnect_seconds \
+        is None  # the server's default applies
+    for bad in (-0.1, 60.5, "inf", True, "5"):
+        with pytest.raises(ValidationError):
+            StartStreamingRequest.model_validate({**url, "stream_reconnect_seconds": bad})

@@ -74,3 +74,17 @@ def test_opus_default_rate_is_8000_and_22050_is_refused() -> None:
 def test_amr_wb_is_not_produced() -> None:
     with pytest.raises(ValueError, match="not supported"):
         media_format("AMR-WB", PCMU)
+
+
+def test_a_resumed_start_goes_on_numbering_and_timing() -> None:
+    """After a reconnect: ``start`` with ``resumed: true``, the next sequence number, and
+    media timestamps and chunks still counted from the first ``start``."""
+    frames = FrameBuilder("sid")
+    frames.start({"call_control_id": "v3:x"}, now=10.0)
+    frames.media("inbound", b"\xff" * 160, now=10.02)
+    again = json.loads(frames.restart({"call_control_id": "v3:x"}))
+    assert again == {"event": "start", "sequence_number": "3", "stream_id": "sid",
+                     "start": {"call_control_id": "v3:x", "resumed": True}}
+    media = json.loads(frames.media("inbound", b"\xff" * 160, now=11.0))
+    assert media["sequence_number"] == "4"
+    assert media["media"]["chunk"] == "2" and media["media"]["timestamp"] == "1000"

@@ -34,10 +34,12 @@ class Host:
     outbound: OutboundPolicy = DEFAULT_POLICY
     account_id: str = "acct"
     events: list[str] = field(default_factory=list)
+    emitted: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def emit(self, session: StreamSession, event_type: str,
                    extra: dict[str, Any]) -> None:
         self.events.append(event_type)
+        self.emitted.set()
 
     def ended(self, session: StreamSession) -> None:
         pass
@@ -168,3 +170,142 @@ async def test_after_stop_the_consumer_may_close_or_is_closed_after_the_grace() 
         await asyncio.wait_for(c.closed.wait(), 5)
         assert c.closed_by_us is False and c.closed_at - c.stop_at >= 0.3
         assert loop.time() > c.stop_at
+
+
+async def test_live_audio_older_than_the_bound_is_dropped_and_the_head_is_not() -> None:
+    """The clock is the test's: frames captured 0.5 s before their turn are overdue
+    (bound 0.2 s) and dropped, counted; the newer ones go; the buffered head never is."""
+    now = [99.0]
+    async with consumer() as c:
+        stream, media = session(c.url)
+        stream = StreamSession(stream.host, stream.call, stream.params, clock=lambda: now[0],
+                               latency_bound=0.2)
+        stream.attach(media)
+        talk(media, 1, 2)  # before start: the head, kept whatever its age
+        stream.start()
+        await c.until(lambda c: len(c.of("media")) == 2)
+        now[0] = 100.0
+        talk(media, 3, 3)  # live, then stuck for 0.5 s (the sender does not run meanwhile)
+        now[0] = 100.5
+        talk(media, 6, 2)
+        await c.until(lambda c: len(c.of("media")) == 4)
+        assert [base64.b64decode(f["media"]["payload"])[0] for f in c.of("media")] == [
+            1, 2, 6, 7]
+        assert stream.counters.frames_overdue == 3
+        assert REGISTRY.get_sample_value("callstream_stream_frames_overdue_total",
+                                         {"stream_id": "s1"}) == 3
+        stream.detach("hangup")
+        await asyncio.wait_for(c.closed.wait(), 5)
+
+
+@dataclass
+class Dropper:
+    """A consumer that cuts its first connection after ``start`` and refuses the rest."""
+
+    connections: int = 0
+    url: str = ""
+    refused: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        self.connections += 1
+        if self.connections > 1:
+            self.refused.set()
+            return ws.respond(403, "no\n")
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        async for message in ws:
+            if json.loads(message)["event"] == "start":
+                ws.transport.abort()
+                return
+
+
+@asynccontextmanager
+async def dropper() -> AsyncIterator[Dropper]:
+    d = Dropper()
+    async with serve(d.handler, "127.0.0.1", 0, process_request=d.process_request) as server:
+        d.url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/media"
+        yield d
+
+
+def reconnecting(url: str, window: float) -> tuple[StreamSession, LegMedia]:
+    stream, media = session(url)
+    params = StreamParams(stream_id="s1", stream_url=url, stream_reconnect_seconds=window)
+    return StreamSession(stream.host, stream.call, params,
+                         clock=asyncio.get_running_loop().time), media
+
+
+async def test_a_stop_while_reconnecting_ends_the_stream_at_once() -> None:
+    async with dropper() as d:
+        stream, media = reconnecting(d.url, 30.0)
+        stream.attach(media)
+        stream.start()
+        await asyncio.wait_for(d.refused.wait(), 5)  # dropped, the first attempt refused
+        assert stream.state.value == "reconnecting"
+        assert stream.detach("hangup") == [
+            ("streaming.stopped", {"stream_url": d.url, "stream_id": "s1"})]
+        attempts = d.connections
+        await asyncio.sleep(0.5)
+        assert d.connections == attempts  # no attempt after the stop
+        host = stream.host
+        assert isinstance(host, Host) and host.events == ["streaming.started"]
+
+
+async def test_the_window_passes_with_streaming_failed() -> None:
+    loop = asyncio.get_running_loop()
+    async with dropper() as d:
+        stream, media = reconnecting(d.url, 0.8)
+        host = stream.host
+        assert isinstance(host, Host)
+        stream.attach(media)
+        stream.start()
+        await asyncio.wait_for(d.refused.wait(), 5)
+        dropped = loop.time()
+        async with asyncio.timeout(5):
+            while "streaming.failed" not in host.events:
+                host.emitted.clear()
+                await host.emitted.wait()
+        assert host.events == ["streaming.started", "streaming.failed"]
+        assert stream.outcome == "failed" and stream.state.value == "stopped"
+        assert d.connections >= 3  # attempts from 0.1 s on (0.1, 0.3, 0.7), all refused
+        assert loop.time() - dropped >= 0.8 - 0.1 - 0.05  # the window, from the drop
+
+
+@dataclass
+class Freezer:
+    """A consumer whose first connection stops reading (no pong ever) after ``start``;
+    later connections read normally."""
+
+    url: str = ""
+    sockets: list[list[dict[str, Any]]] = field(default_factory=list)
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handler(self, ws: ServerConnection) -> None:
+        frames: list[dict[str, Any]] = []
+        self.sockets.append(frames)
+        first = len(self.sockets) == 1
+        async for message in ws:
+            frames.append(json.loads(message))
+            if first and frames[-1]["event"] == "start":
+                ws.transport.pause_reading()  # nothing more is read: pings go unanswered
+            if frames[-1]["event"] == "start" and not first:
+                self.resumed.set()
+
+
+async def test_with_a_window_a_stalled_consumer_is_reconnected() -> None:
+    f = Freezer()
+    async with serve(f.handler, "127.0.0.1", 0, close_timeout=0.2) as server:
+        f.url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/media"
+        stream, media = session(f.url)
+        params = StreamParams(stream_id="s1", stream_url=f.url, stream_reconnect_seconds=5)
+        stream = StreamSession(stream.host, stream.call, params, stall_timeout=0.4,
+                               clock=asyncio.get_running_loop().time)
+        stream.attach(media)
+        stream.start()
+        await asyncio.wait_for(f.resumed.wait(), 5)
+        start = f.sockets[1][1]
+        assert start["start"]["resumed"] is True and start["sequence_number"] == "2"
+        host = stream.host
+        assert isinstance(host, Host) and host.events == ["streaming.started"]
+        assert stream.counters.reconnects == 1
+        stream.detach("hangup")

@@ -117,6 +117,13 @@ def _json_integer(value: object) -> object:
     return value
 
 
+def _json_number(value: object) -> object:
+    # Likewise for number: pydantic's lax float takes true and "5".
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
 def _phone_or_sip(value: str) -> str:
     if _E164.fullmatch(value) or _SIP_URI.fullmatch(value):
         return value
@@ -195,6 +202,7 @@ PhoneOrSip = Annotated[
 ]
 #: Metadata for an int field: ``Annotated[int | None, JsonInteger]``.
 JsonInteger = BeforeValidator(_json_integer)
+JsonNumber = BeforeValidator(_json_number)
 #: For optional fields of an update: may be left out, may not be sent as null.
 NotNull = (BeforeValidator(_reject_null), Field(json_schema_extra=without_null))
 SipText = Annotated[

@@ -21,10 +21,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from callstream.api.schemas.common import CommandBody
-from callstream.api.schemas.fields import HttpUrl, WsUrl
+from callstream.api.schemas.fields import HttpUrl, JsonNumber, WsUrl
 from callstream.calls.exceptions import MissingParameter
 from callstream.calls.requests import StreamingStart, StreamingStop, StreamSpec, TexmlCallback
 from callstream.media.codecs import OPUS_SAMPLE_RATES
+from callstream.streaming.reconnect import MAX_RECONNECT_SECS
 
 # No maintained library gives both AMR-WB directions (docs/streaming.md says why).
 UNSUPPORTED = ("AMR-WB",)
@@ -88,6 +89,12 @@ class StreamFields(BaseModel):
         None, json_schema_extra={"anyOf": [{"type": "boolean", "enum": [False]}, {"type": "null"}]}
     )
     dialogflow_config: DialogflowConfig | None = None
+    stream_reconnect_seconds: Annotated[float | None, JsonNumber] = Field(
+        None, ge=0, le=MAX_RECONNECT_SECS, allow_inf_nan=False,
+        description="callstream extension, not in Telnyx's API: when the stream's WebSocket "
+        "drops without a clean close, reconnect within this many seconds and resume the "
+        "stream (start.resumed: true, buffered audio replayed). 0: no reconnect; omitted: "
+        "CALLSTREAM_STREAM_RECONNECT_SECS.")
 
     def stream_spec(self, url: str, custom: list[CustomParameter] | None) -> StreamSpec:
         return StreamSpec(
@@ -100,6 +107,7 @@ class StreamFields(BaseModel):
             stream_bidirectional_target_legs=self.stream_bidirectional_target_legs,
             stream_auth_token=self.stream_auth_token,
             custom_parameters=tuple((p.name, p.value) for p in custom or ()),
+            stream_reconnect_seconds=self.stream_reconnect_seconds,
         )
 
     @field_validator("stream_bidirectional_sampling_rate")

@@ -3,7 +3,8 @@
 One :class:`FrameBuilder` per stream owns the counters the frames carry:
 
 * ``sequence_number`` — a string, ``"1"`` on ``start`` and one more on every later
-  frame of the socket (``connected`` has none; ``error`` frames take one too, [impl]).
+  frame of the stream (``connected`` has none; ``error`` frames take one too, [impl]);
+  after a reconnect the new socket's ``start`` goes on from the last number.
 * ``chunk`` — per track, ``"1"`` for the first media frame of that track [impl, §12.11].
 * ``timestamp`` — milliseconds since the stream began (the ``now`` given to
   :meth:`FrameBuilder.start`: the session passes when capture began, which is earlier
@@ -158,6 +159,15 @@ class FrameBuilder:
         self.start_time = now
         return self._dump({"event": "start", "sequence_number": self._next(),
                            "stream_id": self.stream_id, "start": details})
+
+    def restart(self, details: dict[str, Any]) -> str:
+        """``start`` again, on the socket of a reconnect (callstream extension).
+
+        ``details`` get ``resumed: true``; the sequence number goes on from the last
+        frame, and timestamps and chunks go on counting from the first ``start``.
+        """
+        return self._dump({"event": "start", "sequence_number": self._next(),
+                           "stream_id": self.stream_id, "start": {**details, "resumed": True}})
 
     def media(self, track: str, payload: bytes, now: float) -> str:
         self._chunks[track] += 1
