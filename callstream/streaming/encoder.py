@@ -82,7 +82,7 @@ class StreamEncoder:
         on_drop: Callable[[int], None] | None = None,
         max_items: int = QUEUE_ITEMS,
     ) -> None:
-        self._queue: deque[tuple[str, bytes, float]] = deque()
+        self._queue: deque[Chunk] = deque()
         self._max = max_items
         self._clock = clock
         self._wake = wake
@@ -102,7 +102,7 @@ class StreamEncoder:
 
     # -- media path (synchronous, never waits) ---------------------------------
 
-    def _put(self, item: tuple[str, bytes, float]) -> None:
+    def _put(self, item: Chunk) -> None:
         queue = self._queue
         if len(queue) >= self._max:
             queue.popleft()
@@ -117,10 +117,10 @@ class StreamEncoder:
     def _on_packet(self, leg: str, track: str, packet: RtpView) -> None:
         # The header was parsed once, by the media session (or built by it).
         if packet.payload_type == self._payload_type and packet.payload_end > packet.payload_start:
-            self._put((track, packet.payload, self._clock()))  # not telephone-event or CN
+            self._put(Chunk(track, packet.payload, self._clock()))  # not telephone-event or CN
 
     def _on_frame(self, frame: AudioFrame) -> None:
-        self._put((frame.track, frame.pcm, frame.time))
+        self._put(Chunk(frame.track, frame.pcm, frame.time))
 
     # -- sender side --------------------------------------------------------------
 
@@ -132,9 +132,9 @@ class StreamEncoder:
         items = list(self._queue)
         self._queue.clear()
         if self.passthrough:
-            return [Chunk(*item) for item in items]
-        return [Chunk(track, self._transcoders[track].transcode(pcm), t)
-                for track, pcm, t in items]
+            return items
+        transcoders = self._transcoders
+        return [Chunk(track, transcoders[track].transcode(pcm), t) for track, pcm, t in items]
 
     def close(self) -> None:
         self._sub.close()

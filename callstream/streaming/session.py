@@ -85,6 +85,7 @@ from callstream.streaming.protocol import (
     ServerEvent,
     media_format,
 )
+from callstream.streaming.writer import send_frames
 from callstream.timefmt import iso_now
 
 __all__ = ["StreamParams", "StreamSession", "StreamState"]
@@ -186,7 +187,7 @@ class StreamSession:
         self._ws: ClientConnection | None = None
         self._encoder: StreamEncoder | None = None
         self._playback: PlaybackLike | None = None
-        self._control: deque[Callable[[], str]] = deque()
+        self._control: deque[Callable[[], bytes]] = deque()
         self._wakeup = asyncio.Event()
         self._media_ready = asyncio.Event()
         self._connected = asyncio.Event()
@@ -347,7 +348,7 @@ class StreamSession:
                  self.id, params.stream_url, (self._clock() - started) * 1000.0,
                  params.stream_track, ", bidirectional" if params.bidirectional else "",
                  extra=self._log_fields())
-        await ws.send(FrameBuilder.connected(params.stream_auth_token))
+        await send_frames(ws, [FrameBuilder.connected(params.stream_auth_token)])
         if self.media is None:
             self.state = StreamState.WAITING
         self._connected.set()
@@ -363,8 +364,8 @@ class StreamSession:
             return
         # Media timestamps count from when capture began: the buffered audio comes first.
         began = self._capture_started if self._capture_started is not None else self._clock()
-        await ws.send(self._frames.start(self._start_details(), began))
-        self.counters.sent_frame(0)
+        await send_frames(ws, [self._frames.start(self._start_details(), began)])
+        self.counters.sent(1)
         if params.bidirectional:
             self._playback = self._make_playback()
         loop = asyncio.get_running_loop()
@@ -435,16 +436,22 @@ class StreamSession:
         self._wakeup.set()
 
     async def _send_pending(self, ws: ClientConnection) -> None:
+        """Everything ready, media first, in one write (both tracks of a tick: one)."""
+        out: list[bytes] = []
+        audio = 0
         encoder = self._encoder
         if encoder is not None and len(encoder):
             self.counters.dropped(encoder.dropped)
-            frames = self._frames
-            for chunk in encoder.drain():
-                await ws.send(frames.media(chunk.track, chunk.payload, chunk.time))
-                self.counters.sent_frame(len(chunk.payload))
-        while self._control:
-            await ws.send(self._control.popleft()())
-            self.counters.sent_frame(0)
+            media = self._frames.media
+            for track, payload, time in encoder.drain():
+                out.append(media(track, payload, time))
+                audio += len(payload)
+        control = self._control
+        while control:
+            out.append(control.popleft()())
+        if out:
+            await send_frames(ws, out)
+            self.counters.sent(len(out), audio)
 
     def _dropped(self, total: int) -> None:
         """From the media path: the encoder dropped its oldest frame (counted live)."""
@@ -566,8 +573,9 @@ class StreamSession:
                 try:
                     await self._send_pending(ws)
                     rec = self.call.record
-                    await ws.send(self._frames.stop(self.host.account_id, rec.call_control_id))
-                    self.counters.sent_frame(0)
+                    await send_frames(
+                        ws, [self._frames.stop(self.host.account_id, rec.call_control_id)])
+                    self.counters.sent(1)
                 finally:
                     self._stop_sent.set()
                 await self._grace(ws)
