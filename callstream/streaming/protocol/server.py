@@ -15,8 +15,8 @@ Frames are returned as UTF-8 JSON (``bytes``), each the payload of one text mess
 (:data:`MEDIA_TEMPLATE`) instead of going through a dict and ``orjson``; the bytes are
 the same as ``orjson`` makes of the dict (tests/streaming/test_protocol.py checks).
 
-:class:`MarkEcho` and :class:`ErrorReport` are what bidirectional playback answers with; the builder numbers
-them (:meth:`FrameBuilder.event`).
+:class:`MarkEcho` and :class:`ErrorReport` are what bidirectional playback answers
+with; the builder numbers them (:meth:`FrameBuilder.event`).
 
 Codec resolution (:func:`media_format`) follows spec §5.2's table: ``default`` is the
 call's codec; ``G722`` reports its 8000 Hz RTP clock rate; ``L16`` is 16 kHz
