@@ -85,7 +85,7 @@ from callstream.streaming.protocol import (
     ServerEvent,
     media_format,
 )
-from callstream.streaming.writer import send_frames
+from callstream.streaming.writer import can_write_now, send_frames, write_now
 from callstream.timefmt import iso_now
 
 __all__ = ["StreamParams", "StreamSession", "StreamState"]
@@ -189,6 +189,8 @@ class StreamSession:
         self._playback: PlaybackLike | None = None
         self._control: deque[Callable[[], bytes]] = deque()
         self._wakeup = asyncio.Event()
+        #: The socket the media path writes to itself (start sent, still streaming).
+        self._live: ClientConnection | None = None
         self._media_ready = asyncio.Event()
         self._connected = asyncio.Event()
         self._stop_sent = asyncio.Event()  # our stop frame went out (or never will)
@@ -224,7 +226,7 @@ class StreamSession:
         track = Track.parse(self.params.stream_track)
         self._capture_started = self._clock()
         self._encoder = StreamEncoder(media, track, self.format.codec, clock=self._clock,
-                                      wake=self._wakeup.set, on_drop=self._dropped,
+                                      wake=self._wake_sender, on_drop=self._dropped,
                                       max_items=queue_items(self._buffer_secs, track))
         self._media_ready.set()
 
@@ -279,6 +281,7 @@ class StreamSession:
         return [("streaming.stopped", self._stream_fields())]
 
     def _release_media(self) -> None:
+        self._live = None
         if self._encoder is not None:
             self.counters.dropped(self._encoder.dropped)
             self._encoder.close()
@@ -372,6 +375,8 @@ class StreamSession:
         self._reader = loop.create_task(self._read(ws))
         self._watchdog = loop.create_task(self._watch(ws))
         try:
+            await self._send_pending(ws)  # what was captured before start
+            self._live = ws
             while not self._stop_requested:
                 await self._wakeup.wait()
                 self._wakeup.clear()
@@ -379,6 +384,8 @@ class StreamSession:
             await self._finish()
         except ConnectionClosed as exc:
             await self._consumer_gone(exc)
+        finally:
+            self._live = None
 
     async def _open(self, url: str, headers: dict[str, str] | None) -> ClientConnection:
         """Connect to a checked address of the URL's host; Host and SNI keep the name.
@@ -435,8 +442,19 @@ class StreamSession:
         self._control.append(lambda: self._frames.event(event))
         self._wakeup.set()
 
-    async def _send_pending(self, ws: ClientConnection) -> None:
-        """Everything ready, media first, in one write (both tracks of a tick: one)."""
+    def _wake_sender(self) -> None:
+        """From the media path (the encoder has frames to go): write them from here when
+        the socket takes them without a wait; else the task sends them."""
+        ws = self._live
+        if ws is not None and not self._control and can_write_now(ws):
+            frames, audio = self._take_pending()
+            write_now(ws, frames)
+            self.counters.sent(len(frames), audio)
+        else:
+            self._wakeup.set()
+
+    def _take_pending(self) -> tuple[list[bytes], int]:
+        """Every frame ready, media first, and the audio bytes they carry."""
         out: list[bytes] = []
         audio = 0
         encoder = self._encoder
@@ -449,9 +467,14 @@ class StreamSession:
         control = self._control
         while control:
             out.append(control.popleft()())
-        if out:
-            await send_frames(ws, out)
-            self.counters.sent(len(out), audio)
+        return out, audio
+
+    async def _send_pending(self, ws: ClientConnection) -> None:
+        """Everything ready in one write (both tracks of a tick: one), waiting for room."""
+        frames, audio = self._take_pending()
+        if frames:
+            await send_frames(ws, frames)
+            self.counters.sent(len(frames), audio)
 
     def _dropped(self, total: int) -> None:
         """From the media path: the encoder dropped its oldest frame (counted live)."""

@@ -7,6 +7,13 @@ own WebSocket message, but nothing asks for one socket write per message:
 included) and hands the transport the lot in one ``writelines`` — one ``send`` system
 call where the library's ``send`` makes one per message, and one flow-control wait
 instead of one per message. The bytes on the wire are the same.
+
+:func:`write_now` is the same without the wait, for the media path itself: when
+:func:`can_write_now` says the socket is open and its buffer below the high-water mark,
+the frames are written at once from the callback that captured them — no task to wake,
+which costs about as much as the framing. When it cannot (buffer full, socket closing, a
+fragmented send under way), the stream's task sends them with :func:`send_frames`, which
+waits for the buffer.
 """
 
 from __future__ import annotations
@@ -14,8 +21,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
 
-__all__ = ["send_frames"]
+__all__ = ["can_write_now", "send_frames", "write_now"]
+
+
+def can_write_now(ws: ClientConnection) -> bool:
+    """Whether :func:`write_now` may write: the socket is open, its write buffer below
+    the high-water mark and no fragmented send is under way."""
+    return not ws.paused and ws.protocol.state is State.OPEN and ws.send_in_progress is None
+
+
+def write_now(ws: ClientConnection, frames: Sequence[bytes]) -> None:
+    """Write ``frames`` as text messages at once, in one write; only after
+    :func:`can_write_now` said yes, with nothing awaited since."""
+    protocol = ws.protocol
+    for frame in frames:
+        protocol.send_text(frame)
+    ws.transport.writelines(protocol.data_to_send())
 
 
 async def send_frames(ws: ClientConnection, frames: Sequence[bytes]) -> None:
