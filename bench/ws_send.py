@@ -41,8 +41,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callstream.streaming.protocol import FrameBuilder  # noqa: E402
-from callstream.streaming.writer import send_frames  # noqa: E402
+from callstream.streaming.protocol import FrameBuilder
+from callstream.streaming.writer import send_frames
 
 TICK = 0.020
 SETTLE_S = 1.0
