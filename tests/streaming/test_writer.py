@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,15 +12,22 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from callstream.streaming.writer import send_frames
+from callstream.streaming.writer import can_write_now, send_frames, write_now
 
 
 class Received:
     def __init__(self) -> None:
         self.messages: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self.reading = asyncio.Event()
+        self.reading.set()
 
     async def handler(self, ws: ServerConnection) -> None:
-        async for message in ws:
+        while True:
+            await self.reading.wait()
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                return
             await self.messages.put(message)
 
     async def take(self, count: int) -> list[str | bytes]:
@@ -99,3 +107,43 @@ async def test_large_batches_arrive_whole(pair: tuple[ClientConnection, Received
     frames = [b'"' + b"x" * 70_000 + b'%d"' % i for i in range(8)]
     await send_frames(ws, frames)
     assert await received.take(8) == [frame.decode() for frame in frames]
+
+
+async def test_write_now_writes_the_frames_in_one_write(
+        pair: tuple[ClientConnection, Received]) -> None:
+    ws, received = pair
+    spy = CountingTransport(ws.transport)
+    ws.transport = spy  # type: ignore[assignment]
+    assert can_write_now(ws)
+    write_now(ws, [b'"out"', b'"in"'])
+    assert spy.writes == 1
+    assert await received.take(2) == ['"out"', '"in"']
+
+
+async def test_no_write_now_on_a_closed_socket(pair: tuple[ClientConnection, Received]) -> None:
+    ws, _ = pair
+    await ws.close()
+    assert not can_write_now(ws)
+
+
+async def test_no_write_now_while_the_consumer_is_behind(
+        pair: tuple[ClientConnection, Received]) -> None:
+    """A consumer that stops reading fills the buffers: the media path then leaves the
+    frames to the task (which waits), and may write again once it has caught up."""
+    ws, received = pair
+    received.reading.clear()
+    ws.transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    ws.transport.set_write_buffer_limits(high=64 * 1024)
+    frame = b'"' + b"x" * 16_000 + b'"'
+    written = 0
+    while can_write_now(ws) and written < 2_000:  # bounded: 32 MB at most
+        write_now(ws, [frame])
+        written += 1
+        await asyncio.sleep(0)
+    assert not can_write_now(ws) and ws.paused
+    received.reading.set()
+    assert len(await received.take(written)) == written
+    async with asyncio.timeout(10):
+        while not can_write_now(ws):
+            await asyncio.sleep(0.01)
