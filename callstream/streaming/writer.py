@@ -27,9 +27,10 @@ __all__ = ["can_write_now", "send_frames", "write_now"]
 
 
 def can_write_now(ws: ClientConnection) -> bool:
-    """Whether :func:`write_now` may write: the socket is open, its write buffer below
-    the high-water mark and no fragmented send is under way."""
-    return not ws.paused and ws.protocol.state is State.OPEN and ws.send_in_progress is None
+    """Whether :func:`write_now` may write: the socket is open (both the protocol and the
+    transport), its write buffer below the high-water mark, no fragmented send under way."""
+    return (not ws.paused and ws.protocol.state is State.OPEN and ws.send_in_progress is None
+            and not ws.transport.is_closing())
 
 
 def write_now(ws: ClientConnection, frames: Sequence[bytes]) -> None:
