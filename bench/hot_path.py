@@ -316,13 +316,14 @@ def main() -> None:
                 spy = (Path(args.pyspy) / f"{workload}-{Path(tree).resolve().name}-{round_}.txt"
                        if args.pyspy else None)
                 res = run_one(tree, args.calls, workload, args.seconds, spy)
+                if spy is not None:
+                    res["top"] = top_functions(spy)
                 runs.append({"tree": tree, "workload": workload, "round": round_, **res})
                 print(f"  round {round_ + 1} {workload:>8} {tree}: "
                       f"{res['us_per_call_per_20ms']:.1f} µs, ws frames/call/tick "
                       f"{res['ws_frames_per_call_per_tick']:.2f}, late {res['late_ticks']}, "
                       f"skipped {res['skipped_ticks']}, peer {res['peer']}", flush=True)
                 if spy is not None:
-                    res["top"] = top_functions(spy)
                     for share, name in res["top"]:
                         print(f"      {share:5.1f} %  {name}")
     medians = {
