@@ -444,9 +444,12 @@ class StreamSession:
 
     def _wake_sender(self) -> None:
         """From the media path (the encoder has frames to go): write them from here when
-        the socket takes them without a wait; else the task sends them."""
+        they are the wire's payloads (no encoding to do on the media path) and the socket
+        takes them without a wait; else the task encodes and sends them."""
         ws = self._live
-        if ws is not None and not self._control and can_write_now(ws):
+        encoder = self._encoder
+        if (ws is not None and encoder is not None and encoder.passthrough
+                and not self._control and can_write_now(ws)):
             frames, audio = self._take_pending()
             write_now(ws, frames)
             self.counters.sent(len(frames), audio)

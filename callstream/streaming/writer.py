@@ -10,10 +10,10 @@ instead of one per message. The bytes on the wire are the same.
 
 :func:`write_now` is the same without the wait, for the media path itself: when
 :func:`can_write_now` says the socket is open and its buffer below the high-water mark,
-the frames are written at once from the callback that captured them — no task to wake,
-which costs about as much as the framing. When it cannot (buffer full, socket closing, a
-fragmented send under way), the stream's task sends them with :func:`send_frames`, which
-waits for the buffer.
+a pass-through stream's frames (no encoding to do) are written at once from the callback
+that captured them — no task to wake, which costs about as much as the framing. When it
+cannot (buffer full, socket closing, a fragmented send under way), the stream's task
+sends them with :func:`send_frames`, which waits for the buffer.
 """
 
 from __future__ import annotations

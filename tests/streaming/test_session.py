@@ -97,7 +97,7 @@ async def consumer(**options: Any) -> AsyncIterator[Consumer]:
         yield c
 
 
-def session(url: str, *, track: str = "inbound_track",
+def session(url: str, *, track: str = "inbound_track", codec: str = "default",
             **options: Any) -> tuple[StreamSession, LegMedia]:
     record = CallRecord(
         call_control_id="v3:stream-test", call_leg_id="leg", call_session_id="session",
@@ -108,7 +108,8 @@ def session(url: str, *, track: str = "inbound_track",
     hub.add_leg("a", 8000)
     media = LegMedia(hub, "a", "PCMU", 8000, 0)
     stream = StreamSession(Host(), Call(record=record, state=CallState.ANSWERED),
-                           StreamParams(stream_id="s1", stream_url=url, stream_track=track),
+                           StreamParams(stream_id="s1", stream_url=url, stream_track=track,
+                                        stream_codec=codec),
                            clock=asyncio.get_running_loop().time, **options)
     return stream, media
 
@@ -211,5 +212,30 @@ async def test_both_tracks_go_out_one_write_per_tick_in_order() -> None:
                        ("outbound", "4", 104), ("outbound", "5", 105)]
         assert [f["sequence_number"] for f in c.frames[1:]] == [str(i) for i in range(1, 10)]
         assert stream.counters.frames_sent == 9
+        stream.detach("hangup")
+        await asyncio.wait_for(c.closed.wait(), 5)
+
+
+async def test_a_transcoded_stream_encodes_in_its_task_not_on_the_media_path() -> None:
+    async with consumer() as c:
+        stream, media = session(c.url, codec="L16")
+        stream.attach(media)
+        stream.start()
+        await c.until(lambda c: bool(c.of("start")))
+        ws = stream._ws
+        assert ws is not None
+        writes = 0
+        writelines = ws.transport.writelines
+
+        def counting(data: list[bytes]) -> None:
+            nonlocal writes
+            writes += 1
+            writelines(data)
+
+        ws.transport.writelines = counting  # type: ignore[method-assign]
+        media.hub.push_inbound("a", bytes(320), 0.0)
+        assert writes == 0  # left to the task
+        await c.until(lambda c: len(c.of("media")) == 1)
+        assert writes == 1 and len(base64.b64decode(c.of("media")[0]["media"]["payload"])) == 640
         stream.detach("hangup")
         await asyncio.wait_for(c.closed.wait(), 5)
