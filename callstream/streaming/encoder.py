@@ -15,6 +15,14 @@ its WebSocket is open: the queue then holds the call's audio from the first word
 until ``start`` has gone out, and the session flushes it in order (docs/streaming.md,
 "From the first word").
 
+One write per tick. With ``both_tracks`` the two frames of a tick do not arrive together
+on the pass-through path: an inbound packet comes when the socket delivers it, the
+outbound one when the pacer sends it. So ``wake`` (the sender's cue) fires for an inbound
+item, and an outbound item waits for the next inbound one to go with it — at most one
+tick: a second outbound item wakes the sender itself (the caller is silent). The
+consumer gets the frames in the same order with the same content; an outbound frame may
+reach it up to 20 ms later than before, an inbound one never later.
+
 The hub callbacks only append to one bounded queue (rule 1 of the design: the media
 path never waits), :func:`queue_items` long: ``CALLSTREAM_STREAM_BUFFER_SECS`` of
 the stream's track(s). When the consumer is slow the **oldest** item is dropped and
@@ -67,7 +75,8 @@ class StreamEncoder:
         track: ``inbound``, ``outbound`` or ``both``.
         codec: the stream's codec (``MediaFormat.codec``).
         clock: the hub clock, to time packets (frames carry their own time).
-        wake: called when the queue goes from empty to non-empty.
+        wake: called when queued items should go out: once until the next
+            :meth:`drain` (see "One write per tick" above for ``both`` tracks).
         on_drop: called with the drop total each time an item is dropped.
     """
 
@@ -82,13 +91,16 @@ class StreamEncoder:
         on_drop: Callable[[int], None] | None = None,
         max_items: int = QUEUE_ITEMS,
     ) -> None:
-        self._queue: deque[tuple[str, bytes, float]] = deque()
+        self._queue: deque[Chunk] = deque()
         self._max = max_items
         self._clock = clock
         self._wake = wake
         self._on_drop = on_drop
         self.dropped = 0
         self.captured = 0
+        self._pair = track is Track.BOTH
+        self._woken = False  # wake called since the last drain
+        self._outbound_waiting = False  # an outbound item waits for its inbound partner
         self.passthrough = codec.name == media.codec and codec.sample_rate == media.sample_rate
         self._payload_type = media.payload_type
         self._transcoders: dict[str, Transcoder] = {}
@@ -102,7 +114,7 @@ class StreamEncoder:
 
     # -- media path (synchronous, never waits) ---------------------------------
 
-    def _put(self, item: tuple[str, bytes, float]) -> None:
+    def _put(self, item: Chunk) -> None:
         queue = self._queue
         if len(queue) >= self._max:
             queue.popleft()
@@ -111,16 +123,21 @@ class StreamEncoder:
                 self._on_drop(self.dropped)
         queue.append(item)
         self.captured += 1
-        if len(queue) == 1:
-            self._wake()
+        if self._woken:
+            return
+        if self._pair and item.track == "outbound" and not self._outbound_waiting:
+            self._outbound_waiting = True
+            return
+        self._woken = True
+        self._wake()
 
     def _on_packet(self, leg: str, track: str, packet: RtpView) -> None:
         # The header was parsed once, by the media session (or built by it).
         if packet.payload_type == self._payload_type and packet.payload_end > packet.payload_start:
-            self._put((track, packet.payload, self._clock()))  # not telephone-event or CN
+            self._put(Chunk(track, packet.payload, self._clock()))  # not telephone-event or CN
 
     def _on_frame(self, frame: AudioFrame) -> None:
-        self._put((frame.track, frame.pcm, frame.time))
+        self._put(Chunk(frame.track, frame.pcm, frame.time))
 
     # -- sender side --------------------------------------------------------------
 
@@ -131,10 +148,11 @@ class StreamEncoder:
         """Take everything queued, encoded for the stream."""
         items = list(self._queue)
         self._queue.clear()
+        self._woken = self._outbound_waiting = False
         if self.passthrough:
-            return [Chunk(*item) for item in items]
-        return [Chunk(track, self._transcoders[track].transcode(pcm), t)
-                for track, pcm, t in items]
+            return items
+        transcoders = self._transcoders
+        return [Chunk(track, transcoders[track].transcode(pcm), t) for track, pcm, t in items]
 
     def close(self) -> None:
         self._sub.close()

@@ -78,10 +78,14 @@ class StreamCounters:
             self._live = True
             ACTIVE.inc()
 
-    def sent_frame(self, payload_bytes: int) -> None:
-        self.frames_sent += 1
-        self._frames.inc()
-        ALL_FRAMES_SENT.inc()
+    def sent(self, frames: int, payload_bytes: int = 0) -> None:
+        """``frames`` went out in one write, ``payload_bytes`` of audio in them.
+
+        Counted per write, not per frame: a Prometheus ``inc`` takes a lock.
+        """
+        self.frames_sent += frames
+        self._frames.inc(frames)
+        ALL_FRAMES_SENT.inc(frames)
         if payload_bytes:
             self.bytes_sent += payload_bytes
             self._bytes.inc(payload_bytes)

@@ -104,6 +104,7 @@ from callstream.streaming.protocol import (
     media_format,
 )
 from callstream.streaming.reconnect import CLEAN_CLOSE_CODES, WINDOW_PASSED, reconnect
+from callstream.streaming.writer import can_write_now, send_frames, write_now
 from callstream.timefmt import iso_now
 
 __all__ = ["StreamParams", "StreamSession", "StreamState"]
@@ -229,8 +230,10 @@ class StreamSession:
         self._ws: ClientConnection | None = None
         self._encoder: StreamEncoder | None = None
         self._playback: PlaybackLike | None = None
-        self._control: deque[Callable[[], str]] = deque()
+        self._control: deque[Callable[[], bytes]] = deque()
         self._wakeup = asyncio.Event()
+        #: The socket the media path writes to itself (start sent, still streaming).
+        self._live: ClientConnection | None = None
         self._media_ready = asyncio.Event()
         self._connected = asyncio.Event()
         self._stop_sent = asyncio.Event()  # our stop frame went out (or never will)
@@ -266,7 +269,7 @@ class StreamSession:
         track = Track.parse(self.params.stream_track)
         self._capture_started = self._clock()
         self._encoder = StreamEncoder(media, track, self.format.codec, clock=self._clock,
-                                      wake=self._wakeup.set, on_drop=self._dropped,
+                                      wake=self._wake_sender, on_drop=self._dropped,
                                       max_items=queue_items(self._buffer_secs, track))
         self._media_ready.set()
 
@@ -321,6 +324,7 @@ class StreamSession:
         return [("streaming.stopped", self._stream_fields())]
 
     def _release_media(self) -> None:
+        self._live = None
         if self._encoder is not None:
             self.counters.dropped(self._encoder.dropped)
             self._encoder.close()
@@ -386,7 +390,7 @@ class StreamSession:
                  self.id, params.stream_url, (self._clock() - started) * 1000.0,
                  params.stream_track, ", bidirectional" if params.bidirectional else "",
                  extra=self._log_fields())
-        await ws.send(FrameBuilder.connected(params.stream_auth_token))
+        await send_frames(ws, [FrameBuilder.connected(params.stream_auth_token)])
         if self.media is None:
             self.state = StreamState.WAITING
         self._connected.set()
@@ -402,8 +406,8 @@ class StreamSession:
             return
         # Media timestamps count from when capture began: the buffered audio comes first.
         began = self._capture_started if self._capture_started is not None else self._clock()
-        await ws.send(self._frames.start(self._start_details(), began))
-        self.counters.sent_frame(0)
+        await send_frames(ws, [self._frames.start(self._start_details(), began)])
+        self.counters.sent(1)
         self._backlog_until = self._clock()
         if params.bidirectional:
             self._playback = self._make_playback()
@@ -429,6 +433,8 @@ class StreamSession:
         self._pings.clear()
         self._prober = loop.create_task(self._probe(ws))
         try:
+            await self._send_pending(ws)  # what was captured before start (or a resume)
+            self._live = ws
             while not self._stop_requested and self._gone is None:
                 await self._wakeup.wait()
                 self._wakeup.clear()
@@ -436,6 +442,8 @@ class StreamSession:
         except ConnectionClosed as exc:
             if not self._stop_requested:
                 return close_code(exc)
+        finally:
+            self._live = None
         return None if self._stop_requested else self._gone
 
     async def _resume(self, code: int) -> ClientConnection | None:
@@ -452,7 +460,7 @@ class StreamSession:
         params = self.params
         headers = {AUTH_HEADER: params.stream_auth_token} if params.stream_auth_token else None
         deadline = self._clock() + window
-        resume: str | None = None  # the resumed start, numbered once
+        resume: bytes | None = None  # the resumed start, numbered once
         while True:
             ws = await reconnect(lambda: self._open(params.stream_url, headers),
                                  deadline - self._clock(), clock=self._clock,
@@ -464,11 +472,10 @@ class StreamSession:
             self._ws = ws
             encoder = self._encoder
             try:
-                await ws.send(FrameBuilder.connected(params.stream_auth_token))
                 replayed = len(encoder) if encoder is not None else 0
                 if resume is None:
                     resume = self._frames.restart(self._start_details())
-                await ws.send(resume)
+                await send_frames(ws, [FrameBuilder.connected(params.stream_auth_token), resume])
             except ConnectionClosed:  # dropped again at once: try again in the same window
                 ws.transport.abort()
                 self._ws = None
@@ -476,7 +483,7 @@ class StreamSession:
             break
         if encoder is not None:
             self.counters.dropped(encoder.dropped, reconnecting=True)
-        self.counters.sent_frame(0)
+        self.counters.sent(1)
         self.counters.resumed(replayed)
         self._backlog_until = self._clock()
         self.state = StreamState.STREAMING
@@ -542,7 +549,25 @@ class StreamSession:
         self._control.append(lambda: self._frames.event(event))
         self._wakeup.set()
 
-    async def _send_pending(self, ws: ClientConnection) -> None:
+    def _wake_sender(self) -> None:
+        """From the media path (the encoder has frames to go): write them from here when
+        they are the wire's payloads (no encoding to do on the media path) and the socket
+        takes them without a wait; else the task encodes and sends them."""
+        ws = self._live
+        encoder = self._encoder
+        if (ws is not None and encoder is not None and encoder.passthrough
+                and not self._control and can_write_now(ws)):
+            frames, audio = self._take_pending()  # none while the consumer reads behind
+            if frames:
+                write_now(ws, frames)
+                self.counters.sent(len(frames), audio)
+        else:
+            self._wakeup.set()
+
+    def _take_pending(self) -> tuple[list[bytes], int]:
+        """Every frame ready, media first, and the audio bytes they carry."""
+        out: list[bytes] = []
+        audio = 0
         encoder = self._encoder
         now = self._clock()
         if encoder is not None and len(encoder) and not self._consumer_behind(now):
@@ -555,13 +580,21 @@ class StreamSession:
                 if backlog_until < chunk.time < cutoff:
                     overdue += 1  # live audio too old to be worth hearing now
                     continue
-                await ws.send(frames.media(chunk.track, chunk.payload, chunk.time))
-                self.counters.sent_frame(len(chunk.payload))
+                out.append(frames.media(chunk.track, chunk.payload, chunk.time))
+                audio += len(chunk.payload)
             if overdue:
                 self._overdue(overdue)
-        while self._control:
-            await ws.send(self._control.popleft()())
-            self.counters.sent_frame(0)
+        control = self._control
+        while control:
+            out.append(control.popleft()())
+        return out, audio
+
+    async def _send_pending(self, ws: ClientConnection) -> None:
+        """Everything ready in one write (both tracks of a tick: one), waiting for room."""
+        frames, audio = self._take_pending()
+        if frames:
+            await send_frames(ws, frames)
+            self.counters.sent(len(frames), audio)
 
     def _consumer_behind(self, now: float) -> bool:
         """The consumer reads too far behind: hold back (and look again in
@@ -725,8 +758,9 @@ class StreamSession:
                 try:
                     await self._send_pending(ws)
                     rec = self.call.record
-                    await ws.send(self._frames.stop(self.host.account_id, rec.call_control_id))
-                    self.counters.sent_frame(0)
+                    await send_frames(
+                        ws, [self._frames.stop(self.host.account_id, rec.call_control_id)])
+                    self.counters.sent(1)
                 finally:
                     self._stop_sent.set()
                 await self._grace(ws)

@@ -75,3 +75,42 @@ def test_drops_are_reported_as_they_happen() -> None:
         hub.push_packet("a", Track.INBOUND, rtp(0, False, seq, 0, 7, bytes(160)), 0.0)
         assert reported == list(range(1, max(seq - 1, 0) + 1))
     assert enc.dropped == 3
+
+
+def test_both_tracks_wake_once_per_tick_for_the_pair() -> None:
+    """An outbound frame waits for the inbound one of the next packet (one write for the
+    two); a second outbound frame without an inbound one wakes the sender itself."""
+    hub, media = _leg()
+    wakes: list[list[str]] = []
+    enc = StreamEncoder(media, Track.BOTH, PCMU, clock=lambda: 0.0,
+                        wake=lambda: wakes.append([c.track for c in enc.drain()]))
+
+    def packet(track: Track, seq: int) -> None:
+        hub.push_packet("a", track, rtp(0, False, seq, 160 * seq, 7, bytes(160)), 0.0)
+
+    packet(Track.OUTBOUND, 1)  # the pacer's send of tick 1
+    assert wakes == []
+    packet(Track.INBOUND, 1)  # the caller's packet, a moment later
+    packet(Track.OUTBOUND, 2)
+    packet(Track.INBOUND, 2)
+    packet(Track.OUTBOUND, 3)
+    packet(Track.OUTBOUND, 4)  # the caller went quiet: no more than one tick's wait
+    assert wakes == [["outbound", "inbound"], ["outbound", "inbound"],
+                     ["outbound", "outbound"]]
+
+
+def test_one_track_wakes_for_each_frame_once_drained() -> None:
+    hub, media = _leg()
+    wakes = 0
+
+    def wake() -> None:
+        nonlocal wakes
+        wakes += 1
+
+    enc = StreamEncoder(media, Track.OUTBOUND, PCMU, clock=lambda: 0.0, wake=wake)
+    for seq in range(3):
+        hub.push_packet("a", Track.OUTBOUND, rtp(0, False, seq, 0, 7, bytes(160)), 0.0)
+    assert wakes == 1  # not drained yet: the sender is already on its way
+    assert len(enc.drain()) == 3
+    hub.push_packet("a", Track.OUTBOUND, rtp(0, False, 4, 0, 7, bytes(160)), 0.0)
+    assert wakes == 2

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import json
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from callstream.media.codecs import G722, L16, PCMA, PCMU
 from callstream.streaming.protocol import FrameBuilder, media_format
@@ -42,6 +45,47 @@ def test_chunks_count_per_track() -> None:
     tracks = ["inbound", "outbound", "inbound", "inbound", "outbound"]
     chunks = [json.loads(frames.media(t, b"x", now=0.0))["media"]["chunk"] for t in tracks]
     assert chunks == ["1", "1", "2", "3", "2"]
+
+
+def media_as_dict(stream_id: str, sequence: int, track: str, chunk: int, timestamp: int,
+                  payload: bytes) -> bytes:
+    """A ``media`` frame as the dict-and-orjson builder made it (the wire to keep)."""
+    return orjson.dumps({
+        "event": "media",
+        "sequence_number": str(sequence),
+        "stream_id": stream_id,
+        "media": {"track": track, "chunk": str(chunk), "timestamp": str(timestamp),
+                  "payload": base64.b64encode(payload).decode("ascii")},
+    })
+
+
+def test_media_frame_bytes_are_exactly_orjsons() -> None:
+    frames = FrameBuilder("6d1f0b5e-2a4c-4f0e-9b1d-3c5e7a9b1d2f", start_time=100.0)
+    got = frames.media("outbound", b"\x00\x7f\xff" * 53, now=100.0204)
+    assert got == media_as_dict("6d1f0b5e-2a4c-4f0e-9b1d-3c5e7a9b1d2f", 1, "outbound", 1, 20,
+                                b"\x00\x7f\xff" * 53)
+    assert got.startswith(b'{"event":"media","sequence_number":"1","stream_id":"6d1f')
+
+
+@given(stream_id=st.text(max_size=40), payload=st.binary(max_size=400),
+       tracks=st.lists(st.sampled_from(["inbound", "outbound"]), min_size=1, max_size=6),
+       start=st.floats(0, 1e6), offset=st.floats(-1.0, 1e5))
+def test_media_frames_match_the_dict_builder_for_any_input(
+        stream_id: str, payload: bytes, tracks: list[str], start: float, offset: float) -> None:
+    """The template escapes a stream id as orjson does, clamps early audio to 0 and
+    counts chunks per track: byte for byte what the dict builder sent."""
+    frames = FrameBuilder(stream_id, start_time=start)
+    chunks = {"inbound": 0, "outbound": 0}
+    for sequence, track in enumerate(tracks, 1):
+        chunks[track] += 1
+        timestamp = max(0, round((start + offset - start) * 1000))
+        assert frames.media(track, payload, start + offset) == media_as_dict(
+            stream_id, sequence, track, chunks[track], timestamp, payload)
+
+
+def test_media_refuses_an_unknown_track() -> None:
+    with pytest.raises(KeyError):
+        FrameBuilder("sid").media('in"bound', b"x", 0.0)
 
 
 @pytest.mark.parametrize(("stream_codec", "call", "encoding", "rate"), [

@@ -85,10 +85,10 @@ def test_echo_and_error_frames_are_numbered_like_every_frame() -> None:
     frames = FrameBuilder("sid")
     frames.start({}, now=0.0)
     assert frames.event(MarkEcho("m")) == (
-        '{"event":"mark","sequence_number":"2","stream_id":"sid","mark":{"name":"m"}}')
+        b'{"event":"mark","sequence_number":"2","stream_id":"sid","mark":{"name":"m"}}')
     assert frames.event(ErrorReport(StreamErrorCode.INVALID_MEDIA, "bad")) == (
-        '{"event":"error","sequence_number":"3","stream_id":"sid","payload":'
-        '{"code":100004,"title":"invalid_media","detail":"bad"}}')
+        b'{"event":"error","sequence_number":"3","stream_id":"sid","payload":'
+        b'{"code":100004,"title":"invalid_media","detail":"bad"}}')
 
 
 JSON = st.recursive(

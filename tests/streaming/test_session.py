@@ -99,7 +99,8 @@ async def consumer(**options: Any) -> AsyncIterator[Consumer]:
         yield c
 
 
-def session(url: str, **options: Any) -> tuple[StreamSession, LegMedia]:
+def session(url: str, *, track: str = "inbound_track", codec: str = "default",
+            **options: Any) -> tuple[StreamSession, LegMedia]:
     record = CallRecord(
         call_control_id="v3:stream-test", call_leg_id="leg", call_session_id="session",
         connection_id="default", direction="incoming", from_="+15550001111",
@@ -109,7 +110,8 @@ def session(url: str, **options: Any) -> tuple[StreamSession, LegMedia]:
     hub.add_leg("a", 8000)
     media = LegMedia(hub, "a", "PCMU", 8000, 0)
     stream = StreamSession(Host(), Call(record=record, state=CallState.ANSWERED),
-                           StreamParams(stream_id="s1", stream_url=url),
+                           StreamParams(stream_id="s1", stream_url=url, stream_track=track,
+                                        stream_codec=codec),
                            clock=asyncio.get_running_loop().time, **options)
     return stream, media
 
@@ -194,6 +196,48 @@ async def test_live_audio_older_than_the_bound_is_dropped_and_the_head_is_not() 
         assert stream.counters.frames_overdue == 3
         assert REGISTRY.get_sample_value("callstream_stream_frames_overdue_total",
                                          {"stream_id": "s1"}) == 3
+
+
+async def test_both_tracks_go_out_one_write_per_tick_in_order() -> None:
+    """Per tick the pacer sends (outbound) and the caller's packet lands (inbound): the
+    pair is written once, from the media path, outbound first as it was captured; with
+    the caller silent, outbound frames still go, a tick late at most."""
+    async with consumer() as c:
+        stream, media = session(c.url, track="both_tracks")
+        stream.attach(media)
+        stream.start()
+        await c.until(lambda c: bool(c.of("start")))
+        ws = stream._ws
+        assert ws is not None
+        writes = 0
+        writelines = ws.transport.writelines
+
+        def counting(data: list[bytes]) -> None:
+            nonlocal writes
+            writes += 1
+            writelines(data)
+
+        ws.transport.writelines = counting  # type: ignore[method-assign]
+        hub = media.hub
+        for n in range(1, 4):
+            hub.push_packet("a", Track.OUTBOUND, RtpView.parse(
+                build_packet(0, False, n, 160 * n, 9, bytes([100 + n]) * 160)), 0.0)
+            assert writes == n - 1  # the outbound frame waits for its inbound partner
+            talk(media, n, 1)
+            assert writes == n  # written at once, from the callback
+        for n in range(4, 6):  # the caller goes quiet
+            hub.push_packet("a", Track.OUTBOUND, RtpView.parse(
+                build_packet(0, False, n, 160 * n, 9, bytes([100 + n]) * 160)), 0.0)
+        assert writes == 4
+        await c.until(lambda c: len(c.of("media")) == 8)
+        got = [(f["media"]["track"], f["media"]["chunk"],
+                base64.b64decode(f["media"]["payload"])[0]) for f in c.of("media")]
+        assert got == [("outbound", "1", 101), ("inbound", "1", 1),
+                       ("outbound", "2", 102), ("inbound", "2", 2),
+                       ("outbound", "3", 103), ("inbound", "3", 3),
+                       ("outbound", "4", 104), ("outbound", "5", 105)]
+        assert [f["sequence_number"] for f in c.frames[1:]] == [str(i) for i in range(1, 10)]
+        assert stream.counters.frames_sent == 9
         stream.detach("hangup")
         await asyncio.wait_for(c.closed.wait(), 5)
 
@@ -309,3 +353,28 @@ async def test_with_a_window_a_stalled_consumer_is_reconnected() -> None:
         assert isinstance(host, Host) and host.events == ["streaming.started"]
         assert stream.counters.reconnects == 1
         stream.detach("hangup")
+
+
+async def test_a_transcoded_stream_encodes_in_its_task_not_on_the_media_path() -> None:
+    async with consumer() as c:
+        stream, media = session(c.url, codec="L16")
+        stream.attach(media)
+        stream.start()
+        await c.until(lambda c: bool(c.of("start")))
+        ws = stream._ws
+        assert ws is not None
+        writes = 0
+        writelines = ws.transport.writelines
+
+        def counting(data: list[bytes]) -> None:
+            nonlocal writes
+            writes += 1
+            writelines(data)
+
+        ws.transport.writelines = counting  # type: ignore[method-assign]
+        media.hub.push_inbound("a", bytes(320), 0.0)
+        assert writes == 0  # left to the task
+        await c.until(lambda c: len(c.of("media")) == 1)
+        assert writes == 1 and len(base64.b64decode(c.of("media")[0]["media"]["payload"])) == 640
+        stream.detach("hangup")
+        await asyncio.wait_for(c.closed.wait(), 5)

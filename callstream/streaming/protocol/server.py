@@ -11,9 +11,13 @@ One :class:`FrameBuilder` per stream owns the counters the frames carry:
   than the frame when audio was buffered before the socket opened), by the hub clock
   when the audio passed [impl, §12.11].
 
-Frames are returned as JSON text ready for ``websocket.send``. :class:`MarkEcho` and
-:class:`ErrorReport` are what bidirectional playback answers with; the builder numbers
-them (:meth:`FrameBuilder.event`).
+Frames are returned as UTF-8 JSON (``bytes``), each the payload of one text message.
+``media`` frames, 50 or 100 a second per stream, are filled into a byte template
+(:data:`MEDIA_TEMPLATE`) instead of going through a dict and ``orjson``; the bytes are
+the same as ``orjson`` makes of the dict (tests/streaming/test_protocol.py checks).
+
+:class:`MarkEcho` and :class:`ErrorReport` are what bidirectional playback answers
+with; the builder numbers them (:meth:`FrameBuilder.event`).
 
 Codec resolution (:func:`media_format`) follows spec §5.2's table: ``default`` is the
 call's codec; ``G722`` reports its 8000 Hz RTP clock rate; ``L16`` is 16 kHz
@@ -24,7 +28,7 @@ AMR-WB is refused earlier, at validation (see docs/streaming.md).
 
 from __future__ import annotations
 
-import base64
+from base64 import b64encode
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +39,7 @@ from callstream.streaming.protocol.errors import StreamErrorCode
 
 __all__ = [
     "AUTH_HEADER",
+    "MEDIA_TEMPLATE",
     "PROTOCOL_VERSION",
     "STREAM_CODECS",
     "SUPPORTED_STREAM_CODECS",
@@ -47,6 +52,10 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = "1.0.0"
+#: A ``media`` frame as ``orjson`` writes its dict, key order included: sequence_number,
+#: stream_id (JSON, quoted), track, chunk, timestamp, payload (base64).
+MEDIA_TEMPLATE = (b'{"event":"media","sequence_number":"%d","stream_id":%b,"media":'
+                  b'{"track":"%b","chunk":"%d","timestamp":"%d","payload":"%b"}}')
 AUTH_HEADER = "x-telnyx-streaming-auth-token"
 #: Every value of ``stream_codec`` the API knows (spec §3.1).
 STREAM_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default")
@@ -127,10 +136,11 @@ class FrameBuilder:
         start_time: the hub clock media timestamps count from (``start`` sets it).
     """
 
-    __slots__ = ("_chunks", "_sequence", "start_time", "stream_id")
+    __slots__ = ("_chunks", "_sequence", "_stream_id_json", "start_time", "stream_id")
 
     def __init__(self, stream_id: str, start_time: float = 0.0) -> None:
         self.stream_id = stream_id
+        self._stream_id_json = orjson.dumps(stream_id)  # escaped once, for the template
         self.start_time = start_time
         self._sequence = 0
         self._chunks = {"inbound": 0, "outbound": 0}
@@ -145,13 +155,13 @@ class FrameBuilder:
         return str(self._sequence)
 
     @staticmethod
-    def connected(auth_token: str | None = None) -> str:
+    def connected(auth_token: str | None = None) -> bytes:
         frame: dict[str, Any] = {"event": "connected", "version": PROTOCOL_VERSION}
         if auth_token:
             frame[AUTH_HEADER] = auth_token  # spec §12.8: header and top-level key
-        return orjson.dumps(frame).decode()
+        return orjson.dumps(frame)
 
-    def start(self, details: dict[str, Any], now: float) -> str:
+    def start(self, details: dict[str, Any], now: float) -> bytes:
         """The ``start`` frame; ``details`` is its ``start`` object (user_id, ids, media_format).
 
         ``now``: the time media timestamps count from.
@@ -160,7 +170,7 @@ class FrameBuilder:
         return self._dump({"event": "start", "sequence_number": self._next(),
                            "stream_id": self.stream_id, "start": details})
 
-    def restart(self, details: dict[str, Any]) -> str:
+    def restart(self, details: dict[str, Any]) -> bytes:
         """``start`` again, on the socket of a reconnect (callstream extension).
 
         ``details`` get ``resumed: true``; the sequence number goes on from the last
@@ -169,35 +179,33 @@ class FrameBuilder:
         return self._dump({"event": "start", "sequence_number": self._next(),
                            "stream_id": self.stream_id, "start": {**details, "resumed": True}})
 
-    def media(self, track: str, payload: bytes, now: float) -> str:
-        self._chunks[track] += 1
-        return self._dump({
-            "event": "media",
-            "sequence_number": self._next(),
-            "stream_id": self.stream_id,
-            "media": {
-                "track": track,
-                "chunk": str(self._chunks[track]),
-                "timestamp": str(max(0, round((now - self.start_time) * 1000))),
-                "payload": base64.b64encode(payload).decode("ascii"),
-            },
-        })
+    def media(self, track: str, payload: bytes, now: float) -> bytes:
+        """A ``media`` frame; ``track`` is ``inbound`` or ``outbound``.
 
-    def dtmf(self, digit: str, occurred_at: str) -> str:
+        Raises:
+            KeyError: any other track (it would not need JSON escaping then).
+        """
+        chunk = self._chunks[track] = self._chunks[track] + 1
+        self._sequence += 1
+        return MEDIA_TEMPLATE % (self._sequence, self._stream_id_json, track.encode(), chunk,
+                                 max(0, round((now - self.start_time) * 1000)),
+                                 b64encode(payload))
+
+    def dtmf(self, digit: str, occurred_at: str) -> bytes:
         return self._dump({"event": "dtmf", "sequence_number": self._next(),
                            "stream_id": self.stream_id, "occurred_at": occurred_at,
                            "dtmf": {"digit": digit}})
 
-    def stop(self, user_id: str, call_control_id: str) -> str:
+    def stop(self, user_id: str, call_control_id: str) -> bytes:
         return self._dump({"event": "stop", "sequence_number": self._next(),
                            "stream_id": self.stream_id,
                            "stop": {"user_id": user_id, "call_control_id": call_control_id}})
 
-    def event(self, event: ServerEvent) -> str:
+    def event(self, event: ServerEvent) -> bytes:
         """A ``mark`` echo or an ``error``, numbered."""
         return self.stamp(event.as_frame())
 
-    def stamp(self, frame: dict[str, Any]) -> str:
+    def stamp(self, frame: dict[str, Any]) -> bytes:
         """Number a frame made elsewhere (a ``mark`` echo, an ``error``) and serialise it."""
         out = {"event": frame.get("event"), "sequence_number": self._next(),
                "stream_id": self.stream_id}
@@ -205,5 +213,5 @@ class FrameBuilder:
         return self._dump(out)
 
     @staticmethod
-    def _dump(frame: dict[str, Any]) -> str:
-        return orjson.dumps(frame).decode()
+    def _dump(frame: dict[str, Any]) -> bytes:
+        return orjson.dumps(frame)

@@ -1,0 +1,64 @@
+"""A stream's socket writes: every frame that is ready goes out in one write.
+
+Each 20 ms tick gives a ``both_tracks`` stream two ``media`` frames (inbound and
+outbound), and a mark echo or a ``dtmf`` may join them. The protocol wants each as its
+own WebSocket message, but nothing asks for one socket write per message:
+:func:`send_frames` frames them all with the ``websockets`` sans-I/O protocol (masking
+included) and hands the transport the lot in one ``writelines`` — one ``send`` system
+call where the library's ``send`` makes one per message, and one flow-control wait
+instead of one per message. The bytes on the wire are the same.
+
+:func:`write_now` is the same without the wait, for the media path itself: when
+:func:`can_write_now` says the socket is open and its buffer below the high-water mark,
+a pass-through stream's frames (no encoding to do) are written at once from the callback
+that captured them — no task to wake, which costs about as much as the framing. When it
+cannot (buffer full, socket closing, a fragmented send under way), the stream's task
+sends them with :func:`send_frames`, which waits for the buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
+
+__all__ = ["can_write_now", "send_frames", "write_now"]
+
+
+def can_write_now(ws: ClientConnection) -> bool:
+    """Whether :func:`write_now` may write: the socket is open (both the protocol and the
+    transport), its write buffer below the high-water mark, no fragmented send under way."""
+    return (not ws.paused and ws.protocol.state is State.OPEN and ws.send_in_progress is None
+            and not ws.transport.is_closing())
+
+
+def write_now(ws: ClientConnection, frames: Sequence[bytes]) -> None:
+    """Write ``frames`` as text messages at once, in one write; only after
+    :func:`can_write_now` said yes, with nothing awaited since."""
+    protocol = ws.protocol
+    for frame in frames:
+        protocol.send_text(frame)
+    ws.transport.writelines(protocol.data_to_send())
+
+
+async def send_frames(ws: ClientConnection, frames: Sequence[bytes]) -> None:
+    """Send each of ``frames`` (UTF-8 JSON) as one text message, in order, in one write.
+
+    Waits while the transport's write buffer is over its high-water mark, as
+    ``ws.send`` does.
+
+    Raises:
+        ConnectionClosed: the socket is closed or closing (nothing was sent).
+    """
+    if not frames:
+        return
+    # send_context checks that the socket is open, and on exit flushes what the protocol
+    # still holds (nothing, here) and waits for the buffer to drain.
+    async with ws.send_context():
+        protocol = ws.protocol
+        for frame in frames:
+            protocol.send_text(frame)
+        # Only our frames are queued: the connection flushes what its reader makes (a
+        # pong, a close) in the same callback, and nothing awaits between here and there.
+        ws.transport.writelines(protocol.data_to_send())
