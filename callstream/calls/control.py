@@ -509,6 +509,14 @@ class CallControl:
                    if rec.owner not in owners_elsewhere]
         if only_own:
             records = [rec for rec in records if rec.owner == self.owner]
+        await self.end_lost(records)
+        return len(records)
+
+    async def end_lost(self, records: list[CallRecord]) -> None:
+        """End calls whose SIP and media died with their process (this node's last one,
+        or a dead node's: :mod:`callstream.cluster`): each one's ended row and its one
+        ``call.hangup`` (``hangup_cause`` ``unspecified``, ``hangup_source`` ``unknown``)
+        commit together."""
         apps: dict[str, Application | None] = {}
         for rec in records:
             if rec.connection_id not in apps:
@@ -535,7 +543,6 @@ class CallControl:
             await self.commit(
                 Change(calls=[ended], events=[call_event(call, "call.hangup", payload, now)])
             )
-        return len(records)
 
     async def hangup_all(self) -> None:
         """Shutdown: hang up every live call so their webhooks are stored before exit."""
