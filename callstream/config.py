@@ -355,14 +355,6 @@ class Settings(BaseSettings):
                              "(CALLSTREAM_NODE_ADDRESS) to the URL other nodes reach it at")
         return self
 
-    @property
-    def advertised_http_url(self) -> str:
-        """Where other nodes send the REST commands for this node's calls."""
-        if self.node_address is not None:
-            return self.node_address.rstrip("/")
-        host, port = self.http_host_port
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
     @model_validator(mode="after")
     def _check_sip_auth(self) -> Settings:
         if (self.sip_auth_username is None) != (self.sip_auth_password is None):

@@ -222,7 +222,8 @@ class Server:
             except ImportError as exc:
                 raise RedisUnavailable("redis_url needs the redis client: pip install "
                                        "'callstream[postgres]'") from exc
-            address = settings.node_address or _bound_url(self._http_sockets[0])
+            address = (settings.node_address.rstrip("/") if settings.node_address
+                       else _bound_url(self._http_sockets[0]))
             self.cluster = await ClusterNode.connect(
                 settings.redis_url, node_id, address, calls,
                 lease_secs=settings.call_lease_secs, scan_secs=settings.failover_scan_secs)

@@ -24,7 +24,7 @@ from redis import Redis
 from callstream.cluster.leases import call_key, node_key
 from tests.e2e.calling import CallerProcess, start_caller
 from tests.e2e.test_postgres import _owners
-from tests.helpers import ServerProcess, running_server
+from tests.helpers import ServerProcess, free_port, free_udp_tcp_port, running_server
 from tests.receiver import Receiver, webhook_receiver
 from tests.store.postgres import PostgresServer
 
@@ -158,3 +158,16 @@ def test_two_nodes_share_calls_through_redis_and_survive_a_kill(
     assert len(ids) == len(set(ids)), "an event was delivered twice"
 
 
+
+
+def test_an_unreachable_redis_fails_the_start_precisely(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens there
+    node = ServerProcess(tmp_path, free_port(), free_udp_tcp_port(), "", env={
+        "CALLSTREAM_DATABASE_URL": postgres.new_database(),
+        "CALLSTREAM_REDIS_URL": f"redis://:secret@127.0.0.1:{port}/0"})
+    with pytest.raises(RuntimeError, match="server exited 1"):
+        node.start()
+    assert f"callstream: cannot reach Redis at 127.0.0.1:{port}" in node.log()
+    assert "secret" not in node.log()
