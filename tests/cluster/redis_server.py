@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A fresh, empty ``redis://127.0.0.1:PORT/0`` for this test."""
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A fresh, empty ``redis://127.0.0.1:PORT/0`` while the block runs."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server not found: install Debian's redis-server "
@@ -55,3 +56,10 @@ def redis_url() -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=20)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private Redis for this test (:func:`private_redis`)."""
+    with private_redis() as url:
+        yield url
