@@ -499,10 +499,11 @@ class CallControl:
         store serves one node (the data dir's lock, :mod:`callstream.store.node_lock`), so
         every live call is such a call, whatever its ``owner``. On a store several nodes
         share, pass ``only_own``: only calls whose ``owner`` is this node's id are ended;
-        the others belong to live nodes (a dead node's calls need owner leases that
-        expire: a later issue). Each one's ended row and its one ``call.hangup`` commit
-        together, so a crash midway leaves the rest alive for the next start, and a second
-        sweep finds none of those already ended. A worker of ``--workers N`` skips the
+        the others belong to live nodes (a dead node's calls are ended by a survivor
+        once its Redis leases expire: :mod:`callstream.cluster.node`). Each one's ended
+        row and its one ``call.hangup`` commit together, so a crash midway leaves the
+        rest alive for the next start, and a second sweep finds none of those already
+        ended. A worker of ``--workers N`` skips the
         calls of ``owners_elsewhere``, its live siblings (callstream/workers/).
         """
         records = [rec for rec in await self.store.list_calls(alive=True)

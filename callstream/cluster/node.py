@@ -94,9 +94,18 @@ class ClusterNode:
 
     async def route(self, call_control_id: str) -> str | None:
         """The address of the node a command for this call goes to, or ``None`` to
-        answer it here (the call is ours, ended, unknown, or its owner is dead)."""
+        answer it here (the call is ours, ended, unknown, its owner is dead, or Redis
+        cannot say)."""
         if call_control_id in self.calls.calls:
             return None
+        try:
+            return await self._owner_address(call_control_id)
+        except (RedisError, OSError) as exc:
+            log.warning("cluster: cannot look up the owner of call %s in Redis: %s",
+                        call_control_id, exc)
+            return None
+
+    async def _owner_address(self, call_control_id: str) -> str | None:
         owner = await self.leases.owner(call_control_id)
         if owner is None:
             # Leases are written on the next renewal: a call younger than that is
