@@ -207,16 +207,9 @@ class Server:
             wake_webhooks=self.webhooks.wake if seat is None else seat.wake_webhooks)
         ACTIVE_CALLS.set_function(lambda: len(calls.calls))
         CALL_LOCKS.set_function(lambda: len(calls.call_locks) + len(calls.dial_locks))
-        # SQLite: one node per store (the node lock), so every live call is an orphan
-        # (but a worker's live siblings' calls). PostgreSQL: other nodes' live calls are
-        # theirs; only this node's are orphans.
-        orphans = await calls.close_orphans(
-            only_own=not self.store.is_sqlite,
-            owners_elsewhere=frozenset() if seat is None else seat.owners_elsewhere)
-        if orphans:
-            log.warning("%d calls of %s were alive when its last process died; "
-                        "ended them (call.hangup sent)", orphans, owner)
         if settings.redis_url is not None:
+            # Alive in Redis before ending orphans: no survivor takes this node's calls
+            # over from now on, and those it took already are not ended twice.
             try:
                 from callstream.cluster.node import ClusterNode
             except ImportError as exc:
@@ -227,6 +220,16 @@ class Server:
             self.cluster = await ClusterNode.connect(
                 settings.redis_url, node_id, address, calls,
                 lease_secs=settings.call_lease_secs, scan_secs=settings.failover_scan_secs)
+        # SQLite: one node per store (the node lock), so every live call is an orphan
+        # (but a worker's live siblings' calls). PostgreSQL: other nodes' live calls are
+        # theirs; only this node's are orphans.
+        orphans = await calls.close_orphans(
+            only_own=not self.store.is_sqlite,
+            owners_elsewhere=frozenset() if seat is None else seat.owners_elsewhere,
+            claim=None if self.cluster is None else self.cluster.leases.claim)
+        if orphans:
+            log.warning("%d calls of %s were alive when its last process died; "
+                        "ended them (call.hangup sent)", orphans, owner)
         if seat is None:  # a worker's webhooks are delivered by its supervisor
             await self.webhooks.start()
         assert self.switch is not None  # built with calls

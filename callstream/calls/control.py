@@ -490,7 +490,8 @@ class CallControl:
         )
 
     async def close_orphans(self, *, only_own: bool = False,
-                            owners_elsewhere: frozenset[str] = frozenset()) -> int:
+                            owners_elsewhere: frozenset[str] = frozenset(),
+                            claim: Callable[[str], Awaitable[bool]] | None = None) -> int:
         """At start-up, end every call the store still has alive; return how many.
 
         This runs before the node takes SIP or HTTP, so a call of this node alive now was
@@ -504,12 +505,16 @@ class CallControl:
         row and its one ``call.hangup`` commit together, so a crash midway leaves the
         rest alive for the next start, and a second sweep finds none of those already
         ended. A worker of ``--workers N`` skips the
-        calls of ``owners_elsewhere``, its live siblings (callstream/workers/).
+        calls of ``owners_elsewhere``, its live siblings (callstream/workers/). With
+        ``claim`` (Redis, :meth:`callstream.cluster.leases.Leases.claim`), a call is ended
+        only if it says so: a survivor may have taken it over while this node was down.
         """
         records = [rec for rec in await self.store.list_calls(alive=True)
                    if rec.owner not in owners_elsewhere]
         if only_own:
             records = [rec for rec in records if rec.owner == self.owner]
+        if claim is not None:
+            records = [rec for rec in records if await claim(rec.call_control_id)]
         await self.end_lost(records)
         return len(records)
 

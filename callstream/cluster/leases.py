@@ -103,6 +103,12 @@ class Leases:
         record = await self.redis.get(node_key(node_id))
         return None if record is None else str(orjson.loads(record)["address"])
 
+    async def claim(self, call_control_id: str) -> bool:
+        """Whether this node may end its own call left alive by its last process: false
+        if a survivor already took it over (:meth:`take_over` sets the same key)."""
+        return bool(await self.redis.set(takeover_key(call_control_id), self.node_id,
+                                          nx=True, ex=TAKEOVER_KEEP_SECS))
+
     async def take_over(self, call_control_id: str, owner: str) -> bool:
         """Whether this node is the one to end ``owner``'s call: true for exactly one
         caller, and only once the call's lease and ``owner``'s liveness have expired."""

@@ -92,3 +92,15 @@ async def test_a_clean_stop_withdraws_the_node_at_once(redis: Redis) -> None:
     await a.renew([])
     await a.withdraw()
     assert await a.address_of("a") is None
+
+
+async def test_a_restarted_owner_and_a_survivor_never_both_end_a_call(redis: Redis) -> None:
+    dead = _node(redis, "a")
+    await dead.renew(["c1", "c2"])
+    survivor = _node(redis, "b")
+    await asyncio.sleep(LEASE + 0.1)
+    assert await survivor.take_over("c1", "a")
+    restarted = _node(redis, "a")
+    assert not await restarted.claim("c1")  # the survivor ended it already
+    assert await restarted.claim("c2")  # its own to end
+    assert not await survivor.take_over("c2", "a")

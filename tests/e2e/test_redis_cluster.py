@@ -4,9 +4,9 @@ A call's REST command sent to the node that does not own it is forwarded to the 
 the answer is the owner's, byte for byte (the same ``command_id`` replayed straight to
 the owner gets the same bytes). ``GET /v2/calls`` on either node lists both nodes' calls.
 Node A is killed with SIGKILL mid-call: its Redis liveness expires, node B ends A's call
-with exactly one ``call.hangup`` (``unspecified``/``unknown``) and delivers it; every
-webhook is delivered once. The figures of the failover (lease expiry, orphan ended) are
-printed (docs/cluster.md, "Redis").
+with exactly one ``call.hangup`` (``unspecified``/``unknown``) and delivers it; A
+restarted does not end it again; every webhook is delivered once. The figures of the
+failover (lease expiry, orphan ended) are printed (docs/cluster.md, "Redis").
 """
 
 from __future__ import annotations
@@ -135,6 +135,10 @@ def test_two_nodes_share_calls_through_redis_and_survive_a_kill(
             assert hangup.payload["hangup_source"] == "unknown"
             assert _owners(db)[call_a] == ("node-a", False)
             assert "node node-a is gone" in b.log()
+
+            # A comes back under its id: B ended its call already, so A does not again.
+            a.start()
+            assert "were alive when its last process died" not in a.log()
 
             # B's call goes on; a command for A's ended call is answered by B itself.
             with b.client() as api:
