@@ -86,6 +86,8 @@ class ClusterNode:
                 # Redis down: leases lapse and survivors may take this node's calls over
                 # (docs/cluster.md); keep trying.
                 log.warning("cluster: Redis: %s", exc)
+            except Exception:  # a store error: the next period tries again
+                log.exception("cluster: %s failed", getattr(job, "__name__", job))
 
     async def renew(self) -> None:
         live = set(self.calls.calls)
