@@ -76,6 +76,7 @@ def serve(
     At info it logs one line per call event (received, answered, ended with its
     cause), stream, fork, transcription and failed webhook attempt (docs/logging.md).
     """
+    from callstream.cluster.exceptions import RedisUnavailable
     from callstream.listening import ListenError
     from callstream.node_id import InvalidNodeId
     from callstream.server import run_server
@@ -94,7 +95,7 @@ def serve(
     except WorkersError as exc:
         typer.echo(f"callstream: {exc}", err=True)
         raise typer.Exit(1) from exc
-    except (StoreUnavailable, InvalidNodeId) as exc:
+    except (StoreUnavailable, InvalidNodeId, RedisUnavailable) as exc:
         typer.echo(f"callstream: {exc}", err=True)
         raise typer.Exit(1) from exc
     except ListenError as exc:

@@ -66,6 +66,20 @@ class Settings(BaseSettings):
         None, pattern=NODE_ID_PATTERN, description="This node's name, recorded on the calls "
         "it owns and on its webhook leases; default: generated once and kept in the data "
         "dir's node-id file.")
+    redis_url: str | None = Field(
+        None, description="redis://HOST:PORT/DB: nodes on one PostgreSQL store keep call "
+        "ownership leases and liveness there, forward a call's REST commands to its owner "
+        "and end a dead node's calls (docs/cluster.md, \"Redis\").")
+    node_address: str | None = Field(
+        None, description="The HTTP URL other nodes reach this node's API at (kept in its "
+        "Redis liveness record); default http://<http setting>.")
+    call_lease_secs: float = Field(
+        6.0, ge=1, le=10, description="With Redis: how long a call's ownership lease and the "
+        "node's liveness record last unless renewed (every third of it); a dead node's "
+        "calls are ended after this plus failover_scan_secs.")
+    failover_scan_secs: float = Field(
+        2.0, ge=0.2, le=30, description="With Redis: how often a node looks for live calls "
+        "of nodes whose liveness record has expired, to end them.")
     sqlite_inline: bool = Field(
         True, description="Run SQLite statements on the event loop (fast; see "
         "store/inline_sqlite.py) rather than in aiosqlite's thread.")
@@ -334,6 +348,24 @@ class Settings(BaseSettings):
                 f"sip {self.sip} listens on every interface: set media_address "
                 "(CALLSTREAM_MEDIA_ADDRESS) to the address peers reach this host at; it goes "
                 "in Via, Contact and SDP")
+        return self
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> Settings:
+        if self.redis_url is None:
+            return self
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must be redis://, rediss:// or unix://, got "
+                             f"{self.redis_url.split('://')[0]}://…")
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            raise ValueError("redis_url coordinates nodes that share a PostgreSQL store: "
+                             "set database_url (CALLSTREAM_DATABASE_URL) to postgresql://…")
+        if self.workers != 1:
+            raise ValueError("redis_url is for single-process nodes: with --workers the "
+                             "owner of a call is a worker, not a node")
+        if self.node_address is None and self.http_host_port[0] in ("", "0.0.0.0", "::"):
+            raise ValueError(f"http {self.http} listens on every interface: set node_address "
+                             "(CALLSTREAM_NODE_ADDRESS) to the URL other nodes reach it at")
         return self
 
     @model_validator(mode="after")

@@ -24,3 +24,12 @@ HTTP_LIMITED = Counter(
     "HTTP connections and requests refused by a limit (docs/security/limits.md)",
     ["limit"],
 )
+FAILOVER_ENDED = Counter(
+    "callstream_failover_calls_ended_total",
+    "Calls of dead nodes this node ended (Redis leases expired; docs/cluster.md)",
+)
+HTTP_FORWARDED = Counter(
+    "callstream_http_forwarded_total",
+    "REST commands forwarded to the node that owns the call (docs/cluster.md, \"Redis\")",
+    ["result"],
+)

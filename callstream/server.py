@@ -23,14 +23,18 @@ import signal
 import socket
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from callstream.api.app import create_app
+from callstream.api.auth import ASGIApp
 from callstream.api.http_protocol import HttpLimits, LimitedHttpProtocol
 from callstream.api.render import ApiReceipts
 from callstream.api.services import Services
 from callstream.calls.control import CallControl, CallParts
+from callstream.cluster.exceptions import RedisUnavailable
+from callstream.cluster.forward import OwnerForwarding
 from callstream.config import Settings
 from callstream.console.feed import ConsoleFeed
 from callstream.console.sessions import ConsoleSessions
@@ -55,6 +59,9 @@ from callstream.webhooks.worker import WebhookWorker
 from callstream.webrtc.gateway import WebRtcGateway
 from callstream.workers.seat import WorkerSeat
 from callstream.workers.sip_relay import RelayedSipTransport
+
+if TYPE_CHECKING:
+    from callstream.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +175,7 @@ class Server:
         self._http_sockets: list[socket.socket] = []
         self._checks: asyncio.Task[None] | None = None
         self.console: ConsoleFeed | None = None
+        self.cluster: ClusterNode | None = None  # with redis_url (callstream.cluster)
 
     async def start(self) -> None:
         settings = self.settings
@@ -199,14 +207,28 @@ class Server:
             wake_webhooks=self.webhooks.wake if seat is None else seat.wake_webhooks)
         ACTIVE_CALLS.set_function(lambda: len(calls.calls))
         CALL_LOCKS.set_function(lambda: len(calls.call_locks) + len(calls.dial_locks))
+        if settings.redis_url is not None:
+            # Alive in Redis before ending orphans: no survivor takes this node's calls
+            # over from now on, and those it took already are not ended twice.
+            try:
+                from callstream.cluster.node import ClusterNode
+            except ImportError as exc:
+                raise RedisUnavailable("redis_url needs the redis client: pip install "
+                                       "'callstream[postgres]'") from exc
+            address = (settings.node_address.rstrip("/") if settings.node_address
+                       else _bound_url(self._http_sockets[0]))
+            self.cluster = await ClusterNode.connect(
+                settings.redis_url, node_id, address, calls,
+                lease_secs=settings.call_lease_secs, scan_secs=settings.failover_scan_secs)
         # SQLite: one node per store (the node lock), so every live call is an orphan
         # (but a worker's live siblings' calls). PostgreSQL: other nodes' live calls are
         # theirs; only this node's are orphans.
         orphans = await calls.close_orphans(
             only_own=not self.store.is_sqlite,
-            owners_elsewhere=frozenset() if seat is None else seat.owners_elsewhere)
+            owners_elsewhere=frozenset() if seat is None else seat.owners_elsewhere,
+            claim=None if self.cluster is None else self.cluster.leases.claim)
         if orphans:
-            log.warning("%d calls of %s were alive when its last process died; "
+            log.warning("%d calls of node %s were alive when its last process died; "
                         "ended them (call.hangup sent)", orphans, owner)
         if seat is None:  # a worker's webhooks are delivered by its supervisor
             await self.webhooks.start()
@@ -226,8 +248,12 @@ class Server:
             forks=self.forks, transcriptions=self.transcriptions, webrtc=self.webrtc,
             console_sessions=console_sessions, console_feed=self.console)
         host, port = settings.http_host_port
+        app: ASGIApp = create_app(services)
+        if self.cluster is not None:
+            app = OwnerForwarding(app, self.cluster.route, node_id,
+                                  max_body_size=settings.http_max_body_size)
         config = uvicorn.Config(
-            create_app(services),
+            app,
             host=host,
             port=port,
             log_config=None,
@@ -257,6 +283,8 @@ class Server:
             token = services.console_sessions.issue_link(time.monotonic())
             # One-time login link, valid console_login_link_ttl_secs (docs/console.md).
             log.info("console: %s/console?token=%s", console_base_url(settings.http), token)
+        if self.cluster is not None:
+            self.cluster.start()
         if self.seat is None:  # the supervisor runs them once for its workers
             self._checks = asyncio.create_task(
                 start_checks(self.store, settings, default_app), name="start-checks")
@@ -302,6 +330,8 @@ class Server:
             await self.http.shutdown()
         for sock in self._http_sockets:
             sock.close()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.webhooks is not None and self.seat is None:
             await self.webhooks.stop()
         if self.node_id_lock is not None:
@@ -349,7 +379,7 @@ class Server:
         try:
             try:
                 await self.start()
-            except (ListenError, StoreInUse):
+            except (ListenError, StoreInUse, RedisUnavailable):
                 await self.stop()  # what started before the port or lock that failed
                 raise
             assert self.http is not None
@@ -367,6 +397,11 @@ class Server:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+
+def _bound_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def run_server(settings: Settings) -> None:

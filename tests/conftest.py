@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.redis_server import redis_url  # noqa: F401 - a private Redis per test
 from tests.helpers import ServerProcess, running_server
 from tests.store.postgres import postgres  # noqa: F401 - the session's private PostgreSQL
 

@@ -130,3 +130,26 @@ def test_stream_reconnect_and_latency_bound_settings(monkeypatch: pytest.MonkeyP
                       ("stream_latency_bound_secs", 0.01)):
         with pytest.raises(ValidationError, match=name):
             Settings(**{name: bad})
+
+
+PG = "postgresql://cs@127.0.0.1/cs"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"redis_url": "redis://127.0.0.1/0"}, "share a PostgreSQL store"),
+        ({"redis_url": "http://127.0.0.1/0", "database_url": PG}, "redis_url must be redis://"),
+        ({"redis_url": "redis://127.0.0.1/0", "database_url": PG, "workers": 2},
+         "single-process nodes"),
+        ({"redis_url": "redis://127.0.0.1/0", "database_url": PG, "http": "0.0.0.0:8080"},
+         "set node_address"),
+        ({"call_lease_secs": 11}, "call_lease_secs"),
+        ({"call_lease_secs": 0.5}, "call_lease_secs"),
+        ({"failover_scan_secs": 0.1}, "failover_scan_secs"),
+    ],
+)
+def test_bad_cluster_settings(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**fields)  # type: ignore[arg-type]
+

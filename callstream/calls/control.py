@@ -490,7 +490,8 @@ class CallControl:
         )
 
     async def close_orphans(self, *, only_own: bool = False,
-                            owners_elsewhere: frozenset[str] = frozenset()) -> int:
+                            owners_elsewhere: frozenset[str] = frozenset(),
+                            claim: Callable[[str], Awaitable[bool]] | None = None) -> int:
         """At start-up, end every call the store still has alive; return how many.
 
         This runs before the node takes SIP or HTTP, so a call of this node alive now was
@@ -499,16 +500,29 @@ class CallControl:
         store serves one node (the data dir's lock, :mod:`callstream.store.node_lock`), so
         every live call is such a call, whatever its ``owner``. On a store several nodes
         share, pass ``only_own``: only calls whose ``owner`` is this node's id are ended;
-        the others belong to live nodes (a dead node's calls need owner leases that
-        expire: a later issue). Each one's ended row and its one ``call.hangup`` commit
-        together, so a crash midway leaves the rest alive for the next start, and a second
-        sweep finds none of those already ended. A worker of ``--workers N`` skips the
-        calls of ``owners_elsewhere``, its live siblings (callstream/workers/).
+        the others belong to live nodes (a dead node's calls are ended by a survivor
+        once its Redis leases expire: :mod:`callstream.cluster.node`). Each one's ended
+        row and its one ``call.hangup`` commit together, so a crash midway leaves the
+        rest alive for the next start, and a second sweep finds none of those already
+        ended. A worker of ``--workers N`` skips the
+        calls of ``owners_elsewhere``, its live siblings (callstream/workers/). With
+        ``claim`` (Redis, :meth:`callstream.cluster.leases.Leases.claim`), a call is ended
+        only if it says so: a survivor may have taken it over while this node was down.
         """
         records = [rec for rec in await self.store.list_calls(alive=True)
                    if rec.owner not in owners_elsewhere]
         if only_own:
             records = [rec for rec in records if rec.owner == self.owner]
+        if claim is not None:
+            records = [rec for rec in records if await claim(rec.call_control_id)]
+        await self.end_lost(records)
+        return len(records)
+
+    async def end_lost(self, records: list[CallRecord]) -> None:
+        """End calls whose SIP and media died with their process (this node's last one,
+        or a dead node's: :mod:`callstream.cluster`): each one's ended row and its one
+        ``call.hangup`` (``hangup_cause`` ``unspecified``, ``hangup_source`` ``unknown``)
+        commit together."""
         apps: dict[str, Application | None] = {}
         for rec in records:
             if rec.connection_id not in apps:
@@ -535,7 +549,6 @@ class CallControl:
             await self.commit(
                 Change(calls=[ended], events=[call_event(call, "call.hangup", payload, now)])
             )
-        return len(records)
 
     async def hangup_all(self) -> None:
         """Shutdown: hang up every live call so their webhooks are stored before exit."""

@@ -30,6 +30,7 @@ import httptools
 import orjson
 
 from callstream.api.http_protocol import HttpLimits, error_message
+from callstream.http_fetch import fetch
 from callstream.metrics import HTTP_LIMITED
 from callstream.workers.metrics_merge import merge_expositions
 from callstream.workers.routing import METRICS, call_of_path
@@ -208,7 +209,7 @@ class FrontConnection(asyncio.Protocol):
         if not ports:
             self._refuse("no worker is running")
             return
-        answers = await asyncio.gather(*(_fetch(port, request) for port in ports),
+        answers = await asyncio.gather(*(fetch("127.0.0.1", port, request) for port in ports),
                                        return_exceptions=True)
         heads_bodies = [a for a in answers if not isinstance(a, BaseException)]
         if not heads_bodies:
@@ -279,22 +280,6 @@ class FrontConnection(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-
-async def _fetch(port: int, request: bytes) -> tuple[bytes, bytes]:
-    """One request to a worker on a connection of its own: (head, body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return head, await reader.readexactly(length)
-    finally:
-        writer.close()
 
 
 def front_factory(directory: WorkerDirectory,

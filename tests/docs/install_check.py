@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Debian package → the program it puts on PATH.
 APT_PROGRAMS = {"sip-tester": "sipp", "chromium": "chromium", "nodejs": "node", "npm": "npm",
-                "sox": "sox", "tshark": "tshark", "ffmpeg": "ffmpeg"}
+                "sox": "sox", "tshark": "tshark", "ffmpeg": "ffmpeg",
+                "kamailio": "kamailio", "postgresql": "pg_ctlcluster", "espeak-ng": "espeak-ng",
+                "redis-server": "redis-server"}
 
 
 def which(program: str) -> str | None:

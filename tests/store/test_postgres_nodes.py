@@ -186,3 +186,18 @@ async def test_one_node_id_runs_in_one_process_at_a_time(
     await same.acquire(b.engine)
     await same.release()
     await other.release()
+
+
+async def test_a_dead_nodes_leased_events_are_delivered_by_the_other(
+    two_nodes: tuple[SqlStore, SqlStore],
+) -> None:
+    """Node A leases a call's events and dies (never settles nor renews): once the lease
+    runs out, node B claims them all, in order; before that, none (docs/cluster.md)."""
+    a, b = two_nodes
+    ids = await enqueue(a, *(event(URL, "orphan-call") for _ in range(3)))
+    now = time.time()
+    held = await Outbox(a).claim("A", now, lease_secs=30, max_keys=4, max_events=10)
+    assert [i.seq for i in held] == sorted(i.seq for i in held) and len(held) == len(ids)
+    assert await Outbox(b).claim("B", now + 29, lease_secs=30, max_keys=4, max_events=10) == []
+    taken = await Outbox(b).claim("B", now + 31, lease_secs=30, max_keys=4, max_events=10)
+    assert [i.seq for i in taken] == [i.seq for i in held]
