@@ -35,6 +35,10 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--autoplay-policy=no-user-gesture-required"]
 
+#: The rate of each stream codec (the bot echoes what it gets, so it plays at that rate:
+#: L16 streams are 16 kHz, and ``stream_bidirectional_sampling_rate`` defaults to 8000;
+#: the SDK's ``answer`` does not name that field yet).
+STREAM_RATES = {"L16": 16000, "PCMU": 8000}
 #: Page side: a gated 1 kHz oscillator into a MediaStream, and a worklet that stamps
 #: (AudioContext time) the first sample of a burst that comes back.
 SETUP_JS = """async () => {
@@ -161,7 +165,8 @@ def main() -> None:
         rig.hooks.wait_event("call.initiated", ccid)
         rig.sdk.calls.actions.answer(
             ccid, stream_url=bot.url, stream_track="inbound_track", stream_codec=args.codec,
-            stream_bidirectional_mode="rtp", stream_bidirectional_codec=args.codec)
+            stream_bidirectional_mode="rtp", stream_bidirectional_codec=args.codec,
+            extra_body={"stream_bidirectional_sampling_rate": STREAM_RATES[args.codec]})
         rig.hooks.wait_event("call.answered", ccid, timeout=60)
         bot.wait_connection(timeout=60)
         page.evaluate("() => (" + LISTEN_JS + ")(window.call.remoteStream)")
