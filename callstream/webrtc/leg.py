@@ -109,7 +109,9 @@ class HubTrack(MediaStreamTrack):
         late = now - self._deadline
         if late > MAX_CATCH_UP_SECS:
             # A stall: the overdue frames are dropped (counted), not queued behind.
-            self.dropped_frames += int(late / FRAME_SECS)
+            missed = int(late / FRAME_SECS)
+            self.dropped_frames += missed
+            self._leg.skip(missed)
             self._deadline = now
         elif late < 0:
             await asyncio.sleep(-late)
@@ -187,6 +189,12 @@ class WebRtcLeg:
                 packet = RtpView.of_built(self._outbound.packet(pcm))
                 self.hub.push_packet(self.name, Track.OUTBOUND, packet, now)
         return pcm
+
+    def skip(self, frames: int) -> None:
+        """The sender missed ``frames`` pulls: the hub's sources drop that much audio, so
+        what the browser hears stays on time rather than as late as the stall was long."""
+        if self.answered and not self.closed:
+            self.hub.skip(frames)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and self._reader is None:
