@@ -1,6 +1,6 @@
 """Mouth-to-ear latency a browser hears through callstream (not collected by pytest).
 
-Run: ``python bench/webrtc_latency.py [--bursts 15] [--json out.json]``
+Run: ``python bench/webrtc_latency.py [--bursts 20] [--json out.json]``
 
 Headless Chromium (Debian's /usr/bin/chromium via Playwright) sends 100 ms tone bursts
 from a Web Audio graph and times, on the same AudioContext clock, when each comes back:
@@ -8,12 +8,14 @@ from a Web Audio graph and times, on the same AudioContext clock, when each come
 * **direct** — two RTCPeerConnections in the page, one sending to the other: the
   browser's own path (capture, Opus, jitter buffer, playout into Web Audio);
 * **callstream** — a call with ``/static/callstream-webrtc.js`` to a real server whose
-  application answered with a bidirectional stream (PCMU both ways) to a WebSocket bot
-  that sends every inbound frame straight back (its own time: the bot's ``reply`` is
-  inline, microseconds).
+  application answered with a bidirectional stream (``--codec``: L16, the leg's own
+  16 kHz, or PCMU, both ways) to a WebSocket bot that sends each frame of a burst straight
+  back (its own time: the bot's ``reply`` is inline, microseconds).
 
 callstream's added latency is the difference of the medians: browser -> hub -> stream
--> bot -> playback -> hub -> browser, less what the browser costs on its own.
+-> bot -> playback -> hub -> browser, less what the browser costs on its own; "steady"
+takes the last half of the bursts, once the browser's jitter buffer has drained what the
+call's set-up left in it.
 """
 
 from __future__ import annotations
@@ -157,7 +159,12 @@ def fmt(value: float | None) -> str:
 
 def summary(values: list[float | None], jitter_ms: float | None) -> dict[str, Any]:
     got = sorted(v for v in values if v is not None)
+    # The last half: after the browser's jitter buffer has drained what the call's
+    # set-up left in it (docs/webrtc.md, "Figures").
+    steady = sorted(v for v in values[len(values) // 2:] if v is not None)
     return {"bursts": len(values), "heard": len(got), "browser_jitter_buffer_ms": jitter_ms,
+            "first_ms": values[0] if values else None,
+            "steady_median_ms": statistics.median(steady) if steady else None,
             "median_ms": statistics.median(got) if got else None,
             "p90_ms": got[int(0.9 * (len(got) - 1))] if got else None,
             "min_ms": got[0] if got else None, "all_ms": values}
@@ -165,7 +172,7 @@ def summary(values: list[float | None], jitter_ms: float | None) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bursts", type=int, default=15)
+    parser.add_argument("--bursts", type=int, default=20)
     parser.add_argument("--codec", default="L16", choices=["L16", "PCMU"],
                         help="the stream's codec both ways (L16: the leg's own, no resampling)")
     parser.add_argument("--json")
@@ -213,15 +220,20 @@ def main() -> None:
     direct, through = results["direct"]["median_ms"], results["callstream"]["median_ms"]
     if direct is not None and through is not None:
         results["added_ms"] = through - direct
-    print(f"{'path':<12} {'heard':>6} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} "
-          f"{'browser jitter buffer ms':>25}")
+    direct, through = (results[name]["steady_median_ms"] for name in ("direct", "callstream"))
+    if direct is not None and through is not None:
+        results["added_steady_ms"] = through - direct
+    print(f"{'path':<12} {'heard':>6} {'first ms':>9} {'median ms':>10} {'p90 ms':>8} "
+          f"{'min ms':>8} {'steady ms':>10} {'browser jitter buffer ms':>25}")
     for name in ("direct", "callstream"):
         row = results[name]
-        print(f"{name:<12} {row['heard']:>3}/{row['bursts']:<2} {fmt(row['median_ms']):>10} "
-              f"{fmt(row['p90_ms']):>8} {fmt(row['min_ms']):>8} "
-              f"{fmt(row['browser_jitter_buffer_ms']):>25}")
+        print(f"{name:<12} {row['heard']:>3}/{row['bursts']:<2} {fmt(row['first_ms']):>9} "
+              f"{fmt(row['median_ms']):>10} {fmt(row['p90_ms']):>8} {fmt(row['min_ms']):>8} "
+              f"{fmt(row['steady_median_ms']):>10} {fmt(row['browser_jitter_buffer_ms']):>25}")
     if "added_ms" in results:
         print(f"added by callstream (median): {results['added_ms']:.1f} ms")
+    if "added_steady_ms" in results:
+        print(f"added by callstream (steady median): {results['added_steady_ms']:.1f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -15,7 +15,8 @@ Between the hub and aiortc's Opus (48 kHz) sit the converters of
   ticks the hub, converts the leg's frame to 48 kHz and hands it to the Opus
   encoder; nothing to play is silence. Pulls keep to a 20 ms grid: a
   late pull is served at once, up to :data:`MAX_CATCH_UP_SECS` behind; beyond that the
-  overdue frames are dropped and counted, so delay cannot creep.
+  overdue frames are dropped and counted, and the RTP timestamps skip them, so delay
+  cannot creep, here or in the browser's jitter buffer.
 
 DTMF: the browser's ``RTCDTMFSender`` sends RFC 4733 telephone-event packets,
 which aiortc does not decode. :func:`enable_telephone_event` lets aiortc's
@@ -61,8 +62,11 @@ log = logging.getLogger(__name__)
 
 HUB_FRAME_BYTES = 2 * HUB_RATE // FRAMES_PER_SECOND
 FRAME_SECS = 1 / FRAMES_PER_SECOND
-#: A pull this late is served at once (frames back to back); later, the overdue frames go.
+#: A pull this late is served at once (frames back to back); later, the overdue frames go
+#: and the RTP timestamps jump with them: a frame sent that late with the next timestamp
+#: would tell the browser's jitter buffer to hold that much more, for many seconds after.
 MAX_CATCH_UP_SECS = 5 * FRAME_SECS
+OPUS_FRAME_SAMPLES = OPUS_RATE // FRAMES_PER_SECOND
 #: What call.answered reports of the wire.
 WIRE_MEDIA = {"codec": "OPUS", "sampling_rate": OPUS_RATE}
 _TIME_BASE = fractions.Fraction(1, OPUS_RATE)
@@ -108,10 +112,12 @@ class HubTrack(MediaStreamTrack):
         self._deadline = now if self._deadline is None else self._deadline + FRAME_SECS
         late = now - self._deadline
         if late > MAX_CATCH_UP_SECS:
-            # A stall: the overdue frames are dropped (counted), not queued behind.
+            # A stall: the overdue frames are dropped (counted), not queued behind, and
+            # what follows carries the timestamp of when it is sent.
             missed = int(late / FRAME_SECS)
             self.dropped_frames += missed
             self._leg.skip(missed)
+            self._pts += missed * OPUS_FRAME_SAMPLES
             self._deadline = now
         elif late < 0:
             await asyncio.sleep(-late)

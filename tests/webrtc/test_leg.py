@@ -14,6 +14,8 @@ from callstream.media.hub import MediaHub, QueueSource
 from callstream.webrtc.audio import HUB_RATE
 from callstream.webrtc.leg import (
     FRAME_SECS,
+    MAX_CATCH_UP_SECS,
+    OPUS_FRAME_SAMPLES,
     RECEIVE_PREFETCH,
     WebRtcLeg,
     shorten_jitter_buffer,
@@ -80,10 +82,26 @@ async def test_a_stalled_sender_skips_the_overdue_audio_instead_of_playing_it_la
     source.feed(bytes(2 * HUB_RATE * 5))  # 5 s to play
     leg.hub.add_source(leg.name, source)
     leg.answered = True
-    await leg.track.recv()
+    first = await leg.track.recv()
     assert leg.track._deadline is not None
     leg.track._deadline -= 0.5  # the sender's last pull was half a second ago
-    await leg.track.recv()
-    missed = int((0.5 - FRAME_SECS) / FRAME_SECS)
-    assert leg.track.dropped_frames >= missed
-    assert source.skipped_frames == leg.track.dropped_frames
+    after = await leg.track.recv()
+    missed = leg.track.dropped_frames
+    assert missed >= int((0.5 - FRAME_SECS) / FRAME_SECS)
+    assert source.skipped_frames == missed
+    # The browser sees a gap in the timestamps, not a frame late for its own.
+    assert after.pts - first.pts == (1 + missed) * OPUS_FRAME_SAMPLES
+
+
+async def test_a_pull_less_than_the_catch_up_late_is_served_at_once_and_drops_nothing(
+        leg: WebRtcLeg) -> None:
+    source = QueueSource(HUB_RATE)
+    source.feed(bytes(2 * HUB_RATE))
+    leg.hub.add_source(leg.name, source)
+    leg.answered = True
+    first = await leg.track.recv()
+    assert leg.track._deadline is not None
+    leg.track._deadline -= MAX_CATCH_UP_SECS / 2
+    after = await leg.track.recv()
+    assert leg.track.dropped_frames == 0 and source.skipped_frames == 0
+    assert after.pts - first.pts == OPUS_FRAME_SAMPLES

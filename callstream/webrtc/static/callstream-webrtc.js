@@ -97,8 +97,6 @@
   //   audio       an <audio> element to play the call in (autoplay)
   //   iceServers  RTCIceServer list (default: none, enough on loopback and LANs)
   //   query       with apiKey: {connection_id, from, to}
-  //   jitterBufferTarget  ms the browser buffers what it hears before playing it
-  //               (default 0: as little as the network allows; where supported)
   async function call(options) {
     const server = options.server || "";
     const ownsLocal = !options.stream;
@@ -106,10 +104,6 @@
     const pc = new RTCPeerConnection({ iceServers: options.iceServers || [] });
     const remote = new MediaStream();
     pc.addEventListener("track", (event) => {
-      // Play as early as the network allows: Chromium's jitter buffer otherwise starts
-      // high and grows to ride out a burst, and stays there (docs/webrtc.md, "Figures").
-      const target = options.jitterBufferTarget ?? 0;
-      if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = target;
       remote.addTrack(event.track);
       if (options.audio) options.audio.srcObject = remote;
     });
