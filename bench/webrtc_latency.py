@@ -203,6 +203,10 @@ def main() -> None:
             window.call = await CallstreamWebRTC.call({ token, stream: window.bench.dest.stream });
             return window.call.callControlId;
         }""", token)
+        # Play the call from its first packet, as a page's <audio> would: a track nobody
+        # plays piles its packets up in Chromium's jitter buffer, which then takes many
+        # seconds to drain (that was most of the first bursts' delay before).
+        page.evaluate("() => (" + LISTEN_JS + ")(window.call.remoteStream)")
         rig.hooks.wait_event("call.initiated", ccid)
         rig.sdk.calls.actions.answer(
             ccid, stream_url=bot.url, stream_track="inbound_track", stream_codec=args.codec,
@@ -210,7 +214,6 @@ def main() -> None:
             extra_body={"stream_bidirectional_sampling_rate": STREAM_RATES[args.codec]})
         rig.hooks.wait_event("call.answered", ccid, timeout=60)
         bot.wait_connection(timeout=60)
-        page.evaluate("() => (" + LISTEN_JS + ")(window.call.remoteStream)")
         time.sleep(1.0)
         bursts = page.evaluate(BURSTS_JS, args.bursts)
         results["callstream"] = summary(bursts, page.evaluate(JITTER_JS, page.evaluate_handle(
