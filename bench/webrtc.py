@@ -32,7 +32,8 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from callstream.media.codecs import G722, PCMU
 from callstream.media.hub import MediaHub, QueueSource, Track
-from callstream.webrtc.leg import HUB_RATE, WebRtcLeg
+from callstream.webrtc.audio import HUB_RATE
+from callstream.webrtc.leg import WebRtcLeg
 from callstream.webrtc.offer import check_offer
 
 

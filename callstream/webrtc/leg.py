@@ -1,18 +1,22 @@
 """One browser's peer connection as a leg of a media hub.
 
-The hub sees an ordinary leg at :data:`HUB_RATE` (16 kHz, the L16 rate): taps,
-streams, forks, transcription and bridges work on it unchanged. Between the hub
-and aiortc's Opus (48 kHz) sit our own :class:`~callstream.media.codecs.resample.Resampler`\\ s:
+The hub sees an ordinary leg at :data:`~callstream.webrtc.audio.HUB_RATE` (16 kHz,
+the L16 rate): taps, streams, forks, transcription and bridges work on it unchanged.
+Between the hub and aiortc's Opus (48 kHz) sit the converters of
+:mod:`callstream.webrtc.audio` (libswresample, ~1 ms of delay each way):
 
 * **inbound** — a task reads the browser's decoded audio (aiortc hands 20 ms
-  frames, 48 kHz, stereo), takes one channel, converts it to 16 kHz and pushes
+  frames, 48 kHz, stereo), converts it to mono 16 kHz and pushes
   each 20 ms frame into the hub; the same audio goes to packet taps as L16 RTP
-  (so a fork or an L16 stream gets the bytes a SIP L16 leg would give them);
+  (so a fork or an L16 stream gets the bytes a SIP L16 leg would give them).
+  aiortc's receive jitter buffer waits for :data:`RECEIVE_PREFETCH` packets beyond
+  the one it hands out (its default, 4, is 80 ms before the first byte reaches us);
 * **outbound** — aiortc's sender pulls :class:`HubTrack` every 20 ms; each pull
   ticks the hub, converts the leg's frame to 48 kHz and hands it to the Opus
   encoder; nothing to play is silence. Pulls keep to a 20 ms grid: a
   late pull is served at once, up to :data:`MAX_CATCH_UP_SECS` behind; beyond that the
-  overdue frames are dropped and counted, so delay cannot creep.
+  overdue frames are dropped and counted, and the RTP timestamps skip them, so delay
+  cannot creep, here or in the browser's jitter buffer.
 
 DTMF: the browser's ``RTCDTMFSender`` sends RFC 4733 telephone-event packets,
 which aiortc does not decode. :func:`enable_telephone_event` lets aiortc's
@@ -31,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import av
-import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -40,6 +43,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.codecs import CODECS
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
@@ -47,27 +51,31 @@ from aiortc.rtp import RtpPacket
 from callstream.calls.features import LegMedia
 from callstream.media.codecs import FRAMES_PER_SECOND, L16_16K_PT
 from callstream.media.codecs.pcm import byteswap
-from callstream.media.codecs.resample import Resampler
 from callstream.media.dtmf import DtmfDetector, TelephoneEvent
 from callstream.media.exceptions import DtmfParseError
 from callstream.media.hub import MediaHub, Track
 from callstream.media.rtp import RtpView, build_packet
+from callstream.webrtc.audio import HUB_RATE, OPUS_RATE, FromBrowser, ToBrowser
 from callstream.webrtc.offer import Offer
 
 log = logging.getLogger(__name__)
 
-#: The leg's rate in the hub (L16/16 kHz: wideband, and a byte swap from RTP).
-HUB_RATE = 16000
-#: Opus's rate, which aiortc decodes to and encodes from.
-OPUS_RATE = 48000
 HUB_FRAME_BYTES = 2 * HUB_RATE // FRAMES_PER_SECOND
-OPUS_FRAME_SAMPLES = OPUS_RATE // FRAMES_PER_SECOND
 FRAME_SECS = 1 / FRAMES_PER_SECOND
-#: A pull this late is served at once (frames back to back); later, the overdue frames go.
+#: A pull this late is served at once (frames back to back); later, the overdue frames go
+#: and the RTP timestamps jump with them: a frame sent that late with the next timestamp
+#: would tell the browser's jitter buffer to hold that much more, for many seconds after.
 MAX_CATCH_UP_SECS = 5 * FRAME_SECS
+OPUS_FRAME_SAMPLES = OPUS_RATE // FRAMES_PER_SECOND
 #: What call.answered reports of the wire.
 WIRE_MEDIA = {"codec": "OPUS", "sampling_rate": OPUS_RATE}
 _TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+#: Packets aiortc's audio jitter buffer holds beyond the one it hands out (its own
+#: default: 4, i.e. 80 ms). One rides out reordering by a packet; a browser paces its
+#: packets evenly, and what jitter there is the hub's tick absorbs.
+RECEIVE_PREFETCH = 1
+#: aiortc's audio jitter buffer size (packets), kept as aiortc 1.16 has it.
+RECEIVE_CAPACITY = 16
 
 
 def enable_telephone_event() -> None:
@@ -91,7 +99,7 @@ class HubTrack(MediaStreamTrack):
     def __init__(self, leg: WebRtcLeg) -> None:
         super().__init__()
         self._leg = leg
-        self._resampler = Resampler(HUB_RATE, OPUS_RATE)
+        self._converter = ToBrowser()
         self._deadline: float | None = None
         self._pts = 0
         self.dropped_frames = 0
@@ -104,13 +112,17 @@ class HubTrack(MediaStreamTrack):
         self._deadline = now if self._deadline is None else self._deadline + FRAME_SECS
         late = now - self._deadline
         if late > MAX_CATCH_UP_SECS:
-            # A stall: the overdue frames are dropped (counted), not queued behind.
-            self.dropped_frames += int(late / FRAME_SECS)
+            # A stall: the overdue frames are dropped (counted), not queued behind, and
+            # what follows carries the timestamp of when it is sent.
+            missed = int(late / FRAME_SECS)
+            self.dropped_frames += missed
+            self._leg.skip(missed)
+            self._pts += missed * OPUS_FRAME_SAMPLES
             self._deadline = now
         elif late < 0:
             await asyncio.sleep(-late)
         # else a little late (a busy loop, the encoder's thread): catch up back to back
-        pcm = self._resampler.process(self._leg.tick(loop.time()))
+        pcm = self._converter.process(self._leg.tick(loop.time()))
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
         frame.planes[0].update(pcm)
         frame.sample_rate = OPUS_RATE
@@ -162,6 +174,7 @@ class WebRtcLeg:
                 transceiver.sender.replaceTrack(self.track)
                 transceiver.direction = "sendrecv"
                 self._intercept_dtmf(transceiver.receiver)
+                shorten_jitter_buffer(transceiver.receiver)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
 
@@ -183,12 +196,18 @@ class WebRtcLeg:
                 self.hub.push_packet(self.name, Track.OUTBOUND, packet, now)
         return pcm
 
+    def skip(self, frames: int) -> None:
+        """The sender missed ``frames`` pulls: the hub's sources drop that much audio, so
+        what the browser hears stays on time rather than as late as the stall was long."""
+        if self.answered and not self.closed:
+            self.hub.skip(frames)
+
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read(track))
 
     async def _read(self, track: MediaStreamTrack) -> None:
-        resampler = Resampler(OPUS_RATE, HUB_RATE)
+        converter = FromBrowser()
         pending = bytearray()
         loop = asyncio.get_running_loop()
         while True:
@@ -198,10 +217,7 @@ class WebRtcLeg:
                 break
             if not isinstance(frame, av.AudioFrame):
                 continue
-            samples = frame.to_ndarray()  # packed s16: one row, channels interleaved
-            channels = len(frame.layout.channels)
-            mono = np.ascontiguousarray(samples[0, ::channels], dtype="<i2")
-            pending += resampler.process(mono.tobytes())
+            pending += converter.process(frame)
             while len(pending) >= HUB_FRAME_BYTES:
                 pcm = bytes(pending[:HUB_FRAME_BYTES])
                 del pending[:HUB_FRAME_BYTES]
@@ -256,6 +272,19 @@ class WebRtcLeg:
         self._closing.add_done_callback(_log_failure)
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
+
+
+def shorten_jitter_buffer(receiver: Any) -> None:
+    """Give an aiortc audio receiver a jitter buffer of :data:`RECEIVE_PREFETCH` packets.
+
+    aiortc 1.16 (pinned) makes ``JitterBuffer(capacity=16, prefetch=4)`` in the
+    receiver's constructor, with no setting; this swaps it before the first packet.
+    """
+    attribute = "_RTCRtpReceiver__jitter_buffer"
+    if not isinstance(getattr(receiver, attribute, None), JitterBuffer):
+        raise RuntimeError("aiortc's RTCRtpReceiver has no jitter buffer where 1.16 has it")
+    setattr(receiver, attribute, JitterBuffer(capacity=RECEIVE_CAPACITY,
+                                              prefetch=RECEIVE_PREFETCH))
 
 
 class _Packetizer:

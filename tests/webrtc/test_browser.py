@@ -28,6 +28,8 @@ pytestmark = pytest.mark.slow
 
 #: The bot's tone, sent as PCMU when its stream starts.
 BOT_TONE_HZ = 1000.0
+#: The page's tone in the L16 echo test.
+ECHO_TONE_HZ = 700.0
 #: The SIP caller's tone in the bridge test.
 SIP_TONE_HZ = 600.0
 
@@ -148,6 +150,53 @@ def test_browser_call_streams_transcribes_dtmf_and_hangs_up(rig: Rig, page: Page
         hangup = rig.hooks.wait_event("call.hangup", ccid, timeout=30)
         assert hangup.payload["hangup_source"] == "caller"
         assert hangup.payload["hangup_cause"] == "normal_clearing"
+
+
+def echo_bot(consumer: Consumer, conn: Connection, frame: dict[str, Any]) -> list[str]:
+    """Send every inbound media frame straight back."""
+    media = frame.get("media")
+    if frame.get("event") == "media" and isinstance(media, dict):
+        return [json.dumps({"event": "media", "media": {"payload": media["payload"]}})]
+    return []
+
+
+def test_an_l16_bot_echo_reaches_the_browser_at_its_own_pitch(rig: Rig, page: Page) -> None:
+    # The page sends a tone (not the microphone) and hears what an L16 bot echoes. The
+    # stream's L16 is the leg's 16 kHz: a bot that plays it back declares that rate
+    # (stream_bidirectional_sampling_rate defaults to 8000, which would play the echo an
+    # octave low and twice as long, so its queue and delay would grow without end).
+    with rig.server.client() as api:
+        reply = api.post("/v2/webrtc/tokens", json={"from": "echo", "to": "bot"})
+    assert reply.status_code == 201, reply.text
+    ccid: str = page.evaluate(
+        """async ([token, hz]) => {
+            const context = new AudioContext();
+            const osc = context.createOscillator();
+            osc.frequency.value = hz;
+            const dest = context.createMediaStreamDestination();
+            osc.connect(dest);
+            osc.start();
+            window.audio = new Audio(); window.audio.autoplay = true;
+            window.call = await CallstreamWebRTC.call(
+                {token, stream: dest.stream, audio: window.audio});
+            return window.call.callControlId;
+        }""", [reply.json()["data"]["token"], ECHO_TONE_HZ])
+    with ws_consumer() as bot:
+        bot.reply = echo_bot
+        rig.hooks.wait_event("call.initiated", ccid)
+        rig.sdk.calls.actions.answer(
+            ccid, stream_url=bot.url, stream_track="inbound_track", stream_codec="L16",
+            stream_bidirectional_mode="rtp", stream_bidirectional_codec="L16",
+            extra_body={"stream_bidirectional_sampling_rate": 16000})
+        stream = bot.wait_connection(timeout=60)
+        stream.wait_for(lambda c: len(c.of("media")) > 50, timeout=60)
+        (start,) = stream.of("start")
+        assert start["start"]["media_format"] == {
+            "encoding": "L16", "sample_rate": 16000, "channels": 1}
+        wait_heard(page, ECHO_TONE_HZ)
+        assert not stream.of("error")
+        page.evaluate("window.call.hangUp()")
+        rig.hooks.wait_event("call.hangup", ccid, timeout=30)
 
 
 def test_browser_leg_bridged_to_a_sip_leg_carries_audio_both_ways(
