@@ -22,7 +22,9 @@ from callstream.outbound.policy import (
     OutboundPolicy,
     parse_networks,
 )
-from callstream.streaming.reconnect import MAX_RECONNECT_SECS
+
+#: Upper bound of ``stream_reconnect_seconds`` and ``CALLSTREAM_STREAM_RECONNECT_SECS``.
+MAX_RECONNECT_SECS = 60.0
 
 #: Inbound SIP is accepted from these networks unless configured otherwise: this
 #: host only. Open it to your callers' networks (docs/security/sip-admission.md).

@@ -25,7 +25,6 @@ __all__ = [
     "CLEAN_CLOSE_CODES",
     "FIRST_DELAY",
     "MAX_DELAY",
-    "MAX_RECONNECT_SECS",
     "WINDOW_PASSED",
     "backoff",
     "reconnect",
@@ -33,8 +32,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Upper bound of ``stream_reconnect_seconds`` and ``CALLSTREAM_STREAM_RECONNECT_SECS``.
-MAX_RECONNECT_SECS = 60.0
 #: Wait before the first attempt; each later one waits twice as long, up to MAX_DELAY.
 FIRST_DELAY = 0.1
 MAX_DELAY = 2.0

@@ -24,8 +24,8 @@ from callstream.api.schemas.common import CommandBody
 from callstream.api.schemas.fields import HttpUrl, JsonNumber, WsUrl
 from callstream.calls.exceptions import MissingParameter
 from callstream.calls.requests import StreamingStart, StreamingStop, StreamSpec, TexmlCallback
+from callstream.config import MAX_RECONNECT_SECS
 from callstream.media.codecs import OPUS_SAMPLE_RATES
-from callstream.streaming.reconnect import MAX_RECONNECT_SECS
 
 # No maintained library gives both AMR-WB directions (docs/streaming.md says why).
 UNSUPPORTED = ("AMR-WB",)
