@@ -347,6 +347,11 @@ async def scrape_all(ports: list[int], key: str) -> dict[str, float]:
     return out
 
 
+#: How long /metrics may take to answer and close (a server that keeps the connection
+#: open would otherwise hold the bench forever).
+SCRAPE_TIMEOUT_S = 15.0
+
+
 async def scrape(api_port: int, key: str) -> dict[str, float]:
     """The server's /metrics as {'name{labels}': value}."""
     reader, writer = await asyncio.open_connection("127.0.0.1", api_port)
@@ -354,8 +359,13 @@ async def scrape(api_port: int, key: str) -> dict[str, float]:
         f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
         "Connection: close\r\n\r\n".encode()
     )
-    raw = await reader.read()
-    writer.close()
+    try:
+        raw = await asyncio.wait_for(reader.read(), SCRAPE_TIMEOUT_S)
+    except TimeoutError:
+        raise RuntimeError(f"/metrics on port {api_port}: no whole answer (closed) within "
+                           f"{SCRAPE_TIMEOUT_S:g} s") from None
+    finally:
+        writer.close()
     out: dict[str, float] = {}
     for line in raw.split(b"\r\n\r\n", 1)[-1].decode().splitlines():
         if line and not line.startswith("#"):

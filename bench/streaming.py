@@ -90,6 +90,8 @@ LISTEN_AFTER_S = 3.0
 IDLE_S = 2.0
 #: How often SIPp's log is read for answered calls (the callers' start delay).
 LOG_POLL_S = 0.002
+#: How often the server is checked for life while SIPp runs.
+SERVER_POLL_S = 0.5
 #: The server's RTP ports (the callers' sockets are ephemeral ones).
 RTP_PORTS = ("40000", "49999")
 WORKLOADS = ("inbound", "voice-ai")
@@ -712,21 +714,21 @@ class Bench:
             hold_ms = int((args.duration + LISTEN_AFTER_S) * 1000)
             limit = calls / args.rate + args.duration + 60
             wall0 = time.monotonic()
-            sipp = await asyncio.create_subprocess_exec(
-                SIPP, "-sf", "streaming.xml", "-inf", "calls.csv", "-i", "127.0.0.1",
-                "-p", str(free_udp_tcp_port()), "-mp", str(media_ports(free_udp_tcp_port())),
-                "-r", str(args.rate), "-rp", "1000", "-m", str(calls), "-l", str(calls),
-                "-d", str(hold_ms), "-s", "+15550002222", "-nostdin",
-                "-timeout", str(int(limit)), "-timeout_error", "-trace_err", "-trace_logs",
-                "-trace_rtt", "-rtt_freq", "1", "-max_socket", "50000",
-                f"127.0.0.1:{server.sip_port}",
-                cwd=workdir, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
+            with (workdir / "sipp.stderr").open("wb") as sipp_err:  # SIPp keeps its copy
+                sipp = await asyncio.create_subprocess_exec(
+                    SIPP, "-sf", "streaming.xml", "-inf", "calls.csv", "-i", "127.0.0.1",
+                    "-p", str(free_udp_tcp_port()), "-mp", str(media_ports(free_udp_tcp_port())),
+                    "-r", str(args.rate), "-rp", "1000", "-m", str(calls), "-l", str(calls),
+                    "-d", str(hold_ms), "-s", "+15550002222", "-nostdin",
+                    "-timeout", str(int(limit)), "-timeout_error", "-trace_err", "-trace_logs",
+                    "-trace_rtt", "-rtt_freq", "1", "-max_socket", "50000",
+                    f"127.0.0.1:{server.sip_port}",
+                    cwd=workdir, stdout=asyncio.subprocess.DEVNULL, stderr=sipp_err)
             cpu.follow("sipp", sipp.pid)
             spy = await self.start_pyspy(server.proc.pid, workdir.name)
             log = workdir / f"streaming_{sipp.pid}_logs.log"
             tasks.append(loop.create_task(callers.follow_log(log, stop)))
-            await sipp.wait()
+            await wait_calls(sipp, server, callers, log, workdir)
             res.wall_s = round(time.monotonic() - wall0, 1)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -780,6 +782,39 @@ class Bench:
             await loop.run_in_executor(None, server.stop)
             os.sched_setaffinity(0, self.all_cores)
         return res
+
+
+async def wait_calls(sipp: asyncio.subprocess.Process, server: ServerProcess,
+                     callers: Callers, log: Path, workdir: Path) -> None:
+    """Wait for SIPp to end its calls; fail at once if the server dies meanwhile, or if
+    SIPp ends without a call answered or on an error of its own (calls never placed)."""
+    assert server.proc is not None
+    while sipp.returncode is None:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{workdir.name}: the server exited {server.proc.returncode} "
+                               f"while the calls ran:\n{tail(server.log())}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sipp.wait(), SERVER_POLL_S)
+    callers.read_log(log)  # the last ANSWERED lines
+    # SIPp: 0 every call succeeded, 1 some failed (a figure of the run), else it gave up.
+    if sipp.returncode in (0, 1) and callers.answered:
+        return
+    raise RuntimeError(sipp_failure(sipp.returncode, callers, server, workdir))
+
+
+def sipp_failure(code: int | None, callers: Callers, server: ServerProcess,
+                 workdir: Path) -> str:
+    """Why the calls did not run: what SIPp and the server said."""
+    traces = [workdir / "sipp.stderr", *workdir.glob("streaming_*_errors.log")]
+    said = "\n".join(f"{path.name}:\n{tail(path.read_text(errors='replace'))}"
+                     for path in traces if path.exists() and path.stat().st_size)
+    return (f"{workdir.name}: SIPp exited {code} with {callers.answered} of "
+            f"{len(callers.calls)} calls answered (see {workdir}):\n{said or 'no SIPp output'}"
+            f"\nserver log:\n{tail(server.log())}")
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.splitlines()[-lines:])
 
 
 COLUMNS = [

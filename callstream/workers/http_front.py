@@ -121,6 +121,7 @@ class FrontConnection(asyncio.Protocol):
         self.url = bytearray()
         self.refused = False  # the current request was answered here (503)
         self.merging = False  # the current request is /metrics: asked of every worker
+        self.keep_alive = True  # the current request lets the connection stay open
         self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,6 +187,7 @@ class FrontConnection(asyncio.Protocol):
         self.target = None
         self.refused = False
         self.merging = False
+        self.keep_alive = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -195,6 +197,9 @@ class FrontConnection(asyncio.Protocol):
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
+        # Answers made here (merged /metrics, 503s) must close a `Connection: close`
+        # (or HTTP/1.0) request's connection themselves: its client reads to the end.
+        self.keep_alive = self.parser.should_keep_alive()
         url = bytes(self.url)
         if url.partition(b"?")[0] == METRICS:
             self.merging = True
@@ -217,15 +222,15 @@ class FrontConnection(asyncio.Protocol):
             return
         for head, body in heads_bodies:
             if not head.startswith(b"HTTP/1.1 200"):
-                self.answer(head + body)
+                self._answer_here(head + body)
                 return
         merged = merge_expositions([*(body.decode() for _, body in heads_bodies),
                                     self.directory.own_metrics()]).encode()
         head = heads_bodies[0][0]
         lines = [line for line in head.split(b"\r\n")
                  if line and not line.lower().startswith(b"content-length:")]
-        self.answer(b"\r\n".join(lines) + b"\r\ncontent-length: "
-                    + str(len(merged)).encode() + b"\r\n\r\n" + merged)
+        self._answer_here(b"\r\n".join(lines) + b"\r\ncontent-length: "
+                          + str(len(merged)).encode() + b"\r\n\r\n" + merged)
 
     def _route(self, call_id: str | None) -> None:
         port = self.directory.port_for(call_id)
@@ -239,8 +244,13 @@ class FrontConnection(asyncio.Protocol):
 
     def _refuse(self, detail: str) -> None:
         self.refused = True
-        if self.transport is not None:
-            self.transport.write(_unavailable(detail))
+        self._answer_here(_unavailable(detail))
+
+    def _answer_here(self, data: bytes) -> None:
+        """An answer made by the front, not a worker's passed through."""
+        self.answer(data)
+        if not self.keep_alive:
+            self._close()
 
     def _connect(self, port: int) -> _Upstream:
         upstream = _Upstream(self, port)

@@ -3,10 +3,13 @@ every figure the issues judge by, with sane values (a smoke run, not a measureme
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,9 @@ import numpy as np
 import pytest
 
 from bench.stream_consumer import ID_BYTES, frame_id, parse_id
-from bench.streaming import TICK, Callers, Result, Sampler, analyse
+from bench.streaming import TICK, Callers, Result, Sampler, analyse, wait_calls
 from callstream.media.codecs import PCMU
+from tests.helpers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS, DURATION_S = 2, 3.0
@@ -107,6 +111,56 @@ def test_two_calls_report_every_figure(tmp_path: Path) -> None:
             assert row["outbound_track_frames"] > 0 and row["unmarked_packets_heard"] >= 0
         else:
             assert all(row[name] is None for name in ECHO), row
+
+
+def _stand_in_server(tmp_path: Path, code: str) -> ServerProcess:
+    """The process the bench watches as its server (only its life and log matter here)."""
+    server = ServerProcess(tmp_path, 0, 0, "k", log_path=tmp_path / "server.log")
+    with server.log_path.open("wb") as log:  # type: ignore[union-attr]
+        server.proc = subprocess.Popen([sys.executable, "-c", code], stdout=log,
+                                       stderr=subprocess.STDOUT)
+    return server
+
+
+async def test_sipp_giving_up_fails_the_run_at_once(tmp_path: Path) -> None:
+    """SIPp that places no call (here: no scenario file) ends the run with what it said,
+    instead of the bench waiting on calls that never come."""
+    sipp_path = shutil.which("sipp")
+    assert sipp_path is not None
+    server = _stand_in_server(tmp_path, "import time; print('serving', flush=True); time.sleep(60)")
+    with (tmp_path / "sipp.stderr").open("wb") as err:
+        sipp = await asyncio.create_subprocess_exec(
+            sipp_path, "-sf", "missing.xml", "-m", "1", "-nostdin", "127.0.0.1:9",
+            cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=err)
+    try:
+        for _ in range(200):  # the stand-in has said its word
+            if "serving" in server.log():
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(RuntimeError) as failed:
+            await asyncio.wait_for(wait_calls(sipp, server, Callers(2, 10),
+                                              tmp_path / "none.log", tmp_path), 30)
+        message = str(failed.value)
+        assert f"SIPp exited {sipp.returncode} with 0 of 2 calls answered" in message
+        assert "missing.xml" in message and "serving" in message
+    finally:
+        assert server.proc is not None
+        server.proc.kill()
+        server.proc.wait()
+
+
+async def test_a_dead_server_fails_the_run_while_sipp_still_runs(tmp_path: Path) -> None:
+    server = _stand_in_server(tmp_path, "import sys; print('dying'); sys.exit(3)")
+    sipp = await asyncio.create_subprocess_exec("sleep", "60")  # calls still running
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match=r"the server exited 3 while the calls ran:\ndying"):
+            await asyncio.wait_for(wait_calls(sipp, server, Callers(1, 10),
+                                              tmp_path / "none.log", tmp_path), 30)
+        assert time.monotonic() - started < 20  # not SIPp's end: the server's
+    finally:
+        sipp.kill()
+        await sipp.wait()
 
 
 def _recorded(frames: int, starts: list[float]) -> Callers:

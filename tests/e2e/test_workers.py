@@ -8,6 +8,7 @@ import base64
 import os
 import re
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -119,6 +120,20 @@ def test_calls_spread_commands_reach_owner_and_order_holds(rig: Rig) -> None:
     finally:
         for caller, _ in placed:
             caller.kill()
+
+
+def test_merged_metrics_close_a_connection_close_request(rig: Rig) -> None:
+    """The front's own answer ends the connection the client asked to end (bench scrapers
+    read /metrics to the end, as they do from one process)."""
+    with socket.create_connection(("127.0.0.1", rig.server.http_port), timeout=15) as sock:
+        sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     f"{rig.server.api_key}\r\nConnection: close\r\n\r\n".encode())
+        whole = b""
+        while chunk := sock.recv(65536):  # a timeout raises: the connection stayed open
+            whole += chunk
+    head, _, body = whole.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert f"callstream_workers_running {float(WORKERS)}".encode() in body
 
 
 def test_killed_worker_ends_only_its_calls(rig: Rig, consumer: Consumer,

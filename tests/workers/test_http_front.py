@@ -92,6 +92,16 @@ async def test_requests_reach_their_worker_and_answers_pass_unchanged() -> None:
         assert sorted(body.splitlines()[2:]) == [b"only_w0 1.0", b"only_w1 1.0"]
         (refused,) = await _ask(port, "/metrics", key="bad-key")
         assert refused == b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 11\r\n\r\nwho are you"
+        # Answers the front makes itself close a `Connection: close` request's
+        # connection, as a worker's do: a client reading to the end gets its end.
+        for path, status in (("/metrics", b"200"), ("/v2/calls/v3:dead", b"503")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: k\r\n"
+                         "connection: close\r\n\r\n".encode())
+            whole = await asyncio.wait_for(reader.read(), 5)
+            assert whole.startswith(b"HTTP/1.1 " + status + b" ")
+            writer.close()
+            await writer.wait_closed()
     finally:
         for server in (front, w0, w1):
             server.close()
