@@ -43,6 +43,12 @@ def test_dial() -> None:
     assert body.to_request().stream.bidirectional  # type: ignore[union-attr]
 
 
+def test_dial_to_an_empty_list_is_refused() -> None:
+    """Found by schemathesis: ``"to": []`` reached to_request() and answered 500."""
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        DialRequest.model_validate({"connection_id": "default", "to": [], "from": "+15550001111"})
+
+
 def test_answer_without_a_stream_url_starts_no_stream() -> None:
     answer = AnswerRequest.model_validate({
         "stream_track": "both_tracks", "transcription": False,

@@ -27,7 +27,9 @@ def _transcription(on: bool, config: TranscriptionStartRequest | None) -> Transc
 
 class DialRequest(CommandBody, CallStreamFields):
     connection_id: str = Field(description="Call Control Application id; 'default' always exists.")
-    to: PhoneOrSip | list[PhoneOrSip] = Field(description="sip: URI, or +E164 via the trunk.")
+    # A list is dialled by its first entry (Telnyx's list rings several; we ring one).
+    to: PhoneOrSip | Annotated[list[PhoneOrSip], Field(min_length=1)] = Field(
+        description="sip: URI, or +E164 via the trunk.")
     from_: PhoneOrSip = Field(alias="from")
     from_display_name: SipText | None = Field(
         None, max_length=128, description="Display name in From; quotes are escaped.")
