@@ -35,60 +35,60 @@ class CommandError(Exception):
 
 
 class CallNotFound(CommandError):
-    pass
+    """No call with that call_control_id."""
 
 
 class CallEnded(CommandError):
-    pass
+    """The call has ended or is hanging up."""
 
 
 class CallNotAnswered(CommandError):
-    pass
+    """The command needs an answered call."""
 
 
 class InvalidCommand(CommandError):
-    pass
+    """The call can't take this command in its present state."""
 
 
 class InvalidValue(CommandError):
-    pass
+    """A field's value can't be used (an address, a target)."""
 
 
 class MissingParameter(CommandError):
-    pass
+    """A field the command needs is absent."""
 
 
 class UnsupportedValue(CommandError):
-    pass
+    """A value this server does not offer."""
 
 
 class UnknownApplication(CommandError):
-    pass
+    """Connection_id names no active application."""
 
 
 class DestinationRefused(CommandError):
-    pass
+    """The outbound policy refuses the address."""
 
 
 class NoSuchResource(CommandError):
-    pass
+    """No stream (or other sub-resource) by that id."""
 
 
 class StreamLimit(CommandError):
-    pass
+    """The call already carries all the streams it may."""
 
 
 class NotForked(CommandError):
-    pass
+    """Fork_stop on a call without a fork."""
 
 
 class AlreadyTranscribing(CommandError):
-    pass
+    """Transcription_start on a call already transcribed."""
 
 
 class TranscriptionUnavailable(CommandError):
-    pass
+    """The transcription engine or model can't be loaded."""
 
 
 class NodeDraining(CommandError):
-    pass
+    """A dial on a node that is draining (callstream drain)."""

@@ -167,4 +167,4 @@ class TranscriptionStart(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TranscriptionStop(Command):
-    pass
+    """``actions/transcription_stop``: only the command fields."""

@@ -42,7 +42,7 @@ class Ready:
 
 @dataclass(frozen=True, slots=True)
 class Wake:
-    pass
+    """A worker tells the supervisor that webhook rows wait to be delivered."""
 
 
 Message = SipDatagram | Ready | Wake
