@@ -93,6 +93,12 @@ def test_a_dropped_consumer_is_reconnected_and_misses_nothing(
 
         consumer.refuse = True
         consumer.abort(conn)
+        # Talk only once callstream has seen the drop (its first attempt is 0.1 s after):
+        # a frame handed to the old socket before then is lost by TCP, as documented.
+        deadline = time.monotonic() + 5
+        while metric(rig, "callstream_stream_reconnect_attempts_total") == attempts:
+            assert time.monotonic() < deadline, "no reconnect attempt after the drop"
+            time.sleep(0.02)
         talker = threading.Thread(target=pc.peer.play, args=(second,))
         talker.start()
         time.sleep(AWAY)
