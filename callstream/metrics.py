@@ -28,6 +28,11 @@ FAILOVER_ENDED = Counter(
     "callstream_failover_calls_ended_total",
     "Calls of dead nodes this node ended (Redis leases expired; docs/cluster.md)",
 )
+FAILOVER_WEBHOOKS_RELEASED = Counter(
+    "callstream_failover_webhooks_released_total",
+    "Webhook events that dead nodes had leased for delivery, released by this node so "
+    "any node delivers them (docs/cluster.md)",
+)
 HTTP_FORWARDED = Counter(
     "callstream_http_forwarded_total",
     "REST commands forwarded to the node that owns the call (docs/cluster.md, \"Redis\")",

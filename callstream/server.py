@@ -218,7 +218,7 @@ class Server:
             address = (settings.node_address.rstrip("/") if settings.node_address
                        else _bound_url(self._http_sockets[0]))
             self.cluster = await ClusterNode.connect(
-                settings.redis_url, node_id, address, calls,
+                settings.redis_url, node_id, address, calls, self.webhooks,
                 lease_secs=settings.call_lease_secs, scan_secs=settings.failover_scan_secs)
         # SQLite: one node per store (the node lock), so every live call is an orphan
         # (but a worker's live siblings' calls). PostgreSQL: other nodes' live calls are
@@ -330,10 +330,12 @@ class Server:
             await self.http.shutdown()
         for sock in self._http_sockets:
             sock.close()
-        if self.cluster is not None:
-            await self.cluster.stop()
+        # Webhooks first: while this node is alive in Redis, no survivor frees the events
+        # it is still sending in its stop grace.
         if self.webhooks is not None and self.seat is None:
             await self.webhooks.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.node_id_lock is not None:
             await self.node_id_lock.release()
         await self.store.close()

@@ -98,6 +98,10 @@ class Leases:
         address = orjson.loads(found[1])["address"] if len(found) > 1 and found[1] else None
         return Owner(node_id, address)
 
+    async def is_alive(self, node_id: str) -> bool:
+        """Whether a node's liveness record is there (renewed within the lease time)."""
+        return bool(await self.redis.exists(node_key(node_id)))
+
     async def address_of(self, node_id: str) -> str | None:
         """A node's address, or ``None`` if its liveness record has expired."""
         record = await self.redis.get(node_key(node_id))

@@ -6,14 +6,19 @@ Failover: a node killed (SIGKILL, power loss) stops renewing; after at most
 live calls every ``failover_scan_secs``; for each call of another node it does not see
 alive, :meth:`Leases.take_over` lets exactly one node win it, and the winner ends it
 like a restarted node ends its own orphans (one ``call.hangup``, ``hangup_cause``
-``unspecified``, ``hangup_source`` ``unknown``). Its webhook events, like every event
-in the PostgreSQL outbox, are delivered by any node once its delivery lease expires.
+``unspecified``, ``hangup_source`` ``unknown``). Its webhook events are in the
+PostgreSQL outbox, where any node delivers them; those it had leased for delivery (named
+by its node id) are released by the same scan as soon as its liveness has expired, not
+when the outbox lease runs out, and the next claim of any node takes them, each call's
+in order. An event the dead node had already sent may so be sent twice: webhooks are
+at least once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
@@ -23,8 +28,10 @@ from redis.exceptions import RedisError
 from callstream.calls.control import CallControl
 from callstream.cluster.exceptions import RedisUnavailable
 from callstream.cluster.leases import Leases
-from callstream.metrics import FAILOVER_ENDED
+from callstream.metrics import FAILOVER_ENDED, FAILOVER_WEBHOOKS_RELEASED
 from callstream.store.records import CallRecord
+from callstream.webhooks.worker import LEASE_SECS as WEBHOOK_LEASE_SECS
+from callstream.webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +42,11 @@ RENEWALS_PER_LEASE = 3
 
 class ClusterNode:
     def __init__(self, redis: Redis, leases: Leases, calls: CallControl,
-                 lease_secs: float, scan_secs: float) -> None:
+                 webhooks: WebhookWorker, lease_secs: float, scan_secs: float) -> None:
         self.redis = redis
         self.leases = leases
         self.calls = calls
+        self.webhooks = webhooks
         self.renew_secs = lease_secs / RENEWALS_PER_LEASE
         self.scan_secs = scan_secs
         self._leased: set[str] = set()
@@ -46,12 +54,13 @@ class ClusterNode:
 
     @classmethod
     async def connect(cls, url: str, node_id: str, address: str, calls: CallControl,
-                      lease_secs: float, scan_secs: float) -> ClusterNode:
+                      webhooks: WebhookWorker, lease_secs: float,
+                      scan_secs: float) -> ClusterNode:
         """Reach Redis and say this node is alive; raises :class:`RedisUnavailable`."""
         redis = Redis.from_url(url, socket_timeout=lease_secs / RENEWALS_PER_LEASE,
                                socket_connect_timeout=lease_secs)
-        node = cls(redis, Leases(redis, node_id, address, lease_secs), calls, lease_secs,
-                   scan_secs)
+        node = cls(redis, Leases(redis, node_id, address, lease_secs), calls, webhooks,
+                   lease_secs, scan_secs)
         try:
             await node.renew()
         except (RedisError, OSError) as exc:
@@ -123,6 +132,36 @@ class ClusterNode:
         return owner.address
 
     async def scan(self) -> int:
+        """Free dead nodes' webhook leases, then end the live calls of dead nodes that
+        this node wins; return how many calls."""
+        await self.release_webhooks()
+        return await self.take_over_calls()
+
+    async def release_webhooks(self) -> int:
+        """Release the webhook events that nodes now dead had leased for delivery, so
+        that the next claim (of this node or another) sends them; return how many."""
+        me = self.leases.node_id
+        outbox = self.webhooks.outbox
+        now = time.time()  # the outbox's leases are in Unix time (every node's clock)
+        released = 0
+        for holder in await outbox.lease_holders(now):
+            if holder == me or await self.leases.is_alive(holder):
+                continue
+            # A process of that node started since it was found dead says so in Redis
+            # first; leases it takes from then on end later than these and stay its own.
+            count = await outbox.release_leases(holder, ending_by=now + WEBHOOK_LEASE_SECS)
+            if not count:
+                continue
+            log.warning("cluster: node %s is gone (no liveness for %.0f s): released %d "
+                        "webhook events it was delivering", holder,
+                        self.leases.lease_ms / 1000, count)
+            FAILOVER_WEBHOOKS_RELEASED.inc(count)
+            released += count
+        if released:
+            self.webhooks.wake()
+        return released
+
+    async def take_over_calls(self) -> int:
         """End the live calls of dead nodes that this node wins; return how many."""
         me = self.leases.node_id
         foreign: dict[str, list[CallRecord]] = defaultdict(list)

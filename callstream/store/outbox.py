@@ -19,7 +19,8 @@ worker already has enough lanes for), so one receiver's backlog — a hung one's
 leases while it runs and clears them when it settles a row; a worker that dies leaves
 leases that expire, or that the next start clears (:meth:`Outbox.release_leases`; with
 SQLite one process owns the file, so it clears all; on PostgreSQL a node clears its own,
-named by its stable node id).
+named by its stable node id). With Redis, a survivor clears a dead node's leases as soon
+as the node's liveness expires (``callstream.cluster.node``).
 
 **Several nodes (PostgreSQL).** Any node claims any call's events. The claim locks with
 ``FOR UPDATE SKIP LOCKED`` both the heads it picks and the rows it leases, so two nodes
@@ -270,14 +271,30 @@ class Outbox:
                 await conn.execute(_ASYNC_COMMIT)
             yield conn
 
-    async def release_leases(self, owner: str | None = None) -> int:
-        """Clear leases left by a dead worker: ``owner``'s, or every one when ``None``."""
+    async def release_leases(self, owner: str | None = None, *,
+                             ending_by: float | None = None) -> int:
+        """Clear leases left by a dead worker: ``owner``'s, or every one when ``None``.
+
+        ``ending_by`` keeps leases that end later than it: those taken or renewed after
+        the worker was found dead (by a new process under the same name) are its own.
+        """
         stmt = update(_o).where(_o.c.status == _PENDING, _o.c.lease_owner.is_not(None))
         if owner is not None:
             stmt = stmt.where(_o.c.lease_owner == owner)
+        if ending_by is not None:
+            stmt = stmt.where(_o.c.lease_until <= ending_by)
         async with self.store.writing() as conn:
             result = await conn.execute(stmt.values(lease_owner=None, lease_until=None))
         return int(result.rowcount or 0)
+
+    async def lease_holders(self, now: float) -> list[str]:
+        """The workers (node ids on PostgreSQL) holding leases that have not expired."""
+        async with self.store.reading() as conn:
+            rows = await conn.execute(
+                select(_o.c.lease_owner).distinct().where(
+                    _o.c.status == _PENDING, _o.c.lease_owner.is_not(None),
+                    _o.c.lease_until >= now))
+            return sorted(str(row[0]) for row in rows)
 
     async def claim(
         self,

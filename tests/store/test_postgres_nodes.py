@@ -201,3 +201,31 @@ async def test_a_dead_nodes_leased_events_are_delivered_by_the_other(
     assert await Outbox(b).claim("B", now + 29, lease_secs=30, max_keys=4, max_events=10) == []
     taken = await Outbox(b).claim("B", now + 31, lease_secs=30, max_keys=4, max_events=10)
     assert [i.seq for i in taken] == [i.seq for i in held]
+
+
+async def test_a_dead_nodes_leases_released_are_claimed_at_once_in_order(
+    two_nodes: tuple[SqlStore, SqlStore],
+) -> None:
+    """A survivor that finds node A dead releases A's leases (``ending_by``: those A had
+    before it was found dead): node B claims the call's events at once, in order, without
+    waiting out the lease. Leases ending later (a restarted A's) are kept."""
+    a, b = two_nodes
+    await enqueue(a, *(event(URL, "orphan-call") for _ in range(3)))
+    await enqueue(a, event(URL, "restarted-call"))
+    now = time.time()
+    held = await Outbox(a).claim("A", now, lease_secs=60, max_keys=1, max_events=10)
+    assert {i.ordering_key for i in held} == {"orphan-call"}
+    survivor = Outbox(b)
+    assert await survivor.lease_holders(now) == ["A"]
+    found_dead = now + 1
+    # A restarted after it was found dead: its new lease ends after found_dead + 60.
+    again = await Outbox(a).claim("A", found_dead + 0.5, lease_secs=60, max_keys=1,
+                                  max_events=10)
+    assert {i.ordering_key for i in again} == {"restarted-call"}
+    assert await survivor.claim("B", found_dead, lease_secs=60, max_keys=4,
+                                max_events=10) == []
+    assert await survivor.release_leases("B", ending_by=found_dead + 60) == 0
+    assert await survivor.release_leases("A", ending_by=found_dead + 60) == len(held)
+    taken = await survivor.claim("B", found_dead, lease_secs=60, max_keys=4, max_events=10)
+    assert [i.seq for i in taken] == [i.seq for i in held]
+    assert await survivor.lease_holders(found_dead) == ["A", "B"]
