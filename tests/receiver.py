@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ class Delivery:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def json(self) -> Any:
@@ -36,6 +38,10 @@ class Receiver:
     port: int = 0
     deliveries: list[Delivery] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: While set, a POST is read into ``held`` (not ``deliveries``) and left unanswered
+    #: until it is cleared, then refused with 503: the sender holds the event in flight.
+    stall: threading.Event = field(default_factory=threading.Event)
+    held: list[Delivery] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -69,17 +75,30 @@ class Receiver:
 
 @contextmanager
 def webhook_receiver(port: int = 0) -> Iterator[Receiver]:
-    """A receiver on ``port`` (0: any free one) answering 200 to every POST."""
+    """A receiver on ``port`` (0: any free one) answering 200 to every POST (but those
+    it holds while ``stall`` is set)."""
     receiver = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
+            delivery = Delivery(self.path, {k.lower(): v for k, v in self.headers.items()},
+                                body)
+            if receiver.stall.is_set():
+                with receiver.lock:
+                    receiver.held.append(delivery)
+                while receiver.stall.is_set():
+                    time.sleep(0.05)
+                # Then a 503: a sender still alive sends it again; a dead one is gone.
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                return
             with receiver.lock:
-                receiver.deliveries.append(
-                    Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                )
+                receiver.deliveries.append(delivery)
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
