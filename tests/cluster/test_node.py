@@ -1,0 +1,90 @@
+"""A node's failover scan frees the webhook leases of dead nodes only: against a real
+redis-server and a real PostgreSQL outbox (docs/cluster.md, "Failover")."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from callstream.cluster.leases import Leases, node_key
+from callstream.cluster.node import ClusterNode
+from callstream.config import Settings
+from callstream.store.outbox import Outbox
+from callstream.store.sql import SqlStore
+from callstream.webhooks.signing import WebhookSigner
+from callstream.webhooks.worker import WebhookWorker
+from tests.store.postgres import PostgresServer
+from tests.webhooks.conftest import enqueue, event
+
+URL = "http://127.0.0.1:9/hooks"
+LEASE = 30.0  # Redis liveness: the test deletes the key instead of waiting
+
+
+@pytest.fixture
+async def store(postgres: PostgresServer) -> AsyncIterator[SqlStore]:
+    s = SqlStore(postgres.new_database())
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def _released_total() -> float:
+    return REGISTRY.get_sample_value("callstream_failover_webhooks_released_total") or 0.0
+
+
+class _Wakes:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+async def test_the_scan_releases_a_dead_nodes_webhook_leases_not_a_live_ones(
+    store: SqlStore, redis: Redis, tmp_path: Path, caplog: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await enqueue(store, *(event(URL, "a-call") for _ in range(3)),
+                  *(event(URL, "c-call") for _ in range(2)))
+    now = time.time()
+    a_held = await Outbox(store).claim("node-a", now, lease_secs=60, max_keys=1,
+                                       max_events=10)
+    c_held = await Outbox(store).claim("node-c", now, lease_secs=60, max_keys=1,
+                                       max_events=10)
+    assert len(a_held) == 3 and len(c_held) == 2
+    for name in ("node-a", "node-c"):  # both alive
+        await Leases(redis, name, f"http://{name}:8080", LEASE).renew([])
+    webhooks = WebhookWorker(store, Settings(data_dir=tmp_path),
+                             WebhookSigner(os.urandom(32)), worker_id="node-b")
+    wakes = _Wakes()
+    monkeypatch.setattr(webhooks, "wake", wakes)  # count the scan's wake-ups
+    node = ClusterNode(redis, Leases(redis, "node-b", "http://node-b:8080", LEASE),
+                       None, webhooks, LEASE, 1.0)  # type: ignore[arg-type]  # no calls
+    before = _released_total()
+
+    assert await node.release_webhooks() == 0  # nobody is dead
+    await redis.delete(node_key("node-a"))  # node A's liveness expired
+    assert await node.release_webhooks() == 3
+    assert wakes.count == 1
+    assert _released_total() - before == 3
+    assert "node node-a is gone" in caplog.text and "released 3 webhook events" in caplog.text
+    # A's events are free for any node's next claim, in order; C's stay C's.
+    assert await Outbox(store).lease_holders(time.time()) == ["node-c"]
+    taken = await Outbox(store).claim("node-b", time.time(), lease_secs=60, max_keys=4,
+                                      max_events=10)
+    assert [i.seq for i in taken] == [i.seq for i in a_held]
+    assert await node.release_webhooks() == 0  # nothing more, and its own never
