@@ -7,6 +7,8 @@ the calls through the front, and one webhook receiver gets both nodes' webhooks.
 receiver *stalls* while the calls arrive and are answered, so every node holds webhook
 events in flight (leased in the outbox) when node A is killed with SIGKILL; it is let go
 at once after the kill (a held POST is then refused with 503: a live sender retries it).
+The application answers each call as ``GET /v2/calls`` lists it (the stalled receiver
+tells it nothing).
 
 :func:`kill_victim` then measures what the survivor does: each of A's calls ended with
 one ``call.hangup``, when; every webhook delivered and in its call's order; B's calls
