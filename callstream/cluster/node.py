@@ -10,7 +10,7 @@ like a restarted node ends its own orphans (one ``call.hangup``, ``hangup_cause`
 PostgreSQL outbox, where any node delivers them; those it had leased for delivery (named
 by its node id) are released by the same scan as soon as its liveness has expired, not
 when the outbox lease runs out, and the next claim of any node takes them, each call's
-in order. An event the dead node had already sent may so be sent twice: webhooks are
+in order. So an event the dead node had already sent may be sent twice: webhooks are
 at least once.
 """
 
@@ -149,6 +149,8 @@ class ClusterNode:
                 continue
             # A process of that node started since it was found dead says so in Redis
             # first; leases it takes from then on end later than these and stay its own.
+            # (The dead node renewed its leases at least a liveness lease ago, so clocks
+            # apart by less than that still tell them apart.)
             count = await outbox.release_leases(holder, ending_by=now + WEBHOOK_LEASE_SECS)
             if not count:
                 continue
