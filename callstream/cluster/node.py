@@ -149,8 +149,8 @@ class ClusterNode:
                 continue
             # A process of that node started since it was found dead says so in Redis
             # first; leases it takes from then on end later than these and stay its own.
-            # (The dead node renewed its leases at least a liveness lease ago, so clocks
-            # apart by less than that still tell them apart.)
+            # (The dead node took or renewed its leases before it died, seconds before
+            # its liveness expired: clocks a little apart still tell the two apart.)
             count = await outbox.release_leases(holder, ending_by=now + WEBHOOK_LEASE_SECS)
             if not count:
                 continue
