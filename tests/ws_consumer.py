@@ -64,7 +64,9 @@ class Consumer:
         self.refuse = False
         self.die_after: int | None = None  # frames, then the TCP connection is cut
         self.close_after: int | None = None  # frames, then a clean close 1000
-        self.close_on_stop: float | None = None  # seconds after ``stop``, then close 1000
+        #: Seconds after ``stop``, then close 1000, as real consumers do; None: stay open
+        #: (callstream then closes after its stop grace).
+        self.close_on_stop: float | None = 0.0
         self.accept_delay = 0.0  # seconds before the upgrade completes
         self.pause_after: int | None = None  # frames, then it stops reading ...
         self.pause_secs = 0.0  # ... for this long

@@ -65,6 +65,7 @@ def control(store: SqlStore, telephony: FakeTelephony) -> CallControl:
 @pytest.fixture
 def consumer() -> Iterator[Consumer]:
     with ws_consumer() as consumer:
+        consumer.close_on_stop = 0.0  # as real consumers do: no stop grace to wait out
         yield consumer
 
 
