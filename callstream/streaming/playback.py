@@ -27,8 +27,8 @@ Modes (``stream_bidirectional_mode``, spec §5.4)
   hub clock; a faster one is refused with ``rate_limit_reached`` (100005) and
   does not restart the one-second window.
 
-Audio is converted to each target leg's own rate (soxr); targets at the same
-rate share one conversion. Every target leg gets its own
+Audio is converted to each target leg's own rate (libswresample, 1-2 ms of delay);
+targets at the same rate share one conversion. Every target leg gets its own
 :class:`~callstream.media.hub.QueueSource`.
 
 Marks and clear
@@ -139,7 +139,7 @@ class _Lane:
     """The target legs that share one PCM rate, and the conversion that feeds them.
 
     In ``rtp`` mode a lane keeps a streaming resampler (when the client's rate
-    differs), whose filter holds the last ~15-30 ms back; :meth:`drain` pushes
+    differs), whose filter holds the last 1-2 ms back; :meth:`drain` pushes
     that tail out with silence when a queue runs short, and :meth:`mark_offset`
     places marks after it.
     """

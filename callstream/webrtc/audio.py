@@ -1,76 +1,54 @@
 """The browser leg's audio conversions: aiortc's 48 kHz frames <-> the hub's 16 kHz PCM.
 
-libswresample (through PyAV, which aiortc already uses for Opus) does the work, not the
-hub's :class:`~callstream.media.codecs.resample.Resampler`: on this path it holds back
-about 1 ms where soxr's streaming mode holds back 12-15 ms per hop, and costs ~15 µs a
-20 ms frame against 25-50 µs (bench/webrtc.py, docs/webrtc.md "Figures"). Opus is
-band-limited already, so swr's default filter is plenty.
-
-* :class:`FromBrowser` takes a decoded Opus frame (48 kHz, stereo) to mono 16 kHz in one
-  step (downmix and rate together);
-* :class:`ToBrowser` takes the hub's 20 ms frames to exactly 20 ms at 48 kHz per call: the
-  first output is padded with the ~1 ms swr holds back, so every pull of aiortc's sender
-  gets a whole frame and its encoder never waits for a second one.
+Both directions use the hub's own :class:`~callstream.media.codecs.resample.Resampler`
+(libswresample, 1 ms of delay at these rates): :class:`FromBrowser` feeds it the decoded
+Opus frame's interleaved samples, downmix and rate in one step; the way back is a plain
+``Resampler(HUB_RATE, OPUS_RATE)``. Primed resamplers give exactly 20 ms for each 20 ms
+from the first frame: the browser's audio reaches the hub in the turn of the event loop
+that decoded it (a converter that held back its filter's ~1 ms left 19 ms of every frame
+waiting for the next one), and every pull of aiortc's sender gets a whole frame.
 """
 
 from __future__ import annotations
 
-import fractions
-
 import av
 
-__all__ = ["HUB_RATE", "OPUS_RATE", "FromBrowser", "ToBrowser"]
+from callstream.media.codecs.resample import MAX_CHANNELS, Resampler
+from callstream.media.exceptions import CodecError
+
+__all__ = ["HUB_RATE", "OPUS_RATE", "FromBrowser"]
 
 #: The leg's rate in the hub (L16/16 kHz: wideband, and a byte swap from RTP).
 HUB_RATE = 16000
 #: Opus's rate, which aiortc decodes to and encodes from.
 OPUS_RATE = 48000
-_HUB_TIME_BASE = fractions.Fraction(1, HUB_RATE)
-
-
-def _pcm(frames: list[av.AudioFrame]) -> bytes:
-    # Packed mono s16: plane 0 may be padded past the samples.
-    return b"".join(bytes(f.planes[0])[: 2 * f.samples] for f in frames)
 
 
 class FromBrowser:
-    """Decoded browser audio (any s16 layout, 48 kHz) to mono 16 kHz PCM, in order."""
+    """Decoded browser audio (aiortc's: packed s16, 48 kHz) to mono 16 kHz PCM, in order."""
 
     __slots__ = ("_resampler",)
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=HUB_RATE)
+        self._resampler: Resampler | None = None
 
     def process(self, frame: av.AudioFrame) -> bytes:
-        """The 16 kHz samples ready so far (steady state: as long as ``frame``)."""
-        return _pcm(self._resampler.resample(frame))
+        """The 16 kHz samples of ``frame`` (20 ms in, 20 ms out).
 
-
-class ToBrowser:
-    """The hub's 16 kHz PCM to 48 kHz, exactly as long as each chunk fed."""
-
-    __slots__ = ("_pending", "_pts", "_resampler")
-
-    def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=OPUS_RATE)
-        self._pts = 0
-        self._pending = bytearray()
-
-    def process(self, pcm: bytes) -> bytes:
-        """One hub chunk (a whole number of samples) as 48 kHz PCM of the same duration."""
-        samples = len(pcm) // 2
-        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-        frame.planes[0].update(pcm)
-        frame.sample_rate = HUB_RATE
-        frame.time_base = _HUB_TIME_BASE
-        frame.pts = self._pts
-        self._pts += samples
-        self._pending += _pcm(self._resampler.resample(frame))
-        want = 2 * samples * (OPUS_RATE // HUB_RATE)
-        if len(self._pending) < want:
-            # The first call (swr's ~1 ms of filter): silence in front, once.
-            self._pending[:0] = bytes(want - len(self._pending))
-        out = bytes(self._pending[:want])
-        del self._pending[:want]
-        return out
-
+        Raises:
+            CodecError: not packed s16 at 48 kHz with 1 or 2 channels (aiortc's decoder
+                gives stereo s16), or the channel count changed mid-stream.
+        """
+        channels = len(frame.layout.channels)
+        if (frame.format.name != "s16" or frame.sample_rate != OPUS_RATE
+                or channels > MAX_CHANNELS):
+            raise CodecError(f"decoded audio is {frame.format.name}, {frame.sample_rate} Hz, "
+                             f"{channels} channels; expected s16 at {OPUS_RATE} Hz")
+        resampler = self._resampler
+        if resampler is None:
+            resampler = self._resampler = Resampler(OPUS_RATE, HUB_RATE, channels=channels)
+        elif resampler.channels != channels:
+            raise CodecError(f"decoded audio went from {resampler.channels} to "
+                             f"{channels} channels")
+        # Packed s16: plane 0 holds the interleaved samples, and may be padded past them.
+        return resampler.process(bytes(frame.planes[0])[: 2 * channels * frame.samples])

@@ -2,12 +2,13 @@
 
 The hub sees an ordinary leg at :data:`~callstream.webrtc.audio.HUB_RATE` (16 kHz,
 the L16 rate): taps, streams, forks, transcription and bridges work on it unchanged.
-Between the hub and aiortc's Opus (48 kHz) sit the converters of
-:mod:`callstream.webrtc.audio` (libswresample, ~1 ms of delay each way):
+Between the hub and aiortc's Opus (48 kHz) sit the hub's resamplers
+(:mod:`callstream.webrtc.audio`: libswresample, ~1 ms of delay each way):
 
 * **inbound** — a task reads the browser's decoded audio (aiortc hands 20 ms
   frames, 48 kHz, stereo), converts it to mono 16 kHz and pushes
-  each 20 ms frame into the hub; the same audio goes to packet taps as L16 RTP
+  each 20 ms frame into the hub at once (20 ms in, 20 ms out: nothing waits for the
+  next frame); the same audio goes to packet taps as L16 RTP
   (so a fork or an L16 stream gets the bytes a SIP L16 leg would give them).
   aiortc's receive jitter buffer waits for :data:`RECEIVE_PREFETCH` packets beyond
   the one it hands out (its default, 4, is 80 ms before the first byte reaches us);
@@ -51,11 +52,12 @@ from aiortc.rtp import RtpPacket
 from callstream.calls.features import LegMedia
 from callstream.media.codecs import FRAMES_PER_SECOND, L16_16K_PT
 from callstream.media.codecs.pcm import byteswap
+from callstream.media.codecs.resample import Resampler
 from callstream.media.dtmf import DtmfDetector, TelephoneEvent
-from callstream.media.exceptions import DtmfParseError
+from callstream.media.exceptions import CodecError, DtmfParseError
 from callstream.media.hub import MediaHub, Track
 from callstream.media.rtp import RtpView, build_packet
-from callstream.webrtc.audio import HUB_RATE, OPUS_RATE, FromBrowser, ToBrowser
+from callstream.webrtc.audio import HUB_RATE, OPUS_RATE, FromBrowser
 from callstream.webrtc.offer import Offer
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ class HubTrack(MediaStreamTrack):
     def __init__(self, leg: WebRtcLeg) -> None:
         super().__init__()
         self._leg = leg
-        self._converter = ToBrowser()
+        self._converter = Resampler(HUB_RATE, OPUS_RATE)
         self._deadline: float | None = None
         self._pts = 0
         self.dropped_frames = 0
@@ -217,7 +219,11 @@ class WebRtcLeg:
                 break
             if not isinstance(frame, av.AudioFrame):
                 continue
-            pending += converter.process(frame)
+            try:
+                pending += converter.process(frame)
+            except CodecError as exc:
+                self._gone(f"the browser's audio cannot be converted: {exc}")
+                return
             while len(pending) >= HUB_FRAME_BYTES:
                 pcm = bytes(pending[:HUB_FRAME_BYTES])
                 del pending[:HUB_FRAME_BYTES]

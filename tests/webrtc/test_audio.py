@@ -1,5 +1,6 @@
-"""The browser leg's conversions (libswresample): little delay, exact frame lengths, the
-tone and its level kept, what 16 kHz cannot carry filtered out."""
+"""The browser leg's conversions (the hub's libswresample resampler): little delay, exactly
+20 ms out for each 20 ms in from the first frame, the tone and its level kept, what 16 kHz
+cannot carry filtered out."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import fractions
 
 import av
 import numpy as np
+import pytest
 
-from callstream.webrtc.audio import HUB_RATE, OPUS_RATE, FromBrowser, ToBrowser
+from callstream.media.codecs.resample import Resampler
+from callstream.media.exceptions import CodecError
+from callstream.webrtc.audio import HUB_RATE, OPUS_RATE, FromBrowser
 
 HUB_FRAME = HUB_RATE // 50
 OPUS_FRAME = OPUS_RATE // 50
@@ -38,7 +42,7 @@ def from_browser(signal: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 
 def to_browser(signal: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    converter = ToBrowser()
+    converter = Resampler(HUB_RATE, OPUS_RATE)
     chunks = [np.frombuffer(converter.process(signal[i:i + HUB_FRAME].tobytes()), dtype="<i2")
               for i in range(0, len(signal), HUB_FRAME)]
     return np.concatenate(chunks), [len(c) for c in chunks]
@@ -62,15 +66,30 @@ def test_to_browser_gives_exactly_20_ms_a_frame_and_delays_an_impulse_under_2_ms
     assert 0 <= delay_ms <= MAX_DELAY_MS
 
 
-def test_from_browser_delays_an_impulse_under_2_ms() -> None:
+def test_from_browser_gives_exactly_20_ms_a_frame_and_delays_an_impulse_under_2_ms() -> None:
+    """Each frame's audio is out when the frame is in: none of it waits for the next frame
+    (a remainder held back made the leg push every frame 19 ms late)."""
     signal = np.zeros(30 * OPUS_FRAME, dtype="<i2")
     signal[5 * OPUS_FRAME] = 20000
     out, lengths = from_browser(signal)
-    assert lengths[1:] == [HUB_FRAME] * (len(lengths) - 1)
-    held = 30 * HUB_FRAME - len(out)  # what the filter still holds at the end
-    delay_ms = (int(np.argmax(np.abs(out))) + held - 5 * HUB_FRAME) / HUB_RATE * 1000
-    assert 0 <= held / HUB_RATE * 1000 <= MAX_DELAY_MS
+    assert lengths == [HUB_FRAME] * 30  # the first frame too
+    delay_ms = (int(np.argmax(np.abs(out))) - 5 * HUB_FRAME) / HUB_RATE * 1000
     assert 0 <= delay_ms <= MAX_DELAY_MS
+
+
+def test_from_browser_refuses_what_aiortc_never_decodes_to() -> None:
+    frame = av.AudioFrame(format="s16", layout="stereo", samples=OPUS_FRAME)
+    frame.sample_rate = 44100
+    with pytest.raises(CodecError, match=r"^decoded audio is s16, 44100 Hz, 2 channels; "
+                                          r"expected s16 at 48000 Hz$"):
+        FromBrowser().process(frame)
+    converter = FromBrowser()
+    converter.process(browser_frame(np.zeros(OPUS_FRAME), 0))
+    mono = av.AudioFrame.from_ndarray(np.zeros((1, OPUS_FRAME), dtype="<i2"), format="s16",
+                                      layout="mono")
+    mono.sample_rate = OPUS_RATE
+    with pytest.raises(CodecError, match=r"^decoded audio went from 2 to 1 channels$"):
+        converter.process(mono)
 
 
 def test_a_tone_keeps_its_pitch_and_level_both_ways() -> None:

@@ -14,7 +14,8 @@ The **sample rate is the codec's own audio rate** (``CodecInfo.sample_rate``):
 8 kHz they never resample; a wideband call keeps its band for transcription
 and L16 streams. Rates are converted only where two of them meet — a bridge
 between a G.711 and a G.722 leg, a bidirectional stream at 24 kHz — by
-:class:`~callstream.media.codecs.resample.Resampler` (soxr).
+:class:`~callstream.media.codecs.resample.Resampler` (libswresample, 1-2 ms
+of delay).
 
 Opus
 ----

@@ -16,7 +16,7 @@ Two quirks of FFmpeg's libopus wrapper shape this module:
 
 * its **decoder always gives 48 kHz** (``libopusdec.c`` sets the rate), so a decoder
   for a lower rate resamples with :class:`~callstream.media.codecs.resample.Resampler`
-  (soxr), which costs a fixed ~1.5 frames of delay and ~17 µs a frame;
+  (libswresample), which costs ~1 ms of delay and ~17 µs a frame;
 * an **empty packet** would mean "end of stream" to FFmpeg and end the decoder, so an
   empty payload is answered with no audio and never reaches it (RFC 7587 §4.2 lets a
   receiver treat a zero-length payload as lost);

@@ -1,99 +1,86 @@
-"""Streaming sample-rate conversion between the rates calls and streams use.
+"""Streaming sample-rate conversion between the rates calls, streams and browsers use.
 
-``soxr`` does the work: ``ResampleStream`` in its variable-rate mode, HQ
-quality. Its default (fixed-rate) mode filters in ~100 ms blocks and hands
-out nothing for five 20 ms chunks, then a burst; variable-rate mode emits
-every chunk (measured: 8->16 kHz ~8.6 µs, 16->8 kHz ~6.5 µs, 48->8 kHz
-~17 µs per 20 ms) with proper anti-aliasing (a 6 kHz tone taken to 8 kHz
-comes out at -83 dB).
+libswresample (FFmpeg's, through PyAV, which the Opus codecs already need) does the
+work: a polyphase filter of 32 taps a phase, cut at 97 % of the lower Nyquist. It holds
+back only half its filter, 1-2 ms (soxr's streaming mode, used before, held back
+10-30 ms a hop), passes a 1 kHz tone at 81-83 dB SNR and a sweep to 45 % of the lower
+rate at ≈ 80 dB, and a tone that has no place at the lower rate comes out below one
+LSB; ≈ 15-19 µs a 20 ms chunk (``python bench/resample.py``; docs/benchmarks.md).
 
-A new :class:`Resampler` is primed with silence until each 20 ms in gives
-exactly 20 ms out, so a frame-paced caller sees whole frames from the first
-call; the price is a fixed delay of about 1.5 frames. Without ``soxr`` the
-module falls back to ``audioop.ratecv`` (linear interpolation, no
-anti-aliasing filter: good enough to keep working, not for quality).
+A new :class:`Resampler` is primed with 20 ms of silence, so a frame-paced caller gets
+exactly 20 ms out for each 20 ms in from the first call (what the filter still holds
+of the silence comes out in front of the audio): the price is that same 1-2 ms.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-from typing import Any
+import fractions
 
-import numpy as np
+import av
 
-from callstream.media.codecs.g711 import AUDIOOP
 from callstream.media.exceptions import CodecError
 
-
-def _import_soxr() -> ModuleType | None:
-    # Through importlib: soxr ships no type information.
-    try:
-        return importlib.import_module("soxr")
-    except ImportError:  # pragma: no cover - depends on the environment
-        return None
-
-
-soxr = _import_soxr()
-
-__all__ = ["HAVE_SOXR", "SUPPORTED_RATES", "Resampler"]
+__all__ = ["MAX_CHANNELS", "SUPPORTED_RATES", "Resampler"]
 
 SUPPORTED_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
-HAVE_SOXR = soxr is not None
+#: Interleaved input channels :class:`Resampler` mixes down (a browser's stereo Opus).
+MAX_CHANNELS = 2
 # 20 ms at every supported rate is a whole number of samples.
 _CHUNKS_PER_SECOND = 50
-_MAX_PRIMING_CHUNKS = 8
-_I16 = np.dtype("<i2")
+_LAYOUTS = {1: "mono", 2: "stereo"}
 
 
 class Resampler:
-    """Converts a stream of PCM chunks from ``in_rate`` to ``out_rate``.
+    """Converts a stream of PCM chunks from ``in_rate`` to mono ``out_rate``.
 
-    Stateful: feed one direction of one stream, in order.
+    Stateful: feed one direction of one stream, in order. ``channels`` is the input's
+    (interleaved int16); the output is mono, the channels averaged.
 
     Raises:
-        CodecError: a rate is not in :data:`SUPPORTED_RATES`.
+        CodecError: a rate is not in :data:`SUPPORTED_RATES`, or ``channels`` is not
+            1..:data:`MAX_CHANNELS`.
     """
 
-    __slots__ = ("_ratecv_state", "_stream", "in_rate", "out_rate")
+    __slots__ = ("_frame_bytes", "_pts", "_swr", "_time_base", "channels", "in_rate",
+                 "out_rate")
 
-    def __init__(self, in_rate: int, out_rate: int) -> None:
+    def __init__(self, in_rate: int, out_rate: int, *, channels: int = 1) -> None:
         for rate in (in_rate, out_rate):
             if rate not in SUPPORTED_RATES:
                 raise CodecError(f"sample rate {rate} Hz is not supported")
+        if channels not in _LAYOUTS:
+            raise CodecError(f"{channels} channels: a resampler takes 1 to {MAX_CHANNELS}")
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._ratecv_state: object = None
-        self._stream: Any = None
-        if in_rate != out_rate and soxr is not None:
-            self._stream = soxr.ResampleStream(
-                in_rate, out_rate, 1, dtype="int16", quality="HQ", vr=True
-            )
-            self._prime()
-
-    def _prime(self) -> None:
-        chunk = np.zeros(self.in_rate // _CHUNKS_PER_SECOND, dtype=_I16)
-        want = self.out_rate // _CHUNKS_PER_SECOND
-        for _ in range(_MAX_PRIMING_CHUNKS):
-            if len(self._stream.resample_chunk(chunk)) == want:
-                break
+        self.channels = channels
+        self._frame_bytes = 2 * channels  # one sample of every channel
+        self._pts = 0
+        self._time_base = fractions.Fraction(1, in_rate)
+        self._swr: av.AudioResampler | None = None
+        if in_rate != out_rate or channels != 1:
+            self._swr = av.AudioResampler(format="s16", layout="mono", rate=out_rate)
+            self.process(bytes(self._frame_bytes * (in_rate // _CHUNKS_PER_SECOND)))
 
     def process(self, pcm: bytes) -> bytes:
-        """Convert one chunk; returns the samples ready so far.
+        """Convert one chunk (int16 little-endian); returns the samples ready so far.
 
         Raises:
-            CodecError: ``pcm`` has an odd number of bytes.
+            CodecError: ``pcm`` is not a whole number of samples (of every channel).
         """
-        if len(pcm) & 1:
-            raise CodecError("PCM has an odd number of bytes")
-        if self.in_rate == self.out_rate:
+        if len(pcm) % self._frame_bytes:
+            raise CodecError(f"PCM of {len(pcm)} bytes is not a whole number of "
+                             f"{self.channels}-channel 16-bit samples")
+        swr = self._swr
+        if swr is None:
             return pcm
-        if self._stream is not None:
-            out = self._stream.resample_chunk(np.frombuffer(pcm, dtype=_I16))
-            return bytes(out.tobytes())
-        if AUDIOOP is None:  # pragma: no cover - neither soxr nor audioop
-            raise CodecError("resampling needs soxr or audioop")
-        out_bytes, self._ratecv_state = AUDIOOP.ratecv(
-            pcm, 2, 1, self.in_rate, self.out_rate, self._ratecv_state
-        )
-        return bytes(out_bytes)
+        if not pcm:
+            return b""
+        samples = len(pcm) // self._frame_bytes
+        frame = av.AudioFrame(format="s16", layout=_LAYOUTS[self.channels], samples=samples)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = self.in_rate
+        frame.time_base = self._time_base
+        frame.pts = self._pts
+        self._pts += samples
+        # Packed mono s16: plane 0 may be padded past the samples.
+        return b"".join(bytes(out.planes[0])[: 2 * out.samples] for out in swr.resample(frame))
