@@ -8,15 +8,21 @@ bench/sip_load.py's: it takes each node's webhooks on a port of its own and answ
 ``call.initiated`` at the node that sent it (any node accepts any command; an answer for
 another node's call is forwarded, counted as ``forwarded``).
 
-For each node count it climbs a ladder of offered rates (``--rates``, ``--seconds`` each)
-and reports per step: calls answered and failed, the set-up rate achieved (answered /
-first INVITE → last 200 OK), INVITE → 200 OK p50 / p99, each node's calls (the spread),
-server CPU ms per call (the nodes' processes together, ``/proc/<pid>/stat``, the call's
-whole life: set-up, RTP, BYE, webhooks) and the CPU of every process on the path —
-each node, Kamailio, PostgreSQL (all its backends), Redis, SIPp, the bench (the
-application) — as % of one core, and the machine's idle share. A step is *sustained*
-when every call was answered, none failed, the achieved rate is within 10 % of the
-offered one and the set-up p50 is within ``SETUP_P50_BOUND_MS``; the node count's
+Every node count's cluster is started at once (each its own Redis, database, front and
+ports) and they climb one ladder of offered rates together (``--rates``, ``--seconds``
+each): each rate is offered to one cluster, then the other (in turn first), so that the
+machine's other tenants weigh on both alike; a cluster leaves the ladder once it falls
+below 90 % of the offered rate. Per step it reports: calls answered and failed, the
+set-up rate achieved (answered / first INVITE → last 200 OK), INVITE → 200 OK p50 / p99,
+each node's calls (the spread), the answers forwarded, the webhook lag and the answer's
+latency at the application, server CPU ms per call (the nodes' processes together,
+``/proc/<pid>/stat``, over the call's whole life: set-up, RTP, BYE, webhooks; each node's
+idle baseline, sampled before the step, taken off), and the CPU of every process on the
+path — each node (with the share of the step its main thread waited, runnable, for a
+CPU: ``schedstat``), Kamailio, PostgreSQL (all its backends), Redis, SIPp, the bench
+(the application) — as % of one core, and the machine's idle share. A step is
+*sustained* when every call was answered, none failed, the achieved rate is within 10 %
+of the offered one and the set-up p50 is within ``SETUP_P50_BOUND_MS``; the node count's
 maximum is its highest sustained rate.
 
 Usage::
@@ -69,6 +75,8 @@ from tests.kamailio import kamailio_front
 from tests.store.postgres import PostgresServer, start_postgres
 
 NODE_HOSTS = ["127.0.0.2", "127.0.0.3"]
+#: The first node's RTP ports; each node takes 4,000, each cluster 8,000.
+RTP_BASE = 40000
 #: A step whose INVITE → 200 OK p50 exceeds this is not sustained (calls queue up).
 SETUP_P50_BOUND_MS = 250.0
 #: The achieved set-up rate must be at least this share of the offered one.
@@ -195,7 +203,7 @@ class Cluster:
 
 
 @contextmanager
-def cluster(workdir: Path, pg: PostgresServer, redis_url: str, count: int
+def cluster(workdir: Path, pg: PostgresServer, redis_url: str, count: int, rtp_base: int
             ) -> Iterator[Cluster]:
     speech_pcap(workdir / "speech.pcap", tone(440, 1.0), "PCMU")
     db = pg.new_database()
@@ -212,7 +220,7 @@ def cluster(workdir: Path, pg: PostgresServer, redis_url: str, count: int
             # Each node's webhooks go to a port of the application's own, so it answers
             # the call at the node that told it (the owner, but when another claimed it).
             hook_port = apps.add(ApiClient(0, ""))  # its node's port and key: below
-            rtp = 46000 + 4000 * n
+            rtp = rtp_base + 4000 * n
             nodes[node_id] = stack.enter_context(running_server(key_dir, {
                 "CALLSTREAM_DATABASE_URL": db, "CALLSTREAM_REDIS_URL": redis_url,
                 "CALLSTREAM_NODE_ID": node_id,
@@ -310,7 +318,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 2])
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
-                        default=[10, 20, 30, 40, 50, 60])
+                        default=[20, 30, 40, 50, 60, 70, 80, 90, 100])
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="how long each step offers calls")
     parser.add_argument("--hold", type=float, default=2.0,
@@ -320,20 +328,32 @@ def main() -> None:
     pg, stop_pg = start_postgres(durable=True)
     steps: list[Step] = []
     try:
-        for count in args.nodes:
-            with private_redis() as redis_url, \
-                    tempfile.TemporaryDirectory(prefix="bench-cluster-setup-") as tmp, \
-                    cluster(Path(tmp), pg, redis_url, count) as c:
-                for rate in args.rates:
-                    step = run_step(c, rate, args.seconds, args.hold)
+        with ExitStack() as stack:
+            # Every node count's cluster is up from the start (its own Redis, database,
+            # front and RTP ports), and each rate is offered to one after the other, in
+            # turn first: the machine's other tenants load both alike.
+            clusters: dict[int, Cluster] = {}
+            for n, count in enumerate(args.nodes):
+                redis_url = stack.enter_context(private_redis())
+                tmp = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="bench-cluster-setup-"))
+                clusters[count] = stack.enter_context(
+                    cluster(Path(tmp), pg, redis_url, count, RTP_BASE + 8000 * n))
+            climbing = list(args.nodes)
+            for i, rate in enumerate(args.rates):
+                for count in climbing[::-1] if i % 2 else list(climbing):
+                    step = run_step(clusters[count], rate, args.seconds, args.hold)
                     steps.append(step)
                     print(f"{count} node(s) at {rate:g}/s: {step.setup_cps}/s, "
                           f"p50 {step.setup_p50_ms} ms, failed {step.failed}",
                           file=sys.stderr)
                     if not step.sustained and step.setup_cps < ACHIEVED_SHARE * rate:
-                        break  # past the knee: the next step only queues more
+                        climbing.remove(count)  # past the knee: more only queues more
+                if not climbing:
+                    break
     finally:
         subprocess.run(stop_pg, capture_output=True, timeout=60)
+    steps.sort(key=lambda s: (s.nodes, s.offered))
 
     print("| nodes | offered/s | answered / failed | set-up/s | INVITE → 200 OK p50 / p99 ms "
           "| calls per node | answers forwarded | webhook lag p50 ms | answer p50 ms "
