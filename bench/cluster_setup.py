@@ -125,6 +125,7 @@ class Step:
     setup_p99_ms: float = 0.0
     per_node: dict[str, int] = field(default_factory=dict)
     forwarded: int = 0
+    redis_commands_per_call: float = 0.0  # all nodes' (and the bench's few INFOs)
     webhook_lag_p50_ms: float = 0.0  # an event's occurred_at → the application has it
     answer_p50_ms: float = 0.0  # the answer's POST → its response, at the application
     server_cpu_ms_per_call: float = 0.0  # the nodes', above their idle baseline
@@ -173,6 +174,7 @@ class Cluster:
     pg: PostgresServer
     database: str
     redis_pid: int
+    redis_url: str
     nodes: dict[str, ServerProcess]
     front_pid: int
     front_target: str
@@ -192,6 +194,13 @@ class Cluster:
                     if line.startswith("callstream_http_forwarded_total"):
                         total += float(line.rsplit(" ", 1)[1])
         return int(total)
+
+    def redis_commands(self) -> int:
+        redis = Redis.from_url(self.redis_url)
+        try:
+            return int(redis.info("stats")["total_commands_processed"])
+        finally:
+            redis.close()
 
     def processes(self) -> dict[str, int]:
         postmaster = int((self.pg.directory / "data" / "postmaster.pid")
@@ -234,7 +243,7 @@ def cluster(workdir: Path, pg: PostgresServer, redis_url: str, count: int, rtp_b
         front = stack.enter_context(kamailio_front(
             workdir / "kamailio", [f"{s.host}:{s.sip_port}" for s in nodes.values()],
             ["127.0.0.1"]))
-        yield Cluster(pg, db.rsplit("/", 1)[1], redis_pid, nodes, front.proc.pid,
+        yield Cluster(pg, db.rsplit("/", 1)[1], redis_pid, redis_url, nodes, front.proc.pid,
                       front.target, apps, workdir)
 
 
@@ -246,7 +255,7 @@ def run_step(c: Cluster, rate: float, seconds: float, hold: float) -> Step:
     (workdir / "speech.pcap").symlink_to(c.workdir / "speech.pcap")
     for app in c.apps.apps:
         app.step = StepState()
-    owners, forwarded = c.owners(), c.forwarded()
+    owners, forwarded, commands = c.owners(), c.forwarded(), c.redis_commands()
     procs = c.processes()
     idle_from = {name: tree_cpu(procs[name]) for name in c.nodes}
     time.sleep(IDLE_SAMPLE_SECS)
@@ -289,6 +298,8 @@ def run_step(c: Cluster, rate: float, seconds: float, hold: float) -> Step:
     step.per_node = {n: v - owners.get(n, 0) for n, v in c.owners().items()
                      if v - owners.get(n, 0)}
     step.forwarded = c.forwarded() - forwarded
+    step.redis_commands_per_call = round((c.redis_commands() - commands)
+                                         / max(1, step.answered), 1)
     node_cpu = sum(after[n] - before[n] - idle_rate[n] * elapsed for n in c.nodes)
     step.idle_cpu_pct = {n: round(100 * idle_rate[n], 1) for n in c.nodes}
     step.runqueue_wait_pct = {n: round(100 * (runqueue_wait(procs[n]) - waited[n])
@@ -357,14 +368,15 @@ def main() -> None:
 
     print("| nodes | offered/s | answered / failed | set-up/s | INVITE → 200 OK p50 / p99 ms "
           "| calls per node | answers forwarded | webhook lag p50 ms | answer p50 ms "
-          "| server CPU ms per call | sustained |")
-    print("|---" * 11 + "|")
+          "| Redis commands per call | server CPU ms per call | sustained |")
+    print("|---" * 12 + "|")
     for s in steps:
         print(f"| {s.nodes} | {s.offered:g} | {s.answered} / {s.failed} | {s.setup_cps} "
               f"| {s.setup_p50_ms} / {s.setup_p99_ms} "
               f"| {' / '.join(str(v) for _, v in sorted(s.per_node.items()))} "
               f"| {s.forwarded} | {s.webhook_lag_p50_ms} | {s.answer_p50_ms} "
-              f"| {s.server_cpu_ms_per_call} | {'yes' if s.sustained else 'no'} |")
+              f"| {s.redis_commands_per_call} | {s.server_cpu_ms_per_call} "
+              f"| {'yes' if s.sustained else 'no'} |")
     names = sorted({n for s in steps for n in s.cpu_pct},
                    key=lambda n: (not n.startswith("node"), n))
     print("\nCPU per process, % of one core over the step (a node's: its run-queue wait, "
