@@ -10,6 +10,11 @@ liveness expired, when the front took A out, from the kill to each of A's calls'
 ``call.hangup`` delivered (p50, max) and to every webhook delivered; then checks each of
 A's calls got exactly one ``call.hangup``, B's calls none (and are still up), every
 event was delivered in its call's order, and ``--after-down`` new calls all went to B.
+B's calls' audio: each caller plays distinct 20 ms frames, each call's received audio
+is forked (``fork_start``) to the rig from its answer on; every packet from the fork's
+first to the rig's end must be the caller's, in order, byte-identical, and the packets
+must span the kill and everything after it (the figures: packets checked, the span from
+the kill, the longest gap between two packets of a call).
 
 Usage::
 
@@ -50,6 +55,12 @@ def problems(report: Report) -> list[str]:
                      f"{report.survivor_alive} of {report.per_node[SURVIVOR]} alive")
     if report.order_violations:
         found.append(f"out of order: {report.order_violations[:5]}")
+    if report.survivor_audio_problems:
+        found.append(f"B's audio: {report.survivor_audio_problems[:5]}")
+    first, last = report.survivor_audio_span_s
+    if not first < 0 < report.all_delivered_s < last:
+        found.append(f"B's audio spans {first} to {last} s, not the kill to "
+                     f"{report.all_delivered_s} s")
     if set(report.after_down_calls) != {SURVIVOR} or report.after_down_failed:
         found.append(f"after the front's 'is down': {report.after_down_calls}, "
                      f"{report.after_down_failed} failed")
@@ -79,8 +90,8 @@ def main() -> None:
 
     print("| round | calls A/B | A's events in flight | liveness expired | front: A down "
           "| A's call.hangup p50 / max | all webhooks delivered | released by B "
-          "| new calls after down | checks |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| new calls after down | B's audio: packets, span, max gap | checks |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for n, r in enumerate(reports, 1):
         bad = problems(r)
@@ -89,6 +100,8 @@ def main() -> None:
               f"| {r.victim_leased_at_kill} | {r.liveness_expired_s} s | {r.front_down_s} s "
               f"| {r.hangup_s['p50']} / {r.hangup_s['max']} s | {r.all_delivered_s} s "
               f"| {r.webhooks_released} | {r.after_down_calls} "
+              f"| {r.survivor_frames}, {r.survivor_audio_span_s[0]} to "
+              f"{r.survivor_audio_span_s[1]} s, {r.survivor_max_gap_ms} ms "
               f"| {'all held' if not bad else '; '.join(bad)} |")
     print(f"\ntimes from the SIGKILL; {args.calls} calls placed at {args.rate}/s; "
           f"{os.cpu_count()} CPUs ({platform.platform()})")

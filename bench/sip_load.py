@@ -146,7 +146,9 @@ class ApiClient:
     shares the 2 cores with the server it measures.
     """
 
-    def __init__(self, port: int, key: str, connections: int = 64) -> None:
+    def __init__(self, port: int, key: str, connections: int = 64,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self.auth = f"Authorization: Bearer {key}\r\n".encode()
         self.size = connections
@@ -164,7 +166,8 @@ class ApiClient:
         start = time.perf_counter()
         data = orjson.dumps(body)
         request = (
-            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + self.auth
+            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + self.host.encode() + b"\r\n"
+            + self.auth
             + b"Content-Type: application/json\r\nContent-Length: "
             + str(len(data)).encode() + b"\r\n\r\n" + data
         )
@@ -177,7 +180,7 @@ class ApiClient:
             fresh = conn is None
             try:
                 if conn is None:
-                    conn = await asyncio.open_connection("127.0.0.1", self.port)
+                    conn = await asyncio.open_connection(self.host, self.port)
                 reader, writer = conn
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")

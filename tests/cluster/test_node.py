@@ -1,5 +1,6 @@
-"""A node's failover scan frees the webhook leases of dead nodes only: against a real
-redis-server and a real PostgreSQL outbox (docs/cluster.md, "Failover")."""
+"""A node's failover scan frees the webhook leases of dead nodes only, and ends their
+calls, asking Redis nothing per call of a live node: against a real redis-server and a
+real PostgreSQL store (docs/cluster.md, "Failover")."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from callstream.cluster.leases import Leases, node_key
+from callstream.calls.model import new_record
+from callstream.calls.state import CallState
+from callstream.cluster.leases import Leases, call_key, node_key
 from callstream.cluster.node import ClusterNode
 from callstream.config import Settings
 from callstream.store.outbox import Outbox
+from callstream.store.records import Change
 from callstream.store.sql import SqlStore
 from callstream.webhooks.signing import WebhookSigner
 from callstream.webhooks.worker import WebhookWorker
+from tests.calls.fakes import NOW_ISO, control_with
 from tests.store.postgres import PostgresServer
 from tests.webhooks.conftest import enqueue, event
 
@@ -88,3 +93,35 @@ async def test_the_scan_releases_a_dead_nodes_webhook_leases_not_a_live_ones(
                                       max_events=10)
     assert [i.seq for i in taken] == [i.seq for i in a_held]
     assert await node.release_webhooks() == 0  # nothing more, and its own never
+
+
+async def _commands(redis: Redis) -> int:
+    """Commands Redis has run so far, this INFO not counted."""
+    return int((await redis.info("stats"))["total_commands_processed"])
+
+
+async def test_the_scan_asks_redis_once_per_live_node_and_ends_a_dead_nodes_calls(
+    store: SqlStore, redis: Redis, tmp_path: Path,
+) -> None:
+    records = [new_record(direction="incoming", connection_id="default", from_="+15550001",
+                          to="+15550002", state=CallState.ANSWERED, start_time=NOW_ISO,
+                          owner="node-a") for _ in range(5)]
+    await store.commit(Change(calls=records))
+    ids = [r.call_control_id for r in records]
+    await Leases(redis, "node-a", "http://node-a:8080", LEASE).renew(ids)
+    control = control_with(store)
+    webhooks = WebhookWorker(store, Settings(data_dir=tmp_path),
+                             WebhookSigner(os.urandom(32)), worker_id="node-b")
+    node = ClusterNode(redis, Leases(redis, "node-b", "http://node-b:8080", LEASE),
+                       control, webhooks, LEASE, 1.0)
+
+    # Node A is alive: one look at its liveness, no take-over script for each call.
+    before = await _commands(redis)
+    assert await node.take_over_calls() == 0
+    assert await _commands(redis) - before - 1 == 1
+    assert len(await store.list_calls(alive=True)) == 5
+
+    # A's liveness and leases expired: B ends each of its calls.
+    await redis.delete(node_key("node-a"), *(call_key(c) for c in ids))
+    assert await node.take_over_calls() == 5
+    assert await store.list_calls(alive=True) == []

@@ -8,11 +8,14 @@ receiver *stalls* while the calls arrive and are answered, so every node holds w
 events in flight (leased in the outbox) when node A is killed with SIGKILL; it is let go
 at once after the kill (a held POST is then refused with 503: a live sender retries it).
 The application answers each call as ``GET /v2/calls`` lists it (the stalled receiver
-tells it nothing).
+tells it nothing) and forks the audio it receives to a socket of the rig's; each caller
+plays a pcap of distinct frames that outlasts the measurement, so the fork shows whether
+the survivor's calls got every frame, in order, byte-identical, across the kill.
 
 :func:`kill_victim` then measures what the survivor does: each of A's calls ended with
 one ``call.hangup``, when; every webhook delivered and in its call's order; B's calls
-left alone; the front's ``is down`` for A, and where new calls go after it.
+left alone, their audio intact; the front's ``is down`` for A, and where new calls
+go after it.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from redis import Redis
 
 from callstream.cluster.leases import call_key
-from tests.audio import tone
-from tests.e2e.calling import speech_pcap
+from tests.audio import rtp_packets, write_pcap
+from tests.e2e.fork_sink import ForkSink, check_frames
 from tests.e2e.sipp import DATA, sipp
 from tests.helpers import ServerProcess, free_udp_tcp_port, running_server
 from tests.kamailio import Front, kamailio_front
@@ -43,6 +47,9 @@ NODE_HOSTS = {VICTIM: "127.0.0.2", SURVIVOR: "127.0.0.3"}
 RTP_PORTS = {VICTIM: 46000, SURVIVOR: 50000}  # 4,000 each
 #: How long the calls last: far past the measurement (SIPp is killed at the end).
 HOLD_MS = 600_000
+#: How long each caller plays audio: past the measurement too, so the fork's packets
+#: cover before, during and after the kill.
+AUDIO_SECS = 150
 #: The outbox lease a dead node's events would otherwise wait out (webhooks/worker.py).
 OUTBOX_LEASE_SECS = 60.0
 
@@ -56,6 +63,8 @@ class Rig:
     nodes: dict[str, ServerProcess]
     front: Front
     workdir: Path
+    sent: list[bytes]  # the RTP packets each caller sends, in order (each distinct)
+    forks: ForkSink  # where each answered call's received audio is forked
     sipps: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def sql(self, query: str) -> str:
@@ -81,13 +90,23 @@ class Report:
     duplicates: int  # deliveries of an event already delivered (at-least-once)
     after_down_calls: dict[str, int]  # new calls placed after "is down": node -> count
     after_down_failed: int
+    # B's calls' audio, forked by B (fork_start rx) from the answer to the rig's end:
+    survivor_frames: int  # packets checked, all calls
+    survivor_audio_problems: list[str]  # calls whose packets were not sent[k:k + n]
+    survivor_audio_span_s: tuple[float, float]  # latest first, earliest last packet
+    survivor_max_gap_ms: float  # longest gap between two packets of one call
 
 
 @contextmanager
 def failover_rig(workdir: Path, pg: PostgresServer, redis_url: str) -> Iterator[Rig]:
-    speech_pcap(workdir / "speech.pcap", tone(440, 1.0), "PCMU")
+    # Noise: every 20 ms frame differs, so a lost, repeated or reordered one shows.
+    noise = np.random.default_rng(14).integers(-8000, 8000, AUDIO_SECS * 8000, "<i2")
+    sent = rtp_packets(noise.tobytes(), "PCMU")
+    write_pcap(workdir / "speech.pcap", sent)
     db = pg.new_database()
     with ExitStack() as stack:
+        forks = ForkSink()
+        stack.callback(forks.close)
         hooks = stack.enter_context(webhook_receiver())
         redis = Redis.from_url(redis_url)
         stack.callback(redis.close)
@@ -108,7 +127,8 @@ def failover_rig(workdir: Path, pg: PostgresServer, redis_url: str) -> Iterator[
         front = stack.enter_context(kamailio_front(
             workdir / "kamailio", [f"{s.host}:{s.sip_port}" for s in nodes.values()],
             ["127.0.0.1"]))
-        rig = Rig(pg, db.rsplit("/", 1)[1], redis, hooks, nodes, front, workdir)
+        rig = Rig(pg, db.rsplit("/", 1)[1], redis, hooks, nodes, front, workdir, sent,
+                  forks)
         try:
             yield rig
         finally:
@@ -147,9 +167,11 @@ def live_calls(rig: Rig) -> set[str]:
     return {str(c["call_control_id"]) for c in listed.json()["data"]}
 
 
-def answer_arrivals(rig: Rig, count: int, known: set[str], timeout: float) -> set[str]:
+def answer_arrivals(rig: Rig, count: int, known: set[str], timeout: float,
+                    fork: bool = False) -> set[str]:
     """The application: answer each new call as it is listed (the stalled receiver
-    tells it nothing), at node B (a call of A's is forwarded to A), until ``count``."""
+    tells it nothing), at node B (a call of A's is forwarded to A), until ``count``;
+    with ``fork``, fork the audio each receives to its own socket of ``rig.forks``."""
     answered: set[str] = set()
     deadline = time.monotonic() + timeout
     with rig.nodes[SURVIVOR].client() as api:
@@ -158,6 +180,11 @@ def answer_arrivals(rig: Rig, count: int, known: set[str], timeout: float) -> se
             for ccid in sorted(live_calls(rig) - known - answered):
                 r = api.post(f"/v2/calls/{ccid}/actions/answer", json={})
                 assert r.status_code == 200, f"answer {ccid}: {r.status_code} {r.text}"
+                if fork:
+                    r = api.post(f"/v2/calls/{ccid}/actions/fork_start",
+                                 json={"rx": rig.forks.target(ccid),
+                                       "tx": rig.forks.target(f"{ccid} tx")})
+                    assert r.status_code == 200, f"fork {ccid}: {r.status_code} {r.text}"
                 answered.add(ccid)
             time.sleep(0.05)
     return answered
@@ -192,7 +219,7 @@ def kill_victim(rig: Rig, calls: int, rate: int, after_down_calls: int,
     hooks = rig.hooks
     hooks.stall.set()
     place(rig, "calls", calls, rate)
-    ccids = answer_arrivals(rig, calls, set(), timeout=calls / rate + 60)
+    ccids = answer_arrivals(rig, calls, set(), timeout=calls / rate + 60, fork=True)
     owner = owners(rig, ccids)
     victims = {c for c, n in owner.items() if n == VICTIM}
     survivors = ccids - victims
@@ -253,6 +280,7 @@ def kill_victim(rig: Rig, calls: int, rate: int, after_down_calls: int,
         late_owners[row] = late_owners.get(row, 0) + 1
 
     time.sleep(3)  # a second scan: a second hangup of any call would come by now
+    audio = {c: check_frames(rig.sent, rig.forks.arrivals(c)) for c in survivors}
     events = hooks.events()
     by_call: dict[str, list[Delivery]] = {}
     first: dict[str, Delivery] = {}
@@ -261,11 +289,11 @@ def kill_victim(rig: Rig, calls: int, rate: int, after_down_calls: int,
         if event_id not in first:
             first[event_id] = d
             by_call.setdefault(str(d.payload["call_control_id"]), []).append(d)
-    order = ["call.initiated", "call.answered", "call.hangup"]
+    order = ["call.initiated", "call.answered", "call.fork.started", "call.hangup"]
     violations = []
     for ccid in ccids:
         kinds = [d.event_type for d in by_call.get(ccid, [])]
-        want = order if ccid in victims else order[:2]
+        want = order if ccid in victims else order[:3]
         if kinds != want:
             violations.append(f"{ccid}: {kinds}")
     victim_hangups = {c: sum(1 for d in by_call.get(c, []) if d.event_type == "call.hangup")
@@ -297,4 +325,12 @@ def kill_victim(rig: Rig, calls: int, rate: int, after_down_calls: int,
         duplicates=len(events) - len(first),
         after_down_calls=late_owners,
         after_down_failed=failed_calls(rig, name),
+        survivor_frames=sum(a.frames for a in audio.values()),
+        survivor_audio_problems=sorted(f"{c}: {a.problem}" for c, a in audio.items()
+                                       if a.problem),
+        survivor_audio_span_s=(
+            round(max((a.first_at for a in audio.values()), default=killed) - killed, 2),
+            round(min((a.last_at for a in audio.values()), default=killed) - killed, 2)),
+        survivor_max_gap_ms=round(1000 * max((a.max_gap_s for a in audio.values()),
+                                             default=0.0), 1),
     )

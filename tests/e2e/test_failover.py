@@ -4,8 +4,10 @@ while the webhook receiver stalls so that A dies holding webhook events in fligh
 The survivor B releases A's outbox leases as soon as A's liveness expires (not after the
 60 s outbox lease): every webhook is delivered, each call's in order, well within that
 lease; each of A's calls ends with exactly one ``call.hangup``
-(``unspecified``/``unknown``); B's calls get none and stay up; the front takes A out
-and sends new calls to B. The figures are printed; bench/failover.py measures the same
+(``unspecified``/``unknown``); B's calls get none and stay up, and the audio each
+receives (forked to the test) is every packet its caller sent, in order, byte-identical,
+from before the kill until after everything above; the front takes A out and sends new
+calls to B. The figures are printed; bench/failover.py measures the same
 at 100 calls (docs/cluster.md, "Failover").
 """
 
@@ -46,6 +48,10 @@ def test_a_killed_nodes_calls_end_once_and_its_webhooks_go_out_at_once(
     assert report.hangup_causes == [("unspecified", "unknown")]
     assert report.survivor_hangups == 0
     assert report.survivor_alive == report.per_node[SURVIVOR]
+    # B's calls' audio: no frame lost, reordered or changed, before, during and after.
+    assert report.survivor_audio_problems == []
+    assert report.survivor_audio_span_s[0] < 0 < report.all_delivered_s
+    assert report.survivor_audio_span_s[1] > report.all_delivered_s
     # The front took A out; new calls all went to B.
     assert report.front_down_s > 0
     assert report.after_down_calls == {SURVIVOR: AFTER_DOWN_CALLS}
