@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         "sent comes is dropped (oldest first, counted): a consumer that falls behind gets "
         "recent audio, not a growing delay. The buffer before start (and replay after a "
         "reconnect) is exempt.")
+    playback_standing_ms: int = Field(
+        60, ge=0, le=10000,
+        description="Queued playback a bidirectional stream's consumer may keep for good "
+        "while it sends at about real time (an echo, a bot pacing its speech): a queue "
+        "that stays deeper for 1 s is cut to one frame, oldest audio first, counted. Audio "
+        "sent ahead or faster than real time is kept. 0 = off.")
     # Security: outbound network policy (docs/security.md).
     outbound_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOW), max_length=1000,

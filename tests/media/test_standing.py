@@ -1,0 +1,190 @@
+"""The standing-queue bound: a queue refilled at real time is trimmed; audio queued on
+purpose (sent ahead, or faster than real time) is not. Driven through a real QueueSource,
+one read per 20 ms tick, as the hub does."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callstream.media.hub import QueueSource
+from callstream.media.standing import MAX_RATE, WINDOW_TICKS, StandingQueue
+
+FRAME = 320  # bytes of 20 ms at 8 kHz
+TARGET = 3 * FRAME  # 60 ms
+
+
+def frame(n: int) -> bytes:
+    """Frame number ``n``: its first sample says which (n < 32768)."""
+    return n.to_bytes(2, "little") * (FRAME // 2)
+
+
+def number(pcm: bytes) -> int:
+    return int.from_bytes(pcm[:2], "little")
+
+
+def echo_with_burst(source: QueueSource, burst: int, ticks: int,
+                    burst_at: int = 20) -> tuple[list[int], list[float]]:
+    """A consumer echoing one frame a tick; at ``burst_at`` a stall's worth (``burst``
+    frames) arrives at once. Returns the frames played and the depth after each tick."""
+    played: list[int] = []
+    depths: list[float] = []
+    sent = 0
+    for tick in range(ticks):
+        count = burst + 1 if tick == burst_at else 1
+        for _ in range(count):
+            source.feed(frame(sent))
+            sent += 1
+        pcm = source.read(tick * 0.02)
+        if pcm is not None:
+            played.append(number(pcm))
+        depths.append(source.buffered_ms)
+    return played, depths
+
+
+def test_an_echo_after_a_stall_is_trimmed_to_one_frame_after_the_window() -> None:
+    trims: list[int] = []
+    source = QueueSource(8000, standing_bytes=TARGET, on_trim=trims.append)
+    played, depths = echo_with_burst(source, burst=15, ticks=300)
+    assert trims == [15]  # the stall's 300 ms, once
+    assert source.trimmed_frames == 15 and source.skipped_frames == 0
+    first = next(i for i, d in enumerate(depths) if d > 60)
+    trimmed = next(i for i in range(first, len(depths)) if depths[i] <= 20)
+    assert WINDOW_TICKS <= trimmed - first <= WINDOW_TICKS + 2
+    assert all(d <= 20 for d in depths[trimmed:])  # and it stays trimmed
+    assert played == sorted(played)  # oldest dropped, order kept
+    assert len(played) == 300  # no tick went silent
+
+
+def test_without_the_bound_the_same_echo_creeps_for_good() -> None:
+    source = QueueSource(8000, standing_bytes=0)
+    played, depths = echo_with_burst(source, burst=15, ticks=300)
+    assert source.trimmed_frames == 0
+    assert depths[-1] == 15 * 20  # the stall's length, for the rest of the call
+    assert played == list(range(300))
+
+
+@given(burst=st.integers(5, 150), burst_at=st.integers(0, 60), jitter=st.booleans())
+def test_any_standing_queue_refilled_at_real_time_is_trimmed(
+        burst: int, burst_at: int, jitter: bool) -> None:
+    source = QueueSource(8000, standing_bytes=TARGET)
+    sent = 0
+    depths = []
+    for tick in range(burst_at + burst + 3 * WINDOW_TICKS):
+        if tick == burst_at:
+            count = burst + 1
+        elif jitter:  # the echo arrives in pairs: two frames every other tick
+            count = 2 if tick % 2 else 0
+        else:
+            count = 1
+        for _ in range(count):
+            source.feed(frame(sent % 30000))
+            sent += 1
+        source.read(0.0)
+        depths.append(source.buffered_ms)
+    assert source.trimmed_frames >= burst - 2
+    assert max(depths[-WINDOW_TICKS:]) <= 40
+
+
+@settings(deadline=None)
+@given(seconds=st.floats(0.1, 20.0), chunk=st.integers(20, 5000), lumps=st.integers(1, 4))
+def test_a_clip_sent_ahead_is_never_trimmed(seconds: float, chunk: int, lumps: int) -> None:
+    """A TTS clip sent ahead, in any chunking, arriving over one to four ticks, drains:
+    all of it plays."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    clip = b"".join(frame(n) for n in range(int(seconds * 50)))
+    chunks = [clip[i : i + 2 * chunk] for i in range(0, len(clip), 2 * chunk)]
+    per_tick = -(-len(chunks) // lumps)
+    played = []
+    for tick in range(lumps):
+        for piece in chunks[tick * per_tick : (tick + 1) * per_tick]:
+            source.feed(piece)
+        if (pcm := source.read(0.0)) is not None:
+            played.append(pcm)
+    while (pcm := source.read(0.0)) is not None:
+        played.append(pcm)
+    assert source.trimmed_frames == 0
+    assert b"".join(played)[: len(clip)] == clip
+
+
+@given(rate=st.floats(MAX_RATE + 0.05, 4.0))
+def test_a_stream_faster_than_real_time_is_never_trimmed(rate: float) -> None:
+    source = QueueSource(8000, standing_bytes=TARGET)
+    owed = 0.0
+    sent = 0
+    for _ in range(10 * WINDOW_TICKS):
+        owed += rate
+        while owed >= 1:
+            source.feed(frame(sent % 30000))
+            sent += 1
+            owed -= 1
+        source.read(0.0)
+    assert source.trimmed_frames == 0
+    assert source.buffered_bytes == (sent - 10 * WINDOW_TICKS) * FRAME
+
+
+def test_a_clip_then_real_time_speech_keeps_the_clip() -> None:
+    """A bot queues 3 s, then paces its speech at real time: the clip drains (less than
+    half a window's worth arrives per window while it plays deeper), nothing is lost
+    until the queue has stood at real time for a whole window."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    for n in range(150):
+        source.feed(frame(n))
+    played = [number(pcm) for _ in range(150) if (pcm := source.read(0.0)) is not None]
+    assert played == list(range(150)) and source.trimmed_frames == 0
+
+
+def test_zero_turns_it_off() -> None:
+    assert not StandingQueue(FRAME, 0).enabled
+    detector = StandingQueue(FRAME, 0)
+    assert all(detector.tick(100 * FRAME, n * FRAME) == 0 for n in range(10 * WINDOW_TICKS))
+
+
+def test_a_shallow_queue_below_the_target_is_kept() -> None:
+    """A bot that keeps 40 ms queued (under the 60 ms target) is never trimmed."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    source.feed(frame(0) + frame(1))
+    for n in range(2, 500):
+        source.feed(frame(n))
+        source.read(0.0)
+    assert source.trimmed_frames == 0 and source.buffered_bytes == 2 * FRAME
+
+
+def test_marks_within_trimmed_audio_are_echoed_at_once_in_order() -> None:
+    source = QueueSource(8000, standing_bytes=TARGET)
+    marks: list[int] = []
+    sent = 0
+    for tick in range(200):
+        for _ in range(16 if tick == 10 else 1):
+            source.feed(frame(sent))
+            source.mark(lambda n=sent: marks.append(n))
+            sent += 1
+        source.read(0.0)
+        assert marks == list(range(len(marks)))  # in order, every tick
+    assert source.trimmed_frames == 15
+    assert len(marks) >= sent - 2  # all but the frame or two still queued
+
+
+def test_clear_resets_the_window() -> None:
+    """After clear the queue must stand a whole window again before a trim: the audio
+    queued after it is new (without the reset, this one is trimmed at tick 49)."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    sent = 0
+    for tick in range(WINDOW_TICKS + 40):
+        for _ in range(6 if tick == 0 else 1):
+            source.feed(frame(sent))
+            sent += 1
+        if tick == WINDOW_TICKS - 5:
+            source.clear()
+            for _ in range(6):
+                source.feed(frame(sent))
+                sent += 1
+        source.read(0.0)
+    assert source.trimmed_frames == 0
+
+
+@pytest.mark.parametrize(("frame_bytes", "target", "window"), [(0, 1, 1), (1, -1, 1), (1, 1, 0)])
+def test_bad_arguments(frame_bytes: int, target: int, window: int) -> None:
+    with pytest.raises(ValueError, match="frame_bytes"):
+        StandingQueue(frame_bytes, target, window_ticks=window)
