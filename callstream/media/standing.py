@@ -19,9 +19,9 @@ much audio has ever been fed to it. It asks for a trim when both hold:
 Audio queued on purpose is not touched: a clip sent ahead (TTS) arrives in a lump or
 a few, more than real time in one half and nothing in the other, then drains while
 nothing arrives; a stream sent faster than real time fills the queue, more than 1.25
-times real time. The trim keeps one frame
-(the tick's own) and drops the rest, oldest first, in whole frames; the window then
-starts again. It is sans-I/O: no clock (a tick is the unit), no metrics, no logging.
+times real time. The trim keeps one frame (the tick's own) and drops the rest, oldest
+first, in whole frames; the window then starts again. It is sans-I/O: no clock (a tick
+is the unit), no metrics, no logging.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class StandingQueue:
     Args:
         frame_bytes: bytes of one 20 ms frame at the queue's rate.
         target_bytes: the depth a queue may keep for good; 0 turns the detector off.
-        window_ticks: ticks the depth must stay at or above the target.
+        window_ticks: ticks the audio queued beyond each tick's frame must stay at or
+            above the target.
     """
 
     __slots__ = (
@@ -52,8 +53,6 @@ class StandingQueue:
         "_in_window",
         "_target",
         "_window",
-        "trimmed_frames",
-        "trims",
     )
 
     def __init__(self, frame_bytes: int, target_bytes: int, *,
@@ -66,8 +65,6 @@ class StandingQueue:
         self._fed = 0  # the feed total at the previous tick
         self._arrivals: deque[int] = deque()  # bytes fed per tick, while standing
         self._in_window = 0  # their sum
-        self.trims = 0
-        self.trimmed_frames = 0
 
     @property
     def enabled(self) -> bool:
@@ -82,7 +79,8 @@ class StandingQueue:
         self._fed = fed
         # What waits beyond this tick's own frame is the delay the queue adds.
         if not self.enabled or depth - self._frame_bytes < self._target:
-            self.reset()
+            if self._arrivals:
+                self.reset()
             return 0
         arrivals = self._arrivals
         arrivals.append(arrived)
@@ -101,8 +99,6 @@ class StandingQueue:
         frames = (depth - self._frame_bytes) // self._frame_bytes
         if frames <= 0:
             return 0
-        self.trims += 1
-        self.trimmed_frames += frames
         self.reset()
         return frames
 

@@ -447,12 +447,6 @@ class Playback:
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def trimmed_frames(self) -> int:
-        """Frames of standing delay dropped, every target."""
-        return sum(source.trimmed_frames for lane in self._lanes.values()
-                   for source in lane.sources)
-
     @staticmethod
     def _trimmed(frames: int) -> None:
         PLAYBACK_DISCARDED_STANDING.inc(frames)
