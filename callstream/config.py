@@ -194,7 +194,7 @@ class Settings(BaseSettings):
         "recent audio, not a growing delay. The buffer before start (and replay after a "
         "reconnect) is exempt.")
     playback_standing_ms: int = Field(
-        60, ge=0, le=10000,
+        40, ge=0, le=10000,
         description="Queued playback a bidirectional stream's consumer may keep for good "
         "while it sends at about real time (an echo, a bot pacing its speech): a queue "
         "that stays deeper for 1 s is cut to one frame, oldest audio first, counted. Audio "

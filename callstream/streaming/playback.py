@@ -46,7 +46,7 @@ Standing delay
 A consumer that answers in real time (an echo, a bot pacing its speech) answers a
 burst — the audio that piled up while the server or the network stalled — with a
 burst, and from then on keeps the queue as deep as the burst made it. With
-``standing_ms`` > 0 each target's queue is watched
+``standing_ms`` > 0 (default 40) each target's queue is watched
 (:class:`~callstream.media.standing.StandingQueue`): when it stayed above
 ``standing_ms`` for a second while the consumer fed it at about real time, the oldest
 audio is dropped down to one frame. Marks within it are echoed, in order, as for
@@ -128,7 +128,7 @@ MP3_MIN_INTERVAL = 1.0  # at most one mp3 message per second (DOC-MS)
 HOLD_TICKS = 1  # ticks a partial frame waits for the rest of it
 #: Default of ``CALLSTREAM_PLAYBACK_STANDING_MS``: queued audio a consumer refilling at
 #: real time may keep for good (see :mod:`callstream.media.standing`).
-STANDING_MS = 60
+STANDING_MS = 40
 
 Emit = Callable[[ServerEvent], None]
 
