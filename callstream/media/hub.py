@@ -379,6 +379,8 @@ class QueueSource:
         """
         dropped = self._drop(frames)
         self.skipped_frames += dropped
+        if self._standing is not None:
+            self._standing.missed(frames)
         return dropped
 
     def _drop(self, frames: int) -> int:

@@ -12,12 +12,13 @@ much audio has ever been fed to it. It asks for a trim when both hold:
 * **standing**: for the last :data:`WINDOW_TICKS` ticks (1 s) the audio queued
   beyond each tick's own frame never fell below the target
   (``CALLSTREAM_PLAYBACK_STANDING_MS``), and
-* **real time**: the audio fed in each half of that window is between
-  :data:`MIN_RATE` and :data:`MAX_RATE` times the half's length — a live sender
-  refilling what plays.
+* **real time**: over that window the audio fed is at most :data:`MAX_RATE` times
+  real time, and in each half of it at least :data:`MIN_RATE` times — a live sender
+  refilling what plays. Ticks the pacer skipped in a stall count as time in which
+  nothing arrived: the burst that answers the stall makes up for them.
 
 Audio queued on purpose is not touched: a clip sent ahead (TTS) arrives in a lump or
-a few, more than real time in one half and nothing in the other, then drains while
+a few, leaving at least one half of the window without audio, then drains while
 nothing arrives; a stream sent faster than real time fills the queue, more than 1.25
 times real time. The trim keeps one frame (the tick's own) and drops the rest, oldest
 first, in whole frames; the window then starts again. It is sans-I/O: no clock (a tick
@@ -89,22 +90,37 @@ class StandingQueue:
             self._in_window -= arrivals.popleft()
         if len(arrivals) < self._window:
             return 0
-        # Paced at real time in each half of the window: a clip sent ahead in one or two
-        # lumps fills one half and leaves the other empty.
+        real_time = self._window * self._frame_bytes
+        if self._in_window > MAX_RATE * real_time:
+            return 0  # faster than real time: filling the queue on purpose
+        # Fed all along: a clip sent ahead in a lump or a few leaves a half (or the whole
+        # window) without audio.
         half = self._window // 2
         newer = sum(itertools.islice(arrivals, len(arrivals) - half, None))
         older = self._in_window - newer
-        if not (self._paced(older, len(arrivals) - half) and self._paced(newer, half)):
-            return 0  # sent ahead, or faster than real time: on purpose
+        if (newer < MIN_RATE * half * self._frame_bytes
+                or older < MIN_RATE * (self._window - half) * self._frame_bytes):
+            return 0
         frames = (depth - self._frame_bytes) // self._frame_bytes
         if frames <= 0:
             return 0
         self.reset()
         return frames
 
-    def _paced(self, fed: int, ticks: int) -> bool:
-        real_time = ticks * self._frame_bytes
-        return MIN_RATE * real_time <= fed <= MAX_RATE * real_time
+    def missed(self, ticks: int) -> None:
+        """``ticks`` ticks went by unplayed (a stall: the pacer skipped them).
+
+        They count in the window as time in which nothing arrived, so the burst a
+        real-time consumer sends after the stall (the stall's own audio, answered late)
+        makes up for them rather than looking faster than real time.
+        """
+        if not self.enabled:
+            return
+        arrivals = self._arrivals
+        for _ in range(min(ticks, self._window)):
+            arrivals.append(0)
+        while len(arrivals) > self._window:
+            self._in_window -= arrivals.popleft()
 
     def reset(self) -> None:
         """Start the window again (the queue was cleared, or just trimmed)."""

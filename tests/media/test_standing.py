@@ -65,6 +65,31 @@ def test_without_the_bound_the_same_echo_creeps_for_good() -> None:
     assert played == list(range(300))
 
 
+def test_ticks_skipped_in_stalls_count_as_real_time() -> None:
+    """A stall of 0.3 s every 0.9 s: the pacer skips its ticks (dropping what was queued)
+    and the echo of the stall comes back in a burst. Counted as time with nothing fed,
+    the skipped ticks make the burst real time, and the queue is trimmed between stalls;
+    counted as nothing, every window looks 1.3 times faster than real time, and the
+    queue stands 0.3 s deep for good."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    sent = 0
+    burst = 0
+    depths = []
+    for tick in range(20 * 45):
+        if tick % 45 == 44:
+            source.skip(15)
+            burst = 15
+            continue
+        for _ in range(1 + burst):
+            source.feed(frame(sent % 30000))
+            sent += 1
+        burst = 0
+        source.read(0.0)
+        depths.append(source.buffered_ms)
+    assert source.trimmed_frames >= 15 * 15
+    assert sum(depths[-300:]) / 300 < 250  # 300 without
+
+
 @given(burst=st.integers(5, 150), burst_at=st.integers(0, 60), jitter=st.booleans())
 def test_any_standing_queue_refilled_at_real_time_is_trimmed(
         burst: int, burst_at: int, jitter: bool) -> None:
