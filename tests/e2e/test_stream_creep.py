@@ -118,16 +118,16 @@ def test_an_echo_after_a_server_stall_comes_back_to_its_round_trip(
         delays = echo_delays(pc.peer)
 
     before = median_ms(delays, 1.0, STALL_AT - 0.2)
-    # Just after the stall the burst stands in the queue (what crept for good before;
-    # the echoes of what was sent next are trimmed, unheard, about 0.7 s later) ...
-    standing = median_ms(delays, STALL_AT + STALL_SECS + 0.05, STALL_AT + STALL_SECS + 0.35)
+    # Around the stall the echo is late by about its length: the stall itself, then the
+    # burst that stands in the queue (what crept for good before) until it is trimmed ...
+    peak = max(d for at, d in delays if STALL_AT - 0.2 <= at < STALL_AT + 1.0) * 1000
     # ... and from ~1 s later on it is gone.
     after = median_ms(delays, STALL_AT + 2.5, CALL_SECS - 0.2)
     trimmed = metric(rig, STANDING) - before_metric
     print(f"\n[measured] echo round trip p50: {before:.1f} ms before a {STALL_SECS:g} s "
-          f"stall, {standing:.1f} ms just after, {after:.1f} ms from 2.5 s after; "
+          f"stall (max {peak:.1f} ms around it), {after:.1f} ms from 2.5 s after it; "
           f"{trimmed:.0f} frames of standing delay trimmed")
-    assert standing >= before + 100, "the stall left no standing queue: nothing tested"
+    assert peak >= before + 150, "the stall delayed no echo: nothing tested"
     assert after <= before + 40  # two frames
     assert trimmed >= 5
 
