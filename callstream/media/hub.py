@@ -260,10 +260,10 @@ class QueueSource:
     holds (a resampler's filter tail).
 
     With ``standing_bytes``, a :class:`~callstream.media.standing.StandingQueue`
-    watches the depth at every tick; when it finds standing delay refilled at real
-    time, the oldest audio goes down to one frame (as :meth:`skip` drops it: marks
-    within it fire, in order), counted in ``trimmed_frames`` and reported to
-    ``on_trim(frames)``.
+    watches the depth at every tick and learns of every :meth:`skip`; when it finds
+    the delay a stall left standing, refilled at real time, the oldest audio goes
+    (as :meth:`skip` drops it: marks within it fire, in order), counted in
+    ``trimmed_frames`` and reported to ``on_trim(frames)``.
 
     Args:
         sample_rate: the leg's rate, which :meth:`read` produces.
@@ -284,6 +284,7 @@ class QueueSource:
         "_offset",
         "_resamplers",
         "_standing",
+        "_starved",
         "drain",
         "hold_ticks",
         "on_trim",
@@ -320,6 +321,7 @@ class QueueSource:
         self.played_frames = 0
         self.skipped_frames = 0  # overdue frames dropped after missed ticks
         self.trimmed_frames = 0  # standing delay dropped (see StandingQueue)
+        self._starved = 0  # reads in a row that found less than a frame
         self._standing = (StandingQueue(self._frame_bytes, standing_bytes)
                           if standing_bytes > 0 else None)
         self.on_trim = on_trim
@@ -380,7 +382,7 @@ class QueueSource:
         dropped = self._drop(frames)
         self.skipped_frames += dropped
         if self._standing is not None:
-            self._standing.missed(frames)
+            self._standing.missed(frames, dropped, self._starved)
         return dropped
 
     def _drop(self, frames: int) -> int:
@@ -424,11 +426,14 @@ class QueueSource:
             if trim:
                 self._trim(trim)
         if self._fed - self._consumed < want:
+            self._starved += 1
             if self._held < self.hold_ticks and not self._marks:
                 self._held += 1  # the rest of this frame may be on its way
                 return None
             if self.drain is not None:
                 self.drain()
+        else:
+            self._starved = 0
         chunks = self._chunks
         if not chunks:
             return None

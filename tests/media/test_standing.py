@@ -1,6 +1,7 @@
-"""The standing-queue bound: a queue refilled at real time is trimmed; audio queued on
-purpose (sent ahead, or faster than real time) is not. Driven through a real QueueSource,
-one read per 20 ms tick, as the hub does."""
+"""The standing-queue bound: the delay a stall leaves in a queue refilled at real time is
+trimmed; audio queued on purpose (a lead kept while pacing, a clip sent ahead, a stream
+faster than real time) is not. Driven through a real QueueSource, one read per 20 ms
+tick, as the hub does; a stall is the pacer's ``skip`` of the ticks it missed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstream.media.hub import QueueSource
-from callstream.media.standing import MAX_RATE, WINDOW_TICKS, StandingQueue
+from callstream.media.standing import CREDIT_TICKS, MAX_RATE, WINDOW_TICKS, StandingQueue
 
 FRAME = 320  # bytes of 20 ms at 8 kHz
 TARGET = 3 * FRAME  # 60 ms
@@ -26,12 +27,15 @@ def number(pcm: bytes) -> int:
 
 def echo_with_burst(source: QueueSource, burst: int, ticks: int,
                     burst_at: int = 20) -> tuple[list[int], list[float]]:
-    """A consumer echoing one frame a tick; at ``burst_at`` a stall's worth (``burst``
-    frames) arrives at once. Returns the frames played and the depth after each tick."""
+    """A consumer echoing one frame a tick; at ``burst_at`` the pacer skips ``burst``
+    ticks (a stall) and the stall's worth of echo arrives at once. Returns the frames
+    played and the depth after each tick."""
     played: list[int] = []
     depths: list[float] = []
     sent = 0
     for tick in range(ticks):
+        if tick == burst_at:
+            source.skip(burst)
         count = burst + 1 if tick == burst_at else 1
         for _ in range(count):
             source.feed(frame(sent))
@@ -51,10 +55,32 @@ def test_an_echo_after_a_stall_is_trimmed_to_one_frame_after_the_window() -> Non
     assert source.trimmed_frames == 15 and source.skipped_frames == 0
     first = next(i for i, d in enumerate(depths) if d > 60)
     trimmed = next(i for i in range(first, len(depths)) if depths[i] <= 20)
-    assert WINDOW_TICKS <= trimmed - first <= WINDOW_TICKS + 2
+    # The skipped ticks count in the window: it ends some 50 - 15 ticks after the burst.
+    assert WINDOW_TICKS - 16 <= trimmed - first <= WINDOW_TICKS + 2
     assert all(d <= 20 for d in depths[trimmed:])  # and it stays trimmed
     assert played == sorted(played)  # oldest dropped, order kept
     assert len(played) == 300  # no tick went silent
+
+
+def test_the_late_ticks_before_a_skip_are_owed_too() -> None:
+    """A 0.3 s stall as the pacer handles it: three late ticks (which find the queue
+    empty: the echo is still in the socket), then 12 skipped. The echo of all 15 comes
+    back in a burst; all 15 are trimmed, and the echo is back to one frame."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    sent = 0
+    depths = []
+    for tick in range(300):
+        if tick == 50:
+            for _ in range(3):
+                assert source.read(0.0) is None
+            source.skip(12)
+        for _ in range(16 if tick == 50 else 1):
+            source.feed(frame(sent))
+            sent += 1
+        source.read(0.0)
+        depths.append(source.buffered_ms)
+    assert source.trimmed_frames == 15
+    assert max(depths[-100:]) == 0  # each echo plays on the tick after it came
 
 
 def test_without_the_bound_the_same_echo_creeps_for_good() -> None:
@@ -98,6 +124,7 @@ def test_any_standing_queue_refilled_at_real_time_is_trimmed(
     depths = []
     for tick in range(burst_at + burst + 3 * WINDOW_TICKS):
         if tick == burst_at:
+            source.skip(burst)
             count = burst + 1
         elif jitter:  # the echo arrives in pairs: two frames every other tick
             count = 2 if tick % 2 else 0
@@ -118,6 +145,7 @@ def test_a_clip_sent_ahead_is_never_trimmed(seconds: float, chunk: int, lumps: i
     """A TTS clip sent ahead, in any chunking, arriving over one to four ticks, drains:
     all of it plays."""
     source = QueueSource(8000, standing_bytes=TARGET)
+    source.skip(20)  # a stall just before: the clip is not its answer, and is kept
     clip = b"".join(frame(n) for n in range(int(seconds * 50)))
     chunks = [clip[i : i + 2 * chunk] for i in range(0, len(clip), 2 * chunk)]
     per_tick = -(-len(chunks) // lumps)
@@ -136,6 +164,7 @@ def test_a_clip_sent_ahead_is_never_trimmed(seconds: float, chunk: int, lumps: i
 @given(rate=st.floats(MAX_RATE + 0.05, 4.0))
 def test_a_stream_faster_than_real_time_is_never_trimmed(rate: float) -> None:
     source = QueueSource(8000, standing_bytes=TARGET)
+    source.skip(20)
     owed = 0.0
     sent = 0
     for _ in range(10 * WINDOW_TICKS):
@@ -154,21 +183,56 @@ def test_a_clip_then_real_time_speech_keeps_the_clip() -> None:
     half a window's worth arrives per window while it plays deeper), nothing is lost
     until the queue has stood at real time for a whole window."""
     source = QueueSource(8000, standing_bytes=TARGET)
+    source.skip(20)
     for n in range(150):
         source.feed(frame(n))
     played = [number(pcm) for _ in range(150) if (pcm := source.read(0.0)) is not None]
     assert played == list(range(150)) and source.trimmed_frames == 0
 
 
+@pytest.mark.parametrize("stall", [0, 10])
+def test_a_bot_keeping_a_lead_while_it_paces_is_never_trimmed(stall: int) -> None:
+    """A bot that sends 300 ms ahead, then a frame a tick (as Pipecat's transports pace
+    their output): no stall made that lead, so it stays; a stall shorter than the lead
+    drops part of it (the pacer's skip) and owes nothing, so the rest stays too."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    sent = 0
+    for tick in range(10 * WINDOW_TICKS):
+        if tick == 100 and stall:
+            source.skip(stall)
+        for _ in range(16 if tick == 0 else 1):
+            source.feed(frame(sent % 30000))
+            sent += 1
+        source.read(0.0)
+    assert source.trimmed_frames == 0
+    assert source.buffered_bytes == (15 - stall) * FRAME
+
+
+def test_credit_lapses() -> None:
+    """Standing delay that forms more than 2 s after the last stall is not its doing."""
+    source = QueueSource(8000, standing_bytes=TARGET)
+    source.skip(15)
+    for _ in range(CREDIT_TICKS):
+        source.read(0.0)
+    for n in range(16):
+        source.feed(frame(n))
+    for n in range(3 * WINDOW_TICKS):
+        source.feed(frame(n))
+        source.read(0.0)
+    assert source.trimmed_frames == 0
+
+
 def test_zero_turns_it_off() -> None:
     assert not StandingQueue(FRAME, 0).enabled
     detector = StandingQueue(FRAME, 0)
+    detector.missed(50, 0)
     assert all(detector.tick(100 * FRAME, n * FRAME) == 0 for n in range(10 * WINDOW_TICKS))
 
 
 def test_a_shallow_queue_below_the_target_is_kept() -> None:
     """A bot that keeps 40 ms queued (under the 60 ms target) is never trimmed."""
     source = QueueSource(8000, standing_bytes=TARGET)
+    source.skip(20)
     source.feed(frame(0) + frame(1))
     for n in range(2, 500):
         source.feed(frame(n))
@@ -181,6 +245,8 @@ def test_marks_within_trimmed_audio_are_echoed_at_once_in_order() -> None:
     marks: list[int] = []
     sent = 0
     for tick in range(200):
+        if tick == 10:
+            source.skip(15)
         for _ in range(16 if tick == 10 else 1):
             source.feed(frame(sent))
             source.mark(lambda n=sent: marks.append(n))
@@ -193,14 +259,15 @@ def test_marks_within_trimmed_audio_are_echoed_at_once_in_order() -> None:
 
 def test_clear_resets_the_window() -> None:
     """After clear the queue must stand a whole window again before a trim: the audio
-    queued after it is new (without the reset, this one is trimmed at tick 49)."""
+    queued after it is new (without the reset, this one is trimmed at tick 43)."""
     source = QueueSource(8000, standing_bytes=TARGET)
     sent = 0
-    for tick in range(WINDOW_TICKS + 40):
+    source.skip(6)
+    for tick in range(WINDOW_TICKS + 30):
         for _ in range(6 if tick == 0 else 1):
             source.feed(frame(sent))
             sent += 1
-        if tick == WINDOW_TICKS - 5:
+        if tick == WINDOW_TICKS - 15:
             source.clear()
             for _ in range(6):
                 source.feed(frame(sent))

@@ -365,11 +365,13 @@ def test_clear_resets_the_resampler() -> None:
 
 
 def echo_with_burst(rig: Rig, frames: bytes, burst_at: int = 10, burst: int = 15) -> None:
-    """A consumer sending one 20 ms frame per tick, and at ``burst_at`` a stall's burst
-    of ``burst`` more with a mark after each; one tick per frame sent in time."""
+    """A consumer sending one 20 ms frame per tick, a mark after each; at ``burst_at``
+    the pacer skips ``burst`` ticks (a stall) and the consumer answers them in a burst."""
     chunks = [frames[i : i + 160] for i in range(0, len(frames), 160)]
     sent = 0
     while sent < len(chunks):
+        if rig.ticks == burst_at:
+            rig.hub.skip(burst)
         count = burst + 1 if rig.ticks == burst_at else 1
         for chunk in chunks[sent : sent + count]:
             rig.send(media(chunk))
