@@ -43,16 +43,16 @@ Marks and clear
 
 Standing delay
 --------------
-A consumer that answers in real time (an echo, a bot pacing its speech) answers a
-burst — the audio that piled up while the server or the network stalled — with a
-burst, and from then on keeps the queue as deep as the burst made it. With
-``standing_ms`` > 0 (default 40) each target's queue is watched
-(:class:`~callstream.media.standing.StandingQueue`): when it stayed above
-``standing_ms`` for a second while the consumer fed it at about real time, the oldest
-audio is dropped down to one frame. Marks within it are echoed, in order, as for
-``clear``. Audio sent ahead (a clip) or faster than real time is never trimmed. Each
-trim is counted on ``callstream_media_playback_discarded_frames_total{reason="standing"}``
-and logged at debug level.
+A consumer that answers each frame in real time (an echo) answers the burst that
+follows a stall with a burst, and from then on keeps the queue as deep as the burst
+made it. With ``standing_ms`` > 0 (default 40) each target's queue is watched
+(:class:`~callstream.media.standing.StandingQueue`): when, within 2 s of a stall that
+left audio owed, it stayed above ``standing_ms`` for a second while the consumer fed it
+at about real time, the oldest audio is dropped, at most what the stall owed. Marks
+within it are echoed, in order, as for ``clear``. A lead a bot keeps while pacing, a
+clip sent ahead and a stream faster than real time are not trimmed. Each trim is
+counted on ``callstream_media_playback_discarded_frames_total{reason="standing"}`` and
+logged at debug level.
 
 Errors (spec §5.2, :mod:`callstream.streaming.protocol.errors`)
 ---------------------------------------------------------------
