@@ -30,7 +30,8 @@ consumer echoed that the caller never heard), inbound lag p50/p99 (consumer arri
 the caller's send time of the same frame), head loss (the caller's first frames that
 were never streamed: the index of the first frame the consumer got), the echo round
 trip (the caller's send → the caller hearing the same frame) in the first and last 2 s
-of each call, and overdue audio discarded (``OVERDUE_COUNTERS`` on /metrics, else n/a).
+of each call, overdue audio discarded (``OVERDUE_COUNTERS`` on /metrics, else n/a) and,
+of it, the playback trimmed as standing delay (``STANDING_COUNTER``).
 
 Usage::
 
@@ -419,6 +420,17 @@ def overdue_discarded(before: dict[str, float], after: dict[str, float]) -> int 
     return int(sum(after[k] - before.get(k, 0.0) for k in names))
 
 
+#: Of those, the playback trimmed as standing delay (CALLSTREAM_PLAYBACK_STANDING_MS).
+STANDING_COUNTER = 'callstream_media_playback_discarded_frames_total{reason="standing"}'
+
+
+def standing_trimmed(before: dict[str, float], after: dict[str, float]) -> int | None:
+    """Delta of the standing-queue trim counter, None if the server has none."""
+    if STANDING_COUNTER not in after:
+        return None
+    return int(after[STANDING_COUNTER] - before.get(STANDING_COUNTER, 0.0))
+
+
 @dataclass
 class Result:
     workload: str
@@ -464,6 +476,7 @@ class Result:
     #: playback delay beyond LISTEN_AFTER_S leaves them unheard: no late figure then).
     echo_late_heard_pct: float | None = None
     overdue_discarded: int | None = None
+    standing_trimmed: int | None = None
     stream_frames_dropped: int = 0
     server_affinity: list[int] = field(default_factory=list)
     load_affinity: list[int] = field(default_factory=list)
@@ -756,6 +769,7 @@ class Bench:
                 res.setup_p50_ms = round(float(np.percentile(setup, 50)), 1)
                 res.setup_p99_ms = round(float(np.percentile(setup, 99)), 1)
             res.overdue_discarded = overdue_discarded(metrics0, metrics1)
+            res.standing_trimmed = standing_trimmed(metrics0, metrics1)
             res.stream_frames_dropped = int(
                 metrics1.get("callstream_stream_frames_dropped_all_total", 0.0)
                 - metrics0.get("callstream_stream_frames_dropped_all_total", 0.0))
@@ -828,7 +842,7 @@ COLUMNS = [
     ("head_loss_p99_ms", "head p99", 8), ("echo_early_p50_ms", "echo 1st p50", 12),
     ("echo_late_p50_ms", "echo last p50", 13), ("echo_late_p99_ms", "last p99", 8),
     ("echo_late_heard_pct", "heard%", 6),
-    ("overdue_discarded", "overdue", 7),
+    ("overdue_discarded", "overdue", 7), ("standing_trimmed", "standing", 8),
 ]
 
 

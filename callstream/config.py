@@ -193,6 +193,13 @@ class Settings(BaseSettings):
         "sent comes is dropped (oldest first, counted): a consumer that falls behind gets "
         "recent audio, not a growing delay. The buffer before start (and replay after a "
         "reconnect) is exempt.")
+    playback_standing_ms: int = Field(
+        40, ge=0, le=10000,
+        description="Playback delay a stall may leave standing in a bidirectional "
+        "stream's queue: when a consumer answering in real time (an echo) keeps the queue "
+        "deeper than this for 1 s within 2 s of a stall, the oldest audio is dropped, at "
+        "most what the stall owed, counted. A bot's lead, clips sent ahead and audio "
+        "faster than real time are kept. 0 = off.")
     # Security: outbound network policy (docs/security.md).
     outbound_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOW), max_length=1000,

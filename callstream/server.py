@@ -304,6 +304,7 @@ class Server:
             stop_grace=settings.stream_stop_grace_secs,
             reconnect_secs=settings.stream_reconnect_secs,
             latency_bound=settings.stream_latency_bound_secs,
+            playback_standing_ms=settings.playback_standing_ms,
             outbound=self.outbound)
         self.forks = ForkManager(calls, outbound=self.outbound)
         self.transcriptions = TranscriptionManager(calls, settings)

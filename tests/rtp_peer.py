@@ -26,6 +26,7 @@ class RtpPeer:
     remote: tuple[str, int] | None = None
     received: list[Received] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)  # payloads, in order
+    sent_at: list[float] = field(default_factory=list)  # monotonic send time of each
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,7 @@ class RtpPeer:
             payload = encoder.encode(pcm[offset:offset + step])
             self.sock.sendto(self._packet(info.payload_type, payload, i == 0), self.remote)
             self.sent.append(payload)
+            self.sent_at.append(time.monotonic())
             self._ts += info.frame_ticks
             delay = start + (i + 1) * 0.02 - time.monotonic()
             if delay > 0:

@@ -58,6 +58,7 @@ from callstream.media.codecs.pcm import mix_frames, silence
 from callstream.media.codecs.resample import Resampler
 from callstream.media.exceptions import MediaStateError
 from callstream.media.rtp import RtpView
+from callstream.media.standing import StandingQueue
 
 __all__ = [
     "BRIDGE_MAX_FRAMES",
@@ -258,10 +259,18 @@ class QueueSource:
     padding it calls ``drain()``, where a producer pushes out audio it still
     holds (a resampler's filter tail).
 
+    With ``standing_bytes``, a :class:`~callstream.media.standing.StandingQueue`
+    watches the depth at every tick and learns of every :meth:`skip`; when it finds
+    the delay a stall left standing, refilled at real time, the oldest audio goes
+    (as :meth:`skip` drops it: marks within it fire, in order), counted in
+    ``trimmed_frames`` and reported to ``on_trim(frames)``.
+
     Args:
         sample_rate: the leg's rate, which :meth:`read` produces.
         hold_ticks: ticks to wait for the rest of a partial frame (0: pad at once).
         drain: called when the queue runs short of a frame, before padding.
+        standing_bytes: the depth the queue may keep for good; 0: never trimmed.
+        on_trim: called with the frames of each trim.
     """
 
     __slots__ = (
@@ -274,12 +283,16 @@ class QueueSource:
         "_max_bytes",
         "_offset",
         "_resamplers",
+        "_standing",
+        "_starved",
         "drain",
         "hold_ticks",
+        "on_trim",
         "overflow_bytes",
         "played_frames",
         "sample_rate",
         "skipped_frames",
+        "trimmed_frames",
     )
 
     def __init__(
@@ -289,6 +302,8 @@ class QueueSource:
         max_seconds: float = SOURCE_MAX_SECONDS,
         hold_ticks: int = 0,
         drain: Callable[[], None] | None = None,
+        standing_bytes: int = 0,
+        on_trim: Callable[[int], None] | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.hold_ticks = hold_ticks
@@ -305,6 +320,11 @@ class QueueSource:
         self.overflow_bytes = 0
         self.played_frames = 0
         self.skipped_frames = 0  # overdue frames dropped after missed ticks
+        self.trimmed_frames = 0  # standing delay dropped (see StandingQueue)
+        self._starved = 0  # reads in a row that found less than a frame
+        self._standing = (StandingQueue(self._frame_bytes, standing_bytes)
+                          if standing_bytes > 0 else None)
+        self.on_trim = on_trim
 
     @property
     def buffered_bytes(self) -> int:
@@ -359,6 +379,14 @@ class QueueSource:
         What follows plays on time instead of that much later; marks placed within
         the dropped audio fire now, in order (their audio is over, if unheard).
         """
+        dropped = self._drop(frames)
+        self.skipped_frames += dropped
+        if self._standing is not None:
+            self._standing.missed(frames, dropped, self._starved)
+        return dropped
+
+    def _drop(self, frames: int) -> int:
+        """Drop up to ``frames`` frames from the head; fire the marks within them."""
         drop = min(frames * self._frame_bytes, self._fed - self._consumed)
         if drop <= 0:
             return 0
@@ -375,7 +403,6 @@ class QueueSource:
                 left = 0
         self._consumed += drop
         self._held = 0
-        self.skipped_frames += -(-drop // self._frame_bytes)
         if self._marks:
             self._fire_marks()
         return -(-drop // self._frame_bytes)
@@ -386,18 +413,27 @@ class QueueSource:
         self._offset = 0
         self._consumed = self._fed
         self._held = 0
+        if self._standing is not None:
+            self._standing.reset()  # what comes after a clear is new, and on purpose
         marks = self._marks
         while marks:  # all of them, even those placed past the queue's end
             self._call_mark(marks.popleft()[1])
 
     def read(self, now: float) -> bytes | None:
         want = self._frame_bytes
+        if self._standing is not None:
+            trim = self._standing.tick(self._fed - self._consumed, self._fed)
+            if trim:
+                self._trim(trim)
         if self._fed - self._consumed < want:
+            self._starved += 1
             if self._held < self.hold_ticks and not self._marks:
                 self._held += 1  # the rest of this frame may be on its way
                 return None
             if self.drain is not None:
                 self.drain()
+        else:
+            self._starved = 0
         chunks = self._chunks
         if not chunks:
             return None
@@ -425,6 +461,15 @@ class QueueSource:
         if self._marks:
             self._fire_marks()
         return frame
+
+    def _trim(self, frames: int) -> None:
+        dropped = self._drop(frames)
+        self.trimmed_frames += dropped
+        if self.on_trim is not None:
+            try:
+                self.on_trim(dropped)
+            except Exception:  # a counter's failure must not stop playout
+                logger.debug("trim callback failed", exc_info=True)
 
     def _fire_marks(self) -> None:
         marks = self._marks

@@ -29,9 +29,14 @@ PACER_TICKS = Counter(
 )
 PLAYBACK_DISCARDED = Counter(
     "callstream_media_playback_discarded_frames",
-    "Queued playback frames (stream audio, bridged audio) dropped because the pacer "
-    "skipped their ticks after a stall: what follows plays on time, not later",
+    "Queued playback frames dropped so that what follows plays on time, not later: "
+    "stall (stream or bridged audio whose ticks the pacer skipped after a stall), "
+    "standing (a stream's standing queue refilled at real time, "
+    "CALLSTREAM_PLAYBACK_STANDING_MS)",
+    ["reason"],
 )
+PLAYBACK_DISCARDED_STALL = PLAYBACK_DISCARDED.labels("stall")
+PLAYBACK_DISCARDED_STANDING = PLAYBACK_DISCARDED.labels("standing")
 RTP_REJECTED = Counter(
     "callstream_rtp_rejected_packets",
     "RTP/RTCP packets dropped for their source (CALLSTREAM_STRICT_RTP): from another "

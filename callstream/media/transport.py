@@ -41,7 +41,7 @@ from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, FrameTap, MediaHub, Track
 from callstream.media.metrics import (
     PACER_TICKS,
-    PLAYBACK_DISCARDED,
+    PLAYBACK_DISCARDED_STALL,
     RTP_LOST,
     RTP_PACKETS,
     RTP_REJECTED,
@@ -523,7 +523,7 @@ class Pacer:
             self._next += missed * self.interval
             discarded = sum(hub.skip(missed) for hub in self._hubs)
             self.discarded_frames += discarded
-            PLAYBACK_DISCARDED.inc(discarded)
+            PLAYBACK_DISCARDED_STALL.inc(discarded)
         if self._endpoints:
             self._handle = loop.call_at(self._next, self._run)
         else:

@@ -48,6 +48,7 @@ from callstream.calls.requests import (
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallResource, Change, OutboxEvent, Receipt
 from callstream.streaming.encoder import BUFFER_SECONDS
+from callstream.streaming.playback import STANDING_MS
 from callstream.streaming.session import (
     LATENCY_BOUND,
     STALL_TIMEOUT,
@@ -101,6 +102,7 @@ class StreamManager:
                  stall_timeout: float = STALL_TIMEOUT,
                  buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE,
                  reconnect_secs: float = 0.0, latency_bound: float = LATENCY_BOUND,
+                 playback_standing_ms: int = STANDING_MS,
                  outbound: OutboundPolicy = DEFAULT_POLICY,
                  clock: Callable[[], float] | None = None) -> None:
         self.calls = calls
@@ -110,6 +112,7 @@ class StreamManager:
         self.stop_grace = stop_grace
         self.reconnect_secs = reconnect_secs
         self.latency_bound = latency_bound
+        self.playback_standing_ms = playback_standing_ms
         self.outbound = outbound
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -140,7 +143,8 @@ class StreamManager:
         session = StreamSession(self, call, params, clock=self._now,
                                 stall_timeout=self.stall_timeout,
                                 buffer_secs=self.buffer_secs, stop_grace=self.stop_grace,
-                                latency_bound=self.latency_bound)
+                                latency_bound=self.latency_bound,
+                                playback_standing_ms=self.playback_standing_ms)
         call.features[session.key] = session
         return session
 

@@ -41,6 +41,19 @@ Marks and clear
 * ``clear`` drops every queue (the next tick is silent), resets the decoder
   and resamplers, and echoes every pending mark at once, in order.
 
+Standing delay
+--------------
+A consumer that answers each frame in real time (an echo) answers the burst that
+follows a stall with a burst, and from then on keeps the queue as deep as the burst
+made it. With ``standing_ms`` > 0 (default 40) each target's queue is watched
+(:class:`~callstream.media.standing.StandingQueue`): when, within 2 s of a stall that
+left audio owed, it stayed above ``standing_ms`` for a second while the consumer fed it
+at about real time, the oldest audio is dropped, at most what the stall owed. Marks
+within it are echoed, in order, as for ``clear``. A lead a bot keeps while pacing, a
+clip sent ahead and a stream faster than real time are not trimmed. Each trim is
+counted on ``callstream_media_playback_discarded_frames_total{reason="standing"}`` and
+logged at debug level.
+
 Errors (spec §5.2, :mod:`callstream.streaming.protocol.errors`)
 ---------------------------------------------------------------
 A bad frame gets one ``error`` frame and changes nothing else; the stream
@@ -82,6 +95,7 @@ from callstream.media.codecs.opus import OPUS_CLOCK, packet_samples
 from callstream.media.codecs.resample import SUPPORTED_RATES, Resampler
 from callstream.media.exceptions import MediaParseError
 from callstream.media.hub import SOURCE_MAX_SECONDS, QueueSource, Subscription
+from callstream.media.metrics import PLAYBACK_DISCARDED_STANDING
 from callstream.streaming.mp3 import Mp3Error, decode_mp3
 from callstream.streaming.protocol import (
     ClientClear,
@@ -100,6 +114,7 @@ __all__ = [
     "MODES",
     "MP3_MIN_INTERVAL",
     "PLAYBACK_CODECS",
+    "STANDING_MS",
     "Playback",
 ]
 
@@ -111,6 +126,9 @@ PLAYBACK_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "L16")
 MAX_MESSAGE_SECONDS = 30.0  # one rtp message carries 20 ms to 30 s (DOC-MS)
 MP3_MIN_INTERVAL = 1.0  # at most one mp3 message per second (DOC-MS)
 HOLD_TICKS = 1  # ticks a partial frame waits for the rest of it
+#: Default of ``CALLSTREAM_PLAYBACK_STANDING_MS``: queued audio a consumer refilling at
+#: real time may keep for good (see :mod:`callstream.media.standing`).
+STANDING_MS = 40
 
 Emit = Callable[[ServerEvent], None]
 
@@ -215,6 +233,7 @@ class Playback:
             ignored for G722, which is always 16 kHz audio).
         emit: takes each server→client frame (``mark`` echo, ``error``).
         clock: the hub clock (``loop.time()``), for the MP3 rate limit.
+        standing_ms: the standing depth a real-time consumer may keep (0: never trimmed).
 
     Raises:
         ValueError: ``mode`` is not rtp/mp3, or ``sampling_rate`` is not one we
@@ -230,6 +249,7 @@ class Playback:
         sampling_rate: int,
         emit: Emit,
         clock: Callable[[], float],
+        standing_ms: int = STANDING_MS,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"bidirectional mode must be rtp or mp3, not {mode!r}")
@@ -273,7 +293,9 @@ class Playback:
             lane = self._lanes.get(target.sample_rate)
             if lane is None:
                 lane = self._lanes[target.sample_rate] = _Lane(target.sample_rate, in_rate)
-            source = QueueSource(target.sample_rate, hold_ticks=HOLD_TICKS, drain=lane.drain)
+            source = QueueSource(target.sample_rate, hold_ticks=HOLD_TICKS, drain=lane.drain,
+                                 standing_bytes=2 * target.sample_rate * standing_ms // 1000,
+                                 on_trim=self._trimmed)
             lane.sources.append(source)
             self._subscriptions.append(target.hub.add_source(target.leg, source))
         self.messages = 0  # media messages accepted
@@ -424,6 +446,11 @@ class Playback:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @staticmethod
+    def _trimmed(frames: int) -> None:
+        PLAYBACK_DISCARDED_STANDING.inc(frames)
+        logger.debug("bidirectional playback: dropped %d ms of standing delay", 20 * frames)
 
     def _emit_mark(self, name: str) -> None:
         if not self._closed:

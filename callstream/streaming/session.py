@@ -94,7 +94,7 @@ from callstream.outbound.metrics import OUTBOUND_DENIED
 from callstream.outbound.policy import OutboundDenied, OutboundPolicy
 from callstream.streaming.encoder import BUFFER_SECONDS, StreamEncoder, queue_items
 from callstream.streaming.metrics import StreamCounters
-from callstream.streaming.playback import Playback
+from callstream.streaming.playback import STANDING_MS, Playback
 from callstream.streaming.protocol import (
     AUTH_HEADER,
     MAX_CLIENT_FRAME_BYTES,
@@ -200,7 +200,8 @@ class StreamSession:
     def __init__(self, host: StreamHost, call: Call, params: StreamParams, *,
                  clock: Callable[[], float], stall_timeout: float = STALL_TIMEOUT,
                  buffer_secs: float = BUFFER_SECONDS, stop_grace: float = STOP_GRACE,
-                 latency_bound: float = LATENCY_BOUND) -> None:
+                 latency_bound: float = LATENCY_BOUND,
+                 playback_standing_ms: int = STANDING_MS) -> None:
         self.host = host
         self.call = call
         self.params = params
@@ -217,6 +218,7 @@ class StreamSession:
         self._buffer_secs = buffer_secs
         self._stop_grace = stop_grace
         self._latency_bound = latency_bound
+        self._playback_standing_ms = playback_standing_ms
         # Audio captured up to this hub time is the buffered head (or replay): exempt from
         # the bound. None: not streaming yet.
         self._backlog_until: float | None = None
@@ -536,6 +538,7 @@ class StreamSession:
                 sampling_rate=params.stream_bidirectional_sampling_rate,
                 emit=self._emit_frame,
                 clock=self._clock,
+                standing_ms=self._playback_standing_ms,
             )
         except Exception:
             log.exception("stream %s: bidirectional playback is unavailable", self.id)

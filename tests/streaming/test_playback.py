@@ -14,6 +14,7 @@ import pytest
 import soxr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from callstream.calls.features import LegMedia
 from callstream.media.codecs import G722, PCMA, PCMU, CodecInfo
@@ -22,6 +23,7 @@ from callstream.media.hub import MediaHub
 from callstream.streaming.playback import (
     MAX_MESSAGE_SECONDS,
     MP3_MIN_INTERVAL,
+    STANDING_MS,
     Playback,
     _resampler_delay,
 )
@@ -43,6 +45,7 @@ class Rig:
         codec: str = "PCMU",
         rate: int = 8000,
         silence: bool = False,
+        standing_ms: int = STANDING_MS,
     ) -> None:
         legs = legs or {"a": 8000}
         self.hub = MediaHub("call")
@@ -58,6 +61,7 @@ class Rig:
         self.playback = Playback(
             media, mode=mode, codec=codec, sampling_rate=rate,
             emit=lambda event: self.emitted.append(event.as_frame()), clock=lambda: self.now,
+            standing_ms=standing_ms,
         )
 
     def send(self, frame: dict[str, Any] | str) -> list[dict[str, Any]]:
@@ -357,6 +361,46 @@ def test_clear_resets_the_resampler() -> None:
     after = np.frombuffer(rig.play_out(), "<i2")
     assert len(after) >= 4000
     assert np.max(np.abs(after)) <= 2  # rounding only: no tone left in the filter
+
+
+def echo_with_burst(rig: Rig, frames: bytes, burst_at: int = 10, burst: int = 15) -> None:
+    """A consumer sending one 20 ms frame per tick, a mark after each; at ``burst_at``
+    the pacer skips ``burst`` ticks (a stall) and the consumer answers them in a burst."""
+    chunks = [frames[i : i + 160] for i in range(0, len(frames), 160)]
+    sent = 0
+    while sent < len(chunks):
+        if rig.ticks == burst_at:
+            rig.hub.skip(burst)
+        count = burst + 1 if rig.ticks == burst_at else 1
+        for chunk in chunks[sent : sent + count]:
+            rig.send(media(chunk))
+            rig.send(mark(f"m{sent}"))
+            sent += 1
+        rig.tick()
+
+
+STANDING = ("callstream_media_playback_discarded_frames_total", {"reason": "standing"})
+
+
+def test_a_standing_echo_is_trimmed_counted_and_its_marks_echoed_in_order() -> None:
+    """After a burst the echo's queue stands 300 ms deep; a second later it is cut to a
+    frame, oldest first: the marks inside are echoed at once, in order, the drop counted."""
+    rig = Rig()
+    before = REGISTRY.get_sample_value(*STANDING) or 0.0
+    echo_with_burst(rig, encode(PCMU, tone(440, 4.0)))
+    trimmed = (REGISTRY.get_sample_value(*STANDING) or 0.0) - before
+    assert 13 <= trimmed <= 15
+    assert rig.playback.buffered_ms <= 40
+    assert rig.marks() == [f"m{n}" for n in range(len(rig.marks()))]
+    assert len(rig.marks()) >= 200 - 2
+
+
+def test_with_standing_ms_0_the_echo_keeps_its_delay() -> None:
+    rig = Rig(standing_ms=0)
+    before = REGISTRY.get_sample_value(*STANDING) or 0.0
+    echo_with_burst(rig, encode(PCMU, tone(440, 4.0)))
+    assert (REGISTRY.get_sample_value(*STANDING) or 0.0) == before
+    assert rig.playback.buffered_ms >= 300
 
 
 # -- mp3 mode ------------------------------------------------------------------------------
