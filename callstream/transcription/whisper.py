@@ -419,9 +419,9 @@ class WhisperTrack:
                             self._vad.reset()
                         if event.kind is VadEventKind.END:
                             segments.extend(self._final(event))
-        decoded_early = self._decode_early()
+        final_ready = self._decode_early()
         if (self._segmenter.in_speech and interims and self.options.interim_results
-                and not decoded_early):
+                and not final_ready):
             interim = self._interim()
             if interim is not None:
                 segments.append(interim)
@@ -490,16 +490,22 @@ class WhisperTrack:
 
     def _decode_early(self) -> bool:
         """Decode the final of the utterance in progress as if the silence now running
-        will end it, :data:`EARLY_LEAD_S` before the VAD can say so (and not before the
-        silence holds the final's end pad); the END that follows, if the silence
-        lasts, then costs nothing. True when it decoded."""
-        start, silence = self._segmenter.start, self._segmenter.silence_from
-        wait = max(self._pad, self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE))
+        (or, before the VAD notices it, the energy-based quiet) will end it,
+        :data:`EARLY_LEAD_S` before the VAD can say so, on the audio so far (its end pad
+        is that much short: quiet audio); the END that follows, if the silence lasts,
+        then costs nothing. True when it decoded, or when a decode for this silence
+        is already done: an interim now would only delay the final it precedes."""
+        segmenter = self._segmenter
+        start = segmenter.start
+        # Before the VAD drops (it lags), the quiet since the energy end is its guess.
+        silence = segmenter.silence_from if segmenter.silence_from is not None else (
+            segmenter.quiet_from)
+        wait = self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE)
         if start is None or silence is None or self._behind or (
                 self._total < silence * WINDOW_SAMPLES + wait):
             return False
         if self._early is not None and self._early.key == (start, silence):
-            return False
+            return True
         self._early = _EarlyFinal((start, silence),
                                   *self._decode_utterance(start, silence, False))
         return True
