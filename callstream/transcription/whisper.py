@@ -46,7 +46,11 @@ from callstream.transcription.engine import (
     Segment,
     UnsupportedOption,
 )
-from callstream.transcription.repetition import collapse_repeats, drop_overlap
+from callstream.transcription.repetition import (
+    collapse_repeats,
+    drop_overlap,
+    until_repeat,
+)
 from callstream.transcription.timestamps import read_tokens
 from callstream.transcription.vad import (
     SAMPLE_RATE,
@@ -248,7 +252,8 @@ class WhisperEngine:
             prompt += [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[:100]]
         prompt += list(tokenizer.sot_sequence)
         max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
-        decoded = self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
+        decoded = self._generate(encoded, prompt, tokenizer, max_new, duration, 1,
+                                 unfinished=window_s is None)
         if beam_size > 1:
             # Beam search is more accurate but prefers to skip a hard start outright,
             # with plausible timestamps; the greedy reading of the same encoding (decoder
@@ -261,7 +266,13 @@ class WhisperEngine:
         return decoded
 
     def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
-                  duration: float, beam_size: int) -> Decoded:
+                  duration: float, beam_size: int, *, unfinished: bool = False) -> Decoded:
+        """One decode of ``encoded``. ``unfinished`` (interims): the text of a segment
+        the decoder did not close is kept too, up to where it starts repeating itself.
+        On the first half second of speech tiny.en often runs its first word into a
+        loop to the token budget ("4 4 4 4 4 4"); without this, interims stayed empty
+        until the speech was long enough to close a segment: up to 0.9 s after the
+        onset."""
         result = self.model.model.generate(
             encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
@@ -271,6 +282,9 @@ class WhisperEngine:
         reading = read_tokens(tokens, timestamp_begin=tokenizer.timestamp_begin,
                               eot=tokenizer.eot, duration=duration)
         text = tokenizer.decode(list(reading.words)).strip()
+        if unfinished and reading.unfinished:
+            tail = until_repeat(tokenizer.decode(list(reading.unfinished)).strip())
+            text = f"{text} {tail}".strip()
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
         n_words = len(text.split())
         looped = (_compression_ratio(text) > MAX_COMPRESSION_RATIO
