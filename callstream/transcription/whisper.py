@@ -4,20 +4,21 @@ Whisper is not a streaming model; this module makes it behave like one
 (research/asr.md, *Streaming design*):
 
 1. Audio is resampled to 16 kHz and run through Silero VAD (:mod:`.vad`), which cuts
-   the track into utterances (threshold 0.2 for phone audio, 600 ms of silence ends
-   one, 400 ms of padding each side, at most 9.5 s each, a longer one cut at its
-   quietest point and unpadded across the cut). Whisper never sees silence alone: it
+   the track into utterances (threshold 0.2 for phone audio, 600 ms of silence from
+   the energy-based end of speech ends one, 400 ms of padding each side, at most
+   9.5 s each, a longer one cut at its quietest point and unpadded across the cut). Whisper never sees silence alone: it
    invents words there ("Okay.").
 2. While an utterance goes on, an **interim** is decoded greedily on a *short*
    window: the utterance so far plus 3 s of silence. CTranslate2 takes fewer than
    3000 mel frames, which makes this ~20x cheaper than Whisper's 30 s window; the
    trailing silence and timestamp tokens keep the decoder from looping on it. The
    first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
-   ``RETRY_HOP_S`` until it has words), then one comes every ``INTERIM_HOP_S``.
+   ``RETRY_HOP_S`` until it has words; an unfinished, looping end counts up to the
+   loop), then one comes every ``INTERIM_HOP_S``.
 3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
    :data:`FINAL_BEAM_SIZE` on a 10 s window, or
-   30 s when the audio and 2 s of silence don't fit, :data:`EARLY_LEAD_S` before the
-   VAD declares the end. It must cover all the speech: where the timestamps stop
+   30 s when the audio and 2 s of silence don't fit, up to :data:`EARLY_LEAD_S` before
+   the VAD declares the end (no interim is decoded ahead of it then). It must cover all the speech: where the timestamps stop
    short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
    point reached; where that loops or skips, it is halved. Loops and repeats across a
    cut are removed (:mod:`.repetition`). Optionally a second, stronger engine decodes
@@ -505,16 +506,17 @@ class WhisperTrack:
     def _decode_early(self) -> bool:
         """Decode the final of the utterance in progress as if the silence now running
         (or, before the VAD notices it, the energy-based quiet) will end it,
-        :data:`EARLY_LEAD_S` before the VAD can say so, on the audio so far (its end pad
-        is that much short: quiet audio); the END that follows, if the silence lasts,
-        then costs nothing. True when it decoded, or when a decode for this silence
-        is already done: an interim now would only delay the final it precedes."""
+        :data:`EARLY_LEAD_S` before the VAD can say so (and not before the silence holds
+        the final's end pad: decoding with less cost words); the END that follows, if
+        the silence lasts, then costs nothing. True when it decoded, or when a decode
+        for this silence is already done: an interim now would only delay the final
+        it precedes."""
         segmenter = self._segmenter
         start = segmenter.start
         # Before the VAD drops (it lags), the quiet since the energy end is its guess.
         silence = segmenter.silence_from if segmenter.silence_from is not None else (
             segmenter.quiet_from)
-        wait = self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE)
+        wait = max(self._pad, self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE))
         if start is None or silence is None or self._behind or (
                 self._total < silence * WINDOW_SAMPLES + wait):
             return False
