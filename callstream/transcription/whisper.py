@@ -6,8 +6,8 @@ Whisper is not a streaming model; this module makes it behave like one
 1. Audio is resampled to 16 kHz and run through Silero VAD (:mod:`.vad`), which cuts
    the track into utterances (threshold 0.2 for phone audio, 600 ms of silence from
    the energy-based end of speech ends one, 400 ms of padding each side, at most
-   9.5 s each, a longer one cut at its quietest point and unpadded across the cut). Whisper never sees silence alone: it
-   invents words there ("Okay.").
+   9.5 s each, a longer one cut at its quietest point and unpadded across the cut).
+   Whisper never sees silence alone: it invents words there ("Okay.").
 2. While an utterance goes on, an **interim** is decoded greedily on a *short*
    window: the utterance so far plus 3 s of silence. CTranslate2 takes fewer than
    3000 mel frames, which makes this ~20x cheaper than Whisper's 30 s window; the
@@ -18,8 +18,8 @@ Whisper is not a streaming model; this module makes it behave like one
 3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
    :data:`FINAL_BEAM_SIZE` on a 10 s window, or
    30 s when the audio and 2 s of silence don't fit, up to :data:`EARLY_LEAD_S` before
-   the VAD declares the end (no interim is decoded ahead of it then). It must cover all the speech: where the timestamps stop
-   short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
+   the VAD declares the end (no interim is decoded ahead of it then). It must cover
+   all the speech: where the timestamps stop short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
    point reached; where that loops or skips, it is halved. Loops and repeats across a
    cut are removed (:mod:`.repetition`). Optionally a second, stronger engine decodes
    finals (two-pass), except while the track is behind.
