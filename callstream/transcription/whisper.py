@@ -16,11 +16,11 @@ Whisper is not a streaming model; this module makes it behave like one
    ``RETRY_HOP_S`` until it has words; an unfinished, looping end counts up to the
    loop), then one comes every ``INTERIM_HOP_S``.
 3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
-   :data:`FINAL_BEAM_SIZE` on a 10 s window, or
-   30 s when the audio and 2 s of silence don't fit, up to :data:`EARLY_LEAD_S` before
-   the VAD declares the end (no interim is decoded ahead of it then). It must cover
-   all the speech: where the timestamps stop short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
-   point reached; where that loops or skips, it is halved. Loops and repeats across a
+   :data:`FINAL_BEAM_SIZE` on a 10 s window, or 30 s when the audio and 2 s of
+   silence don't fit, up to :data:`EARLY_LEAD_S` before the VAD declares the end (no
+   interim is decoded ahead of it then). It must cover all the speech: where the
+   timestamps stop short (:mod:`.timestamps`) it is redone on the 30 s window and
+   continued from the point reached; where that loops or skips, it is halved. Loops and repeats across a
    cut are removed (:mod:`.repetition`). Optionally a second, stronger engine decodes
    finals (two-pass), except while the track is behind.
 
