@@ -20,9 +20,9 @@ Whisper is not a streaming model; this module makes it behave like one
    silence don't fit, up to :data:`EARLY_LEAD_S` before the VAD declares the end (no
    interim is decoded ahead of it then). It must cover all the speech: where the
    timestamps stop short (:mod:`.timestamps`) it is redone on the 30 s window and
-   continued from the point reached; where that loops or skips, it is halved. Loops and repeats across a
-   cut are removed (:mod:`.repetition`). Optionally a second, stronger engine decodes
-   finals (two-pass), except while the track is behind.
+   continued from the point reached; where that loops or skips, it is halved. Loops
+   and repeats across a cut are removed (:mod:`.repetition`). Optionally a second,
+   stronger engine decodes finals (two-pass), except while the track is behind.
 
 This calls ``WhisperModel.model.generate`` (CTranslate2) directly, which is not
 faster-whisper's public API: both packages are pinned in pyproject.
