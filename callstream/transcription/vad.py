@@ -104,7 +104,7 @@ class Segmenter:
     When the probability drops below ``neg_threshold``, the silence is dated back to
     the energy-based end of speech: just after the last window (at most
     :data:`END_LOOKBACK_S` back) within :data:`END_QUIET_DB` of the utterance's
-    loudest window (:attr:`quiet_from`). Silero lags that point by 0.2-0.4 s; counting
+    loudest window. Silero lags that point by 0.2-0.4 s; counting
     from it takes that lag out of every final's latency. Without levels (all 0) nothing
     moves.
     """
@@ -122,19 +122,14 @@ class Segmenter:
         self._lookback = round(END_LOOKBACK_S / WINDOW_SECONDS)
         self._levels: deque[float] = deque(maxlen=self._search + 1)
         self._peak = -math.inf  # loudest window level of the current utterance
-        self._quiet_from: int | None = None  # first window of the quiet now running
+        # In speech: where the audio went (and stayed) END_QUIET_DB below the peak.
+        self._quiet_from: int | None = None
 
     @property
     def silence_from(self) -> int | None:
         """In speech: the window where the silence now running began (None: no silence).
         If the utterance ends at this silence, this is its ``end``."""
         return self._silence_from
-
-    @property
-    def quiet_from(self) -> int | None:
-        """In speech: where the audio went (and stayed) :data:`END_QUIET_DB` below the
-        utterance's peak, the end of speech if the VAD agrees; None while it is loud."""
-        return self._quiet_from
 
     @property
     def in_speech(self) -> bool:

@@ -505,17 +505,12 @@ class WhisperTrack:
 
     def _decode_early(self) -> bool:
         """Decode the final of the utterance in progress as if the silence now running
-        (or, before the VAD notices it, the energy-based quiet) will end it,
-        :data:`EARLY_LEAD_S` before the VAD can say so (and not before the silence holds
-        the final's end pad: decoding with less cost words); the END that follows, if
-        the silence lasts, then costs nothing. True when it decoded, or when a decode
-        for this silence is already done: an interim now would only delay the final
-        it precedes."""
-        segmenter = self._segmenter
-        start = segmenter.start
-        # Before the VAD drops (it lags), the quiet since the energy end is its guess.
-        silence = segmenter.silence_from if segmenter.silence_from is not None else (
-            segmenter.quiet_from)
+        will end it, :data:`EARLY_LEAD_S` before the VAD can say so (and not before the
+        silence holds the final's end pad: decoding with less cost words); the END
+        that follows, if the silence lasts, then costs nothing. True when it decoded,
+        or when a decode for this silence is already done: an interim now would only
+        delay the final it precedes."""
+        start, silence = self._segmenter.start, self._segmenter.silence_from
         wait = max(self._pad, self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE))
         if start is None or silence is None or self._behind or (
                 self._total < silence * WINDOW_SAMPLES + wait):
