@@ -31,7 +31,7 @@ WINDOW_SAMPLES = 512  # what Silero v6 takes at 16 kHz: 32 ms
 CONTEXT_SAMPLES = 64  # the tail of the previous window it also sees
 WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
 CUT_SEARCH_S = 2.0  # a long utterance is cut at the quietest point of its last 2 s
-# Silero's probability stays up for 0.2-0.3 s after the speech has gone quiet. The
+# Silero's probability stays up for 0.2-0.4 s after the speech has gone quiet. The
 # silence that ends an utterance is counted from where the audio fell this far below the
 # utterance's loudest window, looking back at most END_LOOKBACK_S from the VAD's drop.
 END_QUIET_DB = 20.0
@@ -104,9 +104,8 @@ class Segmenter:
     When the probability drops below ``neg_threshold``, the silence is dated back to
     the energy-based end of speech: just after the last window (at most
     :data:`END_LOOKBACK_S` back) within :data:`END_QUIET_DB` of the utterance's
-    loudest window. Silero lags that point by 0.2-0.4 s; counting
-    from it takes that lag out of every final's latency. Without levels (all 0) nothing
-    moves.
+    loudest window. Silero lags that point by 0.2-0.4 s; counting from it takes that
+    lag out of every final's latency. Without levels (all 0) nothing moves.
     """
 
     def __init__(self, options: VadOptions | None = None) -> None:
