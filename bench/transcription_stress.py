@@ -26,7 +26,8 @@ Every item goes phone band (8 kHz, 300-3400 Hz) and through PCMU, then:
 Reported per item and pooled (synthetic / human / all): WER of the live finals and
 offline; **sentences lost** (a reference sentence of which fewer than 30 % of the
 words have any hypothesis word aligned to them, i.e. missing rather than misheard;
-human clips count as sentences of at most 15 words); inserted words; speech onset ->
+human clips count as sentences of at most 15 words); inserted words; WER of the last
+interim before each final (what a live reader saw last); speech onset ->
 first interim and end of speech -> final (p50/p95, by the simulated clock, so they
 are what one dedicated core would give); CPU per track (live recogniser process CPU per
 second of audio) and the tracks per core it implies.
@@ -202,6 +203,14 @@ def score(item: Item, live: Live, offline: str) -> dict[str, Any]:
     finals = " ".join(text for _, text in live.finals)
     live_align = align(reference, normalize(finals))
     off_align = align(reference, normalize(offline))
+    # The last interim before each final: what a live reader saw last.
+    last_interims, since = [], -1.0
+    for at, _ in live.finals:
+        before = [text for t, text in live.interims if since < t <= at]
+        if before:
+            last_interims.append(before[-1])
+        since = at
+    interim_align = align(reference, normalize(" ".join(last_interims)))
     first = [t - item.onset for t, _ in live.interims if t > item.onset]
     final = [t - item.end for t, _ in live.finals if t > item.end - 0.3]
     return {
@@ -209,6 +218,8 @@ def score(item: Item, live: Live, offline: str) -> dict[str, Any]:
         "audio_s": round(len(item.pcm) / 2 / RATE, 2),
         "live_errors": live_align.substitutions + live_align.deletions + live_align.insertions,
         "offline_errors": off_align.substitutions + off_align.deletions + off_align.insertions,
+        "interim_errors": (interim_align.substitutions + interim_align.deletions
+                           + interim_align.insertions),
         "live_inserted": live_align.insertions, "offline_inserted": off_align.insertions,
         "live_lost": sentences_lost(list(item.sentences), finals),
         "offline_lost": sentences_lost(list(item.sentences), offline),
@@ -235,6 +246,7 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "items": len(rows), "words": words,
         "wer_live": round(sum(r["live_errors"] for r in rows) / words, 4),
         "wer_offline": round(sum(r["offline_errors"] for r in rows) / words, 4),
+        "wer_last_interims": round(sum(r["interim_errors"] for r in rows) / words, 4),
         "sentences": sum(len(r["sentences"]) for r in rows),
         "lost_live": sum(len(r["live_lost"]) for r in rows),
         "lost_offline": sum(len(r["offline_lost"]) for r in rows),

@@ -153,8 +153,8 @@ class Settings(BaseSettings):
         "model does both. A call may choose with transcription_engine_config.final_model.")
     transcription_end_silence_ms: int = Field(
         600, ge=200, le=3000, description="Silence that ends an utterance (its final "
-        "follows); longer keeps natural pauses inside one utterance, at that much more "
-        "latency.")
+        "follows), counted from the energy-based end of speech; longer keeps natural "
+        "pauses inside one utterance, at that much more latency.")
     transcription_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where Whisper runs; auto picks cuda when a GPU is present.")
     transcription_threads: int = Field(

@@ -42,6 +42,19 @@ def _all_numbers(keys: list[str]) -> bool:
     return all(_is_number(k) for k in keys)
 
 
+def until_repeat(text: str) -> str:
+    """``text`` up to where a word or phrase is first said again at once, numbers
+    included ("4 4 4 4" → "4"): for the unfinished end of a decode, where a repeat is
+    the decoder stuck, not the speaker."""
+    words = text.split()
+    keys = [_key(w) for w in words]
+    for end in range(1, len(keys)):
+        for n in range(1, min(MAX_PHRASE_WORDS, len(keys) - end, end) + 1):
+            if keys[end - n: end] == keys[end: end + n]:
+                return " ".join(words[:end])
+    return text
+
+
 def collapse_repeats(text: str) -> str:
     """``text`` with looped phrases kept once (see the module docstring)."""
     words = text.split()

@@ -43,12 +43,15 @@ class Reading:
         complete: the output ended with a closed segment (no lone timestamp, no
             unfinished segment, nothing placed past the audio).
         hurried: some segment's timestamps give it an impossible speaking rate.
+        unfinished: the text token ids of a last segment the decoder never closed (not
+            in ``words``): a guess a live interim may show, never a final.
     """
 
     words: tuple[int, ...]
     covered: float
     complete: bool
     hurried: bool = False
+    unfinished: tuple[int, ...] = ()
 
 
 def read_tokens(tokens: list[int], *, timestamp_begin: int, eot: int,
@@ -90,5 +93,5 @@ def read_tokens(tokens: list[int], *, timestamp_begin: int, eot: int,
         return Reading((), 0.0, True)  # nothing said: nothing deferred either
     if pending or not closed:
         # Unfinished text or a lone start timestamp: the rest of the audio is undecoded.
-        return Reading(tuple(words), covered, False, hurried)
+        return Reading(tuple(words), covered, False, hurried, tuple(pending))
     return Reading(tuple(words), covered, True, hurried)

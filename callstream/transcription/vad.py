@@ -31,6 +31,11 @@ WINDOW_SAMPLES = 512  # what Silero v6 takes at 16 kHz: 32 ms
 CONTEXT_SAMPLES = 64  # the tail of the previous window it also sees
 WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
 CUT_SEARCH_S = 2.0  # a long utterance is cut at the quietest point of its last 2 s
+# Silero's probability stays up for 0.2-0.4 s after the speech has gone quiet. The
+# silence that ends an utterance is counted from where the audio fell this far below the
+# utterance's loudest window, looking back at most END_LOOKBACK_S from the VAD's drop.
+END_QUIET_DB = 20.0
+END_LOOKBACK_S = 0.5
 
 Audio = npt.NDArray[np.float32]
 
@@ -95,6 +100,12 @@ class Segmenter:
     around a boundary; the latest on a tie) within the last :data:`CUT_SEARCH_S`, so it
     falls between words rather than inside one. The continuation of a cut utterance
     is never dropped for being short: it is the rest of real speech.
+
+    When the probability drops below ``neg_threshold``, the silence is dated back to
+    the energy-based end of speech: just after the last window (at most
+    :data:`END_LOOKBACK_S` back) within :data:`END_QUIET_DB` of the utterance's
+    loudest window. Silero lags that point by 0.2-0.4 s; counting from it takes that
+    lag out of every final's latency. Without levels (all 0) nothing moves.
     """
 
     def __init__(self, options: VadOptions | None = None) -> None:
@@ -107,7 +118,11 @@ class Segmenter:
         self._silence_from: int | None = None
         self._continued = False  # the current utterance began at a cut
         self._search = max(1, round(CUT_SEARCH_S / WINDOW_SECONDS))
+        self._lookback = round(END_LOOKBACK_S / WINDOW_SECONDS)
         self._levels: deque[float] = deque(maxlen=self._search + 1)
+        self._peak = -math.inf  # loudest window level of the current utterance
+        # In speech: where the audio went (and stayed) END_QUIET_DB below the peak.
+        self._quiet_from: int | None = None
 
     @property
     def silence_from(self) -> int | None:
@@ -132,12 +147,19 @@ class Segmenter:
                 self.start = index
                 self._silence_from = None
                 self._continued = False
+                self._peak = level
+                self._quiet_from = None
                 events.append(VadEvent(VadEventKind.START, index))
             return events
         if probability >= opts.threshold:
             self._silence_from = None
-        elif probability < opts.neg_threshold and self._silence_from is None:
-            self._silence_from = index
+            self._peak = max(self._peak, level)
+        if level >= self._peak - END_QUIET_DB:
+            self._quiet_from = None
+        elif self._quiet_from is None:
+            self._quiet_from = index
+        if probability < opts.neg_threshold and self._silence_from is None:
+            self._silence_from = self._energy_end(index)
         if self._silence_from is not None and index + 1 - self._silence_from >= self._min_silence:
             events.append(self._end(self._silence_from))
         elif index + 1 - self.start >= self._max_windows:
@@ -146,8 +168,20 @@ class Segmenter:
             events.append(self._end(cut, cut=True))
             self.start = cut
             self._continued = True
+            self._peak = max(list(self._levels)[cut - self.position:] or [level])
+            self._quiet_from = None
             events.append(VadEvent(VadEventKind.START, cut, cut=True))
         return events
+
+    def _energy_end(self, drop: int) -> int:
+        """Where the silence that the VAD noticed at window ``drop`` began: where the
+        quiet now running began (not before the minimum speech), if that is at most
+        :data:`END_LOOKBACK_S` before ``drop``; else ``drop``."""
+        assert self.start is not None
+        quiet = self._quiet_from
+        if quiet is None or quiet < drop - self._lookback:
+            return drop
+        return min(drop, max(quiet, self.start + self._min_speech))
 
     def _quietest_boundary(self, earliest: int) -> int:
         """The window boundary (a window index; the cut goes before it) in the last
@@ -175,6 +209,7 @@ class Segmenter:
         assert start is not None  # only called in speech
         self.start = None
         self._silence_from = None
+        self._quiet_from = None
         kept = end - start >= self._min_speech or self._continued
         return VadEvent(VadEventKind.END if kept else VadEventKind.DROP, start, end, cut)
 

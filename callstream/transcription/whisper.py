@@ -4,24 +4,25 @@ Whisper is not a streaming model; this module makes it behave like one
 (research/asr.md, *Streaming design*):
 
 1. Audio is resampled to 16 kHz and run through Silero VAD (:mod:`.vad`), which cuts
-   the track into utterances (threshold 0.2 for phone audio, 600 ms of silence ends
-   one, 400 ms of padding each side, at most 9.5 s each, a longer one cut at its
-   quietest point and unpadded across the cut). Whisper never sees silence alone: it
-   invents words there ("Okay.").
+   the track into utterances (threshold 0.2 for phone audio, 600 ms of silence from
+   the energy-based end of speech ends one, 400 ms of padding each side, at most
+   9.5 s each, a longer one cut at its quietest point and unpadded across the cut).
+   Whisper never sees silence alone: it invents words there ("Okay.").
 2. While an utterance goes on, an **interim** is decoded greedily on a *short*
    window: the utterance so far plus 3 s of silence. CTranslate2 takes fewer than
    3000 mel frames, which makes this ~20x cheaper than Whisper's 30 s window; the
    trailing silence and timestamp tokens keep the decoder from looping on it. The
    first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
-   ``RETRY_HOP_S`` until it has words), then one comes every ``INTERIM_HOP_S``.
+   ``RETRY_HOP_S`` until it has words; an unfinished, looping end counts up to the
+   loop), then one comes every ``INTERIM_HOP_S``.
 3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
-   :data:`FINAL_BEAM_SIZE` on a 10 s window, or
-   30 s when the audio and 2 s of silence don't fit, :data:`EARLY_LEAD_S` before the
-   VAD declares the end. It must cover all the speech: where the timestamps stop
-   short (:mod:`.timestamps`) it is redone on the 30 s window and continued from the
-   point reached; where that loops or skips, it is halved. Loops and repeats across a
-   cut are removed (:mod:`.repetition`). Optionally a second, stronger engine decodes
-   finals (two-pass), except while the track is behind.
+   :data:`FINAL_BEAM_SIZE` on a 10 s window, or 30 s when the audio and 2 s of
+   silence don't fit, up to :data:`EARLY_LEAD_S` before the VAD declares the end (no
+   interim is decoded ahead of it then). It must cover all the speech: where the
+   timestamps stop short (:mod:`.timestamps`) it is redone on the 30 s window and
+   continued from the point reached; where that loops or skips, it is halved. Loops
+   and repeats across a cut are removed (:mod:`.repetition`). Optionally a second,
+   stronger engine decodes finals (two-pass), except while the track is behind.
 
 This calls ``WhisperModel.model.generate`` (CTranslate2) directly, which is not
 faster-whisper's public API: both packages are pinned in pyproject.
@@ -46,7 +47,11 @@ from callstream.transcription.engine import (
     Segment,
     UnsupportedOption,
 )
-from callstream.transcription.repetition import collapse_repeats, drop_overlap
+from callstream.transcription.repetition import (
+    collapse_repeats,
+    drop_overlap,
+    until_repeat,
+)
 from callstream.transcription.timestamps import read_tokens
 from callstream.transcription.vad import (
     SAMPLE_RATE,
@@ -248,7 +253,8 @@ class WhisperEngine:
             prompt += [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[:100]]
         prompt += list(tokenizer.sot_sequence)
         max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
-        decoded = self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
+        decoded = self._generate(encoded, prompt, tokenizer, max_new, duration, 1,
+                                 unfinished=window_s is None)
         if beam_size > 1:
             # Beam search is more accurate but prefers to skip a hard start outright,
             # with plausible timestamps; the greedy reading of the same encoding (decoder
@@ -261,7 +267,13 @@ class WhisperEngine:
         return decoded
 
     def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
-                  duration: float, beam_size: int) -> Decoded:
+                  duration: float, beam_size: int, *, unfinished: bool = False) -> Decoded:
+        """One decode of ``encoded``. ``unfinished`` (interims): the text of a segment
+        the decoder did not close is kept too, up to where it starts repeating itself.
+        On the first half second of speech tiny.en often runs its first word into a
+        loop to the token budget ("4 4 4 4 4 4"); without this, interims stayed empty
+        until the speech was long enough to close a segment: up to 0.9 s after the
+        onset."""
         result = self.model.model.generate(
             encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
@@ -271,6 +283,9 @@ class WhisperEngine:
         reading = read_tokens(tokens, timestamp_begin=tokenizer.timestamp_begin,
                               eot=tokenizer.eot, duration=duration)
         text = tokenizer.decode(list(reading.words)).strip()
+        if unfinished and reading.unfinished:
+            tail = until_repeat(tokenizer.decode(list(reading.unfinished)).strip())
+            text = f"{text} {tail}".strip()
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
         n_words = len(text.split())
         looped = (_compression_ratio(text) > MAX_COMPRESSION_RATIO
@@ -419,9 +434,9 @@ class WhisperTrack:
                             self._vad.reset()
                         if event.kind is VadEventKind.END:
                             segments.extend(self._final(event))
-        decoded_early = self._decode_early()
+        final_ready = self._decode_early()
         if (self._segmenter.in_speech and interims and self.options.interim_results
-                and not decoded_early):
+                and not final_ready):
             interim = self._interim()
             if interim is not None:
                 segments.append(interim)
@@ -491,15 +506,17 @@ class WhisperTrack:
     def _decode_early(self) -> bool:
         """Decode the final of the utterance in progress as if the silence now running
         will end it, :data:`EARLY_LEAD_S` before the VAD can say so (and not before the
-        silence holds the final's end pad); the END that follows, if the silence
-        lasts, then costs nothing. True when it decoded."""
+        silence holds the final's end pad: decoding with less cost words); the END
+        that follows, if the silence lasts, then costs nothing. True when it decoded,
+        or when a decode for this silence is already done: an interim now would only
+        delay the final it precedes."""
         start, silence = self._segmenter.start, self._segmenter.silence_from
         wait = max(self._pad, self._min_silence - int(EARLY_LEAD_S * SAMPLE_RATE))
         if start is None or silence is None or self._behind or (
                 self._total < silence * WINDOW_SAMPLES + wait):
             return False
         if self._early is not None and self._early.key == (start, silence):
-            return False
+            return True
         self._early = _EarlyFinal((start, silence),
                                   *self._decode_utterance(start, silence, False))
         return True

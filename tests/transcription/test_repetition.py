@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callstream.transcription.repetition import collapse_repeats, drop_overlap
+from callstream.transcription.repetition import collapse_repeats, drop_overlap, until_repeat
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -40,3 +40,16 @@ def test_collapse_repeats(text: str, expected: str) -> None:
 ])
 def test_drop_overlap(previous: str, text: str, expected: str) -> None:
     assert drop_overlap(previous, text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("4 4 4 4 4 4", "4"),
+    ("four, four, four, four", "four,"),
+    ("four queen of four queen of four", "four queen of"),
+    ("seven of", "seven of"),
+    ("five five", "five"),  # stricter than collapse_repeats: for a decoder's loose end
+    ("he might even have been", "he might even have been"),
+    ("", ""),
+])
+def test_until_repeat(text: str, expected: str) -> None:
+    assert until_repeat(text) == expected

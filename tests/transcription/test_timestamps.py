@@ -22,8 +22,9 @@ def read(tokens: list[int], duration: float = 10.0) -> Reading:
     ([ts(0), 1, 2, ts(3), ts(3), 3, ts(6.5), EOT], Reading((1, 2, 3), 6.5, True)),
     # A lone start timestamp at the end: "it goes on past here" — incomplete at 7.0.
     ([ts(0), 1, 2, ts(7), ts(7), EOT], Reading((1, 2), 7.0, False)),
-    # Text with no closing timestamp (the token budget ran out): not kept.
-    ([ts(0), 1, ts(4), ts(4), 2, 3], Reading((1,), 4.0, False)),
+    # Text with no closing timestamp (the token budget ran out): not kept (only
+    # reported as unfinished, for interims).
+    ([ts(0), 1, ts(4), ts(4), 2, 3], Reading((1,), 4.0, False, unfinished=(2, 3))),
     # A segment that starts past the audio is imagined: dropped, and incomplete.
     ([ts(0), 1, ts(9.5), ts(10.5), 2, ts(12), EOT], Reading((1,), 9.5, False)),
     # A last segment that ends a little past the audio still covers it, to its end.

@@ -6,6 +6,7 @@ import pytest
 
 from callstream.transcription.vad import (
     CUT_SEARCH_S,
+    END_LOOKBACK_S,
     WINDOW_SECONDS,
     Segmenter,
     VadEvent,
@@ -97,3 +98,48 @@ def test_end_needs_the_full_minimum_silence() -> None:
 def test_bad_options_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         VadOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_silence_is_counted_from_the_energy_end_not_the_vad_drop() -> None:
+    # 20 loud windows, then quiet audio (40 dB down) while Silero's probability stays
+    # up for 8 more windows (its lag): the silence began at window 20, not 28.
+    seg = Segmenter()
+    events = [e for _ in range(20) for e in seg.push(0.9, -20.0)]
+    events += [e for _ in range(8) for e in seg.push(0.9, -60.0)]
+    assert seg.silence_from is None
+    events += seg.push(0.0, -60.0)
+    assert seg.silence_from == 20
+    # The END comes 600 ms after window 20, 8 windows sooner than from the drop.
+    events += [e for _ in range(SILENCE_WINDOWS - 10) for e in seg.push(0.0, -60.0)]
+    assert events == [VadEvent(START, 0)]
+    assert seg.push(0.0, -60.0) == [VadEvent(END, 0, 20)]
+
+
+def test_energy_end_looks_back_no_further_than_the_lookback() -> None:
+    lookback = round(END_LOOKBACK_S / WINDOW_SECONDS)
+    seg = Segmenter()
+    for _ in range(20):
+        seg.push(0.9, -20.0)
+    for _ in range(lookback + 10):  # quiet but still "speech" to the VAD for too long
+        seg.push(0.9, -60.0)
+    seg.push(0.0, -60.0)
+    assert seg.silence_from == seg.position - 1  # the drop itself
+
+
+def test_a_soft_stretch_inside_speech_does_not_end_it() -> None:
+    # Quiet for 5 windows, loud again, then the VAD drops: the end is the drop's quiet.
+    seg = Segmenter()
+    levels = [-20.0] * 20 + [-60.0] * 5 + [-20.0] * 5
+    for level in levels:
+        seg.push(0.9, level)
+    seg.push(0.0, -60.0)
+    assert seg.silence_from == 30
+
+
+def test_energy_end_never_shortens_speech_below_the_minimum() -> None:
+    seg = Segmenter()
+    seg.push(0.9, -20.0)  # one loud window, then quiet the VAD still calls speech
+    for _ in range(10):
+        seg.push(0.9, -60.0)
+    seg.push(0.0, -60.0)
+    assert seg.silence_from == round(0.25 / WINDOW_SECONDS)  # min_speech_ms
