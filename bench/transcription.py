@@ -57,6 +57,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from callstream.transcription.vad import VadOptions
 from tests.audio import rtp_packets, write_pcap
 from tests.corpus import Clip, corpus, phone_band, word_errors
 from tests.e2e.sipp import DATA, sipp
@@ -228,8 +229,8 @@ def main() -> None:
                         help="--stress: skip the offline decodes")
     parser.add_argument("--tempos", default="0.9,1.0,1.1",
                         help="--stress: comma-separated playback speeds")
-    parser.add_argument("--end-silence-ms", type=int, default=600,
-                        help="--stress: silence that ends an utterance")
+    parser.add_argument("--end-silence-ms", type=int, default=VadOptions().min_silence_ms,
+                        help="--stress: silence that ends an utterance (the server's default)")
     args = parser.parse_args()
     if args.stress:
         stress(args)

@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         "directory) for final transcripts; interims stay on the call's model. Unset: one "
         "model does both. A call may choose with transcription_engine_config.final_model.")
     transcription_end_silence_ms: int = Field(
-        600, ge=200, le=3000, description="Silence that ends an utterance (its final "
+        700, ge=200, le=3000, description="Silence that ends an utterance (its final "
         "follows), counted from the energy-based end of speech; longer keeps natural "
         "pauses inside one utterance, at that much more latency.")
     transcription_device: Literal["auto", "cpu", "cuda"] = Field(

@@ -55,7 +55,7 @@ class VadOptions:
 
     threshold: float = 0.2
     neg_threshold: float = 0.1
-    min_silence_ms: int = 600
+    min_silence_ms: int = 700
     min_speech_ms: int = 250
     max_utterance_s: float = 9.5
     pad_ms: int = 400

@@ -15,7 +15,7 @@ from callstream.transcription.vad import (
 )
 
 START, END, DROP = VadEventKind.START, VadEventKind.END, VadEventKind.DROP
-SILENCE_WINDOWS = round(0.6 / WINDOW_SECONDS)  # 19 windows of 32 ms
+SILENCE_WINDOWS = round(VadOptions().min_silence_ms / 1000 / WINDOW_SECONDS)  # 22 windows of 32 ms
 
 
 def run(probs: list[float], options: VadOptions | None = None) -> list[VadEvent]:
@@ -109,7 +109,7 @@ def test_silence_is_counted_from_the_energy_end_not_the_vad_drop() -> None:
     assert seg.silence_from is None
     events += seg.push(0.0, -60.0)
     assert seg.silence_from == 20
-    # The END comes 600 ms after window 20, 8 windows sooner than from the drop.
+    # The END comes 700 ms after window 20, 8 windows sooner than from the drop.
     events += [e for _ in range(SILENCE_WINDOWS - 10) for e in seg.push(0.0, -60.0)]
     assert events == [VadEvent(START, 0)]
     assert seg.push(0.0, -60.0) == [VadEvent(END, 0, 20)]

@@ -59,11 +59,12 @@ def test_finals_transcribe_speech_and_interims_come_first() -> None:
     segments = [s for _, s in arrivals]
     finals = [s for s in segments if s.is_final]
     assert finals and wer(item.reference, " ".join(s.text for s in finals)) <= 0.15
-    # Silero drops 0.3 s after this clip's energy end; the 600 ms of silence are
-    # counted from the energy end, and the final is decoded before they run out.
+    # Silero drops 0.3 s after this clip's energy end; the 700 ms of silence are
+    # counted from the energy end, and the final is decoded before they run out
+    # (0.96 s when they were counted from Silero's drop).
     _, end = speech_span(pcm)
     final_at = next(at for at, s in arrivals if s.is_final)
-    assert final_at - end < 0.75, (end, final_at)
+    assert final_at - end < 0.85, (end, final_at)
     assert not segments[0].is_final
     first = segments[0]
     # The first interim covers well under a second of speech (onset ~0.5 s in).
