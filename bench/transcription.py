@@ -177,18 +177,24 @@ def server_target(server: Any) -> str:
     return f"127.0.0.1:{server.sip_port}"
 
 
+def last_interims(finals: list[tuple[float, str]],
+                  interims: list[tuple[float, str]]) -> list[str]:
+    """The last interim before each final (by arrival time): what a live reader saw last."""
+    kept, since = [], -1.0
+    for at, _ in finals:
+        before = [text for t, text in interims if since < t <= at]
+        if before:
+            kept.append(before[-1])
+        since = at
+    return kept
+
+
 def score(placed: list[Placed], result: Result) -> dict[str, Any]:
     reference = " ".join(p.clip.reference for p in placed)
     finals = " ".join(text for _, text in result.finals)
     errors, words = word_errors(reference, finals)
-    # The last interim before each final stands for what a live reader saw last.
-    last_interims, since = [], -1.0
-    for at, _ in result.finals:
-        before = [text for t, text in result.interims if since < t <= at]
-        if before:
-            last_interims.append(before[-1])
-        since = at
-    i_errors, _ = word_errors(reference, " ".join(last_interims))
+    i_errors, _ = word_errors(reference, " ".join(last_interims(result.finals,
+                                                                 result.interims)))
     first_interim, to_final = [], []
     for p in placed:
         later = [t - p.onset for t, _ in result.interims if t > p.onset]

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import soxr
 
+from bench.transcription import last_interims
 from callstream.transcription.engine import RecognizerOptions
 from callstream.transcription.manager import INTERIM_MAX_LAG_S, MIN_BATCH_FRAMES
 from callstream.transcription.whisper import WhisperEngine
@@ -203,14 +204,8 @@ def score(item: Item, live: Live, offline: str) -> dict[str, Any]:
     finals = " ".join(text for _, text in live.finals)
     live_align = align(reference, normalize(finals))
     off_align = align(reference, normalize(offline))
-    # The last interim before each final: what a live reader saw last.
-    last_interims, since = [], -1.0
-    for at, _ in live.finals:
-        before = [text for t, text in live.interims if since < t <= at]
-        if before:
-            last_interims.append(before[-1])
-        since = at
-    interim_align = align(reference, normalize(" ".join(last_interims)))
+    interim_align = align(reference, normalize(" ".join(last_interims(live.finals,
+                                                                      live.interims))))
     first = [t - item.onset for t, _ in live.interims if t > item.onset]
     final = [t - item.end for t, _ in live.finals if t > item.end - 0.3]
     return {
