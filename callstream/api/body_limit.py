@@ -9,6 +9,7 @@ A chunked body is read and counted up to the limit, then handed to the applicati
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 
@@ -22,6 +23,21 @@ log = logging.getLogger(__name__)
 MAX_BODY_SIZE = 1024 * 1024
 #: The code of the 413 error in the envelope.
 BODY_TOO_LARGE_CODE = "10015"
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over ``body``, already read, as one message, then
+    passes on what ``receive`` says (the disconnect)."""
+    replayed = False
+
+    async def replayer() -> dict[str, Any]:
+        nonlocal replayed
+        if replayed:
+            return dict(await receive())
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayer
 
 
 class BodyLimit:
@@ -65,16 +81,7 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> dict[str, object]:
-            nonlocal replayed
-            if replayed:
-                return dict(await receive())
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
     async def _refuse(self, scope: Scope, send: Send, what: str) -> None:
         HTTP_LIMITED.labels("body_size").inc()

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from callstream.api.auth import ASGIApp, Receive, Scope, Send
+from callstream.api.body_limit import replay
 from callstream.api.errors import error_body
 from callstream.http_fetch import fetch
 from callstream.metrics import HTTP_FORWARDED
@@ -63,7 +63,7 @@ class OwnerForwarding:
                 break
         if len(body) > self.max_body_size:
             # Over the limit: the local BodyLimit answers, as the owner's would.
-            await self.app(scope, _replay(bytes(body), receive), send)
+            await self.app(scope, replay(bytes(body), receive), send)
             return
         target = urlsplit(address)
         host, port = target.hostname or "127.0.0.1", target.port or 80
@@ -100,19 +100,6 @@ def _request(scope: Scope, body: bytes, node_id: bytes) -> bytes:
     lines += [b"content-length: " + str(len(body)).encode(), b"connection: close",
               FORWARDED_HEADER + b": " + node_id]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal replayed
-        if replayed:
-            return dict(await receive())
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 async def _unavailable(send: Send, detail: str) -> None:
