@@ -10,6 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from callstream.streaming.connection import PROBE_SECS, StreamConnection
 from callstream.streaming.writer import write_now
@@ -154,3 +156,67 @@ async def test_a_pong_that_is_not_the_probes_leaves_it_unanswered(
     async with asyncio.timeout(10):
         await (await ws.ping())  # the watchdog's kind of ping gets its pong
     assert ws.probe_asked == now
+
+
+def server_frames() -> tuple[bytes, list[str]]:
+    """A burst as a server might send it: lengths of every encoding, a ping and a
+    fragmented message in between (unmasked, as servers send)."""
+    texts = ['{"event":"media","n":1}', "é" * 60, "x" * 300, "y" * 70_000, '{"event":"clear"}']
+    wire = b"".join(Frame(Opcode.TEXT, t.encode()).serialize(mask=False) for t in texts[:2])
+    wire += Frame(Opcode.PING, b"hi").serialize(mask=False)
+    wire += Frame(Opcode.TEXT, texts[2].encode()).serialize(mask=False)
+    wire += Frame(Opcode.TEXT, texts[3][:100].encode(), fin=False).serialize(mask=False)
+    wire += Frame(Opcode.CONT, texts[3][100:].encode()).serialize(mask=False)
+    wire += Frame(Opcode.TEXT, texts[4].encode()).serialize(mask=False)
+    return wire, texts
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 250, 1 << 20])
+async def test_frames_cut_anywhere_are_read_whole_and_in_order(
+        piece: int, open_pair: Callable[[Handler], Awaitable[StreamConnection]]) -> None:
+    """The connection's own reading of whole text frames and websockets' reading of the
+    rest take turns at every cut of the data."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    ws = await open_pair(handler)
+    ws.protocol.max_message_size = 100_000
+    got: list[str] = []
+    ws.on_text = got.append
+    fed: list[bytes] = []
+    receive_data = ws.protocol.receive_data
+
+    def spy(data: bytes) -> None:
+        fed.append(data)
+        receive_data(data)
+
+    ws.protocol.receive_data = spy  # type: ignore[method-assign]
+    wire, texts = server_frames()
+    for at in range(0, len(wire), piece):
+        ws.data_received(wire[at : at + piece])
+    assert got == texts
+    assert ws.protocol.state is State.OPEN
+    if piece > len(wire):  # at once: the first two frames never reach websockets' parser
+        assert fed == [wire[wire.index(b"\x89\x02hi") :]]
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    (Frame(Opcode.TEXT, b"x" * 2000).serialize(mask=False), 1009),  # over max_size
+    (Frame(Opcode.TEXT, b'{"a":1}').serialize(mask=True), 1002),  # a server must not mask
+    (b"\xc1\x02{}", 1002),  # RSV1 without an extension
+])
+async def test_a_bad_frame_after_good_ones_fails_the_connection_as_websockets_does(
+        frame: bytes, code: int,
+        open_pair: Callable[[Handler], Awaitable[StreamConnection]]) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    ws = await open_pair(handler)
+    ws.protocol.max_message_size = 1000
+    got: list[str] = []
+    ws.on_text = got.append
+    ws.data_received(Frame(Opcode.TEXT, b'"first"').serialize(mask=False) + frame
+                     + Frame(Opcode.TEXT, b'"after"').serialize(mask=False))
+    assert got == ['"first"']
+    assert ws.protocol.close_sent is not None and ws.protocol.close_sent.code == code
