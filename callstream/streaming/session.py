@@ -60,10 +60,9 @@ probe ping rides with a write of media when none is unanswered and the last is
 once everything written before it has been read (by the consumer's WebSocket library),
 whatever TCP buffers in between. While the probe is unanswered for longer than
 :data:`IN_FLIGHT_FLOOR_SECS` (or the bound, if longer) no audio is written; it waits,
-turns overdue and is dropped. So a
-consumer that pauses gets recent audio when it reads again, not the backlog. The audio
-buffered before ``start`` (and while a socket was down) is exempt: it is there on
-purpose and goes out in full first.
+turns overdue and is dropped. So a consumer that pauses gets recent audio when it reads
+again, not the backlog. The audio buffered before ``start`` (and while a socket was down)
+is exempt: it is there on purpose and goes out in full first.
 
 ``streaming.stopped`` is only ever sent after ``streaming.started``.
 
