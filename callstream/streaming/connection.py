@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import CloseCode, Frame, Opcode
@@ -58,8 +59,8 @@ _LENGTH_16 = 126  # the length follows in 16 bits (a second byte of 127: 64 bits
 class StreamConnection(ClientConnection):
     """``websockets``' client connection; made by ``connect(create_connection=...)``."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # websockets' own arguments
+        super().__init__(*args, **kwargs)
         #: Gets each text message from ``data_received``; None: the assembler does.
         self.on_text: Callable[[str], None] | None = None
         self._fragments: list[bytes] | None = None  # a fragmented message read so far
