@@ -9,9 +9,12 @@ per connection per tick. Ways of sending:
 * ``websockets send`` — a task per connection woken each tick, ``await ws.send()`` per
   frame (callstream before the hot-path work);
 * ``websockets batch`` — the same task, :func:`~callstream.streaming.writer.send_frames`:
-  both frames in one write (callstream now);
+  both frames in one write (with callstream's framing, pooled masking keys);
 * ``websockets inline`` — no task: the tick frames both with the sans-I/O protocol and
-  writes once (what a write straight from the pacer would cost);
+  writes once (callstream's ``write_now`` until issue 13's masking-key pool);
+* ``write_now`` — no task: :func:`~callstream.streaming.writer.write_now`, the frames
+  built by :mod:`callstream.streaming.framing` with keys from a pool of ``os.urandom``
+  (callstream now);
 * ``picows`` — no task (its API is synchronous): ``transport.send()`` per frame, two
   writes (``picows`` is Cython; skipped when it is not installed).
 
@@ -42,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callstream.streaming.protocol import FrameBuilder
-from callstream.streaming.writer import send_frames
+from callstream.streaming.writer import send_frames, write_now
 
 TICK = 0.020
 SETTLE_S = 1.0
@@ -135,6 +138,11 @@ async def with_websockets(port: int, count: int, seconds: float, mode: str) -> f
                     ws.protocol.send_text(frame)
                 ws.transport.writelines(ws.protocol.data_to_send())
         per_tick = await measure(tick, seconds)
+    elif mode == "write_now":
+        def tick(now: float) -> None:
+            for ws, frames in zip(conns, tick_frames(builders, now), strict=True):
+                write_now(ws, frames)
+        per_tick = await measure(tick, seconds)
     else:
         pending: list[list[bytes]] = [[] for _ in conns]
         events = [asyncio.Event() for _ in conns]
@@ -207,7 +215,7 @@ def main() -> None:
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        modes = ["websockets send", "websockets batch", "websockets inline"]
+        modes = ["websockets send", "websockets batch", "websockets inline", "write_now"]
         if has_picows:
             modes.append("picows")
         results: dict[str, list[float]] = {m: [] for m in modes}
@@ -217,7 +225,7 @@ def main() -> None:
                     coro = with_picows(port, args.connections, args.seconds)
                 else:
                     coro = with_websockets(port, args.connections, args.seconds,
-                                           mode.split()[1])
+                                           mode.split()[-1])
                 results[mode].append(uvloop.run(coro) * 1e6)
                 time.sleep(0.2)
     finally:

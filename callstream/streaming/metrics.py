@@ -1,27 +1,29 @@
 """Per-stream counters on ``/metrics`` (Prometheus), labelled by ``stream_id``.
 
-A stream's series exist while it runs and are removed when it ends, so a long-lived
-server does not accumulate one series per stream ever made; the unlabelled totals
-keep the history.
+A stream's series exist while it runs and are removed a while after it ends, so a
+long-lived server does not accumulate one series per stream ever made; the unlabelled
+totals keep the history.
+
+The counts of every write (frames and audio bytes sent, two to three per stream per
+20 ms) stay plain integers on the stream's :class:`StreamCounters` and are read when
+``/metrics`` is scraped (:class:`SentCollector`): a Prometheus ``inc`` takes a lock.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from collections.abc import Iterator
 
-FRAMES_SENT = Counter("callstream_stream_frames_sent_total",
-                      "WebSocket frames sent to a stream's consumer", ["stream_id"])
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+
 FRAMES_DROPPED = Counter("callstream_stream_frames_dropped_total",
                          "Media frames a stream dropped because its consumer was slow",
                          ["stream_id"])
-BYTES_SENT = Counter("callstream_stream_media_bytes_total",
-                     "Audio payload bytes sent to a stream's consumer", ["stream_id"])
 CONNECT_SECONDS = Gauge("callstream_stream_connect_seconds",
                         "Time the WebSocket connect and upgrade took", ["stream_id"])
 ACTIVE = Gauge("callstream_streams_active", "Streams running in this process")
 STREAMS = Counter("callstream_streams_total", "Streams ended, by outcome", ["outcome"])
-ALL_FRAMES_SENT = Counter("callstream_stream_frames_sent_all_total",
-                          "WebSocket frames sent, all streams")
 STALLED = Counter("callstream_streams_stalled_total",
                   "Streams cut off because their consumer stopped reading (no pong in time)")
 ALL_FRAMES_DROPPED = Counter("callstream_stream_frames_dropped_all_total",
@@ -46,13 +48,49 @@ OVERDUE = Counter("callstream_stream_frames_overdue_total",
 ALL_OVERDUE = Counter("callstream_stream_frames_overdue_all_total",
                       "Live media frames dropped as overdue, all streams")
 
-_SERIES = (OVERDUE, FRAMES_SENT, FRAMES_DROPPED, BYTES_SENT, CONNECT_SECONDS)
+_SERIES = (OVERDUE, FRAMES_DROPPED, CONNECT_SECONDS)
+
+
+class SentCollector(Collector):
+    """``callstream_stream_frames_sent_total{stream_id}``,
+    ``callstream_stream_media_bytes_total{stream_id}`` and
+    ``callstream_stream_frames_sent_all_total``, read from the streams' counters."""
+
+    def __init__(self) -> None:
+        self.shown: dict[int, StreamCounters] = {}  # by id(): until forget()
+        self.forgotten_frames = 0  # sent by the streams no longer shown
+
+    def collect(self) -> Iterator[Metric]:
+        per_stream: dict[str, tuple[int, int]] = {}  # two streams may share an id
+        total = self.forgotten_frames
+        for counters in list(self.shown.values()):
+            frames, audio = per_stream.get(counters.stream_id, (0, 0))
+            per_stream[counters.stream_id] = (frames + counters.frames_sent,
+                                              audio + counters.bytes_sent)
+            total += counters.frames_sent
+        sent = CounterMetricFamily("callstream_stream_frames_sent",
+                                   "WebSocket frames sent to a stream's consumer",
+                                   labels=["stream_id"])
+        media = CounterMetricFamily("callstream_stream_media_bytes",
+                                     "Audio payload bytes sent to a stream's consumer",
+                                     labels=["stream_id"])
+        for stream_id, (frames, audio) in per_stream.items():
+            sent.add_metric([stream_id], frames)
+            media.add_metric([stream_id], audio)
+        yield sent
+        yield media
+        yield CounterMetricFamily("callstream_stream_frames_sent_all",
+                                  "WebSocket frames sent, all streams", value=total)
+
+
+SENT = SentCollector()
+REGISTRY.register(SENT)
 
 
 class StreamCounters:
     """One stream's counters, mirrored to Prometheus as they change."""
 
-    __slots__ = ("_bytes", "_dropped", "_frames", "_live", "_overdue", "bytes_sent",
+    __slots__ = ("_dropped", "_live", "_overdue", "bytes_sent",
                  "connect_seconds", "frames_dropped", "frames_overdue", "frames_replayed",
                  "frames_sent", "reconnects", "stream_id")
 
@@ -67,9 +105,8 @@ class StreamCounters:
         self.connect_seconds: float | None = None
         self._live = False
         self._overdue = OVERDUE.labels(stream_id)
-        self._frames = FRAMES_SENT.labels(stream_id)
-        self._bytes = BYTES_SENT.labels(stream_id)
         self._dropped = FRAMES_DROPPED.labels(stream_id)
+        SENT.shown[id(self)] = self
 
     def connected(self, seconds: float) -> None:
         self.connect_seconds = seconds
@@ -79,16 +116,10 @@ class StreamCounters:
             ACTIVE.inc()
 
     def sent(self, frames: int, payload_bytes: int = 0) -> None:
-        """``frames`` went out in one write, ``payload_bytes`` of audio in them.
-
-        Counted per write, not per frame: a Prometheus ``inc`` takes a lock.
-        """
+        """``frames`` went out in one write, ``payload_bytes`` of audio in them (on
+        ``/metrics`` when scraped: :class:`SentCollector`)."""
         self.frames_sent += frames
-        self._frames.inc(frames)
-        ALL_FRAMES_SENT.inc(frames)
-        if payload_bytes:
-            self.bytes_sent += payload_bytes
-            self._bytes.inc(payload_bytes)
+        self.bytes_sent += payload_bytes
 
     def dropped(self, total: int, *, before_start: bool = False,
                 reconnecting: bool = False) -> None:
@@ -136,6 +167,8 @@ class StreamCounters:
 
     def forget(self) -> None:
         """Drop the stream's labelled series (a while after it ended)."""
+        if SENT.shown.pop(id(self), None) is not None:
+            SENT.forgotten_frames += self.frames_sent
         for metric in _SERIES:
             try:
                 metric.remove(self.stream_id)

@@ -53,19 +53,24 @@ means it is that far behind, whatever the buffers hold.
 Latency bound. After ``start`` (and after a resumed ``start``) audio is live: a frame
 whose turn to be written comes more than ``CALLSTREAM_STREAM_LATENCY_BOUND_SECS`` after it
 was captured is dropped (oldest first, counted as overdue). Frames written but not read
-are out of reach, so the session also measures how far behind the consumer reads: it
-pings every :data:`PROBE_SECS`, and a ping is answered only once everything written
-before it has been read (by the consumer's WebSocket library), whatever TCP buffers in
-between. While the oldest unanswered ping is older than :data:`IN_FLIGHT_FLOOR_SECS` (or
-the bound, if longer) no audio is written; it waits, turns overdue and is dropped. So a
-consumer that pauses gets recent audio when it reads again, not the backlog. The audio
-buffered before ``start`` (and while a socket was down) is exempt: it is there on
-purpose and goes out in full first.
+are out of reach, so the session also measures how far behind the consumer reads: a
+probe ping rides with a write of media when none is unanswered and the last is
+:data:`~callstream.streaming.connection.PROBE_SECS` old
+(:class:`~callstream.streaming.connection.StreamConnection`), and a ping is answered only
+once everything written before it has been read (by the consumer's WebSocket library),
+whatever TCP buffers in between. While the probe is unanswered for longer than
+:data:`IN_FLIGHT_FLOOR_SECS` (or the bound, if longer) no audio is written; it waits,
+turns overdue and is dropped. So a consumer that pauses gets recent audio when it reads
+again, not the backlog. The audio buffered before ``start`` (and while a socket was down)
+is exempt: it is there on purpose and goes out in full first.
 
 ``streaming.stopped`` is only ever sent after ``streaming.started``.
 
-The media path only appends to the :class:`StreamEncoder` queue; everything here runs
-in the stream's own task, so a slow consumer costs only its own (dropped, counted) frames.
+The media path appends to the :class:`StreamEncoder` queue and, for a pass-through stream
+whose socket takes them at once, writes the frames itself (:mod:`.writer`); the consumer's
+messages are played from the callback that read them (:mod:`.connection`); everything else
+runs in the stream's own task, so a slow consumer costs only its own (dropped, counted)
+frames.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.uri import parse_uri
 
@@ -92,6 +97,7 @@ from callstream.media.hub import Track
 from callstream.outbound.connect import connect_tcp
 from callstream.outbound.metrics import OUTBOUND_DENIED
 from callstream.outbound.policy import OutboundDenied, OutboundPolicy
+from callstream.streaming.connection import StreamConnection
 from callstream.streaming.encoder import BUFFER_SECONDS, StreamEncoder, queue_items
 from callstream.streaming.metrics import StreamCounters
 from callstream.streaming.playback import STANDING_MS, Playback
@@ -132,8 +138,6 @@ LATENCY_BOUND = 0.2
 #: whatever the bound: its round trip counts in it, and a far consumer must not lose
 #: audio for being far.
 IN_FLIGHT_FLOOR_SECS = 0.5
-#: How often a streaming session pings its consumer to see how far behind it reads.
-PROBE_SECS = 0.1
 #: How soon a sender held back looks again.
 RECHECK_SECS = 0.02
 
@@ -224,18 +228,15 @@ class StreamSession:
         self._backlog_until: float | None = None
         self._gone: int | None = None  # close code seen by the reader on this socket
         self._recheck: asyncio.TimerHandle | None = None
-        # Pings of the lag probe not answered yet: when each was asked for, its pong.
-        self._pings: deque[tuple[float, asyncio.Future[float] | None]] = deque()
-        self._prober: asyncio.Task[None] | None = None
         self._capture_started: float | None = None  # hub clock when the encoder was made
         self._frames = FrameBuilder(self.id)
-        self._ws: ClientConnection | None = None
+        self._ws: StreamConnection | None = None
         self._encoder: StreamEncoder | None = None
         self._playback: PlaybackLike | None = None
         self._control: deque[Callable[[], bytes]] = deque()
         self._wakeup = asyncio.Event()
         #: The socket the media path writes to itself (start sent, still streaming).
-        self._live: ClientConnection | None = None
+        self._live: StreamConnection | None = None
         self._media_ready = asyncio.Event()
         self._connected = asyncio.Event()
         self._stop_sent = asyncio.Event()  # our stop frame went out (or never will)
@@ -406,13 +407,13 @@ class StreamSession:
         if self._stop_requested:  # stopped while the webhook was being stored
             await self._finish()
             return
+        if params.bidirectional:  # before start: the consumer may answer it at once
+            self._playback = self._make_playback()
         # Media timestamps count from when capture began: the buffered audio comes first.
         began = self._capture_started if self._capture_started is not None else self._clock()
         await send_frames(ws, [self._frames.start(self._start_details(), began)])
         self.counters.sent(1)
         self._backlog_until = self._clock()
-        if params.bidirectional:
-            self._playback = self._make_playback()
         while True:
             code = await self._serve(ws)
             if code is None:
@@ -426,14 +427,12 @@ class StreamSession:
                 return
             ws = resumed
 
-    async def _serve(self, ws: ClientConnection) -> int | None:
+    async def _serve(self, ws: StreamConnection) -> int | None:
         """Stream over ``ws`` until a stop (None) or the socket ends (its close code)."""
         loop = asyncio.get_running_loop()
         self._gone = None
         self._reader = loop.create_task(self._read(ws))
         self._watchdog = loop.create_task(self._watch(ws))
-        self._pings.clear()
-        self._prober = loop.create_task(self._probe(ws))
         try:
             await self._send_pending(ws)  # what was captured before start (or a resume)
             self._live = ws
@@ -448,7 +447,7 @@ class StreamSession:
             self._live = None
         return None if self._stop_requested else self._gone
 
-    async def _resume(self, code: int) -> ClientConnection | None:
+    async def _resume(self, code: int) -> StreamConnection | None:
         """The socket dropped: dial again within the window; the new socket, or None
         (the window passed: ``streaming.failed`` is out)."""
         window = self.params.stream_reconnect_seconds
@@ -494,10 +493,12 @@ class StreamSession:
         self._wakeup.set()
         return ws
 
-    async def _open(self, url: str, headers: dict[str, str] | None) -> ClientConnection:
+    async def _open(self, url: str, headers: dict[str, str] | None) -> StreamConnection:
         """Connect to a checked address of the URL's host; Host and SNI keep the name.
 
-        A redirect cannot lead elsewhere: websockets follows none on a given socket.
+        A redirect cannot lead elsewhere: websockets follows none on a given socket. The
+        consumer's messages go to :meth:`_on_consumer_text` from the connection's
+        ``data_received``.
         """
         uri = parse_uri(url)
         async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -505,14 +506,25 @@ class StreamSession:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             try:
-                return await connect(
+                ws = await connect(
                     url, sock=sock, additional_headers=headers, open_timeout=None,
                     close_timeout=CLOSE_TIMEOUT, compression=None, max_size=MAX_CLIENT_FRAME_BYTES,
                     ping_interval=None, proxy=None, user_agent_header="callstream",
+                    create_connection=StreamConnection,
                 )
             except BaseException:
                 sock.close()
                 raise
+        assert isinstance(ws, StreamConnection)  # create_connection made it
+        ws.on_text = self._on_consumer_text
+        return ws
+
+    def _on_consumer_text(self, text: str) -> None:
+        """A consumer message, from the connection's ``data_received``: played at once
+        (before ``start`` and after the stream ended: dropped)."""
+        playback = self._playback
+        if playback is not None:
+            playback.on_text(text)
 
     def _start_details(self) -> dict[str, Any]:
         rec = self.call.record
@@ -560,20 +572,20 @@ class StreamSession:
         encoder = self._encoder
         if (ws is not None and encoder is not None and encoder.passthrough
                 and not self._control and can_write_now(ws)):
-            frames, audio = self._take_pending()  # none while the consumer reads behind
+            now = self._clock()
+            frames, audio = self._take_pending(ws, now)  # none while the consumer reads behind
             if frames:
-                write_now(ws, frames)
+                write_now(ws, frames, ws.probe(now) if audio else None)
                 self.counters.sent(len(frames), audio)
         else:
             self._wakeup.set()
 
-    def _take_pending(self) -> tuple[list[bytes], int]:
+    def _take_pending(self, ws: StreamConnection, now: float) -> tuple[list[bytes], int]:
         """Every frame ready, media first, and the audio bytes they carry."""
         out: list[bytes] = []
         audio = 0
         encoder = self._encoder
-        now = self._clock()
-        if encoder is not None and len(encoder) and not self._consumer_behind(now):
+        if encoder is not None and len(encoder) and not self._consumer_behind(ws, now):
             self.counters.dropped(encoder.dropped)
             frames = self._frames
             backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
@@ -592,39 +604,25 @@ class StreamSession:
             out.append(control.popleft()())
         return out, audio
 
-    async def _send_pending(self, ws: ClientConnection) -> None:
+    async def _send_pending(self, ws: StreamConnection) -> None:
         """Everything ready in one write (both tracks of a tick: one), waiting for room."""
-        frames, audio = self._take_pending()
+        now = self._clock()
+        frames, audio = self._take_pending(ws, now)
         if frames:
-            await send_frames(ws, frames)
+            await send_frames(ws, frames, ws.probe(now) if audio else None)
             self.counters.sent(len(frames), audio)
 
-    def _consumer_behind(self, now: float) -> bool:
-        """The consumer reads too far behind: hold back (and look again in
-        :data:`RECHECK_SECS`; the audio meanwhile ages and may turn overdue)."""
-        pings = self._pings
-        while pings and (pong := pings[0][1]) is not None and pong.done():
-            pings.popleft()
-        if (self._backlog_until is None or not pings
-                or now - pings[0][0] <= max(self._latency_bound, IN_FLIGHT_FLOOR_SECS)):
+    def _consumer_behind(self, ws: StreamConnection, now: float) -> bool:
+        """The consumer reads too far behind (its probe unanswered too long): hold back
+        (and look again in :data:`RECHECK_SECS`; the audio meanwhile ages and may turn
+        overdue)."""
+        asked = ws.probe_asked
+        if (self._backlog_until is None or asked is None
+                or now - asked <= max(self._latency_bound, IN_FLIGHT_FLOOR_SECS)):
             return False
         if self._recheck is None:
             self._recheck = asyncio.get_running_loop().call_later(RECHECK_SECS, self._rechecked)
         return True
-
-    async def _probe(self, ws: ClientConnection) -> None:
-        """Ping every :data:`PROBE_SECS`; :meth:`_consumer_behind` reads the answers."""
-        pings = self._pings
-        while True:
-            await asyncio.sleep(PROBE_SECS)
-            asked = self._clock()
-            pings.append((asked, None))  # ping() itself waits while the write buffer is full
-            try:
-                pong = await ws.ping()
-            except ConnectionClosed:
-                return
-            if pings and pings[-1] == (asked, None):
-                pings[-1] = (asked, asyncio.ensure_future(pong))  # a Future already
 
     def _rechecked(self) -> None:
         self._recheck = None
@@ -654,7 +652,7 @@ class StreamSession:
                             "audio", self.id, extra=self._log_fields())
         self.counters.dropped(total, before_start=waiting, reconnecting=reconnecting)
 
-    async def _watch(self, ws: ClientConnection) -> None:
+    async def _watch(self, ws: StreamConnection) -> None:
         """Ping every half timeout; a pong not back within the timeout means a stall."""
         timeout = self._stall_timeout
         while True:
@@ -670,7 +668,7 @@ class StreamSession:
             except ConnectionClosed:
                 return
 
-    async def _stalled(self, ws: ClientConnection) -> None:
+    async def _stalled(self, ws: StreamConnection) -> None:
         if self.state is StreamState.STOPPED:
             return
         if self.params.stream_reconnect_seconds > 0:
@@ -699,13 +697,14 @@ class StreamSession:
             self._recheck.cancel()
             self._recheck = None
         current = asyncio.current_task()
-        for task in (self._reader, self._watchdog, self._prober):
+        for task in (self._reader, self._watchdog):
             if task is not None and task is not current:
                 task.cancel()
 
-    async def _read(self, ws: ClientConnection) -> None:
-        """Client → server frames go to Playback; the end of the socket wakes the sender
-        with its close code (:meth:`_serve` decides: end, or reconnect)."""
+    async def _read(self, ws: StreamConnection) -> None:
+        """The end of the socket wakes the sender with its close code (:meth:`_serve`
+        decides: end, or reconnect). Client → server messages go to Playback from the
+        connection's callback; only those read with the upgrade response come here."""
         try:
             async for message in ws:
                 playback = self._playback
@@ -769,7 +768,7 @@ class StreamSession:
                 await self._grace(ws)
         await self._close()
 
-    async def _grace(self, ws: ClientConnection) -> None:
+    async def _grace(self, ws: StreamConnection) -> None:
         """After ``stop``: wait for the consumer to close, at most ``stop_grace`` seconds.
 
         Its frames are read and dropped meanwhile (the stream is over), so its close

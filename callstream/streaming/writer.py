@@ -3,10 +3,12 @@
 Each 20 ms tick gives a ``both_tracks`` stream two ``media`` frames (inbound and
 outbound), and a mark echo or a ``dtmf`` may join them. The protocol wants each as its
 own WebSocket message, but nothing asks for one socket write per message:
-:func:`send_frames` frames them all with the ``websockets`` sans-I/O protocol (masking
-included) and hands the transport the lot in one ``writelines`` — one ``send`` system
+:func:`send_frames` frames them all (:mod:`callstream.streaming.framing`: the bytes
+``websockets`` makes, with masking keys from a pool rather than one ``getrandom`` system
+call each) and hands the transport the lot in one ``writelines`` — one ``send`` system
 call where the library's ``send`` makes one per message, and one flow-control wait
-instead of one per message. The bytes on the wire are the same.
+instead of one per message. A probe ping
+(:meth:`~callstream.streaming.connection.StreamConnection.probe`) may ride along, last.
 
 :func:`write_now` is the same without the wait, for the media path itself: when
 :func:`can_write_now` says the socket is open and its buffer below the high-water mark,
@@ -23,6 +25,8 @@ from collections.abc import Sequence
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from callstream.streaming.framing import MASKS, text_frame
+
 __all__ = ["can_write_now", "send_frames", "write_now"]
 
 
@@ -33,17 +37,17 @@ def can_write_now(ws: ClientConnection) -> bool:
             and not ws.transport.is_closing())
 
 
-def write_now(ws: ClientConnection, frames: Sequence[bytes]) -> None:
-    """Write ``frames`` as text messages at once, in one write; only after
-    :func:`can_write_now` said yes, with nothing awaited since."""
-    protocol = ws.protocol
-    for frame in frames:
-        protocol.send_text(frame)
-    ws.transport.writelines(protocol.data_to_send())
+def write_now(ws: ClientConnection, frames: Sequence[bytes], probe: bytes | None = None) -> None:
+    """Write ``frames`` as text messages at once, in one write, and the ``probe`` ping
+    frame after them if one is given; only after :func:`can_write_now` said yes, with
+    nothing awaited since."""
+    ws.transport.writelines(_framed(frames, probe))
 
 
-async def send_frames(ws: ClientConnection, frames: Sequence[bytes]) -> None:
-    """Send each of ``frames`` (UTF-8 JSON) as one text message, in order, in one write.
+async def send_frames(ws: ClientConnection, frames: Sequence[bytes],
+                      probe: bytes | None = None) -> None:
+    """Send each of ``frames`` (UTF-8 JSON) as one text message, in order, in one write,
+    and the ``probe`` ping frame after them if one is given.
 
     Waits while the transport's write buffer is over its high-water mark, as
     ``ws.send`` does.
@@ -56,9 +60,14 @@ async def send_frames(ws: ClientConnection, frames: Sequence[bytes]) -> None:
     # send_context checks that the socket is open, and on exit flushes what the protocol
     # still holds (nothing, here) and waits for the buffer to drain.
     async with ws.send_context():
-        protocol = ws.protocol
-        for frame in frames:
-            protocol.send_text(frame)
-        # Only our frames are queued: the connection flushes what its reader makes (a
-        # pong, a close) in the same callback, and nothing awaits between here and there.
-        ws.transport.writelines(protocol.data_to_send())
+        # Straight to the transport: the protocol's own output (a pong, a close) is
+        # flushed by the callback that made it, so none waits to go before these.
+        ws.transport.writelines(_framed(frames, probe))
+
+
+def _framed(frames: Sequence[bytes], probe: bytes | None) -> list[bytes]:
+    key = MASKS.key
+    out = [text_frame(frame, key()) for frame in frames]
+    if probe is not None:
+        out.append(probe)
+    return out

@@ -382,3 +382,55 @@ async def test_a_transcoded_stream_encodes_in_its_task_not_on_the_media_path() -
         assert writes == 1 and len(base64.b64decode(c.of("media")[0]["media"]["payload"])) == 640
         stream.detach("hangup")
         await asyncio.wait_for(c.closed.wait(), 5)
+
+
+@dataclass
+class PlayingHost(Host):
+    targets: list[LegMedia] = field(default_factory=list)
+
+    def playback_targets(self, session: StreamSession) -> list[Any]:
+        return self.targets
+
+
+async def test_the_consumers_messages_take_effect_in_the_order_sent() -> None:
+    """Read from the connection's callback, not a task: a burst of media, marks, a bad
+    frame and a clear acts in order. Marks queued behind the second of audio are echoed
+    by the clear (no tick plays it here), after the error for the frame before them."""
+    burst = [json.dumps({"event": "media", "media": {"payload": base64.b64encode(
+                 bytes(8000)).decode()}}),
+             json.dumps({"event": "mark", "mark": {"name": "a"}}),
+             json.dumps({"event": "nope"}),
+             json.dumps({"event": "mark", "mark": {"name": "b"}}),
+             json.dumps({"event": "clear"}),
+             json.dumps({"event": "mark", "mark": {"name": "c"}})]
+    received: list[dict[str, Any]] = []
+    done = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            frame = json.loads(message)
+            if frame["event"] == "start":
+                for text in burst:
+                    await ws.send(text)
+            elif frame["event"] in ("mark", "error"):
+                received.append(frame)
+                if len(received) == 4:
+                    done.set()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/media"
+        plain, media = session(url)
+        params = StreamParams(stream_id="s1", stream_url=url, bidirectional=True,
+                              stream_bidirectional_mode="rtp",
+                              stream_bidirectional_codec="PCMU")
+        stream = StreamSession(PlayingHost(targets=[media]), plain.call, params,
+                               clock=asyncio.get_running_loop().time)
+        stream.attach(media)
+        stream.start()
+        async with asyncio.timeout(10):
+            await done.wait()
+        assert [f["event"] for f in received] == ["error", "mark", "mark", "mark"]
+        assert [f["mark"]["name"] for f in received[1:]] == ["a", "b", "c"]
+        numbers = [int(f["sequence_number"]) for f in received]
+        assert numbers == sorted(numbers)
+        stream.detach("hangup")
