@@ -122,6 +122,15 @@ def test_late_answers_leave_no_standing_delay(late: int) -> None:
     assert max(depths[-30:]) == 0  # each echo plays on the tick it came
 
 
+def test_frequent_late_answers_are_trimmed_between_them() -> None:
+    """A loaded server: the echo comes 3 ticks late every 0.4 s, more often than a
+    second. Each late answer stands only a window before it goes."""
+    source = QueueSource(8000, standing_bytes=FRAME)
+    depths = echo_with_late_answers(source, 3, every=20, ticks=20 * 50)
+    assert source.trimmed_frames >= 3 * 45
+    assert sum(depths[-400:]) / 400 <= 45  # 60 without the bound
+
+
 def test_without_the_bound_late_answers_creep_for_good() -> None:
     """The same late answers with the bound off: the queue keeps the worst of them."""
     source = QueueSource(8000, standing_bytes=0)
