@@ -475,6 +475,9 @@ class Result:
     #: Share of the last 2 s of frames whose echo the caller heard before hanging up (a
     #: playback delay beyond LISTEN_AFTER_S leaves them unheard: no late figure then).
     echo_late_heard_pct: float | None = None
+    # The way back alone: the consumer's echo (sent as the frame arrived) → the caller.
+    back_early_p50_ms: float | None = None
+    back_late_p50_ms: float | None = None
     overdue_discarded: int | None = None
     standing_trimmed: int | None = None
     stream_frames_dropped: int = 0
@@ -545,6 +548,8 @@ def echo_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: lis
     """Outbound loss, and the echo round trip in the first and last 2 s of each call."""
     early: list[npt.NDArray[np.float64]] = []
     late: list[npt.NDArray[np.float64]] = []
+    back_early: list[npt.NDArray[np.float64]] = []
+    back_late: list[npt.NDArray[np.float64]] = []
     heard = late_sent = 0
     for n in calls_up:
         call = callers.calls[n]
@@ -553,9 +558,18 @@ def echo_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: lis
         heard += len(idx)
         sent_at = sent[n][idx]
         rtt = at - sent_at
-        early.append(rtt[sent_at < sent[n][0] + EDGE_S])
-        late.append(rtt[sent_at >= sent[n][-1] - EDGE_S])
+        is_early, is_late = sent_at < sent[n][0] + EDGE_S, sent_at >= sent[n][-1] - EDGE_S
+        early.append(rtt[is_early])
+        late.append(rtt[is_late])
         late_sent += int((sent[n] >= sent[n][-1] - EDGE_S).sum())
+        mask = seen["call"] == n
+        got, arrival = first_of_each(seen["index"][mask], seen["arrival"][mask],
+                                     len(sent[n]))
+        arrived = np.full(len(sent[n]), np.nan)
+        arrived[got] = arrival
+        back = at - arrived[idx]
+        back_early.append(back[is_early])
+        back_late.append(back[is_late])
     res.unmarked_packets_heard = sum(callers.calls[n].unmarked for n in calls_up)
     echoed = int(seen["echoed"])
     res.outbound_track_frames = int(seen["outbound"])
@@ -565,6 +579,9 @@ def echo_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: lis
     res.echo_late_heard_pct = round(100 * len(lt) / late_sent, 1) if late_sent else None
     res.echo_early_p50_ms, res.echo_early_p99_ms = ms(pct(e, 50)), ms(pct(e, 99))
     res.echo_late_p50_ms, res.echo_late_p99_ms = ms(pct(lt, 50)), ms(pct(lt, 99))
+    be, bl = (np.concatenate(b) for b in (back_early, back_late))
+    res.back_early_p50_ms = ms(pct(be[~np.isnan(be)], 50))
+    res.back_late_p50_ms = ms(pct(bl[~np.isnan(bl)], 50))
 
 
 def cost_figures(res: Result, sent: list[npt.NDArray[np.float64]], calls_up: list[int],

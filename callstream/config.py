@@ -194,12 +194,12 @@ class Settings(BaseSettings):
         "recent audio, not a growing delay. The buffer before start (and replay after a "
         "reconnect) is exempt.")
     playback_standing_ms: int = Field(
-        40, ge=0, le=10000,
-        description="Playback delay a stall may leave standing in a bidirectional "
-        "stream's queue: when a consumer answering in real time (an echo) keeps the queue "
-        "deeper than this for 1 s within 2 s of a stall, the oldest audio is dropped, at "
-        "most what the stall owed, counted. A bot's lead, clips sent ahead and audio "
-        "faster than real time are kept. 0 = off.")
+        20, ge=0, le=10000,
+        description="Playback delay a bidirectional stream's queue may keep for good: "
+        "when, within 2 s of the queue running short while it played (a stall, an answer "
+        "come late), a consumer answering in real time (an echo) keeps it deeper than this "
+        "for 0.3 s, the oldest audio is dropped, at most what was owed, counted. A bot's "
+        "lead, clips sent ahead and audio faster than real time are kept. 0 = off.")
     # Security: outbound network policy (docs/security.md).
     outbound_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOW), max_length=1000,

@@ -284,7 +284,6 @@ class QueueSource:
         "_offset",
         "_resamplers",
         "_standing",
-        "_starved",
         "drain",
         "hold_ticks",
         "on_trim",
@@ -321,7 +320,6 @@ class QueueSource:
         self.played_frames = 0
         self.skipped_frames = 0  # overdue frames dropped after missed ticks
         self.trimmed_frames = 0  # standing delay dropped (see StandingQueue)
-        self._starved = 0  # reads in a row that found less than a frame
         self._standing = (StandingQueue(self._frame_bytes, standing_bytes)
                           if standing_bytes > 0 else None)
         self.on_trim = on_trim
@@ -382,7 +380,7 @@ class QueueSource:
         dropped = self._drop(frames)
         self.skipped_frames += dropped
         if self._standing is not None:
-            self._standing.missed(frames, dropped, self._starved)
+            self._standing.missed(frames, dropped)
         return dropped
 
     def _drop(self, frames: int) -> int:
@@ -414,7 +412,7 @@ class QueueSource:
         self._consumed = self._fed
         self._held = 0
         if self._standing is not None:
-            self._standing.reset()  # what comes after a clear is new, and on purpose
+            self._standing.clear()
         marks = self._marks
         while marks:  # all of them, even those placed past the queue's end
             self._call_mark(marks.popleft()[1])
@@ -426,14 +424,11 @@ class QueueSource:
             if trim:
                 self._trim(trim)
         if self._fed - self._consumed < want:
-            self._starved += 1
             if self._held < self.hold_ticks and not self._marks:
                 self._held += 1  # the rest of this frame may be on its way
                 return None
             if self.drain is not None:
                 self.drain()
-        else:
-            self._starved = 0
         chunks = self._chunks
         if not chunks:
             return None

@@ -44,11 +44,12 @@ Marks and clear
 Standing delay
 --------------
 A consumer that answers each frame in real time (an echo) answers the burst that
-follows a stall with a burst, and from then on keeps the queue as deep as the burst
-made it. With ``standing_ms`` > 0 (default 40) each target's queue is watched
-(:class:`~callstream.media.standing.StandingQueue`): when, within 2 s of a stall that
-left audio owed, it stayed above ``standing_ms`` for a second while the consumer fed it
-at about real time, the oldest audio is dropped, at most what the stall owed. Marks
+follows a stall (or any late answer) with a burst, and from then on keeps the queue as
+deep as the burst made it. With ``standing_ms`` > 0 (default 20) each target's queue is
+watched (:class:`~callstream.media.standing.StandingQueue`): when, within 2 s of the
+queue running short while it played, it stayed above ``standing_ms`` for 0.3 s while
+the consumer fed it at about real time, the oldest audio is dropped, at most what was
+owed. Marks
 within it are echoed, in order, as for ``clear``. A lead a bot keeps while pacing, a
 clip sent ahead and a stream faster than real time are not trimmed. Each trim is
 counted on ``callstream_media_playback_discarded_frames_total{reason="standing"}`` and
@@ -128,7 +129,7 @@ MP3_MIN_INTERVAL = 1.0  # at most one mp3 message per second (DOC-MS)
 HOLD_TICKS = 1  # ticks a partial frame waits for the rest of it
 #: Default of ``CALLSTREAM_PLAYBACK_STANDING_MS``: queued audio a consumer refilling at
 #: real time may keep for good (see :mod:`callstream.media.standing`).
-STANDING_MS = 40
+STANDING_MS = 20
 
 Emit = Callable[[ServerEvent], None]
 

@@ -1,7 +1,9 @@
 """The standing-queue bound: the delay a stall leaves in a queue refilled at real time is
 trimmed; audio queued on purpose (a lead kept while pacing, a clip sent ahead, a stream
 faster than real time) is not. Driven through a real QueueSource, one read per 20 ms
-tick, as the hub does; a stall is the pacer's ``skip`` of the ticks it missed."""
+tick, as the hub does; a stall is the late ticks the pacer runs back to back to catch
+up (reads before the answer to them is fed) and its ``skip`` of the ticks it missed
+beyond those."""
 
 from __future__ import annotations
 
@@ -10,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstream.media.hub import QueueSource
-from callstream.media.standing import CREDIT_TICKS, MAX_RATE, WINDOW_TICKS, StandingQueue
+from callstream.media.standing import (
+    CREDIT_TICKS,
+    MAX_GAP_TICKS,
+    MAX_RATE,
+    WINDOW_TICKS,
+    StandingQueue,
+)
 
 FRAME = 320  # bytes of 20 ms at 8 kHz
 TARGET = 3 * FRAME  # 60 ms
@@ -81,6 +89,87 @@ def test_the_late_ticks_before_a_skip_are_owed_too() -> None:
         depths.append(source.buffered_ms)
     assert source.trimmed_frames == 15
     assert max(depths[-100:]) == 0  # each echo plays on the tick after it came
+
+
+def echo_with_late_answers(source: QueueSource, late: int, every: int,
+                           ticks: int) -> list[float]:
+    """A consumer echoing one frame a tick; every ``every`` ticks (from tick 10) its
+    answers come ``late`` ticks late, together (a loaded server's jitter, or a stall
+    too short for a skip, which the pacer catches up): those ticks find the queue
+    empty, and the late frames land at once. Returns the depth after each tick."""
+    depths: list[float] = []
+    sent = owed = 0
+    for tick in range(ticks):
+        if 10 <= tick % every < 10 + late:
+            owed += 1
+        else:
+            for _ in range(owed + 1):
+                source.feed(frame(sent % 30000))
+                sent += 1
+            owed = 0
+        source.read(0.0)
+        depths.append(source.buffered_ms)
+    return depths
+
+
+@pytest.mark.parametrize("late", [1, 2, 3])
+def test_late_answers_leave_no_standing_delay(late: int) -> None:
+    """Each tick a late answer left empty is owed a frame; the queue then stands that
+    much deeper, and is trimmed back to the echo's own frame a window later."""
+    source = QueueSource(8000, standing_bytes=FRAME)
+    depths = echo_with_late_answers(source, late, every=100, ticks=100 * 10)
+    assert source.trimmed_frames == 10 * late
+    assert max(depths[-30:]) == 0  # each echo plays on the tick it came
+
+
+def test_frequent_late_answers_are_trimmed_between_them() -> None:
+    """A loaded server: the echo comes 3 ticks late every 0.4 s, more often than a
+    second. Each late answer stands only a window before it goes."""
+    source = QueueSource(8000, standing_bytes=FRAME)
+    depths = echo_with_late_answers(source, 3, every=20, ticks=20 * 50)
+    assert source.trimmed_frames >= 3 * 45
+    assert sum(depths[-400:]) / 400 <= 45  # 60 without the bound
+
+
+def test_without_the_bound_late_answers_creep_for_good() -> None:
+    """The same late answers with the bound off: the queue keeps the worst of them."""
+    source = QueueSource(8000, standing_bytes=0)
+    depths = echo_with_late_answers(source, 3, every=100, ticks=100 * 10)
+    assert min(depths[-80:]) == 60
+
+
+def test_a_pause_owes_nothing() -> None:
+    """A gap longer than MAX_GAP_TICKS is the sender pausing (a bot between turns):
+    the lead it keeps when it speaks again stays whole."""
+    source = QueueSource(8000, standing_bytes=FRAME)
+    sent = 0
+    for tick in range(10 * WINDOW_TICKS):
+        if 100 <= tick < 100 + MAX_GAP_TICKS + 1:
+            pass  # a pause
+        else:
+            for _ in range(16 if tick == 100 + MAX_GAP_TICKS + 1 else 1):
+                source.feed(frame(sent % 30000))
+                sent += 1
+        source.read(0.0)
+    assert source.trimmed_frames == 0
+    assert source.buffered_bytes == 15 * FRAME
+
+
+def test_a_clear_owes_nothing() -> None:
+    """Audio after a ``clear`` (barge-in: the bot's new answer, with its lead) is new:
+    the tick the clear left empty is not owed."""
+    source = QueueSource(8000, standing_bytes=FRAME)
+    sent = 0
+    for tick in range(10 * WINDOW_TICKS):
+        if tick == 100:
+            source.clear()
+        else:
+            for _ in range(16 if tick == 101 else 1):
+                source.feed(frame(sent % 30000))
+                sent += 1
+        source.read(0.0)
+    assert source.trimmed_frames == 0
+    assert source.buffered_bytes == 15 * FRAME
 
 
 def test_without_the_bound_the_same_echo_creeps_for_good() -> None:
@@ -179,9 +268,8 @@ def test_a_stream_faster_than_real_time_is_never_trimmed(rate: float) -> None:
 
 
 def test_a_clip_then_real_time_speech_keeps_the_clip() -> None:
-    """A bot queues 3 s, then paces its speech at real time: the clip drains (less than
-    half a window's worth arrives per window while it plays deeper), nothing is lost
-    until the queue has stood at real time for a whole window."""
+    """A bot queues 3 s after a stall: the clip drains (it was fed in one tick of the
+    window), and all of it plays."""
     source = QueueSource(8000, standing_bytes=TARGET)
     source.skip(20)
     for n in range(150):
@@ -259,15 +347,16 @@ def test_marks_within_trimmed_audio_are_echoed_at_once_in_order() -> None:
 
 def test_clear_resets_the_window() -> None:
     """After clear the queue must stand a whole window again before a trim: the audio
-    queued after it is new (without the reset, this one is trimmed at tick 43)."""
+    queued after it is new (without the reset, this one is trimmed at the window's
+    end)."""
     source = QueueSource(8000, standing_bytes=TARGET)
     sent = 0
     source.skip(6)
-    for tick in range(WINDOW_TICKS + 30):
+    for tick in range(WINDOW_TICKS + WINDOW_TICKS // 2):
         for _ in range(6 if tick == 0 else 1):
             source.feed(frame(sent))
             sent += 1
-        if tick == WINDOW_TICKS - 15:
+        if tick == WINDOW_TICKS // 2:
             source.clear()
             for _ in range(6):
                 source.feed(frame(sent))
