@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
 RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
 INTERIM_HOP_S = 0.8  # audio between later interims
+INTERIM_HOP_SHARE = 0.0  # ...or this share of the utterance so far, if more
 INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
 EARLY_LEAD_S = 0.3  # a final is decoded this long before the VAD's end-of-speech
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
@@ -89,6 +90,7 @@ NO_SPEECH_PROB = 0.6  # with a low log-prob, Whisper "heard" nothing
 LOW_LOGPROB = -1.0
 NO_SPEECH_MAX_WPS = 1.5  # a final with more words a second than this is speech anyway
 TOKENS_PER_SECOND = 8  # generous cap on tokens per second of audio
+SENTENCE_ENDS = (".", "?", "!")  # an early final ending so ends its utterance sooner
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,12 @@ class Decoded:
     covered: float  # seconds of the audio the text accounts for (see .timestamps)
     complete: bool  # the decoder closed its last segment: nothing left unsaid
     hurried: bool = False  # impossible timestamps: speech before them was skipped
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether Whisper's punctuation says ``text`` is a whole sentence: it ends with
+    ``.``, ``?`` or ``!``, and not with an ellipsis (a speaker trailing off)."""
+    return text.endswith(SENTENCE_ENDS) and not text.endswith("..")
 
 
 def _compression_ratio(text: str) -> float:
@@ -228,10 +236,11 @@ class WhisperEngine:
 
     def decode(
         self, audio: Audio, *, window_s: float | None, language: str | None,
-        hints: tuple[str, ...] = (), beam_size: int = 1,
+        hints: tuple[str, ...] = (), beam_size: int = 1, interim_words: int | None = None,
     ) -> Decoded:
         """Decode ``audio`` on a window of ``window_s`` seconds (None: the audio plus
-        :data:`INTERIM_PAD_S` of silence); greedily unless ``beam_size`` > 1."""
+        :data:`INTERIM_PAD_S` of silence); greedily unless ``beam_size`` > 1.
+        ``interim_words``: how many words the latest interim of this audio had."""
         duration = len(audio) / SAMPLE_RATE
         if window_s is None:
             samples = len(audio) + int(INTERIM_PAD_S * SAMPLE_RATE)
@@ -253,18 +262,24 @@ class WhisperEngine:
             prompt += [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[:100]]
         prompt += list(tokenizer.sot_sequence)
         max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
-        decoded = self._generate(encoded, prompt, tokenizer, max_new, duration, 1,
-                                 unfinished=window_s is None)
-        if beam_size > 1:
-            # Beam search is more accurate but prefers to skip a hard start outright,
-            # with plausible timestamps; the greedy reading of the same encoding (decoder
-            # only) shows when it did: more words, or impossible timestamps.
-            beamed = self._generate(encoded, prompt, tokenizer, max_new, duration, beam_size)
-            if not decoded.hurried and len(beamed.text.split()) >= (
-                    BEAM_MIN_WORDS_SHARE * len(decoded.text.split())):
-                return beamed
-            metrics.REDECODES.labels("beam_skipped").inc()
-        return decoded
+        if beam_size == 1:
+            return self._generate(encoded, prompt, tokenizer, max_new, duration, 1,
+                                  unfinished=window_s is None)
+        # Beam search is more accurate but prefers to skip a hard start outright, with
+        # plausible timestamps; a greedy reading shows when it did: more words, or
+        # impossible timestamps. The track's latest interim is one (of nearly the same
+        # audio, free); only a beam with fewer words than it pays for the greedy
+        # reading of this encoding (decoder only).
+        beamed = self._generate(encoded, prompt, tokenizer, max_new, duration, beam_size)
+        beam_words = len(beamed.text.split())
+        if (interim_words is not None and not beamed.hurried
+                and beam_words >= BEAM_MIN_WORDS_SHARE * interim_words):
+            return beamed
+        greedy = self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
+        if not greedy.hurried and beam_words >= BEAM_MIN_WORDS_SHARE * len(greedy.text.split()):
+            return beamed
+        metrics.REDECODES.labels("beam_skipped").inc()
+        return greedy
 
     def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
                   duration: float, beam_size: int, *, unfinished: bool = False) -> Decoded:
@@ -298,6 +313,7 @@ class WhisperEngine:
     def decode_final(
         self, audio: Audio, *, speech_end: float, language: str | None,
         hints: tuple[str, ...] = (), splits: int = MAX_SPLITS,
+        interim_words: int | None = None,
     ) -> Decoded | None:
         """Decode an utterance until the text accounts for all its speech.
 
@@ -308,19 +324,23 @@ class WhisperEngine:
         ``transcribe`` seeks). Where even the full window loops or skips (impossible
         timestamps), the audio is split at its quietest point near the middle and each
         half is decoded alone (up to ``splits`` deep). Loops left in the text are
-        collapsed (:mod:`.repetition`). None: no words at all."""
+        collapsed (:mod:`.repetition`). ``interim_words``: the word count of the latest
+        interim of this utterance, which can spare the beam's check (see :meth:`decode`).
+        None: no words at all."""
         texts: list[str] = []
         weights: list[tuple[float, float]] = []  # (confidence, seconds it covered)
         offset = 0.0
         for _ in range(MAX_FINAL_PASSES):
             piece = audio[round(offset * SAMPLE_RATE):]
+            known = interim_words if offset == 0 else None  # it read this audio whole
             decoded = self.decode(piece, window_s=_final_window(len(piece)), language=language,
-                                  hints=hints, beam_size=FINAL_BEAM_SIZE)
+                                  hints=hints, beam_size=FINAL_BEAM_SIZE, interim_words=known)
             if decoded.looped or not decoded.complete or decoded.hurried:
                 # Whisper loops, defers the rest or skips on a short window: the full one.
                 metrics.REDECODES.labels("window").inc()
                 decoded = self.decode(piece, window_s=FULL_WINDOW_S, language=language,
-                                      hints=hints, beam_size=FINAL_BEAM_SIZE)
+                                      hints=hints, beam_size=FINAL_BEAM_SIZE,
+                                      interim_words=known)
             if (decoded.looped or decoded.hurried) and splits > 0 and (
                     len(piece) >= MIN_SPLIT_S * SAMPLE_RATE):
                 metrics.REDECODES.labels("split").inc()
@@ -383,13 +403,15 @@ class WhisperTrack:
         self._segmenter = Segmenter(engine.vad_options)
         self._pad = int(engine.vad_options.pad_ms / 1000 * SAMPLE_RATE)
         self._min_silence = int(engine.vad_options.min_silence_ms / 1000 * SAMPLE_RATE)
+        self._sentence_silence = min(self._min_silence, int(
+            engine.vad_options.sentence_end_silence_ms / 1000 * SAMPLE_RATE))
         self._resampler: Any = None
         self._rate: int | None = None
         # Audio kept: samples [self._base, self._base + len(self._audio)) of the track.
         self._audio = np.zeros(0, dtype=np.float32)
         self._base = 0
         self._last_interim = 0  # sample where the latest interim's audio ended
-        self._heard = False  # the utterance in progress has had a non-empty interim
+        self._interim_words: int | None = None  # in the utterance's latest interim
         self._cut_start = False  # the utterance in progress is a cut one's continuation
         self._last_final = ""  # text of the latest final
         self._behind = False  # the caller said it is behind (no interims this time)
@@ -427,7 +449,7 @@ class WhisperTrack:
                 for event in self._segmenter.push(float(prob), self._level()):
                     if event.kind is VadEventKind.START:
                         self._last_interim = event.start * WINDOW_SAMPLES
-                        self._heard = False
+                        self._interim_words = None
                         self._cut_start = event.cut
                     else:
                         if not event.cut:
@@ -435,6 +457,11 @@ class WhisperTrack:
                         if event.kind is VadEventKind.END:
                             segments.extend(self._final(event))
         final_ready = self._decode_early()
+        if final_ready and self._sentence_over():
+            for event in self._segmenter.end_at_silence():
+                self._vad.reset()
+                if event.kind is VadEventKind.END:
+                    segments.extend(self._final(event))
         if (self._segmenter.in_speech and interims and self.options.interim_results
                 and not final_ready):
             interim = self._interim()
@@ -475,7 +502,8 @@ class WhisperTrack:
         since_onset = now - start
         if since_onset < FIRST_INTERIM_S * SAMPLE_RATE:
             return None
-        hop = INTERIM_HOP_S if self._heard else RETRY_HOP_S
+        hop = max(INTERIM_HOP_S, INTERIM_HOP_SHARE * since_onset / SAMPLE_RATE) if (
+            self._interim_words is not None) else RETRY_HOP_S
         if self._last_interim > start and now - self._last_interim < hop * SAMPLE_RATE:
             return None
         self._last_interim = now
@@ -483,7 +511,7 @@ class WhisperTrack:
         decoded = self._decode(self._slice(begin, now), window_s=None)
         if decoded.looped or decoded.no_speech or not decoded.text:
             return None
-        self._heard = True
+        self._interim_words = len(decoded.text.split())
         return Segment(decoded.text, False, decoded.confidence, begin / SAMPLE_RATE,
                        now / SAMPLE_RATE)
 
@@ -521,6 +549,17 @@ class WhisperTrack:
                                   *self._decode_utterance(start, silence, False))
         return True
 
+    def _sentence_over(self) -> bool:
+        """The final decoded early for the silence now running ends a sentence, and
+        that silence has lasted ``sentence_end_silence_ms``: the utterance is over
+        without waiting out ``min_silence_ms``, which is there for pauses inside a
+        sentence (at a comma, or none in the text)."""
+        early, silence = self._early, self._segmenter.silence_from
+        if early is None or early.decoded is None or silence is None:
+            return False
+        return ends_sentence(early.decoded.text) and (
+            self._total >= silence * WINDOW_SAMPLES + self._sentence_silence)
+
     def _decode_utterance(self, start_window: int, end_window: int,
                           cut: bool) -> tuple[Decoded | None, int, int]:
         """The final decode of an utterance, and the samples its audio spans."""
@@ -535,7 +574,8 @@ class WhisperTrack:
                 engine = self.final_engine
         decoded = engine.decode_final(
             self._slice(start, end), speech_end=(speech_end - start) / SAMPLE_RATE,
-            language=self.options.language, hints=self.options.hints)
+            language=self.options.language, hints=self.options.hints,
+            interim_words=self._interim_words)
         return decoded, start, end
 
     def _decode(self, audio: Audio, *, window_s: float | None) -> Decoded:
