@@ -4,7 +4,7 @@ Whisper is not a streaming model; this module makes it behave like one
 (research/asr.md, *Streaming design*):
 
 1. Audio is resampled to 16 kHz and run through Silero VAD (:mod:`.vad`), which cuts
-   the track into utterances (threshold 0.2 for phone audio, 600 ms of silence from
+   the track into utterances (threshold 0.2 for phone audio, 700 ms of silence from
    the energy-based end of speech ends one, 400 ms of padding each side, at most
    9.5 s each, a longer one cut at its quietest point and unpadded across the cut).
    Whisper never sees silence alone: it invents words there ("Okay.").
@@ -18,11 +18,15 @@ Whisper is not a streaming model; this module makes it behave like one
 3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
    :data:`FINAL_BEAM_SIZE` on a 10 s window, or 30 s when the audio and 2 s of
    silence don't fit, up to :data:`EARLY_LEAD_S` before the VAD declares the end (no
-   interim is decoded ahead of it then). It must cover all the speech: where the
-   timestamps stop short (:mod:`.timestamps`) it is redone on the 30 s window and
-   continued from the point reached; where that loops or skips, it is halved. Loops
-   and repeats across a cut are removed (:mod:`.repetition`). Optionally a second,
-   stronger engine decodes finals (two-pass), except while the track is behind.
+   interim is decoded ahead of it then); when that early final ends a sentence, the
+   utterance ends after ``sentence_end_silence_ms`` of silence, sooner than the VAD's
+   own end. The beam is checked against the latest interim's greedy reading (a
+   greedy decode of its own only when the beam has fewer words). It must cover all
+   the speech: where the timestamps stop short (:mod:`.timestamps`) it is redone on
+   the 30 s window and continued from the point reached; where that loops or skips,
+   it is halved. Loops and repeats across a cut are removed (:mod:`.repetition`).
+   Optionally a second, stronger engine decodes finals (two-pass), except while the
+   track is behind.
 
 This calls ``WhisperModel.model.generate`` (CTranslate2) directly, which is not
 faster-whisper's public API: both packages are pinned in pyproject.
@@ -70,12 +74,11 @@ log = logging.getLogger(__name__)
 FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
 RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
 INTERIM_HOP_S = 0.8  # audio between later interims
-INTERIM_HOP_SHARE = 0.0  # ...or this share of the utterance so far, if more
 INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
 EARLY_LEAD_S = 0.3  # a final is decoded this long before the VAD's end-of-speech
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
 FULL_WINDOW_S = 30.0
-FINAL_BEAM_SIZE = 5  # finals: beam search (see decode)
+FINAL_BEAM_SIZE = 5  # finals: beam search (see decode); 3 lost words on synthetic speech
 BEAM_MIN_WORDS_SHARE = 0.8  # a beam result with fewer words than this x greedy's skipped
 FINAL_TAIL_S = 2.0  # silence a final's window has after its audio, at least
 MAX_FINAL_PASSES = 4  # decodes (after window fallbacks) one final may take
@@ -502,8 +505,7 @@ class WhisperTrack:
         since_onset = now - start
         if since_onset < FIRST_INTERIM_S * SAMPLE_RATE:
             return None
-        hop = max(INTERIM_HOP_S, INTERIM_HOP_SHARE * since_onset / SAMPLE_RATE) if (
-            self._interim_words is not None) else RETRY_HOP_S
+        hop = INTERIM_HOP_S if self._interim_words is not None else RETRY_HOP_S
         if self._last_interim > start and now - self._last_interim < hop * SAMPLE_RATE:
             return None
         self._last_interim = now
