@@ -206,8 +206,12 @@ class Segmenter:
     def end_at_silence(self) -> list[VadEvent]:
         """End the utterance at the silence now running, before ``min_silence_ms`` is
         up: the caller knows it is over (its text ended a sentence). Nothing without
-        such a silence."""
+        such a silence, or when it was not quiet throughout: a soft word that the VAD
+        scored between ``neg_threshold`` and ``threshold`` ("it was" before the next
+        clause) does not stop its timer, but it is audible."""
         if self.start is None or self._silence_from is None:
+            return []
+        if self._quiet_from is None or self._quiet_from > self._silence_from:
             return []
         return [self._end(self._silence_from)]
 
