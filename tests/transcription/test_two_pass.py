@@ -75,3 +75,14 @@ def test_an_unknown_final_model_is_refused_with_its_pointer() -> None:
     with pytest.raises(UnsupportedValue) as info:
         TranscriptionManager.final_model_for(manager(), request, "/transcription_config")
     assert info.value.pointer == "/transcription_config/transcription_engine_config/final_model"
+
+
+def test_the_server_settings_shape_the_engines_segmentation() -> None:
+    settings = Settings(transcription_end_silence_ms=900,
+                        transcription_sentence_end_silence_ms=400)
+    fake = cast(TranscriptionManager, SimpleNamespace(settings=settings, workers=1))
+    path = resolve_model("tiny.en", data_dir=Path("/nonexistent"))
+    loaded = TranscriptionManager._load(fake, path, "tiny.en")
+    assert isinstance(loaded, WhisperEngine)
+    assert loaded.vad_options.min_silence_ms == 900
+    assert loaded.vad_options.sentence_end_silence_ms == 400
