@@ -80,6 +80,7 @@ FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
 FULL_WINDOW_S = 30.0
 FINAL_BEAM_SIZE = 5  # finals: beam search (see decode); 3 lost words on synthetic speech
 BEAM_MIN_WORDS_SHARE = 0.8  # a beam result with fewer words than this x greedy's skipped
+STALE_INTERIM_S = 1.0  # an interim that missed more of the speech than this can't vouch
 FINAL_TAIL_S = 2.0  # silence a final's window has after its audio, at least
 MAX_FINAL_PASSES = 4  # decodes (after window fallbacks) one final may take
 MAX_UNCOVERED_S = 0.6  # speech a closed decode may leave unplaced before we decode it
@@ -239,11 +240,12 @@ class WhisperEngine:
 
     def decode(
         self, audio: Audio, *, window_s: float | None, language: str | None,
-        hints: tuple[str, ...] = (), beam_size: int = 1, interim_words: int | None = None,
+        hints: tuple[str, ...] = (), beam_size: int = 1, greedy_words: float | None = None,
     ) -> Decoded:
         """Decode ``audio`` on a window of ``window_s`` seconds (None: the audio plus
         :data:`INTERIM_PAD_S` of silence); greedily unless ``beam_size`` > 1.
-        ``interim_words``: how many words the latest interim of this audio had."""
+        ``greedy_words``: how many words a greedy reading of this audio has, as far as
+        the caller knows (from an interim), which spares that reading here."""
         duration = len(audio) / SAMPLE_RATE
         if window_s is None:
             samples = len(audio) + int(INTERIM_PAD_S * SAMPLE_RATE)
@@ -275,8 +277,8 @@ class WhisperEngine:
         # reading of this encoding (decoder only).
         beamed = self._generate(encoded, prompt, tokenizer, max_new, duration, beam_size)
         beam_words = len(beamed.text.split())
-        if (interim_words is not None and not beamed.hurried
-                and beam_words >= BEAM_MIN_WORDS_SHARE * interim_words):
+        if (greedy_words is not None and not beamed.hurried
+                and beam_words >= BEAM_MIN_WORDS_SHARE * greedy_words):
             return beamed
         greedy = self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
         if not greedy.hurried and beam_words >= BEAM_MIN_WORDS_SHARE * len(greedy.text.split()):
@@ -316,7 +318,7 @@ class WhisperEngine:
     def decode_final(
         self, audio: Audio, *, speech_end: float, language: str | None,
         hints: tuple[str, ...] = (), splits: int = MAX_SPLITS,
-        interim_words: int | None = None,
+        greedy_words: float | None = None,
     ) -> Decoded | None:
         """Decode an utterance until the text accounts for all its speech.
 
@@ -327,23 +329,24 @@ class WhisperEngine:
         ``transcribe`` seeks). Where even the full window loops or skips (impossible
         timestamps), the audio is split at its quietest point near the middle and each
         half is decoded alone (up to ``splits`` deep). Loops left in the text are
-        collapsed (:mod:`.repetition`). ``interim_words``: the word count of the latest
-        interim of this utterance, which can spare the beam's check (see :meth:`decode`).
+        collapsed (:mod:`.repetition`). ``greedy_words``: the words a greedy reading of the
+        whole utterance is expected to have, which can spare the beam's check (see
+        :meth:`decode`).
         None: no words at all."""
         texts: list[str] = []
         weights: list[tuple[float, float]] = []  # (confidence, seconds it covered)
         offset = 0.0
         for _ in range(MAX_FINAL_PASSES):
             piece = audio[round(offset * SAMPLE_RATE):]
-            known = interim_words if offset == 0 else None  # it read this audio whole
+            known = greedy_words if offset == 0 else None  # it is for the audio whole
             decoded = self.decode(piece, window_s=_final_window(len(piece)), language=language,
-                                  hints=hints, beam_size=FINAL_BEAM_SIZE, interim_words=known)
+                                  hints=hints, beam_size=FINAL_BEAM_SIZE, greedy_words=known)
             if decoded.looped or not decoded.complete or decoded.hurried:
                 # Whisper loops, defers the rest or skips on a short window: the full one.
                 metrics.REDECODES.labels("window").inc()
                 decoded = self.decode(piece, window_s=FULL_WINDOW_S, language=language,
                                       hints=hints, beam_size=FINAL_BEAM_SIZE,
-                                      interim_words=known)
+                                      greedy_words=known)
             if (decoded.looped or decoded.hurried) and splits > 0 and (
                     len(piece) >= MIN_SPLIT_S * SAMPLE_RATE):
                 metrics.REDECODES.labels("split").inc()
@@ -414,7 +417,8 @@ class WhisperTrack:
         self._audio = np.zeros(0, dtype=np.float32)
         self._base = 0
         self._last_interim = 0  # sample where the latest interim's audio ended
-        self._interim_words: int | None = None  # in the utterance's latest interim
+        self._interim_words: int | None = None  # in the utterance's latest interim...
+        self._interim_end = 0  # ...whose audio ended at this sample
         self._cut_start = False  # the utterance in progress is a cut one's continuation
         self._last_final = ""  # text of the latest final
         self._behind = False  # the caller said it is behind (no interims this time)
@@ -514,6 +518,7 @@ class WhisperTrack:
         if decoded.looped or decoded.no_speech or not decoded.text:
             return None
         self._interim_words = len(decoded.text.split())
+        self._interim_end = now
         return Segment(decoded.text, False, decoded.confidence, begin / SAMPLE_RATE,
                        now / SAMPLE_RATE)
 
@@ -577,8 +582,20 @@ class WhisperTrack:
         decoded = engine.decode_final(
             self._slice(start, end), speech_end=(speech_end - start) / SAMPLE_RATE,
             language=self.options.language, hints=self.options.hints,
-            interim_words=self._interim_words)
+            greedy_words=self._greedy_words(start, speech_end))
         return decoded, start, end
+
+    def _greedy_words(self, start: int, speech_end: int) -> float | None:
+        """The words a greedy reading of the utterance from ``start`` to ``speech_end``
+        should have, from its latest interim (a greedy reading of its audio so far),
+        scaled up by the speech that came after it. None (a greedy decode checks the
+        beam) without an interim or with one that missed more than
+        :data:`STALE_INTERIM_S` of the speech (the track was behind)."""
+        if self._interim_words is None or (
+                speech_end - self._interim_end > STALE_INTERIM_S * SAMPLE_RATE):
+            return None
+        heard = max(self._interim_end - start, 1)
+        return self._interim_words * max(1.0, (speech_end - start) / heard)
 
     def _decode(self, audio: Audio, *, window_s: float | None) -> Decoded:
         return self.engine.decode(audio, window_s=window_s, language=self.options.language,

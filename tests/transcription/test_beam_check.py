@@ -74,7 +74,7 @@ def test_an_interim_with_no_more_words_spares_the_greedy_decode(
     model.calls.clear()
     words = len(checked.text.split())
     spared = eng.decode(speech, window_s=FINAL_WINDOW_S, language="en",
-                        beam_size=FINAL_BEAM_SIZE, interim_words=words)
+                        beam_size=FINAL_BEAM_SIZE, greedy_words=words)
     assert spared.text == checked.text
     assert model.calls == {(FINAL_BEAM_SIZE, FINAL_FRAMES): 1}
 
@@ -86,7 +86,7 @@ def test_an_interim_with_more_words_than_the_beam_still_gets_it_checked(
     eng, model = counted
     before = skipped()
     decoded = eng.decode(audio("goforward"), window_s=FINAL_WINDOW_S, language="en",
-                         beam_size=FINAL_BEAM_SIZE, interim_words=1000)
+                         beam_size=FINAL_BEAM_SIZE, greedy_words=1000)
     assert decoded.text
     assert model.calls == {(FINAL_BEAM_SIZE, FINAL_FRAMES): 1, (1, FINAL_FRAMES): 1}
     assert skipped() == before
@@ -108,3 +108,21 @@ def test_a_track_with_interims_checks_its_finals_against_them(
         assert greedy_checks == (0 if interims else model.calls[(FINAL_BEAM_SIZE,
                                                                 FINAL_FRAMES)]), model.calls
     assert texts[True] == texts[False] and texts[True]
+
+
+def test_an_interim_from_long_before_the_end_does_not_vouch_for_the_beam(
+        counted: tuple[WhisperEngine, CountingModel]) -> None:
+    # The track falls behind after its first interims (no more interims): the last
+    # one read a fraction of the utterance, so the final's beam gets its greedy check.
+    eng, model = counted
+    item = clip("sense_and_sensibility_01_austen_64kb-0870")  # 22 words, ~7 s
+    pcm = b"\0" * 8000 + over_pcmu(phone_band(item)) + b"\0" * 24000
+    track = eng.new_track(RecognizerOptions(interim_results=True))
+    onset = 8000 + 2 * 12000  # 1.5 s of the clip in, with interims
+    segments = [s for i in range(0, onset, FRAME) for s in track.feed(pcm[i:i + FRAME], 8000)]
+    assert any(not s.is_final for s in segments)
+    model.calls.clear()
+    segments = [s for i in range(onset, len(pcm), FRAME)
+                for s in track.feed(pcm[i:i + FRAME], 8000, interims=False)]
+    assert [s for s in segments + track.flush() if s.is_final]
+    assert model.calls[(1, FINAL_FRAMES)] == model.calls[(FINAL_BEAM_SIZE, FINAL_FRAMES)] >= 1
