@@ -468,6 +468,7 @@ class WhisperTrack:
             for event in self._segmenter.end_at_silence():
                 self._vad.reset()
                 if event.kind is VadEventKind.END:
+                    metrics.SENTENCE_ENDS.inc()
                     segments.extend(self._final(event))
         if (self._segmenter.in_speech and interims and self.options.interim_results
                 and not final_ready):

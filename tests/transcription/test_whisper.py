@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from callstream.media.codecs import get_codec
 from callstream.transcription.engine import RecognizerOptions, Segment, UnsupportedOption
@@ -16,6 +17,7 @@ from callstream.transcription.whisper import WhisperEngine, ends_sentence
 from tests.corpus import clip, noise, phone_band, wer
 
 FRAME = 320  # 20 ms of 8 kHz s16
+SENTENCE_ENDS = "callstream_transcription_sentence_ends_total"
 
 
 @cache
@@ -145,10 +147,13 @@ def test_a_final_that_ends_a_sentence_does_not_wait_out_the_silence() -> None:
     _, end = speech_span(pcm)
     silence_s = VadOptions().min_silence_ms / 1000
     sentence_s = VadOptions().sentence_end_silence_ms / 1000
+    before = REGISTRY.get_sample_value(SENTENCE_ENDS) or 0.0
     finals = [(at, s) for at, s in timed(pcm) if s.is_final]
     assert len(finals) == 1 and ends_sentence(finals[0][1].text), finals
+    assert REGISTRY.get_sample_value(SENTENCE_ENDS) == before + 1
     # By audio time: the sentence-end silence, not the full one.
     assert sentence_s <= finals[0][0] - end < silence_s, (end, finals)
     patient = [(at, s) for at, s in timed(pcm, patient_engine()) if s.is_final]
+    assert REGISTRY.get_sample_value(SENTENCE_ENDS) == before + 1
     assert [s.text for _, s in patient] == [finals[0][1].text]
     assert patient[0][0] - end >= silence_s, (end, patient)
