@@ -329,10 +329,9 @@ class WhisperEngine:
         ``transcribe`` seeks). Where even the full window loops or skips (impossible
         timestamps), the audio is split at its quietest point near the middle and each
         half is decoded alone (up to ``splits`` deep). Loops left in the text are
-        collapsed (:mod:`.repetition`). ``greedy_words``: the words a greedy reading of the
-        whole utterance is expected to have, which can spare the beam's check (see
-        :meth:`decode`).
-        None: no words at all."""
+        collapsed (:mod:`.repetition`). ``greedy_words``: the words a greedy reading of
+        the whole utterance is expected to have, which can spare the beam's check (see
+        :meth:`decode`). None: no words at all."""
         texts: list[str] = []
         weights: list[tuple[float, float]] = []  # (confidence, seconds it covered)
         offset = 0.0
