@@ -95,6 +95,8 @@ LOW_LOGPROB = -1.0
 NO_SPEECH_MAX_WPS = 1.5  # a final with more words a second than this is speech anyway
 TOKENS_PER_SECOND = 8  # generous cap on tokens per second of audio
 SENTENCE_ENDS = (".", "?", "!")  # an early final ending so ends its utterance sooner
+HINT_TOKENS = 100  # of a call's hints, in a decode's prompt
+CONTEXT_TOKENS = 100  # of the previous final's end, in a two-pass final's prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,11 +243,14 @@ class WhisperEngine:
     def decode(
         self, audio: Audio, *, window_s: float | None, language: str | None,
         hints: tuple[str, ...] = (), beam_size: int = 1, greedy_words: float | None = None,
+        context: str = "",
     ) -> Decoded:
         """Decode ``audio`` on a window of ``window_s`` seconds (None: the audio plus
         :data:`INTERIM_PAD_S` of silence); greedily unless ``beam_size`` > 1.
         ``greedy_words``: how many words a greedy reading of this audio has, as far as
-        the caller knows (from an interim), which spares that reading here."""
+        the caller knows (from an interim), which spares that reading here.
+        ``context``: text said just before this audio (Whisper's previous-text prompt,
+        after the hints)."""
         duration = len(audio) / SAMPLE_RATE
         if window_s is None:
             samples = len(audio) + int(INTERIM_PAD_S * SAMPLE_RATE)
@@ -263,8 +268,12 @@ class WhisperEngine:
             language = language.split("-")[0].lower()
         tokenizer = self.tokenizer(language if self.multilingual else None)
         prompt: list[int] = []
-        if hints:
-            prompt += [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[:100]]
+        if hints or context:
+            prompt.append(tokenizer.sot_prev)
+            if hints:
+                prompt += tokenizer.encode(" " + " ".join(hints))[:HINT_TOKENS]
+            if context:
+                prompt += tokenizer.encode(" " + context)[-CONTEXT_TOKENS:]
         prompt += list(tokenizer.sot_sequence)
         max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
         if beam_size == 1:
@@ -318,7 +327,7 @@ class WhisperEngine:
     def decode_final(
         self, audio: Audio, *, speech_end: float, language: str | None,
         hints: tuple[str, ...] = (), splits: int = MAX_SPLITS,
-        greedy_words: float | None = None,
+        greedy_words: float | None = None, context: str = "",
     ) -> Decoded | None:
         """Decode an utterance until the text accounts for all its speech.
 
@@ -331,7 +340,8 @@ class WhisperEngine:
         half is decoded alone (up to ``splits`` deep). Loops left in the text are
         collapsed (:mod:`.repetition`). ``greedy_words``: the words a greedy reading of
         the whole utterance is expected to have, which can spare the beam's check (see
-        :meth:`decode`). None: no words at all."""
+        :meth:`decode`). ``context``: what was said before (see :meth:`decode`). None:
+        no words at all."""
         texts: list[str] = []
         weights: list[tuple[float, float]] = []  # (confidence, seconds it covered)
         offset = 0.0
@@ -339,23 +349,25 @@ class WhisperEngine:
             piece = audio[round(offset * SAMPLE_RATE):]
             known = greedy_words if offset == 0 else None  # it is for the audio whole
             decoded = self.decode(piece, window_s=_final_window(len(piece)), language=language,
-                                  hints=hints, beam_size=FINAL_BEAM_SIZE, greedy_words=known)
+                                  hints=hints, beam_size=FINAL_BEAM_SIZE, greedy_words=known,
+                                  context=context)
             if decoded.looped or not decoded.complete or decoded.hurried:
                 # Whisper loops, defers the rest or skips on a short window: the full one.
                 metrics.REDECODES.labels("window").inc()
                 decoded = self.decode(piece, window_s=FULL_WINDOW_S, language=language,
                                       hints=hints, beam_size=FINAL_BEAM_SIZE,
-                                      greedy_words=known)
+                                      greedy_words=known, context=context)
             if (decoded.looped or decoded.hurried) and splits > 0 and (
                     len(piece) >= MIN_SPLIT_S * SAMPLE_RATE):
                 metrics.REDECODES.labels("split").inc()
                 split = _quiet_middle(piece)
                 halves = [
                     self.decode_final(piece[:split], speech_end=split / SAMPLE_RATE,
-                                      language=language, hints=hints, splits=splits - 1),
+                                      language=language, hints=hints, splits=splits - 1,
+                                      context=context),
                     self.decode_final(piece[split:], speech_end=max(
                         speech_end - offset - split / SAMPLE_RATE, 0.0), language=language,
-                        hints=hints, splits=splits - 1),
+                        hints=hints, splits=splits - 1, context=context),
                 ]
                 for half, samples in zip(halves, (split, len(piece) - split), strict=True):
                     if half is not None:
@@ -573,16 +585,18 @@ class WhisperTrack:
         start = self._pre_pad(start_window * WINDOW_SAMPLES)
         speech_end = min(end_window * WINDOW_SAMPLES, self._total)
         end = speech_end if cut else min(speech_end + self._pad, self._total)
-        engine = self.engine
+        engine, context = self.engine, ""
         if self.final_engine is not None:
             if self._behind:
                 metrics.FINALS_ON_FAST_MODEL.inc()  # catching up beats the better model
             else:
-                engine = self.final_engine
+                # The stronger model reads on from the call's previous final, as Whisper
+                # does across its 30 s windows: human WER 0.079 -> 0.062 with base.
+                engine, context = self.final_engine, self._last_final
         decoded = engine.decode_final(
             self._slice(start, end), speech_end=(speech_end - start) / SAMPLE_RATE,
             language=self.options.language, hints=self.options.hints,
-            greedy_words=self._greedy_words(start, speech_end))
+            greedy_words=self._greedy_words(start, speech_end), context=context)
         return decoded, start, end
 
     def _greedy_words(self, start: int, speech_end: int) -> float | None:
