@@ -155,6 +155,10 @@ class Settings(BaseSettings):
         700, ge=200, le=3000, description="Silence that ends an utterance (its final "
         "follows), counted from the energy-based end of speech; longer keeps natural "
         "pauses inside one utterance, at that much more latency.")
+    transcription_sentence_end_silence_ms: int = Field(
+        500, ge=100, le=3000, description="Silence that ends an utterance whose text so "
+        "far ends a sentence (. ? !); other pauses wait transcription_end_silence_ms. "
+        "At most that takes effect.")
     transcription_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where Whisper runs; auto picks cuda when a GPU is present.")
     transcription_threads: int = Field(

@@ -170,7 +170,9 @@ class TranscriptionManager:
         started = time.perf_counter()
         engine = WhisperEngine(path, name=name, device=self.settings.transcription_device,
                                workers=self.workers, vad=VadOptions(
-                                   min_silence_ms=self.settings.transcription_end_silence_ms))
+                                   min_silence_ms=self.settings.transcription_end_silence_ms,
+                                   sentence_end_silence_ms=(
+                                       self.settings.transcription_sentence_end_silence_ms)))
         log.info("loaded Whisper %s from %s on %s in %.2f s", name, path, engine.device,
                  time.perf_counter() - started)
         return engine

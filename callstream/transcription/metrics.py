@@ -41,3 +41,8 @@ FINALS_ON_FAST_MODEL = Counter(
     "Finals decoded by the interim model instead of the configured final model, because "
     "the track was behind",
 )
+SENTENCE_ENDS = Counter(
+    "callstream_transcription_sentence_ends_total",
+    "Utterances ended after transcription_sentence_end_silence_ms, not the full end "
+    "silence, because their early final ended a sentence",
+)

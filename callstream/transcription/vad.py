@@ -48,6 +48,9 @@ class VadOptions:
         threshold: speech probability that starts (and keeps) an utterance.
         neg_threshold: probability below which a window counts as silence.
         min_silence_ms: silence that ends an utterance.
+        sentence_end_silence_ms: silence that ends an utterance whose text so far
+            ends a sentence (the recogniser decides: :meth:`Segmenter.end_at_silence`);
+            at most ``min_silence_ms`` takes effect.
         min_speech_ms: utterances shorter than this are dropped.
         max_utterance_s: an utterance is cut (and a new one begins) at this length.
         pad_ms: audio kept before an utterance's start and after its end.
@@ -56,6 +59,7 @@ class VadOptions:
     threshold: float = 0.2
     neg_threshold: float = 0.1
     min_silence_ms: int = 700
+    sentence_end_silence_ms: int = 500
     min_speech_ms: int = 250
     max_utterance_s: float = 9.5
     pad_ms: int = 400
@@ -63,6 +67,8 @@ class VadOptions:
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
             raise ValueError("need 0 < neg_threshold <= threshold < 1")
+        if self.sentence_end_silence_ms <= 0:
+            raise ValueError("sentence_end_silence_ms must be positive")
         if self.max_utterance_s <= self.min_speech_ms / 1000:
             raise ValueError("max_utterance_s must exceed min_speech_ms")
 
@@ -196,6 +202,18 @@ class Segmenter:
             if around <= best_level:
                 best, best_level = boundary, around
         return best
+
+    def end_at_silence(self) -> list[VadEvent]:
+        """End the utterance at the silence now running, before ``min_silence_ms`` is
+        up: the caller knows it is over (its text ended a sentence). Nothing without
+        such a silence, or when it was not quiet throughout: a soft word that the VAD
+        scored between ``neg_threshold`` and ``threshold`` ("it was" before the next
+        clause) does not stop its timer, but it is audible."""
+        if self.start is None or self._silence_from is None:
+            return []
+        if self._quiet_from is None or self._quiet_from > self._silence_from:
+            return []
+        return [self._end(self._silence_from)]
 
     def finish(self) -> list[VadEvent]:
         """The track ended: close the utterance in progress."""

@@ -75,3 +75,43 @@ def test_an_unknown_final_model_is_refused_with_its_pointer() -> None:
     with pytest.raises(UnsupportedValue) as info:
         TranscriptionManager.final_model_for(manager(), request, "/transcription_config")
     assert info.value.pointer == "/transcription_config/transcription_engine_config/final_model"
+
+
+def test_the_server_settings_shape_the_engines_segmentation() -> None:
+    settings = Settings(transcription_end_silence_ms=900,
+                        transcription_sentence_end_silence_ms=400)
+    fake = cast(TranscriptionManager, SimpleNamespace(settings=settings, workers=1))
+    path = resolve_model("tiny.en", data_dir=Path("/nonexistent"))
+    loaded = TranscriptionManager._load(fake, path, "tiny.en")
+    assert isinstance(loaded, WhisperEngine)
+    assert loaded.vad_options.min_silence_ms == 900
+    assert loaded.vad_options.sentence_end_silence_ms == 400
+
+
+def test_a_two_pass_final_reads_on_from_the_previous_final(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two utterances on one track: the final engine's decodes of the second carry the
+    # first final's text in their prompt (Whisper's previous-text prompt).
+    finals_engine = second_engine()
+    prompts: list[list[int]] = []
+    model = finals_engine.model.model
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(model, name)
+
+        def generate(self, encoded: Any, batch: list[list[int]], **kwargs: Any) -> Any:
+            prompts.append(batch[0])
+            return model.generate(encoded, batch, **kwargs)
+
+    monkeypatch.setattr(finals_engine.model, "model", Recording())
+    speech = over_pcmu(phone_band(clip("goforward")))
+    pcm = speech + b"\0" * 16000 + speech + b"\0" * 16000
+    track = engine().new_track(RecognizerOptions(), final_engine=finals_engine)
+    finals = [s for i in range(0, len(pcm), FRAME) for s in track.feed(pcm[i:i + FRAME], 8000)]
+    finals += track.flush()
+    assert len(finals) == 2 and all(s.is_final for s in finals), finals
+    tokenizer = finals_engine.tokenizer(None)
+    first = tokenizer.encode(" " + finals[0].text)
+    assert prompts[0] == list(tokenizer.sot_sequence)  # nothing said before it
+    assert prompts[-1] == [tokenizer.sot_prev, *first, *tokenizer.sot_sequence]

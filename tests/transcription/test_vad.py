@@ -93,7 +93,7 @@ def test_end_needs_the_full_minimum_silence() -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"threshold": 0.1, "neg_threshold": 0.2}, {"threshold": 1.0},
-    {"max_utterance_s": 0.1},
+    {"max_utterance_s": 0.1}, {"sentence_end_silence_ms": 0},
 ])
 def test_bad_options_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
@@ -143,3 +143,53 @@ def test_energy_end_never_shortens_speech_below_the_minimum() -> None:
         seg.push(0.9, -60.0)
     seg.push(0.0, -60.0)
     assert seg.silence_from == round(0.25 / WINDOW_SECONDS)  # min_speech_ms
+
+
+def test_end_at_silence_ends_the_utterance_where_its_silence_began() -> None:
+    seg = Segmenter()
+    for _ in range(10):
+        seg.push(0.9, -20.0)
+    for _ in range(5):
+        seg.push(0.0, -60.0)
+    assert seg.end_at_silence() == [VadEvent(END, 0, 10)]
+    assert not seg.in_speech
+    # The next speech is a new utterance.
+    assert seg.push(0.9) == [VadEvent(START, 15)]
+
+
+def test_end_at_silence_needs_a_silence() -> None:
+    seg = Segmenter()
+    assert seg.end_at_silence() == []  # no utterance
+    for _ in range(10):
+        seg.push(0.9)
+    assert seg.end_at_silence() == [] and seg.in_speech  # speech still going
+    for _ in range(3):
+        seg.push(0.9)
+    seg.push(0.0)
+    seg.push(0.9)  # speech resumed: the silence is over
+    assert seg.end_at_silence() == [] and seg.in_speech
+
+
+def test_end_at_silence_drops_a_click() -> None:
+    seg = Segmenter()
+    for _ in range(3):
+        seg.push(0.9, -20.0)
+    seg.push(0.0, -60.0)
+    assert seg.end_at_silence() == [VadEvent(DROP, 0, 3)]
+
+
+def test_end_at_silence_needs_the_silence_quiet_throughout() -> None:
+    # A soft word the VAD scores 0.15 (neither speech nor silence) keeps the silence
+    # timer running, but it is within 20 dB of the utterance's loudest: not over yet.
+    seg = Segmenter()
+    for _ in range(10):
+        seg.push(0.9, -20.0)
+    for _ in range(5):
+        seg.push(0.0, -60.0)
+    for _ in range(3):
+        seg.push(0.15, -30.0)
+    assert seg.silence_from == 10
+    assert seg.end_at_silence() == [] and seg.in_speech
+    for _ in range(5):
+        seg.push(0.0, -60.0)
+    assert seg.end_at_silence() == []  # the quiet since began after the silence did

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from callstream.media.codecs import get_codec
 from callstream.transcription.engine import RecognizerOptions, Segment, UnsupportedOption
 from callstream.transcription.models import resolve_model
-from callstream.transcription.whisper import WhisperEngine
+from callstream.transcription.vad import VadOptions
+from callstream.transcription.whisper import WhisperEngine, ends_sentence
 from tests.corpus import clip, noise, phone_band, wer
 
 FRAME = 320  # 20 ms of 8 kHz s16
+SENTENCE_ENDS = "callstream_transcription_sentence_ends_total"
 
 
 @cache
@@ -45,9 +48,9 @@ def speech_span(pcm: bytes) -> tuple[float, float]:
     return float(loud[0] * 160 / 8000), float((loud[-1] + 1) * 160 / 8000)
 
 
-def timed(pcm: bytes) -> list[tuple[float, Segment]]:
+def timed(pcm: bytes, on: WhisperEngine | None = None) -> list[tuple[float, Segment]]:
     """Each segment with the seconds of audio fed when it came (audio time: no clock)."""
-    track = engine().new_track(RecognizerOptions(interim_results=True))
+    track = (on or engine()).new_track(RecognizerOptions(interim_results=True))
     return [((i + FRAME) / 16000, s) for i in range(0, len(pcm), FRAME)
             for s in track.feed(pcm[i:i + FRAME], 8000)]
 
@@ -115,3 +118,42 @@ def test_the_first_interim_of_a_short_command_comes_on_its_first_word() -> None:
     interims = [(at, s) for at, s in timed(pcm) if not s.is_final]
     assert interims and interims[0][0] - onset < 0.6, (onset, interims[:2])
 
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("I need to change my flight.", True),
+    ("Can you tell me when it will arrive?", True),
+    ("Stop!", True),
+    ("It was the age of wisdom,", False),  # a pause at a comma: the sentence goes on
+    ("and then I was", False),
+    ("so I was...", False),  # trailing off
+    ("Well..", False),
+    ("", False),
+])
+def test_what_ends_a_sentence(text: str, expected: bool) -> None:
+    assert ends_sentence(text) is expected
+
+
+@cache
+def patient_engine() -> WhisperEngine:
+    """The engine with sentence ends ignored: every utterance waits out the silence."""
+    return WhisperEngine(resolve_model("tiny.en", data_dir=Path("/nonexistent")),
+                         name="tiny.en", vad=VadOptions(sentence_end_silence_ms=10_000))
+
+
+def test_a_final_that_ends_a_sentence_does_not_wait_out_the_silence() -> None:
+    item = clip("sense_and_sensibility_01_austen_64kb-0870")
+    pcm = b"\0" * 8000 + over_pcmu(phone_band(item)) + b"\0" * 24000
+    _, end = speech_span(pcm)
+    silence_s = VadOptions().min_silence_ms / 1000
+    sentence_s = VadOptions().sentence_end_silence_ms / 1000
+    before = REGISTRY.get_sample_value(SENTENCE_ENDS) or 0.0
+    finals = [(at, s) for at, s in timed(pcm) if s.is_final]
+    assert len(finals) == 1 and ends_sentence(finals[0][1].text), finals
+    assert REGISTRY.get_sample_value(SENTENCE_ENDS) == before + 1
+    # By audio time: the sentence-end silence, not the full one.
+    assert sentence_s <= finals[0][0] - end < silence_s, (end, finals)
+    patient = [(at, s) for at, s in timed(pcm, patient_engine()) if s.is_final]
+    assert REGISTRY.get_sample_value(SENTENCE_ENDS) == before + 1
+    assert [s.text for _, s in patient] == [finals[0][1].text]
+    assert patient[0][0] - end >= silence_s, (end, patient)
