@@ -19,9 +19,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-from aiortc import RTCIceServer
+from typing import TYPE_CHECKING, Any
 
 from callstream.calls.exceptions import CallEnded
 from callstream.calls.features import LegMedia, notify_dtmf
@@ -30,10 +28,12 @@ from callstream.calls.telephony import Telephony, TelephonyReports
 from callstream.config import Settings
 from callstream.media.hub import Bridge, MediaHub, bridge
 from callstream.telephony.causes import UNSPECIFIED, rejection_cause
-from callstream.webrtc.leg import WIRE_MEDIA, WebRtcLeg, enable_telephone_event
 from callstream.webrtc.metrics import WEBRTC_LEGS, WEBRTC_REFUSED
 from callstream.webrtc.offer import Offer, OfferError
 from callstream.webrtc.tokens import TokenBook
+
+if TYPE_CHECKING:  # aiortc loads with the first browser call (below), not at server start
+    from callstream.webrtc.leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,6 @@ class WebRtcGateway:
         self.tokens = TokenBook(settings.webrtc_token_ttl_secs)
         self.calls: dict[str, BrowserCall] = {}  # by call_control_id
         self.sessions: dict[str, str] = {}  # session (URL secret) -> call_control_id
-        self.ice_servers = [
-            RTCIceServer(urls=url, username=settings.webrtc_ice_username,
-                         credential=settings.webrtc_ice_credential)
-            if url.startswith("turn") else RTCIceServer(urls=url)
-            for url in settings.webrtc_ice_servers
-        ]
-        enable_telephone_event()
 
     async def call_in(self, offer: Offer, *, connection_id: str, from_: str,
                       to: str) -> tuple[Call, Answer]:
@@ -109,8 +102,16 @@ class WebRtcGateway:
             details={"webrtc": True, "from_sip_uri": f"webrtc:{from_}"})
         if call is None:
             raise NoApplication(f"no active application {connection_id!r}")
+        # aiortc takes 0.2 s of CPU to import: paid by the first browser call, not by every
+        # server start (most servers never see a browser).
+        from callstream.webrtc.leg import WebRtcLeg, enable_telephone_event, ice_servers
+
+        enable_telephone_event()
         rec = call.record
-        leg = WebRtcLeg(rec.call_leg_id, MediaHub(rec.call_session_id), self.ice_servers,
+        settings = self.settings
+        leg = WebRtcLeg(rec.call_leg_id, MediaHub(rec.call_session_id),
+                        ice_servers(settings.webrtc_ice_servers, settings.webrtc_ice_username,
+                                    settings.webrtc_ice_credential),
                         on_dtmf=functools.partial(self._on_dtmf, call.id),
                         on_gone=functools.partial(self._on_gone, call.id))
         browser = BrowserCall(call, leg, secrets.token_urlsafe(32))
@@ -194,6 +195,8 @@ class WebRtcGateway:
         if browser is None:
             self.sip.answer(call)
             return
+        from callstream.webrtc.leg import WIRE_MEDIA  # loaded by call_in
+
         if browser.leg.closed:
             raise CallEnded(f"Call {call.id} has already ended.")
         browser.leg.answered = True

@@ -80,6 +80,14 @@ RECEIVE_PREFETCH = 1
 RECEIVE_CAPACITY = 16
 
 
+def ice_servers(urls: list[str], username: str | None,
+                credential: str | None) -> list[RTCIceServer]:
+    """aiortc's STUN/TURN servers for ``webrtc_ice_servers`` (the turn: ones with the
+    username and credential)."""
+    return [RTCIceServer(urls=url, username=username, credential=credential)
+            if url.startswith("turn") else RTCIceServer(urls=url) for url in urls]
+
+
 def enable_telephone_event() -> None:
     """Let aiortc accept telephone-event/48000 in answers (once per process).
 

@@ -77,9 +77,8 @@ export PY={python}
 BG_PIDS=()
 BG_LOGS=()
 
-_listening() {{
-    "$PY" -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" \
-        "$1" 2>/dev/null
+_listening() {{  # bash's own connect: a Python per try would cost the starting program CPU
+    {{ : <>"/dev/tcp/127.0.0.1/$1"; }} 2>/dev/null
 }}
 
 # _background READY CMD...: start CMD, wait until it is ready: it listens on port READY, or

@@ -26,7 +26,7 @@ import httpx
 
 from tests.docs.shell import Ports
 from tests.docs.snippets import REPO
-from tests.helpers import ServerProcess, cli, free_port, free_udp_tcp_port, running_server
+from tests.helpers import ServerProcess, free_port, free_udp_tcp_port, running_server
 
 LINKED = ("examples", "bench", "callstream", "docs", "pyproject.toml")
 CALL_TIMEOUT_SECS = 60  # for the helper call to reach the server and be answered
@@ -156,7 +156,7 @@ class Worlds:
         server = stack.enter_context(running_server(base / "data"))
         stack.callback(AnsweringMachine(server).stop)
         ports = Ports(server.http_port, server.sip_port, free_port(), free_port())
-        public_key = cli("keys", "webhook", data_dir=server.data_dir).strip()
+        public_key = server.webhook_public_key()
         world = World(ports, _workdir(base / "cwd"),
                       _environment(server.data_dir, ports, server.api_key, public_key),
                       server, stack)

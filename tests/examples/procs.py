@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from tests.e2e.calling import JITTER_BUFFER_MS
-from tests.helpers import ServerProcess, cli, free_port, running_server
+from tests.helpers import ServerProcess, free_port, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -134,7 +134,7 @@ def app_rig(tmp_path: Path, greeting: Path, rtp_ports: tuple[int, int]) -> Itera
                                  str(greeting))) as bot, \
          running_server(tmp_path / "data", env=env) as server:
         bot_url = bot.wait_for(r"listening on (ws://\S+)").group(1)
-        public_key = cli("keys", "webhook", data_dir=server.data_dir).strip()
+        public_key = server.webhook_public_key()
         yield AppRig(server, bot, bot_url, app_port, hook_url,
                      {"TELNYX_API_KEY": server.api_key, "TELNYX_PUBLIC_KEY": public_key,
                       "TELNYX_BASE_URL": server.api_url})

@@ -34,7 +34,6 @@ from tests.examples.node_driver import NodeApiError, NodeSdk, node_sdk
 from tests.examples.test_python_sdk_app import forge
 from tests.helpers import (
     ServerProcess,
-    cli,
     free_port,
     free_udp_tcp_port,
     running_server,
@@ -67,7 +66,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRig]:
            "CALLSTREAM_JITTER_BUFFER_MS": JITTER_BUFFER_MS,
            "CALLSTREAM_RTP_PORT_MIN": "39700", "CALLSTREAM_RTP_PORT_MAX": "39899"}
     with running_server(workdir / "data", env=env) as server:
-        public_key = cli("keys", "webhook", data_dir=server.data_dir).strip()
+        public_key = server.webhook_public_key()
         with node_sdk(server.api_key, public_key, server.api_url, port) as sdk:
             yield NodeRig(server, sdk, workdir)
             assert not sdk.rejected, f"the SDK refused callstream's webhooks: {sdk.rejected}"
