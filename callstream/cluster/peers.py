@@ -11,8 +11,8 @@ past their time, or that the peer has closed, are closed when a request next pas
 (any peer's), and all of them by :meth:`PeerConnections.close` at shutdown.
 
 A kept connection can be closed by the peer just as a request goes out on it: if the
-peer closes it without a byte of answer, the request is sent again, once, on a new
-connection. That is safe for any method: uvicorn closes only a connection with no
+peer closes or resets it without a byte of answer, the request is sent again, once, on a
+new connection. That is safe for any method: uvicorn closes only a connection with no
 request in progress, so the first one was never read.
 
 The answer is read as the peer sent it: a body of ``Content-Length`` bytes, chunked (the
@@ -116,7 +116,7 @@ class PeerConnections:
         async with peer.slots:
             peer.in_use += 1
             try:
-                conn = peer.take_idle(now)
+                conn = peer.take_idle(time.monotonic())  # after any wait for a slot
                 if conn is not None:
                     try:
                         return await self._exchange(peer, conn, request, head_only)
@@ -180,6 +180,10 @@ async def _read_answer(reader: asyncio.StreamReader, head_only: bool) -> Answer:
         if not exc.partial:
             raise PeerUnanswered("the node closed the connection without answering") from None
         raise ConnectionError("the node closed the connection mid-answer") from None
+    except ConnectionResetError:
+        # Before the answer's head: the reset that a request sent after the peer closed
+        # the connection gets (uvicorn resets no connection it is answering on).
+        raise PeerUnanswered("the node reset the connection without answering") from None
     except asyncio.LimitOverrunError:
         raise ValueError("the node's answer head is over the limit") from None
     lines = head[:-4].split(b"\r\n")
