@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from callstream.api.auth import ASGIApp
+from callstream.cluster import peers as peers_module
 from callstream.cluster.forward import FORWARDED_HEADER, OwnerForwarding
 from callstream.cluster.peers import MAX_CONNECTIONS_PER_PEER, PeerConnections
 
@@ -238,3 +239,28 @@ async def test_a_body_over_the_limit_is_refused_by_the_local_limit(
     app = _forwarding(local, owner, peers, max_body_size=4)
     await _request(app, ANSWER_PATH, b"12345")
     assert local.calls == 1 and owner.seen == []
+
+
+async def test_idle_connections_are_closed_after_their_time(
+    owner: Owner, peers: PeerConnections, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(peers_module, "IDLE_SECS", 0.2)
+    other = Owner()
+    server = await asyncio.start_server(other.handle, "127.0.0.1", 0)
+    other.address = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        await _request(_forwarding(Local(), owner, peers), ANSWER_PATH)
+        assert [t.done() for t in _owner_tasks()] == [False]  # kept
+        await asyncio.sleep(0.3)
+        # A request to another node closes the connection kept past its time.
+        await _request(_forwarding(Local(), other, peers), ANSWER_PATH)
+        await asyncio.sleep(0.1)
+        assert owner.connections == 1 and other.connections == 1
+        assert sum(not t.done() for t in _owner_tasks()) == 1  # the other's only
+        # And the first owner gets a new one.
+        await _request(_forwarding(Local(), owner, peers), ANSWER_PATH)
+        assert owner.connections == 2
+    finally:
+        server.close()
+        await peers.close()
+        await server.wait_closed()
