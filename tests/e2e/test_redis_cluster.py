@@ -3,7 +3,8 @@
 Each node leases its call in Redis as it creates it. A call's REST command sent to the
 node that does not own it is forwarded to the owner: the answer is the owner's, byte for
 byte (the same ``command_id`` replayed straight to the owner gets the same bytes), and
-many such commands reach the owner on one or two kept connections. ``GET /v2/calls`` on either node lists both nodes' calls.
+many such commands reach the owner on one or two kept connections. ``GET /v2/calls`` on
+either node lists both nodes' calls.
 Node A is killed with SIGKILL mid-call: its Redis liveness expires, node B ends A's call
 with exactly one ``call.hangup`` (``unspecified``/``unknown``) and delivers it; A
 restarted does not end it again; every webhook is delivered once. The figures of the
