@@ -73,7 +73,8 @@ class _Peer:
     slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONNECTIONS_PER_PEER))
     idle: list[_Connection] = field(default_factory=list)  # the most recent last
-    in_use: int = 0
+    #: Requests holding or waiting for a connection: while any, the peer is kept.
+    requests: int = 0
     waits_logged_at: float = -WAIT_LOG_SECS
 
     def take_idle(self, now: float) -> _Connection | None:
@@ -113,9 +114,9 @@ class PeerConnections:
             log.warning("cluster: all %d connections to the node at %s:%d are busy; "
                         "forwarded requests wait for one", MAX_CONNECTIONS_PER_PEER, host,
                         port)
-        async with peer.slots:
-            peer.in_use += 1
-            try:
+        peer.requests += 1
+        try:
+            async with peer.slots:
                 conn = peer.take_idle(time.monotonic())  # after any wait for a slot
                 if conn is not None:
                     try:
@@ -126,8 +127,8 @@ class PeerConnections:
                                                                limit=MAX_HEAD_SIZE)
                 return await self._exchange(peer, _Connection(reader, writer), request,
                                             head_only)
-            finally:
-                peer.in_use -= 1
+        finally:
+            peer.requests -= 1
 
     async def _exchange(self, peer: _Peer, conn: _Connection, request: bytes,
                         head_only: bool) -> Answer:
@@ -157,7 +158,7 @@ class PeerConnections:
                 else:
                     conn.writer.close()
             peer.idle = kept
-            if not kept and not peer.in_use:
+            if not kept and not peer.requests:
                 del self._peers[address]
 
     async def close(self) -> None:
