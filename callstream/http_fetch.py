@@ -1,8 +1,8 @@
 """One HTTP/1.1 request, as bytes, to another process of ours: its answer as bytes.
 
-The ``--workers`` front asks every worker for ``/metrics`` with it, and a node forwards
-a call's REST command to the node that owns it (:mod:`callstream.cluster.forward`): the
-answer is read unchanged, so it is the other process's own.
+The ``--workers`` front asks every worker for ``/metrics`` with it: the answer is read
+unchanged, so it is the worker's own. (A node's commands forwarded to another node go on
+kept-alive connections instead: :mod:`callstream.cluster.peers`.)
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ CALL_LOCKS = Gauge(
     "Call and dial locks held or waited for now (0 when idle; more means commands queue)",
 )
 CALLS_TOTAL = Counter("callstream_calls_total", "Calls created", ["direction"])
+HTTP_CONNECTIONS = Counter(
+    "callstream_http_connections_total",
+    "HTTP connections accepted (WebSockets and those refused by a limit included)",
+)
 HTTP_LIMITED = Counter(
     "callstream_http_limited_total",
     "HTTP connections and requests refused by a limit (docs/security/limits.md)",

@@ -35,6 +35,7 @@ from callstream.api.services import Services
 from callstream.calls.control import CallControl, CallParts
 from callstream.cluster.exceptions import RedisUnavailable
 from callstream.cluster.forward import OwnerForwarding
+from callstream.cluster.peers import PeerConnections
 from callstream.config import Settings
 from callstream.console.feed import ConsoleFeed
 from callstream.console.sessions import ConsoleSessions
@@ -176,6 +177,7 @@ class Server:
         self._checks: asyncio.Task[None] | None = None
         self.console: ConsoleFeed | None = None
         self.cluster: ClusterNode | None = None  # with redis_url (callstream.cluster)
+        self.peers: PeerConnections | None = None  # the cluster's: commands forwarded
 
     async def start(self) -> None:
         settings = self.settings
@@ -220,6 +222,7 @@ class Server:
             self.cluster = await ClusterNode.connect(
                 settings.redis_url, node_id, address, calls, self.webhooks,
                 lease_secs=settings.call_lease_secs, scan_secs=settings.failover_scan_secs)
+            calls.lease_new = self.cluster.lease_new
         # SQLite: one node per store (the node lock), so every live call is an orphan
         # (but a worker's live siblings' calls). PostgreSQL: other nodes' live calls are
         # theirs; only this node's are orphans.
@@ -250,7 +253,8 @@ class Server:
         host, port = settings.http_host_port
         app: ASGIApp = create_app(services)
         if self.cluster is not None:
-            app = OwnerForwarding(app, self.cluster.route, node_id,
+            self.peers = PeerConnections()
+            app = OwnerForwarding(app, self.cluster.route, self.peers, node_id,
                                   max_body_size=settings.http_max_body_size)
         config = uvicorn.Config(
             app,
@@ -331,6 +335,8 @@ class Server:
             await self.http.shutdown()
         for sock in self._http_sockets:
             sock.close()
+        if self.peers is not None:  # no request is forwarded any more
+            await self.peers.close()
         # Webhooks first: while this node is alive in Redis, no survivor frees the events
         # it is still sending in its stop grace.
         if self.webhooks is not None and self.seat is None:

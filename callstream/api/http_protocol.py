@@ -35,7 +35,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from callstream.api.errors import error_body
-from callstream.metrics import HTTP_LIMITED
+from callstream.metrics import HTTP_CONNECTIONS, HTTP_LIMITED
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self, transport: asyncio.Transport
     ) -> None:
         super().connection_made(transport)
+        HTTP_CONNECTIONS.inc()
         # The set includes this connection now: over the cap by one means refuse.
         if len(self.connections) > self.limits.max_connections:
             self._refuse(

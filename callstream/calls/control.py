@@ -107,6 +107,10 @@ class CallControl:
         #: Called with every change once it is stored (the console's feed): every
         #: webhook event passes here. A listener must not block; one that raises is logged.
         self.commit_listeners: list[Callable[[Change], None]] = []
+        #: Set on a node of a cluster (:meth:`callstream.cluster.node.ClusterNode.lease_new`):
+        #: awaited with each new call's id before the call is stored and announced, so
+        #: every node can find the call's owner as soon as anybody can know of the call.
+        self.lease_new: Callable[[str], Awaitable[None]] | None = None
         built = parts(self)
         self.telephony = built.telephony
         #: Feature managers (streaming, forking, transcription), see calls.features.
@@ -276,6 +280,8 @@ class CallControl:
             change.idempotency.append(
                 IdempotencyRecord(DIAL_KEY, command_id, receipt, iso_now()))
         try:
+            if self.lease_new is not None:
+                await self.lease_new(call.id)
             await self.commit(change)
         except StoreError:  # nothing was stored: the call never was
             del self.calls[call.id]
@@ -396,6 +402,8 @@ class CallControl:
                     "caller_id_name"):
             if key in details:
                 payload[key] = details[key]
+        if self.lease_new is not None:
+            await self.lease_new(call.id)
         await self.commit(
             Change(calls=[call.record], events=[call_event(call, "call.initiated", payload, now)])
         )

@@ -3,12 +3,12 @@
 A pure ASGI middleware, outermost: for a call's own resources (the paths the
 ``--workers`` front routes by owner, :func:`callstream.workers.routing.call_of_path`) of
 a call this node does not hold, it asks the cluster where the call lives and, if another
-live node owns it, sends the request there as bytes (:func:`callstream.http_fetch.fetch`,
-as the workers' front does) and answers with the owner's status, headers and body
-unchanged but for the ``date`` and ``server`` headers, which uvicorn writes itself.
-So the answer, authentication included, is the owner's. The forwarded request carries
-``FORWARDED_HEADER`` and is never forwarded again (two nodes that disagree answer, they
-do not loop).
+live node owns it, sends the request there as bytes on a kept-alive connection to that
+node (:class:`callstream.cluster.peers.PeerConnections`) and answers with the owner's
+status, headers and body unchanged but for the ``date`` and ``server`` headers, which
+uvicorn writes itself, and the hop-by-hop ones. So the answer, authentication included,
+is the owner's. The forwarded request carries ``FORWARDED_HEADER`` and is never
+forwarded again (two nodes that disagree answer, they do not loop).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import orjson
 from callstream.api.auth import ASGIApp, Receive, Scope, Send
 from callstream.api.body_limit import replay
 from callstream.api.errors import error_body
-from callstream.http_fetch import fetch
+from callstream.cluster.peers import PeerConnections
 from callstream.metrics import HTTP_FORWARDED
 from callstream.workers.routing import call_of_path
 
@@ -31,15 +31,17 @@ log = logging.getLogger(__name__)
 FORWARDED_HEADER = b"x-callstream-forwarded-by"
 #: Headers uvicorn writes on every answer: the owner's are dropped, not doubled.
 _OWN_HEADERS = (b"date", b"server")
-#: Hop-by-hop: the forwarded request is sent on a connection of its own, then closed.
-_HOP_HEADERS = (b"connection", b"keep-alive", b"transfer-encoding")
+#: Hop-by-hop: each connection's own, never passed on. (``expect``: the body was read
+#: here already, so the owner must not answer ``100 Continue`` first.)
+_HOP_HEADERS = (b"connection", b"keep-alive", b"transfer-encoding", b"expect")
 
 
 class OwnerForwarding:
     def __init__(self, app: ASGIApp, route: Callable[[str], Awaitable[str | None]],
-                 node_id: str, max_body_size: int) -> None:
+                 peers: PeerConnections, node_id: str, max_body_size: int) -> None:
         self.app = app
         self.route = route
+        self.peers = peers
         self.node_id = node_id.encode()
         self.max_body_size = max_body_size
 
@@ -68,7 +70,9 @@ class OwnerForwarding:
         target = urlsplit(address)
         host, port = target.hostname or "127.0.0.1", target.port or 80
         try:
-            head, answer = await fetch(host, port, _request(scope, bytes(body), self.node_id))
+            answer = await self.peers.request(host, port,
+                                              _request(scope, bytes(body), self.node_id),
+                                              head_only=scope["method"] == "HEAD")
         except (OSError, ValueError) as exc:  # ValueError: a garbled answer
             HTTP_FORWARDED.labels("failed").inc()
             log.warning("HTTP %s %s: the owner of call %s at %s did not answer: %s",
@@ -77,16 +81,11 @@ class OwnerForwarding:
                                      "retry.")
             return
         HTTP_FORWARDED.labels("ok").inc()
-        lines = head.rstrip(b"\r\n").split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name not in _OWN_HEADERS and name not in _HOP_HEADERS:
-                headers.append((name, value.strip()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
+        headers = [(name, value) for name, value in answer.headers
+                   if name not in _OWN_HEADERS and name not in _HOP_HEADERS]
+        await send({"type": "http.response.start", "status": answer.status,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 def _request(scope: Scope, body: bytes, node_id: bytes) -> bytes:
@@ -97,7 +96,7 @@ def _request(scope: Scope, body: bytes, node_id: bytes) -> bytes:
     for name, value in scope["headers"]:
         if name not in _HOP_HEADERS and name != b"content-length":
             lines.append(name + b": " + value)
-    lines += [b"content-length: " + str(len(body)).encode(), b"connection: close",
+    lines += [b"content-length: " + str(len(body)).encode(),
               FORWARDED_HEADER + b": " + node_id]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 

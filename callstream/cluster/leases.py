@@ -5,7 +5,8 @@ Keys (``PREFIX`` first, so one Redis can serve other things too):
 * ``node:<node id>`` — the node is alive: a JSON object ``{"address": URL}`` (where other
   nodes send its calls' REST commands), expiring after the lease time unless renewed;
 * ``call:<call_control_id>`` — the id of the node that owns the call (holds its SIP
-  dialog and media), same expiry, renewed with the node's record;
+  dialog and media), same expiry: written as the call is created, before its row is
+  stored (:meth:`Leases.lease`), then renewed with the node's record;
 * ``takeover:<call_control_id>`` — the survivor that ends a dead node's call: set once
   (``NX``) by the script that also checks both leases above are gone, so exactly one
   node ends each call.
@@ -84,6 +85,10 @@ class Leases:
         if gone:
             pipe.delete(*gone)
         await pipe.execute()
+
+    async def lease(self, call_control_id: str) -> None:
+        """Say this node owns a call it is creating, for one lease time."""
+        await self.redis.set(call_key(call_control_id), self.node_id, px=self.lease_ms)
 
     async def withdraw(self) -> None:
         """A clean stop: this node and its calls' leases are gone now, not at expiry."""

@@ -100,8 +100,22 @@ class ClusterNode:
 
     async def renew(self) -> None:
         live = set(self.calls.calls)
-        await self.leases.renew(live, self._leased - live)
-        self._leased = live
+        ended = self._leased - live
+        await self.leases.renew(live, ended)
+        # Calls leased while the renewal was on its way stay in the set.
+        self._leased = (self._leased - ended) | live
+
+    async def lease_new(self, call_control_id: str) -> None:
+        """Lease a call this node is creating, before it is stored and announced: a
+        command for it that reaches another node finds its owner in one look-up. If
+        Redis cannot take it now, the next renewal will (logged; the call goes on)."""
+        try:
+            await self.leases.lease(call_control_id)
+        except (RedisError, OSError) as exc:
+            log.warning("cluster: cannot lease new call %s in Redis (the next renewal "
+                        "will): %s", call_control_id, exc)
+            return
+        self._leased.add(call_control_id)
 
     async def route(self, call_control_id: str) -> str | None:
         """The address of the node a command for this call goes to, or ``None`` to
@@ -119,8 +133,8 @@ class ClusterNode:
     async def _owner_address(self, call_control_id: str) -> str | None:
         owner = await self.leases.owner(call_control_id)
         if owner is None:
-            # Leases are written on the next renewal: a call younger than that is
-            # found by its row's owner.
+            # Leased as it was created, unless Redis failed its owner then (the owner's
+            # next renewal leases it): such a call is found by its row's owner.
             record = await self.calls.store.get_call(call_control_id)
             if record is None or not record.is_alive or not record.owner:
                 return None

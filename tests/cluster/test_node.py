@@ -24,7 +24,7 @@ from callstream.store.records import Change
 from callstream.store.sql import SqlStore
 from callstream.webhooks.signing import WebhookSigner
 from callstream.webhooks.worker import WebhookWorker
-from tests.calls.fakes import NOW_ISO, control_with
+from tests.calls.fakes import NOW_ISO, control_with, sqlite_store
 from tests.store.postgres import PostgresServer
 from tests.webhooks.conftest import enqueue, event
 
@@ -125,3 +125,56 @@ async def test_the_scan_asks_redis_once_per_live_node_and_ends_a_dead_nodes_call
     await redis.delete(node_key("node-a"), *(call_key(c) for c in ids))
     assert await node.take_over_calls() == 5
     assert await store.list_calls(alive=True) == []
+
+
+async def test_a_new_call_is_leased_before_it_is_stored_and_found_in_one_look_up(
+    redis: Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Node B's own client: its commands are counted.
+    async with sqlite_store(tmp_path) as store, Redis.from_url(redis_url) as b_redis:
+        owner, other = control_with(store), control_with(store)
+        webhooks = WebhookWorker(store, Settings(data_dir=tmp_path),
+                                 WebhookSigner(os.urandom(32)), worker_id="node-a")
+        a = ClusterNode(redis, Leases(redis, "node-a", "http://node-a:8080", LEASE),
+                        owner, webhooks, LEASE, 1.0)
+        b = ClusterNode(b_redis, Leases(b_redis, "node-b", "http://node-b:8080", LEASE),
+                        other, webhooks, LEASE, 1.0)
+        await a.renew()  # node A alive; its renewals are not running
+        owner.lease_new = a.lease_new
+        leased_at_commit: list[bytes | None] = []
+        commit = store.commit
+
+        async def leased_then_commit(change: Change) -> None:
+            leased_at_commit.extend([await redis.get(call_key(r.call_control_id))
+                                     for r in change.calls])
+            await commit(change)
+
+        monkeypatch.setattr(store, "commit", leased_then_commit)
+        call = await owner.incoming_call(from_="+15550001111", to="+15550002222",
+                                         connection_id="default", details={})
+        assert call is not None
+        assert leased_at_commit == [b"node-a"]  # leased when call.initiated was stored
+        assert 0 < await redis.pttl(call_key(call.id)) <= LEASE * 1000
+
+        # A command for it on node B: the owner's address in one Redis round trip (the
+        # script that reads the lease and the owner's record), no database read.
+        assert await b.leases.owner("v3:warm") is None  # the script loaded into Redis
+        sent: list[object] = []
+        execute = b.redis.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            sent.append(args[0])
+            return await execute(*args, **options)
+
+        async def no_read(call_control_id: str) -> None:
+            raise AssertionError(f"the database was read for {call_control_id}")
+
+        monkeypatch.setattr(b.redis, "execute_command", counted)
+        monkeypatch.setattr(store, "get_call", no_read)
+        assert await b.route(call.id) == "http://node-a:8080"
+        assert sent == ["EVALSHA"]
+
+        # Ended before A's next renewal: that renewal drops its lease.
+        del owner.calls[call.id]
+        await a.renew()
+        assert await redis.exists(call_key(call.id)) == 0

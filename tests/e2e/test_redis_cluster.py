@@ -1,8 +1,10 @@
 """Two ``callstream serve`` nodes on one private PostgreSQL and one private Redis.
 
-A call's REST command sent to the node that does not own it is forwarded to the owner:
-the answer is the owner's, byte for byte (the same ``command_id`` replayed straight to
-the owner gets the same bytes). ``GET /v2/calls`` on either node lists both nodes' calls.
+Each node leases its call in Redis as it creates it. A call's REST command sent to the
+node that does not own it is forwarded to the owner: the answer is the owner's, byte for
+byte (the same ``command_id`` replayed straight to the owner gets the same bytes), and
+many such commands reach the owner on one or two kept connections. ``GET /v2/calls`` on
+either node lists both nodes' calls.
 Node A is killed with SIGKILL mid-call: its Redis liveness expires, node B ends A's call
 with exactly one ``call.hangup`` (``unspecified``/``unknown``) and delivers it; A
 restarted does not end it again; every webhook is delivered once. The figures of the
@@ -34,6 +36,8 @@ CALL_ORDER = ["call.initiated", "call.answered", "call.hangup"]
 #: The defaults (config.py): what the figures below are measured with.
 LEASE_SECS = 6.0
 SCAN_SECS = 2.0
+#: Commands for A's call sent through B, one after the other.
+COMMANDS = 40
 
 
 @pytest.fixture
@@ -59,11 +63,16 @@ def _ring(node: ServerProcess, user: str, hooks: Receiver, rtp: str
     return caller, str(found.payload["call_control_id"])
 
 
-def _forwarded(node: ServerProcess) -> float:
+def _counter(node: ServerProcess, sample: str) -> float:
+    """A sample of the node's /metrics (read on a connection of its own)."""
     with node.client() as api:
         text = api.get("/metrics").text
-    found = re.search(r'^callstream_http_forwarded_total\{result="ok"\} (\S+)$', text, re.M)
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
+
+
+def _forwarded(node: ServerProcess) -> float:
+    return _counter(node, 'callstream_http_forwarded_total{result="ok"}')
 
 
 def test_two_nodes_share_calls_through_redis_and_survive_a_kill(
@@ -78,6 +87,10 @@ def test_two_nodes_share_calls_through_redis_and_survive_a_kill(
             caller_a, call_a = _ring(a, "alice", hooks, "37200-37299")
             caller_b, call_b = _ring(b, "bob", hooks, "37300-37399")
             callers += [caller_a, caller_b]
+            # Leased by their owners as they were created (before call.initiated was
+            # stored), not at the next renewal.
+            assert redis.get(call_key(call_a)) == b"node-a"
+            assert redis.get(call_key(call_b)) == b"node-b"
 
             # A's call answered through B: forwarded to A, A's answer.
             body = {"command_id": f"answer-{call_a}"}
@@ -107,11 +120,17 @@ def test_two_nodes_share_calls_through_redis_and_survive_a_kill(
                     listed = {c["call_control_id"] for c in api.get("/v2/calls").json()["data"]}
                     assert {call_a, call_b} <= listed
 
-            # Both calls are leased in Redis to their owners; both nodes are alive.
-            deadline = time.monotonic() + 30
-            while (redis.get(call_key(call_a)) is None or redis.get(call_key(call_b)) is None
-                   ) and time.monotonic() < deadline:  # written at each node's next renewal
-                time.sleep(0.1)
+            # Many commands through B reach A on B's kept connections: A accepts one or
+            # two (the pool's), besides the one each /metrics read opens.
+            accepted = _counter(a, "callstream_http_connections_total")
+            with b.client() as api:
+                for _ in range(COMMANDS):
+                    r = api.get(f"/v2/calls/{call_a}")
+                    assert r.status_code == 200 and r.json()["data"]["is_alive"] is True
+            assert _forwarded(b) == 1 + COMMANDS
+            assert _counter(a, "callstream_http_connections_total") - accepted <= 1 + 2
+
+            # Both calls are still leased in Redis to their owners; both nodes are alive.
             assert redis.get(call_key(call_a)) == b"node-a"
             assert redis.get(call_key(call_b)) == b"node-b"
 
