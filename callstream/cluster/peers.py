@@ -39,6 +39,8 @@ IDLE_SECS = 2.0
 WAIT_LOG_SECS = 60.0
 #: Most bytes of an answer's status line and headers.
 MAX_HEAD_SIZE = 64 * 1024
+#: Most bytes of an answer's body (a list of every live call of a big node fits).
+MAX_BODY_SIZE = 64 * 1024 * 1024
 _BODILESS_STATUSES = (204, 304)
 
 
@@ -215,9 +217,14 @@ async def _read_answer(reader: asyncio.StreamReader, head_only: bool) -> Answer:
         elif chunked:
             body = await _chunks(reader)
         elif length is not None:
+            if not 0 <= length <= MAX_BODY_SIZE:
+                raise ValueError(f"the node's answer has a content-length of {length}, "
+                                 f"outside 0 to {MAX_BODY_SIZE}")
             body = await reader.readexactly(length)
         else:  # delimited by the close
-            body, reusable = await reader.read(), False
+            body, reusable = await reader.read(MAX_BODY_SIZE + 1), False
+            if len(body) > MAX_BODY_SIZE:
+                raise ValueError(f"the node's answer body is over {MAX_BODY_SIZE} bytes")
     except asyncio.IncompleteReadError:
         raise ConnectionError("the node closed the connection mid-answer") from None
     except asyncio.LimitOverrunError:
@@ -229,6 +236,8 @@ async def _chunks(reader: asyncio.StreamReader) -> bytes:
     body = bytearray()
     while True:
         size = int((await reader.readuntil(b"\r\n")).partition(b";")[0], 16)
+        if not 0 <= size <= MAX_BODY_SIZE - len(body):
+            raise ValueError(f"the node's chunked answer is over {MAX_BODY_SIZE} bytes")
         if not size:
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass  # a trailer field

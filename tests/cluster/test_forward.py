@@ -232,6 +232,22 @@ async def test_a_garbled_answer_gets_a_503(owner: Owner, peers: PeerConnections)
     assert sent[0]["status"] == 503
 
 
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffff\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-1\r\n",
+])
+async def test_an_answer_body_over_the_limit_gets_a_503(
+    owner: Owner, peers: PeerConnections, answer: bytes,
+) -> None:
+    """A peer's answer body is bounded (MAX_BODY_SIZE) before anything is read into
+    memory: a length or chunk size past it (or below zero) is refused at once."""
+    owner.answer = answer
+    sent = await _request(_forwarding(Local(), owner, peers), ANSWER_PATH)
+    assert sent[0]["status"] == 503
+
+
 async def test_a_body_over_the_limit_is_refused_by_the_local_limit(
     owner: Owner, peers: PeerConnections,
 ) -> None:
