@@ -131,6 +131,7 @@ async def test_a_consumer_that_does_not_read_leaves_the_probe_unanswered(
     async def handler(ws: ServerConnection) -> None:
         ws.transport.pause_reading()  # reads nothing: answers nothing
         await stop.wait()
+        ws.transport.abort()  # reading nothing, it would wait 10 s for a closing handshake
 
     ws = await open_pair(handler)
     now = asyncio.get_running_loop().time()
