@@ -133,6 +133,8 @@ class Step:
     # so of its transaction (an idle one's within 10 s: the idle sample comes first)
     pg_transactions_per_call: float = 0.0
     pg_rows_read_per_call: float = 0.0
+    # pg_stat_user_tables: rows read by sequential scans + fetched by index scans
+    pg_table_rows_per_call: dict[str, float] = field(default_factory=dict)
     webhook_lag_p50_ms: float = 0.0  # an event's occurred_at → the application has it
     answer_p50_ms: float = 0.0  # the answer's POST → its response, at the application
     server_cpu_ms_per_call: float = 0.0  # the nodes', above their idle baseline
@@ -225,6 +227,12 @@ class Cluster:
         xacts, rows = row.split("|")
         return int(xacts), int(rows)
 
+    def pg_table_rows(self) -> dict[str, int]:
+        """Rows each table has had read by scans so far (sequential and index)."""
+        rows = self.pg.psql("SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0) "
+                            "FROM pg_stat_user_tables", self.database).splitlines()
+        return {name: int(n) for name, n in (row.split("|") for row in rows)}
+
     def processes(self) -> dict[str, int]:
         postmaster = int((self.pg.directory / "data" / "postmaster.pid")
                          .read_text().split()[0])
@@ -280,6 +288,7 @@ def run_step(c: Cluster, rate: float, seconds: float, hold: float) -> Step:
         app.step = StepState()
     owners, forwarded, commands = c.owners(), c.forwarded(), c.redis_commands()
     commandstats, pg_activity = c.redis_commandstats(), c.pg_activity()
+    table_rows = c.pg_table_rows()
     procs = c.processes()
     idle_from = {name: tree_cpu(procs[name]) for name in c.nodes}
     time.sleep(IDLE_SAMPLE_SECS)
@@ -333,6 +342,9 @@ def run_step(c: Cluster, rate: float, seconds: float, hold: float) -> Step:
     xacts, rows = c.pg_activity()
     step.pg_transactions_per_call = round((xacts - pg_activity[0]) / per_call, 1)
     step.pg_rows_read_per_call = round((rows - pg_activity[1]) / per_call, 1)
+    step.pg_table_rows_per_call = {
+        name: round((n - table_rows.get(name, 0)) / per_call, 1)
+        for name, n in sorted(c.pg_table_rows().items()) if n - table_rows.get(name, 0)}
     node_cpu = sum(after[n] - before[n] - idle_rate[n] * elapsed for n in c.nodes)
     step.idle_cpu_pct = {n: round(100 * idle_rate[n], 1) for n in c.nodes}
     step.runqueue_wait_pct = {n: round(100 * (runqueue_wait(procs[n]) - waited[n])
@@ -414,10 +426,12 @@ def main() -> None:
               f"| {s.server_cpu_ms_per_call} "
               f"| {'yes' if s.sustained else 'no'} |")
     print("\nRedis commands per call (INFO commandstats; a script's inner commands "
-          "included):\n")
+          "included) and PostgreSQL rows read per call, by table:\n")
     for s in steps:
         print(f"- {s.nodes} node(s) at {s.offered:g}/s: " + ", ".join(
-            f"{name} {v}" for name, v in s.redis_commandstats_per_call.items()))
+            f"{name} {v}" for name, v in s.redis_commandstats_per_call.items())
+            + "; PostgreSQL rows read per call by table: " + ", ".join(
+            f"{name} {v}" for name, v in s.pg_table_rows_per_call.items()))
     names = sorted({n for s in steps for n in s.cpu_pct},
                    key=lambda n: (not n.startswith("node"), n))
     print("\nCPU per process, % of one core over the step (a node's: its run-queue wait, "
