@@ -202,9 +202,7 @@ class Server:
         # Recorded on each call row; a worker's names it, so the HTTP front routes a
         # call's commands to it and a restarted worker ends only its own orphans.
         owner = node_id if seat is None else seat.owner
-        # With Redis (a cluster), each node delivers its own calls' webhooks first.
-        self.webhooks = WebhookWorker(self.store, settings, signer, worker_id=node_id,
-                                      owner_first=settings.redis_url is not None)
+        self.webhooks = WebhookWorker(self.store, settings, signer, worker_id=node_id)
         calls = self.calls = CallControl(
             self.store, self._call_parts, owner=owner, receipts=ApiReceipts(),
             trunk_uri=settings.trunk_uri,

@@ -76,11 +76,6 @@ _a = t.webhook_attempts
 #: Due heads a claim looks at per key it may take, before its per-URL cap: the scan stays
 #: bounded however long the backlog, and a URL over its cap leaves room for the others.
 CLAIM_SCAN_PER_KEY = 4
-#: Owner first (several nodes): how long a call's new event is left to the node that owns
-#: the call — woken by its own commit, it claims it at once — before any node's claim may
-#: take it. An application that answers the node that sent the webhook then reaches the
-#: call's owner, with no forwarding; a busy or dead owner's events go to the others after.
-OWNER_FIRST_SECS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,12 +246,8 @@ class PendingBacklog:
 class Outbox:
     """The outbox queries over a :class:`SqlStore` (its ``writing()``/``reading()``)."""
 
-    def __init__(self, store: SqlStore, *, owner_first: bool = False) -> None:
-        """``owner_first``: claims leave other nodes' calls' new events to their owner
-        for :data:`OWNER_FIRST_SECS` (the claiming worker's id is its node id, the
-        ``owner`` of the calls it holds: a cluster node's)."""
+    def __init__(self, store: SqlStore) -> None:
         self.store = store
-        self.owner_first = owner_first
 
     @property
     def _is_postgres(self) -> bool:
@@ -399,9 +390,8 @@ class Outbox:
         per_url: int | None,
         skip_urls: Sequence[str],
     ) -> list[OutboxItem]:
-        stmt = _claim_statement(postgres=self._is_postgres, owner_first=self.owner_first)
+        stmt = _claim_statement(postgres=self._is_postgres)
         params = {"c_owner": owner, "c_now": now, "c_until": now + lease_secs,
-                  "c_owned_since": now - OWNER_FIRST_SECS,
                   "c_keys": max_keys, "c_events": max_events,
                   "c_per_url": per_url or max_keys, "c_skip": list(skip_urls),
                   "c_scan": max_keys * CLAIM_SCAN_PER_KEY}
@@ -549,14 +539,13 @@ class Outbox:
 
 
 @functools.cache
-def _claim_statement(*, postgres: bool, owner_first: bool = False) -> Any:
+def _claim_statement(*, postgres: bool) -> Any:
     """The claim UPDATE, built once per dialect; its values are bound at execution.
 
     Building it costs ~1.5 ms (three aliases of a 25-column table, and a cache key made
     from all of it), more than running it: the worker claims on every cycle.
     Parameters: ``c_owner``, ``c_now``, ``c_until``, ``c_keys``, ``c_events``,
-    ``c_per_url``, ``c_skip`` (a list), ``c_scan``, and ``c_owned_since`` (used with
-    ``owner_first``: a head created after it, of a call another node owns, is skipped).
+    ``c_per_url``, ``c_skip`` (a list), ``c_scan``.
     """
     now: BindParameter[float] = bindparam("c_now", type_=Float())
     h = _o.alias("h")
@@ -580,14 +569,6 @@ def _claim_statement(*, postgres: bool, owner_first: bool = False) -> Any:
         .order_by(h.c.seq)
         .limit(bindparam("c_scan", type_=Integer()))
     )
-    if owner_first:
-        c = t.calls.c
-        owned_elsewhere = select(c.call_control_id).where(
-            c.call_control_id == h.c.call_control_id,
-            c.owner != bindparam("c_owner", type_=String()))
-        due_rows = due_rows.where(~and_(
-            h.c.created_at > bindparam("c_owned_since", type_=Float()),
-            exists(owned_elsewhere)))
     if postgres:
         # The head row is a call's token: a claim takes a call only with its head locked,
         # so two nodes' concurrent claims never both take one call. Without it, a claim

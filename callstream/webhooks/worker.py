@@ -126,8 +126,6 @@ class WebhookWorker:
         worker_id: lease owner name; give a stable one per node on PostgreSQL so a
             restart reclaims its own leases at once.
         poll_interval: the longest the claim loop sleeps without a wake-up.
-        owner_first: a cluster node's (``worker_id`` its node id): leave the new events
-            of other nodes' calls to their owners a moment (:class:`Outbox`).
     """
 
     def __init__(
@@ -142,10 +140,9 @@ class WebhookWorker:
         clock: Callable[[], float] = time.time,
         worker_id: str | None = None,
         poll_interval: float = POLL_SECS,
-        owner_first: bool = False,
     ) -> None:
         self.store = store
-        self.outbox = Outbox(store, owner_first=owner_first)
+        self.outbox = Outbox(store)
         self.settings = settings
         self.signer = signer
         self.metrics = metrics or WebhookMetrics.default()

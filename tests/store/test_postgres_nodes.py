@@ -13,25 +13,16 @@ import random
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import pytest
 from sqlalchemy import select, text
 
-from callstream.calls.model import new_record
-from callstream.calls.state import CallState
 from callstream.store import schema as t
 from callstream.store.exceptions import CommandAlreadyDone, StoreInUse, StoreUnavailable
 from callstream.store.migrations import LATEST_VERSION
 from callstream.store.node_lock import NodeIdLock
-from callstream.store.outbox import OWNER_FIRST_SECS, Outbox, Settlement
-from callstream.store.records import (
-    CallRecord,
-    Change,
-    IdempotencyRecord,
-    OutboxStatus,
-    Receipt,
-)
+from callstream.store.outbox import Outbox, Settlement
+from callstream.store.records import Change, IdempotencyRecord, OutboxStatus, Receipt
 from callstream.store.sql import SqlStore, engine_url
 from tests.store.postgres import PostgresServer
 from tests.webhooks.conftest import enqueue, event
@@ -238,43 +229,3 @@ async def test_a_dead_nodes_leases_released_are_claimed_at_once_in_order(
     taken = await survivor.claim("B", found_dead, lease_secs=60, max_keys=4, max_events=10)
     assert [i.seq for i in taken] == [i.seq for i in held]
     assert await survivor.lease_holders(found_dead) == ["A", "B"]
-
-
-def _call_row(call_control_id: str, owner: str) -> CallRecord:
-    record = new_record(direction="incoming", connection_id="default", from_="+15550001",
-                        to="+15550002", state=CallState.ANSWERED,
-                        start_time="2026-01-01T00:00:00Z", owner=owner)
-    return replace(record, call_control_id=call_control_id)
-
-
-async def test_owner_first_claims_leave_another_nodes_new_events_to_it_a_moment(
-    two_nodes: tuple[SqlStore, SqlStore],
-) -> None:
-    """With ``owner_first`` (cluster nodes), a claim takes a call's new events only if
-    this node owns the call, or once they are OWNER_FIRST_SECS old: the owner delivers
-    its calls' webhooks (an application answering the sender reaches the owner), and
-    another node still takes over a busy or dead owner's. Events of no call are anyone's."""
-    a, b = two_nodes
-    await a.commit(Change(calls=[_call_row(f"v3:{key}", "A")
-                                 for key in ("a-call", "a-late", "a-new")]
-                          + [_call_row("v3:b-call", "B")]))
-    await enqueue(a, *(event(URL, "a-call") for _ in range(2)),
-                  *(event(URL, "a-late") for _ in range(2)))
-    await enqueue(b, *(event(URL, "b-call") for _ in range(2)), event(URL, "no-call"))
-    now = time.time()
-    node_b = Outbox(b, owner_first=True)
-    taken = await node_b.claim("B", now, lease_secs=60, max_keys=8, max_events=20)
-    assert sorted({i.ordering_key for i in taken}) == ["b-call", "no-call"]
-    taken = await Outbox(a, owner_first=True).claim("A", now, lease_secs=60, max_keys=1,
-                                                    max_events=20)
-    assert {i.ordering_key for i in taken} == {"a-call"}
-    # A has not claimed a-late's events: past OWNER_FIRST_SECS, B takes them, in order.
-    assert await node_b.claim("B", now, lease_secs=60, max_keys=8, max_events=20) == []
-    late = await node_b.claim("B", now + OWNER_FIRST_SECS + 0.1, lease_secs=60, max_keys=8,
-                              max_events=20)
-    assert [i.ordering_key for i in late] == ["a-late", "a-late"]
-    assert [i.seq for i in late] == sorted(i.seq for i in late)
-    # Without owner_first (one node, or --workers), a claim takes any call's.
-    await enqueue(a, event(URL, "a-new"))
-    assert len(await Outbox(b).claim("B", time.time(), lease_secs=60, max_keys=8,
-                                     max_events=20)) == 1
