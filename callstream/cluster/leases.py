@@ -129,10 +129,6 @@ class Leases:
         address = orjson.loads(found[1])["address"] if len(found) > 1 and found[1] else None
         return Owner(node_id, address)
 
-    async def is_alive(self, node_id: str) -> bool:
-        """Whether a node's liveness record is there (renewed within the lease time)."""
-        return bool(await self.redis.exists(node_key(node_id)))
-
     async def dead_nodes(self) -> list[str]:
         """The other nodes of the nodes set whose liveness record has expired (one
         round trip)."""
