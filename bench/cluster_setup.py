@@ -126,6 +126,15 @@ class Step:
     per_node: dict[str, int] = field(default_factory=dict)
     forwarded: int = 0
     redis_commands_per_call: float = 0.0  # all nodes' (and the bench's few INFOs)
+    # INFO commandstats: each command's calls per call (a script's inner ones included)
+    redis_commandstats_per_call: dict[str, float] = field(default_factory=dict)
+    # pg_stat_database of the cluster's database: transactions, and rows read (returned
+    # by scans), per call; PostgreSQL publishes a backend's counts within a second or
+    # so of its transaction (an idle one's within 10 s: the idle sample comes first)
+    pg_transactions_per_call: float = 0.0
+    pg_rows_read_per_call: float = 0.0
+    # pg_stat_user_tables: rows read by sequential scans + fetched by index scans
+    pg_table_rows_per_call: dict[str, float] = field(default_factory=dict)
     webhook_lag_p50_ms: float = 0.0  # an event's occurred_at → the application has it
     answer_p50_ms: float = 0.0  # the answer's POST → its response, at the application
     server_cpu_ms_per_call: float = 0.0  # the nodes', above their idle baseline
@@ -202,6 +211,28 @@ class Cluster:
         finally:
             redis.close()
 
+    def redis_commandstats(self) -> dict[str, int]:
+        redis = Redis.from_url(self.redis_url)
+        try:
+            return {name.removeprefix("cmdstat_"): int(stats["calls"])
+                    for name, stats in redis.info("commandstats").items()}
+        finally:
+            redis.close()
+
+    def pg_activity(self) -> tuple[int, int]:
+        """(transactions, rows returned) of the cluster's database so far."""
+        row = self.pg.psql("SELECT xact_commit + xact_rollback, tup_returned "
+                           "FROM pg_stat_database WHERE datname = current_database()",
+                           self.database)
+        xacts, rows = row.split("|")
+        return int(xacts), int(rows)
+
+    def pg_table_rows(self) -> dict[str, int]:
+        """Rows each table has had read by scans so far (sequential and index)."""
+        rows = self.pg.psql("SELECT relname, seq_tup_read + coalesce(idx_tup_fetch, 0) "
+                            "FROM pg_stat_user_tables", self.database).splitlines()
+        return {name: int(n) for name, n in (row.split("|") for row in rows)}
+
     def processes(self) -> dict[str, int]:
         postmaster = int((self.pg.directory / "data" / "postmaster.pid")
                          .read_text().split()[0])
@@ -256,6 +287,8 @@ def run_step(c: Cluster, rate: float, seconds: float, hold: float) -> Step:
     for app in c.apps.apps:
         app.step = StepState()
     owners, forwarded, commands = c.owners(), c.forwarded(), c.redis_commands()
+    commandstats, pg_activity = c.redis_commandstats(), c.pg_activity()
+    table_rows = c.pg_table_rows()
     procs = c.processes()
     idle_from = {name: tree_cpu(procs[name]) for name in c.nodes}
     time.sleep(IDLE_SAMPLE_SECS)
@@ -300,6 +333,18 @@ def run_step(c: Cluster, rate: float, seconds: float, hold: float) -> Step:
     step.forwarded = c.forwarded() - forwarded
     step.redis_commands_per_call = round((c.redis_commands() - commands)
                                          / max(1, step.answered), 1)
+    per_call = max(1, step.answered)
+    step.redis_commandstats_per_call = {
+        name: round((n - commandstats.get(name, 0)) / per_call, 2)
+        for name, n in sorted(c.redis_commandstats().items())
+        if n - commandstats.get(name, 0) and name != "info"}
+    time.sleep(1.5)  # the nodes' last transactions published in pg_stat_database
+    xacts, rows = c.pg_activity()
+    step.pg_transactions_per_call = round((xacts - pg_activity[0]) / per_call, 1)
+    step.pg_rows_read_per_call = round((rows - pg_activity[1]) / per_call, 1)
+    step.pg_table_rows_per_call = {
+        name: round((n - table_rows.get(name, 0)) / per_call, 1)
+        for name, n in sorted(c.pg_table_rows().items()) if n - table_rows.get(name, 0)}
     node_cpu = sum(after[n] - before[n] - idle_rate[n] * elapsed for n in c.nodes)
     step.idle_cpu_pct = {n: round(100 * idle_rate[n], 1) for n in c.nodes}
     step.runqueue_wait_pct = {n: round(100 * (runqueue_wait(procs[n]) - waited[n])
@@ -368,15 +413,25 @@ def main() -> None:
 
     print("| nodes | offered/s | answered / failed | set-up/s | INVITE → 200 OK p50 / p99 ms "
           "| calls per node | answers forwarded | webhook lag p50 ms | answer p50 ms "
-          "| Redis commands per call | server CPU ms per call | sustained |")
-    print("|---" * 12 + "|")
+          "| Redis commands per call | PostgreSQL transactions / rows read per call "
+          "| server CPU ms per call | sustained |")
+    print("|---" * 13 + "|")
     for s in steps:
         print(f"| {s.nodes} | {s.offered:g} | {s.answered} / {s.failed} | {s.setup_cps} "
               f"| {s.setup_p50_ms} / {s.setup_p99_ms} "
               f"| {' / '.join(str(v) for _, v in sorted(s.per_node.items()))} "
               f"| {s.forwarded} | {s.webhook_lag_p50_ms} | {s.answer_p50_ms} "
-              f"| {s.redis_commands_per_call} | {s.server_cpu_ms_per_call} "
+              f"| {s.redis_commands_per_call} "
+              f"| {s.pg_transactions_per_call} / {s.pg_rows_read_per_call} "
+              f"| {s.server_cpu_ms_per_call} "
               f"| {'yes' if s.sustained else 'no'} |")
+    print("\nRedis commands per call (INFO commandstats; a script's inner commands "
+          "included) and PostgreSQL rows read per call, by table:\n")
+    for s in steps:
+        print(f"- {s.nodes} node(s) at {s.offered:g}/s: " + ", ".join(
+            f"{name} {v}" for name, v in s.redis_commandstats_per_call.items())
+            + "; PostgreSQL rows read per call by table: " + ", ".join(
+            f"{name} {v}" for name, v in s.pg_table_rows_per_call.items()))
     names = sorted({n for s in steps for n in s.cpu_pct},
                    key=lambda n: (not n.startswith("node"), n))
     print("\nCPU per process, % of one core over the step (a node's: its run-queue wait, "

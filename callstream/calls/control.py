@@ -517,10 +517,9 @@ class CallControl:
         ``claim`` (Redis, :meth:`callstream.cluster.leases.Leases.claim`), a call is ended
         only if it says so: a survivor may have taken it over while this node was down.
         """
-        records = [rec for rec in await self.store.list_calls(alive=True)
+        records = [rec for rec in await self.store.list_calls(
+                       alive=True, owner=self.owner if only_own else None)
                    if rec.owner not in owners_elsewhere]
-        if only_own:
-            records = [rec for rec in records if rec.owner == self.owner]
         if claim is not None:
             records = [rec for rec in records if await claim(rec.call_control_id)]
         await self.end_lost(records)

@@ -2,12 +2,19 @@
 routes commands for other nodes' calls, and ends the calls of nodes that died.
 
 Failover: a node killed (SIGKILL, power loss) stops renewing; after at most
-``call_lease_secs`` its node record and call leases expire. Every node scans the store's
-live calls every ``failover_scan_secs``; for each call of another node it does not see
-alive, :meth:`Leases.take_over` lets exactly one node win it, and the winner ends it
-like a restarted node ends its own orphans (one ``call.hangup``, ``hangup_cause``
-``unspecified``, ``hangup_source`` ``unknown``). Its webhook events are in the
-PostgreSQL outbox, where any node delivers them; those it had leased for delivery (named
+``call_lease_secs`` its node record and call leases expire. Every node, every
+``failover_scan_secs``, asks Redis which nodes of the nodes set have no liveness record
+(one script, whatever the number of calls), and reads the database only for such a
+node: its live calls, by owner. For each, :meth:`Leases.take_over` lets exactly one node
+win it, and the winner ends it like a restarted node ends its own orphans (one
+``call.hangup``, ``hangup_cause`` ``unspecified``, ``hangup_source`` ``unknown``). A call
+whose lease Redis lost is found all the same (its row names its owner). If Redis loses
+the nodes set itself (restarted empty, flushed), a node finds itself missing from it at
+its next renewal, and a lease time later (every live node has renewed by then) adds the
+owners of every live call (and of every webhook lease) from the database again.
+
+A dead node's webhook events are in the PostgreSQL outbox, where any node delivers
+them; those it had leased for delivery (named
 by its node id) are released by the same scan as soon as its liveness has expired, not
 when the outbox lease runs out, and the next claim of any node takes them, each call's
 in order. So an event the dead node had already sent may be sent twice: webhooks are
@@ -19,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -29,7 +35,6 @@ from callstream.calls.control import CallControl
 from callstream.cluster.exceptions import RedisUnavailable
 from callstream.cluster.leases import Leases
 from callstream.metrics import FAILOVER_ENDED, FAILOVER_WEBHOOKS_RELEASED
-from callstream.store.records import CallRecord
 from callstream.webhooks.worker import LEASE_SECS as WEBHOOK_LEASE_SECS
 from callstream.webhooks.worker import WebhookWorker
 
@@ -51,6 +56,13 @@ class ClusterNode:
         self.scan_secs = scan_secs
         self._leased: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.lease_secs = lease_secs
+        # When to read the database's owners into the nodes set: a lease time after the
+        # start (nodes that died while Redis was empty) or after Redis was found to have
+        # lost the set. Not sooner: by then every live node has renewed its record, so
+        # none is taken for dead because Redis forgot it.
+        self._refill_at: float | None = time.monotonic() + lease_secs
+        self._renewed = False
 
     @classmethod
     async def connect(cls, url: str, node_id: str, address: str, calls: CallControl,
@@ -101,9 +113,17 @@ class ClusterNode:
     async def renew(self) -> None:
         live = set(self.calls.calls)
         ended = self._leased - live
-        await self.leases.renew(live, ended)
+        missing = await self.leases.renew(live, ended)
         # Calls leased while the renewal was on its way stay in the set.
         self._leased = (self._leased - ended) | live
+        if missing and self._renewed:
+            log.warning("cluster: this node was missing from the nodes set in Redis "
+                        "(Redis restarted empty or flushed, or this node could not renew "
+                        "for a lease time): the next scan reads the nodes that own live "
+                        "calls from the database in %.0f s", self.lease_secs)
+            if self._refill_at is None:
+                self._refill_at = time.monotonic() + self.lease_secs
+        self._renewed = True
 
     async def lease_new(self, call_control_id: str) -> None:
         """Lease a call this node is creating, before it is stored and announced: a
@@ -146,58 +166,55 @@ class ClusterNode:
         return owner.address
 
     async def scan(self) -> int:
-        """Free dead nodes' webhook leases, then end the live calls of dead nodes that
-        this node wins; return how many calls."""
-        await self.release_webhooks()
-        return await self.take_over_calls()
+        """Free the webhook leases and end the live calls of dead nodes (those this node
+        wins); return how many calls. Nodes alive cost one Redis script, whatever their
+        number of calls, and no database read."""
+        if self._refill_at is not None and time.monotonic() >= self._refill_at:
+            owners = set(await self.calls.store.live_call_owners())
+            owners.update(await self.webhooks.outbox.lease_holders(0.0))
+            owners.discard(self.leases.node_id)
+            await self.leases.know(owners)
+            self._refill_at = None
+        ended = 0
+        for node in await self.leases.dead_nodes():
+            released = await self.release_webhooks(node)
+            left, won = await self.take_over_calls(node)
+            ended += won
+            if not released and not left:
+                # Nothing of it left to end or release: scans no longer look at it.
+                await self.leases.forget(node)
+        return ended
 
-    async def release_webhooks(self) -> int:
-        """Release the webhook events that nodes now dead had leased for delivery, so
-        that the next claim (of this node or another) sends them; return how many."""
-        me = self.leases.node_id
-        outbox = self.webhooks.outbox
+    async def release_webhooks(self, node: str) -> int:
+        """Release the webhook events that ``node``, found dead, had leased for
+        delivery, so that the next claim (of this node or another) sends them; return
+        how many."""
         now = time.time()  # the outbox's leases are in Unix time (every node's clock)
-        released = 0
-        for holder in await outbox.lease_holders(now):
-            if holder == me or await self.leases.is_alive(holder):
-                continue
-            # A process of that node started since it was found dead says so in Redis
-            # first; leases it takes from then on end later than these and stay its own.
-            # (The dead node took or renewed its leases before it died, seconds before
-            # its liveness expired: clocks a little apart still tell the two apart.)
-            count = await outbox.release_leases(holder, ending_by=now + WEBHOOK_LEASE_SECS)
-            if not count:
-                continue
+        # A process of that node started since it was found dead says so in Redis first;
+        # leases it takes from then on end later than these and stay its own. (The dead
+        # node took or renewed its leases before it died, seconds before its liveness
+        # expired: clocks a little apart still tell the two apart.)
+        count = await self.webhooks.outbox.release_leases(
+            node, ending_by=now + WEBHOOK_LEASE_SECS)
+        if count:
             log.warning("cluster: node %s is gone (no liveness for %.0f s): released %d "
-                        "webhook events it was delivering", holder,
+                        "webhook events it was delivering", node,
                         self.leases.lease_ms / 1000, count)
             FAILOVER_WEBHOOKS_RELEASED.inc(count)
-            released += count
-        if released:
             self.webhooks.wake()
-        return released
+        return count
 
-    async def take_over_calls(self) -> int:
-        """End the live calls of dead nodes that this node wins; return how many."""
-        me = self.leases.node_id
-        foreign: dict[str, list[CallRecord]] = defaultdict(list)
-        for rec in await self.calls.store.list_calls(alive=True):
-            if rec.owner and rec.owner != me and rec.call_control_id not in self.calls.calls:
-                foreign[rec.owner].append(rec)
-        ended = 0
-        for owner, records in foreign.items():
-            # A live owner's calls are all refused by the take-over script: one look at
-            # its liveness instead of a script per call, every scan, on every node.
-            if await self.leases.is_alive(owner):
-                continue
-            won = [rec for rec in records
-                   if await self.leases.take_over(rec.call_control_id, owner)]
-            if not won:
-                continue
+    async def take_over_calls(self, node: str) -> tuple[int, int]:
+        """End the live calls of ``node``, found dead, that this node wins; return how
+        many it had alive and how many this node ended."""
+        records = [rec for rec in await self.calls.store.list_calls(alive=True, owner=node)
+                   if rec.call_control_id not in self.calls.calls]
+        won = [rec for rec in records
+               if await self.leases.take_over(rec.call_control_id, node)]
+        if won:
             log.warning("cluster: node %s is gone (no liveness for %.0f s): ending %d of its "
-                        "calls (call.hangup sent)", owner, self.leases.lease_ms / 1000,
+                        "calls (call.hangup sent)", node, self.leases.lease_ms / 1000,
                         len(won))
             await self.calls.end_lost(won)
             FAILOVER_ENDED.inc(len(won))
-            ended += len(won)
-        return ended
+        return len(records), len(won)

@@ -68,6 +68,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX attempts_event ON webhook_attempts (event_id, id)",
         ],
     ),
+    (
+        2,
+        [
+            # A node's live calls (a dead node's, read by the failover scan; a restarted
+            # node's own orphans) without reading every node's.
+            "CREATE INDEX calls_owner ON calls (owner, is_alive)",
+        ],
+    ),
 ]
 
 DIALECT_WORDS: dict[str, dict[str, str]] = {

@@ -403,14 +403,25 @@ class SqlStore:
             ).first()
         return _call(row) if row else None
 
-    async def list_calls(self, *, alive: bool | None = True) -> list[CallRecord]:
-        """Calls of every node on this store (one today), oldest first."""
+    async def list_calls(self, *, alive: bool | None = True,
+                         owner: str | None = None) -> list[CallRecord]:
+        """Calls of every node on this store, or of ``owner`` (the ``calls_owner``
+        index), oldest first."""
         query = select(t.calls).order_by(t.calls.c.start_time)
         if alive is not None:
             query = query.where(t.calls.c.is_alive == alive)
+        if owner is not None:
+            query = query.where(t.calls.c.owner == owner)
         async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
         return [_call(r) for r in rows]
+
+    async def live_call_owners(self) -> list[str]:
+        """The nodes (or workers) that own live calls."""
+        query = select(t.calls.c.owner).distinct().where(t.calls.c.is_alive)
+        async with self.reading() as conn:
+            rows = (await conn.execute(query)).all()
+        return sorted(str(row[0]) for row in rows)
 
     async def list_resources(self, call_control_id: str) -> list[CallResource]:
         c = t.call_resources.c

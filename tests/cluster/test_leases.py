@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from callstream.cluster.leases import Leases, Owner, call_key, node_key
+from callstream.cluster.leases import NODES_KEY, Leases, Owner, call_key, node_key
 
 LEASE = 0.3  # seconds: short, so expiry is seen quickly
 
@@ -104,3 +104,22 @@ async def test_a_restarted_owner_and_a_survivor_never_both_end_a_call(redis: Red
     assert not await restarted.claim("c1")  # the survivor ended it already
     assert await restarted.claim("c2")  # its own to end
     assert not await survivor.take_over("c2", "a")
+
+
+async def test_the_nodes_set_names_the_dead_and_keeps_a_node_that_lives(redis: Redis) -> None:
+    a, b, c = _node(redis, "a", lease=30), _node(redis, "b", lease=30), _node(redis, "c")
+    assert await a.renew([]) is True  # first renewal: a joins the set
+    assert await a.renew([]) is False
+    await b.renew([])
+    await c.renew([])
+    assert await a.dead_nodes() == []
+    await asyncio.sleep(LEASE + 0.1)  # c's record expired
+    assert await a.dead_nodes() == ["c"]
+    assert await b.forget("a") is False  # a is alive: it stays
+    assert await a.forget("c") is True
+    assert await redis.smembers(NODES_KEY) == {b"a", b"b"}
+    # Redis lost everything: a finds itself missing; nodes found in the database come back.
+    await redis.flushall()
+    assert await a.renew([]) is True
+    await a.know(["b", "c"])
+    assert await a.dead_nodes() == ["b", "c"]  # (b renews within a lease time)

@@ -1,9 +1,10 @@
 """A node's failover scan frees the webhook leases of dead nodes only, and ends their
-calls, asking Redis nothing per call of a live node: against a real redis-server and a
-real PostgreSQL store (docs/cluster.md, "Failover")."""
+calls, with one Redis script and no database statement while every node is alive:
+against a real redis-server and a real PostgreSQL store (docs/cluster.md, "Failover")."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -16,11 +17,11 @@ from redis.asyncio import Redis
 
 from callstream.calls.model import new_record
 from callstream.calls.state import CallState
-from callstream.cluster.leases import Leases, call_key, node_key
+from callstream.cluster.leases import NODES_KEY, Leases, call_key, node_key
 from callstream.cluster.node import ClusterNode
 from callstream.config import Settings
 from callstream.store.outbox import Outbox
-from callstream.store.records import Change
+from callstream.store.records import CallRecord, Change
 from callstream.store.sql import SqlStore
 from callstream.webhooks.signing import WebhookSigner
 from callstream.webhooks.worker import WebhookWorker
@@ -78,12 +79,13 @@ async def test_the_scan_releases_a_dead_nodes_webhook_leases_not_a_live_ones(
     wakes = _Wakes()
     monkeypatch.setattr(webhooks, "wake", wakes)  # count the scan's wake-ups
     node = ClusterNode(redis, Leases(redis, "node-b", "http://node-b:8080", LEASE),
-                       None, webhooks, LEASE, 1.0)  # type: ignore[arg-type]  # no calls
+                       control_with(store), webhooks, LEASE, 1.0)
     before = _released_total()
 
-    assert await node.release_webhooks() == 0  # nobody is dead
+    assert await node.scan() == 0  # nobody is dead
+    assert await Outbox(store).lease_holders(time.time()) == ["node-a", "node-c"]
     await redis.delete(node_key("node-a"))  # node A's liveness expired
-    assert await node.release_webhooks() == 3
+    assert await node.scan() == 0  # no calls: its webhooks only
     assert wakes.count == 1
     assert _released_total() - before == 3
     assert "node node-a is gone" in caplog.text and "released 3 webhook events" in caplog.text
@@ -92,38 +94,120 @@ async def test_the_scan_releases_a_dead_nodes_webhook_leases_not_a_live_ones(
     taken = await Outbox(store).claim("node-b", time.time(), lease_secs=60, max_keys=4,
                                       max_events=10)
     assert [i.seq for i in taken] == [i.seq for i in a_held]
-    assert await node.release_webhooks() == 0  # nothing more, and its own never
+    # Nothing more of A's: it leaves the nodes set; B's own leases are never released.
+    assert await node.scan() == 0
+    assert await redis.smembers(NODES_KEY) == {b"node-c"}  # (B has not renewed here)
+    assert await node.release_webhooks("node-c") == 2 and wakes.count == 2  # if it were dead
+    assert _released_total() - before == 5
 
 
-async def _commands(redis: Redis) -> int:
-    """Commands Redis has run so far, this INFO not counted."""
-    return int((await redis.info("stats"))["total_commands_processed"])
+class _Statements:
+    """Counts the store's transactions, reads and writes: each is at least a statement."""
+
+    def __init__(self, store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for name in ("reading", "writing"):
+            opened = getattr(store, name)
+
+            def counted(*args: Any, _opened: Any = opened, **kwargs: Any) -> Any:
+                self.count += 1
+                return _opened(*args, **kwargs)
+
+            monkeypatch.setattr(store, name, counted)
 
 
-async def test_the_scan_asks_redis_once_per_live_node_and_ends_a_dead_nodes_calls(
+class _Sent:
+    """The commands a Redis client sends (a pipeline's not counted: the scan has none)."""
+
+    def __init__(self, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.commands: list[object] = []
+        execute = redis.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            self.commands.append(args[0])
+            return await execute(*args, **options)
+
+        monkeypatch.setattr(redis, "execute_command", counted)
+
+
+def _calls(owner: str, count: int) -> list[CallRecord]:
+    return [new_record(direction="incoming", connection_id="default", from_="+15550001",
+                       to="+15550002", state=CallState.ANSWERED, start_time=NOW_ISO,
+                       owner=owner) for _ in range(count)]
+
+
+async def test_the_scan_reads_nothing_of_live_nodes_and_a_dead_nodes_calls_by_owner(
+    store: SqlStore, redis: Redis, redis_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a_calls, c_calls = _calls("node-a", 5), _calls("node-c", 7)
+    await store.commit(Change(calls=a_calls + c_calls))
+    a_ids = [r.call_control_id for r in a_calls]
+    await Leases(redis, "node-a", "http://node-a:8080", LEASE).renew(a_ids[:3])  # 2 unleased
+    await Leases(redis, "node-c", "http://node-c:8080", LEASE).renew(
+        [r.call_control_id for r in c_calls])
+    async with Redis.from_url(redis_url) as b_redis:  # node B's own client: counted
+        webhooks = WebhookWorker(store, Settings(data_dir=tmp_path),
+                                 WebhookSigner(os.urandom(32)), worker_id="node-b")
+        node = ClusterNode(b_redis, Leases(b_redis, "node-b", "http://node-b:8080", LEASE),
+                           control_with(store), webhooks, LEASE, 1.0)
+        await node.renew()
+        await node.leases.dead_nodes()  # the script loaded into Redis
+        statements, sent = _Statements(store, monkeypatch), _Sent(b_redis, monkeypatch)
+
+        # A and C alive: one Redis script, however many calls they have; no statement.
+        for _ in range(3):
+            assert await node.scan() == 0
+        assert sent.commands == ["EVALSHA"] * 3
+        assert statements.count == 0
+
+        # A's liveness and leases expired: B reads A's calls (not C's) and ends each,
+        # the two whose lease Redis never had too.
+        await redis.delete(node_key("node-a"), *(call_key(c) for c in a_ids))
+        listed: list[str | None] = []
+        list_calls = store.list_calls
+
+        async def by_owner(*, alive: bool | None = True,
+                           owner: str | None = None) -> list[CallRecord]:
+            listed.append(owner)
+            return await list_calls(alive=alive, owner=owner)
+
+        monkeypatch.setattr(store, "list_calls", by_owner)
+        assert await node.scan() == 5
+        assert listed == ["node-a"]
+        assert {r.owner for r in await list_calls(alive=True)} == {"node-c"}
+        # The next scan finds nothing of A's left and drops it from the nodes set; then
+        # scans are back to one script and no statement.
+        assert await node.scan() == 0
+        assert b"node-a" not in await redis.smembers(NODES_KEY)
+        sent.commands.clear()
+        statements.count = 0
+        assert await node.scan() == 0
+        assert (sent.commands, statements.count) == (["EVALSHA"], 0)
+
+
+async def test_a_dead_node_is_found_in_the_database_after_redis_lost_the_nodes_set(
     store: SqlStore, redis: Redis, tmp_path: Path,
 ) -> None:
-    records = [new_record(direction="incoming", connection_id="default", from_="+15550001",
-                          to="+15550002", state=CallState.ANSWERED, start_time=NOW_ISO,
-                          owner="node-a") for _ in range(5)]
+    records = _calls("node-a", 3)
     await store.commit(Change(calls=records))
-    ids = [r.call_control_id for r in records]
-    await Leases(redis, "node-a", "http://node-a:8080", LEASE).renew(ids)
-    control = control_with(store)
+    await Leases(redis, "node-a", "http://node-a:8080", LEASE).renew(
+        [r.call_control_id for r in records])
     webhooks = WebhookWorker(store, Settings(data_dir=tmp_path),
                              WebhookSigner(os.urandom(32)), worker_id="node-b")
+    refill = 0.3  # the node's lease time: how long it waits before reading the database
     node = ClusterNode(redis, Leases(redis, "node-b", "http://node-b:8080", LEASE),
-                       control, webhooks, LEASE, 1.0)
+                       control_with(store), webhooks, refill, 1.0)
+    await node.renew()
+    await asyncio.sleep(refill)
+    assert await node.scan() == 0  # the start's refill: node A is alive
+    assert await redis.smembers(NODES_KEY) == {b"node-a", b"node-b"}
 
-    # Node A is alive: one look at its liveness, no take-over script for each call.
-    before = await _commands(redis)
-    assert await node.take_over_calls() == 0
-    assert await _commands(redis) - before - 1 == 1
-    assert len(await store.list_calls(alive=True)) == 5
-
-    # A's liveness and leases expired: B ends each of its calls.
-    await redis.delete(node_key("node-a"), *(call_key(c) for c in ids))
-    assert await node.take_over_calls() == 5
+    await redis.flushall()  # Redis restarted empty; node A died meanwhile
+    await node.renew()  # B finds itself missing from the set
+    assert await node.scan() == 0  # not yet: live nodes get a lease time to renew
+    await asyncio.sleep(refill)
+    assert await node.scan() == 3
     assert await store.list_calls(alive=True) == []
 
 
