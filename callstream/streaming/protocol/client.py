@@ -23,7 +23,7 @@ What the audio means (codec, 30 s per message, MP3 rate) is playback's business.
 
 from __future__ import annotations
 
-import base64
+import binascii
 from dataclasses import dataclass
 
 import orjson
@@ -113,7 +113,9 @@ def _media(media: object) -> ClientMedia:
         raise StreamProtocolError(StreamErrorCode.MALFORMED_FRAME,
                                   'A media frame needs a "media.payload" string')
     try:
-        return ClientMedia(base64.b64decode(payload, validate=True))
+        # base64.b64decode(payload, validate=True) without its wrapper: a str of ASCII
+        # only (else ValueError), strict base64 (binascii.Error, a ValueError).
+        return ClientMedia(binascii.a2b_base64(payload, strict_mode=True))
     except ValueError:  # binascii.Error, or non-ASCII text
         raise StreamProtocolError(StreamErrorCode.INVALID_MEDIA,
                                   "media.payload is not valid base64") from None
