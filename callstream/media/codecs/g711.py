@@ -164,7 +164,7 @@ class PcmuEncoder(Encoder):
 
     __slots__ = ()
 
-    encode = staticmethod(ulaw_encode)  # no frame of its own: three G.711 calls per call per tick
+    encode = staticmethod(ulaw_encode)  # no Python frame of its own: every call, every tick
 
 
 class PcmuDecoder(Decoder):
@@ -172,7 +172,7 @@ class PcmuDecoder(Decoder):
 
     __slots__ = ()
 
-    decode = staticmethod(ulaw_decode)  # no frame of its own: three G.711 calls per call per tick
+    decode = staticmethod(ulaw_decode)  # no Python frame of its own: every call, every tick
 
 
 class PcmaEncoder(Encoder):
@@ -180,7 +180,7 @@ class PcmaEncoder(Encoder):
 
     __slots__ = ()
 
-    encode = staticmethod(alaw_encode)  # no frame of its own: three G.711 calls per call per tick
+    encode = staticmethod(alaw_encode)  # no Python frame of its own: every call, every tick
 
 
 class PcmaDecoder(Decoder):
@@ -188,4 +188,4 @@ class PcmaDecoder(Decoder):
 
     __slots__ = ()
 
-    decode = staticmethod(alaw_decode)  # no frame of its own: three G.711 calls per call per tick
+    decode = staticmethod(alaw_decode)  # no Python frame of its own: every call, every tick
