@@ -14,7 +14,8 @@ Each run is two processes on loopback:
 Workloads: ``inbound`` (``inbound_track``) and ``voice-ai`` (``both_tracks`` and
 bidirectional ``rtp``/PCMU, the consumer echoing). The figure is the server process's
 CPU time (``getrusage``: user + system, so socket system calls count) over the measured
-window, divided by the pacer's ticks and the calls.
+window, divided by the pacer's ticks and the calls; user (Python and the loop's C code)
+and system (the kernel) are also given apart.
 
 ``--callstream A,B`` runs the server from each source tree in turn (e.g. a worktree of
 the old commit and this one), alternating, ``--rounds`` times, and prints the medians
@@ -212,7 +213,9 @@ async def server(calls: int, workload: str, seconds: float, ws_port: int,
     wall = time.perf_counter() - started
     ticks = pacer.ticks - ticks0
     frames = sum(s.counters.frames_sent for s in sessions) - frames0
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    user = ru1.ru_utime - ru0.ru_utime  # Python and the loop's C code
+    system = ru1.ru_stime - ru0.ru_stime  # the kernel: system calls, loopback delivery
+    cpu = user + system
     if spy is not None:
         await spy.wait()
     sent = sum(e.session.packets_sent for e in endpoints)
@@ -224,6 +227,8 @@ async def server(calls: int, workload: str, seconds: float, ws_port: int,
     await asyncio.sleep(0.5)
     return {
         "us_per_call_per_20ms": cpu / ticks / calls * 1e6 if ticks else None,
+        "user_us_per_call_per_20ms": user / ticks / calls * 1e6 if ticks else None,
+        "system_us_per_call_per_20ms": system / ticks / calls * 1e6 if ticks else None,
         "cpu_percent": 100 * cpu / wall,
         "ticks": ticks,
         "late_ticks": pacer.late_ticks,
@@ -326,13 +331,16 @@ def main() -> None:
                     res["top"] = top_functions(spy)
                 runs.append({"tree": tree, "workload": workload, "round": round_, **res})
                 print(f"  round {round_ + 1} {workload:>8} {tree}: "
-                      f"{res['us_per_call_per_20ms']:.1f} µs, ws frames/call/tick "
+                      f"{res['us_per_call_per_20ms']:.1f} µs (user "
+                      f"{res['user_us_per_call_per_20ms']:.1f}, system "
+                      f"{res['system_us_per_call_per_20ms']:.1f}), ws frames/call/tick "
                       f"{res['ws_frames_per_call_per_tick']:.2f}, late {res['late_ticks']}, "
                       f"skipped {res['skipped_ticks']}, peer {res['peer']}", flush=True)
                 if spy is not None:
                     for share, name in res["top"]:
                         print(f"      {share:5.1f} %  {name}")
     medians: dict[str, dict[str, float]] = {}
+    split: dict[str, dict[str, tuple[float, float]]] = {}  # medians of user and system
     clean_runs: dict[str, dict[str, int]] = {}
     for workload in workloads:
         for tree in trees:
@@ -340,17 +348,21 @@ def main() -> None:
             clean = [r for r in mine if r["skipped_ticks"] <= r["ticks"] * MAX_SKIPPED]
             medians.setdefault(workload, {})[tree] = statistics.median(
                 r["us_per_call_per_20ms"] for r in clean or mine)
+            split.setdefault(workload, {})[tree] = (
+                statistics.median(r["user_us_per_call_per_20ms"] for r in clean or mine),
+                statistics.median(r["system_us_per_call_per_20ms"] for r in clean or mine))
             clean_runs.setdefault(workload, {})[tree] = len(clean)
-    print(f"\n{'workload':>8} " + " ".join(f"{Path(t).resolve().name:>22}" for t in trees))
+    print(f"\n{'workload':>8} " + " ".join(f"{Path(t).resolve().name:>40}" for t in trees))
     for workload, row in medians.items():
         print(f"{workload:>8} " + " ".join(
-            f"{row[t]:>8.1f} µs ({clean_runs[workload][t]}/{args.rounds} clean)"
+            f"{row[t]:>8.1f} µs (user {split[workload][t][0]:.1f}, system "
+            f"{split[workload][t][1]:.1f}; {clean_runs[workload][t]}/{args.rounds} clean)"
             for t in trees))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                         "host": socket.gethostname()},
-            "args": vars(args), "runs": runs, "medians": medians,
+            "args": vars(args), "runs": runs, "medians": medians, "user_system_medians": split,
             "clean_runs": clean_runs}, indent=2))
 
 

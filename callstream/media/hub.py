@@ -330,7 +330,8 @@ class QueueSource:
 
     @property
     def buffered_ms(self) -> float:
-        return self.buffered_bytes * 1000.0 / (2 * self.sample_rate)
+        # Not through buffered_bytes: read for every media message a consumer plays.
+        return (self._fed - self._consumed) * 1000.0 / (2 * self.sample_rate)
 
     def feed(self, pcm: bytes, sample_rate: int | None = None) -> None:
         """Queue PCM, converting from ``sample_rate`` when it differs.
@@ -351,7 +352,7 @@ class QueueSource:
             pcm = resampler.process(pcm)
         if not pcm:
             return
-        if self.buffered_bytes + len(pcm) > self._max_bytes:
+        if self._fed - self._consumed + len(pcm) > self._max_bytes:
             self.overflow_bytes += len(pcm)
             return
         self._chunks.append(pcm)

@@ -257,7 +257,8 @@ class JitterBuffer:
             if self._next in packets:
                 entry = packets.pop(self._next)
                 self._next += 1
-                self._buffered -= self._duration(entry)
+                self._buffered -= (  # _duration, inlined: once per packet played
+                    self._frame_samples if entry is None else self._samples_for(len(entry)))
                 if entry is None:
                     decoded = self._last_frame = self._silence
                 elif not entry:  # NO_AUDIO: its sequence number, no time

@@ -143,7 +143,7 @@ class StandingQueue:
                 self._owe(self._gap)  # the frames the gap went without
             self._gap = 0
         # What waits beyond this tick's own frame is the delay the queue adds.
-        if not self.enabled or depth - self._frame_bytes < self._target:
+        if self._target <= 0 or depth - self._frame_bytes < self._target:  # not .enabled: per tick
             if self._arrivals:
                 self.reset()
             return 0

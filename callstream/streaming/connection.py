@@ -27,8 +27,10 @@ behind the consumer reads: a ping is answered only once everything written befor
 has been read. Instead of a ping of its own every :data:`PROBE_SECS` (a timer, a task
 step and a socket write each), :meth:`~StreamConnection.probe` gives a ping frame to add
 to a write of media that goes out anyway, when no probe is unanswered and the last went
-out :data:`PROBE_SECS` ago or more. Its pong is matched here (``websockets`` ignores it as
-unsolicited); :attr:`~StreamConnection.probe_asked` is when the unanswered one went out.
+out :data:`PROBE_SECS` ago or more. Its pong is matched here (``websockets`` would ignore
+it as unsolicited): read from the data like a whole text frame when it is at the front,
+else taken from ``websockets``' events; :attr:`~StreamConnection.probe_asked` is when the
+unanswered one went out.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ PROBE_SECS = 0.1
 _PROBE = struct.Struct("!4sI")  # b"prob" + a counter: never one of websockets' ping ids
 _PROBE_TAG = b"prob"
 _FIN_TEXT = 0x81  # FIN, no RSV bits, opcode 0x1; a server's frames are not masked
+_FIN_PONG = 0x8A  # FIN, no RSV bits, opcode 0xA
 _LENGTH_16 = 126  # the length follows in 16 bits (a second byte of 127: 64 bits)
 
 
@@ -86,14 +89,27 @@ class StreamConnection(ClientConnection):
         protocol = self.protocol
         if (self.on_text is None or protocol.state is not State.OPEN or protocol.reader.buffer
                 or protocol.current_size is not None or self._fragments is not None
-                or protocol.extensions or data[0] != _FIN_TEXT):
+                or protocol.extensions or (data[0] != _FIN_TEXT and data[0] != _FIN_PONG)):
             super().data_received(data)
             return
         limit = protocol.max_message_size
         at, end = 0, len(data)
-        while at + 2 <= end and data[at] == _FIN_TEXT:
+        while at + 2 <= end:
+            head = data[at]
             length = data[at + 1]
             start = at + 2
+            if head == _FIN_PONG:
+                # The probe's pong (one in five ticks of a stream): matched here, not
+                # through websockets' parser and events. Any other pong, a longer or a
+                # partial one, is websockets' to read.
+                probe = self._probe_data
+                if length != len(probe) or data[start : start + length] != probe:
+                    break
+                self.probe_asked = None
+                at = start + length
+                continue
+            if head != _FIN_TEXT:
+                break
             if length == _LENGTH_16 and start + 2 <= end:
                 length = (data[start] << 8) | data[start + 1]
                 start += 2

@@ -132,9 +132,11 @@ class StreamEncoder:
         self._wake()
 
     def _on_packet(self, leg: str, track: str, packet: RtpView) -> None:
-        # The header was parsed once, by the media session (or built by it).
-        if packet.payload_type == self._payload_type and packet.payload_end > packet.payload_start:
-            self._put(Chunk(track, packet.payload, self._clock()))  # not telephone-event or CN
+        # The header was parsed once, by the media session (or built by it); unpacked, not
+        # read through the view's properties: two packets per call per tick.
+        data, payload_type, start, end = packet
+        if payload_type == self._payload_type and end > start:
+            self._put(Chunk(track, data[start:end], self._clock()))  # not telephone-event or CN
 
     def _on_frame(self, frame: AudioFrame) -> None:
         self._put(Chunk(frame.track, frame.pcm, frame.time))

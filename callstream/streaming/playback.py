@@ -99,8 +99,8 @@ from callstream.media.hub import SOURCE_MAX_SECONDS, QueueSource, Subscription
 from callstream.media.metrics import PLAYBACK_DISCARDED_STANDING
 from callstream.streaming.mp3 import Mp3Error, decode_mp3
 from callstream.streaming.protocol import (
-    ClientClear,
     ClientMark,
+    ClientMedia,
     ErrorReport,
     MarkEcho,
     ServerEvent,
@@ -318,12 +318,12 @@ class Playback:
 
     def _handle(self, text: str) -> None:
         frame = parse_client_frame(text)
-        if isinstance(frame, ClientMark):
-            self.mark(frame.name)
-        elif isinstance(frame, ClientClear):
-            self.clear()
-        else:
+        if isinstance(frame, ClientMedia):  # 50 a second; marks and clears are rare
             self._play(frame.payload)
+        elif isinstance(frame, ClientMark):
+            self.mark(frame.name)
+        else:
+            self.clear()
 
     def _play(self, data: bytes) -> None:
         if self.mode == "mp3":
@@ -441,8 +441,13 @@ class Playback:
     @property
     def buffered_ms(self) -> float:
         """Audio queued and not yet played, on the fullest target."""
-        return max((source.buffered_ms for lane in self._lanes.values()
-                    for source in lane.sources), default=0.0)
+        fullest = 0.0  # a loop, not max() over a generator: read for every media message
+        for lane in self._lanes.values():
+            for source in lane.sources:
+                ms = source.buffered_ms
+                if ms > fullest:
+                    fullest = ms
+        return fullest
 
     @property
     def closed(self) -> bool:

@@ -591,12 +591,12 @@ class StreamSession:
             backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
             cutoff = now - self._latency_bound
             overdue = 0
-            for chunk in encoder.drain():
-                if backlog_until < chunk.time < cutoff:
+            for track, payload, captured in encoder.drain():
+                if backlog_until < captured < cutoff:
                     overdue += 1  # live audio too old to be worth hearing now
                     continue
-                out.append(frames.media(chunk.track, chunk.payload, chunk.time))
-                audio += len(chunk.payload)
+                out.append(frames.media(track, payload, captured))
+                audio += len(payload)
             if overdue:
                 self._overdue(overdue)
         control = self._control

@@ -159,6 +159,46 @@ async def test_a_pong_that_is_not_the_probes_leaves_it_unanswered(
     assert ws.probe_asked == now
 
 
+@pytest.mark.parametrize("piece", [1, 2, 5, 1 << 20])
+async def test_the_probes_pong_is_read_inline_among_text_frames_cut_anywhere(
+        piece: int, open_pair: Callable[[Handler], Awaitable[StreamConnection]]) -> None:
+    """The probe's pong is matched by the connection's own reading when it is at the front
+    of the data, by websockets' events when a cut put it elsewhere; a pong of other data
+    (the watchdog's) is websockets' either way, and leaves the probe unanswered."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    ws = await open_pair(handler)
+    got: list[str] = []
+    ws.on_text = got.append
+    fed: list[bytes] = []
+    receive_data = ws.protocol.receive_data
+
+    def spy(data: bytes) -> None:
+        fed.append(data)
+        receive_data(data)
+
+    ws.protocol.receive_data = spy  # type: ignore[method-assign]
+    now = asyncio.get_running_loop().time()
+    assert ws.probe(now) is not None
+    probe_data = ws._probe_data
+    media = Frame(Opcode.TEXT, b'{"event":"media"}').serialize(mask=False)
+    other = Frame(Opcode.PONG, b"abcd").serialize(mask=False)  # not the probe's
+    wire = media + other + media
+    for at in range(0, len(wire), piece):
+        ws.data_received(wire[at : at + piece])
+    assert ws.probe_asked == now and got == ['{"event":"media"}'] * 2
+    wire = media + Frame(Opcode.PONG, probe_data).serialize(mask=False) + media
+    fed.clear()
+    for at in range(0, len(wire), piece):
+        ws.data_received(wire[at : at + piece])
+    assert ws.probe_asked is None and got == ['{"event":"media"}'] * 4
+    assert ws.protocol.state is State.OPEN
+    if piece > len(wire):  # at once: none of it went through websockets' parser
+        assert fed == []
+
+
 def server_frames() -> tuple[bytes, list[str]]:
     """A burst as a server might send it: lengths of every encoding, a ping and a
     fragmented message in between (unmasked, as servers send)."""

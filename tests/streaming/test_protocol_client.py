@@ -7,7 +7,7 @@ import base64
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from callstream.streaming.protocol import (
@@ -23,6 +23,7 @@ from callstream.streaming.protocol import (
     StreamProtocolError,
     parse_client_frame,
 )
+from callstream.streaming.protocol import client as client_module
 
 MALFORMED = StreamErrorCode.MALFORMED_FRAME
 INVALID = StreamErrorCode.INVALID_MEDIA
@@ -117,3 +118,43 @@ def test_any_json_object_is_parsed_or_refused(event: str, media: object, mark: o
     else:
         assert {"media": ClientMedia, "mark": ClientMark, "clear": ClientClear}[event] \
             is type(frame)
+
+
+def outcome(text: str) -> object:
+    try:
+        return parse_client_frame(text)
+    except StreamProtocolError as refusal:
+        return (refusal.code, refusal.detail)
+
+
+@given(middle=st.text(alphabet='AQw+/=_-"\\ \néu0}', max_size=12),
+       spaced=st.booleans())
+@example(middle="", spaced=False)
+@example(middle=base64.b64encode(bytes(range(256))).decode(), spaced=True)
+@example(middle='AAAA"}},"media":{"payload":"BBBB', spaced=False)
+@example(middle="\\u0041AAA", spaced=False)  # JSON escapes: base64 only once unescaped
+def test_media_messages_read_without_a_json_parse_say_what_the_json_says(
+        middle: str, spaced: bool) -> None:
+    """The common ``media`` shapes are read by their bytes; whatever lies between start and
+    end, the result (or refusal) is the full parse's."""
+    text = (json.dumps({"event": "media", "media": {"payload": "@"}}) if spaced
+            else '{"event":"media","media":{"payload":"@"}}').replace("@", middle)
+    fast = outcome(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(client_module, "_MEDIA_STARTS", ())
+        assert outcome(text) == fast
+
+
+def test_the_common_media_shapes_skip_the_json_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoJson:
+        JSONDecodeError = ValueError
+
+        @staticmethod
+        def loads(text: object) -> object:
+            raise AssertionError("parsed as JSON")
+
+    monkeypatch.setattr(client_module, "orjson", NoJson)
+    payload = base64.b64encode(b"\xff\x7f" * 80).decode()
+    for text in (json.dumps({"event": "media", "media": {"payload": payload}}),
+                 f'{{"event":"media","media":{{"payload":"{payload}"}}}}'):
+        assert parse_client_frame(text) == ClientMedia(b"\xff\x7f" * 80)

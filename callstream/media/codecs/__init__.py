@@ -119,7 +119,8 @@ class CodecInfo:
 
     def samples_for(self, payload_length: int) -> int:
         """PCM samples carried by a payload of ``payload_length`` bytes."""
-        return payload_length * self.frame_samples // self.frame_bytes
+        # frame_samples inlined: called for every packet the jitter buffer files and plays
+        return payload_length * (self.sample_rate // FRAMES_PER_SECOND) // self.frame_bytes
 
     def ticks_for(self, payload_length: int) -> int:
         """RTP timestamp units covered by a payload of ``payload_length`` bytes."""

@@ -28,7 +28,7 @@ AMR-WB is refused earlier, at validation (see docs/streaming.md).
 
 from __future__ import annotations
 
-from base64 import b64encode
+from binascii import b2a_base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ PROTOCOL_VERSION = "1.0.0"
 #: stream_id (JSON, quoted), track, chunk, timestamp, payload (base64).
 MEDIA_TEMPLATE = (b'{"event":"media","sequence_number":"%d","stream_id":%b,"media":'
                   b'{"track":"%b","chunk":"%d","timestamp":"%d","payload":"%b"}}')
+_TRACK_BYTES = {"inbound": b"inbound", "outbound": b"outbound"}  # plain ASCII: no escaping
 AUTH_HEADER = "x-telnyx-streaming-auth-token"
 #: Every value of ``stream_codec`` the API knows (spec §3.1).
 STREAM_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default")
@@ -187,9 +188,10 @@ class FrameBuilder:
         """
         chunk = self._chunks[track] = self._chunks[track] + 1
         self._sequence += 1
-        return MEDIA_TEMPLATE % (self._sequence, self._stream_id_json, track.encode(), chunk,
-                                 max(0, round((now - self.start_time) * 1000)),
-                                 b64encode(payload))
+        ms = round((now - self.start_time) * 1000)
+        # b2a_base64 is what b64encode calls; the template's %b takes the track as bytes.
+        return MEDIA_TEMPLATE % (self._sequence, self._stream_id_json, _TRACK_BYTES[track],
+                                 chunk, ms if ms > 0 else 0, b2a_base64(payload, newline=False))
 
     def dtmf(self, digit: str, occurred_at: str) -> bytes:
         return self._dump({"event": "dtmf", "sequence_number": self._next(),
