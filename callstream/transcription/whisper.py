@@ -73,7 +73,7 @@ from callstream.transcription.vad import (
 log = logging.getLogger(__name__)
 
 FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
-RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
+RETRY_HOP_S = 0.1  # until an utterance has its first words, try again this soon
 INTERIM_HOP_S = 0.8  # audio between later interims
 INTERIM_PAD_S = 3.0  # silence appended to an interim's audio (at least)
 INTERIM_SPREAD_S = 2.0  # interims this close in length share a batch (padded to the longest)
