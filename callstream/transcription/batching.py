@@ -14,9 +14,7 @@ decoder costs 61 ms a track alone and 29 ms a track four at a time (docs/benchma
   that queued meanwhile.
 
 So nothing waits while the model is idle: a lone request runs at once, and batches
-form only from requests that queued while a batch ran. Other work on the model (a
-final's decode) takes its turn in the same queue with :meth:`Batcher.alone`, so that
-interims that arrive while it runs go together after it. Compatible means the same key
+form only from requests that queued while a batch ran. Compatible means the same key
 (for Whisper: language and prompt) and sizes (window lengths) within ``spread`` of
 each other, since a batch's inputs are padded to its largest.
 
@@ -26,10 +24,9 @@ Pure threading, no model: ``run`` is whatever decodes a list of items.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 MAX_BATCH = 8  # requests one call takes: the decoder's saving is flat past 4-8
 
@@ -113,38 +110,17 @@ class Batcher(Generic[T, R]):
         with self._lock:
             self.batches += 1
             self.items += len(batch)
-        self._pass_on()
-        for r in batch:
-            if r is not request:
-                r.ready.set()
-
-    @contextmanager
-    def alone(self) -> Iterator[None]:
-        """Hold a slot, in turn with the batches, for other work on the model."""
-        request: _Request[T, R] = _Request(object(), 0, cast(T, None))  # never batched
-        with self._lock:
-            lead = self._running < self._slots
-            if lead:
-                self._running += 1
-            else:
-                self._queue.append(request)
-        if not lead:
-            request.ready.wait()  # until a finished batch hands its slot on to it
-        try:
-            yield
-        finally:
-            self._pass_on()
-
-    def _pass_on(self) -> None:
-        """Give up a slot: to the oldest waiter if any (out of the queue, so that no
-        other leader takes it into a batch meanwhile), else free."""
-        with self._lock:
             if self._queue:
+                # The slot goes on to the oldest waiter; out of the queue, so that no
+                # other leader takes it into a batch meanwhile.
                 following = self._queue.pop(0)
                 following.lead = True
                 following.ready.set()
             else:
                 self._running -= 1
+        for r in batch:
+            if r is not request:
+                r.ready.set()
 
     def _take(self, request: _Request[T, R]) -> list[_Request[T, R]]:
         """Dequeue ``request`` (if still queued) and the queued requests compatible

@@ -211,8 +211,7 @@ class WhisperEngine:
         english = self.tokenizer("en" if self.multilingual else None)
         self.suppress_tokens = list(get_suppressed_tokens(english, [-1]))
         self.vad_session = SileroSession()
-        # Interims of several tracks in one call; finals' model calls take turns in it.
-        self._model_queue: Batcher[_Interim, Decoded] = Batcher(
+        self._interims: Batcher[_Interim, Decoded] = Batcher(
             self._decode_interims, slots=max(1, workers),
             spread=int(INTERIM_SPREAD_S * SAMPLE_RATE))
 
@@ -270,12 +269,11 @@ class WhisperEngine:
         ``context``: text said just before this audio (Whisper's previous-text prompt,
         after the hints)."""
         if window_s is None:
-            return self._model_queue.submit(_Interim(audio, language, hints),
-                                            key=(language, hints), size=len(audio))
+            return self._interims.submit(_Interim(audio, language, hints),
+                                         key=(language, hints), size=len(audio))
         duration = len(audio) / SAMPLE_RATE
         samples = int(window_s * SAMPLE_RATE)
-        with self._model_queue.alone():
-            encoded = self.model.encode(self._features(audio, samples))
+        encoded = self.model.encode(self._features(audio, samples))
         if self.multilingual and language is None:
             detected = self.model.model.detect_language(encoded)[0][0][0]  # ("<|en|>", p)
             language = detected.strip("<|>")
@@ -355,13 +353,12 @@ class WhisperEngine:
 
     def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
                   duration: float, beam_size: int) -> Decoded:
-        """One decode of ``encoded`` (in turn with batches of interims)."""
-        with self._model_queue.alone():
-            result = self.model.model.generate(
-                encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
-                return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-                suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
-            )[0]
+        """One decode of ``encoded``."""
+        result = self.model.model.generate(
+            encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
+        )[0]
         return self._read(result, tokenizer, duration)
 
     def _read(self, result: Any, tokenizer: Any, duration: float, *,

@@ -159,28 +159,3 @@ def test_a_wrong_number_of_results_is_an_error() -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="slots"):
         Batcher(lambda items: items, slots=0, spread=0)
-
-
-def test_other_work_takes_its_turn_and_interims_queued_behind_it_go_together() -> None:
-    model = Model()
-    batcher: Batcher[str, str] = Batcher(model.run, slots=1, spread=0)
-    order: list[str] = []
-    with ThreadPoolExecutor(4) as pool:
-        hold = batcher.alone()
-        hold.__enter__()  # a final's decode has the model (alone, so at once)
-        waiting = submit_all(pool, batcher, [("a", "en", 1), ("b", "en", 1)])
-
-        def other() -> None:
-            with batcher.alone():
-                order.append("other")
-
-        later = pool.submit(other)
-        until(lambda: batcher.queued == 3)
-        assert model.calls == [] and order == []
-        hold.__exit__(None, None, None)
-        assert [f.result(WAIT_S) for f in waiting] == ["A", "B"]
-        later.result(WAIT_S)
-    assert model.calls == [["a", "b"]]  # they queued behind it: one batch
-    assert order == ["other"]
-    assert batcher.queued == 0
-    assert batcher.submit("c", key="en", size=1) == "C"  # every slot was given back

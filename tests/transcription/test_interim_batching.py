@@ -35,10 +35,10 @@ def test_batched_interims_read_as_lone_ones() -> None:
 
 def test_a_track_s_interims_go_through_the_batcher() -> None:
     eng = engine()
-    before = eng._model_queue.items
+    before = eng._interims.items
     track = eng.new_track(RecognizerOptions(interim_results=True))
     pcm = over_pcmu(phone_band(corpus()[0]))[: 8000 * 2 * 2]  # 2 s of speech
     interims = [s for i in range(0, len(pcm), FRAME * 3)
                 for s in track.feed(pcm[i:i + FRAME * 3], 8000) if not s.is_final]
     assert interims
-    assert eng._model_queue.items > before
+    assert eng._interims.items > before
