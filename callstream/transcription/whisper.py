@@ -14,7 +14,8 @@ Whisper is not a streaming model; this module makes it behave like one
    trailing silence and timestamp tokens keep the decoder from looping on it. The
    first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
    ``RETRY_HOP_S`` until it has words; an unfinished, looping end counts up to the
-   loop), then one comes every ``INTERIM_HOP_S``.
+   loop), then one comes every ``INTERIM_HOP_S``. Interims of several tracks that
+   wait for the model at the same time are decoded in one call (:mod:`.batching`).
 3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
    :data:`FINAL_BEAM_SIZE` on a 10 s window, or 30 s when the audio and 2 s of
    silence don't fit, up to :data:`EARLY_LEAD_S` before the VAD declares the end (no
