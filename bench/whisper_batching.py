@@ -11,7 +11,9 @@ Usage::
 
     python bench/whisper_batching.py --json bench/results/whisper-batching.json
 
-Not part of the test suite; the server does not batch (see docs/benchmarks.md).
+Not part of the test suite. The server batches interims this way
+(``callstream/transcription/batching.py``); ``bench/transcription_tracks.py`` measures it
+with tracks at once.
 """
 
 from __future__ import annotations

@@ -162,7 +162,9 @@ class Settings(BaseSettings):
     transcription_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where Whisper runs; auto picks cuda when a GPU is present.")
     transcription_threads: int = Field(
-        0, ge=0, le=256, description="Recognition worker threads; 0 = one per core.")
+        0, ge=0, le=256, description="Decodes the transcription model runs at once (a "
+        "batch of interims or a final); 0 = one per core. Tracks are fed by up to 8 "
+        "threads per one.")
     transcription_allow_download: bool = Field(
         False, description="Let a model missing locally be downloaded from the Hugging "
         "Face hub.")

@@ -3,7 +3,11 @@
 Theory of operation
 -------------------
 One :class:`TranscriptionManager` per process holds the loaded engines (one per model,
-loaded on first use, shared by every call) and a thread pool sized to the cores.
+loaded on first use, shared by every call) and a thread pool. The engines decode at
+most ``workers`` (one per core) at once; the pool has more threads than that, up to
+:data:`FEEDS_PER_WORKER` per worker, so that every busy track's feed can be under way:
+tracks that want an interim at the same time then meet in the engine and are decoded
+in one model call (:mod:`.batching`) instead of waiting in the pool's queue one by one.
 Each transcribed track of a call gets a :class:`TrackWorker`: a bounded hub tap
 (:data:`TAP_SECONDS` of audio) read by a coroutine that hands batches of frames to
 the pool, one batch at a time, and posts the resulting segments as
@@ -72,6 +76,7 @@ FEATURE_KEY = "transcription"
 TAP_SECONDS = 10  # audio a track may fall behind by before frames are dropped
 INTERIM_MAX_LAG_S = 0.5  # behind by more: skip interims
 MIN_BATCH_FRAMES = 3  # 60 ms: fewer thread hand-offs per track
+FEEDS_PER_WORKER = 8  # tracks' feeds under way at once, per decoding worker (batch bound)
 AUTO_LANGUAGES = ("auto", "auto_detect")
 
 
@@ -118,7 +123,10 @@ class TranscriptionManager:
         self.calls = calls
         self.settings = settings
         self.workers = settings.transcription_threads or os.cpu_count() or 1
-        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="transcribe")
+        # A thread per track being fed (the pool starts them as feeds come), bounded;
+        # the engines keep the model's own work to `workers` at once.
+        self.pool = ThreadPoolExecutor(self.workers * FEEDS_PER_WORKER,
+                                       thread_name_prefix="transcribe")
         self._engines: dict[Path, Engine] = {}
         self._loading: dict[Path, asyncio.Lock] = {}
         if importlib.util.find_spec("faster_whisper") is None:

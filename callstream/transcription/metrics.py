@@ -46,3 +46,8 @@ SENTENCE_ENDS = Counter(
     "Utterances ended after transcription_sentence_end_silence_ms, not the full end "
     "silence, because their early final ended a sentence",
 )
+INTERIM_BATCH = Histogram(
+    "callstream_transcription_interim_batch_size",
+    "Tracks' interims decoded in one model call (several when they queued together)",
+    buckets=(1, 2, 3, 4, 6, 8),
+)

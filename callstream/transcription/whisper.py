@@ -14,7 +14,8 @@ Whisper is not a streaming model; this module makes it behave like one
    trailing silence and timestamp tokens keep the decoder from looping on it. The
    first interim is tried ``FIRST_INTERIM_S`` after the onset (again every
    ``RETRY_HOP_S`` until it has words; an unfinished, looping end counts up to the
-   loop), then one comes every ``INTERIM_HOP_S``.
+   loop), then one comes every ``INTERIM_HOP_S``. Interims of several tracks that
+   wait for the model at the same time are decoded in one call (:mod:`.batching`).
 3. Its **final** (:meth:`WhisperEngine.decode_final`) is decoded with a beam of
    :data:`FINAL_BEAM_SIZE` on a 10 s window, or 30 s when the audio and 2 s of
    silence don't fit, up to :data:`EARLY_LEAD_S` before the VAD declares the end (no
@@ -45,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from callstream.transcription import metrics
+from callstream.transcription.batching import Batcher
 from callstream.transcription.engine import (
     EngineUnavailable,
     RecognizerOptions,
@@ -72,9 +74,10 @@ from callstream.transcription.vad import (
 log = logging.getLogger(__name__)
 
 FIRST_INTERIM_S = 0.2  # speech before the first interim (plus the 400 ms pre-pad)
-RETRY_HOP_S = 0.2  # until an utterance has its first words, try again this soon
+RETRY_HOP_S = 0.1  # until an utterance has its first words, try again this soon
 INTERIM_HOP_S = 0.8  # audio between later interims
-INTERIM_PAD_S = 3.0  # silence appended to an interim's audio
+INTERIM_PAD_S = 3.0  # silence appended to an interim's audio (at least)
+INTERIM_SPREAD_S = 2.0  # interims this close in length share a batch (padded to the longest)
 EARLY_LEAD_S = 0.3  # a final is decoded this long before the VAD's end-of-speech
 FINAL_WINDOW_S = 10.0  # a final's encoder window; loops fall back to 30 s
 FULL_WINDOW_S = 30.0
@@ -97,6 +100,15 @@ TOKENS_PER_SECOND = 8  # generous cap on tokens per second of audio
 SENTENCE_ENDS = (".", "?", "!")  # an early final ending so ends its utterance sooner
 HINT_TOKENS = 100  # of a call's hints, in a decode's prompt
 CONTEXT_TOKENS = 100  # of the previous final's end, in a two-pass final's prompt
+
+
+@dataclass(frozen=True, slots=True)
+class _Interim:
+    """One track's request for an interim decode (see :meth:`WhisperEngine.decode`)."""
+
+    audio: Audio
+    language: str | None
+    hints: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +162,8 @@ class WhisperEngine:
             tokenizer.json, vocabulary.txt).
         name: what to call it in logs (``"tiny.en"``).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        workers: how many decodes may run at once (threads calling it).
+        workers: how many decodes may run at once (threads calling it), and how many
+            batches of interims.
         vad: segmentation settings.
 
     Raises:
@@ -199,6 +212,9 @@ class WhisperEngine:
         english = self.tokenizer("en" if self.multilingual else None)
         self.suppress_tokens = list(get_suppressed_tokens(english, [-1]))
         self.vad_session = SileroSession()
+        self._interims: Batcher[_Interim, Decoded] = Batcher(
+            self._decode_interims, slots=max(1, workers),
+            spread=int(INTERIM_SPREAD_S * SAMPLE_RATE))
 
     @property
     def name(self) -> str:
@@ -245,22 +261,20 @@ class WhisperEngine:
         hints: tuple[str, ...] = (), beam_size: int = 1, greedy_words: float | None = None,
         context: str = "",
     ) -> Decoded:
-        """Decode ``audio`` on a window of ``window_s`` seconds (None: the audio plus
-        :data:`INTERIM_PAD_S` of silence); greedily unless ``beam_size`` > 1.
+        """Decode ``audio`` on a window of ``window_s`` seconds; greedily unless
+        ``beam_size`` > 1. ``window_s`` None: an interim (greedy, ``context`` unused), on
+        the audio plus :data:`INTERIM_PAD_S` of silence or more: in one model call with
+        other tracks' interims that are waiting for one (:meth:`_decode_interims`).
         ``greedy_words``: how many words a greedy reading of this audio has, as far as
         the caller knows (from an interim), which spares that reading here.
         ``context``: text said just before this audio (Whisper's previous-text prompt,
         after the hints)."""
-        duration = len(audio) / SAMPLE_RATE
         if window_s is None:
-            samples = len(audio) + int(INTERIM_PAD_S * SAMPLE_RATE)
-        else:
-            samples = int(window_s * SAMPLE_RATE)
-        padded = np.zeros(samples, dtype=np.float32)
-        padded[: min(len(audio), samples)] = audio[:samples]
-        features = self.model.feature_extractor(padded, padding=0)
-        features = features[:, : samples // self.model.feature_extractor.hop_length]
-        encoded = self.model.encode(features)
+            return self._interims.submit(_Interim(audio, language, hints),
+                                         key=(language, hints), size=len(audio))
+        duration = len(audio) / SAMPLE_RATE
+        samples = int(window_s * SAMPLE_RATE)
+        encoded = self.model.encode(self._features(audio, samples))
         if self.multilingual and language is None:
             detected = self.model.model.detect_language(encoded)[0][0][0]  # ("<|en|>", p)
             language = detected.strip("<|>")
@@ -275,10 +289,9 @@ class WhisperEngine:
             if context:
                 prompt += tokenizer.encode(" " + context)[-CONTEXT_TOKENS:]
         prompt += list(tokenizer.sot_sequence)
-        max_new = min(200, int(16 + TOKENS_PER_SECOND * duration))
+        max_new = _max_new_tokens(duration)
         if beam_size == 1:
-            return self._generate(encoded, prompt, tokenizer, max_new, duration, 1,
-                                  unfinished=window_s is None)
+            return self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
         # Beam search is more accurate but prefers to skip a hard start outright, with
         # plausible timestamps; a greedy reading shows when it did: more words, or
         # impossible timestamps. The track's latest interim is one (of nearly the same
@@ -295,20 +308,69 @@ class WhisperEngine:
         metrics.REDECODES.labels("beam_skipped").inc()
         return greedy
 
+    def _features(self, audio: Audio, samples: int) -> Any:
+        """Log-mel features of ``audio`` cut or padded with silence to ``samples``."""
+        padded = np.zeros(samples, dtype=np.float32)
+        padded[: min(len(audio), samples)] = audio[:samples]
+        features = self.model.feature_extractor(padded, padding=0)
+        return features[:, : samples // self.model.feature_extractor.hop_length]
+
+    def _decode_interims(self, interims: list[_Interim]) -> list[Decoded]:
+        """Several tracks' interims (the same language and hints) in one encode and one
+        greedy generate call: a decoder step costs about the same for one sequence as
+        for eight. Each audio is padded with silence to the longest one's plus
+        :data:`INTERIM_PAD_S`; the extra silence is more of what the pad is there for.
+        Each result is read as a lone decode's, on its own audio's duration and token
+        budget."""
+        samples = max(len(i.audio) for i in interims) + int(INTERIM_PAD_S * SAMPLE_RATE)
+        encoded = self.model.encode(np.stack([self._features(i.audio, samples)
+                                              for i in interims]))
+        language, hints = interims[0].language, interims[0].hints  # the batch's key
+        if self.multilingual and language is None:
+            languages = [d[0][0].strip("<|>") for d in self.model.model.detect_language(encoded)]
+        else:
+            code = language.split("-")[0].lower() if self.multilingual and language else None
+            languages = [code] * len(interims)
+        prompts = []
+        for code in languages:
+            tokenizer = self.tokenizer(code)
+            prefix = [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[
+                :HINT_TOKENS]] if hints else []
+            prompts.append(prefix + list(tokenizer.sot_sequence))
+        budgets = [_max_new_tokens(len(i.audio) / SAMPLE_RATE) for i in interims]
+        results = self.model.model.generate(
+            encoded, prompts, beam_size=1, max_length=len(prompts[0]) + max(budgets),
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
+        )
+        metrics.INTERIM_BATCH.observe(len(interims))
+        return [
+            # A lone decode would have stopped at its own budget: the rest is not its.
+            self._read(result, self.tokenizer(code), len(i.audio) / SAMPLE_RATE,
+                       budget=budget, unfinished=True)
+            for i, code, budget, result in zip(interims, languages, budgets, results,
+                                               strict=True)
+        ]
+
     def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
-                  duration: float, beam_size: int, *, unfinished: bool = False) -> Decoded:
-        """One decode of ``encoded``. ``unfinished`` (interims): the text of a segment
-        the decoder did not close is kept too, up to where it starts repeating itself.
-        On the first half second of speech tiny.en often runs its first word into a
-        loop to the token budget ("4 4 4 4 4 4"); without this, interims stayed empty
-        until the speech was long enough to close a segment: up to 0.9 s after the
-        onset."""
+                  duration: float, beam_size: int) -> Decoded:
+        """One decode of ``encoded``."""
         result = self.model.model.generate(
             encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
         )[0]
-        tokens: list[int] = result.sequences_ids[0]
+        return self._read(result, tokenizer, duration)
+
+    def _read(self, result: Any, tokenizer: Any, duration: float, *,
+              budget: int | None = None, unfinished: bool = False) -> Decoded:
+        """What one generate result says. ``budget``: the tokens kept (of a batch's
+        longer run). ``unfinished`` (interims): the text of a segment the decoder did
+        not close is kept too, up to where it starts repeating itself. On the first
+        half second of speech tiny.en often runs its first word into a loop to the
+        token budget ("4 4 4 4 4 4"); without this, interims stayed empty until the
+        speech was long enough to close a segment: up to 0.9 s after the onset."""
+        tokens: list[int] = result.sequences_ids[0][:budget]
         reading = read_tokens(tokens, timestamp_begin=tokenizer.timestamp_begin,
                               eot=tokenizer.eot, duration=duration)
         text = tokenizer.decode(list(reading.words)).strip()
@@ -398,6 +460,10 @@ class WhisperEngine:
         seconds = math.fsum(w for _, w in weights)
         confidence = math.fsum(c * w for c, w in weights) / seconds
         return Decoded(text, round(confidence, 4), False, False, speech_end, True)
+
+
+def _max_new_tokens(duration: float) -> int:
+    return min(200, int(16 + TOKENS_PER_SECOND * duration))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ auto-start, track workers posting ``call.transcription``, and each refusal."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -171,3 +172,50 @@ async def test_transcription_refusals(
     with pytest.raises(CallEnded):
         await manager(control).start(call.id, TranscriptionStart())
     assert FEATURE_KEY not in call.features
+
+
+class MeetingTrack(ScriptedTrack):
+    """Says "hello" once every track sharing ``barrier`` is inside a feed at once."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        super().__init__()
+        self.barrier = barrier
+
+    def feed(self, pcm: bytes, sample_rate: int, *, interims: bool = True) -> list[Segment]:
+        segments = super().feed(pcm, sample_rate, interims=interims)
+        if segments:
+            self.barrier.wait()  # raises BrokenBarrierError after its timeout
+        return segments
+
+
+class MeetingEngine(ScriptedEngine):
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=10)
+
+    def new_track(self, options: RecognizerOptions, *,
+                  final_engine: ScriptedEngine | None = None) -> MeetingTrack:
+        return MeetingTrack(self.barrier)
+
+
+async def test_tracks_are_fed_at_once_even_with_one_recognition_thread(
+        store: SqlStore, telephony: FakeTelephony, tmp_path: Path) -> None:
+    """So that their interims can meet in one model call (the engine bounds the
+    model's own work to the recognition threads)."""
+    settings = Settings(data_dir=tmp_path, transcription_threads=1)
+    meeting = MeetingEngine()
+
+    class MeetingManager(TranscriptionManager):
+        async def engine(self, spec: str) -> MeetingEngine:  # type: ignore[override]
+            return meeting
+
+    control = control_with(store, telephony,
+                           hooks=[lambda calls: MeetingManager(calls, settings)])
+    try:
+        calls = [await answered(control, telephony, Answer(transcription=TranscriptionSpec()))
+                 for _ in range(2)]
+        for call in calls:
+            speak(telephony, call)
+        for call in calls:
+            assert (await transcripts(store, call.id))[0]["transcript"] == "hello"
+    finally:
+        manager(control).close()
