@@ -33,7 +33,9 @@ REDECODES = Counter(
     "callstream_transcription_redecodes_total",
     "Extra decodes of a final's audio: on the full 30 s window (window), from where the "
     "timestamps stopped (continuation), in halves when even 30 s loops or skips (split); "
-    "beam_skipped: the beam search result skipped words and the greedy one was taken",
+    "beam_skipped: the beam search result skipped words and the greedy one was taken; "
+    "reread_unsplit: a re-read final (see rereads) did not show where the previous "
+    "final ended, and its utterance was decoded alone",
     ["reason"],
 )
 FINALS_ON_FAST_MODEL = Counter(
@@ -45,4 +47,9 @@ SENTENCE_ENDS = Counter(
     "callstream_transcription_sentence_ends_total",
     "Utterances ended after transcription_sentence_end_silence_ms, not the full end "
     "silence, because their early final ended a sentence",
+)
+REREADS = Counter(
+    "callstream_transcription_rereads_total",
+    "Two-pass finals decoded over the previous utterance's audio too (a sentence a pause "
+    "had split), of which only the words after the previous final were emitted",
 )
