@@ -34,8 +34,9 @@ REDECODES = Counter(
     "Extra decodes of a final's audio: on the full 30 s window (window), from where the "
     "timestamps stopped (continuation), in halves when even 30 s loops or skips (split); "
     "beam_skipped: the beam search result skipped words and the greedy one was taken; "
-    "reread_unsplit: a re-read final (see rereads) did not show where the previous "
-    "final ended, and its utterance was decoded alone",
+    "context: a final decoded with the previous final as prompt had no words and was "
+    "decoded without it; reread_unsplit: a re-read final (see rereads) did not show "
+    "where the previous final ended, and its utterance was decoded alone",
     ["reason"],
 )
 FINALS_ON_FAST_MODEL = Counter(

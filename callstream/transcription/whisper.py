@@ -26,7 +26,8 @@ Whisper is not a streaming model; this module makes it behave like one
    the 30 s window and continued from the point reached; where that loops or skips,
    it is halved. Loops and repeats across a cut are removed (:mod:`.repetition`).
    Optionally a second, stronger engine decodes finals (two-pass), except while the
-   track is behind.
+   track is behind; it re-reads the previous utterance's audio with this one's when
+   the two were close, and keeps the words after the previous final (:mod:`.reread`).
 
 This calls ``WhisperModel.model.generate`` (CTranslate2) directly, which is not
 faster-whisper's public API: both packages are pinned in pyproject.
@@ -343,8 +344,9 @@ class WhisperEngine:
         half is decoded alone (up to ``splits`` deep). Loops left in the text are
         collapsed (:mod:`.repetition`). ``greedy_words``: the words a greedy reading of
         the whole utterance is expected to have, which can spare the beam's check (see
-        :meth:`decode`). ``context``: what was said before (see :meth:`decode`). None:
-        no words at all."""
+        :meth:`decode`). ``context``: what was said before (see :meth:`decode`); a
+        decode with it that finds no words is redone without it. None: no words at
+        all."""
         texts: list[str] = []
         weights: list[tuple[float, float]] = []  # (confidence, seconds it covered)
         offset = 0.0
@@ -396,6 +398,12 @@ class WhisperEngine:
         else:
             log.warning("a final still had undecoded speech after %d passes", MAX_FINAL_PASSES)
         text = collapse_repeats(" ".join(texts))
+        if not text and context:
+            # Whisper may take a long previous text for all there is to say and end at
+            # once (base, after a 30-word final, on the 2 s rest of a cut sentence).
+            metrics.REDECODES.labels("context").inc()
+            return self.decode_final(audio, speech_end=speech_end, language=language,
+                                     hints=hints, splits=splits, greedy_words=greedy_words)
         if not text:
             return None
         seconds = math.fsum(w for _, w in weights)
