@@ -356,6 +356,8 @@ class WhisperEngine:
             decoded = self.decode(piece, window_s=_final_window(len(piece)), language=language,
                                   hints=hints, beam_size=FINAL_BEAM_SIZE, greedy_words=known,
                                   context=context)
+            if context and not decoded.text and not texts:
+                break  # the prompt silenced it (below): not worth the full window
             if decoded.looped or not decoded.complete or decoded.hurried:
                 # Whisper loops, defers the rest or skips on a short window: the full one.
                 metrics.REDECODES.labels("window").inc()

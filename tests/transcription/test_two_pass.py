@@ -143,5 +143,5 @@ def test_a_final_that_the_previous_text_silences_is_decoded_without_it(
     final = finals_engine.decode_final(audio, speech_end=len(audio) / 16000, language=None,
                                        context="The previous final said a lot of words.")
     assert final is not None and wer(item.reference, final.text) <= 0.25, final
-    assert contexts[0] and not contexts[-1]
+    assert contexts[0] and not any(contexts[1:])  # one decode prompted, not two windows
     assert REGISTRY.get_sample_value(REDECODES, {"reason": "context"}) == before + 1
