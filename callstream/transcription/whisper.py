@@ -633,10 +633,11 @@ class WhisperTrack:
     def _reread(self, speech_start: int, speech_end: int, end: int,
                 greedy_words: float | None) -> Decoded | None:
         """A two-pass final decoded over the previous utterance's audio too, when that
-        one was close and the two fit a final's short window: a sentence that a pause
-        cut into pieces is heard whole again (human WER 0.062 -> ...). Only the words
-        after the previous final's are kept (:mod:`.reread`). None: no re-read, or one
-        that can't say where the previous final ends (decode the utterance alone)."""
+        one was close (:data:`REREAD_MAX_GAP_S`, :data:`REREAD_MAX_S`): a sentence that
+        a pause cut into pieces is heard whole again (15 human clips at 1.00x, base
+        finals: WER 0.062 -> 0.050). Only the words after the previous final's are kept
+        (:mod:`.reread`). None: no re-read, or one that can't say where the previous
+        final ends (decode the utterance alone)."""
         heard = self._heard
         assert self.final_engine is not None
         if heard is None or self._cut_start or heard.start < self._base or (

@@ -110,7 +110,8 @@ def test_a_two_pass_final_reads_on_from_the_previous_final(
 
     monkeypatch.setattr(finals_engine.model, "model", Recording())
     speech = over_pcmu(phone_band(clip("goforward")))
-    pcm = speech + b"\0" * 16000 + speech + b"\0" * 16000
+    other = over_pcmu(phone_band(clip("input_2_16k")))
+    pcm = speech + b"\0" * 48000 + other + b"\0" * 16000  # 3 s apart: too far to re-read
     track = engine().new_track(RecognizerOptions(), final_engine=finals_engine)
     finals = [s for i in range(0, len(pcm), FRAME) for s in track.feed(pcm[i:i + FRAME], 8000)]
     finals += track.flush()
@@ -118,7 +119,8 @@ def test_a_two_pass_final_reads_on_from_the_previous_final(
     tokenizer = finals_engine.tokenizer(None)
     first = tokenizer.encode(" " + finals[0].text)
     assert prompts[0] == list(tokenizer.sot_sequence)  # nothing said before it
-    assert prompts[-1] == [tokenizer.sot_prev, *first, *tokenizer.sot_sequence]
+    # (tiny.en, so prompted, may hear nothing: then it decodes again without the prompt)
+    assert [tokenizer.sot_prev, *first, *tokenizer.sot_sequence] in prompts[1:]
 
 
 def test_a_final_that_the_previous_text_silences_is_decoded_without_it(
