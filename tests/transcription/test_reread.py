@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from callstream.transcription import whisper
 from callstream.transcription.engine import RecognizerOptions, Segment
 from callstream.transcription.reread import new_part
 from callstream.transcription.whisper import REREAD_MAX_S
@@ -15,6 +16,7 @@ from tests.transcription.test_two_pass import second_engine
 from tests.transcription.test_whisper import FRAME, engine, over_pcmu
 
 REREADS = "callstream_transcription_rereads_total"
+REDECODES = "callstream_transcription_redecodes_total"
 
 
 @pytest.mark.parametrize(("previous", "text", "expected"), [
@@ -114,3 +116,14 @@ def test_a_track_lets_the_previous_utterance_go_when_too_far_back_to_reread() ->
     assert len(finals) == 1
     kept = len(track._audio) / 16000
     assert kept < 2.0, kept  # the pad and the end silence, not the utterance before
+
+
+def test_a_reread_that_cannot_be_split_falls_back_to_the_utterance_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(whisper, "new_part", lambda previous, text: None)
+    before = REGISTRY.get_sample_value(REDECODES, {"reason": "reread_unsplit"}) or 0.0
+    finals, heard = two_utterances(1.0, monkeypatch)
+    # Re-read (both clips), then decoded alone: the second final is still its words.
+    assert REGISTRY.get_sample_value(REDECODES, {"reason": "reread_unsplit"}) == before + 1
+    assert heard[1] > 5.0 > heard[2]  # both clips, then input_2_16k and its pads
+    assert wer(clip("input_2_16k").reference, finals[1].text) <= 0.3, finals
