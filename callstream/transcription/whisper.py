@@ -567,9 +567,11 @@ class WhisperTrack:
         text = decoded.text if decoded is not None else ""
         if self._cut_start:
             text = drop_overlap(self._last_final, text)  # said again across the cut
-        whole = text and not event.cut and not self._cut_start  # a cut's parts aren't short
+        # Kept for a two-pass re-read of the next utterance; a cut's parts aren't short.
+        rereadable = (self.final_engine is not None and bool(text) and not event.cut
+                      and not self._cut_start)
         self._heard = _Heard(start, min(event.end * WINDOW_SAMPLES, self._total), text,
-                             self._last_final) if whole else None
+                             self._last_final) if rereadable else None
         self._last_final = text
         if decoded is None or not text:
             return []

@@ -106,6 +106,7 @@ def test_the_fast_model_alone_never_rereads() -> None:
     finals = [s for i in range(0, len(pcm), FRAME) for s in track.feed(pcm[i:i + FRAME], 8000)]
     assert len(finals) == 2
     assert rereads() == before
+    assert len(track._audio) / 16000 < 2.0  # nor keeps the utterance before for one
 
 
 def test_a_track_lets_the_previous_utterance_go_when_too_far_back_to_reread() -> None:
