@@ -33,7 +33,10 @@ REDECODES = Counter(
     "callstream_transcription_redecodes_total",
     "Extra decodes of a final's audio: on the full 30 s window (window), from where the "
     "timestamps stopped (continuation), in halves when even 30 s loops or skips (split); "
-    "beam_skipped: the beam search result skipped words and the greedy one was taken",
+    "beam_skipped: the beam search result skipped words and the greedy one was taken; "
+    "context: a final decoded with the previous final as prompt had no words and was "
+    "decoded without it; reread_unsplit: a re-read final (see rereads) did not show "
+    "where the previous final ended, and its utterance was decoded alone",
     ["reason"],
 )
 FINALS_ON_FAST_MODEL = Counter(
@@ -50,4 +53,9 @@ INTERIM_BATCH = Histogram(
     "callstream_transcription_interim_batch_size",
     "Tracks' interims decoded in one model call (several when they queued together)",
     buckets=(1, 2, 3, 4, 6, 8),
+)
+REREADS = Counter(
+    "callstream_transcription_rereads_total",
+    "Two-pass finals decoded over the previous utterance's audio too (a sentence a pause "
+    "had split), of which only the words after the previous final were emitted",
 )

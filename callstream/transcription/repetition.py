@@ -30,7 +30,8 @@ _NUMBER_WORDS = frozenset({
 })
 
 
-def _key(word: str) -> str:
+def word_key(word: str) -> str:
+    """``word`` as words are compared: lower-cased, without punctuation."""
     return re.sub(r"[^\w']", "", word.lower())
 
 
@@ -47,7 +48,7 @@ def until_repeat(text: str) -> str:
     included ("4 4 4 4" → "4"): for the unfinished end of a decode, where a repeat is
     the decoder stuck, not the speaker."""
     words = text.split()
-    keys = [_key(w) for w in words]
+    keys = [word_key(w) for w in words]
     for end in range(1, len(keys)):
         for n in range(1, min(MAX_PHRASE_WORDS, len(keys) - end, end) + 1):
             if keys[end - n: end] == keys[end: end + n]:
@@ -58,7 +59,7 @@ def until_repeat(text: str) -> str:
 def collapse_repeats(text: str) -> str:
     """``text`` with looped phrases kept once (see the module docstring)."""
     words = text.split()
-    keys = [_key(w) for w in words]
+    keys = [word_key(w) for w in words]
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -82,9 +83,9 @@ def collapse_repeats(text: str) -> str:
 def drop_overlap(previous: str, text: str) -> str:
     """``text`` without a leading phrase (two words or more, not only numbers) that
     ``previous`` ends with: the same words heard on both sides of a cut."""
-    before = [_key(w) for w in previous.split()]
+    before = [word_key(w) for w in previous.split()]
     words = text.split()
-    keys = [_key(w) for w in words]
+    keys = [word_key(w) for w in words]
     for n in range(min(MAX_OVERLAP_WORDS, len(before), len(words)), 1, -1):
         if keys[:n] == before[-n:] and not _all_numbers(keys[:n]) and all(keys[:n]):
             return " ".join(words[n:])

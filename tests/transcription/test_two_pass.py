@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
@@ -16,11 +18,13 @@ from callstream.config import Settings
 from callstream.transcription.engine import RecognizerOptions, Segment
 from callstream.transcription.manager import TranscriptionManager, parse_request
 from callstream.transcription.models import resolve_model
-from callstream.transcription.whisper import WhisperEngine
+from callstream.transcription.whisper import Decoded, WhisperEngine
+from tests.audio import resample
 from tests.corpus import clip, phone_band, wer
 from tests.transcription.test_whisper import FRAME, engine, over_pcmu
 
 FALLBACKS = "callstream_transcription_finals_on_fast_model_total"
+REDECODES = "callstream_transcription_redecodes_total"
 
 
 @cache
@@ -106,7 +110,8 @@ def test_a_two_pass_final_reads_on_from_the_previous_final(
 
     monkeypatch.setattr(finals_engine.model, "model", Recording())
     speech = over_pcmu(phone_band(clip("goforward")))
-    pcm = speech + b"\0" * 16000 + speech + b"\0" * 16000
+    other = over_pcmu(phone_band(clip("input_2_16k")))
+    pcm = speech + b"\0" * 48000 + other + b"\0" * 16000  # 3 s apart: too far to re-read
     track = engine().new_track(RecognizerOptions(), final_engine=finals_engine)
     finals = [s for i in range(0, len(pcm), FRAME) for s in track.feed(pcm[i:i + FRAME], 8000)]
     finals += track.flush()
@@ -114,4 +119,31 @@ def test_a_two_pass_final_reads_on_from_the_previous_final(
     tokenizer = finals_engine.tokenizer(None)
     first = tokenizer.encode(" " + finals[0].text)
     assert prompts[0] == list(tokenizer.sot_sequence)  # nothing said before it
-    assert prompts[-1] == [tokenizer.sot_prev, *first, *tokenizer.sot_sequence]
+    # (tiny.en, so prompted, may hear nothing: then it decodes again without the prompt)
+    assert [tokenizer.sot_prev, *first, *tokenizer.sot_sequence] in prompts[1:]
+
+
+def test_a_final_that_the_previous_text_silences_is_decoded_without_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Base, prompted with a 30-word final, decoded the 2 s rest of a cut sentence as
+    # nothing at all (the sentence was lost); without the prompt it heard it.
+    # Here the model answers nothing whenever it is prompted.
+    finals_engine = second_engine()
+    decode = finals_engine.decode
+    contexts: list[str] = []
+
+    def silenced(audio: Any, **kwargs: Any) -> Decoded:
+        contexts.append(kwargs["context"])
+        decoded = decode(audio, **kwargs)
+        return replace(decoded, text="") if kwargs["context"] else decoded
+
+    monkeypatch.setattr(finals_engine, "decode", silenced)
+    item = clip("goforward")
+    samples = np.frombuffer(resample(over_pcmu(phone_band(item)), 8000, 16000), "<i2")
+    audio = samples.astype(np.float32) / 32768.0
+    before = REGISTRY.get_sample_value(REDECODES, {"reason": "context"}) or 0.0
+    final = finals_engine.decode_final(audio, speech_end=len(audio) / 16000, language=None,
+                                       context="The previous final said a lot of words.")
+    assert final is not None and wer(item.reference, final.text) <= 0.25, final
+    assert contexts[0] and not any(contexts[1:])  # one decode prompted, not two windows
+    assert REGISTRY.get_sample_value(REDECODES, {"reason": "context"}) == before + 1
