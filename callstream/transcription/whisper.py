@@ -279,20 +279,8 @@ class WhisperEngine:
         duration = len(audio) / SAMPLE_RATE
         samples = int(window_s * SAMPLE_RATE)
         encoded = self.model.encode(self._features(audio, samples))
-        if self.multilingual and language is None:
-            detected = self.model.model.detect_language(encoded)[0][0][0]  # ("<|en|>", p)
-            language = detected.strip("<|>")
-        elif self.multilingual and language is not None:
-            language = language.split("-")[0].lower()
-        tokenizer = self.tokenizer(language if self.multilingual else None)
-        prompt: list[int] = []
-        if hints or context:
-            prompt.append(tokenizer.sot_prev)
-            if hints:
-                prompt += tokenizer.encode(" " + " ".join(hints))[:HINT_TOKENS]
-            if context:
-                prompt += tokenizer.encode(" " + context)[-CONTEXT_TOKENS:]
-        prompt += list(tokenizer.sot_sequence)
+        tokenizer = self.tokenizer(self._codes(encoded, language, 1)[0])
+        prompt = _prompt(tokenizer, hints, context)
         max_new = _max_new_tokens(duration)
         if beam_size == 1:
             return self._generate(encoded, prompt, tokenizer, max_new, duration, 1)
@@ -330,23 +318,10 @@ class WhisperEngine:
         encoded = self.model.encode(np.stack([self._features(i.audio, samples)
                                               for i in interims]))
         language, hints = interims[0].language, interims[0].hints  # the batch's key
-        if self.multilingual and language is None:
-            languages = [d[0][0].strip("<|>") for d in self.model.model.detect_language(encoded)]
-        else:
-            code = language.split("-")[0].lower() if self.multilingual and language else None
-            languages = [code] * len(interims)
-        prompts = []
-        for code in languages:
-            tokenizer = self.tokenizer(code)
-            prefix = [tokenizer.sot_prev, *tokenizer.encode(" " + " ".join(hints))[
-                :HINT_TOKENS]] if hints else []
-            prompts.append(prefix + list(tokenizer.sot_sequence))
+        languages = self._codes(encoded, language, len(interims))
+        prompts = [_prompt(self.tokenizer(code), hints) for code in languages]
         budgets = [_max_new_tokens(len(i.audio) / SAMPLE_RATE) for i in interims]
-        results = self.model.model.generate(
-            encoded, prompts, beam_size=1, max_length=len(prompts[0]) + max(budgets),
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
-        )
+        results = self._run(encoded, prompts, 1, len(prompts[0]) + max(budgets))
         metrics.INTERIM_BATCH.observe(len(interims))
         return [
             # A lone decode would have stopped at its own budget: the rest is not its.
@@ -359,12 +334,27 @@ class WhisperEngine:
     def _generate(self, encoded: Any, prompt: list[int], tokenizer: Any, max_new: int,
                   duration: float, beam_size: int) -> Decoded:
         """One decode of ``encoded``."""
-        result = self.model.model.generate(
-            encoded, [prompt], beam_size=beam_size, max_length=len(prompt) + max_new,
+        result = self._run(encoded, [prompt], beam_size, len(prompt) + max_new)[0]
+        return self._read(result, tokenizer, duration)
+
+    def _run(self, encoded: Any, prompts: list[list[int]], beam_size: int,
+             max_length: int) -> Any:
+        """CTranslate2's ``generate`` on ``encoded`` (one or a batch), as every decode
+        calls it."""
+        return self.model.model.generate(
+            encoded, prompts, beam_size=beam_size, max_length=max_length,
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self.suppress_tokens, max_initial_timestamp_index=50,
-        )[0]
-        return self._read(result, tokenizer, duration)
+        )
+
+    def _codes(self, encoded: Any, language: str | None, count: int) -> list[str | None]:
+        """The tokenizer language of each of ``count`` encoded items: ``language``'s
+        code, or the detected one when it is None; None for an English-only model."""
+        if not self.multilingual:
+            return [None] * count
+        if language is None:  # detect_language: [[("<|en|>", p), ...], ...]
+            return [d[0][0].strip("<|>") for d in self.model.model.detect_language(encoded)]
+        return [language.split("-")[0].lower()] * count
 
     def _read(self, result: Any, tokenizer: Any, duration: float, *,
               budget: int | None = None, unfinished: bool = False) -> Decoded:
@@ -473,6 +463,19 @@ class WhisperEngine:
         seconds = math.fsum(w for _, w in weights)
         confidence = math.fsum(c * w for c, w in weights) / seconds
         return Decoded(text, round(confidence, 4), False, False, speech_end, True)
+
+
+def _prompt(tokenizer: Any, hints: tuple[str, ...], context: str = "") -> list[int]:
+    """A decode's prompt: the call's hints and the text said before (Whisper's
+    previous-text part, if either), then the start-of-transcript sequence."""
+    prompt: list[int] = []
+    if hints or context:
+        prompt.append(tokenizer.sot_prev)
+        if hints:
+            prompt += tokenizer.encode(" " + " ".join(hints))[:HINT_TOKENS]
+        if context:
+            prompt += tokenizer.encode(" " + context)[-CONTEXT_TOKENS:]
+    return prompt + list(tokenizer.sot_sequence)
 
 
 def _max_new_tokens(duration: float) -> int:

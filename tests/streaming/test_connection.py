@@ -172,14 +172,7 @@ async def test_the_probes_pong_is_read_inline_among_text_frames_cut_anywhere(
     ws = await open_pair(handler)
     got: list[str] = []
     ws.on_text = got.append
-    fed: list[bytes] = []
-    receive_data = ws.protocol.receive_data
-
-    def spy(data: bytes) -> None:
-        fed.append(data)
-        receive_data(data)
-
-    ws.protocol.receive_data = spy  # type: ignore[method-assign]
+    fed = fed_to_parser(ws)
     now = asyncio.get_running_loop().time()
     assert ws.probe(now) is not None
     probe_data = ws._probe_data
@@ -197,6 +190,19 @@ async def test_the_probes_pong_is_read_inline_among_text_frames_cut_anywhere(
     assert ws.protocol.state is State.OPEN
     if piece > len(wire):  # at once: none of it went through websockets' parser
         assert fed == []
+
+
+def fed_to_parser(ws: StreamConnection) -> list[bytes]:
+    """The data handed to websockets' parser from now on (a list that fills up)."""
+    fed: list[bytes] = []
+    receive_data = ws.protocol.receive_data
+
+    def spy(data: bytes) -> None:
+        fed.append(data)
+        receive_data(data)
+
+    ws.protocol.receive_data = spy  # type: ignore[method-assign]
+    return fed
 
 
 def server_frames() -> tuple[bytes, list[str]]:
@@ -225,14 +231,7 @@ async def test_frames_cut_anywhere_are_read_whole_and_in_order(
     ws.protocol.max_message_size = 100_000
     got: list[str] = []
     ws.on_text = got.append
-    fed: list[bytes] = []
-    receive_data = ws.protocol.receive_data
-
-    def spy(data: bytes) -> None:
-        fed.append(data)
-        receive_data(data)
-
-    ws.protocol.receive_data = spy  # type: ignore[method-assign]
+    fed = fed_to_parser(ws)
     wire, texts = server_frames()
     for at in range(0, len(wire), piece):
         ws.data_received(wire[at : at + piece])
