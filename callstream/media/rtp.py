@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from callstream.media.exceptions import RtpParseError
 
 __all__ = [
     "MAX_CSRC",
+    "PLAIN_FIRST_OCTET",
     "RTP_HEADER_LENGTH",
     "RTP_VERSION",
     "HeaderExtension",
@@ -34,6 +36,8 @@ __all__ = [
     "build_packet",
     "is_rtcp",
     "parse_header",
+    "rtp_view",
+    "unpack_header",
 ]
 
 RTP_VERSION = 2
@@ -43,11 +47,17 @@ MAX_PAYLOAD_TYPE = 127
 # RFC 5761 §4: RTCP packet types 192-223 land on RTP payload types 64-95.
 RTCP_MUX_FIRST = 192
 RTCP_MUX_LAST = 223
+#: The first octet of a plain packet: version 2, no padding, extension or CSRC, so its
+#: header is the fixed 12 bytes (what nearly every packet of a call looks like).
+PLAIN_FIRST_OCTET = 0x80
 
 _HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+#: ``(first octet, second octet, sequence number, timestamp, SSRC)`` of the fixed header,
+#: unchecked: for the caller that has seen :data:`PLAIN_FIRST_OCTET` and 12 bytes.
+unpack_header = _unpack_header
 _unpack_extension = _EXTENSION.unpack_from
 
 
@@ -210,7 +220,8 @@ def parse_header(data: bytes) -> tuple[int, bool, int, int, int, int, int]:
 class RtpView(NamedTuple):
     """An RTP packet's wire bytes, its header already parsed (a hub packet tap's input).
 
-    A NamedTuple, not a dataclass: one is made per packet on the hot path.
+    A NamedTuple, not a dataclass: one is made per packet on the hot path, there with
+    :func:`rtp_view` (no Python-level ``__new__``).
     """
 
     data: bytes
@@ -236,6 +247,10 @@ class RtpView(NamedTuple):
     def of_built(cls, data: bytes) -> RtpView:
         """View a packet :func:`build_packet` made: its header is always 12 bytes."""
         return cls(data, data[1] & MAX_PAYLOAD_TYPE, RTP_HEADER_LENGTH, len(data))
+
+
+#: ``rtp_view((data, payload_type, start, end))``: an :class:`RtpView` made in C.
+rtp_view = partial(tuple.__new__, RtpView)
 
 
 def build_packet(

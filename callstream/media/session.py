@@ -70,11 +70,16 @@ from callstream.media.rtcp import (
     serialize_rtcp,
 )
 from callstream.media.rtp import (
+    MAX_PAYLOAD_TYPE,
+    PLAIN_FIRST_OCTET,
     RTCP_MUX_FIRST,
     RTCP_MUX_LAST,
+    RTP_HEADER_LENGTH,
     RtpView,
     build_packet,
     parse_header,
+    rtp_view,
+    unpack_header,
 )
 from callstream.media.stats import CallQuality, ReceiverStats, estimate_mos
 
@@ -398,20 +403,27 @@ class RtpSession:
         """
         if self._closed:
             return None
-        if self._rtcp_mux and len(data) > 1 and RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
+        length = len(data)
+        if self._rtcp_mux and length > 1 and RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
             self.receive_rtcp(data, addr, now)
             return None
-        try:
-            pt, _marker, seq, ts, ssrc, start, end = parse_header(data)
-        except RtpParseError as exc:
-            self.malformed_dropped += 1
-            logger.debug("%s < malformed RTP from %s: %s", self.name, addr, exc)
-            return None
+        if length >= RTP_HEADER_LENGTH and data[0] == PLAIN_FIRST_OCTET:
+            # The common packet, read in place (what parse_header would say of it).
+            _, pt, seq, ts, ssrc = unpack_header(data)
+            pt &= MAX_PAYLOAD_TYPE
+            start, end = RTP_HEADER_LENGTH, length
+        else:
+            try:
+                pt, _marker, seq, ts, ssrc, start, end = parse_header(data)
+            except RtpParseError as exc:
+                self.malformed_dropped += 1
+                logger.debug("%s < malformed RTP from %s: %s", self.name, addr, exc)
+                return None
         if addr != self._latch.source and not self._accept_source(addr, ssrc, seq, now):
             return None
-        view = RtpView(data, pt, start, end)
+        view = rtp_view((data, pt, start, end))
         self.packets_received += 1
-        self.bytes_received += len(data)
+        self.bytes_received += length
         self._last_rx = now
         self._timed_out = False
         if ssrc != self._remote_ssrc:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 from callstream.calls.features import LegMedia
@@ -67,6 +68,10 @@ class Chunk(NamedTuple):
     time: float
 
 
+#: ``Chunk``'s constructor without its Python-level ``__new__``: one a packet.
+_chunk = partial(tuple.__new__, Chunk)
+
+
 class StreamEncoder:
     """Subscribes to one leg's track(s) and yields encoded :class:`Chunk` s.
 
@@ -78,6 +83,11 @@ class StreamEncoder:
         wake: called when queued items should go out: once until the next
             :meth:`drain` (see "One write per tick" above for ``both`` tracks).
         on_drop: called with the drop total each time an item is dropped.
+        write: pass-through only: offered each packet's payload first, with the
+            capture time and whether items are queued, while nothing is waiting for the
+            sender (an outbound item waiting for its inbound partner aside, which
+            ``write`` then drains first); True when it wrote the payload, False to queue
+            it.
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class StreamEncoder:
         wake: Callable[[], None],
         on_drop: Callable[[int], None] | None = None,
         max_items: int = QUEUE_ITEMS,
+        write: Callable[[str, bytes, float, bool], bool] | None = None,
     ) -> None:
         self._queue: deque[Chunk] = deque()
         self._max = max_items
@@ -103,6 +114,7 @@ class StreamEncoder:
         self._outbound_waiting = False  # an outbound item waits for its inbound partner
         self.passthrough = codec.name == media.codec and codec.sample_rate == media.sample_rate
         self._payload_type = media.payload_type
+        self._write = write if self.passthrough else None
         self._transcoders: dict[str, Transcoder] = {}
         if self.passthrough:
             self._sub: Subscription = media.hub.add_packet_callback(
@@ -135,11 +147,22 @@ class StreamEncoder:
         # The header was parsed once, by the media session (or built by it); unpacked, not
         # read through the view's properties: two packets per call per tick.
         data, payload_type, start, end = packet
-        if payload_type == self._payload_type and end > start:
-            self._put(Chunk(track, data[start:end], self._clock()))  # not telephone-event or CN
+        if payload_type != self._payload_type or end <= start:
+            return  # telephone-event or CN
+        payload = data[start:end]
+        now = self._clock()
+        # Straight to the socket when the sender has nothing to do: no Chunk, no queue,
+        # no wake. An outbound item still waits for its inbound partner ("One write per
+        # tick"), and once woken the sender's turn comes first, so the order holds.
+        write = self._write
+        if (write is not None and not self._woken and (track == "inbound" or not self._pair)
+                and write(track, payload, now, bool(self._queue))):
+            self.captured += 1
+            return
+        self._put(_chunk((track, payload, now)))
 
     def _on_frame(self, frame: AudioFrame) -> None:
-        self._put(Chunk(frame.track, frame.pcm, frame.time))
+        self._put(_chunk((frame.track, frame.pcm, frame.time)))
 
     # -- sender side --------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 
 try:  # websockets' C masking, and its pure-Python one where the extension is not built
     from websockets.speedups import apply_mask
@@ -66,6 +67,19 @@ class MaskPool:
             at = 0
         self._at = at + KEY_BYTES
         return self._pool[at : at + KEY_BYTES]
+
+    def text_frames(self, messages: Sequence[bytes]) -> list[bytes]:
+        """Each of ``messages`` as one whole text frame (:func:`text_frame`), each masked
+        with a fresh key: the keys drawn here rather than a :meth:`key` call each."""
+        out = []
+        pool, at = self._pool, self._at
+        for data in messages:
+            if at >= len(pool):
+                pool, at = os.urandom(self._size), 0
+            out.append(text_frame(data, pool[at : at + KEY_BYTES]))
+            at += KEY_BYTES
+        self._pool, self._at = pool, at
+        return out
 
 
 #: The process's pool, shared by its streams; a forked child starts a fresh one.

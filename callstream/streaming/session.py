@@ -273,7 +273,8 @@ class StreamSession:
         self._capture_started = self._clock()
         self._encoder = StreamEncoder(media, track, self.format.codec, clock=self._clock,
                                       wake=self._wake_sender, on_drop=self._dropped,
-                                      max_items=queue_items(self._buffer_secs, track))
+                                      max_items=queue_items(self._buffer_secs, track),
+                                      write=self._write_packet)
         self._media_ready.set()
 
     def on_dtmf(self, digit: str, now: float) -> None:
@@ -580,28 +581,58 @@ class StreamSession:
         else:
             self._wakeup.set()
 
+    def _write_packet(self, track: str, payload: bytes, captured: float, queued: bool) -> bool:
+        """From the media path (the encoder, pass-through only), one packet's payload: its
+        ``media`` frame written at once, after what is ``queued``, when the socket takes it
+        without a wait and nothing else is due (a control frame, a consumer behind); else
+        False, and the encoder queues it for the usual way. The common case of
+        :meth:`_wake_sender` without the queue: the frame goes out as it came."""
+        ws = self._live
+        if ws is None or self._control or not can_write_now(ws):
+            return False
+        if ws.probe_asked is not None and self._consumer_behind(ws, captured):
+            return False
+        encoder = self._encoder
+        if queued and encoder is not None:  # an outbound frame waiting for this one
+            out, audio = self._queued_frames(encoder, captured)
+        else:
+            out, audio = [], 0
+        out.append(self._frames.media(track, payload, captured))
+        audio += len(payload)
+        write_now(ws, out, ws.probe(captured))
+        self.counters.sent(len(out), audio)
+        return True
+
     def _take_pending(self, ws: StreamConnection, now: float) -> tuple[list[bytes], int]:
         """Every frame ready, media first, and the audio bytes they carry."""
         out: list[bytes] = []
         audio = 0
         encoder = self._encoder
         if encoder is not None and len(encoder) and not self._consumer_behind(ws, now):
-            self.counters.dropped(encoder.dropped)
-            frames = self._frames
-            backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
-            cutoff = now - self._latency_bound
-            overdue = 0
-            for track, payload, captured in encoder.drain():
-                if backlog_until < captured < cutoff:
-                    overdue += 1  # live audio too old to be worth hearing now
-                    continue
-                out.append(frames.media(track, payload, captured))
-                audio += len(payload)
-            if overdue:
-                self._overdue(overdue)
+            out, audio = self._queued_frames(encoder, now)
         control = self._control
         while control:
             out.append(control.popleft()())
+        return out, audio
+
+    def _queued_frames(self, encoder: StreamEncoder, now: float) -> tuple[list[bytes], int]:
+        """The encoder's queue as ``media`` frames, overdue live audio left out, and the
+        audio bytes they carry."""
+        self.counters.dropped(encoder.dropped)
+        out: list[bytes] = []
+        audio = 0
+        frames = self._frames
+        backlog_until = self._backlog_until if self._backlog_until is not None else 0.0
+        cutoff = now - self._latency_bound
+        overdue = 0
+        for track, payload, captured in encoder.drain():
+            if backlog_until < captured < cutoff:
+                overdue += 1  # live audio too old to be worth hearing now
+                continue
+            out.append(frames.media(track, payload, captured))
+            audio += len(payload)
+        if overdue:
+            self._overdue(overdue)
         return out, audio
 
     async def _send_pending(self, ws: StreamConnection) -> None:

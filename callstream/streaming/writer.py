@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
-from callstream.streaming.framing import MASKS, text_frame
+from callstream.streaming.framing import MASKS
 
 __all__ = ["can_write_now", "send_frames", "write_now"]
 
@@ -41,7 +41,10 @@ def write_now(ws: ClientConnection, frames: Sequence[bytes], probe: bytes | None
     """Write ``frames`` as text messages at once, in one write, and the ``probe`` ping
     frame after them if one is given; only after :func:`can_write_now` said yes, with
     nothing awaited since."""
-    ws.transport.writelines(_framed(frames, probe))
+    out = MASKS.text_frames(frames)  # _framed's work, one call less on the media path
+    if probe is not None:
+        out.append(probe)
+    ws.transport.writelines(out)
 
 
 async def send_frames(ws: ClientConnection, frames: Sequence[bytes],
@@ -66,10 +69,7 @@ async def send_frames(ws: ClientConnection, frames: Sequence[bytes],
 
 
 def _framed(frames: Sequence[bytes], probe: bytes | None) -> list[bytes]:
-    key = MASKS.key
-    out = []
-    for frame in frames:  # a loop, not a comprehension: one frame less per write
-        out.append(text_frame(frame, key()))
+    out = MASKS.text_frames(frames)
     if probe is not None:
         out.append(probe)
     return out

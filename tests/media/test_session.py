@@ -7,10 +7,12 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callstream.media.codecs import G722, PCMA, PCMU, CodecInfo
 from callstream.media.dtmf import DtmfDigit, dtmf_packets
-from callstream.media.exceptions import InvalidDtmfError, MediaStateError
+from callstream.media.exceptions import InvalidDtmfError, MediaStateError, RtpParseError
 from callstream.media.latch import PROBATION_PACKETS, RELATCH_IDLE, StrictRtp
 from callstream.media.rtcp import (
     RtcpBye,
@@ -19,7 +21,7 @@ from callstream.media.rtcp import (
     RtcpSourceDescription,
     parse_rtcp,
 )
-from callstream.media.rtp import RtpPacket
+from callstream.media.rtp import RtpPacket, RtpView
 from callstream.media.session import (
     ByeReceived,
     RemoteAddressChanged,
@@ -511,3 +513,19 @@ def test_generated_dtmf_packets_interleave_with_audio_seq() -> None:
         b.playout(1.0)
     assert b.jitter_buffer.lost == 0
     assert [e.digit for e in b.events_received() if isinstance(e, DtmfDigit)] == ["9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.just(0x80) | st.integers(0, 255), rest=st.binary(min_size=0, max_size=60))
+def test_the_plain_header_read_in_place_says_what_parse_header_says(
+        first: int, rest: bytes) -> None:
+    """``receive_rtp`` reads a plain packet's fixed header in place: the view (or the
+    refusal) is the full parse's for any bytes."""
+    session = RtpSession(PCMU, remote_address=B_ADDR, rng=random.Random(1), name="a")
+    data = bytes((first,)) + rest
+    try:
+        expected: RtpView | None = RtpView.parse(data)
+    except RtpParseError:
+        expected = None
+    assert session.receive_rtp(data, B_ADDR, 0.0) == expected
+    assert session.malformed_dropped == (expected is None)

@@ -24,6 +24,7 @@ from callstream.media.hub import MediaHub, Track
 from callstream.media.rtp import RtpView, build_packet
 from callstream.outbound.policy import DEFAULT_POLICY, OutboundPolicy
 from callstream.store.records import CallRecord
+from callstream.streaming.encoder import Chunk
 from callstream.streaming.session import StreamParams, StreamSession
 
 HEAD_DROPPED = "callstream_stream_frames_dropped_before_start_total"
@@ -244,6 +245,51 @@ async def test_both_tracks_go_out_one_write_per_tick_in_order() -> None:
         assert stream.counters.frames_sent == 9
         stream.detach("hangup")
         await asyncio.wait_for(c.closed.wait(), 5)
+
+
+async def test_a_pass_through_packet_goes_straight_to_the_socket() -> None:
+    """The common case: no queue item, no wake of the stream's task, one write per packet;
+    the frames are those the queued path makes (its ``write`` hook off: the same packets)."""
+    direct = await five_packets(direct=True)
+    assert direct == await five_packets(direct=False)
+    assert direct == [(str(n + 1), "inbound", str(n), bytes([n]) * 160) for n in range(1, 6)]
+
+
+async def five_packets(*, direct: bool) -> list[tuple[str, str, str, bytes]]:
+    async with consumer() as c:
+        stream, media = session(c.url)
+        stream.attach(media)
+        stream.start()
+        await c.until(lambda c: bool(c.of("start")))
+        encoder, ws = stream._encoder, stream._ws
+        assert encoder is not None and ws is not None
+        if not direct:
+            encoder._write = None
+        writes = queued = 0
+        writelines, put = ws.transport.writelines, encoder._put
+
+        def counting(data: list[bytes]) -> None:
+            nonlocal writes
+            writes += 1
+            writelines(data)
+
+        def counting_put(item: Chunk) -> None:
+            nonlocal queued
+            queued += 1
+            put(item)
+
+        ws.transport.writelines = counting  # type: ignore[method-assign]
+        encoder._put = counting_put  # type: ignore[method-assign]
+        for n in range(1, 6):
+            talk(media, n, 1)
+            assert writes == n and not len(encoder) and not stream._wakeup.is_set()
+            assert queued == (0 if direct else n)
+        await c.until(lambda c: len(c.of("media")) == 5)
+        assert encoder.captured == 5 and stream.counters.frames_sent == 6
+        stream.detach("hangup")
+        await asyncio.wait_for(c.closed.wait(), 5)
+        return [(f["sequence_number"], f["media"]["track"], f["media"]["chunk"],
+                 base64.b64decode(f["media"]["payload"])) for f in c.of("media")]
 
 
 @dataclass
