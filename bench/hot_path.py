@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 WORKLOADS = ("inbound", "voice-ai")
+#: ``--callstream floor``: not a tree but :func:`floor_server`, the path's system calls alone.
+FLOOR = "floor"
 TICK = 0.020
 #: A run whose pacer skipped more than this share of its ticks is not "clean".
 MAX_SKIPPED = 0.01
@@ -239,6 +241,95 @@ async def server(calls: int, workload: str, seconds: float, ws_port: int,
     }
 
 
+# -- the floor: the same sockets and system calls, next to no Python -----------------------
+
+
+class _FloorLeg(asyncio.DatagramProtocol):
+    """One call of the floor server: each caller packet answered by a prebuilt frame."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+        self.rtp: asyncio.DatagramTransport | None = None
+        self.ws: asyncio.Transport | None = None
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.rtp = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
+        if self.ws is not None:
+            self.ws.writelines(self.frames)
+
+
+class _Discard(asyncio.Protocol):
+    """The consumer's echoes, read and dropped (what the kernel charges for them stays)."""
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+async def floor_server(calls: int, workload: str, seconds: float, ws_port: int,
+                       rtp_ports: list[int]) -> dict[str, Any]:
+    """What the per-tick path costs with no callstream in it: per call the same UDP
+    socket (a uvloop datagram endpoint), the same WebSocket (``websockets``' handshake,
+    then raw writes) and, per tick, one RTP packet out (one timer for all calls) and one
+    write of prebuilt, masked ``media`` frames the size callstream's are for each packet
+    in (two frames with ``both_tracks``); the consumer's echoes are read and dropped. Its
+    CPU is the floor the Python above it adds to: mostly the kernel's."""
+    from websockets.asyncio.client import connect
+
+    from callstream.streaming.framing import MASKS
+    from callstream.streaming.protocol.server import FrameBuilder
+
+    loop = asyncio.get_running_loop()
+    voice_ai = workload == "voice-ai"
+    builder = FrameBuilder("00000000-0000-4000-8000-000000000000")
+    builder.start({}, 0.0)
+    tracks = ("outbound", "inbound") if voice_ai else ("inbound",)
+    frames = MASKS.text_frames([builder.media(t, PCMU_FRAME, 12.345) for t in tracks])
+    packet = struct.pack("!BBHII", 0x80, 0, 1, 160, 0x1234) + bytes(b"\xff" * 160)
+    legs: list[_FloorLeg] = []
+    sockets = []
+    for _ in range(calls):
+        _, leg = await loop.create_datagram_endpoint(
+            lambda: _FloorLeg(frames), local_addr=("127.0.0.1", 0))
+        ws = await connect(f"ws://127.0.0.1:{ws_port}/", compression=None)
+        leg.ws = ws.transport  # type: ignore[assignment]
+        ws.transport.set_protocol(_Discard())
+        sockets.append(ws)
+        legs.append(leg)
+    ticks = 0
+
+    def tick() -> None:
+        nonlocal ticks, handle
+        ticks += 1
+        for c, leg in enumerate(legs):
+            assert leg.rtp is not None
+            leg.rtp.sendto(packet, ("127.0.0.1", rtp_ports[c]))
+        handle = loop.call_at(start + (ticks + 1) * TICK, tick)
+
+    start = loop.time()
+    handle = loop.call_at(start + TICK, tick)
+    await asyncio.sleep(SETTLE_S)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    ticks0 = ticks
+    await asyncio.sleep(seconds)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    handle.cancel()
+    n = ticks - ticks0
+    user = ru1.ru_utime - ru0.ru_utime
+    system = ru1.ru_stime - ru0.ru_stime
+    return {
+        "us_per_call_per_20ms": (user + system) / n / calls * 1e6,
+        "user_us_per_call_per_20ms": user / n / calls * 1e6,
+        "system_us_per_call_per_20ms": system / n / calls * 1e6,
+        "cpu_percent": 100 * (user + system) / seconds, "ticks": n, "late_ticks": 0,
+        "skipped_ticks": 0, "ws_frames_per_call_per_tick": len(frames),
+        "rtp_sent": n * calls, "rtp_received": sum(leg.received for leg in legs),
+    }
+
+
 # -- driver ---------------------------------------------------------------------------------
 
 
@@ -261,8 +352,12 @@ def top_functions(path: Path, count: int = 10) -> list[tuple[float, str]]:
 
 def run_one(tree: str, calls: int, workload: str, seconds: float,
             pyspy: Path | None = None) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     me = str(Path(__file__).resolve())
+    floor = tree == FLOOR
+    if floor:  # the floor server, from this tree
+        tree = str(Path(me).parents[1])
+        pyspy = None
+    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     peer_proc = subprocess.Popen(
         [sys.executable, me, "--role", "peer", "--calls", str(calls), "--workload", workload],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -271,7 +366,8 @@ def run_one(tree: str, calls: int, workload: str, seconds: float,
         ports = json.loads(peer_proc.stdout.readline())
         spy = ["--pyspy", str(pyspy)] if pyspy else []
         out = subprocess.run(
-            [sys.executable, me, *spy, "--role", "server", "--calls", str(calls), "--workload",
+            [sys.executable, me, *spy, "--role", "floor" if floor else "server",
+             "--calls", str(calls), "--workload",
              workload, "--seconds", str(seconds), "--ws-port", str(ports["ws"]),
              "--rtp-ports", ",".join(map(str, ports["rtp"]))],
             capture_output=True, text=True, env=env, cwd=tree, timeout=seconds + 120,
@@ -288,7 +384,8 @@ def run_one(tree: str, calls: int, workload: str, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=("driver", "server", "peer"), default="driver")
+    parser.add_argument("--role", choices=("driver", "server", "floor", "peer"),
+                        default="driver")
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window per run")
     parser.add_argument("--workload", choices=(*WORKLOADS, "both"), default="both")
@@ -307,10 +404,14 @@ def main() -> None:
     if args.role == "peer":
         uvloop.run(peer(args.calls, args.workload == "voice-ai"))
         return
-    if args.role == "server":
+    if args.role in ("server", "floor"):
         ports = [int(p) for p in args.rtp_ports.split(",")]
-        result = uvloop.run(server(args.calls, args.workload, args.seconds, args.ws_port, ports,
-                                   args.pyspy))
+        if args.role == "floor":
+            result = uvloop.run(floor_server(args.calls, args.workload, args.seconds,
+                                             args.ws_port, ports))
+        else:
+            result = uvloop.run(server(args.calls, args.workload, args.seconds, args.ws_port,
+                                       ports, args.pyspy))
         print(json.dumps(result), flush=True)
         return
 
@@ -352,7 +453,8 @@ def main() -> None:
                 statistics.median(r["user_us_per_call_per_20ms"] for r in clean or mine),
                 statistics.median(r["system_us_per_call_per_20ms"] for r in clean or mine))
             clean_runs.setdefault(workload, {})[tree] = len(clean)
-    print(f"\n{'workload':>8} " + " ".join(f"{Path(t).resolve().name:>40}" for t in trees))
+    print(f"\n{'workload':>8} " + " ".join(
+        f"{t if t == FLOOR else Path(t).resolve().name:>40}" for t in trees))
     for workload, row in medians.items():
         print(f"{workload:>8} " + " ".join(
             f"{row[t]:>8.1f} µs (user {split[workload][t][0]:.1f}, system "
