@@ -26,6 +26,7 @@ from callstream.media.exceptions import RtpParseError
 
 __all__ = [
     "MAX_CSRC",
+    "RTP_HEADER",
     "RTP_HEADER_LENGTH",
     "RTP_VERSION",
     "HeaderExtension",
@@ -44,10 +45,11 @@ MAX_PAYLOAD_TYPE = 127
 RTCP_MUX_FIRST = 192
 RTCP_MUX_LAST = 223
 
-_HEADER = struct.Struct("!BBHII")
+#: The fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC.
+RTP_HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
-_pack_header = _HEADER.pack
-_unpack_header = _HEADER.unpack_from
+_pack_header = RTP_HEADER.pack
+_unpack_header = RTP_HEADER.unpack_from
 _unpack_extension = _EXTENSION.unpack_from
 
 
