@@ -218,6 +218,7 @@ class RtpSession:
         "_sending",
         "_sent_at_last_report",
         "_seq",
+        "_silence_length",
         "_silence_payload",
         "_silence_pcm",
         "_started",
@@ -282,6 +283,7 @@ class RtpSession:
         self._silence_pcm = silence(codec.frame_samples) if self._encoder.stateless else None
         self._silence_payload = (
             self._encoder.encode(self._silence_pcm) if self._silence_pcm is not None else b"")
+        self._silence_length = len(self._silence_payload)
         self._frame_ticks = codec.frame_ticks
         self._jitter_prefetch_ms = jitter_prefetch_ms
         self._jitter = JitterBuffer(codec, codec.new_decoder(), prefetch_ms=jitter_prefetch_ms)
@@ -585,8 +587,12 @@ class RtpSession:
         if self._dtmf_plan and self._send_dtmf_tick(now):
             return
         # == rather than is: any all-zero frame, from the hub or a source, is silence.
-        payload = (self._silence_payload if pcm == self._silence_pcm
-                   else self._encoder.encode(pcm))
+        if pcm == self._silence_pcm:
+            payload = self._silence_payload
+            length = self._silence_length
+        else:
+            payload = self._encoder.encode(pcm)
+            length = len(payload)
         ts = self._ts
         self._ts = (ts + self._frame_ticks) & _MASK32
         remote = self._remote_rtp
@@ -595,7 +601,6 @@ class RtpSession:
             return
         # _send, inlined for the audio packet of every tick.
         pt = self._pt
-        length = len(payload)
         self.rtp_out.append((
             _pack_header(0x80, (pt | 0x80) if self._marker else pt, self._seq, ts, self.ssrc)
             + payload, remote))

@@ -50,7 +50,7 @@ from callstream.media.metrics import (
     RTP_REJECTED,
     RTP_SKIPPED_OUT,
 )
-from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST, RtpView
+from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST, RTP_HEADER_LENGTH, RtpView
 from callstream.media.session import Address, RtpSession, SessionEvent
 
 __all__ = [
@@ -277,8 +277,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                     rtp.sendto(data, addr)
                     if not RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
                         if state.outbound_packet_sinks:
-                            self.hub.push_packet(
-                                self.leg, Track.OUTBOUND, RtpView.of_built(data), now)
+                            # RtpView.of_built, inlined: the header is always 12 bytes.
+                            self.hub.push_packet(self.leg, Track.OUTBOUND, RtpView(
+                                data, data[1] & 0x7F, RTP_HEADER_LENGTH, len(data)), now)
                         else:
                             state.packets_out += 1  # push_packet's count, no tap to call
         rtcp_datagrams = session.rtcp_out
