@@ -11,7 +11,9 @@ concealment — works on internal PCM (16-bit little-endian).
 
 ``push()`` files a payload; ``pull()`` is called once per 20 ms tick and
 returns exactly one 20 ms frame of PCM, or ``None`` while there is nothing to
-play (before the first packets, or after the peer went quiet).
+play (before the first packets, or after the peer went quiet). ``advance()``
+is ``pull()`` for a tick nobody hears: the same bookkeeping, no PCM, and with
+a stateless codec no decode (see :meth:`JitterBuffer.advance`).
 
 * **Prefetch.** Playout starts once :data:`JITTER_PREFETCH_MS` of audio is
   buffered, and the same depth decides how long a hole is waited for: when

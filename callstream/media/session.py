@@ -13,10 +13,13 @@ a clock, opens a socket or creates a task. The I/O layer
   20 ms frame of decoded PCM from the jitter buffer (with concealment), or
   ``None`` while nothing is playing. Audio does not travel as events: a
   per-packet event object would be an allocation on the hot path for nothing.
+  ``playout_unheard(now)`` plays a tick out that nobody listens to (no decode
+  where the codec allows).
 * **Out.** ``send_frame(pcm, now)`` encodes one 20 ms frame into an RTP packet
   (sequence number, timestamp, SSRC; the marker on the first packet and after
   a gap); ``skip_frame(now)`` lets a tick pass in silence. The packets wait in
-  ``datagrams_to_send()``; RTCP in ``rtcp_datagrams_to_send()``.
+  ``rtp_out``, drained by ``datagrams_to_send()``; RTCP in ``rtcp_out``,
+  drained by ``rtcp_datagrams_to_send()``.
 * **DTMF.** ``send_dtmf(digits)`` queues RFC 4733 events; they go out on the
   next ticks in place of audio. Received key presses are reported once each
   as :class:`~callstream.media.dtmf.DtmfDigit` events.
