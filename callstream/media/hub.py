@@ -637,6 +637,15 @@ class MediaHub:
         """Choose whether an idle tick sends silence (True) or nothing."""
         self._leg(leg).send_silence_when_idle = enabled
 
+    def leg_state(self, leg: str) -> _LegState:
+        """A leg's live state, for the pacer's per-tick fast paths: they read its
+        sink lists and count its frames and packets without a call into the hub.
+
+        Raises:
+            MediaStateError: no such leg.
+        """
+        return self._leg(leg)
+
     def _leg(self, leg: str) -> _LegState:
         try:
             return self._legs[leg]

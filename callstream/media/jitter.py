@@ -11,7 +11,9 @@ concealment — works on internal PCM (16-bit little-endian).
 
 ``push()`` files a payload; ``pull()`` is called once per 20 ms tick and
 returns exactly one 20 ms frame of PCM, or ``None`` while there is nothing to
-play (before the first packets, or after the peer went quiet).
+play (before the first packets, or after the peer went quiet). ``advance()``
+is ``pull()`` for a tick nobody hears: the same bookkeeping, no PCM, and with
+a stateless codec no decode (see :meth:`JitterBuffer.advance`).
 
 * **Prefetch.** Playout starts once :data:`JITTER_PREFETCH_MS` of audio is
   buffered, and the same depth decides how long a hole is waited for: when
@@ -108,11 +110,14 @@ class JitterBuffer:
         "_next",
         "_next_valid",
         "_packets",
+        "_payload_bytes",
         "_pcm",
         "_playing",
         "_prefetch_samples",
         "_samples_for",
         "_silence",
+        "_stateless",
+        "_undecoded",
         "concealed_frames",
         "duplicates",
         "late",
@@ -135,6 +140,9 @@ class JitterBuffer:
         self._samples_for = codec.samples_for
         self._frame_samples = codec.frame_samples
         self._frame_bytes = codec.pcm_frame_bytes
+        # A payload of exactly 20 ms takes the fast paths (-1: none does, as with Opus).
+        self._payload_bytes = codec.frame_bytes or -1
+        self._stateless = decoder.stateless
         self._silence = silence(codec.frame_samples)
         self._prefetch_samples = max(prefetch_ms, 0) * codec.sample_rate // 1000
         self._max_samples = max(JITTER_MAX_MS * codec.sample_rate // 1000, self._prefetch_samples)
@@ -148,6 +156,8 @@ class JitterBuffer:
         self._highest: int | None = None
         self._bad_seq = -1
         self._last_frame = self._silence
+        # The payload that _last_frame is the PCM of, while advance() left it undecoded.
+        self._undecoded: bytes | None = None
         self._last_packet_samples = codec.frame_samples
         self._conceal_run = 0
         self._concealed_for_next = 0
@@ -201,7 +211,17 @@ class JitterBuffer:
                 return PushResult.DUPLICATE
             if ext > highest:
                 self._highest = ext
-        self._file(ext, payload)
+        packets = self._packets
+        if len(packets) < self._capacity:  # _file, inlined: once per packet received
+            packets[ext] = payload
+            if payload is None:
+                self._buffered += self._frame_samples
+            else:
+                length = len(payload)
+                self._buffered += (self._frame_samples if length == self._payload_bytes
+                                   else self._samples_for(length))
+        else:
+            self._file(ext, payload)
         return PushResult.ACCEPTED
 
     def _file(self, ext: int, payload: bytes | None) -> None:
@@ -240,6 +260,55 @@ class JitterBuffer:
 
     def pull(self) -> bytes | None:
         """Return the next 20 ms of PCM, concealing losses; None when not playing."""
+        # The common tick: playing, the next packet here, 20 ms of audio, nothing
+        # left over from re-framing. The general path below does the same for it.
+        packets = self._packets
+        ext = self._next
+        if self._playing and ext in packets and not self._pcm and (
+                self._buffered <= self._max_samples):
+            entry = packets[ext]
+            if entry is not None and len(entry) == self._payload_bytes:
+                del packets[ext]
+                self._next = ext + 1
+                self._buffered -= self._frame_samples
+                decoded = self._last_frame = self._decoder.decode(entry)
+                self._undecoded = None
+                self._last_packet_samples = self._frame_samples
+                self._conceal_run = 0
+                self._concealed_for_next = 0
+                self.played += 1
+                return decoded
+        return self._pull()
+
+    def advance(self) -> bool:
+        """Play the next 20 ms out unheard: :meth:`pull`'s bookkeeping without its PCM.
+
+        For a tick where nobody reads the inbound audio. The losses, concealment,
+        stops and counters are exactly ``pull()``'s, and a ``pull()`` on any later
+        tick returns what it would have returned. A stateless codec's common tick
+        skips the decode: the payload is kept, and decoded only if concealment
+        needs the last frame. Returns whether a frame played (``pull()`` would have
+        returned PCM rather than None).
+        """
+        packets = self._packets
+        ext = self._next
+        if self._stateless and self._playing and ext in packets and not self._pcm and (
+                self._buffered <= self._max_samples):
+            entry = packets[ext]
+            if entry is not None and len(entry) == self._payload_bytes:
+                del packets[ext]
+                self._next = ext + 1
+                self._buffered -= self._frame_samples
+                self._undecoded = entry
+                self._last_packet_samples = self._frame_samples
+                self._conceal_run = 0
+                self._concealed_for_next = 0
+                self.played += 1
+                return True
+        return self._pull() is not None
+
+    def _pull(self) -> bytes | None:
+        # pull()'s general path: starts, re-framing, placeholders, losses, concealment.
         packets = self._packets
         if not self._playing:
             if not packets or self._buffered < self._prefetch_samples:
@@ -261,6 +330,7 @@ class JitterBuffer:
                     self._frame_samples if entry is None else self._samples_for(len(entry)))
                 if entry is None:
                     decoded = self._last_frame = self._silence
+                    self._undecoded = None
                 elif not entry:  # NO_AUDIO: its sequence number, no time
                     continue
                 else:
@@ -268,8 +338,10 @@ class JitterBuffer:
                     self._last_packet_samples = len(decoded) >> 1 or self._frame_samples
                     if len(decoded) > frame_bytes:
                         self._last_frame = decoded[-frame_bytes:]  # what PLC repeats
+                        self._undecoded = None
                     elif len(decoded) == frame_bytes:
                         self._last_frame = decoded
+                        self._undecoded = None
                 self._conceal_run = 0
                 self._concealed_for_next = 0
                 self.played += 1
@@ -311,6 +383,9 @@ class JitterBuffer:
 
     def _concealment(self, samples: int) -> bytes:
         """Return ``samples`` of concealment: the last frame, fading, then silence."""
+        if self._undecoded is not None:  # advance() left the last frame undecoded
+            self._last_frame = self._decoder.decode(self._undecoded)
+            self._undecoded = None
         out = bytearray()
         while samples > 0:
             take = min(samples, self._frame_samples)

@@ -28,6 +28,7 @@ from callstream.media.exceptions import RtpParseError
 __all__ = [
     "MAX_CSRC",
     "PLAIN_FIRST_OCTET",
+    "RTP_HEADER",
     "RTP_HEADER_LENGTH",
     "RTP_VERSION",
     "HeaderExtension",
@@ -37,7 +38,6 @@ __all__ = [
     "is_rtcp",
     "parse_header",
     "rtp_view",
-    "unpack_header",
 ]
 
 RTP_VERSION = 2
@@ -51,13 +51,11 @@ RTCP_MUX_LAST = 223
 #: header is the fixed 12 bytes (what nearly every packet of a call looks like).
 PLAIN_FIRST_OCTET = 0x80
 
-_HEADER = struct.Struct("!BBHII")
+#: The fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC.
+RTP_HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
-_pack_header = _HEADER.pack
-_unpack_header = _HEADER.unpack_from
-#: ``(first octet, second octet, sequence number, timestamp, SSRC)`` of the fixed header,
-#: unchecked: for the caller that has seen :data:`PLAIN_FIRST_OCTET` and 12 bytes.
-unpack_header = _unpack_header
+_pack_header = RTP_HEADER.pack
+_unpack_header = RTP_HEADER.unpack_from
 _unpack_extension = _EXTENSION.unpack_from
 
 

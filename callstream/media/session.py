@@ -13,10 +13,13 @@ a clock, opens a socket or creates a task. The I/O layer
   20 ms frame of decoded PCM from the jitter buffer (with concealment), or
   ``None`` while nothing is playing. Audio does not travel as events: a
   per-packet event object would be an allocation on the hot path for nothing.
+  ``playout_unheard(now)`` plays a tick out that nobody listens to (no decode
+  where the codec allows).
 * **Out.** ``send_frame(pcm, now)`` encodes one 20 ms frame into an RTP packet
   (sequence number, timestamp, SSRC; the marker on the first packet and after
   a gap); ``skip_frame(now)`` lets a tick pass in silence. The packets wait in
-  ``datagrams_to_send()``; RTCP in ``rtcp_datagrams_to_send()``.
+  ``rtp_out``, drained by ``datagrams_to_send()``; RTCP in ``rtcp_out``,
+  drained by ``rtcp_datagrams_to_send()``.
 * **DTMF.** ``send_dtmf(digits)`` queues RFC 4733 events; they go out on the
   next ticks in place of audio. Received key presses are reported once each
   as :class:`~callstream.media.dtmf.DtmfDigit` events.
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 
 from callstream.media.clock import ntp_from_unix, ntp_middle, seconds_to_short_ntp
 from callstream.media.codecs import TELEPHONE_EVENT_PT, CodecInfo
+from callstream.media.codecs.pcm import silence
 from callstream.media.dtmf import DtmfDetector, DtmfDigit, DtmfPlan, TelephoneEvent, plan_dtmf
 from callstream.media.exceptions import (
     DtmfParseError,
@@ -74,12 +78,12 @@ from callstream.media.rtp import (
     PLAIN_FIRST_OCTET,
     RTCP_MUX_FIRST,
     RTCP_MUX_LAST,
+    RTP_HEADER,
     RTP_HEADER_LENGTH,
     RtpView,
     build_packet,
     parse_header,
     rtp_view,
-    unpack_header,
 )
 from callstream.media.stats import CallQuality, ReceiverStats, estimate_mos
 
@@ -109,6 +113,7 @@ RTCP_JITTER_HIGH = 1.5
 DEFAULT_MEDIA_TIMEOUT = 30.0
 MAX_RTT = 60.0  # an RTT computed above this is a clock mix-up, not a measurement
 _MASK32 = 0xFFFFFFFF
+_pack_header = RTP_HEADER.pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,12 +220,13 @@ class RtpSession:
         "_rtcp_due",
         "_rtcp_interval",
         "_rtcp_mux",
-        "_rtcp_out",
-        "_rtp_out",
         "_sdp_rtp",
         "_sending",
         "_sent_at_last_report",
         "_seq",
+        "_silence_length",
+        "_silence_payload",
+        "_silence_pcm",
         "_started",
         "_stats",
         "_timed_out",
@@ -241,8 +247,10 @@ class RtpSession:
         "remote_report",
         "rtcp_foreign_dropped",
         "rtcp_malformed",
+        "rtcp_out",
         "rtcp_received",
         "rtcp_sent",
+        "rtp_out",
         "rtt",
         "skipped_out",
         "ssrc",
@@ -276,6 +284,12 @@ class RtpSession:
         self._pt = codec.payload_type if payload_type is None else payload_type
         self._dtmf_pt = dtmf_payload_type
         self._encoder = codec.new_encoder()
+        # Idle ticks send silence (send_silence_when_idle): a stateless encoder's
+        # silence is encoded once. None when the encoder keeps state (G.722).
+        self._silence_pcm = silence(codec.frame_samples) if self._encoder.stateless else None
+        self._silence_payload = (
+            self._encoder.encode(self._silence_pcm) if self._silence_pcm is not None else b"")
+        self._silence_length = len(self._silence_payload)
         self._frame_ticks = codec.frame_ticks
         self._jitter_prefetch_ms = jitter_prefetch_ms
         self._jitter = JitterBuffer(codec, codec.new_decoder(), prefetch_ms=jitter_prefetch_ms)
@@ -315,8 +329,11 @@ class RtpSession:
         self._sent_at_last_report = 0
         self._retired = _Retired()
         self._events: list[SessionEvent] = []
-        self._rtp_out: list[tuple[bytes, Address]] = []
-        self._rtcp_out: list[tuple[bytes, Address]] = []
+        #: Datagrams waiting for the RTP and the RTCP socket. The I/O layer sends
+        #: and clears them (the pacer's tick reads them without a call), or drains
+        #: them with datagrams_to_send() and rtcp_datagrams_to_send().
+        self.rtp_out: list[tuple[bytes, Address]] = []
+        self.rtcp_out: list[tuple[bytes, Address]] = []
         self.remote_cname: str | None = None
         self.remote_report: ReportBlock | None = None
         self.rtt: float | None = None
@@ -409,7 +426,7 @@ class RtpSession:
             return None
         if length >= RTP_HEADER_LENGTH and data[0] == PLAIN_FIRST_OCTET:
             # The common packet, read in place (what parse_header would say of it).
-            _, pt, seq, ts, ssrc = unpack_header(data)
+            _, pt, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
             pt &= MAX_PAYLOAD_TYPE
             start, end = RTP_HEADER_LENGTH, length
         else:
@@ -563,6 +580,12 @@ class RtpSession:
         """Return the next 20 ms of received PCM, or None while nothing plays."""
         return self._jitter.pull()
 
+    def playout_unheard(self, now: float) -> bool:
+        """Play the next 20 ms out for nobody: ``playout``'s bookkeeping (losses,
+        concealment, counters), without the PCM and, where the codec allows,
+        without decoding it. Returns whether ``playout`` would have given a frame."""
+        return self._jitter.advance()
+
     def send_frame(self, pcm: bytes, now: float) -> None:
         """Send one 20 ms PCM frame (at the codec's sample rate) to the peer.
 
@@ -576,8 +599,31 @@ class RtpSession:
             raise MediaStateError("RTP session is closed")
         if self._dtmf_plan and self._send_dtmf_tick(now):
             return
-        self._send(self._pt, self._encoder.encode(pcm), self._ts, now)
-        self._ts = (self._ts + self._frame_ticks) & _MASK32
+        # == rather than is: any all-zero frame, from the hub or a source, is silence.
+        if pcm == self._silence_pcm:
+            payload = self._silence_payload
+            length = self._silence_length
+        else:
+            payload = self._encoder.encode(pcm)
+            length = len(payload)
+        ts = self._ts
+        self._ts = (ts + self._frame_ticks) & _MASK32
+        remote = self._remote_rtp
+        if remote is None or not self._sending:
+            self.skipped_out += 1
+            return
+        # _send, inlined for the audio packet of every tick.
+        pt = self._pt
+        self.rtp_out.append((
+            _pack_header(0x80, (pt | 0x80) if self._marker else pt, self._seq, ts, self.ssrc)
+            + payload, remote))
+        self._marker = False
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.packets_sent += 1
+        self.bytes_sent += RTP_HEADER_LENGTH + length
+        self.octets_sent += length
+        self._last_send_ts = ts
+        self._last_send_at = now
 
     def send_payload(self, payload: bytes, now: float) -> None:
         """Send an already encoded payload in the session's codec (passthrough).
@@ -641,6 +687,7 @@ class RtpSession:
         return True
 
     def _send(self, pt: int, payload: bytes, ts: int, now: float) -> None:
+        # send_frame has its own copy of this for the audio of every tick.
         remote = self._remote_rtp
         if remote is None or not self._sending:
             # Nowhere to send yet (no SDP address), or on hold: the RTP clock runs on.
@@ -649,7 +696,7 @@ class RtpSession:
         packet = build_packet(pt, self._marker, self._seq, ts, self.ssrc, payload)
         self._marker = False
         self._seq = (self._seq + 1) & 0xFFFF
-        self._rtp_out.append((packet, remote))
+        self.rtp_out.append((packet, remote))
         self.packets_sent += 1
         self.bytes_sent += len(packet)
         self.octets_sent += len(payload)
@@ -659,16 +706,16 @@ class RtpSession:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Drain the RTP packets waiting to go out on the RTP socket."""
-        out = self._rtp_out
+        out = self.rtp_out
         if out:
-            self._rtp_out = []
+            self.rtp_out = []
         return out
 
     def rtcp_datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Drain the RTCP packets waiting to go out on the RTCP socket."""
-        out = self._rtcp_out
+        out = self.rtcp_out
         if out:
-            self._rtcp_out = []
+            self.rtcp_out = []
         return out
 
     def events_received(self) -> list[SessionEvent]:
@@ -743,7 +790,7 @@ class RtpSession:
         if destination is None:
             return
         data = serialize_rtcp(packets)
-        (self._rtp_out if self._rtcp_mux else self._rtcp_out).append((data, destination))
+        (self.rtp_out if self._rtcp_mux else self.rtcp_out).append((data, destination))
         self.rtcp_sent += 1
 
     def _build_report(self, now: float) -> list[RtcpPacket]:

@@ -106,20 +106,16 @@ class ReceiverStats:
             self._max_seq = (seq - 1) & 0xFFFF
         udelta = (seq - self._max_seq) & 0xFFFF
         if self._probation:
-            if seq == (self._max_seq + 1) & 0xFFFF:
-                self._probation -= 1
-                self._max_seq = seq
-                if self._probation == 0:
-                    self._init_seq(seq)
-                    self.received += 1
-                    if timing:
-                        self._update_jitter(timestamp, arrival)
-                    return True
-            else:
+            if seq != (self._max_seq + 1) & 0xFFFF:
                 self._probation = self._min_sequential - 1
                 self._max_seq = seq
-            return False
-        if udelta < MAX_DROPOUT:
+                return False
+            self._probation -= 1
+            self._max_seq = seq
+            if self._probation:
+                return False
+            self._init_seq(seq)
+        elif udelta < MAX_DROPOUT:
             if seq < self._max_seq:
                 self._cycles += RTP_SEQ_MOD  # sequence number wrapped
             self._max_seq = seq
@@ -135,23 +131,20 @@ class ReceiverStats:
         # else: a duplicate or reordered packet, counted as received.
         self.received += 1
         if timing:
-            self._update_jitter(timestamp, arrival)
+            # A.8: transit = arrival (in timestamp units) - timestamp; the jitter is
+            # the smoothed absolute difference of successive transits. Inline: once
+            # per packet received.
+            transit = arrival * self._clock_rate - timestamp
+            last = self._last_transit
+            self._last_transit = transit
+            if last is not None:
+                d = (transit - last + _TS_HALF) % _TS_MOD - _TS_HALF  # timestamps wrap at 2**32
+                if d < 0:
+                    d = -d
+                self.jitter += (d - self.jitter) * JITTER_GAIN
+                if self.jitter > self.max_jitter:
+                    self.max_jitter = self.jitter
         return True
-
-    def _update_jitter(self, timestamp: int, arrival: float) -> None:
-        # A.8: transit = arrival (in timestamp units) - timestamp; the jitter
-        # is the smoothed absolute difference of successive transits.
-        transit = arrival * self._clock_rate - timestamp
-        last = self._last_transit
-        self._last_transit = transit
-        if last is None:
-            return
-        d = (transit - last + _TS_HALF) % _TS_MOD - _TS_HALF  # timestamps wrap at 2**32
-        if d < 0:
-            d = -d
-        self.jitter += (d - self.jitter) * JITTER_GAIN
-        if self.jitter > self.max_jitter:
-            self.max_jitter = self.jitter
 
     @property
     def extended_max_seq(self) -> int:

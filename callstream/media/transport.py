@@ -17,7 +17,10 @@ and output back onto sockets. Nothing on the media path awaits.
   (inbound), then (2) ticks every hub and sends each leg's outbound frame,
   then (3) runs the sessions' RTCP and no-media timers when due. Doing every
   inbound step before any outbound step lets a bridged peer's frame cross in
-  the same tick. The schedule is ``start + n * 20 ms`` against
+  the same tick. A leg whose inbound PCM nobody reads (no frame tap or
+  callback: a stream that forwards packets) plays its jitter buffer out
+  unheard: the same losses and counters, no decode; PCM flows from the tick
+  after a tap attaches. The schedule is ``start + n * 20 ms`` against
   ``loop.time()``, so timer lateness does not accumulate; after a stall of
   more than :data:`MAX_CATCHUP_TICKS` it skips ahead instead of bursting.
 * :class:`TapReader` lets a coroutine ``await`` frames from a
@@ -47,7 +50,12 @@ from callstream.media.metrics import (
     RTP_REJECTED,
     RTP_SKIPPED_OUT,
 )
-from callstream.media.rtp import RTCP_MUX_FIRST, RTCP_MUX_LAST, RtpView
+from callstream.media.rtp import (
+    RTCP_MUX_FIRST,
+    RTCP_MUX_LAST,
+    RTP_HEADER_LENGTH,
+    rtp_view,
+)
 from callstream.media.session import Address, RtpSession, SessionEvent
 
 __all__ = [
@@ -166,6 +174,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._ports: PortAllocator | None = None
         self._pacer: Pacer | None = None
         self._deadline: float | None = None
+        # The hub's state of this leg: its sink lists and counters, read every tick.
+        self._leg_state = hub.leg_state(leg)
         # Read once per leg: maps loop.time() to Unix time for RTCP.
         self._wallclock_offset = wallclock_offset(loop.time())
         if session.wallclock_offset is None:
@@ -190,6 +200,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             session.wallclock_offset = self._wallclock_offset
         session.start(self._time())
         self._session = session
+        self._leg_state = self.hub.leg_state(self.leg)  # a new rate re-added the leg
         self._deadline = session.next_deadline()
         self._rejected_seen = _rejected(session)
 
@@ -225,9 +236,13 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def pull_inbound(self, now: float) -> None:
         """Play the jitter buffer out into the hub (tick phase 1)."""
-        pcm = self._session.playout(now)
-        if pcm is not None:
-            self.hub.push_inbound(self.leg, pcm, now)
+        state = self._leg_state
+        if state.inbound_sinks:
+            pcm = self._session.playout(now)
+            if pcm is not None:
+                self.hub.push_inbound(self.leg, pcm, now)
+        elif self._session.playout_unheard(now):
+            state.frames_in += 1  # what push_inbound counts, with no sink to call
 
     def send_outbound(self, pcm: bytes | None, now: float) -> None:
         """Send the hub's frame for this leg, or let the tick pass (phase 2)."""
@@ -254,19 +269,31 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def flush(self, now: float) -> None:
         """Send what the session has queued; wire copies go to packet taps."""
+        # Once per leg per tick: the queues are taken without a call (as the drain
+        # methods do), and a packet no tap wants is only counted.
         session = self._session
-        rtp = self._rtp
-        datagrams = session.datagrams_to_send()
-        if datagrams and rtp is not None:
-            push_packet = self.hub.push_packet
-            for data, addr in datagrams:
-                rtp.sendto(data, addr)
-                if not RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
-                    push_packet(self.leg, Track.OUTBOUND, RtpView.of_built(data), now)
-        rtcp_datagrams = session.rtcp_datagrams_to_send()
-        if rtcp_datagrams and self._rtcp is not None:
-            for data, addr in rtcp_datagrams:
-                self._rtcp.sendto(data, addr)
+        datagrams = session.rtp_out
+        if datagrams:
+            session.rtp_out = []
+            rtp = self._rtp
+            if rtp is not None:
+                state = self._leg_state
+                for data, addr in datagrams:
+                    rtp.sendto(data, addr)
+                    if not RTCP_MUX_FIRST <= data[1] <= RTCP_MUX_LAST:
+                        if state.outbound_packet_sinks:
+                            # RtpView.of_built, inlined: the header is always 12 bytes.
+                            self.hub.push_packet(self.leg, Track.OUTBOUND, rtp_view(
+                                (data, data[1] & 0x7F, RTP_HEADER_LENGTH, len(data))), now)
+                        else:
+                            state.packets_out += 1  # push_packet's count, no tap to call
+        rtcp_datagrams = session.rtcp_out
+        if rtcp_datagrams:
+            session.rtcp_out = []
+            rtcp = self._rtcp
+            if rtcp is not None:
+                for data, addr in rtcp_datagrams:
+                    rtcp.sendto(data, addr)
 
     def _count_rejected(self) -> None:
         # Live, not at close: an attack on a long call must show while it lasts.
@@ -546,14 +573,19 @@ class Pacer:
                 logger.debug("hub %s tick failed", hub.name, exc_info=True)
                 continue
             for leg, pcm in frames:
-                target = legs.get(leg)
-                if target is None:
+                if leg not in legs:
                     continue
+                target = legs[leg]
                 try:
                     target.send_outbound(pcm, now)
                 except Exception:
                     self._failed(target, "outbound send")
         for endpoint in list(endpoints):
+            # service_timers' own deadline test, read here: due every few seconds,
+            # the timers then cost no call on the other ticks.
+            deadline = endpoint._deadline
+            if deadline is None or deadline > now:
+                continue
             try:
                 endpoint.service_timers(now)
             except Exception:

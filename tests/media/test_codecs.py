@@ -7,6 +7,7 @@ import pytest
 from callstream.media.codecs import (
     G722,
     L16,
+    L16_8K,
     PCMA,
     PCMU,
     CodecInfo,
@@ -92,3 +93,21 @@ def test_to_and_from_pcm_rates() -> None:
 def test_odd_pcm_is_refused() -> None:
     with pytest.raises(CodecError, match="odd number of bytes"):
         Transcoder(8000, PCMU).transcode(b"abc")
+
+
+@pytest.mark.parametrize("codec", [PCMU, PCMA, G722, L16, L16_8K], ids=lambda c: c.rtpmap)
+def test_a_coder_called_stateless_gives_the_same_output_whatever_came_before(
+        codec: CodecInfo) -> None:
+    # The tick reuses encoded silence and leaves unheard decodes out on this promise.
+    pcm = tone(440, codec.sample_rate, 0.2)
+    chunk = codec.pcm_frame_bytes
+    fresh_encoder, used_encoder = codec.new_encoder(), codec.new_encoder()
+    fresh_decoder, used_decoder = codec.new_decoder(), codec.new_decoder()
+    for frame in frames(pcm, chunk):
+        used_decoder.decode(used_encoder.encode(frame))
+    silence = bytes(chunk)
+    payload = fresh_encoder.encode(silence)
+    same = (used_encoder.encode(silence) == payload
+            and used_decoder.decode(payload) == fresh_decoder.decode(payload))
+    assert codec.new_encoder().stateless is codec.new_decoder().stateless is same
+    assert same is (codec.name != "G722")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callstream.media.codecs import G722, L16_8K, PCMA, PCMU, CodecInfo
+from callstream.media.codecs.g711 import PcmuDecoder
 from callstream.media.codecs.pcm import peak
 from callstream.media.jitter import (
     JITTER_CAPACITY,
@@ -230,3 +235,104 @@ def test_concealment_of_real_audio_is_quieter() -> None:
     assert levels[0] < peak(first)
     assert levels == sorted(levels, reverse=True)
     assert levels[-1] == 0
+
+
+# -- the tick's fast paths: pull()'s common tick and advance() ------------------------
+
+# One step of a stream: push (seq offset, payload kind) or a tick.
+_KINDS = ("frame", "frame", "frame", "half", "one_and_half", "placeholder", "no_audio")
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(-3, 6), st.sampled_from(_KINDS), st.binary(
+            min_size=1, max_size=1)),
+        st.tuples(st.just("tick"), st.booleans(), st.just(""), st.just(b"")),
+    ),
+    max_size=120,
+)
+
+
+def _payload(codec: CodecInfo, kind: str, fill: bytes) -> bytes | None:
+    size = {"frame": codec.frame_bytes, "half": codec.frame_bytes // 2,
+            "one_and_half": codec.frame_bytes * 3 // 2}.get(kind)
+    if size is None:
+        return None if kind == "placeholder" else NO_AUDIO
+    return (fill * size)[:size]
+
+
+def _counters(jb: JitterBuffer) -> tuple[object, ...]:
+    return (jb.played, jb.lost, jb.late, jb.duplicates, jb.overflow, jb.concealed_frames,
+            jb.underruns, jb.restarts, jb.buffered_ms, len(jb), jb.playing)
+
+
+def _run(codec: CodecInfo, steps: list[tuple[str, int, str, bytes]],
+         tick: Callable[[JitterBuffer, JitterBuffer, bool], None]) -> None:
+    a, b = buffer(codec, prefetch_ms=40), buffer(codec, prefetch_ms=40)
+    seq = 65530  # wraps during the run
+    for step, value, kind, fill in steps:
+        if step == "push":
+            seq = (seq + value) & 0xFFFF
+            payload = _payload(codec, kind, fill)
+            assert a.push(seq, payload) is b.push(seq, payload)
+        else:
+            tick(a, b, bool(value))
+        assert _counters(a) == _counters(b)
+    for _ in range(MAX_CONCEAL_FRAMES + 2):  # play out whatever is left, both ways
+        tick(a, b, False)
+        assert _counters(a) == _counters(b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([PCMU, L16_8K, G722]), _steps)
+def test_pulls_common_tick_equals_the_general_path(
+        codec: CodecInfo, steps: list[tuple[str, int, str, bytes]]) -> None:
+    def tick(fast: JitterBuffer, general: JitterBuffer, _: bool) -> None:
+        assert fast.pull() == general._pull()
+
+    _run(codec, steps, tick)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([PCMU, L16_8K, G722]), _steps)
+def test_advance_keeps_pulls_books_and_the_next_pull_is_pulls(
+        codec: CodecInfo, steps: list[tuple[str, int, str, bytes]]) -> None:
+    # b reads its PCM on some ticks only (a tap that comes and goes); a on every one.
+    def tick(a: JitterBuffer, b: JitterBuffer, heard: bool) -> None:
+        frame = a.pull()
+        if heard:
+            assert b.pull() == frame
+        else:
+            assert b.advance() is (frame is not None)
+
+    _run(codec, steps, tick)
+
+
+class _CountingPcmu(PcmuDecoder):
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decode(self, payload: bytes) -> bytes:  # type: ignore[override]
+        self.calls += 1
+        return PcmuDecoder.decode(payload)
+
+
+def test_advance_skips_a_stateless_decode_until_concealment_needs_the_frame() -> None:
+    decoder = _CountingPcmu()
+    jb = JitterBuffer(PCMU, decoder, prefetch_ms=40)
+    reference = buffer(PCMU, prefetch_ms=40)
+    audio = frames(tone(300, 8000, 1.0), 320)
+    for seq, pcm in enumerate(audio[:30]):
+        payload = PCMU.new_encoder().encode(pcm)
+        jb.push(seq, payload)
+        reference.push(seq, payload)
+        assert jb.advance() is (reference.pull() is not None)
+    assert jb.advance() and reference.pull() is not None  # the last packet, unheard
+    assert decoder.calls == 1  # the general path started playout; the rest were fast
+    # The stream stopped: a tap attaches, and its first frame conceals from the last
+    # packet, decoded only now.
+    frame = jb.pull()
+    assert frame == reference.pull() and level(frame) is None  # the tone, faded
+    assert decoder.calls == 2
+    for _ in range(MAX_CONCEAL_FRAMES):
+        assert jb.pull() == reference.pull()

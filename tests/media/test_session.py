@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstream.media.codecs import G722, PCMA, PCMU, CodecInfo
+from callstream.media.codecs.g711 import PcmuEncoder
 from callstream.media.dtmf import DtmfDigit, dtmf_packets
 from callstream.media.exceptions import InvalidDtmfError, MediaStateError, RtpParseError
 from callstream.media.latch import PROBATION_PACKETS, RELATCH_IDLE, StrictRtp
@@ -529,3 +530,67 @@ def test_the_plain_header_read_in_place_says_what_parse_header_says(
         expected = None
     assert session.receive_rtp(data, B_ADDR, 0.0) == expected
     assert session.malformed_dropped == (expected is None)
+
+
+# -- send_frame's tick: silence encoded once, the packet built inline ------------------
+
+_tick_kinds = st.lists(
+    st.sampled_from(["silence", "audio", "audio", "skip", "dtmf", "hold", "resume"]),
+    max_size=60)
+
+
+def _general_send_frame(session: RtpSession, pcm: bytes, now: float) -> None:
+    """send_frame's general path: encode every frame, build and queue with _send."""
+    if session._dtmf_plan and session._send_dtmf_tick(now):
+        return
+    session._send(session.payload_type, session._encoder.encode(pcm), session._ts, now)
+    session._ts = (session._ts + session.codec.frame_ticks) & 0xFFFFFFFF
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([PCMU, PCMA, G722]), _tick_kinds, st.randoms(use_true_random=False))
+def test_send_frames_wire_equals_the_general_paths(
+        codec: CodecInfo, kinds: list[str], rng: random.Random) -> None:
+    fast = RtpSession(codec, remote_address=B_ADDR, rng=random.Random(7))
+    general = RtpSession(codec, remote_address=B_ADDR, rng=random.Random(7))
+    for session in (fast, general):
+        session.start(0.0)
+    silence = bytes(codec.pcm_frame_bytes)
+    for n, kind in enumerate(kinds):
+        now = n * TICK
+        pcm = rng.randbytes(codec.pcm_frame_bytes) if kind == "audio" else silence
+        for session in (fast, general):
+            if kind == "dtmf":
+                session.send_dtmf("1", duration_ms=60, gap_ms=40)
+            elif kind in ("hold", "resume"):
+                session.set_sending(kind == "resume")
+        if kind == "skip":
+            fast.skip_frame(now)
+            general.skip_frame(now)
+        else:
+            fast.send_frame(pcm, now)
+            _general_send_frame(general, pcm, now)
+    assert fast.datagrams_to_send() == general.datagrams_to_send()
+    assert (fast.packets_sent, fast.bytes_sent, fast.octets_sent, fast.skipped_out) == (
+        general.packets_sent, general.bytes_sent, general.octets_sent, general.skipped_out)
+    # The sender report's RTP timestamp comes from the last audio packet sent.
+    end = len(kinds) * TICK + 10
+    fast.handle_timeout(end)
+    general.handle_timeout(end)
+    assert fast.rtcp_datagrams_to_send() == general.rtcp_datagrams_to_send()
+
+
+def test_silence_is_encoded_once_by_a_stateless_encoder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    session = RtpSession(PCMU, remote_address=B_ADDR)
+    calls: list[bytes] = []
+    encode = PcmuEncoder.encode
+    monkeypatch.setattr(PcmuEncoder, "encode", staticmethod(
+        lambda pcm: calls.append(pcm) or encode(pcm)))
+    for n in range(10):
+        session.send_frame(bytes(320), n * TICK)
+    assert calls == []
+    session.send_frame(b"\x01" * 320, 10 * TICK)
+    assert len(calls) == 1
+    payloads = [RtpPacket.parse(data).payload for data, _ in session.datagrams_to_send()]
+    assert payloads == [b"\xff" * 160] * 10 + [encode(b"\x01" * 320)]

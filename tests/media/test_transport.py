@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import socket
 import time
@@ -14,14 +15,16 @@ import uvloop
 
 from callstream.media.clock import unix_from_ntp
 from callstream.media.codecs import G722, PCMU
+from callstream.media.codecs.g711 import PcmuDecoder
 from callstream.media.dtmf import DtmfDigit
 from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, MediaHub, QueueSource, Track
 from callstream.media.rtcp import RtcpSenderReport, parse_rtcp
+from callstream.media.rtp import RtpPacket, build_packet
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, TapReader, open_rtp_endpoint
 
-from .helpers import samples, tone, tone_snr
+from .helpers import frames, samples, tone, tone_snr
 
 LOCALHOST = "127.0.0.1"
 
@@ -378,5 +381,134 @@ def test_tap_reader_ends_when_the_tap_closes() -> None:
         await asyncio.sleep(0)
         tap.close()
         assert await asyncio.wait_for(waiter, 1) is None
+
+    asyncio.run(main())
+
+
+class _CountingPcmu(PcmuDecoder):
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decode(self, payload: bytes) -> bytes:  # type: ignore[override]
+        self.calls += 1
+        return PcmuDecoder.decode(payload)
+
+
+def test_a_leg_nobody_hears_is_not_decoded_and_a_tap_hears_from_the_next_tick() -> None:
+    """The inbound tick of a stream that forwards packets only: the jitter buffer plays
+    out unheard (no decode); once a tap attaches, its PCM is what it would have been."""
+
+    async def main() -> None:
+        start, end = free_port_range()
+        decoders: list[_CountingPcmu] = []
+
+        def decoder() -> _CountingPcmu:
+            decoders.append(_CountingPcmu())
+            return decoders[-1]
+
+        codec = dataclasses.replace(PCMU, decoder_factory=decoder)
+        hub = MediaHub()
+        hub.add_leg("a", 8000)
+        session = RtpSession(codec, remote_address=(LOCALHOST, 9))
+        endpoint = await open_rtp_endpoint(
+            session, hub, "a", host=LOCALHOST, ports=PortAllocator(start, end))
+        reference = RtpSession(PCMU, remote_address=(LOCALHOST, 9))
+        encode = PCMU.new_encoder().encode
+        audio = frames(tone(440, 8000, 1.0), 320)
+        heard: list[AudioFrame] = []
+        played = 0
+        try:
+            for n in range(40):
+                now = n * 0.02
+                if n < 30:  # the caller stops talking at 30: concealment, then silence
+                    packet = build_packet(0, n == 0, n, n * 160, 0x1234, encode(audio[n]))
+                    endpoint.datagram_received(packet, (LOCALHOST, 9))
+                    reference.receive_rtp(packet, (LOCALHOST, 9), now)
+                if n == 20:
+                    assert decoders[0].calls == 1  # playout's start only
+                    hub.add_frame_callback("a", Track.INBOUND, heard.append)
+                if n == 31:
+                    heard.clear()
+                    tap = hub.open_tap("a", Track.INBOUND)  # a new tap, mid-concealment
+                endpoint.pull_inbound(now)
+                expected = reference.playout(now)
+                played += expected is not None
+                if n >= 20:
+                    assert heard[-1].pcm == expected and heard[-1].sequence == played
+            assert hub.counters("a")["frames_in"] == played
+            assert [f.pcm for f in tap.drain()] == [f.pcm for f in heard]
+            ours, theirs = session.jitter_buffer, reference.jitter_buffer
+            assert (ours.played, ours.lost, ours.concealed_frames, ours.underruns) == (
+                theirs.played, theirs.lost, theirs.concealed_frames, theirs.underruns)
+            assert ours.concealed_frames > 0
+        finally:
+            endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_outbound_packets_no_tap_wants_are_counted_and_sent_alike() -> None:
+    async def main() -> None:
+        start, end = free_port_range()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind((LOCALHOST, 0))
+            peer.settimeout(5)
+            hub = MediaHub()
+            hub.add_leg("a", 8000, send_silence_when_idle=True)
+            session = RtpSession(PCMU, remote_address=peer.getsockname())
+            endpoint = await open_rtp_endpoint(
+                session, hub, "a", host=LOCALHOST, ports=PortAllocator(start, end))
+            tapped: list[bytes] = []
+            for n in range(10):
+                if n == 5:
+                    hub.add_packet_callback("a", Track.OUTBOUND,
+                                            lambda leg, track, packet: tapped.append(packet.data))
+                ((_, pcm),) = hub.tick(n * 0.02)
+                endpoint.send_outbound(pcm, n * 0.02)
+            sent = [peer.recv(2048) for _ in range(10)]
+            endpoint.close()
+        assert hub.counters("a")["packets_out"] == session.packets_sent == 10
+        assert tapped == sent[5:]
+        assert [RtpPacket.parse(data).payload for data in sent] == [b"\xff" * 160] * 10
+
+    asyncio.run(main())
+
+
+def test_the_pacer_runs_a_legs_timers_only_when_due() -> None:
+    async def main() -> None:
+        start, end = free_port_range()
+        hub = MediaHub()
+        hub.add_leg("a", 8000)
+        session = RtpSession(PCMU, remote_address=(LOCALHOST, 9), rtcp_interval=0.2,
+                             media_timeout=None)
+        pacer = Pacer()
+        endpoint = await open_rtp_endpoint(
+            session, hub, "a", host=LOCALHOST, ports=PortAllocator(start, end), pacer=pacer)
+        pacer.stop()  # ticked by hand below
+        serviced: list[float] = []
+        service_timers = endpoint.service_timers
+
+        def spy(now: float) -> None:
+            serviced.append(now)
+            service_timers(now)
+
+        endpoint.service_timers = spy  # type: ignore[method-assign]
+        deadline = session.next_deadline()
+        assert deadline is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ticks = 0
+        while now < deadline:
+            pacer.tick(now)
+            now += 0.02
+            ticks += 1
+        assert serviced == [] and ticks >= 5
+        pacer.tick(now)
+        assert serviced == [now] and session.rtcp_sent == 1
+        pacer.tick(now + 0.02)
+        assert serviced == [now]  # the next report is due seconds later
+        endpoint.close()
 
     asyncio.run(main())

@@ -9,6 +9,7 @@ call leg holds one encoder and one decoder and never shares them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 __all__ = ["Decoder", "Encoder"]
 
@@ -17,6 +18,10 @@ class Encoder(ABC):
     """Turns PCM into RTP payload bytes."""
 
     __slots__ = ()
+
+    #: Whether equal input always encodes to equal output, whatever came before
+    #: (G.711, L16; not ADPCM): then a frame's encoding may be reused.
+    stateless: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, pcm: bytes) -> bytes:
@@ -27,6 +32,10 @@ class Decoder(ABC):
     """Turns RTP payload bytes into PCM."""
 
     __slots__ = ()
+
+    #: Whether a payload decodes the same whatever came before (G.711, L16; not
+    #: ADPCM): then a decode nobody reads may be left out, or done later.
+    stateless: ClassVar[bool] = False
 
     @abstractmethod
     def decode(self, payload: bytes) -> bytes:

@@ -163,6 +163,7 @@ class PcmuEncoder(Encoder):
     """PCMU encoder (stateless)."""
 
     __slots__ = ()
+    stateless = True
 
     encode = staticmethod(ulaw_encode)  # no Python frame of its own: every call, every tick
 
@@ -171,6 +172,7 @@ class PcmuDecoder(Decoder):
     """PCMU decoder (stateless)."""
 
     __slots__ = ()
+    stateless = True
 
     decode = staticmethod(ulaw_decode)  # no Python frame of its own: every call, every tick
 
@@ -179,6 +181,7 @@ class PcmaEncoder(Encoder):
     """PCMA encoder (stateless)."""
 
     __slots__ = ()
+    stateless = True
 
     encode = staticmethod(alaw_encode)  # no Python frame of its own: every call, every tick
 
@@ -187,5 +190,6 @@ class PcmaDecoder(Decoder):
     """PCMA decoder (stateless)."""
 
     __slots__ = ()
+    stateless = True
 
     decode = staticmethod(alaw_decode)  # no Python frame of its own: every call, every tick

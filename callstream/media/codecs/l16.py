@@ -17,6 +17,7 @@ class L16Encoder(Encoder):
     """Little-endian PCM to big-endian L16 payload."""
 
     __slots__ = ()
+    stateless = True
 
     def encode(self, pcm: bytes) -> bytes:
         return byteswap(pcm)
@@ -26,6 +27,7 @@ class L16Decoder(Decoder):
     """Big-endian L16 payload to little-endian PCM."""
 
     __slots__ = ()
+    stateless = True
 
     def decode(self, payload: bytes) -> bytes:
         if len(payload) & 1:
