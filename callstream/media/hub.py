@@ -391,8 +391,10 @@ class QueueSource:
             CodecError: ``sample_rate`` is not a supported rate.
             ValueError: ``sample_rate`` given for a queue of codec bytes.
         """
-        if len(pcm) & self._odd:
+        size = len(pcm)  # taken once: called for every media message a consumer plays
+        if size & self._odd:
             pcm = pcm[:-1]
+            size -= 1
         if sample_rate is not None and sample_rate != self.sample_rate:
             if self._decode is not None:
                 raise ValueError("a queue of codec bytes is fed at its own rate")
@@ -402,13 +404,14 @@ class QueueSource:
                     sample_rate, self.sample_rate
                 )
             pcm = resampler.process(pcm)
-        if not pcm:
+            size = len(pcm)
+        if not size:
             return
-        if self._fed - self._consumed + len(pcm) > self._max_bytes:
-            self.overflow_bytes += len(pcm)
+        if self._fed - self._consumed + size > self._max_bytes:
+            self.overflow_bytes += size
             return
         self._chunks.append(pcm)
-        self._fed += len(pcm)
+        self._fed += size
         self._held = 0
 
     def mark(self, callback: Callable[[], None], offset: int = 0) -> None:
@@ -513,7 +516,8 @@ class QueueSource:
             frame = b"".join(parts)
             if need:
                 frame += self._pad * need  # the tail of the queue: pad with silence
-        self._consumed += min(want, self._fed - self._consumed)
+        left = self._fed - self._consumed
+        self._consumed += want if left > want else left  # not min(): a call every tick
         self.played_frames += 1
         if self._marks:
             self._fire_marks()

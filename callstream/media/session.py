@@ -576,7 +576,11 @@ class RtpSession:
         if self._closed:
             raise MediaStateError("RTP session is closed")
         self._send(self._pt, payload, self._ts, now)
-        self._ts = (self._ts + self._codec.ticks_for(len(payload))) & _MASK32
+        codec = self._codec
+        size = len(payload)
+        # A whole 20 ms frame (a stream's echo, every tick) without the division.
+        ticks = self._frame_ticks if size == codec.frame_bytes else codec.ticks_for(size)
+        self._ts = (self._ts + ticks) & _MASK32
 
     def skip_frame(self, now: float) -> None:
         """Let one 20 ms tick pass without audio.

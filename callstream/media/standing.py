@@ -147,7 +147,8 @@ class StandingQueue:
             if self._arrivals:
                 self.reset()
             return 0
-        self._floor = min(self._floor, depth)
+        if depth < self._floor:  # not min(): a call every tick of a standing queue
+            self._floor = depth
         self._record(arrived)
         arrivals = self._arrivals
         if len(arrivals) < self._window or not self._credit:

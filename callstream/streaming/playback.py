@@ -341,12 +341,27 @@ class Playback:
         try:
             frame = parse_client_frame(text)
             if type(frame) is ClientMedia:  # 50 a second; marks and clears are rare
+                data = frame.payload
                 if self._raw:
-                    self._queue_raw(frame.payload)
+                    # G.711 that every target queues as it came: _play_rtp inline (a
+                    # byte a sample, no decoder, no lanes), as this runs for every message.
+                    seconds = len(data) / self._bytes_per_second
+                    if seconds > MAX_MESSAGE_SECONDS:
+                        raise _too_long(seconds)
+                    sources = self._sources
+                    queued = 0.0
+                    for source in sources:
+                        ms = source.buffered_ms
+                        if ms > queued:
+                            queued = ms
+                    if queued / 1000.0 + seconds > SOURCE_MAX_SECONDS - 0.1:
+                        raise _no_room(queued / 1000.0, seconds)
+                    for source in sources:
+                        source.feed(data)
                 elif self.mode == "mp3":
-                    self._play_mp3(frame.payload)
+                    self._play_mp3(data)
                 else:
-                    self._play_rtp(frame.payload)
+                    self._play_rtp(data)
                 self.messages += 1
             elif type(frame) is ClientMark:
                 self.mark(frame.name)
@@ -357,23 +372,6 @@ class Playback:
         except Exception:  # our bug: answer, log, keep the stream up
             logger.exception("bidirectional frame failed")
             self._error(StreamErrorCode.UNKNOWN_ERROR, "The frame could not be processed")
-
-    def _queue_raw(self, data: bytes) -> None:
-        """An rtp message of G.711 that every target queues as it came: what
-        :meth:`_play_rtp` does, in one call (a byte a sample, no decoder, no lane)."""
-        seconds = len(data) / self._bytes_per_second
-        if seconds > MAX_MESSAGE_SECONDS:
-            raise _too_long(seconds)
-        sources = self._sources
-        queued = 0.0
-        for source in sources:
-            ms = source.buffered_ms
-            if ms > queued:
-                queued = ms
-        if queued / 1000.0 + seconds > SOURCE_MAX_SECONDS - 0.1:
-            raise _no_room(queued / 1000.0, seconds)
-        for source in sources:
-            source.feed(data)
 
     def _play_rtp(self, data: bytes) -> None:
         if self._unplayable is not None:

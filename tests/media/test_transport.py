@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import socket
 import time
@@ -420,9 +421,9 @@ def test_a_paced_leg_sends_a_g711_queue_as_it_came_and_dtmf_takes_its_ticks() ->
         rewritten = [frame.replace(b"\x7f", b"\xff") for frame in frames]
         assert [packet[12:] for packet in audio] == frames[:5] + rewritten[10:13] + frames[13:]
         stamps = [int.from_bytes(packet[4:8], "big") for packet in audio]
-        assert [(b - a) & 0xFFFFFFFF for a, b in zip(stamps, stamps[1:])] == (
+        assert [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)] == (
             [160] * 4 + [6 * 160] + [160] * 19)
         numbers = [int.from_bytes(packet[2:4], "big") for packet in got]
-        assert [(b - a) & 0xFFFF for a, b in zip(numbers, numbers[1:])] == [1] * 29
+        assert [(b - a) & 0xFFFF for a, b in itertools.pairwise(numbers)] == [1] * 29
 
     asyncio.run(main())
