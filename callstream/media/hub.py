@@ -868,14 +868,16 @@ class MediaHub:
                         logger.debug("%s outlet of %s failed", self.name, state.name,
                                      exc_info=True)
                     continue
-            elif len(state.sources) == 1:
+            elif not state.sources:
+                pass  # no len() call for a leg nothing plays to (an inbound-only call)
+            elif len(state.sources) == 1:  # no mixing
                 try:
                     mixed = state.sources[0].read(now)
                 except Exception:
                     self._source_failed(state)
                 if mixed is not None and len(mixed) != state.frame_bytes:
                     mixed = (mixed + state.silence)[: state.frame_bytes]  # a sloppy source
-            elif state.sources:
+            else:
                 mixed = self._mix(state, now)
             if mixed is None:
                 if not state.send_silence_when_idle:

@@ -570,11 +570,15 @@ class RtpSession:
     def send_payload(self, payload: bytes, now: float) -> None:
         """Send an already encoded payload in the session's codec (passthrough).
 
+        DTMF takes the tick as in :meth:`send_frame` (the payload is discarded).
+
         Raises:
             MediaStateError: the session is closed.
         """
         if self._closed:
             raise MediaStateError("RTP session is closed")
+        if self._dtmf_plan and self._send_dtmf_tick(now):
+            return
         self._send(self._pt, payload, self._ts, now)
         codec = self._codec
         size = len(payload)

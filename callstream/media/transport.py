@@ -245,12 +245,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         """Send 20 ms already in the session's codec (the hub's outlet: phase 2)."""
         if self.closed:
             return
-        session = self._session
-        if session.dtmf_pending:
-            # DTMF's ticks mute the audio and its gaps carry it: the PCM path decides.
-            session.send_frame(session.codec.new_decoder().decode(payload), now)
-        else:
-            session.send_payload(payload, now)
+        self._session.send_payload(payload, now)  # a DTMF event takes the tick, as ever
         self.flush(now)
 
     def service_timers(self, now: float) -> None:
