@@ -329,6 +329,10 @@ class Playback:
         # Every target queues the consumer's bytes: a message needs no decode at all.
         self._raw = self._passthrough is not None and all(
             source.payload_codec is not None for source in sources)
+        # Seconds queued on the fullest target at most: what was there when last looked
+        # at, plus all fed since (queues only shrink meanwhile). The look, a property
+        # read per target, then waits until a message might not fit (raw messages only).
+        self._queued_bound = 0.0
         self.messages = 0  # media messages accepted
         self.errors = 0  # error frames sent
 
@@ -348,15 +352,15 @@ class Playback:
                     seconds = len(data) / self._bytes_per_second
                     if seconds > MAX_MESSAGE_SECONDS:
                         raise _too_long(seconds)
-                    sources = self._sources
-                    queued = 0.0
-                    for source in sources:
-                        ms = source.buffered_ms
-                        if ms > queued:
-                            queued = ms
-                    if queued / 1000.0 + seconds > SOURCE_MAX_SECONDS - 0.1:
-                        raise _no_room(queued / 1000.0, seconds)
-                    for source in sources:
+                    bound = self._queued_bound + seconds
+                    if bound > SOURCE_MAX_SECONDS - 0.1:  # it may not fit: look
+                        queued = self.buffered_ms / 1000.0
+                        self._queued_bound = queued
+                        if queued + seconds > SOURCE_MAX_SECONDS - 0.1:
+                            raise _no_room(queued, seconds)
+                        bound = queued + seconds
+                    self._queued_bound = bound
+                    for source in self._sources:
                         source.feed(data)
                 elif self.mode == "mp3":
                     self._play_mp3(data)

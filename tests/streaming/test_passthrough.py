@@ -213,6 +213,22 @@ def test_the_30_s_limit_refuses_alike() -> None:
         assert echo.playback.buffered_ms == 4 * 29_000
 
 
+def test_the_120_s_limit_counts_what_played_meanwhile() -> None:
+    """Fed 116 s, played 60 s of it: 56 s are queued, so two more 29 s messages fit and
+    a third does not (the playback looks at the queues only when one might not fit)."""
+    echo = Echo(outlet=True)
+    for _ in range(4):
+        echo.media(bytes(8000 * 29))
+    for _ in range(3000):
+        echo.tick()
+    echo.media(bytes(8000 * 29))
+    echo.media(bytes(8000 * 29))
+    assert echo.echoed == []
+    echo.media(bytes(8000 * 29))
+    assert echo.echoed == [(3000, "error", 100005)]
+    assert echo.playback.buffered_ms == 114_000
+
+
 def test_a_tap_or_a_second_source_mid_stream_keeps_the_order_of_the_audio() -> None:
     """The pass-through stops the tick a frame tap or a bridge attaches, and resumes
     when it goes: every queued frame plays once, in order, and the tap hears its share."""
