@@ -674,11 +674,13 @@ class MediaHub:
         name: a tag for log lines (the call session id).
     """
 
-    __slots__ = ("_legs", "_retired_drops", "_taps", "callback_errors", "name", "ticks")
+    __slots__ = ("_legs", "_retired_drops", "_states", "_taps", "callback_errors", "name",
+                 "ticks")
 
     def __init__(self, name: str = "") -> None:
         self.name = name
         self._legs: dict[str, _LegState] = {}
+        self._states: list[_LegState] = []  # _legs' values, for the tick without a call
         self._taps: list[FrameTap] = []
         self._retired_drops = 0
         self.callback_errors = 0
@@ -694,14 +696,15 @@ class MediaHub:
         """
         if leg in self._legs:
             raise MediaStateError(f"leg {leg!r} is already in the hub")
-        self._legs[leg] = _LegState(leg, sample_rate, send_silence_when_idle)
+        state = self._legs[leg] = _LegState(leg, sample_rate, send_silence_when_idle)
+        self._states.append(state)
 
     def remove_leg(self, leg: str) -> None:
         """Remove a leg; its taps are closed, its callbacks and sources dropped."""
         self._leg(leg)
         for tap in [t for t in self._taps if t.leg == leg]:
             tap.close()
-        del self._legs[leg]
+        _remove(self._states, self._legs.pop(leg))
 
     @property
     def legs(self) -> tuple[str, ...]:
@@ -848,7 +851,7 @@ class MediaHub:
         """
         self.ticks += 1
         out: list[tuple[str, bytes | None]] = []
-        for state in self._legs.values():
+        for state in self._states:
             mixed: bytes | None = None
             direct = state.direct
             outlet = state.outlet
@@ -943,6 +946,7 @@ class MediaHub:
         for tap in list(self._taps):
             tap.close()
         self._legs.clear()
+        self._states.clear()
 
 
 class Bridge:
