@@ -29,7 +29,11 @@ Modes (``stream_bidirectional_mode``, spec §5.4)
 
 Audio is converted to each target leg's own rate (libswresample, 1-2 ms of delay);
 targets at the same rate share one conversion. Every target leg gets its own
-:class:`~callstream.media.hub.QueueSource`.
+:class:`~callstream.media.hub.QueueSource`. PCMU and PCMA in ``rtp`` mode are not
+decoded for 8 kHz targets: their queues hold the consumer's bytes (the source's codec
+mode), which a leg of the same codec sends as they came (the hub's pass-through) and
+any other decodes at its tick; where every target is such, a message is checked and
+queued inside :meth:`Playback.on_text` itself, as it comes 50 times a second.
 
 Marks and clear
 ---------------
