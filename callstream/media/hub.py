@@ -598,6 +598,7 @@ class _LegState:
         "idle_ticks",
         "inbound_packet_sinks",
         "inbound_sinks",
+        "lone_read",
         "name",
         "outbound_packet_sinks",
         "outbound_sinks",
@@ -625,6 +626,7 @@ class _LegState:
         self.outlet: Outlet | None = None
         self.outlet_codec: str | None = None
         self.direct: QueueSource | None = None  # the lone source, played through the outlet
+        self.lone_read: Callable[[float], bytes | None] | None = None  # the lone source's read
         self.frames_in = 0
         self.frames_out = 0
         self.packets_in = 0
@@ -632,11 +634,17 @@ class _LegState:
         self.idle_ticks = 0
 
     def find_direct(self) -> None:
-        """Choose the source the outlet plays as it came (sources or outlet changed)."""
+        """Choose how the tick reads a lone source (sources or outlet changed): as it
+        came, for the outlet, and its read, chosen here rather than on every tick."""
         sources = self.sources
         lone = sources[0] if len(sources) == 1 else None
-        self.direct = (lone if isinstance(lone, QueueSource) and self.outlet is not None
-                       and lone.payload_codec == self.outlet_codec else None)
+        queue = lone if isinstance(lone, QueueSource) else None
+        self.direct = (queue if queue is not None and self.outlet is not None
+                       and queue.payload_codec == self.outlet_codec else None)
+        if queue is not None and queue.payload_codec is None:
+            self.lone_read = queue.read_payload  # PCM already: no read() around it
+        else:
+            self.lone_read = lone.read if lone is not None else None
 
 
 def _remove(items: list[_T], item: _T) -> None:
@@ -871,16 +879,14 @@ class MediaHub:
                         logger.debug("%s outlet of %s failed", self.name, state.name,
                                      exc_info=True)
                     continue
-            elif not state.sources:
-                pass  # no len() call for a leg nothing plays to (an inbound-only call)
-            elif len(state.sources) == 1:  # no mixing
+            elif state.lone_read is not None:  # one source: no mixing
                 try:
-                    mixed = state.sources[0].read(now)
+                    mixed = state.lone_read(now)
                 except Exception:
                     self._source_failed(state)
                 if mixed is not None and len(mixed) != state.frame_bytes:
                     mixed = (mixed + state.silence)[: state.frame_bytes]  # a sloppy source
-            else:
+            elif state.sources:
                 mixed = self._mix(state, now)
             if mixed is None:
                 if not state.send_silence_when_idle:
