@@ -35,6 +35,16 @@ Consumers choose one of two kinds, both synchronous on the media path:
 * Callbacks (:meth:`MediaHub.add_frame_callback`): called inline with each
   frame. Cheapest; the callback must not block. Bridges use them.
 
+Outlets: the pass-through
+-------------------------
+A voice-AI consumer echoing PCMU to a PCMU leg would have each frame decoded, queued,
+mixed with nothing and encoded again. A leg's RTP endpoint registers an **outlet**
+(:meth:`MediaHub.set_outlet`): its codec and a ``send(payload, now)``. While the leg's
+only source is a :class:`QueueSource` holding that codec's bytes and no outbound frame
+sink listens (nothing needs the PCM), the tick hands the queued bytes to the outlet as
+they came. A second source (a bridge), a frame sink attaching or another codec ends it
+at the next tick; both ways read the same queue, so no audio is lost or reordered.
+
 Wire bytes (the RTP forker, same-codec streams) go through
 :meth:`MediaHub.add_packet_callback`: every RTP packet received from or sent to
 the leg, byte for byte, as an :class:`~callstream.media.rtp.RtpView` whose
@@ -53,7 +63,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple, Protocol, TypeVar
 
-from callstream.media.codecs import FRAMES_PER_SECOND
+from callstream.media.codecs import FRAMES_PER_SECOND, CodecInfo
 from callstream.media.codecs.pcm import mix_frames, silence
 from callstream.media.codecs.resample import Resampler
 from callstream.media.exceptions import MediaStateError
@@ -62,6 +72,7 @@ from callstream.media.standing import StandingQueue
 
 __all__ = [
     "BRIDGE_MAX_FRAMES",
+    "PASSTHROUGH_CODECS",
     "SOURCE_MAX_SECONDS",
     "TAP_QUEUE_FRAMES",
     "AudioFrame",
@@ -71,6 +82,7 @@ __all__ = [
     "FrameCallback",
     "FrameTap",
     "MediaHub",
+    "Outlet",
     "PacketCallback",
     "QueueSource",
     "Subscription",
@@ -84,6 +96,9 @@ _T = TypeVar("_T")
 TAP_QUEUE_FRAMES = 50  # one second of 20 ms frames per tap
 BRIDGE_MAX_FRAMES = 5  # a bridged peer's audio waits at most 100 ms
 SOURCE_MAX_SECONDS = 120  # queued playback audio beyond this is refused
+#: Codecs a :class:`QueueSource` may hold as they came: a byte a sample, and no state, so
+#: any byte range of them is audio on its own (and a leg in the same codec sends them).
+PASSTHROUGH_CODECS = ("PCMU", "PCMA")
 
 
 class Track(enum.Enum):
@@ -138,6 +153,8 @@ class AudioFrame(NamedTuple):
 
 
 FrameCallback = Callable[[AudioFrame], None]
+Outlet = Callable[[bytes, float], None]
+"""Sends one encoded 20 ms frame to a leg's peer at hub time ``now`` (see ``set_outlet``)."""
 PacketCallback = Callable[[str, str, RtpView], None]
 """Called with ``(leg, track, packet)``: the wire bytes, header parsed once upstream."""
 
@@ -265,29 +282,46 @@ class QueueSource:
     (as :meth:`skip` drops it: marks within it fire, in order), counted in
     ``trimmed_frames`` and reported to ``on_trim(frames)``.
 
+    With ``codec`` (PCMU or PCMA: a byte a sample, no state), the queue holds that
+    codec's bytes rather than PCM: :meth:`feed` takes them, :meth:`read` decodes
+    each frame, and :meth:`read_payload` hands the frame over as it came, for a leg
+    that sends this codec (the hub's pass-through, see :meth:`MediaHub.set_outlet`).
+    Both read the one queue, so a leg may switch between them at any tick without
+    losing or reordering audio. Positions, marks and ``buffered_bytes`` then count
+    codec bytes; the padding is the codec's silence.
+
     Args:
         sample_rate: the leg's rate, which :meth:`read` produces.
         hold_ticks: ticks to wait for the rest of a partial frame (0: pad at once).
         drain: called when the queue runs short of a frame, before padding.
-        standing_bytes: the depth the queue may keep for good; 0: never trimmed.
+        standing_bytes: the depth of PCM the queue may keep for good; 0: never trimmed.
         on_trim: called with the frames of each trim.
+        codec: queue this codec's bytes (see above); None: PCM.
+
+    Raises:
+        ValueError: ``codec`` is not one a byte a sample at ``sample_rate``.
     """
 
     __slots__ = (
         "_chunks",
         "_consumed",
+        "_decode",
         "_fed",
         "_frame_bytes",
         "_held",
         "_marks",
         "_max_bytes",
+        "_odd",
         "_offset",
+        "_pad",
         "_resamplers",
+        "_sample_bytes",
         "_standing",
         "drain",
         "hold_ticks",
         "on_trim",
         "overflow_bytes",
+        "payload_codec",
         "played_frames",
         "sample_rate",
         "skipped_frames",
@@ -303,13 +337,26 @@ class QueueSource:
         drain: Callable[[], None] | None = None,
         standing_bytes: int = 0,
         on_trim: Callable[[int], None] | None = None,
+        codec: CodecInfo | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.hold_ticks = hold_ticks
         self.drain = drain
         self._held = 0  # ticks waited so far for the rest of a partial frame
-        self._frame_bytes = 2 * sample_rate // FRAMES_PER_SECOND
-        self._max_bytes = int(max_seconds * sample_rate) * 2
+        self.payload_codec: str | None = None
+        self._decode: Callable[[bytes], bytes] | None = None
+        self._sample_bytes = 2  # bytes a sample in the queue
+        self._pad = b"\0"  # the silence the tail is padded with, a byte at a time
+        if codec is not None:
+            if codec.name not in PASSTHROUGH_CODECS or codec.sample_rate != sample_rate:
+                raise ValueError(f"a queue of {codec.name} bytes cannot play at {sample_rate} Hz")
+            self.payload_codec = codec.name
+            self._decode = codec.new_decoder().decode
+            self._sample_bytes = 1
+            self._pad = codec.new_encoder().encode(bytes(2))
+        self._odd = self._sample_bytes - 1  # a trailing part of a sample is dropped
+        self._frame_bytes = self._sample_bytes * sample_rate // FRAMES_PER_SECOND
+        self._max_bytes = int(max_seconds * sample_rate) * self._sample_bytes
         self._chunks: deque[bytes] = deque()
         self._offset = 0  # bytes of _chunks[0] already played
         self._fed = 0  # bytes ever queued
@@ -320,7 +367,8 @@ class QueueSource:
         self.played_frames = 0
         self.skipped_frames = 0  # overdue frames dropped after missed ticks
         self.trimmed_frames = 0  # standing delay dropped (see StandingQueue)
-        self._standing = (StandingQueue(self._frame_bytes, standing_bytes)
+        self._standing = (StandingQueue(self._frame_bytes,
+                                        standing_bytes * self._sample_bytes // 2)
                           if standing_bytes > 0 else None)
         self.on_trim = on_trim
 
@@ -331,32 +379,39 @@ class QueueSource:
     @property
     def buffered_ms(self) -> float:
         # Not through buffered_bytes: read for every media message a consumer plays.
-        return (self._fed - self._consumed) * 1000.0 / (2 * self.sample_rate)
+        return (self._fed - self._consumed) * 1000.0 / (self._sample_bytes * self.sample_rate)
 
     def feed(self, pcm: bytes, sample_rate: int | None = None) -> None:
-        """Queue PCM, converting from ``sample_rate`` when it differs.
+        """Queue PCM (with ``codec``: that codec's bytes), converting PCM from
+        ``sample_rate`` when it differs.
 
-        A trailing odd byte is not a sample and is dropped.
+        A trailing odd byte of PCM is not a sample and is dropped.
 
         Raises:
             CodecError: ``sample_rate`` is not a supported rate.
+            ValueError: ``sample_rate`` given for a queue of codec bytes.
         """
-        if len(pcm) & 1:
+        size = len(pcm)  # taken once: called for every media message a consumer plays
+        if size & self._odd:
             pcm = pcm[:-1]
+            size -= 1
         if sample_rate is not None and sample_rate != self.sample_rate:
+            if self._decode is not None:
+                raise ValueError("a queue of codec bytes is fed at its own rate")
             resampler = self._resamplers.get(sample_rate)
             if resampler is None:
                 resampler = self._resamplers[sample_rate] = Resampler(
                     sample_rate, self.sample_rate
                 )
             pcm = resampler.process(pcm)
-        if not pcm:
+            size = len(pcm)
+        if not size:
             return
-        if self._fed - self._consumed + len(pcm) > self._max_bytes:
-            self.overflow_bytes += len(pcm)
+        if self._fed - self._consumed + size > self._max_bytes:
+            self.overflow_bytes += size
             return
         self._chunks.append(pcm)
-        self._fed += len(pcm)
+        self._fed += size
         self._held = 0
 
     def mark(self, callback: Callable[[], None], offset: int = 0) -> None:
@@ -419,6 +474,15 @@ class QueueSource:
             self._call_mark(marks.popleft()[1])
 
     def read(self, now: float) -> bytes | None:
+        """The next 20 ms of PCM at the leg's rate, or None (see the class docstring)."""
+        frame = self.read_payload(now)
+        decode = self._decode
+        if decode is None or frame is None:
+            return frame
+        return decode(frame)
+
+    def read_payload(self, now: float) -> bytes | None:
+        """The next 20 ms as queued: ``codec`` bytes (PCM without one), or None."""
         want = self._frame_bytes
         if self._standing is not None:
             trim = self._standing.tick(self._fed - self._consumed, self._fed)
@@ -451,8 +515,9 @@ class QueueSource:
                     self._offset = 0
             frame = b"".join(parts)
             if need:
-                frame += bytes(need)  # the tail of the queue: pad with silence
-        self._consumed += min(want, self._fed - self._consumed)
+                frame += self._pad * need  # the tail of the queue: pad with silence
+        left = self._fed - self._consumed
+        self._consumed += want if left > want else left  # not min(): a call every tick
         self.played_frames += 1
         if self._marks:
             self._fire_marks()
@@ -526,15 +591,19 @@ class _LegState:
     """What the hub keeps for one leg: its rate, sources, sinks and counters."""
 
     __slots__ = (
+        "direct",
         "frame_bytes",
         "frames_in",
         "frames_out",
         "idle_ticks",
         "inbound_packet_sinks",
         "inbound_sinks",
+        "lone_read",
         "name",
         "outbound_packet_sinks",
         "outbound_sinks",
+        "outlet",
+        "outlet_codec",
         "packets_in",
         "packets_out",
         "sample_rate",
@@ -554,11 +623,28 @@ class _LegState:
         self.inbound_packet_sinks: list[PacketCallback] = []
         self.outbound_packet_sinks: list[PacketCallback] = []
         self.sources: list[AudioSource] = []
+        self.outlet: Outlet | None = None
+        self.outlet_codec: str | None = None
+        self.direct: QueueSource | None = None  # the lone source, played through the outlet
+        self.lone_read: Callable[[float], bytes | None] | None = None  # the lone source's read
         self.frames_in = 0
         self.frames_out = 0
         self.packets_in = 0
         self.packets_out = 0
         self.idle_ticks = 0
+
+    def find_direct(self) -> None:
+        """Choose how the tick reads a lone source (sources or outlet changed): as it
+        came, for the outlet, and its read, chosen here rather than on every tick."""
+        sources = self.sources
+        lone = sources[0] if len(sources) == 1 else None
+        queue = lone if isinstance(lone, QueueSource) else None
+        self.direct = (queue if queue is not None and self.outlet is not None
+                       and queue.payload_codec == self.outlet_codec else None)
+        if queue is not None and queue.payload_codec is None:
+            self.lone_read = queue.read_payload  # PCM already: no read() around it
+        else:
+            self.lone_read = lone.read if lone is not None else None
 
 
 def _remove(items: list[_T], item: _T) -> None:
@@ -596,11 +682,13 @@ class MediaHub:
         name: a tag for log lines (the call session id).
     """
 
-    __slots__ = ("_legs", "_retired_drops", "_taps", "callback_errors", "name", "ticks")
+    __slots__ = ("_legs", "_retired_drops", "_states", "_taps", "callback_errors", "name",
+                 "ticks")
 
     def __init__(self, name: str = "") -> None:
         self.name = name
         self._legs: dict[str, _LegState] = {}
+        self._states: list[_LegState] = []  # _legs' values, for the tick without a call
         self._taps: list[FrameTap] = []
         self._retired_drops = 0
         self.callback_errors = 0
@@ -616,14 +704,15 @@ class MediaHub:
         """
         if leg in self._legs:
             raise MediaStateError(f"leg {leg!r} is already in the hub")
-        self._legs[leg] = _LegState(leg, sample_rate, send_silence_when_idle)
+        state = self._legs[leg] = _LegState(leg, sample_rate, send_silence_when_idle)
+        self._states.append(state)
 
     def remove_leg(self, leg: str) -> None:
         """Remove a leg; its taps are closed, its callbacks and sources dropped."""
         self._leg(leg)
         for tap in [t for t in self._taps if t.leg == leg]:
             tap.close()
-        del self._legs[leg]
+        _remove(self._states, self._legs.pop(leg))
 
     @property
     def legs(self) -> tuple[str, ...]:
@@ -691,7 +780,26 @@ class MediaHub:
         """Mix ``source`` into what the leg hears, from the next tick on."""
         state = self._leg(leg)
         state.sources.append(source)
-        return Subscription(lambda: _remove(state.sources, source))
+        state.find_direct()
+
+        def detach() -> None:
+            _remove(state.sources, source)
+            state.find_direct()
+
+        return Subscription(detach)
+
+    def set_outlet(self, leg: str, codec: str | None, send: Outlet | None) -> None:
+        """Let the leg send encoded frames: ``send(payload, now)`` sends 20 ms in ``codec``.
+
+        While the leg's only source is a :class:`QueueSource` of ``codec``'s bytes and
+        no outbound frame sink listens, :meth:`tick` hands each frame to ``send`` as
+        it came (not decoded, mixed and encoded again) and returns no frame for the
+        leg; otherwise it mixes PCM as ever. ``send=None`` removes the outlet.
+        """
+        state = self._leg(leg)
+        state.outlet = send
+        state.outlet_codec = codec if send is not None else None
+        state.find_direct()
 
     # -- the media path ----------------------------------------------------------
 
@@ -754,31 +862,41 @@ class MediaHub:
         return dropped
 
     def tick(self, now: float) -> list[tuple[str, bytes | None]]:
-        """Produce each leg's next outbound frame (None: send nothing this tick)."""
+        """Produce each leg's next outbound frame (None: send nothing this tick).
+
+        A leg whose frame went to its outlet (see :meth:`set_outlet`) is not listed.
+        """
         self.ticks += 1
         out: list[tuple[str, bytes | None]] = []
-        for state in self._legs.values():
+        for state in self._states:
             mixed: bytes | None = None
-            several: list[bytes] | None = None
-            for source in state.sources:
+            direct = state.direct
+            outlet = state.outlet
+            if direct is not None and outlet is not None and not state.outbound_sinks:
+                # The pass-through: the queued codec bytes are the RTP payload.
                 try:
-                    pcm = source.read(now)
+                    payload = direct.read_payload(now)
                 except Exception:
-                    self.callback_errors += 1
-                    logger.debug("%s source of %s failed", self.name, state.name, exc_info=True)
+                    payload = None
+                    self._source_failed(state)
+                if payload is not None:
+                    state.frames_out += 1
+                    try:
+                        outlet(payload, now)
+                    except Exception:
+                        self.callback_errors += 1
+                        logger.debug("%s outlet of %s failed", self.name, state.name,
+                                     exc_info=True)
                     continue
-                if pcm is None:
-                    continue
-                if len(pcm) != state.frame_bytes:
-                    pcm = (pcm + state.silence)[: state.frame_bytes]  # a sloppy source
-                if mixed is None:
-                    mixed = pcm
-                elif several is None:
-                    several = [mixed, pcm]
-                else:
-                    several.append(pcm)
-            if several is not None:
-                mixed = mix_frames(several)
+            elif state.lone_read is not None:  # one source: no mixing
+                try:
+                    mixed = state.lone_read(now)
+                except Exception:
+                    self._source_failed(state)
+                if mixed is not None and len(mixed) != state.frame_bytes:
+                    mixed = (mixed + state.silence)[: state.frame_bytes]  # a sloppy source
+            elif state.sources:
+                mixed = self._mix(state, now)
             if mixed is None:
                 if not state.send_silence_when_idle:
                     state.idle_ticks += 1
@@ -793,6 +911,32 @@ class MediaHub:
                 self._fan_out(state.outbound_sinks, frame)
             out.append((state.name, mixed))
         return out
+
+    def _mix(self, state: _LegState, now: float) -> bytes | None:
+        """Read every source of a leg with several, and mix what they play."""
+        mixed: bytes | None = None
+        several: list[bytes] | None = None
+        for source in state.sources:
+            try:
+                pcm = source.read(now)
+            except Exception:
+                self._source_failed(state)
+                continue
+            if pcm is None:
+                continue
+            if len(pcm) != state.frame_bytes:
+                pcm = (pcm + state.silence)[: state.frame_bytes]  # a sloppy source
+            if mixed is None:
+                mixed = pcm
+            elif several is None:
+                several = [mixed, pcm]
+            else:
+                several.append(pcm)
+        return mixed if several is None else mix_frames(several)
+
+    def _source_failed(self, state: _LegState) -> None:
+        self.callback_errors += 1
+        logger.debug("%s source of %s failed", self.name, state.name, exc_info=True)
 
     # -- counters ------------------------------------------------------------------
 
@@ -817,6 +961,7 @@ class MediaHub:
         for tap in list(self._taps):
             tap.close()
         self._legs.clear()
+        self._states.clear()
 
 
 class Bridge:

@@ -628,13 +628,21 @@ class RtpSession:
     def send_payload(self, payload: bytes, now: float) -> None:
         """Send an already encoded payload in the session's codec (passthrough).
 
+        DTMF takes the tick as in :meth:`send_frame` (the payload is discarded).
+
         Raises:
             MediaStateError: the session is closed.
         """
         if self._closed:
             raise MediaStateError("RTP session is closed")
+        if self._dtmf_plan and self._send_dtmf_tick(now):
+            return
         self._send(self._pt, payload, self._ts, now)
-        self._ts = (self._ts + self._codec.ticks_for(len(payload))) & _MASK32
+        codec = self._codec
+        size = len(payload)
+        # A whole 20 ms frame (a stream's echo, every tick) without the division.
+        ticks = self._frame_ticks if size == codec.frame_bytes else codec.ticks_for(size)
+        self._ts = (self._ts + ticks) & _MASK32
 
     def skip_frame(self, now: float) -> None:
         """Let one 20 ms tick pass without audio.

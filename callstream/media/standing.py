@@ -147,10 +147,10 @@ class StandingQueue:
             if self._arrivals:
                 self.reset()
             return 0
-        self._floor = min(self._floor, depth)
+        if depth < self._floor:  # not min(): a call every tick of a standing queue
+            self._floor = depth
         self._record(arrived)
-        arrivals = self._arrivals
-        if len(arrivals) < self._window or not self._credit:
+        if not self._credit or len(self._arrivals) < self._window:  # credit first: no len()
             return 0
         real_time = self._window * self._frame_bytes
         if self._in_window > MAX_RATE * real_time:

@@ -203,6 +203,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._leg_state = self.hub.leg_state(self.leg)  # a new rate re-added the leg
         self._deadline = session.next_deadline()
         self._rejected_seen = _rejected(session)
+        if self._pacer is not None:
+            self.hub.set_outlet(self.leg, session.codec.name, self.send_payload)
 
     # asyncio.DatagramProtocol ------------------------------------------------
 
@@ -252,6 +254,13 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self._session.skip_frame(now)
         else:
             self._session.send_frame(pcm, now)
+        self.flush(now)
+
+    def send_payload(self, payload: bytes, now: float) -> None:
+        """Send 20 ms already in the session's codec (the hub's outlet: phase 2)."""
+        if self.closed:
+            return
+        self._session.send_payload(payload, now)  # a DTMF event takes the tick, as ever
         self.flush(now)
 
     def service_timers(self, now: float) -> None:
@@ -424,6 +433,8 @@ async def open_rtp_endpoint(
         session.start(loop.time())
         endpoint._deadline = session.next_deadline()
         if pacer is not None:
+            # Paced: the hub's tick may send what a stream queued as it came.
+            hub.set_outlet(leg, session.codec.name, endpoint.send_payload)
             pacer.attach(endpoint)
         return endpoint
     logger.warning("%s: no RTP port pair free in %d-%d: %d busy (held by another program?),"

@@ -29,7 +29,11 @@ Modes (``stream_bidirectional_mode``, spec §5.4)
 
 Audio is converted to each target leg's own rate (libswresample, 1-2 ms of delay);
 targets at the same rate share one conversion. Every target leg gets its own
-:class:`~callstream.media.hub.QueueSource`.
+:class:`~callstream.media.hub.QueueSource`. PCMU and PCMA in ``rtp`` mode are not
+decoded for 8 kHz targets: their queues hold the consumer's bytes (the source's codec
+mode), which a leg of the same codec sends as they came (the hub's pass-through) and
+any other decodes at its tick; where every target is such, a message is checked and
+queued inside :meth:`Playback.on_text` itself, as it comes 50 times a second.
 
 Marks and clear
 ---------------
@@ -95,7 +99,7 @@ from callstream.media.codecs import FRAMES_PER_SECOND, CodecInfo, Decoder, get_c
 from callstream.media.codecs.opus import OPUS_CLOCK, packet_samples
 from callstream.media.codecs.resample import SUPPORTED_RATES, Resampler
 from callstream.media.exceptions import MediaParseError
-from callstream.media.hub import SOURCE_MAX_SECONDS, QueueSource, Subscription
+from callstream.media.hub import PASSTHROUGH_CODECS, SOURCE_MAX_SECONDS, QueueSource, Subscription
 from callstream.media.metrics import PLAYBACK_DISCARDED_STANDING
 from callstream.streaming.mp3 import Mp3Error, decode_mp3
 from callstream.streaming.protocol import (
@@ -152,6 +156,22 @@ def _convert_whole(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
     out = Resampler(in_rate, out_rate).process(pcm + bytes(pad))
     length = round(len(pcm) // 2 * out_rate / in_rate)
     return out[2 * delay : 2 * (delay + length)]
+
+
+def _too_long(seconds: float) -> StreamProtocolError:
+    return StreamProtocolError(
+        StreamErrorCode.INVALID_MEDIA,
+        f"A media message carries at most {MAX_MESSAGE_SECONDS:g} s of audio; "
+        f"this one carries {seconds:.1f} s",
+    )
+
+
+def _no_room(queued: float, seconds: float) -> StreamProtocolError:
+    return StreamProtocolError(
+        StreamErrorCode.RATE_LIMIT_REACHED,
+        f"The playback queue holds at most {SOURCE_MAX_SECONDS} s of audio; "
+        f"{queued:.1f} s are queued and this message adds {seconds:.1f} s",
+    )
 
 
 class _Lane:
@@ -285,20 +305,38 @@ class Playback:
         self._bytes_per_second = {"L16": 2 * (in_rate or 1), "G722": 8000}.get(codec, in_rate or 1)
         self._lanes: dict[int, _Lane] = {}
         self._subscriptions: list[Subscription] = []
+        # G.711 at the legs' own rate is queued as it came (QueueSource's codec mode):
+        # a leg in that codec sends it untouched, any other leg decodes it at its tick.
+        self._passthrough: CodecInfo | None = None
+        if (mode == "rtp" and self._codec_info is not None
+                and self._codec_info.name in PASSTHROUGH_CODECS):
+            self._passthrough = self._codec_info
+        sources: list[QueueSource] = []
         seen: set[tuple[int, str]] = set()
         for target in targets:
             key = (id(target.hub), target.leg)
             if key in seen:
                 continue
             seen.add(key)
-            lane = self._lanes.get(target.sample_rate)
+            rate = target.sample_rate
+            lane = self._lanes.get(rate)
             if lane is None:
-                lane = self._lanes[target.sample_rate] = _Lane(target.sample_rate, in_rate)
-            source = QueueSource(target.sample_rate, hold_ticks=HOLD_TICKS, drain=lane.drain,
-                                 standing_bytes=2 * target.sample_rate * standing_ms // 1000,
-                                 on_trim=self._trimmed)
+                lane = self._lanes[rate] = _Lane(rate, in_rate)
+            queued_as = self._passthrough if rate == in_rate else None
+            source = QueueSource(rate, hold_ticks=HOLD_TICKS, drain=lane.drain,
+                                 standing_bytes=2 * rate * standing_ms // 1000,
+                                 on_trim=self._trimmed, codec=queued_as)
             lane.sources.append(source)
+            sources.append(source)
             self._subscriptions.append(target.hub.add_source(target.leg, source))
+        self._sources = tuple(sources)
+        # Every target queues the consumer's bytes: a message needs no decode at all.
+        self._raw = self._passthrough is not None and all(
+            source.payload_codec is not None for source in sources)
+        # Seconds queued on the fullest target at most: what was there when last looked
+        # at, plus all fed since (queues only shrink meanwhile). The look, a property
+        # read per target, then waits until a message might not fit (raw messages only).
+        self._queued_bound = 0.0
         self.messages = 0  # media messages accepted
         self.errors = 0  # error frames sent
 
@@ -309,39 +347,46 @@ class Playback:
         if self._closed:
             return
         try:
-            self._handle(text)
+            frame = parse_client_frame(text)
+            if type(frame) is ClientMedia:  # 50 a second; marks and clears are rare
+                data = frame.payload
+                if self._raw:
+                    # G.711 that every target queues as it came: _play_rtp inline (a
+                    # byte a sample, no decoder, no lanes), as this runs for every message.
+                    seconds = len(data) / self._bytes_per_second
+                    if seconds > MAX_MESSAGE_SECONDS:
+                        raise _too_long(seconds)
+                    bound = self._queued_bound + seconds
+                    if bound > SOURCE_MAX_SECONDS - 0.1:  # it may not fit: look
+                        queued = self.buffered_ms / 1000.0
+                        self._queued_bound = queued
+                        if queued + seconds > SOURCE_MAX_SECONDS - 0.1:
+                            raise _no_room(queued, seconds)
+                        bound = queued + seconds
+                    self._queued_bound = bound
+                    for source in self._sources:
+                        source.feed(data)
+                elif self.mode == "mp3":
+                    self._play_mp3(data)
+                else:
+                    self._play_rtp(data)
+                self.messages += 1
+            elif type(frame) is ClientMark:
+                self.mark(frame.name)
+            else:
+                self.clear()
         except StreamProtocolError as refusal:
             self._error(refusal.code, refusal.detail)
         except Exception:  # our bug: answer, log, keep the stream up
             logger.exception("bidirectional frame failed")
             self._error(StreamErrorCode.UNKNOWN_ERROR, "The frame could not be processed")
 
-    def _handle(self, text: str) -> None:
-        frame = parse_client_frame(text)
-        if isinstance(frame, ClientMedia):  # 50 a second; marks and clears are rare
-            self._play(frame.payload)
-        elif isinstance(frame, ClientMark):
-            self.mark(frame.name)
-        else:
-            self.clear()
-
-    def _play(self, data: bytes) -> None:
-        if self.mode == "mp3":
-            self._play_mp3(data)
-        else:
-            self._play_rtp(data)
-        self.messages += 1
-
     def _play_rtp(self, data: bytes) -> None:
         if self._unplayable is not None:
             raise StreamProtocolError(StreamErrorCode.INVALID_MEDIA, self._unplayable)
         seconds = self._duration(data)
         if seconds > MAX_MESSAGE_SECONDS:
-            raise StreamProtocolError(
-                StreamErrorCode.INVALID_MEDIA,
-                f"A media message carries at most {MAX_MESSAGE_SECONDS:g} s of audio; "
-                f"this one carries {seconds:.1f} s",
-            )
+            raise _too_long(seconds)
         decoder = self._decoder
         if decoder is None:  # not reached: _unplayable is set whenever it is None
             raise StreamProtocolError(StreamErrorCode.UNKNOWN_ERROR, "No decoder for this stream")
@@ -359,7 +404,7 @@ class Playback:
             raise StreamProtocolError(
                 StreamErrorCode.INVALID_MEDIA, f"media.payload: {exc}") from None
         for lane in self._lanes.values():
-            lane.feed(pcm)
+            lane.feed(pcm if lane.sources[0].payload_codec is None else data)
 
     def _duration(self, data: bytes) -> float:
         """Seconds of audio in an rtp payload (an Opus packet says; the others are CBR)."""
@@ -393,11 +438,7 @@ class Playback:
         queued = self.buffered_ms / 1000.0
         # A little headroom for a resampler's tail, which QueueSource also counts.
         if queued + seconds > SOURCE_MAX_SECONDS - 0.1:
-            raise StreamProtocolError(
-                StreamErrorCode.RATE_LIMIT_REACHED,
-                f"The playback queue holds at most {SOURCE_MAX_SECONDS} s of audio; "
-                f"{queued:.1f} s are queued and this message adds {seconds:.1f} s",
-            )
+            raise _no_room(queued, seconds)
 
     # -- commands (also usable directly) ------------------------------------------------
 
@@ -442,11 +483,10 @@ class Playback:
     def buffered_ms(self) -> float:
         """Audio queued and not yet played, on the fullest target."""
         fullest = 0.0  # a loop, not max() over a generator: read for every media message
-        for lane in self._lanes.values():
-            for source in lane.sources:
-                ms = source.buffered_ms
-                if ms > fullest:
-                    fullest = ms
+        for source in self._sources:
+            ms = source.buffered_ms
+            if ms > fullest:
+                fullest = ms
         return fullest
 
     @property

@@ -410,6 +410,8 @@ class StreamSession:
             return
         if params.bidirectional:  # before start: the consumer may answer it at once
             self._playback = self._make_playback()
+            if self._playback is not None:
+                ws.on_text = self._playback.on_text  # no hop through _on_consumer_text
         # Media timestamps count from when capture began: the buffered audio comes first.
         began = self._capture_started if self._capture_started is not None else self._clock()
         await send_frames(ws, [self._frames.start(self._start_details(), began)])
@@ -517,7 +519,9 @@ class StreamSession:
                 sock.close()
                 raise
         assert isinstance(ws, StreamConnection)  # create_connection made it
-        ws.on_text = self._on_consumer_text
+        # Straight to the playback once there is one (a closed one ignores its input).
+        ws.on_text = (self._playback.on_text if self._playback is not None
+                      else self._on_consumer_text)
         return ws
 
     def _on_consumer_text(self, text: str) -> None:

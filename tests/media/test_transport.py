@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import random
 import socket
 import time
@@ -510,5 +511,48 @@ def test_the_pacer_runs_a_legs_timers_only_when_due() -> None:
         pacer.tick(now + 0.02)
         assert serviced == [now]  # the next report is due seconds later
         endpoint.close()
+
+
+def test_a_paced_leg_sends_a_g711_queue_as_it_came_and_dtmf_takes_its_ticks() -> None:
+    """The hub's outlet: a PCMU queue on a PCMU leg goes out byte for byte (0x7F, -0,
+    included: the PCM path would send 0xFF); DTMF events take their ticks and mute the
+    audio, its gaps carry it, as without the outlet."""
+
+    async def main() -> None:
+        start, end = free_port_range()
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind((LOCALHOST, 0))
+        peer.settimeout(2)
+        pacer = Pacer()
+        hub = MediaHub()
+        hub.add_leg("a", 8000)
+        session = RtpSession(PCMU, remote_address=peer.getsockname())
+        endpoint = await open_rtp_endpoint(
+            session, hub, "a", host=LOCALHOST, ports=PortAllocator(start, end), pacer=pacer)
+        pacer.stop()  # ticked by hand below
+        try:
+            frames = [bytes([0x7F, k + 1]) * 80 for k in range(30)]
+            source = QueueSource(8000, codec=PCMU)
+            for frame in frames:
+                source.feed(frame)
+            hub.add_source("a", source)
+            now = asyncio.get_running_loop().time()
+            for k in range(30):
+                if k == 5:
+                    session.send_dtmf("1", duration_ms=60, gap_ms=60)  # 3 ticks each
+                pacer.tick(now + 0.02 * k)
+            got = [peer.recv(2048) for _ in range(30)]
+        finally:
+            endpoint.close()
+            peer.close()
+        types = [packet[1] & 0x7F for packet in got]
+        assert types == [0] * 5 + [101] * 5 + [0] * 20  # 3 end packets (RFC 4733 §2.5.1.4)
+        audio = [packet for packet in got if packet[1] & 0x7F == 0]
+        assert [packet[12:] for packet in audio] == frames[:5] + frames[10:]
+        stamps = [int.from_bytes(packet[4:8], "big") for packet in audio]
+        assert [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)] == (
+            [160] * 4 + [6 * 160] + [160] * 19)
+        numbers = [int.from_bytes(packet[2:4], "big") for packet in got]
+        assert [(b - a) & 0xFFFF for a, b in itertools.pairwise(numbers)] == [1] * 29
 
     asyncio.run(main())

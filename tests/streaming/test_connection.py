@@ -89,6 +89,34 @@ async def test_a_text_message_that_is_not_utf8_fails_the_connection_with_1007(
     assert got == []  # the first was binary; nothing after the bad one is played
 
 
+async def test_a_handler_that_raises_is_logged_and_the_next_message_still_comes(
+        open_pair: Callable[[Handler], Awaitable[StreamConnection]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    go = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await go.wait()
+        await ws.send('{"event":"boom"}')
+        await ws.send('{"event":"clear"}')
+        await ws.close()
+
+    ws = await open_pair(handler)
+    got: list[str] = []
+
+    def on_text(text: str) -> None:
+        if "boom" in text:
+            raise RuntimeError("a bug in the handler")
+        got.append(text)
+
+    ws.on_text = on_text
+    go.set()
+    async with asyncio.timeout(10):
+        await ws.wait_closed()
+    assert got == ['{"event":"clear"}']
+    assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000
+    assert "a stream's consumer message handler failed" in caplog.text
+
+
 async def test_without_on_text_the_assembler_gets_them(
         open_pair: Callable[[Handler], Awaitable[StreamConnection]]) -> None:
     async def handler(ws: ServerConnection) -> None:

@@ -50,6 +50,9 @@ MAX_CLIENT_FRAME_BYTES = 8 * 1024 * 1024
 _MEDIA_STARTS = ('{"event":"media","media":{"payload":"',
                  '{"event": "media", "media": {"payload": "')
 _MEDIA_END = '"}}'
+# Where the payload starts in each (they part at character 9: '"' or ' '), and ends.
+_COMPACT_AT, _SPACED_AT = (len(start) for start in _MEDIA_STARTS)
+_END_AT = -len(_MEDIA_END)
 #: A mark's name comes back in the echo; longer ones are refused, not truncated.
 MAX_MARK_NAME_CHARS = 1024
 #: How much of a bad value an error detail repeats.
@@ -90,14 +93,12 @@ def parse_client_frame(text: str | bytes) -> ClientFrame:
         raise StreamProtocolError(
             StreamErrorCode.MALFORMED_FRAME,
             f"A frame holds at most {MAX_CLIENT_FRAME_BYTES} bytes; this one has {len(text)}")
-    if type(text) is str and text.endswith(_MEDIA_END):
-        for start in _MEDIA_STARTS:
-            if text.startswith(start):
-                try:
-                    return ClientMedia(binascii.a2b_base64(text[len(start) : -len(_MEDIA_END)],
-                                                           strict_mode=True))
-                except ValueError:
-                    break  # not base64 (or JSON escapes in it): the full parse says which
+    if type(text) is str and text.endswith(_MEDIA_END) and text.startswith(_MEDIA_STARTS):
+        at = _COMPACT_AT if text[9] == '"' else _SPACED_AT
+        try:
+            return ClientMedia(binascii.a2b_base64(text[at:_END_AT], strict_mode=True))
+        except ValueError:
+            pass  # not base64 (or JSON escapes in it): the full parse says which
     try:
         message = orjson.loads(text)
     except orjson.JSONDecodeError:
