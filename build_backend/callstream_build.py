@@ -18,8 +18,9 @@ from typing import Any
 from setuptools import build_meta as _setuptools
 
 COMPILE_ENV = "CALLSTREAM_COMPILE"
-#: The mypy (with its mypyc) the compiled modules are built and tested with: the one the
-#: test extras install (pyproject.toml), pinned so its runtime type checks stay those tested.
+#: The mypy (with its mypyc) the compiled modules are built with: the one the test extras
+#: pin (pyproject.toml; tests/test_build.py checks they agree), so its run-time type checks
+#: are those tested.
 MYPYC_REQUIREMENT = "mypy==2.4.1"
 
 ConfigSettings = dict[str, Any] | None

@@ -8,14 +8,18 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.machinery
+import importlib.metadata
 import re
+import tomllib
 from pathlib import Path
 
 from callstream import __version__, compiled
 from callstream.build import media_build
 from tests.helpers import running_server
 
-SETUP = Path(__file__).resolve().parents[1] / "setup.py"
+ROOT = Path(__file__).resolve().parents[1]
+SETUP = ROOT / "setup.py"
+BACKEND = ROOT / "build_backend" / "callstream_build.py"
 
 
 def listed_modules() -> list[str]:
@@ -38,6 +42,16 @@ def test_every_listed_module_is_compiled_or_none_is() -> None:
     names = listed_modules()
     assert "callstream.streaming.connection" not in names  # crashes compiled (setup.py)
     assert {name: is_extension(name) for name in names} == dict.fromkeys(names, compiled())
+
+
+def test_the_compiled_build_uses_the_mypy_the_tests_pin() -> None:
+    (pin,) = [node.value.value for node in ast.parse(BACKEND.read_text()).body
+              if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+              and [getattr(t, "id", None) for t in node.targets] == ["MYPYC_REQUIREMENT"]]
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        test_extras = tomllib.load(f)["project"]["optional-dependencies"]["test"]
+    assert pin in test_extras
+    assert pin == f"mypy=={importlib.metadata.version('mypy')}"
 
 
 def test_serve_says_which_build_runs(tmp_path: Path) -> None:
