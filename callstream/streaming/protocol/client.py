@@ -48,7 +48,7 @@ MAX_CLIENT_FRAME_BYTES = 8 * 1024 * 1024
 #: and as Python's ``json.dumps`` do: 50 a second per stream, so read without a JSON parse
 #: when all between start and end is strict base64 (then the JSON says just that).
 _MEDIA_STARTS: tuple[str, ...] = ('{"event":"media","media":{"payload":"',
-                 '{"event": "media", "media": {"payload": "')
+                                  '{"event": "media", "media": {"payload": "')
 _MEDIA_END = '"}}'
 #: A mark's name comes back in the echo; longer ones are refused, not truncated.
 MAX_MARK_NAME_CHARS = 1024
