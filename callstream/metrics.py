@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from callstream import __version__
+from callstream.build import media_build
 
 HTTP_REQUESTS = Counter(
     "callstream_http_requests_total", "HTTP API requests", ["method", "route", "status"]
@@ -13,6 +16,11 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+BUILD = Info(
+    "callstream_build",
+    "Which build runs: media is 'compiled' (mypyc, CALLSTREAM_COMPILE=1) or 'pure' Python",
+)
+BUILD.info({"version": __version__, "media": media_build()})
 ACTIVE_CALLS = Gauge("callstream_active_calls", "Calls alive in this process")
 CALL_LOCKS = Gauge(
     "callstream_call_locks",

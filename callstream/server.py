@@ -32,6 +32,7 @@ from callstream.api.auth import ASGIApp
 from callstream.api.http_protocol import HttpLimits, LimitedHttpProtocol
 from callstream.api.render import ApiReceipts
 from callstream.api.services import Services
+from callstream.build import media_build
 from callstream.calls.control import CallControl, CallParts
 from callstream.cluster.exceptions import RedisUnavailable
 from callstream.cluster.forward import OwnerForwarding
@@ -281,8 +282,9 @@ class Server:
         gc.freeze()
         if self.seat is not None:
             self.seat.ready(self._http_sockets[0].getsockname()[1])
-        log.info("callstream listening: http=%s sip=%s data=%s%s", settings.http, settings.sip,
-                 settings.data_dir, "" if self.seat is None else f" ({self.seat.owner})")
+        log.info("callstream listening: http=%s sip=%s data=%s media=%s%s", settings.http,
+                 settings.sip, settings.data_dir, media_build(),
+                 "" if self.seat is None else f" ({self.seat.owner})")
         if services.console_sessions is not None:
             token = services.console_sessions.issue_link(time.monotonic())
             # One-time login link, valid console_login_link_ttl_secs (docs/console.md).

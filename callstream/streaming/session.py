@@ -83,7 +83,7 @@ import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
@@ -433,7 +433,9 @@ class StreamSession:
     async def _serve(self, ws: StreamConnection) -> int | None:
         """Stream over ``ws`` until a stop (None) or the socket ends (its close code)."""
         loop = asyncio.get_running_loop()
-        self._gone = None
+        # Typed wide, not narrowed to None: the reader task sets it during the awaits below,
+        # and the compiled build (mypyc) checks each read against the narrowed type.
+        self._gone = cast("int | None", None)
         self._reader = loop.create_task(self._read(ws))
         self._watchdog = loop.create_task(self._watch(ws))
         try:

@@ -32,6 +32,7 @@ from prometheus_client import generate_latest
 from sqlalchemy.engine import make_url
 
 from callstream.api.http_protocol import HttpLimits
+from callstream.build import media_build
 from callstream.config import Settings
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.listening import ListenError, bind_tcp
@@ -136,8 +137,8 @@ class Supervisor:
         for sock in self._http_sockets:
             self._http_servers.append(await loop.create_server(
                 front_factory(self, limits), sock=sock, backlog=1024))
-        log.info("callstream listening: http=%s sip=%s data=%s workers=%d", settings.http,
-                 settings.sip, settings.data_dir, self.count)
+        log.info("callstream listening: http=%s sip=%s data=%s media=%s workers=%d",
+                 settings.http, settings.sip, settings.data_dir, media_build(), self.count)
         self._checks = asyncio.create_task(start_checks(self.store, settings, default_app),
                                            name="start-checks")
 

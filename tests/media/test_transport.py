@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from callstream import compiled
 from callstream.media.clock import unix_from_ntp
 from callstream.media.codecs import G722, PCMU
 from callstream.media.codecs.g711 import PcmuDecoder
@@ -205,6 +206,8 @@ def test_pacer_keeps_time_and_skips_after_a_stall(loop_kind: str) -> None:
     run(loop_kind, main)
 
 
+@pytest.mark.skipif(compiled(), reason="breaks RtpEndpoint.pull_inbound by assigning it: "
+                    "the compiled Pacer calls the class's method directly")
 def test_a_failing_leg_does_not_stop_the_others() -> None:
     async def main() -> None:
         start, end = free_port_range()
@@ -477,6 +480,8 @@ def test_outbound_packets_no_tap_wants_are_counted_and_sent_alike() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.skipif(compiled(), reason="spies on RtpEndpoint.service_timers by assigning it: "
+                    "the compiled Pacer calls the class's method directly")
 def test_the_pacer_runs_a_legs_timers_only_when_due() -> None:
     async def main() -> None:
         start, end = free_port_range()

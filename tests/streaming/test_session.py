@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from callstream import compiled
 from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
 from callstream.calls.state import CallState
@@ -175,13 +176,12 @@ async def test_after_stop_the_consumer_may_close_or_is_closed_after_the_grace() 
         assert loop.time() > c.stop_at
 
 
-async def test_live_audio_older_than_the_bound_is_dropped_and_the_head_is_not(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_live_audio_older_than_the_bound_is_dropped_and_the_head_is_not() -> None:
     """The clock is the test's: frames captured 0.5 s before their turn are overdue
     (bound 0.2 s) and dropped, counted; the newer ones go; the buffered head never is.
-    The socket is full (no direct write from the media callback), so the frames wait for
-    the stream's task, as they do while a consumer reads behind."""
-    monkeypatch.setattr("callstream.streaming.session.can_write_now", lambda ws: False)
+    The socket is full (its transport paused writing: no direct write from the media
+    callback), so the frames wait for the stream's task, as they do while a consumer reads
+    behind."""
     now = [99.0]
     async with consumer() as c:
         stream, media = session(c.url)
@@ -191,10 +191,14 @@ async def test_live_audio_older_than_the_bound_is_dropped_and_the_head_is_not(
         talk(media, 1, 2)  # before start: the head, kept whatever its age
         stream.start()
         await c.until(lambda c: len(c.of("media")) == 2)
+        ws = stream._ws
+        assert ws is not None
+        ws.pause_writing()  # what the transport calls past its write buffer's high-water mark
         now[0] = 100.0
         talk(media, 3, 3)  # live, then stuck for 0.5 s (the sender does not run meanwhile)
         now[0] = 100.5
         talk(media, 6, 2)
+        ws.resume_writing()
         await c.until(lambda c: len(c.of("media")) == 4)
         stamps = [int(f["media"]["timestamp"]) for f in c.of("media")]
         assert stamps[:2] == [0, 0] and stamps[2:] == [1500, 1500]  # 3-5 (at 1000) dropped
@@ -247,6 +251,8 @@ async def test_both_tracks_go_out_one_write_per_tick_in_order() -> None:
         await asyncio.wait_for(c.closed.wait(), 5)
 
 
+@pytest.mark.skipif(compiled(), reason="spies on StreamEncoder._put, a method of a compiled "
+                    "class (its calls are direct C calls, its methods read-only)")
 async def test_a_pass_through_packet_goes_straight_to_the_socket() -> None:
     """The common case: no queue item, no wake of the stream's task, one write per packet;
     the frames are those the queued path makes (its ``write`` hook off: the same packets)."""

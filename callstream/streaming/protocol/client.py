@@ -47,8 +47,8 @@ MAX_CLIENT_FRAME_BYTES = 8 * 1024 * 1024
 #: A ``media`` message as most consumers write it, spaced as ``orjson`` / ``JSON.stringify``
 #: and as Python's ``json.dumps`` do: 50 a second per stream, so read without a JSON parse
 #: when all between start and end is strict base64 (then the JSON says just that).
-_MEDIA_STARTS = ('{"event":"media","media":{"payload":"',
-                 '{"event": "media", "media": {"payload": "')
+_MEDIA_STARTS: tuple[str, ...] = ('{"event":"media","media":{"payload":"',
+                                  '{"event": "media", "media": {"payload": "')
 _MEDIA_END = '"}}'
 # Where the payload starts in each (they part at character 9: '"' or ' '), and ends.
 _COMPACT_AT, _SPACED_AT = (len(start) for start in _MEDIA_STARTS)
