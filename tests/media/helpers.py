@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from callstream.media.codecs.g711 import PcmuDecoder
 from callstream.media.session import Address, RtpSession
 
 DATA = Path(__file__).parent / "data"
@@ -95,3 +96,16 @@ def tone_snr(signal: npt.NDArray[np.float64], freq: float, rate: int, skip: int 
     fitted = basis @ coef
     noise = np.sum((x - fitted) ** 2)
     return float(10 * np.log10(np.sum(fitted**2) / max(noise, 1e-9)))
+
+
+class CountingPcmu(PcmuDecoder):
+    """A PCMU decoder that counts its decodes (the tick's decode-skipping tests)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decode(self, payload: bytes) -> bytes:  # type: ignore[override]
+        self.calls += 1
+        return PcmuDecoder.decode(payload)

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstream.media.codecs import G722, L16_8K, PCMA, PCMU, CodecInfo
-from callstream.media.codecs.g711 import PcmuDecoder
 from callstream.media.codecs.pcm import peak
 from callstream.media.jitter import (
     JITTER_CAPACITY,
@@ -20,7 +19,7 @@ from callstream.media.jitter import (
     PushResult,
 )
 
-from .helpers import frames, tone
+from .helpers import CountingPcmu, frames, tone
 
 # L16 at 8 kHz is lossless: a payload's PCM is recognizable after playout.
 CODEC = L16_8K
@@ -306,19 +305,8 @@ def test_advance_keeps_pulls_books_and_the_next_pull_is_pulls(
     _run(codec, steps, tick)
 
 
-class _CountingPcmu(PcmuDecoder):
-    __slots__ = ("calls",)
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def decode(self, payload: bytes) -> bytes:  # type: ignore[override]
-        self.calls += 1
-        return PcmuDecoder.decode(payload)
-
-
 def test_advance_skips_a_stateless_decode_until_concealment_needs_the_frame() -> None:
-    decoder = _CountingPcmu()
+    decoder = CountingPcmu()
     jb = JitterBuffer(PCMU, decoder, prefetch_ms=40)
     reference = buffer(PCMU, prefetch_ms=40)
     audio = frames(tone(300, 8000, 1.0), 320)

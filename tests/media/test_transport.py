@@ -17,7 +17,6 @@ import uvloop
 from callstream import compiled
 from callstream.media.clock import unix_from_ntp
 from callstream.media.codecs import G722, PCMU
-from callstream.media.codecs.g711 import PcmuDecoder
 from callstream.media.dtmf import DtmfDigit
 from callstream.media.exceptions import MediaStateError, PortsExhaustedError
 from callstream.media.hub import AudioFrame, MediaHub, QueueSource, Track
@@ -26,7 +25,7 @@ from callstream.media.rtp import RtpPacket, build_packet
 from callstream.media.session import RtpSession, SessionEvent
 from callstream.media.transport import Pacer, PortAllocator, TapReader, open_rtp_endpoint
 
-from .helpers import frames, samples, tone, tone_snr
+from .helpers import CountingPcmu, frames, samples, tone, tone_snr
 
 LOCALHOST = "127.0.0.1"
 
@@ -389,27 +388,16 @@ def test_tap_reader_ends_when_the_tap_closes() -> None:
     asyncio.run(main())
 
 
-class _CountingPcmu(PcmuDecoder):
-    __slots__ = ("calls",)
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def decode(self, payload: bytes) -> bytes:  # type: ignore[override]
-        self.calls += 1
-        return PcmuDecoder.decode(payload)
-
-
 def test_a_leg_nobody_hears_is_not_decoded_and_a_tap_hears_from_the_next_tick() -> None:
     """The inbound tick of a stream that forwards packets only: the jitter buffer plays
     out unheard (no decode); once a tap attaches, its PCM is what it would have been."""
 
     async def main() -> None:
         start, end = free_port_range()
-        decoders: list[_CountingPcmu] = []
+        decoders: list[CountingPcmu] = []
 
-        def decoder() -> _CountingPcmu:
-            decoders.append(_CountingPcmu())
+        def decoder() -> CountingPcmu:
+            decoders.append(CountingPcmu())
             return decoders[-1]
 
         codec = dataclasses.replace(PCMU, decoder_factory=decoder)
