@@ -93,3 +93,12 @@ def bind_tcp(service: str, host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise ListenError(service, host, port, "TCP", exc) from exc
     return sockets
+
+
+def bound_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket, as a process on this machine reaches it
+    (a socket bound on every interface is reached on loopback)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -34,6 +34,7 @@ from callstream.api.render import ApiReceipts
 from callstream.api.services import Services
 from callstream.build import media_build
 from callstream.calls.control import CallControl, CallParts
+from callstream.calls.remote_bridge import RemoteBridges
 from callstream.cluster.exceptions import RedisUnavailable
 from callstream.cluster.forward import OwnerForwarding
 from callstream.cluster.peers import PeerConnections
@@ -42,7 +43,7 @@ from callstream.console.feed import ConsoleFeed
 from callstream.console.sessions import ConsoleSessions
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.forking.manager import ForkManager
-from callstream.listening import ListenError, bind_tcp
+from callstream.listening import ListenError, bind_tcp, bound_url
 from callstream.metrics import ACTIVE_CALLS, CALL_LOCKS
 from callstream.node_id import node_identity
 from callstream.sip.transport import SipTransport
@@ -219,7 +220,7 @@ class Server:
                 raise RedisUnavailable("redis_url needs the redis client: pip install "
                                        "'callstream[postgres]'") from exc
             address = (settings.node_address.rstrip("/") if settings.node_address
-                       else _bound_url(self._http_sockets[0]))
+                       else bound_url(self._http_sockets[0]))
             self.cluster = await ClusterNode.connect(
                 settings.redis_url, node_id, address, calls, self.webhooks,
                 lease_secs=settings.call_lease_secs, scan_secs=settings.failover_scan_secs)
@@ -237,6 +238,12 @@ class Server:
         if seat is None:  # a worker's webhooks are delivered by its supervisor
             await self.webhooks.start()
         assert self.switch is not None  # built with calls
+        if seat is not None or self.cluster is not None:
+            # Other processes hold calls too: a bridge with one of theirs goes through
+            # the front (a worker's node_address is its supervisor's listener).
+            calls.remote_bridges = RemoteBridges(
+                settings.node_address or bound_url(self._http_sockets[0]),
+                signer.peer_token(), self.switch.media_options.host)
         await self.switch.start()
         self._switch_running = True
         console_sessions = None
@@ -408,11 +415,6 @@ class Server:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-
-
-def _bound_url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def run_server(settings: Settings) -> None:

@@ -24,6 +24,7 @@ from callstream.api.routes import (
     applications,
     calls,
     forking,
+    internal,
     streaming,
     texml,
     transcription,
@@ -75,6 +76,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(transcription.router)
     app.include_router(webhook_deliveries.router)
     app.include_router(webrtc.router)
+    app.include_router(internal.router)
     if services.console_sessions is not None:
         app.include_router(console.router)
     checker = KeyChecker(services.store)

@@ -34,8 +34,9 @@ KEY_PREFIX = "KEY"
 #: Reachable without a key: health, the WebRTC client script and, with the console on,
 #: its page, assets and sign-in.
 PUBLIC_PATHS = frozenset({"/healthz", "/static/callstream-webrtc.js"})
-#: Routes that check their own credentials (a page's WebRTC token: api/routes/webrtc.py).
-SELF_CHECKED_PREFIXES = ("/v2/webrtc/sessions",)
+#: Routes that check their own credentials (a page's WebRTC token: api/routes/webrtc.py;
+#: the deployment's peer token: api/routes/internal.py).
+SELF_CHECKED_PREFIXES = ("/v2/webrtc/sessions", "/internal/")
 CONSOLE_PUBLIC_PATHS = frozenset({"/", "/console", "/console/login"})
 CONSOLE_PUBLIC_PREFIXES = ("/console/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD"})

@@ -44,6 +44,8 @@ COMMAND_ERRORS: dict[type[calls.CommandError], tuple[int, str, str]] = {
     calls.TranscriptionUnavailable: (422, "10015", "Transcription engine unavailable"),
     # 503, which the Telnyx SDKs retry: behind a load balancer, on another node.
     calls.NodeDraining: (503, "10007", "Service unavailable"),
+    # 503 too: a worker restarting, or a crossed bridge; a retry finds it answering.
+    calls.PeerUnavailable: (503, "10011", "Service unavailable"),
 }
 
 

@@ -9,7 +9,8 @@ Each command on a call runs under that call's lock, so a command and a repeat of
 (same ``command_id``) can't interleave; the receipt, the state change and the webhooks
 it causes are committed in one store transaction before the API replies.
 
-Locks are per key and never held across network I/O: a dial holds only its
+Locks are per key and never held across network I/O (but by a bridge with a call of
+another process, bounded: :meth:`CallControl._bridge_remote`): a dial holds only its
 ``command_id``'s lock, and only while it checks and records that id, so one dial
 waiting on a stream (``stream_establish_before_call_originate``) or on SIP never holds
 up another dial. Locks are dropped when no one uses them (:mod:`callstream.calls.locks`).
@@ -17,6 +18,7 @@ up another dial. Locks are dropped when no one uses them (:mod:`callstream.calls
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -32,15 +34,19 @@ from callstream.calls.exceptions import (
     CommandError,
     InvalidCommand,
     NodeDraining,
+    PeerUnavailable,
     UnknownApplication,
 )
 from callstream.calls.features import CallHooks, FeatureEvent, LegMedia
 from callstream.calls.locks import KeyedLocks
 from callstream.calls.model import Call, new_record
+from callstream.calls.remote_bridge import FEATURE_KEY as REMOTE_BRIDGE
+from callstream.calls.remote_bridge import PEER_LOCK_SECS, RemoteBridge, RemoteBridges
 from callstream.calls.requests import Answer, Bridge, Command, Dial, Hangup, Reject
 from callstream.calls.results import Dialled, Done, Receipts
 from callstream.calls.state import CallEvent, CallState
 from callstream.calls.telephony import Telephony
+from callstream.media.hop import HopOffer
 from callstream.store.base import Store
 from callstream.store.exceptions import CommandAlreadyDone, StoreError
 from callstream.store.records import Application, CallRecord, Change, IdempotencyRecord, Receipt
@@ -111,6 +117,9 @@ class CallControl:
         #: awaited with each new call's id before the call is stored and announced, so
         #: every node can find the call's owner as soon as anybody can know of the call.
         self.lease_new: Callable[[str], Awaitable[None]] | None = None
+        #: Set where other processes hold calls (--workers, a cluster): a bridge with
+        #: one of their calls joins the two through a hop (calls/remote_bridge.py).
+        self.remote_bridges: RemoteBridges | None = None
         built = parts(self)
         self.telephony = built.telephony
         #: Feature managers (streaming, forking, transcription), see calls.features.
@@ -353,10 +362,11 @@ class CallControl:
             other = self.calls.get(other_id)
             if other is None or not other.alive:
                 record = None if other is not None else await self.store.get_call(other_id)
-                elsewhere = (f" It is held by another process ({record.owner}); with "
-                             "--workers, only calls of one worker can be bridged."
-                             if record is not None and record.is_alive else "")
-                raise CallNotFound(f"No live call {other_id!r} to bridge with.{elsewhere}",
+                if (record is not None and record.is_alive and record.owner != self.owner
+                        and self.remote_bridges is not None):
+                    await self._bridge_remote(call, other_id, change)
+                    return
+                raise CallNotFound(f"No live call {other_id!r} to bridge with.",
                                    pointer="/call_control_id")
             if other is call:
                 raise InvalidCommand("A call can't be bridged with itself.",
@@ -374,6 +384,76 @@ class CallControl:
             change.calls.append(other.record)
 
         return await self.run_command(call_control_id, req, action)
+
+    async def _bridge_remote(self, call: Call, other_id: str, change: Change) -> None:
+        """Bridge ``call`` with a call another process holds (calls/remote_bridge.py).
+
+        The one command that holds its call's lock across network I/O: the other
+        owner's answer, bounded by PEER_ANSWER_SECS, so the call can't end or take
+        another command half-bridged."""
+        assert self.remote_bridges is not None
+        media = self.media(call, purpose="bridged")
+        ours = await self.remote_bridges.open(media, call.id, other_id)
+        try:
+            theirs = await self.remote_bridges.ask_join(other_id, call.id, ours.offer)
+        except BaseException:
+            ours.close()
+            raise
+        self._join(call, ours, theirs)
+        change.events.append(
+            call_event(call, "call.bridged", call_payload(call, **call_identity(call)),
+                       self._clock()))
+
+    def _join(self, call: Call, ours: RemoteBridge, theirs: HopOffer) -> None:
+        previous = call.features.pop(REMOTE_BRIDGE, None)
+        if isinstance(previous, RemoteBridge):  # a retried bridge: the new hop replaces it
+            previous.close()
+        ours.connect(theirs)
+        call.features[REMOTE_BRIDGE] = ours
+        call.bridged_with = ours.peer_call
+        log.info("call %s: bridged with call %s of another process (hop %s:%d to %s:%d)",
+                 call.id, ours.peer_call, *ours.hop.address, theirs.host, theirs.port,
+                 extra={"call_control_id": call.id})
+
+    async def join_remote(self, call_control_id: str, peer_id: str, theirs: HopOffer
+                          ) -> HopOffer:
+        """The owner of ``peer_id`` bridges it with our call: join its hop, store
+        call.bridged, answer our hop's offer.
+
+        Raises:
+            CallNotFound, CallEnded, CallNotAnswered: the call can't be bridged.
+            PeerUnavailable: the call is busy with another command (a crossed bridge).
+        """
+        assert self.remote_bridges is not None
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                async with asyncio.timeout(PEER_LOCK_SECS):
+                    await held.enter_async_context(self.lock(call_control_id))
+            except TimeoutError:
+                raise PeerUnavailable(f"Call {call_control_id} is busy with another "
+                                      "command; retry.") from None
+            call = await self.live_call(call_control_id)
+            media = self.media(call, purpose="bridged")
+            ours = await self.remote_bridges.open(media, call.id, peer_id)
+            self._join(call, ours, theirs)
+            await self.commit(Change(calls=[call.record], events=[call_event(
+                call, "call.bridged", call_payload(call, **call_identity(call)),
+                self._clock())]))
+            return ours.offer
+
+    async def leave_remote(self, call_control_id: str, peer_id: str) -> None:
+        """The call bridged with ours in another process ended: unbridge ours."""
+        async with self.lock(call_control_id):
+            call = self.calls.get(call_control_id)
+            bridge = None if call is None else call.features.get(REMOTE_BRIDGE)
+            if call is None or not isinstance(bridge, RemoteBridge) or (
+                    bridge.peer_call != peer_id):
+                return
+            del call.features[REMOTE_BRIDGE]
+            bridge.close()
+            call.bridged_with = None
+            log.info("call %s: unbridged, call %s of another process ended", call.id,
+                     peer_id, extra={"call_control_id": call.id})
 
     # -- reports from telephony ----------------------------------------------
 

@@ -19,7 +19,8 @@ CommandError                  the application asked for something we can't do
  ├── NotForked                fork_stop on a call without a fork
  ├── AlreadyTranscribing      transcription_start on a call already transcribed
  ├── TranscriptionUnavailable the transcription engine or model can't be loaded
- └── NodeDraining             a dial on a node that is draining (callstream drain)
+ ├── NodeDraining             a dial on a node that is draining (callstream drain)
+ └── PeerUnavailable          the process holding the other call did not answer in time
 """
 
 from __future__ import annotations
@@ -92,3 +93,7 @@ class TranscriptionUnavailable(CommandError):
 
 class NodeDraining(CommandError):
     """A dial on a node that is draining (callstream drain)."""
+
+
+class PeerUnavailable(CommandError):
+    """The process holding the other call of a bridge did not answer in time."""

@@ -38,6 +38,8 @@ from callstream.calls.events import call_event, call_payload, texml_stream_event
 from callstream.calls.exceptions import CommandError, NoSuchResource, StreamLimit
 from callstream.calls.features import LegMedia
 from callstream.calls.model import Call
+from callstream.calls.remote_bridge import FEATURE_KEY as REMOTE_BRIDGE
+from callstream.calls.remote_bridge import RemoteBridge
 from callstream.calls.requests import (
     Dial,
     StreamingStart,
@@ -256,7 +258,10 @@ class StreamManager:
         own = session.media
         peer: LegMedia | None = None
         call = session.call
-        if call.bridged_with and (other := self.calls.calls.get(call.bridged_with)):
+        remote = call.features.get(REMOTE_BRIDGE)
+        if isinstance(remote, RemoteBridge):  # the other call is another process's
+            peer = remote.peer_media
+        elif call.bridged_with and (other := self.calls.calls.get(call.bridged_with)):
             try:
                 peer = self.calls.media(other, purpose="heard")
             except CommandError:

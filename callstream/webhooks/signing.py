@@ -94,6 +94,15 @@ class WebhookSigner:
         #: Standard base64 of the raw public key: the value of ``TELNYX_PUBLIC_KEY``.
         self.public_key_b64: str = base64.b64encode(self.public_key).decode("ascii")
 
+    def peer_token(self) -> str:
+        """The secret the processes of one deployment show each other on their internal
+        requests (``/internal/...``, :mod:`callstream.calls.remote_bridge`). Derived from
+        the signing key, which they all share already (one public key for every
+        webhook), so there is no second secret to distribute; one-way, so it gives
+        nothing of the key away."""
+        return hmac.new(bytes(self._key), b"callstream peer token v1",
+                        hashlib.sha256).hexdigest()
+
     def signature(self, body: bytes, timestamp: int) -> str:
         """Base64 Ed25519 signature of ``b"{timestamp}|" + body``."""
         message = b"%d|%b" % (timestamp, body)

@@ -1,17 +1,20 @@
 """Which worker answers an HTTP request: a pure function of its path.
 
-A call's own resources (``/v2/calls/{id}``, ``/v2/calls/{id}/actions/...`` and TeXML's
-``/v2/texml/Accounts/{account}/Calls/{id}/...``) go to the worker that owns the call,
-named by the ``owner`` of its row in the shared store. Every other request (dial,
-lists, applications, webhook deliveries, health) reads or writes only the store, so any
-worker answers it; the front spreads those round-robin. ``/metrics`` is asked of all.
+A call's own resources (``/v2/calls/{id}``, ``/v2/calls/{id}/actions/...``, TeXML's
+``/v2/texml/Accounts/{account}/Calls/{id}/...`` and ``/internal/calls/{id}/...``) go to
+the worker that owns the call, named by the ``owner`` of its row in the shared store.
+Every other request (dial, lists, applications, webhook deliveries, health) reads or
+writes only the store, so any worker answers it; the front spreads those round-robin.
+``/metrics`` is asked of all.
 """
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
-_CALLS = "/v2/calls/"
+#: A call's API resources, and what the processes of a deployment ask its owner
+#: (api/routes/internal.py).
+_CALL_PREFIXES = ("/v2/calls/", "/internal/calls/")
 _TEXML = ["v2", "texml", "Accounts"]
 
 #: Asked of every worker and summed (:mod:`.metrics_merge`).
@@ -21,9 +24,10 @@ METRICS = b"/metrics"
 def call_of_path(url: bytes) -> str | None:
     """The call_control_id a request URL addresses, or ``None`` for any other URL."""
     path = url.partition(b"?")[0].decode("latin-1")
-    if path.startswith(_CALLS):
-        call_id = path[len(_CALLS):].partition("/")[0]
-        return unquote(call_id) or None
+    for prefix in _CALL_PREFIXES:
+        if path.startswith(prefix):
+            call_id = path[len(prefix):].partition("/")[0]
+            return unquote(call_id) or None
     parts = path.split("/")  # '', 'v2', 'texml', 'Accounts', account, 'Calls', id, ...
     if len(parts) > 6 and parts[1:4] == _TEXML and parts[5] == "Calls":
         return unquote(parts[6]) or None

@@ -35,7 +35,7 @@ from callstream.api.http_protocol import HttpLimits
 from callstream.build import media_build
 from callstream.config import Settings
 from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
-from callstream.listening import ListenError, bind_tcp
+from callstream.listening import ListenError, bind_tcp, bound_url
 from callstream.node_id import node_identity
 from callstream.server import ensure_default_application, start_checks
 from callstream.store.node_lock import NodeLock
@@ -160,7 +160,8 @@ class Supervisor:
 
     def _worker_settings(self, index: int) -> bytes:
         """A worker's settings: HTTP on a loopback port of its own, its slice of the
-        RTP range (so a port one worker just let go rests before another takes it)."""
+        RTP range (so a port one worker just let go rests before another takes it), the
+        front's URL as its node's address."""
         settings = self.settings
         span = (settings.rtp_port_max - settings.rtp_port_min + 1) // self.count
         low = settings.rtp_port_min + index * span
@@ -168,6 +169,8 @@ class Supervisor:
         return settings.model_copy(update={
             "http": "127.0.0.1:0", "workers": 1, "console_enabled": False,
             "rtp_port_min": low, "rtp_port_max": low + span - 1,
+            # Where the worker asks another worker's call (a bridge): this front.
+            "node_address": bound_url(self._http_sockets[0]),
         }).model_dump_json().encode()
 
     async def _spawn(self, worker: Worker) -> None:

@@ -18,8 +18,16 @@ import httpx
 import pytest
 
 from callstream.media.codecs import PCMU
-from tests.audio import write_wav
-from tests.e2e.calling import CallerProcess, clip, contains, incoming, media_rig, start_caller
+from tests.audio import read_wav, write_wav
+from tests.e2e.calling import (
+    CallerProcess,
+    clip,
+    contains,
+    incoming,
+    media_rig,
+    start_caller,
+    through_codec,
+)
 from tests.e2e.conftest import Rig
 from tests.helpers import stored_events
 from tests.ws_consumer import Consumer, ws_consumer
@@ -92,13 +100,6 @@ def test_calls_spread_commands_reach_owner_and_order_holds(rig: Rig) -> None:
         listed = httpx.get(rig.server.api_url + "/calls", headers=headers).json()["data"]
         assert set(ccids) <= {c["call_control_id"] for c in listed}
         ports = {index: port for index, (_, port) in _workers(rig).items()}
-        # Calls of two workers cannot share media: a precise refusal, nothing disturbed.
-        a = next(c for c in ccids if owners[c] == 0)
-        b = next(c for c in ccids if owners[c] == 1)
-        refused = httpx.post(f"{rig.server.api_url}/calls/{a}/actions/bridge",
-                             json={"call_control_id": b}, headers=headers)
-        assert refused.status_code == 422
-        assert "only calls of one worker can be bridged" in refused.json()["errors"][0]["detail"]
         for ccid in ccids:
             body = {"command_id": f"hang-{ccid}"}
             path = f"/v2/calls/{ccid}/actions/hangup"
@@ -117,6 +118,68 @@ def test_calls_spread_commands_reach_owner_and_order_holds(rig: Rig) -> None:
             assert order == ["call.initiated", "call.answered", "call.hangup"], (ccid, order)
         for caller, _ in placed:
             caller.finish(30)
+    finally:
+        for caller, _ in placed:
+            caller.kill()
+
+
+def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, tmp_path: Path) -> None:
+    """A bridge of two calls held by different workers: each hears the other bit-exact
+    (PCMU both ways, the hop carries PCM), each gets its call.bridged from its owner;
+    when one hangs up, the other goes on unbridged. The internal requests need the
+    deployment's peer token."""
+    placed: list[tuple[CallerProcess, str]] = []
+    sent: dict[str, bytes] = {}
+    try:
+        while {_owner(rig, c) for _, c in placed} != set(range(WORKERS)):
+            assert len(placed) < MAX_CALLS, [_owner(rig, c) for _, c in placed]
+            i = len(placed)
+            pcm = clip("two_cities", 4.0, start=4.0 * i)
+            wav = write_wav(tmp_path / f"say-{i}.wav", pcm, 8000)
+            caller, ccid = _place(rig, f"hop-{i}", "--play", str(wav), "--duration", "12",
+                                  "--record", str(tmp_path / f"heard-{i}.wav"))
+            placed.append((caller, ccid))
+            sent[ccid] = pcm
+        a = next(c for _, c in placed if _owner(rig, c) == 0)
+        b = next(c for _, c in placed if _owner(rig, c) == 1)
+        for _, ccid in placed:
+            rig.sdk.calls.actions.answer(ccid)
+        for ccid in (a, b):
+            rig.hooks.wait_event("call.answered", ccid)
+        rig.sdk.calls.actions.bridge(a, call_control_id_to_bridge_with=b)  # via the front
+        for ccid in (a, b):
+            bridged = rig.hooks.wait_event("call.bridged", ccid)
+            assert bridged.payload["call_control_id"] == ccid
+        # Only the peer token opens the internal routes: an API key does not.
+        path = f"/internal/calls/{b}/unbridge"
+        for headers in ({}, {"Authorization": f"Bearer {rig.server.api_key}"},
+                        {"x-callstream-peer-token": "0" * 64}):
+            refused = httpx.post(rig.server.base_url + path, headers=headers,
+                                 json={"call_control_id": a})
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["errors"][0]["code"] == "10009"
+        time.sleep(6.0)  # both talk for 4 s
+        rig.sdk.calls.actions.hangup(a)
+        rig.hooks.wait_event("call.hangup", a)
+        time.sleep(1.0)
+        assert _hangups(rig, b) == 0  # b goes on, unbridged
+        status = httpx.get(f"{rig.server.api_url}/calls/{b}",
+                           headers={"Authorization": f"Bearer {rig.server.api_key}"})
+        assert status.json()["data"]["is_alive"] is True
+        rig.sdk.calls.actions.hangup(b)
+        rig.hooks.wait_event("call.hangup", b)
+        index = {ccid: i for i, (_, ccid) in enumerate(placed)}
+        for caller, _ in placed:
+            caller.finish(30)
+        for one, other in ((a, b), (b, a)):
+            heard, _ = read_wav((tmp_path / f"heard-{index[one]}.wav").read_bytes())
+            said = through_codec(sent[other], "PCMU")
+            assert contains(heard, said[8000 * 2:8000 * 2 * 2]), f"{one} did not hear {other}"
+        for ccid in (a, b):
+            order = [d.event_type for d in rig.hooks.events()
+                     if d.payload.get("call_control_id") == ccid]
+            assert order == ["call.initiated", "call.answered", "call.bridged",
+                             "call.hangup"], (ccid, order)
     finally:
         for caller, _ in placed:
             caller.kill()
