@@ -167,6 +167,11 @@ class RemoteBridges:
             except HopError as exc:
                 raise PeerUnavailable(f"The owner of call {other} answered a bad hop: "
                                       f"{exc}.") from exc
+        if status == 401:
+            raise PeerUnavailable(
+                f"The process holding call {other} refused this one's peer token: the "
+                "processes of a deployment must share one webhook signing key "
+                "(webhook_signing_seed, or one data directory's key file).")
         error = _first_error(answer)
         refusal = _REFUSALS.get(str(error.get("code")))
         detail = str(error.get("detail") or f"HTTP {status}")

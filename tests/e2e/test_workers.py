@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from callstream.media.codecs import PCMU
+from callstream.webhooks.signing import WebhookSigner, load_or_create_seed
 from tests.audio import read_wav, write_wav
 from tests.e2e.calling import (
     CallerProcess,
@@ -123,11 +124,12 @@ def test_calls_spread_commands_reach_owner_and_order_holds(rig: Rig) -> None:
             caller.kill()
 
 
-def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, tmp_path: Path) -> None:
+def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, consumer: Consumer,
+                                                        tmp_path: Path) -> None:
     """A bridge of two calls held by different workers: each hears the other bit-exact
-    (PCMU both ways, the hop carries PCM), each gets its call.bridged from its owner;
-    when one hangs up, the other goes on unbridged. The internal requests need the
-    deployment's peer token."""
+    (PCMU both ways, the hop carries PCM), each gets its call.bridged from its owner,
+    a stream's playback to the opposite leg crosses the hop; when one hangs up, the
+    other goes on unbridged. The internal requests need the deployment's peer token."""
     placed: list[tuple[CallerProcess, str]] = []
     sent: dict[str, bytes] = {}
     try:
@@ -158,7 +160,20 @@ def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, tmp_path: Path
                                  json={"call_control_id": a})
             assert refused.status_code == 401, refused.text
             assert refused.json()["errors"][0]["code"] == "10009"
-        time.sleep(6.0)  # both talk for 4 s
+        # The token of this deployment, but no sense: a precise refusal.
+        token = WebhookSigner(load_or_create_seed(rig.workdir / "webhook_signing_key"))
+        garbled = httpx.post(rig.server.base_url + path, content=b"{",
+                             headers={"x-callstream-peer-token": token.peer_token()})
+        assert garbled.status_code == 422, garbled.text
+        rig.sdk.calls.actions.start_streaming(
+            a, stream_url=consumer.url, stream_track="inbound_track",
+            stream_bidirectional_mode="rtp", stream_bidirectional_target_legs="opposite")
+        conn = consumer.wait_connection()
+        time.sleep(4.5)  # both talk for 4 s; then the consumer talks, to b only
+        reply = clip("beckett", 2.0)
+        consumer.send(conn, {"event": "media", "media": {
+            "payload": base64.b64encode(PCMU.new_encoder().encode(reply)).decode()}})
+        time.sleep(2.5)
         rig.sdk.calls.actions.hangup(a)
         rig.hooks.wait_event("call.hangup", a)
         time.sleep(1.0)
@@ -171,14 +186,18 @@ def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, tmp_path: Path
         index = {ccid: i for i, (_, ccid) in enumerate(placed)}
         for caller, _ in placed:
             caller.finish(30)
+        heard = {}
         for one, other in ((a, b), (b, a)):
-            heard, _ = read_wav((tmp_path / f"heard-{index[one]}.wav").read_bytes())
+            heard[one], _ = read_wav(tmp_path / f"heard-{index[one]}.wav")
             said = through_codec(sent[other], "PCMU")
-            assert contains(heard, said[8000 * 2:8000 * 2 * 2]), f"{one} did not hear {other}"
-        for ccid in (a, b):
+            assert contains(heard[one], said[8000 * 2:8000 * 2 * 2]), f"{one} missed {other}"
+        played = through_codec(reply, "PCMU")[8000:8000 * 3]
+        assert contains(heard[b], played) and not contains(heard[a], played)
+        streamed = ["streaming.started", "streaming.stopped"]
+        for ccid, extra in ((a, streamed), (b, [])):
             order = [d.event_type for d in rig.hooks.events()
                      if d.payload.get("call_control_id") == ccid]
-            assert order == ["call.initiated", "call.answered", "call.bridged",
+            assert order == ["call.initiated", "call.answered", "call.bridged", *extra,
                              "call.hangup"], (ccid, order)
     finally:
         for caller, _ in placed:

@@ -118,3 +118,10 @@ def test_standard_secret_setting_is_parsed(tmp_path: Path) -> None:
     assert "webhook-signature" in load_signer(settings).headers(BODY, 1, event_id="x")
     with pytest.raises(SigningKeyError, match="whsec_"):
         load_signer(Settings(data_dir=tmp_path, webhook_standard_secret="whsec_!!"))
+
+
+def test_the_peer_token_is_one_per_key_and_shows_nothing_of_it() -> None:
+    one, same, other = (WebhookSigner(b"\x01" * 32), WebhookSigner(b"\x01" * 32),
+                        WebhookSigner(b"\x02" * 32))
+    assert one.peer_token() == same.peer_token() != other.peer_token()
+    assert len(one.peer_token()) == 64 and (b"\x01" * 32).hex() not in one.peer_token()

@@ -18,6 +18,9 @@ from callstream.workers.routing import call_of_path
     (b"/v2/texml/Accounts/acct-1/Calls/v3:abc/Streams/s1.json?x", "v3:abc"),
     (b"/v2/texml/Accounts/acct-1/Calls", None),
     (b"/v2/texml/Accounts/acct-1/Queues/q/Calls/x", None),
+    (b"/internal/calls/v3%3Aabc/bridge", "v3:abc"),
+    (b"/internal/calls/", None),
+    (b"/internal/other/v3:abc", None),
 ])
 def test_a_calls_own_resources_name_it(url: bytes, call_id: str | None) -> None:
     assert call_of_path(url) == call_id
