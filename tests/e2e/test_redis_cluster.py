@@ -13,6 +13,7 @@ failover (lease expiry, orphan ended) are printed (docs/cluster.md, "Redis").
 
 from __future__ import annotations
 
+import base64
 import re
 import signal
 import time
@@ -32,7 +33,10 @@ from tests.store.postgres import PostgresServer
 
 pytestmark = pytest.mark.slow
 
-CALL_ORDER = ["call.initiated", "call.answered", "call.hangup"]
+CALL_ORDER = ["call.initiated", "call.answered", "call.bridged", "call.hangup"]
+#: One signing key for the cluster: its webhooks verify with one public key, and its
+#: nodes' internal requests (a bridge across nodes) carry one peer token.
+SEED = base64.b64encode(bytes(range(32))).decode()
 #: The defaults (config.py): what the figures below are measured with.
 LEASE_SECS = 6.0
 SCAN_SECS = 2.0
@@ -51,6 +55,7 @@ def _node(data: Path, db: str, redis_url: str, hooks: Receiver, rtp: int, node_i
     return running_server(data, env={
         "CALLSTREAM_DATABASE_URL": db, "CALLSTREAM_REDIS_URL": redis_url,
         "CALLSTREAM_NODE_ID": node_id, "CALLSTREAM_WEBHOOK_URL": hooks.url,
+        "CALLSTREAM_WEBHOOK_SIGNING_SEED": SEED,
         "CALLSTREAM_RTP_PORT_MIN": str(rtp), "CALLSTREAM_RTP_PORT_MAX": str(rtp + 99)})
 
 
@@ -120,6 +125,17 @@ def test_two_nodes_share_calls_through_redis_and_survive_a_kill(
                     listed = {c["call_control_id"] for c in api.get("/v2/calls").json()["data"]}
                     assert {call_a, call_b} <= listed
 
+            # The two calls of two nodes bridged, the command sent to B: A (the owner)
+            # asks B to join through its own owner forwarding.
+            with b.client() as api:
+                r = api.post(f"/v2/calls/{call_a}/actions/bridge",
+                             json={"call_control_id": call_b})
+                assert r.status_code == 200, r.text
+            for call in (call_a, call_b):
+                hooks.wait_event("call.bridged", call, timeout=30)
+            assert f"bridged with call {call_b} of another process" in a.log()
+            assert f"bridged with call {call_a} of another process" in b.log()
+
             # Many commands through B reach A on B's kept connections: A accepts one or
             # two (the pool's), besides the one each /metrics read opens.
             accepted = _counter(a, "callstream_http_connections_total")
@@ -127,7 +143,7 @@ def test_two_nodes_share_calls_through_redis_and_survive_a_kill(
                 for _ in range(COMMANDS):
                     r = api.get(f"/v2/calls/{call_a}")
                     assert r.status_code == 200 and r.json()["data"]["is_alive"] is True
-            assert _forwarded(b) == 1 + COMMANDS
+            assert _forwarded(b) == 2 + COMMANDS
             assert _counter(a, "callstream_http_connections_total") - accepted <= 1 + 2
 
             # Both calls are still leased in Redis to their owners; both nodes are alive.
