@@ -374,6 +374,8 @@ class CallControl:
             for leg in (call, other):
                 if leg.state is not CallState.ANSWERED:
                     raise CallNotAnswered(f"Call {leg.id} must be answered before it is bridged.")
+            for leg in (call, other):
+                _leave_remote(leg, None)
             call.bridged_with, other.bridged_with = other.id, call.id
             self.telephony.bridge(call, other)
             now = self._clock()
@@ -405,9 +407,7 @@ class CallControl:
                        self._clock()))
 
     def _join(self, call: Call, ours: RemoteBridge, theirs: HopOffer) -> None:
-        previous = call.features.pop(REMOTE_BRIDGE, None)
-        if isinstance(previous, RemoteBridge):  # a retried bridge: the new hop replaces it
-            previous.close()
+        _leave_remote(call, ours.peer_call)
         ours.connect(theirs)
         call.features[REMOTE_BRIDGE] = ours
         call.bridged_with = ours.peer_call
@@ -654,3 +654,18 @@ def _hung_up(call: Call) -> bool:
 
 def _tel_uri(number: str) -> str:
     return f"sip:{number}@callstream.invalid"
+
+
+def _leave_remote(call: Call, rejoining: str | None) -> None:
+    """Drop the call's bridge with a call of another process, if any: it is bridged
+    anew. The other call's owner is told, unless that call is the one it rejoins (a
+    retried bridge, whose new hop replaces the old)."""
+    previous = call.features.pop(REMOTE_BRIDGE, None)
+    if not isinstance(previous, RemoteBridge):
+        return
+    if previous.peer_call == rejoining:
+        previous.close()
+    else:
+        previous.detach("bridged")
+    if call.bridged_with == previous.peer_call:
+        call.bridged_with = None
