@@ -225,6 +225,14 @@ class Server:
                 settings.redis_url, node_id, address, calls, self.webhooks,
                 lease_secs=settings.call_lease_secs, scan_secs=settings.failover_scan_secs)
             calls.lease_new = self.cluster.lease_new
+        if seat is not None or self.cluster is not None:
+            # Other processes hold calls too: a bridge with one of theirs goes through
+            # the front (a worker's node_address is its supervisor's listener). Set
+            # before the orphans end: their bridges' other calls are told.
+            assert self.switch is not None  # built with calls
+            calls.remote_bridges = RemoteBridges(
+                settings.node_address or bound_url(self._http_sockets[0]),
+                signer.peer_token(), self.switch.media_options.host)
         # SQLite: one node per store (the node lock), so every live call is an orphan
         # (but a worker's live siblings' calls). PostgreSQL: other nodes' live calls are
         # theirs; only this node's are orphans.
@@ -238,12 +246,6 @@ class Server:
         if seat is None:  # a worker's webhooks are delivered by its supervisor
             await self.webhooks.start()
         assert self.switch is not None  # built with calls
-        if seat is not None or self.cluster is not None:
-            # Other processes hold calls too: a bridge with one of theirs goes through
-            # the front (a worker's node_address is its supervisor's listener).
-            calls.remote_bridges = RemoteBridges(
-                settings.node_address or bound_url(self._http_sockets[0]),
-                signer.peer_token(), self.switch.media_options.host)
         await self.switch.start()
         self._switch_running = True
         console_sessions = None

@@ -411,6 +411,9 @@ class CallControl:
         ours.connect(theirs)
         call.features[REMOTE_BRIDGE] = ours
         call.bridged_with = ours.peer_call
+        # Stored with the call: if this process dies, whoever ends the call
+        # (end_lost) tells the other call's owner.
+        call.update(details={**call.record.details, REMOTE_BRIDGE: ours.peer_call})
         log.info("call %s: bridged with call %s of another process (hop %s:%d to %s:%d)",
                  call.id, ours.peer_call, *ours.hop.address, theirs.host, theirs.port,
                  extra={"call_control_id": call.id})
@@ -449,9 +452,8 @@ class CallControl:
             if call is None or not isinstance(bridge, RemoteBridge) or (
                     bridge.peer_call != peer_id):
                 return
-            del call.features[REMOTE_BRIDGE]
-            bridge.close()
-            call.bridged_with = None
+            _leave_remote(call, peer_id)
+            await self.commit(Change(calls=[call.record]))
             log.info("call %s: unbridged, call %s of another process ended", call.id,
                      peer_id, extra={"call_control_id": call.id})
 
@@ -636,6 +638,10 @@ class CallControl:
             await self.commit(
                 Change(calls=[ended], events=[call_event(call, "call.hangup", payload, now)])
             )
+            peer = rec.details.get(REMOTE_BRIDGE)
+            if isinstance(peer, str) and self.remote_bridges is not None:
+                # Its bridge's other call, held by another process, goes on unbridged.
+                self.remote_bridges.tell_left(peer, rec.call_control_id)
 
     async def hangup_all(self) -> None:
         """Shutdown: hang up every live call so their webhooks are stored before exit."""
@@ -656,16 +662,17 @@ def _tel_uri(number: str) -> str:
     return f"sip:{number}@callstream.invalid"
 
 
-def _leave_remote(call: Call, rejoining: str | None) -> None:
-    """Drop the call's bridge with a call of another process, if any: it is bridged
-    anew. The other call's owner is told, unless that call is the one it rejoins (a
+def _leave_remote(call: Call, knows: str | None) -> None:
+    """Drop the call's bridge with a call of another process, if any. That call's owner
+    is told, unless that call is ``knows``: it ended and told us, or it rejoins (a
     retried bridge, whose new hop replaces the old)."""
     previous = call.features.pop(REMOTE_BRIDGE, None)
     if not isinstance(previous, RemoteBridge):
         return
-    if previous.peer_call == rejoining:
+    if previous.peer_call == knows:
         previous.close()
     else:
         previous.detach("bridged")
     if call.bridged_with == previous.peer_call:
         call.bridged_with = None
+    call.update(details={k: v for k, v in call.record.details.items() if k != REMOTE_BRIDGE})

@@ -238,6 +238,11 @@ def test_killed_worker_ends_only_its_calls(rig: Rig, consumer: Consumer,
                 rig.sdk.calls.actions.answer(ccid)
         conn = consumer.wait_connection()
         rig.hooks.wait_event("call.answered", watched)
+        # A call of each bridged: the survivor's is unbridged once the victim's is ended.
+        doomed, left = by_owner[victim][0], by_owner[survivor][-1]
+        rig.hooks.wait_event("call.answered", doomed)
+        rig.hooks.wait_event("call.answered", left)
+        rig.sdk.calls.actions.bridge(doomed, call_control_id_to_bridge_with=left)
         time.sleep(2.0)
         pid, _ = _workers(rig)[victim]
         os.kill(pid, signal.SIGKILL)
@@ -248,6 +253,10 @@ def test_killed_worker_ends_only_its_calls(rig: Rig, consumer: Consumer,
         deadline = time.monotonic() + 30
         while _workers(rig)[victim][0] == pid:
             assert time.monotonic() < deadline, "the killed worker was not started again"
+            time.sleep(0.1)
+        unbridged = f"call {left}: unbridged, call {doomed} of another process ended"
+        while unbridged not in rig.server.log():
+            assert time.monotonic() < deadline, "the survivor's call stayed bridged"
             time.sleep(0.1)
         # The survivor's calls went on: none has ended yet, and the watched stream's
         # inbound audio is the caller's, bit-exact, across the kill.
