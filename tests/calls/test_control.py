@@ -20,11 +20,14 @@ from callstream.calls.exceptions import (
     CallNotFound,
     InvalidCommand,
     NodeDraining,
+    PeerUnavailable,
     UnknownApplication,
 )
 from callstream.calls.model import Call, new_record
+from callstream.calls.remote_bridge import RemoteBridges
 from callstream.calls.requests import Answer, Bridge, Dial, Hangup, Reject
 from callstream.calls.state import CallState
+from callstream.media.hop import HopOffer
 from callstream.store import schema as t
 from callstream.store.records import Application, Change
 from callstream.store.sql import SqlStore
@@ -284,6 +287,72 @@ async def test_bridge_refusals(control: CallControl, telephony: FakeTelephony) -
     with pytest.raises(InvalidCommand, match="itself"):
         await control.bridge(a.id, Bridge(call_control_id=a.id))
     assert "bridge" not in telephony.commands()
+
+
+# -- a bridge with a call of another process (calls/remote_bridge.py) ---------------
+
+@pytest.fixture
+async def remote(control: CallControl) -> AsyncIterator[list[tuple[str, str]]]:
+    """Bridges with other processes' calls on; the notices their owners would get."""
+    told: list[tuple[str, str]] = []
+    bridges = RemoteBridges("http://127.0.0.1:9", "token", "127.0.0.1")
+    bridges.tell_left = lambda other, call_id: told.append((other, call_id))  # type: ignore[method-assign]
+    control.remote_bridges = bridges
+    yield told
+
+
+#: The other process's end (no audio flows in these tests: nothing is sent to it).
+THEIRS = HopOffer("127.0.0.1", 9, 16000, 1234)
+
+
+async def test_a_call_joins_and_leaves_a_remote_bridge(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore,
+        remote: list[tuple[str, str]]) -> None:
+    a = await answered(control, telephony)
+    ours = await control.join_remote(a.id, "v3:far", THEIRS)
+    assert ours.sample_rate == 8000 and ours.host == "127.0.0.1"
+    assert a.bridged_with == "v3:far" and a.record.details["remote_bridge"] == "v3:far"
+    assert types(await stored_events(store, a.id))[-1] == "call.bridged"
+    hub = telephony.legs[a.id].hub
+    assert "peer:v3:far" in hub.legs and hub.sample_rate("peer:v3:far") == 16000
+    await control.leave_remote(a.id, "v3:someone-else")  # not its peer: nothing changes
+    assert a.bridged_with == "v3:far"
+    await control.leave_remote(a.id, "v3:far")
+    assert a.bridged_with is None and "peer:v3:far" not in hub.legs
+    stored = await store.get_call(a.id)
+    assert stored is not None and "remote_bridge" not in stored.details
+    assert remote == []  # the far call ended and told us: nobody to tell
+
+
+async def test_a_remote_bridge_ends_with_its_call_or_a_new_bridge(
+        control: CallControl, telephony: FakeTelephony,
+        remote: list[tuple[str, str]]) -> None:
+    a, b, c = [await answered(control, telephony) for _ in range(3)]
+    await control.join_remote(a.id, "v3:far", THEIRS)
+    await control.join_remote(a.id, "v3:far", THEIRS)  # a retry: no notice
+    assert remote == []
+    await control.bridge(a.id, Bridge(call_control_id=b.id))  # bridged anew, here
+    assert remote == [("v3:far", a.id)] and a.bridged_with == b.id
+    await control.join_remote(c.id, "v3:other", THEIRS)
+    await control.leg_ended(c, cause="normal_clearing", source="caller", sip_code=None)
+    assert remote[-1] == ("v3:other", c.id)
+    assert "peer:v3:other" not in telephony.legs[c.id].hub.legs
+
+
+async def test_a_remote_bridge_refusals(
+        control: CallControl, telephony: FakeTelephony, monkeypatch: pytest.MonkeyPatch,
+        remote: list[tuple[str, str]]) -> None:
+    parked = await incoming(control)
+    with pytest.raises(CallNotAnswered):
+        await control.join_remote(parked.id, "v3:far", THEIRS)
+    with pytest.raises(CallNotFound):
+        await control.join_remote("v3:gone", "v3:far", THEIRS)
+    a = await answered(control, telephony)
+    monkeypatch.setattr("callstream.calls.control.PEER_LOCK_SECS", 0.05)
+    async with control.lock(a.id):  # a command on a holds it (a bridge crossing ours)
+        with pytest.raises(PeerUnavailable, match="busy"):
+            await control.join_remote(a.id, "v3:far", THEIRS)
+    assert a.bridged_with is None
 
 
 # -- the media a feature taps --------------------------------------------------------
