@@ -398,8 +398,10 @@ class CallControl:
         ours = await self.remote_bridges.open(media, call.id, other_id)
         try:
             theirs = await self.remote_bridges.ask_join(other_id, call.id, ours.offer)
-        except BaseException:
+        except BaseException as exc:
             ours.close()
+            if isinstance(exc, PeerUnavailable):  # it may yet join: then it leaves again
+                self.remote_bridges.tell_left(other_id, call.id, ours.hop.ssrc)
             raise
         self._join(call, ours, theirs)
         change.events.append(
@@ -413,7 +415,8 @@ class CallControl:
         call.bridged_with = ours.peer_call
         # Stored with the call: if this process dies, whoever ends the call
         # (end_lost) tells the other call's owner.
-        call.update(details={**call.record.details, REMOTE_BRIDGE: ours.peer_call})
+        call.update(details={**call.record.details,
+                             REMOTE_BRIDGE: {"call": ours.peer_call, "ssrc": ours.hop.ssrc}})
         log.info("call %s: bridged with call %s of another process (hop %s:%d to %s:%d)",
                  call.id, ours.peer_call, *ours.hop.address, theirs.host, theirs.port,
                  extra={"call_control_id": call.id})
@@ -444,13 +447,14 @@ class CallControl:
                 self._clock())]))
             return ours.offer
 
-    async def leave_remote(self, call_control_id: str, peer_id: str) -> None:
-        """The call bridged with ours in another process ended: unbridge ours."""
+    async def leave_remote(self, call_control_id: str, peer_id: str, ssrc: int) -> None:
+        """The call bridged with ours in another process left the bridge whose hop
+        sent with ``ssrc`` (it ended, or its bridge failed): unbridge ours."""
         async with self.lock(call_control_id):
             call = self.calls.get(call_control_id)
             bridge = None if call is None else call.features.get(REMOTE_BRIDGE)
             if call is None or not isinstance(bridge, RemoteBridge) or (
-                    bridge.peer_call != peer_id):
+                    bridge.peer_call != peer_id or bridge.hop.peer_ssrc != ssrc):
                 return
             _leave_remote(call, peer_id)
             await self.commit(Change(calls=[call.record]))
@@ -638,10 +642,11 @@ class CallControl:
             await self.commit(
                 Change(calls=[ended], events=[call_event(call, "call.hangup", payload, now)])
             )
-            peer = rec.details.get(REMOTE_BRIDGE)
-            if isinstance(peer, str) and self.remote_bridges is not None:
+            bridged = rec.details.get(REMOTE_BRIDGE)
+            if isinstance(bridged, dict) and self.remote_bridges is not None:
                 # Its bridge's other call, held by another process, goes on unbridged.
-                self.remote_bridges.tell_left(peer, rec.call_control_id)
+                self.remote_bridges.tell_left(str(bridged.get("call")), rec.call_control_id,
+                                              int(bridged.get("ssrc", 0)))
 
     async def hangup_all(self) -> None:
         """Shutdown: hang up every live call so their webhooks are stored before exit."""

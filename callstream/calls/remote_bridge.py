@@ -80,7 +80,7 @@ class RemoteBridge:
     """
 
     def __init__(self, media: LegMedia, hop: HopEndpoint, call_id: str, peer_call: str,
-                 left: Callable[[str, str], None]) -> None:
+                 left: Callable[[str, str, int], None]) -> None:
         self.media = media
         self.hop = hop
         self.call_id = call_id
@@ -123,7 +123,7 @@ class RemoteBridge:
 
     def detach(self, reason: str) -> list[FeatureEvent]:
         self.close()
-        self._left(self.peer_call, self.call_id)
+        self._left(self.peer_call, self.call_id, self.hop.ssrc)
         return []
 
 
@@ -180,15 +180,17 @@ class RemoteBridges:
         raise PeerUnavailable(f"The process holding call {other} can't bridge it now "
                               f"({detail}); retry.")
 
-    def tell_left(self, other: str, call_id: str) -> None:
-        """Tell the owner of ``other`` that ``call_id`` left their bridge (in a task)."""
-        task = asyncio.get_running_loop().create_task(self._tell_left(other, call_id))
+    def tell_left(self, other: str, call_id: str, ssrc: int) -> None:
+        """Tell the owner of ``other`` that ``call_id`` left their bridge, the one whose
+        hop on our side sent with ``ssrc`` (in a task). Named by its hop, a notice
+        late for one bridge can't end a newer one of the same two calls."""
+        task = asyncio.get_running_loop().create_task(self._tell_left(other, call_id, ssrc))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
-    async def _tell_left(self, other: str, call_id: str) -> None:
+    async def _tell_left(self, other: str, call_id: str, ssrc: int) -> None:
         try:
-            await self._post(other, "unbridge", {"call_control_id": call_id})
+            await self._post(other, "unbridge", {"call_control_id": call_id, "ssrc": ssrc})
         except PeerUnavailable as exc:
             # Its hop hears nothing more; it unbridges when its own call ends.
             log.warning("call %s: could not tell the owner of call %s that the bridge "

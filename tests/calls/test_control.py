@@ -296,7 +296,11 @@ async def remote(control: CallControl) -> AsyncIterator[list[tuple[str, str]]]:
     """Bridges with other processes' calls on; the notices their owners would get."""
     told: list[tuple[str, str]] = []
     bridges = RemoteBridges("http://127.0.0.1:9", "token", "127.0.0.1")
-    bridges.tell_left = lambda other, call_id: told.append((other, call_id))  # type: ignore[method-assign]
+
+    def tell_left(other: str, call_id: str, ssrc: int) -> None:
+        told.append((other, call_id))
+
+    bridges.tell_left = tell_left  # type: ignore[method-assign]
     control.remote_bridges = bridges
     yield told
 
@@ -311,13 +315,17 @@ async def test_a_call_joins_and_leaves_a_remote_bridge(
     a = await answered(control, telephony)
     ours = await control.join_remote(a.id, "v3:far", THEIRS)
     assert ours.sample_rate == 8000 and ours.host == "127.0.0.1"
-    assert a.bridged_with == "v3:far" and a.record.details["remote_bridge"] == "v3:far"
+    assert a.bridged_with == "v3:far"
+    assert a.record.details["remote_bridge"] == {"call": "v3:far",
+                                                 "ssrc": a.features["remote_bridge"].hop.ssrc}
     assert types(await stored_events(store, a.id))[-1] == "call.bridged"
     hub = telephony.legs[a.id].hub
     assert "peer:v3:far" in hub.legs and hub.sample_rate("peer:v3:far") == 16000
-    await control.leave_remote(a.id, "v3:someone-else")  # not its peer: nothing changes
+    # Not its peer, or a notice of an older hop of the same two calls: nothing changes.
+    await control.leave_remote(a.id, "v3:someone-else", THEIRS.ssrc)
+    await control.leave_remote(a.id, "v3:far", THEIRS.ssrc + 1)
     assert a.bridged_with == "v3:far"
-    await control.leave_remote(a.id, "v3:far")
+    await control.leave_remote(a.id, "v3:far", THEIRS.ssrc)
     assert a.bridged_with is None and "peer:v3:far" not in hub.legs
     stored = await store.get_call(a.id)
     assert stored is not None and "remote_bridge" not in stored.details

@@ -30,7 +30,7 @@ async def _half(call: str, peer: str, rate: int, left: list[tuple[str, str]]
     hub.add_leg(call, rate)
     hop = await open_hop("127.0.0.1", rate)
     return RemoteBridge(LegMedia(hub, call, "L16", rate, 0), hop, call, peer,
-                        lambda other, me: left.append((other, me)))
+                        lambda other, me, ssrc: left.append((other, me)))
 
 
 async def _heard(half: RemoteBridge, now: float) -> bytes | None:

@@ -33,7 +33,7 @@ def _bridges(svc: Services, token: str | None) -> RemoteBridges:
     return bridges
 
 
-async def _body(request: Request) -> tuple[str, object]:
+async def _body(request: Request) -> tuple[str, dict[str, object]]:
     raw = await request.body()
     try:
         body = orjson.loads(raw) if len(raw) <= MAX_BODY else None
@@ -44,7 +44,8 @@ async def _body(request: Request) -> tuple[str, object]:
         raise ApiError(422, "10015", "Bad Request",
                        f"An internal request is a JSON object of at most {MAX_BODY} bytes "
                        "with a call_control_id.")
-    return peer, body.get("hop") if isinstance(body, dict) else None
+    assert isinstance(body, dict)
+    return peer, body
 
 
 @router.post("/{call_control_id}/bridge")
@@ -52,9 +53,9 @@ async def join(svc: Svc, call_control_id: str, request: Request,
                token: Annotated[str | None, Header(alias=PEER_TOKEN_HEADER)] = None
                ) -> Response:
     _bridges(svc, token)
-    peer, hop = await _body(request)
+    peer, body = await _body(request)
     try:
-        theirs = HopOffer.from_json(hop)
+        theirs = HopOffer.from_json(body.get("hop"))
     except HopError as exc:
         raise ApiError(422, "10015", "Bad Request", str(exc), pointer="/hop") from exc
     ours = await svc.calls.join_remote(call_control_id, peer, theirs)
@@ -66,6 +67,11 @@ async def leave(svc: Svc, call_control_id: str, request: Request,
                 token: Annotated[str | None, Header(alias=PEER_TOKEN_HEADER)] = None
                 ) -> Response:
     _bridges(svc, token)
-    peer, _ = await _body(request)
-    await svc.calls.leave_remote(call_control_id, peer)
+    peer, body = await _body(request)
+    ssrc = body.get("ssrc")
+    if type(ssrc) is not int or not 0 <= ssrc <= 0xFFFFFFFF:
+        raise ApiError(422, "10015", "Bad Request",
+                       "An unbridge names the hop it leaves: ssrc, a 32-bit unsigned integer.",
+                       pointer="/ssrc")
+    await svc.calls.leave_remote(call_control_id, peer, ssrc)
     return Response(orjson.dumps({"data": {"result": "ok"}}), media_type=JSON)
