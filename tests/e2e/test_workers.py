@@ -5,6 +5,7 @@ WebSocket consumer; one worker killed with SIGKILL mid-call."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callstream.media.codecs import PCMU
 from callstream.webhooks.signing import WebhookSigner, load_or_create_seed
@@ -202,6 +205,46 @@ def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, consumer: Cons
     finally:
         for caller, _ in placed:
             caller.kill()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+def _dumps(value: object) -> bytes:
+    return json.dumps(value).encode()  # the stdlib's: integers of any size
+
+
+_FIELDS = st.fixed_dictionaries({}, optional={
+    "call_control_id": st.text(max_size=40) | _JSON, "ssrc": st.integers() | _JSON,
+    "hop": st.fixed_dictionaries({}, optional={
+        "host": st.text(max_size=40) | _JSON, "port": st.integers() | _JSON,
+        "sample_rate": st.sampled_from([8000, 16000, 11025, 0]) | _JSON,
+        "ssrc": st.integers() | _JSON}) | _JSON})
+
+
+@settings(max_examples=60, deadline=None)
+@given(action=st.sampled_from(["bridge", "unbridge"]),
+       call=st.sampled_from(["v3:nope", "x", "%00", "v3:" + "a" * 300]),
+       body=_FIELDS.map(_dumps) | _JSON.map(_dumps) | st.binary(max_size=200))
+def test_internal_routes_answer_garbage_precisely(rig: Rig, action: str, call: str,
+                                                 body: bytes) -> None:
+    """With the right token, any body for any call id gets a 4xx in the error envelope
+    (a call nobody holds: 90015), never a 5xx; only a well-formed unbridge notice is
+    taken (there is nothing to unbridge: a no-op)."""
+    token = WebhookSigner(load_or_create_seed(rig.workdir / "webhook_signing_key"))
+    answer = httpx.post(f"{rig.server.base_url}/internal/calls/{call}/{action}",
+                        content=body, headers={"x-callstream-peer-token": token.peer_token(),
+                                               "content-type": "application/json"})
+    if answer.status_code == 200:
+        notice = json.loads(body)
+        assert action == "unbridge" and type(notice["ssrc"]) is int
+        assert isinstance(notice["call_control_id"], str) and notice["call_control_id"]
+        return
+    assert 400 <= answer.status_code < 500, answer.text
+    if answer.status_code != 404:  # a path the router has no route for
+        assert answer.json()["errors"][0]["code"] in {"10015", "90015", "90018"}, answer.text
 
 
 def test_merged_metrics_close_a_connection_close_request(rig: Rig) -> None:
