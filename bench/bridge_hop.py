@@ -133,6 +133,10 @@ def _call(name: str, rate: int, hz: int) -> Call:
     return Call(hub, name, tone(hz, rate))
 
 
+def _no_owner_to_tell(other: str, call: str) -> None:
+    """A half's "left the bridge" notice: both halves are here, closed together."""
+
+
 async def open_bench(mode: str, pairs: int, rates: tuple[int, int]) -> Bench:
     bench = Bench()
     for n in range(pairs):
@@ -147,7 +151,7 @@ async def open_bench(mode: str, pairs: int, rates: tuple[int, int]) -> Bench:
             rate = me.hub.sample_rate(me.leg)
             hop = await open_hop("127.0.0.1", rate)
             halves.append(RemoteBridge(LegMedia(me.hub, me.leg, "L16", rate, 0), hop,
-                                       me.leg, other.leg, lambda other, me: None))
+                                       me.leg, other.leg, _no_owner_to_tell))
         halves[0].connect(halves[1].offer)
         halves[1].connect(halves[0].offer)
         bench.halves += halves
