@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import numpy.typing as npt
@@ -147,3 +148,24 @@ def test_a_partial_sample_is_refused() -> None:
         Resampler(8000, 16000).process(b"abc")
     with pytest.raises(CodecError, match="2-channel"):
         Resampler(48000, 16000, channels=2).process(b"ab")
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                    reason="on one CPU FFmpeg starts no filter-graph threads")
+@pytest.mark.xfail(strict=True, reason=(
+    "open bug, found by bench/bridge_hop.py: PyAV's AudioResampler configures its filter "
+    "graph with FFmpeg's default thread count, so every Resampler starts one idle thread "
+    "per CPU (400 resamplers, 800 threads on 2 cores; 16 per resampler on 16 cores)"))
+def test_a_resampler_starts_no_threads() -> None:
+    """A call's resamplers (a bridge between rates, a stream at another rate) run on the
+    event loop's thread; each one starting threads multiplies a worker's threads by the
+    CPUs. Strict xfail: it fails loudly here once the resampler starts none."""
+    before = _threads()
+    resamplers = [Resampler(8000, 16000) for _ in range(4)]
+    for resampler in resamplers:
+        resampler.process(bytes(320))
+    assert _threads() <= before
