@@ -133,7 +133,7 @@ def _call(name: str, rate: int, hz: int) -> Call:
     return Call(hub, name, tone(hz, rate))
 
 
-def _no_owner_to_tell(other: str, call: str) -> None:
+def _no_owner_to_tell(other: str, call: str, ssrc: int) -> None:
     """A half's "left the bridge" notice: both halves are here, closed together."""
 
 

@@ -155,15 +155,11 @@ def _threads() -> int:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
-                    reason="on one CPU FFmpeg starts no filter-graph threads")
-@pytest.mark.xfail(strict=True, reason=(
-    "open bug, found by bench/bridge_hop.py: PyAV's AudioResampler configures its filter "
-    "graph with FFmpeg's default thread count, so every Resampler starts one idle thread "
-    "per CPU (400 resamplers, 800 threads on 2 cores; 16 per resampler on 16 cores)"))
+                    reason="on one CPU FFmpeg starts no filter-graph threads anyway")
 def test_a_resampler_starts_no_threads() -> None:
     """A call's resamplers (a bridge between rates, a stream at another rate) run on the
-    event loop's thread; each one starting threads multiplies a worker's threads by the
-    CPUs. Strict xfail: it fails loudly here once the resampler starts none."""
+    event loop's thread; FFmpeg's default, one idle thread per CPU for each (PyAV's
+    AudioResampler), multiplied a worker's threads by its CPUs (bench/bridge_hop.py)."""
     before = _threads()
     resamplers = [Resampler(8000, 16000) for _ in range(4)]
     for resampler in resamplers:

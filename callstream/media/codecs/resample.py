@@ -15,8 +15,10 @@ of the silence comes out in front of the audio): the price is that same 1-2 ms.
 from __future__ import annotations
 
 import fractions
+from typing import cast
 
 import av
+import av.filter
 
 from callstream.media.exceptions import CodecError
 
@@ -56,9 +58,9 @@ class Resampler:
         self._frame_bytes = 2 * channels  # one sample of every channel
         self._pts = 0
         self._time_base = fractions.Fraction(1, in_rate)
-        self._swr: av.AudioResampler | None = None
+        self._swr: av.filter.Graph | None = None
         if in_rate != out_rate or channels != 1:
-            self._swr = av.AudioResampler(format="s16", layout="mono", rate=out_rate)
+            self._swr = _graph(in_rate, out_rate, channels)
             self.process(bytes(self._frame_bytes * (in_rate // _CHUNKS_PER_SECOND)))
 
     def process(self, pcm: bytes) -> bytes:
@@ -82,5 +84,31 @@ class Resampler:
         frame.time_base = self._time_base
         frame.pts = self._pts
         self._pts += samples
-        # Packed mono s16: plane 0 may be padded past the samples.
-        return b"".join(bytes(out.planes[0])[: 2 * out.samples] for out in swr.resample(frame))
+        swr.push(frame)
+        out: list[bytes] = []
+        while True:
+            try:
+                done = cast(av.AudioFrame, swr.pull())  # an audio graph's
+            except (av.BlockingIOError, av.EOFError):
+                break
+            # Packed mono s16: plane 0 may be padded past the samples.
+            out.append(bytes(done.planes[0])[: 2 * done.samples])
+        return b"".join(out)
+
+
+def _graph(in_rate: int, out_rate: int, channels: int) -> av.filter.Graph:
+    """The filter graph PyAV's ``AudioResampler`` builds (abuffer, aformat, whose input
+    FFmpeg converts with libswresample, abuffersink), but on this thread alone: FFmpeg's
+    default starts one idle worker thread per CPU for every graph, so a worker with
+    hundreds of resamplers held hundreds of threads (bench/bridge_hop.py found it)."""
+    graph = av.filter.Graph()
+    graph.threads = 1
+    source = graph.add("abuffer", sample_rate=str(in_rate), sample_fmt="s16",
+                       channel_layout=_LAYOUTS[channels], time_base=f"1/{in_rate}")
+    convert = graph.add("aformat", sample_rates=str(out_rate), sample_fmts="s16",
+                        channel_layouts="mono")
+    sink = graph.add("abuffersink")
+    source.link_to(convert)
+    convert.link_to(sink)
+    graph.configure()
+    return graph
