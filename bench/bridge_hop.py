@@ -149,7 +149,7 @@ async def open_bench(mode: str, pairs: int, rates: tuple[int, int]) -> Bench:
         halves = []
         for me, other in ((a, b), (b, a)):
             rate = me.hub.sample_rate(me.leg)
-            hop = await open_hop("127.0.0.1", rate)
+            hop = await open_hop("127.0.0.1")
             halves.append(RemoteBridge(LegMedia(me.hub, me.leg, "L16", rate, 0), hop,
                                        me.leg, other.leg, _no_owner_to_tell))
         halves[0].connect(halves[1].offer)

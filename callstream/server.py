@@ -335,6 +335,8 @@ class Server:
             deadline = asyncio.get_running_loop().time() + HANGUP_GRACE_SECS
             while self.calls.calls and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+            if self.calls.remote_bridges is not None:  # bridges with other processes' calls
+                await self.calls.remote_bridges.close()
         if self.webrtc is not None:
             await self.webrtc.stop()
         if self.switch is not None and self._switch_running:

@@ -58,6 +58,8 @@ PEER_ANSWER_SECS = 5.0
 #: less than PEER_ANSWER_SECS, so two bridges crossing (A to B and B to A at once, each
 #: holding its own call's lock) both get an answer instead of both timing out.
 PEER_LOCK_SECS = 2.0
+#: Seconds a stopping process waits for its last unbridge notices to go out.
+CLOSE_WAIT_SECS = 1.0
 #: Most bytes of a peer's answer to read.
 MAX_PEER_ANSWER = 64 * 1024
 
@@ -148,7 +150,7 @@ class RemoteBridges:
         return shown is not None and hmac.compare_digest(shown.encode(), self._token.encode())
 
     async def open(self, media: LegMedia, call_id: str, peer_call: str) -> RemoteBridge:
-        hop = await open_hop(self._host, media.sample_rate)
+        hop = await open_hop(self._host)
         return RemoteBridge(media, hop, call_id, peer_call, self.tell_left)
 
     async def ask_join(self, other: str, call_id: str, offer: HopOffer) -> HopOffer:
@@ -200,8 +202,9 @@ class RemoteBridges:
                     ) -> tuple[int, dict[str, object]]:
         payload = orjson.dumps(body)
         host, port = self._front
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         request = (f"POST /internal/calls/{quote(call_id, safe='')}/{action} HTTP/1.1\r\n"
-                   f"host: {host}:{port}\r\ncontent-type: application/json\r\n"
+                   f"host: {authority}\r\ncontent-type: application/json\r\n"
                    f"content-length: {len(payload)}\r\n{PEER_TOKEN_HEADER}: {self._token}\r\n"
                    "connection: close\r\n\r\n").encode() + payload
         try:
@@ -220,9 +223,9 @@ class RemoteBridges:
         return status, parsed if isinstance(parsed, dict) else {}
 
     async def close(self) -> None:
-        """Wait (briefly) for the notices still going out."""
+        """At shutdown, once its calls hung up: wait a little for their notices."""
         if self._notices:
-            await asyncio.wait(self._notices, timeout=PEER_ANSWER_SECS)
+            await asyncio.wait(self._notices, timeout=CLOSE_WAIT_SECS)
 
 
 def _first_error(answer: dict[str, object]) -> dict[str, object]:

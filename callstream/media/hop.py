@@ -113,8 +113,7 @@ class HopEndpoint(asyncio.DatagramProtocol):
     dropped.
     """
 
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
+    def __init__(self) -> None:
         self.ssrc = secrets.randbits(32)
         self.peer: tuple[str, int] | None = None
         self.peer_ssrc = 0
@@ -123,6 +122,7 @@ class HopEndpoint(asyncio.DatagramProtocol):
         self.frames_sent = 0
         self.frames_received = 0
         self.dropped = 0  # datagrams from elsewhere, or not hop frames of the peer
+        self.early = 0  # the peer's first frames, sent before we knew its address
         self._transport: asyncio.DatagramTransport | None = None
         self._timestamp = 0
         self._warned = False
@@ -146,7 +146,7 @@ class HopEndpoint(asyncio.DatagramProtocol):
         self.sink = sink
 
     def send_frame(self, frame: AudioFrame) -> None:
-        """A frame callback on the leg's inbound track."""
+        """A frame callback: on the outbound track of the peer's leg in our hub."""
         transport, peer = self._transport, self.peer
         if transport is None or peer is None or transport.is_closing():
             return
@@ -157,7 +157,11 @@ class HopEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         peer, sink = self.peer, self.sink
-        if peer is None or sink is None or (addr[0], addr[1]) != peer:
+        if peer is None or sink is None:
+            # The other side joins first and may send before its answer reaches us.
+            self.early += 1
+            return
+        if (addr[0], addr[1]) != peer:
             self._drop(f"a datagram from {addr[0]}:{addr[1]}, not the peer")
             return
         try:
@@ -183,9 +187,9 @@ class HopEndpoint(asyncio.DatagramProtocol):
             self._transport.close()
 
 
-async def open_hop(host: str, sample_rate: int) -> HopEndpoint:
+async def open_hop(host: str) -> HopEndpoint:
     """A hop endpoint on a free UDP port of ``host`` (the address the leg's RTP uses)."""
     loop = asyncio.get_running_loop()
     _, endpoint = await loop.create_datagram_endpoint(
-        lambda: HopEndpoint(sample_rate), local_addr=(host, 0))
+        HopEndpoint, local_addr=(host, 0))
     return endpoint

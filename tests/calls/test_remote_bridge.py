@@ -28,7 +28,7 @@ async def _half(call: str, peer: str, rate: int, left: list[tuple[str, str]]
                 ) -> RemoteBridge:
     hub = MediaHub(call)
     hub.add_leg(call, rate)
-    hop = await open_hop("127.0.0.1", rate)
+    hop = await open_hop("127.0.0.1")
     return RemoteBridge(LegMedia(hub, call, "L16", rate, 0), hop, call, peer,
                         lambda other, me, ssrc: left.append((other, me)))
 

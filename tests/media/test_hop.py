@@ -79,7 +79,7 @@ async def _until(check: object, what: str) -> None:
 
 
 async def test_two_endpoints_carry_frames_and_drop_strangers() -> None:
-    one, two = await open_hop("127.0.0.1", 8000), await open_hop("127.0.0.1", 8000)
+    one, two = await open_hop("127.0.0.1"), await open_hop("127.0.0.1")
     heard: list[bytes] = []
     try:
         def offer(end: HopEndpoint) -> HopOffer:
@@ -88,6 +88,8 @@ async def test_two_endpoints_carry_frames_and_drop_strangers() -> None:
         one.send_frame(_frame(b"\x01" * FRAME))  # not connected: nothing goes out
         assert one.frames_sent == 0
         one.connect(offer(two), FRAME, lambda pcm: None)
+        one.send_frame(_frame(b"\x07" * FRAME))  # before two knows one: counted, not heard
+        await _until(lambda: two.early == 1, "an early frame")
         two.connect(offer(one), FRAME, heard.append)
         for i in range(3):
             one.send_frame(_frame(bytes([i]) * FRAME))
@@ -101,6 +103,7 @@ async def test_two_endpoints_carry_frames_and_drop_strangers() -> None:
         one._transport.sendto(b"garbage", two.address)
         await _until(lambda: two.dropped == 2, "two drops")
         assert two.frames_received == 3 and heard[-1] == b"\x02" * FRAME
+        assert two.early == 1 and one.dropped == 0
     finally:
         one.close()
         two.close()
