@@ -43,6 +43,7 @@ from callstream.http_fetch import fetch
 from callstream.media.codecs import FRAMES_PER_SECOND
 from callstream.media.hop import HopEndpoint, HopError, HopOffer, open_hop
 from callstream.media.hub import Bridge, Subscription, Track, bridge
+from callstream.media.metrics import BRIDGE_HOP_FRAMES, BRIDGE_HOPS
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class RemoteBridge:
         self.peer_media: LegMedia | None = None
         self._left = left
         self._subscriptions: list[Subscription | Bridge] = []
+        BRIDGE_HOPS.inc()
 
     @property
     def offer(self) -> HopOffer:
@@ -115,13 +117,20 @@ class RemoteBridge:
                                bridge(hub, self.media.leg, hub, name)]
 
     def close(self) -> None:
+        if self.hop.closed:
+            return
         for subscription in self._subscriptions:
             subscription.close()
         self._subscriptions = []
         peer = self.peer_media
         if peer is not None and peer.leg in peer.hub.legs:  # the call's hub may be closed
             peer.hub.remove_leg(peer.leg)
-        self.hop.close()
+        hop = self.hop
+        hop.close()
+        BRIDGE_HOPS.dec()
+        for outcome, count in (("sent", hop.frames_sent), ("received", hop.frames_received),
+                               ("early", hop.early), ("dropped", hop.dropped)):
+            BRIDGE_HOP_FRAMES.labels(outcome).inc(count)
 
     def detach(self, reason: str) -> list[FeatureEvent]:
         self.close()

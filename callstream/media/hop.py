@@ -182,6 +182,10 @@ class HopEndpoint(asyncio.DatagramProtocol):
             self._warned = True
             log.warning("bridge hop from %s: dropped %s", self.peer, why)
 
+    @property
+    def closed(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()

@@ -9,7 +9,7 @@ path that already dropped them.
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 RTP_PACKETS = Counter(
     "callstream_rtp_packets", "RTP packets of ended legs", ["direction"]
@@ -43,4 +43,15 @@ RTP_REJECTED = Counter(
     "address than the leg's locked one (foreign), or while an address not in the SDP "
     "was on probation",
     ["protocol", "reason"],
+)
+BRIDGE_HOPS = Gauge(
+    "callstream_bridge_hops",
+    "Bridges with a call of another process (--workers, a cluster) open in this one",
+)
+BRIDGE_HOP_FRAMES = Counter(
+    "callstream_bridge_hop_frames",
+    "Audio frames of ended bridge hops: sent, received, early (the other side's first "
+    "frames, before its answer), dropped (from another address, or not a frame of the "
+    "peer)",
+    ["outcome"],
 )

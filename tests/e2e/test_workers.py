@@ -70,6 +70,14 @@ def _owner(rig: Rig, ccid: str) -> int:
     return int(owner.rpartition("-")[2])
 
 
+def _metric(rig: Rig, sample: str) -> float:
+    """A sample of /metrics, summed over the workers by the front (0 when absent)."""
+    text = httpx.get(rig.server.base_url + "/metrics",
+                     headers={"Authorization": f"Bearer {rig.server.api_key}"}).text
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def _place(rig: Rig, user: str, *args: str) -> tuple[CallerProcess, str]:
     caller = start_caller(f"sip:{user}@{rig.sip_target}", "--codec", "PCMU", "-q", *args)
     return caller, incoming(rig, user)
@@ -155,6 +163,7 @@ def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, consumer: Cons
         for ccid in (a, b):
             bridged = rig.hooks.wait_event("call.bridged", ccid)
             assert bridged.payload["call_control_id"] == ccid
+        assert _metric(rig, "callstream_bridge_hops") == 2  # a hop in each worker
         # Only the peer token opens the internal routes: an API key does not.
         path = f"/internal/calls/{b}/unbridge"
         for headers in ({}, {"Authorization": f"Bearer {rig.server.api_key}"},
@@ -186,6 +195,15 @@ def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, consumer: Cons
         assert status.json()["data"]["is_alive"] is True
         rig.sdk.calls.actions.hangup(b)
         rig.hooks.wait_event("call.hangup", b)
+        assert _metric(rig, "callstream_bridge_hops") == 0
+        # 4 s of speech each way, and the consumer's 2 s: every frame sent was received
+        # (or came before its receiver knew the sender), but one or two in flight as a
+        # side closed.
+        frames = {outcome: _metric(
+            rig, f'callstream_bridge_hop_frames_total{{outcome="{outcome}"}}')
+            for outcome in ("sent", "received", "early", "dropped")}
+        assert frames["received"] > 400 and frames["dropped"] == 0, frames
+        assert 0 <= frames["sent"] - frames["received"] - frames["early"] <= 2, frames
         index = {ccid: i for i, (_, ccid) in enumerate(placed)}
         for caller, _ in placed:
             caller.finish(30)
