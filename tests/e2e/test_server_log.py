@@ -190,7 +190,10 @@ def test_no_webhook_url_is_warned_at_start_and_each_event_given_up_names_it(
 def test_a_late_receiver_is_warned_about_and_gets_the_backlog_in_order(tmp_path: Path) -> None:
     hooks_port = free_port()  # the receiver starts there only later
     url = f"http://127.0.0.1:{hooks_port}/webhooks"
-    with running_server(tmp_path / "data", env={"CALLSTREAM_WEBHOOK_URL": url}) as server:
+    # Retries every half second (not 1, 2, 4 ... s): the backlog goes out soon after the
+    # receiver starts.
+    env = {"CALLSTREAM_WEBHOOK_URL": url, "CALLSTREAM_WEBHOOK_RETRY_DELAYS": str([0.5] * 8)}
+    with running_server(tmp_path / "data", env=env) as server:
         wait_log(server, rf"WARNING .*webhook URL {re.escape(url)} of the default application: "
                  r"connection refused: calls will park unanswered \(480 after 60 s\) until "
                  r"something answers there")
