@@ -18,6 +18,9 @@ from callstream.api.http_protocol import LINGER_TIMEOUT
 from tests.helpers import ServerProcess, read_until_closed, running_server
 
 HEADER_TIMEOUT = 1.0
+#: Longer than the header timeout (which a half-sent request on a kept-alive connection
+#: meets first), shorter than the default 5 s.
+KEEPALIVE_TIMEOUT = 2
 MAX_CONNECTIONS = 20
 #: Generous: the test machine is shared and slow; no test asserts on timing.
 WAIT = 20.0
@@ -25,7 +28,8 @@ WAIT = 20.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"CALLSTREAM_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}
+    env = {"CALLSTREAM_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+           "CALLSTREAM_HTTP_KEEPALIVE_TIMEOUT": str(KEEPALIVE_TIMEOUT)}
     with running_server(tmp_path_factory.mktemp("data"), env=env) as srv:
         yield srv
 
