@@ -108,7 +108,7 @@ def test_an_incoming_call_with_a_stream_and_a_fork_is_told_line_by_line(rig: Rig
 def test_an_outgoing_call_is_told_dialled_ringing_answered_ended(rig: Rig) -> None:
     """...and what the hangup stopped: its stream and its fork."""
     port = free_udp_tcp_port()
-    proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
+    proc = uas("uas_basic.xml", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
     fork_rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     fork_rx.bind(("127.0.0.1", 0))
     with contextlib.ExitStack() as stack:
@@ -144,7 +144,7 @@ def test_an_outgoing_call_is_told_dialled_ringing_answered_ended(rig: Rig) -> No
 def test_a_stream_that_cannot_connect_is_told_with_its_reason(rig: Rig) -> None:
     closed = free_port()  # nothing listens there
     port = free_udp_tcp_port()
-    proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
+    proc = uas("uas_basic.xml", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
     try:
         time.sleep(0.5)
         call = rig.sdk.calls.dial(connection_id="default", to=f"sip:carol@127.0.0.1:{port}",
