@@ -73,7 +73,7 @@ from bench.sip_load import ApiClient, App, read_rtt, scrape, summarize_pyspy
 from bench.stream_consumer import ID_BYTES, frame_id, parse_id
 from callstream.media.rtp import build_packet
 from tests.e2e.sipp import media_ports
-from tests.helpers import ServerProcess, cli, free_port, free_udp_tcp_port
+from tests.helpers import ServerProcess, cli, create_api_key, free_port, free_udp_tcp_port
 
 SIPP = shutil.which("sipp")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -706,7 +706,10 @@ class Bench:
         assert consumer.stdout is not None
         line = (await asyncio.wait_for(consumer.stdout.readline(), 30)).decode()
         stream_url = f"ws://127.0.0.1:{int(line.split()[1])}/media"
-        key = cli("keys", "create", data_dir=data).strip()
+        if args.callstream:  # that tree's own store and CLI
+            key = cli("keys", "create", data_dir=data).strip()
+        else:  # as `callstream keys create` does, without a process's start-up
+            key = await asyncio.to_thread(create_api_key, data)
         api = ApiClient(0, key)
         app = Application(api, answer_fields(workload, stream_url))
         loop = asyncio.get_running_loop()
