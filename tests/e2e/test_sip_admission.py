@@ -89,7 +89,8 @@ def test_invite_flood_parks_a_bounded_number_and_others_get_through(flood_rig: R
     with _socket() as sock:
         for _ in range(FLOOD):
             sock.sendto(raw_invite(sock, target, "flood"), target)
-        got = _collect(sock, 5.0)
+        # Every answer, and Timer G's first resends (0.5 and 1.5 s) had any been stateful.
+        got = _collect(sock, 3.0)
     statuses = [_status(d) for d in got]
     parked = statuses.count(100)
     # Defaults: burst 20 then 5/s; at most 10 unanswered calls per source.
@@ -104,7 +105,8 @@ def test_invite_flood_parks_a_bounded_number_and_others_get_through(flood_rig: R
     # Another source is not held back by the first one's flood.
     with _socket("127.0.0.2") as other:
         other.sendto(raw_invite(other, target, "legit"), target)
-        assert [_status(d) for d in _collect(other, 2.0)][:1] == [100]
+        other.settimeout(2.0)
+        assert _status(other.recv(65535)) == 100  # its first answer
     incoming(rig, "legit")
     with rig.server.client() as http:
         metrics = http.get("/metrics").text
