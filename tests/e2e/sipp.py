@@ -60,6 +60,6 @@ def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: i
 def uas(scenario: str, *, cwd: Path, port: int, media_port: int,
         extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """SIPp answers one call on ``port``; ``scenario`` is a file in data/ (uas_basic.xml:
-    SIPp's own ``uas``)."""
+    a plain answering phone)."""
     return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(port),
                 "-mp", str(media_ports(media_port)), "-m", "1", *extra, cwd=cwd)
