@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CALLS, DURATION_S = 2, 3.0
 FRAMES = int(DURATION_S * 50)
 #: The idle CPU window and the callers' listening after their last frame: long enough
-#: for a figure and for every echo on a loopback, shorter than a measurement's.
-IDLE_S, LISTEN_AFTER_S = 0.5, 1.5
+#: for a figure and for every echo on a loopback (the last ones' p99: ~13 ms), shorter
+#: than a measurement's.
+IDLE_S, LISTEN_AFTER_S = 0.25, 1.0
 
 #: Every figure of a run (issues 13 and 17), None where it does not apply.
 FIGURES = (
