@@ -73,7 +73,7 @@ from bench.sip_load import ApiClient, App, read_rtt, scrape, summarize_pyspy
 from bench.stream_consumer import ID_BYTES, frame_id, parse_id
 from callstream.media.rtp import build_packet
 from tests.e2e.sipp import media_ports
-from tests.helpers import ServerProcess, cli, free_port, free_udp_tcp_port
+from tests.helpers import ServerProcess, cli, create_api_key, free_port, free_udp_tcp_port
 
 SIPP = shutil.which("sipp")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -473,7 +473,7 @@ class Result:
     echo_late_p50_ms: float | None = None
     echo_late_p99_ms: float | None = None
     #: Share of the last 2 s of frames whose echo the caller heard before hanging up (a
-    #: playback delay beyond LISTEN_AFTER_S leaves them unheard: no late figure then).
+    #: playback delay beyond --listen-after leaves them unheard: no late figure then).
     echo_late_heard_pct: float | None = None
     # The way back alone: the consumer's echo (sent as the frame arrived) → the caller.
     back_early_p50_ms: float | None = None
@@ -706,7 +706,10 @@ class Bench:
         assert consumer.stdout is not None
         line = (await asyncio.wait_for(consumer.stdout.readline(), 30)).decode()
         stream_url = f"ws://127.0.0.1:{int(line.split()[1])}/media"
-        key = cli("keys", "create", data_dir=data).strip()
+        if args.callstream:  # that tree's own store and CLI
+            key = cli("keys", "create", data_dir=data).strip()
+        else:  # as `callstream keys create` does, without a process's start-up
+            key = await asyncio.to_thread(create_api_key, data)
         api = ApiClient(0, key)
         app = Application(api, answer_fields(workload, stream_url))
         loop = asyncio.get_running_loop()
@@ -737,11 +740,11 @@ class Bench:
             # every per-call figure below, the more so the fewer the calls.
             cpu.sample()
             idle_from = cpu.times[-1]
-            await asyncio.sleep(IDLE_S)
+            await asyncio.sleep(args.idle)
             cpu.sample()
             res.idle_cpu_pct = cpu.share("server", idle_from, cpu.times[-1])
             (workdir / "streaming.xml").write_text(SCENARIO.format(answer_timeout_ms=15000))
-            hold_ms = int((args.duration + LISTEN_AFTER_S) * 1000)
+            hold_ms = int((args.duration + args.listen_after) * 1000)
             limit = calls / args.rate + args.duration + 60
             wall0 = time.monotonic()
             with (workdir / "sipp.stderr").open("wb") as sipp_err:  # SIPp keeps its copy
@@ -904,6 +907,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0,
                         help="seconds of audio each call sends")
     parser.add_argument("--workload", choices=(*WORKLOADS, "both"), default="both")
+    parser.add_argument("--idle", type=float, default=IDLE_S,
+                        help=f"seconds the idle server's CPU is measured (default {IDLE_S:g})")
+    parser.add_argument("--listen-after", type=float, default=LISTEN_AFTER_S,
+                        help="seconds each caller listens after its last frame, for the "
+                        f"last echoes (default {LISTEN_AFTER_S:g})")
     parser.add_argument("--workers", type=int_list, default=[1, 2],
                         help="serve --workers values to compare (n/a where serve lacks it)")
     parser.add_argument("--json", help="write the results here")
@@ -918,6 +926,8 @@ def main() -> None:
         sys.exit("sipp is missing: apt-get install sip-tester")
     if args.duration < 1:
         parser.error("--duration: at least 1 s")
+    if args.idle <= 0 or args.listen_after <= 0:
+        parser.error("--idle and --listen-after: more than 0 s")
     for name in ("json", "keep", "callstream", "pyspy"):
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))

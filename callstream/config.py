@@ -234,6 +234,10 @@ class Settings(BaseSettings):
     webhook_retry_max_delay_secs: float = Field(
         3600.0, gt=0, le=86400,
         description="The longest wait between two attempts of the extended back-off.")
+    webhook_stop_grace_secs: float = Field(
+        5.0, ge=0, le=60,
+        description="At shutdown: how long webhook attempts in flight may finish; those "
+        "cut off stay pending and are sent after the next start.")
     webhook_keep_response_body: bool = Field(
         False, description="Keep an excerpt of receivers' answers (text/plain or "
         "application/json only) in the delivery log; off: no body is kept.")

@@ -93,7 +93,6 @@ LANES_PER_CONNECTION = 4
 MAX_SKIPPED_URLS = 500
 #: The destination name of an event with no usable URL (it fails at once).
 NO_DESTINATION = "-"
-STOP_GRACE_SECS = 5.0
 STORE_RETRY_SECS = 0.5
 _DELIVERED = "delivered"
 _FAILED = "failed"
@@ -206,12 +205,15 @@ class WebhookWorker:
         self._store_task = asyncio.create_task(self._store_loop(), name="webhooks-store")
         self.wake()
 
-    async def stop(self, grace: float = STOP_GRACE_SECS) -> None:
-        """Stop claiming, let in-flight attempts finish (up to ``grace`` seconds), write
-        every verdict, close connections. What was not sent stays pending for the next start.
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, let in-flight attempts finish (up to ``grace`` seconds, by
+        default ``webhook_stop_grace_secs``), write every verdict, close connections. What
+        was not sent stays pending for the next start.
         """
         if not self._started:
             return
+        if grace is None:
+            grace = self.settings.webhook_stop_grace_secs
         self._started = False
         self._closing = True  # no more claims
         for task in self._tasks:

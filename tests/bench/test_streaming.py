@@ -24,6 +24,10 @@ from tests.helpers import ServerProcess
 ROOT = Path(__file__).resolve().parents[2]
 CALLS, DURATION_S = 2, 3.0
 FRAMES = int(DURATION_S * 50)
+#: The idle CPU window and the callers' listening after their last frame: long enough
+#: for a figure and for every echo on a loopback (the last ones' p99: ~13 ms), shorter
+#: than a measurement's.
+IDLE_S, LISTEN_AFTER_S = 0.25, 1.0
 
 #: Every figure of a run (issues 13 and 17), None where it does not apply.
 FIGURES = (
@@ -66,7 +70,7 @@ def test_parse_id_refuses_other_audio() -> None:
 
 #: (--workload, --workers) of each bench invocation: each workload on one worker, two runs
 #: in one invocation, and the voice-ai workload on two workers; every path of the bench
-#: runs, in three runs of ~12 s instead of the four of ``--workers 1,2``.
+#: runs, in three runs of ~8 s instead of the four of ``--workers 1,2``.
 INVOCATIONS = (("both", "1"), ("voice-ai", "2"))
 RUNS = {("inbound", 1), ("voice-ai", 1), ("voice-ai", 2)}
 
@@ -76,6 +80,7 @@ def run_bench(tmp_path: Path, workload: str, workers: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "streaming.py"), "--calls", str(CALLS),
          "--duration", str(DURATION_S), "--rate", "10", "--workload", workload,
+         "--idle", str(IDLE_S), "--listen-after", str(LISTEN_AFTER_S),
          "--workers", workers, "--json", str(out)],
         capture_output=True, text=True, timeout=240, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,

@@ -1,7 +1,7 @@
 """Every code block in README.md and docs/**/*.md is run (or parsed) by the suite.
 
 One test per block, named ``doc:line``. Commands run in bash against a real
-`callstream serve` (one per doc, or the block's own; see ``worlds.py`` and
+`callstream serve` (one all docs share, or the block's own; see ``worlds.py`` and
 ``shell.py``), Python with the server's environment (``TELNYX_API_KEY``,
 ``TELNYX_BASE_URL``, ``TELNYX_PUBLIC_KEY``, ``KEY``, and ``CALL``, a live answered call,
 for the blocks that use it); JSON must parse, callstream TOML must be valid settings.

@@ -1,7 +1,9 @@
 """What a doc's snippets run against: a real `callstream serve`, its ports and environment.
 
-A *shared* world is one server per doc file (most blocks talk to a server that is already
-running). A block that starts its own `callstream serve` gets a *fresh* world instead:
+A *shared* world is a doc file's: the server every doc shares (most blocks talk to a server
+that is already running; started once, it spares the suite a start per doc), with the
+doc's own working directory and example-app ports. A block that starts its own
+`callstream serve` gets a *fresh* world instead:
 free ports and an empty data directory, and no server until the block starts one.
 Either way a block runs in a temporary directory that holds links to the checkout's
 `examples/`, `bench/`, `callstream/` and `docs/`, so relative paths in the docs resolve
@@ -19,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -40,10 +42,6 @@ class World:
     cwd: Path
     env: dict[str, str]
     server: ServerProcess | None = None
-    _stack: ExitStack = field(default_factory=ExitStack)
-
-    def close(self) -> None:
-        self._stack.close()
 
     @contextlib.contextmanager
     def live_call(self) -> Iterator[str]:
@@ -136,30 +134,35 @@ def _environment(data_dir: Path | str, ports: Ports, api_key: str | None,
 
 
 class Worlds:
-    """One shared server per doc (the previous doc's is stopped), and fresh worlds."""
+    """The docs' shared server and each doc's world on it, and fresh worlds."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.count = 0
         self.current: tuple[str, World] | None = None
+        self._server: ServerProcess | None = None
+        self._stack = ExitStack()
 
     def _dir(self, name: str) -> Path:
         self.count += 1
         return self.root / f"{self.count:03d}-{name.replace('/', '_')}"
 
+    def _shared_server(self) -> ServerProcess:
+        if self._server is None:
+            self._server = self._stack.enter_context(
+                running_server(self.root / "shared-server"))
+            self._stack.callback(AnsweringMachine(self._server).stop)
+        return self._server
+
     def shared(self, doc: str) -> World:
         if self.current and self.current[0] == doc:
             return self.current[1]
-        self.close()
-        base = self._dir(doc)
-        stack = ExitStack()
-        server = stack.enter_context(running_server(base / "data"))
-        stack.callback(AnsweringMachine(server).stop)
+        server = self._shared_server()
         ports = Ports(server.http_port, server.sip_port, free_port(), free_port())
         public_key = server.webhook_public_key()
-        world = World(ports, _workdir(base / "cwd"),
+        world = World(ports, _workdir(self._dir(doc) / "cwd"),
                       _environment(server.data_dir, ports, server.api_key, public_key),
-                      server, stack)
+                      server)
         self.current = (doc, world)
         return world
 
@@ -170,6 +173,6 @@ class Worlds:
                      _environment("callstream-data", ports, None, None))
 
     def close(self) -> None:
-        if self.current:
-            self.current[1].close()
-            self.current = None
+        self.current = None
+        self._server = None
+        self._stack.close()

@@ -34,6 +34,7 @@ import numpy as np
 from redis import Redis
 
 from callstream.cluster.leases import call_key
+from callstream.config import Settings
 from tests.audio import rtp_packets, write_pcap
 from tests.e2e.fork_sink import ForkSink, check_frames
 from tests.e2e.sipp import DATA, sipp
@@ -52,6 +53,10 @@ HOLD_MS = 600_000
 AUDIO_SECS = 150
 #: The outbox lease a dead node's events would otherwise wait out (webhooks/worker.py).
 OUTBOX_LEASE_SECS = 60.0
+#: The nodes' call lease and failover scan period: the defaults, unless a rig asks for
+#: others (the test's shorter ones end A's calls sooner).
+DEFAULT_LEASE_SECS = float(Settings.model_fields["call_lease_secs"].default)
+DEFAULT_SCAN_SECS = float(Settings.model_fields["failover_scan_secs"].default)
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Rig:
     workdir: Path
     sent: list[bytes]  # the RTP packets each caller sends, in order (each distinct)
     forks: ForkSink  # where each answered call's received audio is forked
+    scan_secs: float  # the nodes' failover scan period
     sipps: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def sql(self, query: str) -> str:
@@ -98,7 +104,9 @@ class Report:
 
 
 @contextmanager
-def failover_rig(workdir: Path, pg: PostgresServer, redis_url: str) -> Iterator[Rig]:
+def failover_rig(workdir: Path, pg: PostgresServer, redis_url: str,
+                 lease_secs: float = DEFAULT_LEASE_SECS,
+                 scan_secs: float = DEFAULT_SCAN_SECS) -> Iterator[Rig]:
     # Noise: every 20 ms frame differs, so a lost, repeated or reordered one shows.
     noise = np.random.default_rng(14).integers(-8000, 8000, AUDIO_SECS * 8000, "<i2")
     sent = rtp_packets(noise.tobytes(), "PCMU")
@@ -112,6 +120,8 @@ def failover_rig(workdir: Path, pg: PostgresServer, redis_url: str) -> Iterator[
         stack.callback(redis.close)
         common = {"CALLSTREAM_DATABASE_URL": db, "CALLSTREAM_REDIS_URL": redis_url,
                   "CALLSTREAM_WEBHOOK_URL": hooks.url,
+                  "CALLSTREAM_CALL_LEASE_SECS": str(lease_secs),
+                  "CALLSTREAM_FAILOVER_SCAN_SECS": str(scan_secs),
                   # The stalled receiver holds POSTs longer than the default 10 s.
                   "CALLSTREAM_WEBHOOK_TIMEOUT_SECS": "60",
                   # Behind a front every caller is the front's address (docs/cluster.md).
@@ -128,7 +138,7 @@ def failover_rig(workdir: Path, pg: PostgresServer, redis_url: str) -> Iterator[
             workdir / "kamailio", [f"{s.host}:{s.sip_port}" for s in nodes.values()],
             ["127.0.0.1"]))
         rig = Rig(pg, db.rsplit("/", 1)[1], redis, hooks, nodes, front, workdir, sent,
-                  forks)
+                  forks, scan_secs)
         try:
             yield rig
         finally:
@@ -279,7 +289,8 @@ def kill_victim(rig: Rig, calls: int, rate: int, after_down_calls: int,
                        + ",".join(f"'{c}'" for c in late) + ")").splitlines():
         late_owners[row] = late_owners.get(row, 0) + 1
 
-    time.sleep(3)  # a second scan: a second hangup of any call would come by now
+    # A scan and a half: a second hangup of any call would come by now.
+    time.sleep(1.5 * rig.scan_secs)
     audio = {c: check_frames(rig.sent, rig.forks.arrivals(c)) for c in survivors}
     events = hooks.events()
     by_call: dict[str, list[Delivery]] = {}

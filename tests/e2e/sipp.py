@@ -59,7 +59,7 @@ def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: i
 
 def uas(scenario: str, *, cwd: Path, port: int, media_port: int,
         extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    """SIPp answers one call on ``port``; ``scenario`` is a file in data/ or built-in 'uas'."""
-    spec = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(DATA / scenario)]
-    return sipp(*spec, "-i", "127.0.0.1", "-p", str(port),
+    """SIPp answers one call on ``port``; ``scenario`` is a file in data/ (uas_basic.xml:
+    a plain answering phone)."""
+    return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(port),
                 "-mp", str(media_ports(media_port)), "-m", "1", *extra, cwd=cwd)

@@ -87,7 +87,7 @@ def test_hangup_is_idempotent_per_command_id(rig: Rig) -> None:
 
 def test_dial_a_sipp_uas_and_hang_up(rig: Rig) -> None:
     port = free_udp_tcp_port()
-    proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
+    proc = uas("uas_basic.xml", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
     state = base64.b64encode(b"dialled").decode()
     call = rig.sdk.calls.dial(connection_id="default", to=f"sip:service@127.0.0.1:{port}",
                               from_="+15550003333", client_state=state, command_id="dial-1")
@@ -127,7 +127,7 @@ def test_default_application_cannot_be_deleted(rig: Rig) -> None:
     assert proc.wait(30) == 0
 
     port = free_udp_tcp_port()
-    uas_proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
+    uas_proc = uas("uas_basic.xml", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
     call = rig.sdk.calls.dial(connection_id="default", to=f"sip:service@127.0.0.1:{port}",
                               from_="+15550003333")
     assert call.data is not None and call.data.call_control_id

@@ -26,12 +26,14 @@ pytestmark = pytest.mark.slow
 #: Spread by the front's Call-ID hash: one node gets none 1 time in 2,048.
 CALLS = 12
 AFTER_DOWN_CALLS = 4
+#: Shorter than the defaults (6 s, 2 s): A's liveness expires, and its calls end, sooner.
+LEASE_SECS, SCAN_SECS = 3.0, 0.5
 
 
 def test_a_killed_nodes_calls_end_once_and_its_webhooks_go_out_at_once(
     postgres: PostgresServer, redis_url: str, tmp_path: Path
 ) -> None:
-    with failover_rig(tmp_path, postgres, redis_url) as rig:
+    with failover_rig(tmp_path, postgres, redis_url, LEASE_SECS, SCAN_SECS) as rig:
         # Everything within the outbox lease, or the release did not happen.
         report = kill_victim(rig, CALLS, rate=10, after_down_calls=AFTER_DOWN_CALLS,
                              timeout=OUTBOX_LEASE_SECS - 15)

@@ -108,7 +108,7 @@ def test_an_incoming_call_with_a_stream_and_a_fork_is_told_line_by_line(rig: Rig
 def test_an_outgoing_call_is_told_dialled_ringing_answered_ended(rig: Rig) -> None:
     """...and what the hangup stopped: its stream and its fork."""
     port = free_udp_tcp_port()
-    proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
+    proc = uas("uas_basic.xml", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
     fork_rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     fork_rx.bind(("127.0.0.1", 0))
     with contextlib.ExitStack() as stack:
@@ -144,7 +144,7 @@ def test_an_outgoing_call_is_told_dialled_ringing_answered_ended(rig: Rig) -> No
 def test_a_stream_that_cannot_connect_is_told_with_its_reason(rig: Rig) -> None:
     closed = free_port()  # nothing listens there
     port = free_udp_tcp_port()
-    proc = uas("uas", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
+    proc = uas("uas_basic.xml", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port())
     try:
         time.sleep(0.5)
         call = rig.sdk.calls.dial(connection_id="default", to=f"sip:carol@127.0.0.1:{port}",
@@ -190,7 +190,10 @@ def test_no_webhook_url_is_warned_at_start_and_each_event_given_up_names_it(
 def test_a_late_receiver_is_warned_about_and_gets_the_backlog_in_order(tmp_path: Path) -> None:
     hooks_port = free_port()  # the receiver starts there only later
     url = f"http://127.0.0.1:{hooks_port}/webhooks"
-    with running_server(tmp_path / "data", env={"CALLSTREAM_WEBHOOK_URL": url}) as server:
+    # Retries every half second (not 1, 2, 4 ... s): the backlog goes out soon after the
+    # receiver starts.
+    env = {"CALLSTREAM_WEBHOOK_URL": url, "CALLSTREAM_WEBHOOK_RETRY_DELAYS": str([0.5] * 8)}
+    with running_server(tmp_path / "data", env=env) as server:
         wait_log(server, rf"WARNING .*webhook URL {re.escape(url)} of the default application: "
                  r"connection refused: calls will park unanswered \(480 after 60 s\) until "
                  r"something answers there")

@@ -15,6 +15,7 @@ import pytest
 from callstream.sip.endpoint import CallAnswered, DialogEnded, EndReason, IncomingCall, SipEvent
 from callstream.sip.offer_answer import answer_offer
 from callstream.sip.transport import SipTransport
+from tests.e2e.sipp import DATA as E2E_DATA
 
 from .helpers import DATA, OFFER, EventLog
 
@@ -134,7 +135,8 @@ def test_callstream_calls_sipp(transport: str, tmp_path: Path) -> None:
         sipp_port = free_port()
         sipp = asyncio.create_task(
             run_sipp(
-                ["-sn", "uas", "-t", transport, "-i", "127.0.0.1", "-p", str(sipp_port)], tmp_path
+                ["-sf", str(E2E_DATA / "uas_basic.xml"), "-t", transport, "-i", "127.0.0.1",
+                 "-p", str(sipp_port)], tmp_path
             )
         )
         try:

@@ -101,7 +101,14 @@ async def consumer(**options: Any) -> AsyncIterator[Consumer]:
         yield c
 
 
+#: How long a session here waits after ``stop`` for the consumer (which never closes) to
+#: close, before it closes itself: short, as the tests wait for that close (the grace
+#: itself has a test of its own; the server's default is 2 s).
+STOP_GRACE_SECS = 0.2
+
+
 def session(url: str, *, track: str = "inbound_track", codec: str = "default",
+            stop_grace: float = STOP_GRACE_SECS,
             **options: Any) -> tuple[StreamSession, LegMedia]:
     record = CallRecord(
         call_control_id="v3:stream-test", call_leg_id="leg", call_session_id="session",
@@ -114,7 +121,8 @@ def session(url: str, *, track: str = "inbound_track", codec: str = "default",
     stream = StreamSession(Host(), Call(record=record, state=CallState.ANSWERED),
                            StreamParams(stream_id="s1", stream_url=url, stream_track=track,
                                         stream_codec=codec),
-                           clock=asyncio.get_running_loop().time, **options)
+                           clock=asyncio.get_running_loop().time, stop_grace=stop_grace,
+                           **options)
     return stream, media
 
 

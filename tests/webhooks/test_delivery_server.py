@@ -83,7 +83,9 @@ async def test_a_hung_application_does_not_hold_up_another(
     hung = await receivers(Reply(hang=True))
     fast = await receivers()
     env = {"CALLSTREAM_WEBHOOK_MAX_CONNECTIONS": "8",
-           "CALLSTREAM_WEBHOOK_MAX_CONNECTIONS_PER_DESTINATION": "2"}
+           "CALLSTREAM_WEBHOOK_MAX_CONNECTIONS_PER_DESTINATION": "2",
+           # The hung attempts never finish: the server's stop cuts them off after this.
+           "CALLSTREAM_WEBHOOK_STOP_GRACE_SECS": "0.5"}
     dead_sip = free_udp_tcp_port()
     async with serve(tmp_path, env) as api:
         hung_app = await application(api, "hangs", hung.url, webhook_secs=30)

@@ -373,6 +373,19 @@ async def test_stop_waits_for_in_flight_and_leaves_the_rest_pending(
     assert all(r.status is not OutboxStatus.PENDING or r.attempts == 0 for r in records)
 
 
+async def test_the_stop_grace_is_a_setting(
+    store: SqlStore, settings: Settings, receivers: Start, workers: StartWorker
+) -> None:
+    """Without a grace of its own, stop() gives an attempt in flight
+    webhook_stop_grace_secs: one that takes longer is cut off and stays pending."""
+    r = await receivers(Reply(delay=0.5))
+    (event_id,) = await enqueue(store, event(r.url, "k"))
+    worker = await workers(settings=settings.model_copy(update={"webhook_stop_grace_secs": 0.1}))
+    await r.wait_for(1)
+    await worker.stop()
+    assert await status_of(store, event_id) is OutboxStatus.PENDING
+
+
 async def test_redeliver_sends_again_with_the_next_attempt_number(
     store: SqlStore, receivers: Start, workers: StartWorker
 ) -> None:
