@@ -16,9 +16,14 @@ SIPP = shutil.which("sipp")
 def sipp(
     *args: str, cwd: Path, timeout: float = 40.0
 ) -> subprocess.Popen[bytes]:
+    """SIPp with ``args``; a ``-mp`` port is moved to four free ones (:func:`media_ports`)."""
     assert SIPP is not None, "sipp is missing: apt-get install sip-tester (.ci/run does)"
+    argv = list(args)
+    if "-mp" in argv:
+        at = argv.index("-mp") + 1
+        argv[at] = str(media_ports(int(argv[at])))
     return subprocess.Popen(
-        [SIPP, *args, "-nostdin", "-timeout", str(int(timeout)), "-timeout_error",
+        [SIPP, *argv, "-nostdin", "-timeout", str(int(timeout)), "-timeout_error",
          "-trace_err"],
         cwd=cwd,
         stdout=subprocess.DEVNULL,
@@ -53,7 +58,7 @@ def uac(target: str, scenario: str, *, cwd: Path, local_port: int, media_port: i
     ``extra``: more SIPp arguments, e.g. ``("-key", "pt", "8")`` for ``[pt]`` in the scenario.
     """
     return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(local_port),
-                "-mp", str(media_ports(media_port)), "-m", "1", "-d", str(hold_ms), "-s", service,
+                "-mp", str(media_port), "-m", "1", "-d", str(hold_ms), "-s", service,
                 *extra, target, cwd=cwd)
 
 
@@ -62,4 +67,4 @@ def uas(scenario: str, *, cwd: Path, port: int, media_port: int,
     """SIPp answers one call on ``port``; ``scenario`` is a file in data/ (uas_basic.xml:
     a plain answering phone)."""
     return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(port),
-                "-mp", str(media_ports(media_port)), "-m", "1", *extra, cwd=cwd)
+                "-mp", str(media_port), "-m", "1", *extra, cwd=cwd)

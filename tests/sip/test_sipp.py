@@ -16,6 +16,7 @@ from callstream.sip.endpoint import CallAnswered, DialogEnded, EndReason, Incomi
 from callstream.sip.offer_answer import answer_offer
 from callstream.sip.transport import SipTransport
 from tests.e2e.sipp import DATA as E2E_DATA
+from tests.e2e.sipp import media_ports
 
 from .helpers import DATA, OFFER, EventLog
 
@@ -57,7 +58,7 @@ async def run_sipp(args: list[str], cwd: Path) -> tuple[int, str]:
         "-m",
         "1",
         "-mp",
-        str(free_port()),
+        str(media_ports(free_port())),
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
