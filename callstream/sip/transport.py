@@ -21,17 +21,11 @@ Commands go straight to ``sip.endpoint``; wrapping them in
 the block ends (``on_event`` may do this too: output is flushed after the
 callback returns, in order).
 
-TCP: inbound connections are keyed by the peer's address, so responses go
-back over the connection the request came on. A message for a TCP address
-with no connection (``;transport=tcp`` targets, Contacts) opens one; if that
-fails, the endpoint hears :meth:`~SipEndpoint.transport_failed`.
-
-TCP limits (DESIGN rule 7): a connection that carries no bytes for
-``tcp_idle_timeout`` seconds is closed (RFC 5626 CRLF keep-alives count as
-bytes); at most ``max_tcp_connections`` inbound connections are held, one more
-is closed as it is accepted (the ones we open to send are not counted: they are
-bounded by what we send); a message over the framer's size limits closes its
-connection, after a 513 when its header section could be read.
+TCP (:mod:`~callstream.sip.tcp`): connections are keyed by the peer's address, so
+responses go back over the connection the request came on; a message for a TCP
+address with no connection opens one, and if that fails the endpoint hears
+:meth:`~SipEndpoint.transport_failed`. ``tcp_idle_timeout`` and
+``max_tcp_connections`` are that module's limits.
 
 Works the same on the default loop and on uvloop.
 """
@@ -45,16 +39,15 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from callstream.listening import ListenError
 
 from .endpoint import SipEndpoint
 from .events import Addr, SipEvent
-from .exceptions import FramingError
-from .framing import StreamFramer
 from .records import TCP, UDP, Datagram
+from .tcp import CONNECT_TIMEOUT, MAX_TCP_CONNECTIONS, TCP_IDLE_TIMEOUT, TcpConnections, plain_addr
+from .transport_stats import TransportStats
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -66,33 +59,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for an outbound TCP connection.
-CONNECT_TIMEOUT = 5.0
-#: Default seconds a TCP connection may carry no bytes before it is closed (Kamailio's
-#: and OpenSIPS's connection lifetime is 120 s too).
-TCP_IDLE_TIMEOUT = 120.0
-#: Default most inbound TCP connections held at once.
-MAX_TCP_CONNECTIONS = 256
-#: Most messages queued for a TCP connection that is still being opened.
-MAX_PENDING_PER_CONNECTION = 64
 #: Tries to find a port free for both UDP and TCP when binding port 0.
 BIND_ATTEMPTS = 10
 #: Bind addresses that mean "every interface": no use in a Via or Contact.
 WILDCARDS = frozenset({"", "0.0.0.0", "::"})
-
-
-@dataclass(slots=True)
-class TransportStats:
-    """Counters for the socket side."""
-
-    datagrams_in: int = 0
-    datagrams_out: int = 0
-    tcp_connections: int = 0
-    framing_errors: int = 0
-    tcp_refused: int = 0
-    tcp_idle_closed: int = 0
-    send_errors: int = 0
-    callback_errors: int = 0
 
 
 def _bind_cause(exc: OSError) -> OSError:
@@ -102,14 +72,6 @@ def _bind_cause(exc: OSError) -> OSError:
     while cause.errno is None and isinstance(cause.__cause__, OSError):
         cause = cause.__cause__
     return cause
-
-
-def _plain_addr(addr: Any) -> Addr:
-    """``(host, port)`` from a socket address, IPv4-mapped IPv6 turned back into IPv4."""
-    host, port = str(addr[0]), int(addr[1])
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, port
 
 
 def _is_literal(host: str) -> bool:
@@ -125,79 +87,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._owner = owner
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._owner._received(data, _plain_addr(addr), UDP)
+        self._owner._received(data, plain_addr(addr), UDP)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable) carry no address we could act on.
         logger.debug("UDP error: %s", exc)
-
-
-class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, key: Addr | None = None) -> None:
-        self._owner = owner
-        self._framer = StreamFramer()
-        self._transport: asyncio.Transport | None = None
-        self.key = key
-        self.inbound = key is None  # accepted, not opened by us
-        self._last_active = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self._transport = cast(asyncio.Transport, transport)
-        if self.key is None:
-            self.key = _plain_addr(transport.get_extra_info("peername"))
-        if self._owner._connection_made(self.key, self):
-            self._last_active = self._owner._loop.time()
-            self._idle_timer = self._owner._loop.call_at(
-                self._last_active + self._owner.tcp_idle_timeout, self._idle_check
-            )
-
-    def data_received(self, data: bytes) -> None:
-        self._last_active = self._owner._loop.time()
-        try:
-            messages = self._framer.feed(data)
-        except FramingError as exc:
-            logger.info("closing TCP %s: %s", self.key, exc)
-            self._owner.stats.framing_errors += 1
-            if exc.head is not None and self.key is not None:
-                # The request can still be answered: the endpoint parses the head,
-                # finds the body over its limit and answers 513 Message Too Large.
-                self._owner._received(exc.head, self.key, TCP)
-            self.close()
-            return
-        for message in messages:
-            if self.key is not None:
-                self._owner._received(message, self.key, TCP)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self.key is not None:
-            self._owner._connection_lost(self.key, self)
-
-    def write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._last_active = self._owner._loop.time()
-            self._transport.write(data)
-
-    def _idle_check(self) -> None:
-        # One timer per connection, moved on only when it fires: bytes in or out just
-        # note the time, so a busy connection costs no timer churn.
-        timeout = self._owner.tcp_idle_timeout
-        due = self._last_active + timeout
-        if due > self._owner._loop.time():
-            self._idle_timer = self._owner._loop.call_at(due, self._idle_check)
-            return
-        self._idle_timer = None
-        self._owner.stats.tcp_idle_closed += 1
-        logger.info("closing TCP %s: idle for %.0f s", self.key, timeout)
-        self.close()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
 
 
 class SipTransport:
@@ -220,20 +114,17 @@ class SipTransport:
         max_tcp_connections: int = MAX_TCP_CONNECTIONS,
     ) -> None:
         self.local_addr: Addr = ("", 0)
-        self.tcp_idle_timeout = tcp_idle_timeout
-        self.max_tcp_connections = max_tcp_connections
-        self._inbound: set[_TcpProtocol] = set()
         self.stats = TransportStats()
+        self._tcp = TcpConnections(
+            loop, on_message=self._received_tcp, on_failed=self._tcp_failed, stats=self.stats,
+            idle_timeout=tcp_idle_timeout, max_inbound=max_tcp_connections)
         self._endpoint: SipEndpoint | None = None
         self._on_event = on_event
         self._loop = loop
         self._udp: asyncio.DatagramTransport | None = None
-        self._server: asyncio.Server | None = None
         self._udp_family = socket.AF_INET
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
-        self._connections: dict[Addr, _TcpProtocol] = {}
-        self._pending: dict[Addr, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resolved: dict[str, str] = {}
         self._flushing = False
@@ -301,12 +192,10 @@ class SipTransport:
                 )
             except OSError as exc:
                 raise ListenError("SIP", host, port, "UDP", _bind_cause(exc)) from exc
-            bound = _plain_addr(udp.get_extra_info("sockname"))
+            bound = plain_addr(udp.get_extra_info("sockname"))
             if tcp:
                 try:
-                    self._server = await loop.create_server(
-                        lambda: _TcpProtocol(self), host, bound[1], reuse_address=True
-                    )
+                    await self._tcp.listen(host, bound[1])
                 except OSError as exc:
                     udp.close()
                     if exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
@@ -364,16 +253,11 @@ class SipTransport:
             self._timer = None
         if self._udp is not None:
             self._udp.close()
-        for connection in list(self._connections.values()):
-            connection.close()
-        self._connections.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self._tcp.close()
 
     # -------------------------------------------------------------- inside
 
@@ -456,56 +340,15 @@ class SipTransport:
         self._sendto(datagram.data, (address, port))
 
     def _send_tcp(self, data: bytes, addr: Addr) -> None:
-        connection = self._connections.get(addr)
-        if connection is not None:
-            connection.write(data)
-            return
-        pending = self._pending.get(addr)
-        if pending is not None:
-            if len(pending) < MAX_PENDING_PER_CONNECTION:
-                pending.append(data)
-            return
-        self._pending[addr] = [data]
-        self._spawn(self._connect(addr))
+        self._tcp.send(data, addr)
 
-    async def _connect(self, addr: Addr) -> None:
-        try:
-            await asyncio.wait_for(
-                self._loop.create_connection(
-                    lambda: _TcpProtocol(self, key=addr), addr[0], addr[1]
-                ),
-                CONNECT_TIMEOUT,
-            )
-        except (TimeoutError, OSError) as exc:
-            logger.debug("TCP connect to %s failed: %s", addr, exc)
-            self._pending.pop(addr, None)
-            if not self._closed:
-                self.endpoint.transport_failed(addr, TCP, self._loop.time())
-                self.flush()
+    def _received_tcp(self, data: bytes, addr: Addr) -> None:
+        self._received(data, addr, TCP)
 
-    def _connection_made(self, key: Addr, connection: _TcpProtocol) -> bool:
-        """Take a new connection; False when it was closed instead."""
-        if self._closed:
-            connection.close()
-            return False
-        if connection.inbound:
-            if len(self._inbound) >= self.max_tcp_connections:
-                self.stats.tcp_refused += 1
-                logger.warning("refusing TCP %s: %d inbound connections is the limit",
-                               key, self.max_tcp_connections)
-                connection.close()
-                return False
-            self._inbound.add(connection)
-        self.stats.tcp_connections += 1
-        self._connections[key] = connection
-        for data in self._pending.pop(key, []):
-            connection.write(data)
-        return True
-
-    def _connection_lost(self, key: Addr, connection: _TcpProtocol) -> None:
-        self._inbound.discard(connection)
-        if self._connections.get(key) is connection:
-            del self._connections[key]
+    def _tcp_failed(self, addr: Addr) -> None:
+        if not self._closed:
+            self.endpoint.transport_failed(addr, TCP, self._loop.time())
+            self.flush()
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = self._loop.create_task(coroutine)

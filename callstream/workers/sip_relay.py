@@ -4,8 +4,12 @@ The supervisor reads the public SIP socket and relays each datagram to the worke
 owns its Call-ID (:mod:`callstream.workers.dispatch`); this transport feeds them to its
 endpoint as if they came from the caller, and sends on its copy of the public socket,
 so Via, Contact and the source port of every answer are the server's public ones. Its
-endpoint draws its tokens so that its own calls' Call-IDs hash to this worker. UDP only:
-SIP over TCP needs the one process that holds the connection (docs/architecture.md).
+endpoint draws its tokens so that its own calls' Call-IDs hash to this worker.
+
+SIP over TCP: the supervisor holds every connection (one reader per connection), frames
+its messages and relays each the same way; what this worker sends over TCP goes to the
+supervisor, which writes it on the connection to that address or opens one, and says
+so when it could not (docs/architecture.md, "Processes").
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 from callstream.sip.endpoint import Addr, SipEndpoint, SipEvent
-from callstream.sip.records import UDP
 from callstream.sip.transport import SipTransport
 from callstream.workers.dispatch import owned_token
 from callstream.workers.exceptions import RelayError
-from callstream.workers.relay import MAX_MESSAGE, SipDatagram, decode
+from callstream.workers.relay import (
+    MAX_MESSAGE,
+    SipDatagram,
+    TcpFailed,
+    decode,
+    encode_tcp_send,
+)
 from callstream.workers.seat import WorkerSeat
 
 log = logging.getLogger(__name__)
@@ -54,10 +63,11 @@ class RelayedSipTransport(SipTransport):
         token = owned_token(cls.seat.index, cls.seat.count)
         make = cast(Callable[..., SipEndpoint], make_endpoint)  # SipEndpoint or a partial
         return await super().start(
-            host, port, on_event, tcp=False, advertised_host=advertised_host,
+            host, port, on_event, tcp=tcp, advertised_host=advertised_host,
             make_endpoint=functools.partial(make, token=token), **options)
 
     async def _bind(self, host: str, port: int, tcp: bool) -> None:
+        # Nothing to bind: the supervisor holds the public sockets, UDP and TCP.
         sip = self.seat.sip
         sip.setblocking(False)
         self._udp_family = sip.family
@@ -82,7 +92,9 @@ class RelayedSipTransport(SipTransport):
                 log.warning("dropped a relay message: %s", exc)
                 continue
             if isinstance(decoded, SipDatagram):
-                self._received(decoded.data, decoded.addr, UDP)
+                self._received(decoded.data, decoded.addr, decoded.transport)
+            elif isinstance(decoded, TcpFailed):
+                self._tcp_failed(decoded.addr)
 
     def _sendto(self, data: bytes, addr: Addr) -> None:
         host, port = addr
@@ -93,6 +105,14 @@ class RelayedSipTransport(SipTransport):
         except OSError as exc:  # a full send buffer included: UDP, retransmitted
             self.stats.send_errors += 1
             log.debug("UDP send to %s failed: %s", addr, exc)
+
+    def _send_tcp(self, data: bytes, addr: Addr) -> None:
+        try:
+            self.seat.relay.send(encode_tcp_send(data, addr))
+        except OSError as exc:  # the supervisor is gone or its queue is full
+            self.stats.send_errors += 1
+            log.warning("TCP send to %s through the supervisor failed: %s", addr, exc)
+            self._loop.call_soon(self._tcp_failed, addr)
 
     async def close(self) -> None:
         if not self._closed:

@@ -1,11 +1,15 @@
 """``callstream serve --workers N``: the supervisor process.
 
-It holds what one node has once: the store's node lock, the public SIP (UDP) and HTTP
-sockets, and webhook delivery. It starts N workers (:mod:`.child`), each a whole server
-on the shared SQLite store that owns the calls it set up, and
+It holds what one node has once: the store's node lock, the public SIP (UDP and TCP)
+and HTTP sockets, and webhook delivery. It starts N workers (:mod:`.child`), each a whole
+server on the shared SQLite store that owns the calls it set up, and
 
 - relays each SIP datagram to the worker that owns its Call-ID (:mod:`.dispatch`);
-  workers answer on the public socket themselves;
+  workers answer on the public UDP socket themselves;
+- holds every SIP TCP connection, relays each message framed off one the same way, and
+  writes what workers send over TCP on the connection to that address (opening one
+  when there is none, and telling every worker when that fails, as one process's
+  endpoint hears it);
 - forwards each HTTP request to a worker (:mod:`.http_front`): a call's own resources to
   the worker its row names as ``owner``, everything else round-robin;
 - delivers every worker's webhooks from the one outbox, so each call's order is kept as
@@ -20,6 +24,7 @@ stored), then webhook delivery, the store and the lock.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import signal
@@ -38,6 +43,10 @@ from callstream.fd_limit import check_open_files_limit, raise_open_files_limit
 from callstream.listening import ListenError, bind_tcp, bound_url
 from callstream.node_id import node_identity
 from callstream.server import ensure_default_application, start_checks
+from callstream.sip.events import Addr
+from callstream.sip.records import TCP, UDP
+from callstream.sip.tcp import TcpConnections
+from callstream.sip.transport_stats import TransportStats
 from callstream.store.node_lock import NodeLock
 from callstream.store.sql import SqlStore
 from callstream.webhooks.signing import load_signer
@@ -46,7 +55,15 @@ from callstream.workers.dispatch import owner_index, worker_for_datagram
 from callstream.workers.exceptions import RelayError, WorkersError
 from callstream.workers.http_front import front_factory
 from callstream.workers.metrics import SIP_RELAY_DROPPED, WORKER_RESTARTS, WORKERS_RUNNING
-from callstream.workers.relay import MAX_MESSAGE, Ready, Wake, decode, encode_sip
+from callstream.workers.relay import (
+    MAX_MESSAGE,
+    Ready,
+    TcpSend,
+    Wake,
+    decode,
+    encode_sip,
+    encode_tcp_failed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +78,8 @@ SIP_READ_BATCH = 64
 MIN_RTP_PORTS = 4
 #: Busy wait of the owner lookup's SQLite reads (a checkpoint resetting the WAL).
 OWNER_READ_TIMEOUT = 5.0
+#: Tries to find a port free for both UDP and TCP when SIP's port is 0.
+SIP_BIND_ATTEMPTS = 10
 
 
 @dataclass(slots=True)
@@ -94,6 +113,8 @@ class Supervisor:
         self.workers = [Worker(i) for i in range(self.count)]
         self.webhooks: WebhookWorker | None = None
         self._sip: socket.socket | None = None
+        self.sip_stats = TransportStats()
+        self._sip_tcp: TcpConnections | None = None
         self._http_sockets: list[socket.socket] = []
         self._http_servers: list[asyncio.Server] = []
         self._owners: sqlite3.Connection | None = None
@@ -115,7 +136,7 @@ class Supervisor:
             self.node_lock.acquire()
         http_host, http_port = settings.http_host_port
         self._http_sockets = bind_tcp("HTTP", http_host, http_port)
-        self._sip = self._bind_sip()
+        self._sip = await self._bind_sip()
         await self.store.open()  # migrations run here, once, before any worker opens it
         default_app = await ensure_default_application(self.store, settings)
         self.webhooks = WebhookWorker(self.store, settings, load_signer(settings),
@@ -142,8 +163,31 @@ class Supervisor:
         self._checks = asyncio.create_task(start_checks(self.store, settings, default_app),
                                            name="start-checks")
 
-    def _bind_sip(self) -> socket.socket:
+    async def _bind_sip(self) -> socket.socket:
+        """The public SIP sockets: UDP, and TCP on the same port."""
         host, port = self.settings.sip_host_port
+        settings = self.settings
+        for attempt in range(SIP_BIND_ATTEMPTS if port == 0 else 1):
+            sock = self._bind_sip_udp(host, port)
+            bound = sock.getsockname()[1]
+            tcp = TcpConnections(
+                asyncio.get_running_loop(), on_message=self._sip_tcp_message,
+                on_failed=self._sip_tcp_failed, stats=self.sip_stats,
+                idle_timeout=settings.sip_tcp_idle_timeout,
+                max_inbound=settings.sip_tcp_max_connections)
+            try:
+                await tcp.listen(host, bound)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE and attempt + 1 < SIP_BIND_ATTEMPTS:
+                    continue  # port 0 found a UDP port whose TCP twin is taken
+                raise ListenError("SIP", host, bound, "TCP", exc) from exc
+            self._sip_tcp = tcp
+            return sock
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _bind_sip_udp(host: str, port: int) -> socket.socket:
         try:
             family, kind, proto, _, address = socket.getaddrinfo(
                 host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)[0]
@@ -251,15 +295,32 @@ class Supervisor:
             except OSError as exc:  # an ICMP error of an earlier send: UDP goes on
                 log.debug("SIP socket: %s", exc)
                 continue
-            worker = self.workers[worker_for_datagram(data, self.count)]
-            if worker.relay is None or worker.http_port is None:
-                SIP_RELAY_DROPPED.labels(str(worker.index)).inc()  # restarting
-                continue
-            try:
-                worker.relay.send(encode_sip(data, (addr[0], addr[1])))
-            except OSError as exc:
-                SIP_RELAY_DROPPED.labels(str(worker.index)).inc()
-                log.debug("SIP relay to worker %d: %s", worker.index, exc)
+            self._relay_sip(data, (addr[0], addr[1]), UDP)
+
+    def _sip_tcp_message(self, data: bytes, addr: Addr) -> None:
+        self._relay_sip(data, addr, TCP)
+
+    def _relay_sip(self, data: bytes, addr: Addr, transport: str) -> None:
+        worker = self.workers[worker_for_datagram(data, self.count)]
+        if worker.relay is None or worker.http_port is None:
+            SIP_RELAY_DROPPED.labels(str(worker.index)).inc()  # restarting
+            return
+        try:
+            worker.relay.send(encode_sip(data, addr, transport))
+        except OSError as exc:
+            SIP_RELAY_DROPPED.labels(str(worker.index)).inc()
+            log.debug("SIP relay to worker %d: %s", worker.index, exc)
+
+    def _sip_tcp_failed(self, addr: Addr) -> None:
+        """Every worker hears it, as one process's endpoint does: each fails its own
+        transactions to ``addr``."""
+        message = encode_tcp_failed(addr)
+        for worker in self.workers:
+            if worker.relay is not None:
+                try:
+                    worker.relay.send(message)
+                except OSError as exc:
+                    log.debug("TCP failure notice to worker %d: %s", worker.index, exc)
 
     def _relay_readable(self, worker: Worker) -> None:
         relay = worker.relay
@@ -277,7 +338,10 @@ class Supervisor:
             except RelayError as exc:
                 log.warning("worker %d: %s", worker.index, exc)
                 continue
-            if isinstance(decoded, Wake):
+            if isinstance(decoded, TcpSend):
+                if self._sip_tcp is not None:
+                    self._sip_tcp.send(decoded.data, decoded.addr)
+            elif isinstance(decoded, Wake):
                 if self.webhooks is not None:
                     self.webhooks.wake()
             elif (isinstance(decoded, Ready) and worker.started is not None
@@ -330,6 +394,8 @@ class Supervisor:
         if self._sip is not None:
             asyncio.get_running_loop().remove_reader(self._sip.fileno())
             self._sip.close()
+        if self._sip_tcp is not None:
+            await self._sip_tcp.close()
         for sock in self._http_sockets:
             sock.close()
         if self.webhooks is not None:

@@ -33,7 +33,8 @@ from tests.e2e.calling import (
     through_codec,
 )
 from tests.e2e.conftest import Rig
-from tests.helpers import stored_events
+from tests.e2e.sipp import uas
+from tests.helpers import free_udp_tcp_port, stored_events
 from tests.ws_consumer import Consumer, ws_consumer
 
 pytestmark = pytest.mark.slow
@@ -78,8 +79,9 @@ def _metric(rig: Rig, sample: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def _place(rig: Rig, user: str, *args: str) -> tuple[CallerProcess, str]:
-    caller = start_caller(f"sip:{user}@{rig.sip_target}", "--codec", "PCMU", "-q", *args)
+def _place(rig: Rig, user: str, *args: str, params: str = "") -> tuple[CallerProcess, str]:
+    caller = start_caller(f"sip:{user}@{rig.sip_target}{params}", "--codec", "PCMU", "-q",
+                          *args)
     return caller, incoming(rig, user)
 
 
@@ -88,14 +90,14 @@ def _hangups(rig: Rig, ccid: str) -> int:
                 if d.payload["call_control_id"] == ccid])
 
 
-def _place_on_every_worker(rig: Rig, prefix: str, *args: str
+def _place_on_every_worker(rig: Rig, prefix: str, *args: str, params: str = ""
                            ) -> list[tuple[CallerProcess, str]]:
     """At least ``CALLS`` calls, and more until every worker owns one (Call-IDs are
     random: ``MAX_CALLS`` leave them all on one worker once in 2^(MAX_CALLS-1))."""
     placed: list[tuple[CallerProcess, str]] = []
     while len(placed) < CALLS or {_owner(rig, c) for _, c in placed} != set(range(WORKERS)):
         assert len(placed) < MAX_CALLS, [_owner(rig, c) for _, c in placed]
-        placed.append(_place(rig, f"{prefix}-{len(placed)}", *args))
+        placed.append(_place(rig, f"{prefix}-{len(placed)}", *args, params=params))
     return placed
 
 
@@ -133,6 +135,78 @@ def test_calls_spread_commands_reach_owner_and_order_holds(rig: Rig) -> None:
     finally:
         for caller, _ in placed:
             caller.kill()
+
+
+def test_sip_over_tcp_reaches_every_worker(rig: Rig) -> None:
+    """The supervisor holds the SIP TCP connections: calls over TCP land on both workers;
+    answers and the server's BYE go out on the caller's connection, a caller's BYE comes
+    in on it; a dial over TCP goes out on a connection the supervisor opens, and one to a
+    port nobody listens on fails at once (TCP has no retransmission to wait out)."""
+    placed = _place_on_every_worker(rig, "tcp", "--duration", "20", params=";transport=tcp")
+    try:
+        ccids = [ccid for _, ccid in placed]
+        for ccid in ccids:
+            rig.sdk.calls.actions.answer(ccid)
+        for ccid in ccids:
+            rig.hooks.wait_event("call.answered", ccid)
+        ours, theirs = placed[::2], placed[1::2]
+        for _, ccid in ours:
+            rig.sdk.calls.actions.hangup(ccid)
+        for caller, _ in ours:  # long before its 20 s: our BYE reached it over TCP
+            code, summary, err = caller.finish(10)
+            assert (code, summary["ended_by"]) == (0, "remote"), err
+        for caller, _ in theirs:
+            caller.proc.send_signal(signal.SIGINT)  # the caller hangs up now
+        for caller, ccid in theirs:
+            caller.finish(10)
+            hangup = rig.hooks.wait_event("call.hangup", ccid, timeout=10)
+            assert hangup.payload["hangup_source"] == "caller", hangup.payload
+        for ccid in ccids:
+            order = [d.event_type for d in rig.hooks.events()
+                     if d.payload.get("call_control_id") == ccid]
+            assert order == ["call.initiated", "call.answered", "call.hangup"], (ccid, order)
+    finally:
+        for caller, _ in placed:
+            caller.kill()
+
+    port = free_udp_tcp_port()
+    phone = uas("uas_basic.xml", cwd=rig.workdir, port=port, media_port=free_udp_tcp_port(),
+                extra=("-t", "t1"))
+    try:
+        _wait_listening(port)  # a refused connect fails the dial at once
+        dialled = _dial(rig, f"sip:phone@127.0.0.1:{port};transport=tcp")
+        rig.hooks.wait_event("call.answered", dialled)
+        rig.sdk.calls.actions.hangup(dialled)
+        rig.hooks.wait_event("call.hangup", dialled)
+        assert phone.wait(10) == 0  # SIPp took our BYE and answered it over TCP
+    finally:
+        if phone.poll() is None:
+            phone.kill()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = closed.getsockname()[1]
+    failing = _dial(rig, f"sip:nobody@127.0.0.1:{nobody};transport=tcp")
+    started = time.monotonic()
+    hangup = rig.hooks.wait_event("call.hangup", failing, timeout=10)
+    assert time.monotonic() - started < 5, "the failed connect was not reported"
+    assert hangup.payload["hangup_cause"] != "normal_clearing", hangup.payload
+
+
+def _wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Until something listens on TCP ``port`` of 127.0.0.1 (read from /proc, so the
+    listener sees no probe connection)."""
+    entry = f"0100007F:{port:04X}"
+    deadline = time.monotonic() + timeout
+    while entry not in {line.split()[1] for line in Path("/proc/net/tcp").read_text()
+                        .splitlines()[1:] if line.split()[3] == "0A"}:
+        assert time.monotonic() < deadline, f"nothing listens on TCP port {port}"
+        time.sleep(0.05)
+
+
+def _dial(rig: Rig, to: str) -> str:
+    call = rig.sdk.calls.dial(connection_id="default", to=to, from_="+15550003333")
+    assert call.data is not None and call.data.call_control_id
+    return call.data.call_control_id
 
 
 def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, consumer: Consumer,
