@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import secrets
 import signal
 import socket
 import time
@@ -60,6 +61,7 @@ from callstream.webhooks.probe import probe_webhook_url
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
 from callstream.webrtc.gateway import WebRtcGateway
+from callstream.workers.dispatch import owned_token
 from callstream.workers.seat import WorkerSeat
 from callstream.workers.sip_relay import RelayedSipTransport
 
@@ -323,9 +325,23 @@ class Server:
             outbound=self.outbound)
         self.forks = ForkManager(calls, outbound=self.outbound)
         self.transcriptions = TranscriptionManager(calls, settings)
-        # Browser calls run beside the switch's; every other command goes on to it.
-        self.webrtc = WebRtcGateway(settings, calls, self.switch)
+        # Browser calls run beside the switch's; every other command goes on to it. A
+        # worker's tokens and session names hash to itself: the front routes by them.
+        seat = self.seat
+        self.webrtc = WebRtcGateway(
+            settings, calls, self.switch,
+            draw=(secrets.token_urlsafe if seat is None
+                  else owned_token(seat.index, seat.count, secrets.token_urlsafe)),
+            legs_elsewhere=None if seat is None else self._webrtc_legs_elsewhere)
         return CallParts(self.webrtc, (self.streams, self.forks, self.transcriptions))
+
+    async def _webrtc_legs_elsewhere(self) -> int:
+        """The browser legs the node's other workers hold, read from the store (an offer
+        is human-paced: one read of the live calls is nothing)."""
+        assert self.seat is not None
+        elsewhere = self.seat.owners_elsewhere
+        return sum(1 for call in await self.store.list_calls(alive=True)
+                   if call.owner in elsewhere and call.details.get("webrtc"))
 
     async def stop(self) -> None:
         if self._checks is not None:

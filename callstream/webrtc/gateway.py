@@ -73,13 +73,21 @@ class WebRtcGateway:
         settings: ``webrtc_*`` and ``sip_park_timeout_secs``.
         reports: Call Control.
         sip: The switch.
+        draw: Makes tokens and session names (``secrets.token_urlsafe``; a worker's
+            hash to itself: docs/architecture.md, "Processes").
+        legs_elsewhere: How many browser legs the node's other workers hold, so that
+            ``webrtc_max_legs`` is the node's limit (none in one process).
     """
 
-    def __init__(self, settings: Settings, reports: TelephonyReports, sip: Telephony) -> None:
+    def __init__(self, settings: Settings, reports: TelephonyReports, sip: Telephony,
+                 draw: Callable[[int], str] = secrets.token_urlsafe,
+                 legs_elsewhere: Callable[[], Awaitable[int]] | None = None) -> None:
         self.settings = settings
         self.reports = reports
         self.sip = sip
-        self.tokens = TokenBook(settings.webrtc_token_ttl_secs)
+        self._draw = draw
+        self._legs_elsewhere = legs_elsewhere
+        self.tokens = TokenBook(settings.webrtc_token_ttl_secs, draw)
         self.calls: dict[str, BrowserCall] = {}  # by call_control_id
         self.sessions: dict[str, str] = {}  # session (URL secret) -> call_control_id
 
@@ -92,10 +100,12 @@ class WebRtcGateway:
             NoApplication: ``connection_id`` names no active application.
             OfferError: aiortc could not run the offer (the call ended at once).
         """
-        if len(self.calls) >= self.settings.webrtc_max_legs:
+        legs = len(self.calls)
+        if self._legs_elsewhere is not None and legs < self.settings.webrtc_max_legs:
+            legs += await self._legs_elsewhere()
+        if legs >= self.settings.webrtc_max_legs:
             WEBRTC_REFUSED.labels("max_legs").inc()
-            log.warning("WebRTC offer refused: %d legs are up (webrtc_max_legs)",
-                        len(self.calls))
+            log.warning("WebRTC offer refused: %d legs are up (webrtc_max_legs)", legs)
             raise TooManyLegs(f"{self.settings.webrtc_max_legs} WebRTC legs are up")
         call = await self.reports.incoming_call(
             from_=from_, to=to, connection_id=connection_id,
@@ -114,7 +124,7 @@ class WebRtcGateway:
                                     settings.webrtc_ice_credential),
                         on_dtmf=functools.partial(self._on_dtmf, call.id),
                         on_gone=functools.partial(self._on_gone, call.id))
-        browser = BrowserCall(call, leg, secrets.token_urlsafe(32))
+        browser = BrowserCall(call, leg, self._draw(32))
         self.calls[call.id] = browser
         self.sessions[browser.session] = call.id
         WEBRTC_LEGS.inc()

@@ -10,6 +10,7 @@ outstanding; issuing beyond that first drops expired ones, then refuses.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Outstanding (issued, not yet redeemed or expired) tokens held in memory at most.
@@ -43,10 +44,13 @@ class TokenBook:
 
     Args:
         ttl: Seconds a token stays valid.
+        draw: Makes the random part of a token (``secrets.token_urlsafe``; a worker's
+            draws hash to itself, so the front routes the offer a token brings to it).
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, draw: Callable[[int], str] = secrets.token_urlsafe) -> None:
         self.ttl = ttl
+        self._draw = draw
         self._grants: dict[str, Grant] = {}
 
     def issue(self, connection_id: str, from_: str, to: str, now: float) -> tuple[str, Grant]:
@@ -59,7 +63,7 @@ class TokenBook:
             self._expire(now)
             if len(self._grants) >= MAX_TOKENS:
                 raise TooManyTokens(f"{MAX_TOKENS} WebRTC tokens are outstanding")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = TOKEN_PREFIX + self._draw(32)
         grant = Grant(connection_id, from_, to, now + self.ttl)
         self._grants[token] = grant
         return token, grant

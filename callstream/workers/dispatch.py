@@ -7,6 +7,9 @@ itself (:func:`owned_token`), so the answers to its own requests come back to it
 table anywhere. Incoming calls are spread by the caller's Call-ID.
 
 REST: a call row's ``owner`` names the worker (:func:`worker_owner`); the front reads it.
+A browser call's token and session id hash to the worker that issued them
+(:func:`owned_token` again, ``token_urlsafe`` this time), so the front routes the offer
+a token brings, and the session's ``DELETE``, with no table either.
 """
 
 from __future__ import annotations
@@ -46,13 +49,15 @@ def worker_for_datagram(datagram: bytes, workers: int) -> int:
     return 0 if key is None else worker_for_key(key, workers)
 
 
-def owned_token(index: int, workers: int) -> Callable[[int], str]:
-    """A ``token_hex`` whose tokens hash to worker ``index`` of ``workers``: each draw
-    keeps 1 in ``workers``, so a token costs ``workers`` draws on average."""
+def owned_token(index: int, workers: int, draw: Callable[[int], str] = secrets.token_hex
+                ) -> Callable[[int], str]:
+    """A ``draw`` (``secrets.token_hex`` or ``token_urlsafe``) whose tokens hash to worker
+    ``index`` of ``workers``: each draw keeps 1 in ``workers``, so a token costs
+    ``workers`` draws on average."""
 
     def token(nbytes: int) -> str:
         while True:
-            value = secrets.token_hex(nbytes)
+            value = draw(nbytes)
             if zlib.crc32(value.encode()) % workers == index:
                 return value
 

@@ -33,7 +33,7 @@ from callstream.api.http_protocol import HttpLimits, error_message
 from callstream.http_fetch import fetch
 from callstream.metrics import HTTP_LIMITED
 from callstream.workers.metrics_merge import merge_expositions
-from callstream.workers.routing import METRICS, call_of_path
+from callstream.workers.routing import METRICS, call_of_path, webrtc_key
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ class WorkerDirectory(Protocol):
         """The HTTP port of the worker that answers a request about this call (any
         running worker, round-robin, for ``None`` or a call no worker owns: it answers
         404 for an unknown one), or why none can."""
+
+    def port_for_key(self, key: str) -> int | str:
+        """The HTTP port of the worker a browser call's token or session names
+        (:func:`~callstream.workers.routing.webrtc_key`), or why it cannot answer."""
 
     def running_ports(self) -> list[int]:
         """The HTTP port of every running worker."""
@@ -119,6 +123,7 @@ class FrontConnection(asyncio.Protocol):
         self.target: _Upstream | None = None  # where the current request's bytes go
         self.unrouted = bytearray()  # bytes of a request whose head is not complete
         self.url = bytearray()
+        self.authorization: bytes | None = None
         self.refused = False  # the current request was answered here (503)
         self.merging = False  # the current request is /metrics: asked of every worker
         self.keep_alive = True  # the current request lets the connection stay open
@@ -171,7 +176,7 @@ class FrontConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             # The worker's own parser answers the error: forward what came.
             if self.target is None:
-                self._route(None)
+                self._forward(self.directory.port_for(None))
         if self.target is not None and self.unrouted:
             self.target.write(bytes(self.unrouted))
             self.unrouted.clear()
@@ -184,6 +189,7 @@ class FrontConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.in_head = True
         self.url.clear()
+        self.authorization = None
         self.target = None
         self.refused = False
         self.merging = False
@@ -191,6 +197,10 @@ class FrontConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"authorization":
+            self.authorization = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -207,7 +217,11 @@ class FrontConnection(asyncio.Protocol):
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
             return
-        self._route(call_of_path(url))
+        key = webrtc_key(url, self.authorization)
+        if key is not None:
+            self._forward(self.directory.port_for_key(key))
+        else:
+            self._forward(self.directory.port_for(call_of_path(url)))
 
     async def _merge_metrics(self, request: bytes) -> None:
         ports = self.directory.running_ports()
@@ -232,8 +246,8 @@ class FrontConnection(asyncio.Protocol):
         self._answer_here(b"\r\n".join(lines) + b"\r\ncontent-length: "
                           + str(len(merged)).encode() + b"\r\n\r\n" + merged)
 
-    def _route(self, call_id: str | None) -> None:
-        port = self.directory.port_for(call_id)
+    def _forward(self, port: int | str) -> None:
+        """Send the request to the worker at ``port``, or refuse it (``port`` says why)."""
         if isinstance(port, str):
             self._refuse(port)
             return

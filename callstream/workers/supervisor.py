@@ -51,7 +51,7 @@ from callstream.store.node_lock import NodeLock
 from callstream.store.sql import SqlStore
 from callstream.webhooks.signing import load_signer
 from callstream.webhooks.worker import WebhookWorker
-from callstream.workers.dispatch import owner_index, worker_for_datagram
+from callstream.workers.dispatch import owner_index, worker_for_datagram, worker_for_key
 from callstream.workers.exceptions import RelayError, WorkersError
 from callstream.workers.http_front import front_factory
 from callstream.workers.metrics import SIP_RELAY_DROPPED, WORKER_RESTARTS, WORKERS_RUNNING
@@ -366,6 +366,10 @@ class Supervisor:
             if port is not None:
                 return port
         return "no worker is running"
+
+    def port_for_key(self, key: str) -> int | str:
+        port = self.workers[worker_for_key(key.encode(), self.count)].http_port
+        return "the worker that holds this browser call is restarting" if port is None else port
 
     def running_ports(self) -> list[int]:
         return [w.http_port for w in self.workers if w.http_port is not None]

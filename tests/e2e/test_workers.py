@@ -35,6 +35,7 @@ from tests.e2e.calling import (
 from tests.e2e.conftest import Rig
 from tests.e2e.sipp import uas
 from tests.helpers import free_udp_tcp_port, stored_events
+from tests.webrtc.test_sessions import offer_sdp, post_offer, token
 from tests.ws_consumer import Consumer, ws_consumer
 
 pytestmark = pytest.mark.slow
@@ -207,6 +208,32 @@ def _dial(rig: Rig, to: str) -> str:
     call = rig.sdk.calls.dial(connection_id="default", to=to, from_="+15550003333")
     assert call.data is not None and call.data.call_control_id
     return call.data.call_control_id
+
+
+def test_browser_calls_reach_the_worker_that_holds_them(rig: Rig) -> None:
+    """A WebRTC token and session live in the worker that issued them: the front routes
+    the offer a token brings, and the session's DELETE, to that worker by their hash;
+    an offer with an API key goes anywhere. Every browser call is hung up by its page."""
+    ccids: list[str] = []
+    locations: list[str] = []
+    try:
+        while {_owner(rig, c) for c in ccids} != set(range(WORKERS)):
+            assert len(ccids) < MAX_CALLS, [_owner(rig, c) for c in ccids]
+            credential = token(rig) if len(ccids) % 3 else rig.server.api_key
+            reply = post_offer(rig, offer_sdp(), credential)
+            assert reply.status_code == 201, reply.text
+            ccids.append(reply.headers["x-call-control-id"])
+            locations.append(reply.headers["location"])
+        assert post_offer(rig, offer_sdp(), "wrt_" + "x" * 43).status_code == 401
+        for location in locations:
+            assert httpx.delete(rig.server.base_url + location).status_code == 200
+        for ccid in ccids:
+            hangup = rig.hooks.wait_event("call.hangup", ccid)
+            assert hangup.payload["hangup_source"] == "caller"
+        assert httpx.delete(rig.server.base_url + locations[0]).status_code == 404
+    finally:
+        for location in locations:
+            httpx.delete(rig.server.base_url + location)
 
 
 def test_calls_of_two_workers_are_bridged_through_a_hop(rig: Rig, consumer: Consumer,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 import zlib
 from collections import Counter
 
@@ -54,6 +55,13 @@ def test_owned_tokens_hash_to_their_worker(index: int, workers: int) -> None:
         # As the endpoint writes it into a Call-ID.
         assert worker_for_datagram(_request(f"Call-ID: {value}@127.0.0.1".encode()),
                                    workers) == index
+
+
+def test_owned_urlsafe_tokens_hash_to_their_worker() -> None:
+    token = owned_token(1, 3, secrets.token_urlsafe)
+    values = [token(32) for _ in range(50)]
+    assert all(worker_for_key(v.encode(), 3) == 1 for v in values)
+    assert len(set(values)) == 50 and all(len(v) == 43 for v in values)
 
 
 def test_random_call_ids_spread_evenly() -> None:

@@ -37,11 +37,16 @@ async def _worker(name: bytes) -> tuple[asyncio.Server, int]:
 
 
 class Directory:
-    def __init__(self, ports: dict[str | None, int | str]) -> None:
+    def __init__(self, ports: dict[str | None, int | str],
+                 keys: dict[str, int | str] | None = None) -> None:
         self.ports = ports
+        self.keys = keys or {}
 
     def port_for(self, call_control_id: str | None) -> int | str:
         return self.ports.get(call_control_id, self.ports[None])
+
+    def port_for_key(self, key: str) -> int | str:
+        return self.keys.get(key, "no worker has it")
 
     def running_ports(self) -> list[int]:
         return sorted({p for p in self.ports.values() if isinstance(p, int)})
@@ -68,7 +73,8 @@ async def _ask(port: int, *paths: str, key: str = "k") -> list[bytes]:
 async def test_requests_reach_their_worker_and_answers_pass_unchanged() -> None:
     w0, p0 = await _worker(b"w0")
     w1, p1 = await _worker(b"w1")
-    directory = Directory({None: p0, "v3:a": p0, "v3:b": p1, "v3:dead": "worker restarting"})
+    directory = Directory({None: p0, "v3:a": p0, "v3:b": p1, "v3:dead": "worker restarting"},
+                          {"tok1": p1, "sess1": p1})
     front = await asyncio.get_running_loop().create_server(
         front_factory(directory), "127.0.0.1", 0)
     port = front.sockets[0].getsockname()[1]
@@ -84,6 +90,13 @@ async def test_requests_reach_their_worker_and_answers_pass_unchanged() -> None:
         assert head.startswith(b"HTTP/1.1 503 ")
         assert orjson.loads(body) == {"errors": [{
             "code": "10011", "title": "Service unavailable", "detail": "worker restarting"}]}
+        # A browser call's token and session name their worker; an API key does not.
+        (offer,) = await _ask(port, "/v2/webrtc/sessions", key="Bearer wrt_tok1")
+        assert offer.endswith(b"\r\n\r\nw1 /v2/webrtc/sessions")
+        (keyed,) = await _ask(port, "/v2/webrtc/sessions", key="Bearer KEY123")
+        assert keyed.endswith(b"\r\n\r\nw0 /v2/webrtc/sessions")
+        (hangup,) = await _ask(port, "/v2/webrtc/sessions/sess1")
+        assert hangup.endswith(b"\r\n\r\nw1 /v2/webrtc/sessions/sess1")
         # /metrics: every worker's samples, summed; a refusal passes through unchanged.
         (metrics,) = await _ask(port, "/metrics")
         head, _, body = metrics.partition(b"\r\n\r\n")
