@@ -97,8 +97,9 @@ class Worker:
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         if settings.database_url and not settings.effective_database_url.startswith("sqlite"):
-            raise WorkersError("--workers shares one SQLite store between the workers; "
-                               "other databases are the multi-node mode (a later issue)")
+            raise WorkersError("--workers shares one SQLite store between the workers; on "
+                               "PostgreSQL a node is one process: run one node per core "
+                               "behind the Kamailio front (docs/cluster.md)")
         self.settings = settings
         self.count = settings.worker_count
         if (settings.rtp_port_max - settings.rtp_port_min + 1) // self.count < MIN_RTP_PORTS:
