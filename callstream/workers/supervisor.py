@@ -161,6 +161,9 @@ class Supervisor:
                 front_factory(self, limits), sock=sock, backlog=1024))
         log.info("callstream listening: http=%s sip=%s data=%s media=%s workers=%d",
                  settings.http, settings.sip, settings.data_dir, media_build(), self.count)
+        if settings.console_enabled:
+            log.info("the console (/console) is off with --workers: its feed and sign-ins "
+                     "live in one process; serve without --workers to use it")
         self._checks = asyncio.create_task(start_checks(self.store, settings, default_app),
                                            name="start-checks")
 
