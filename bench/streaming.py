@@ -39,6 +39,13 @@ Usage::
     python bench/streaming.py --calls 20,50 --duration 20 --json out.json
     python bench/streaming.py --workload voice-ai --workers 1,2 --rate 10
     python bench/streaming.py --workload voice-ai --calls 50 --pyspy profiles/
+    python bench/streaming.py --workers 1,2 --calls 40,80,120 --cpu-per-worker 0.25
+
+``--cpu-per-worker F`` (root: a cgroup, ``bench/cpu_limit.py``) gives the server ``workers *
+F`` cores, so each worker gets the same CPU however many run, and prints, per workload
+and workers value, the most calls that ran within the issue's bounds (``CAPACITY``):
+how the calls one worker carries grows with workers, on a machine with fewer cores than
+that needs.
 
 Not part of the test suite (tests/bench/test_streaming.py runs a 2-call smoke).
 """
@@ -69,6 +76,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu_limit import CpuLimit
 from bench.sip_load import ApiClient, App, read_rtt, scrape, summarize_pyspy
 from bench.stream_consumer import ID_BYTES, frame_id, parse_id
 from callstream.media.rtp import build_packet
@@ -96,6 +104,10 @@ SERVER_POLL_S = 0.5
 #: The server's RTP ports (the callers' sockets are ephemeral ones).
 RTP_PORTS = ("40000", "49999")
 WORKLOADS = ("inbound", "voice-ai")
+#: A run is within capacity when every call was answered and streamed, at most this
+#: much of the audio was lost either way and the inbound lag p99 stayed under this.
+CAPACITY_LOSS_PCT = 0.1
+CAPACITY_LAG_P99_MS = 20.0
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -481,6 +493,8 @@ class Result:
     overdue_discarded: int | None = None
     standing_trimmed: int | None = None
     stream_frames_dropped: int = 0
+    cpu_budget_cores: float | None = None  # --cpu-per-worker: the server's cgroup quota
+    throttled_pct: float | None = None  # share of the run the server's cgroup was throttled
     server_affinity: list[int] = field(default_factory=list)
     load_affinity: list[int] = field(default_factory=list)
     api_errors: dict[str, int] = field(default_factory=dict)
@@ -640,7 +654,7 @@ class Bench:
         self.all_cores = os.sched_getaffinity(0)
 
     def start_server(self, data: Path, key: str, env: dict[str, str], workers: int,
-                     cores: set[int]) -> ServerProcess:
+                     cores: set[int], limit: CpuLimit | None) -> ServerProcess:
         server = ServerProcess(data, free_port(), free_udp_tcp_port(), key, env=env)
         argv = [sys.executable, "-m", "callstream", "serve", "--data-dir", str(data),
                 "--http", f"127.0.0.1:{server.http_port}",
@@ -648,10 +662,16 @@ class Bench:
         if self.has_workers:
             argv += ["--workers", str(workers)]
         server.log_path = data / "server.log"
+
+        def before_exec() -> None:
+            os.sched_setaffinity(0, cores)
+            if limit is not None:
+                limit.join()
+
         with server.log_path.open("ab") as log:
             server.proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                preexec_fn=lambda: os.sched_setaffinity(0, cores),
+                preexec_fn=before_exec,
             )
         return server
 
@@ -725,7 +745,12 @@ class Bench:
         }
         if args.callstream:
             env["PYTHONPATH"] = args.callstream
-        server = self.start_server(data, key, env, workers, server_cores)
+        budget = None
+        if args.cpu_per_worker:
+            budget = CpuLimit(workers * args.cpu_per_worker,
+                              f"callstream-bench-{os.getpid()}-{workdir.name}")
+            res.cpu_budget_cores = budget.cores
+        server = self.start_server(data, key, env, workers, server_cores, budget)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         spy = sipp = None
@@ -763,6 +788,8 @@ class Bench:
             tasks.append(loop.create_task(callers.follow_log(log, stop)))
             await wait_calls(sipp, server, callers, log, workdir)
             res.wall_s = round(time.monotonic() - wall0, 1)
+            if budget is not None:
+                res.throttled_pct = round(100 * budget.throttled_s() / res.wall_s, 1)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 await spy.wait()
@@ -814,6 +841,8 @@ class Bench:
             await api.close()
             hooks.close()
             await loop.run_in_executor(None, server.stop)
+            if budget is not None:
+                budget.close()
             os.sched_setaffinity(0, self.all_cores)
         return res
 
@@ -895,6 +924,41 @@ def print_row(res: Result) -> None:
             f"{area} {share} %" for area, share in res.profile["areas_pct"].items()), flush=True)
 
 
+def within_capacity(res: Result) -> bool:
+    """Every call answered and streamed, loss and inbound lag within the bounds."""
+    if not res.supported or res.failed_calls or res.streams_started < res.calls:
+        return False
+    losses = (res.inbound_loss_pct, res.outbound_loss_pct)
+    return (res.inbound_lag_p99_ms is not None
+            and res.inbound_lag_p99_ms <= CAPACITY_LAG_P99_MS
+            and all(loss is None or loss <= CAPACITY_LOSS_PCT for loss in losses)
+            and res.inbound_loss_pct is not None)
+
+
+def capacity(results: list[Result]) -> dict[str, dict[int, int | None]]:
+    """Per workload and workers value, the most calls of a run within capacity (``None``:
+    no run was)."""
+    found: dict[str, dict[int, int | None]] = {}
+    for res in results:
+        best = found.setdefault(res.workload, {}).setdefault(res.workers, None)
+        if within_capacity(res) and (best is None or res.calls > best):
+            found[res.workload][res.workers] = res.calls
+    return found
+
+
+def print_capacity(found: dict[str, dict[int, int | None]]) -> None:
+    print(f"capacity: the most calls within {CAPACITY_LOSS_PCT} % loss and inbound lag p99 "
+          f"≤ {CAPACITY_LAG_P99_MS:g} ms", flush=True)
+    for workload, by_workers in found.items():
+        base = by_workers.get(1)
+        cells = []
+        for workers, calls in sorted(by_workers.items()):
+            ratio = f" ({calls / base:.2f}x)" if calls and base and workers != 1 else ""
+            cells.append(f"{workers} worker{'s' if workers > 1 else ''}: "
+                         f"{'none' if calls is None else calls}{ratio}")
+        print(f"  {workload}: " + ", ".join(cells), flush=True)
+
+
 def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -914,6 +978,9 @@ def main() -> None:
                         f"last echoes (default {LISTEN_AFTER_S:g})")
     parser.add_argument("--workers", type=int_list, default=[1, 2],
                         help="serve --workers values to compare (n/a where serve lacks it)")
+    parser.add_argument("--cpu-per-worker", type=float, metavar="CORES",
+                        help="give the server a cgroup of workers * CORES cores (root) and "
+                        "print each workers value's capacity")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--callstream", help="run the server from this source tree "
                         "(PYTHONPATH), e.g. an older commit's, to compare")
@@ -962,6 +1029,8 @@ def main() -> None:
         started = time.monotonic()
         uvloop.run(all_runs()) if uvloop else asyncio.run(all_runs())
         print(f"total {time.monotonic() - started:.0f} s", flush=True)
+        if args.cpu_per_worker:
+            print_capacity(capacity(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_bytes(orjson.dumps({
@@ -970,6 +1039,9 @@ def main() -> None:
             "serve_has_workers": has_workers,
             "args": {k: v for k, v in vars(args).items() if k not in ("json", "keep")},
             "results": [asdict(r) for r in results],
+            "capacity": ({workload: {str(w): c for w, c in found.items()}
+                          for workload, found in capacity(results).items()}
+                         if args.cpu_per_worker else None),
         }, option=orjson.OPT_INDENT_2))
 
 
