@@ -9,7 +9,10 @@ SDK does); a connection that pipelines gets its requests answered by the first o
 worker.
 
 The listener's limits are the single process's (:class:`HttpLimits`: connections, head
-size, head timeout), applied here before anything is forwarded, with the same answers.
+size, head timeout), applied here before anything is forwarded, the same way and with
+the same answers (:mod:`callstream.api.http_protocol`): only a head's bytes count
+against its size, its clock starts on connect and at the first byte of each next
+request, and a connection that never sent a byte is closed without an answer.
 
 A call whose owner is not running (restarting after a crash) gets a 503 with the Telnyx
 error envelope; its calls are ended by the restarted worker.
@@ -116,6 +119,7 @@ class FrontConnection(asyncio.Protocol):
         self.listener = listener
         self.directory = listener.directory
         self.in_head = True
+        self.head_bytes = 0  # of the current request's head, fed to the parser so far
         self.head_timer: asyncio.TimerHandle | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -141,16 +145,24 @@ class FrontConnection(asyncio.Protocol):
                 f"The server holds its limit of {limits.max_connections} HTTP connections; "
                 "retry later."))
             return
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
         self.head_timer = asyncio.get_running_loop().call_later(
-            limits.header_timeout, self._head_timed_out)
+            self.listener.limits.header_timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
         self.head_timer = None
-        if self.in_head:
-            HTTP_LIMITED.labels("header_timeout").inc()
-            self._refuse_and_close(error_message(
-                408, "Request Timeout", "10015", "Request timeout",
-                f"No whole request head within {self.listener.limits.header_timeout:g} s."))
+        if not self.in_head:
+            return
+        HTTP_LIMITED.labels("header_timeout").inc()
+        if self.head_bytes == 0:
+            self._close()  # no request begun: nothing to answer
+            return
+        self._refuse_and_close(error_message(
+            408, "Request Timeout", "10015", "Request timeout",
+            f"The request headers did not arrive within "
+            f"{self.listener.limits.header_timeout:g} s."))
 
     def _refuse_and_close(self, answer: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -158,16 +170,31 @@ class FrontConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self.in_head and len(self.unrouted) + len(data) > self.listener.limits.max_head_size:
-            HTTP_LIMITED.labels("head_size").inc()
-            self._refuse_and_close(error_message(
-                431, "Request Header Fields Too Large", "10015",
-                "Request header fields too large",
-                f"The request line and headers are over the "
-                f"{self.listener.limits.max_head_size}-byte limit."))
-            return
+        max_head = self.listener.limits.max_head_size
+        while data:
+            if self.transport is None or self.transport.is_closing():
+                return
+            if not self.in_head:
+                chunk, data = data, b""
+            else:
+                # Never feed the parser past the limit: it buffers a header until it ends.
+                allowed = max_head - self.head_bytes
+                if allowed <= 0:
+                    HTTP_LIMITED.labels("head_size").inc()
+                    self._refuse_and_close(error_message(
+                        431, "Request Header Fields Too Large", "10015",
+                        "Request header fields too large",
+                        f"The request line and headers are over the {max_head}-byte limit."))
+                    return
+                chunk, data = data[:allowed], data[allowed:]
+                self.head_bytes += len(chunk)
+            self._feed(chunk)
+            if self.in_head and self.head_bytes and self.head_timer is None:
+                # A head begun and not finished on a kept-alive connection: its clock
+                # starts now.
+                self._arm_head_timer()
+
+    def _feed(self, data: bytes) -> None:
         self.unrouted += data
         try:
             self.parser.feed_data(data)
@@ -187,7 +214,6 @@ class FrontConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self.in_head = True
         self.url.clear()
         self.authorization = None
         self.target = None
@@ -201,6 +227,10 @@ class FrontConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"authorization":
             self.authorization = value
+
+    def on_message_complete(self) -> None:
+        self.in_head = True
+        self.head_bytes = 0
 
     def on_headers_complete(self) -> None:
         self.in_head = False

@@ -17,8 +17,10 @@ server on the shared SQLite store that owns the calls it set up, and
 - restarts a worker that dies; the new one ends the dead one's calls (one
   ``call.hangup`` each) before it takes SIP.
 
-Stop (SIGINT/SIGTERM): the workers stop as a single server does (their calls hung up and
-stored), then webhook delivery, the store and the lock.
+SIGINT stops the workers at once and SIGTERM drains them, as one process does with each
+(``callstream drain`` finds the supervisor by the node lock); a second signal stops a
+drain at once. Once the workers have exited (their calls hung up and stored): the
+listeners, webhook delivery, the store and the lock.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class Supervisor:
         self._owners: sqlite3.Connection | None = None
         self._round_robin = itertools.cycle(range(self.count))
         self._stopping = asyncio.Event()
+        self._stop_signal = signal.SIGINT
         self._closing = False
         self._watchers: set[asyncio.Task[None]] = set()
         self._checks: asyncio.Task[None] | None = None
@@ -306,6 +309,10 @@ class Supervisor:
 
     def _relay_sip(self, data: bytes, addr: Addr, transport: str) -> None:
         worker = self.workers[worker_for_datagram(data, self.count)]
+        if worker.http_port is None and self._closing:
+            # Draining: a worker whose calls have all ended is gone; another still
+            # draining answers what it would have (503 to INVITE and OPTIONS).
+            worker = next((w for w in self.workers if w.http_port is not None), worker)
         if worker.relay is None or worker.http_port is None:
             SIP_RELAY_DROPPED.labels(str(worker.index)).inc()  # restarting
             return
@@ -383,17 +390,33 @@ class Supervisor:
 
     # -- stop ----------------------------------------------------------------
 
-    async def stop(self) -> None:
+    def _signalled(self, sig: signal.Signals) -> None:
+        if not self._stopping.is_set():
+            self._stop_signal = sig
+            self._stopping.set()
+        else:  # a second signal: the workers stop now, a drain of theirs included
+            for process in self._running():
+                process.send_signal(signal.SIGINT)
+
+    def _running(self) -> list[asyncio.subprocess.Process]:
+        return [w.process for w in self.workers
+                if w.process is not None and w.process.returncode is None]
+
+    async def stop(self, sig: signal.Signals = signal.SIGINT) -> None:
+        """Stop the workers with ``sig`` (SIGTERM: a drain, during which the front and
+        the SIP relay still serve their live calls), then everything else."""
         self._closing = True
         if self._checks is not None:
             self._checks.cancel()
+        if sig == signal.SIGINT:
+            for server in self._http_servers:
+                server.close()
+        running = self._running()
+        for process in running:
+            process.send_signal(sig)
+        await asyncio.gather(*(p.wait() for p in running))
         for server in self._http_servers:
             server.close()
-        running = [w.process for w in self.workers
-                   if w.process is not None and w.process.returncode is None]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
-        await asyncio.gather(*(p.wait() for p in running))
         for task in self._watchers:
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
@@ -417,7 +440,7 @@ class Supervisor:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(sig, self._signalled, sig)
         try:
             try:
                 await self.start()
@@ -425,8 +448,9 @@ class Supervisor:
                 await self.stop()
                 raise
             await self._stopping.wait()
-            log.info("shutting down %d workers", self.count)
-            await self.stop()
+            draining = self._stop_signal == signal.SIGTERM
+            log.info("%s %d workers", "draining" if draining else "shutting down", self.count)
+            await self.stop(self._stop_signal)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -141,6 +141,24 @@ async def test_the_fronts_limits_answer_before_anything_is_forwarded() -> None:
         assert too_big.startswith(b"HTTP/1.1 431 ")
         slow = await answer_to(b"GET /v2/calls HTTP/1.1\r\nhost:")
         assert slow.startswith(b"HTTP/1.1 408 ")
+        assert await answer_to(b"") == b"", "no request begun: closed, no answer"
+        # Only the head counts against its limit: a body ten times the size is forwarded.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v2/calls HTTP/1.1\r\ncontent-length: 2000\r\n\r\n" + b"a" * 2000)
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(
+            b"HTTP/1.1 200 OK")
+        writer.close()
+        await writer.wait_closed()
+        # A kept-alive connection's next head has its own clock, from its first byte.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v2/calls HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(reader.readexactly(len(b"w0 /v2/calls")), 5)
+        writer.write(b"GET /v2/calls HTTP/1.1\r\n")
+        late = await asyncio.wait_for(reader.read(), 5)
+        assert late.startswith(b"HTTP/1.1 408 "), late
+        writer.close()
+        await writer.wait_closed()
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
         over = await answer_to(b"")
         assert over.startswith(b"HTTP/1.1 503 ") and b"Too many connections" in over
