@@ -220,6 +220,12 @@ class Supervisor:
         return settings.model_copy(update={
             "http": "127.0.0.1:0", "workers": 1, "console_enabled": False,
             "rtp_port_min": low, "rtp_port_max": low + span - 1,
+            # A source's calls are spread by Call-ID, so each worker admits its share of
+            # what one source may do: together, the node's limits.
+            "sip_rate_limit_per_sec": settings.sip_rate_limit_per_sec / self.count,
+            "sip_rate_limit_burst": _share(settings.sip_rate_limit_burst, index, self.count),
+            "sip_max_parked_per_source": _share(settings.sip_max_parked_per_source, index,
+                                                self.count),
             # Where the worker asks another worker's call (a bridge): this front.
             "node_address": bound_url(self._http_sockets[0]),
         }).model_dump_json().encode()
@@ -454,6 +460,14 @@ class Supervisor:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+
+def _share(total: int, index: int, count: int) -> int:
+    """Worker ``index``'s part of ``total`` split ``count`` ways: 0 (off) stays 0, and
+    a limit smaller than the workers gives each one, not none."""
+    if total == 0:
+        return 0
+    return max(1, total // count + (index < total % count))
 
 
 def run_supervisor(settings: Settings) -> None:
