@@ -67,6 +67,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu_limit import CpuLimit
 from bench.http_framing import take_request
 from tests.audio import rtp_packets, speech, write_pcap
 from tests.helpers import ServerProcess, cli, free_port, free_udp_tcp_port
@@ -592,7 +593,14 @@ class Bench:
         }
         if self.args.callstream:  # another checkout's server, for before/after runs
             env["PYTHONPATH"] = self.args.callstream
-        self.server = ServerProcess(data, free_port(), free_udp_tcp_port(), key, env=env)
+        budget = None
+        if self.args.cpu_per_worker:
+            budget = CpuLimit(workers * self.args.cpu_per_worker,
+                              f"callstream-sip-load-{os.getpid()}-{workers}")
+            print(f"server CPU budget: {budget.cores:g} cores (cgroup {budget.path})",
+                  flush=True)
+        self.server = ServerProcess(data, free_port(), free_udp_tcp_port(), key, env=env,
+                                    preexec=None if budget is None else budget.join)
         await loop.run_in_executor(None, self.server.start)
         api.port = self.server.http_port
         spy = None
@@ -618,6 +626,8 @@ class Bench:
             await api.close()
             hooks.close()
             await loop.run_in_executor(None, self.server.stop)
+            if budget is not None:
+                budget.close()
         return results
 
 
@@ -724,6 +734,9 @@ def main() -> None:
                         "counts, e.g. 1,2 (default 1)")
     parser.add_argument("--answer-only", action="store_true",
                         help="answer calls without bridging them (RTP in only)")
+    parser.add_argument("--cpu-per-worker", type=float, metavar="CORES",
+                        help="give the server a cgroup of workers * CORES cores (root; "
+                        "bench/cpu_limit.py): the same CPU per worker however many run")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--pyspy", help="record the server with py-spy (raw) into this file")
     parser.add_argument("--callstream", help="run the server from this source tree "

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +80,8 @@ class ServerProcess:
     log_path: Path | None = None
     #: The loopback address it serves HTTP and SIP on (cluster tests use several).
     host: str = "127.0.0.1"
+    #: Run in the child before it runs the server (a bench puts it in a cgroup).
+    preexec: Callable[[], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -110,6 +112,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
+                preexec_fn=self.preexec,
             )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         # One client for every try: a new one costs ~30 ms of CPU (its TLS context), which
