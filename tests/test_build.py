@@ -58,7 +58,8 @@ def test_serve_says_which_build_runs(tmp_path: Path) -> None:
     with running_server(tmp_path / "data") as server, server.client() as http:
         metrics = http.get("/metrics").text
         started = [line for line in server.log().splitlines() if "callstream listening:" in line]
-    assert len(started) == 1 and f"media={media_build()}" in started[0].split()
+    # One line, or with CALLSTREAM_TEST_WORKERS the supervisor's and each worker's.
+    assert started and all(f"media={media_build()}" in line.split() for line in started)
     info = re.search(r"^callstream_build_info\{(.*)\} 1\.0$", metrics, re.MULTILINE)
     assert info, "callstream_build_info is missing from /metrics"
     assert f'media="{media_build()}"' in info[1] and f'version="{__version__}"' in info[1]

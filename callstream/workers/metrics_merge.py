@@ -1,8 +1,9 @@
 """``/metrics`` of a node with workers: every worker's exposition, summed sample by sample.
 
 Counters and gauges of the same name and labels add up (calls, packets, frames, bytes,
-histogram buckets and sums); the first ``# HELP``/``# TYPE`` line of each family is kept
-and samples keep the order they first appear in.
+histogram buckets and sums), but for ``*_info`` samples (``callstream_build_info``: 1 for
+what runs), which say what the node is, once; the first ``# HELP``/``# TYPE`` line of
+each family is kept and samples keep the order they first appear in.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def merge_expositions(texts: Iterable[str]) -> str:
             if key not in values:
                 order.setdefault(family, []).append(key)
                 values[key] = 0.0
-            values[key] += number
+            if key.partition("{")[0].endswith("_info"):
+                values[key] = max(values[key], number)
+            else:
+                values[key] += number
     out: list[str] = []
     for comment in comments:
         out.append(comment)

@@ -35,3 +35,8 @@ calls 7.0
 
 def test_one_worker_is_unchanged_but_for_number_spelling() -> None:
     assert merge_expositions([W0]) == W0
+
+
+def test_info_samples_say_what_runs_once() -> None:
+    one = '# TYPE callstream_build_info gauge\ncallstream_build_info{media="pure"} 1.0\n'
+    assert merge_expositions([one, one, one]) == one
