@@ -603,14 +603,19 @@ class Bench:
                                     preexec=None if budget is None else budget.join)
         await loop.run_in_executor(None, self.server.start)
         api.port = self.server.http_port
-        spy = None
+        spies = []
         if self.args.pyspy:
             assert self.server.proc is not None
-            spy = subprocess.Popen(  # noqa: ASYNC220 - starts at once, runs beside us
-                ["py-spy", "record", "-p", str(self.server.proc.pid), "-r", "200", "-f", "raw",
-                 "-o", self.args.pyspy, "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
+            # One py-spy per process: the supervisor and each worker (py-spy's own
+            # --subprocesses records only the parent here).
+            pids = [self.server.proc.pid, *_children(self.server.proc.pid)]
+            for n, pid in enumerate(pids):
+                out = self.args.pyspy if n == 0 else f"{self.args.pyspy}.{n}"
+                spies.append(subprocess.Popen(  # noqa: ASYNC220 - starts at once, runs beside us
+                    ["py-spy", "record", "-p", str(pid), "-r", "200", "-f", "raw",
+                     "-o", out, "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))
         results = []
         try:
             for step in steps:
@@ -619,8 +624,9 @@ class Bench:
                 print_row(res)
                 await asyncio.sleep(1)
         finally:
-            if spy is not None:
+            for spy in spies:
                 spy.send_signal(2)
+            for spy in spies:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     spy.wait(30)
             await api.close()
@@ -629,6 +635,15 @@ class Bench:
             if budget is not None:
                 budget.close()
         return results
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of *pid* (a supervisor's workers)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 #: Where a py-spy stack belongs: the first area (in this order) with a frame in it.
@@ -756,6 +771,9 @@ def main() -> None:
     for name in ("json", "pyspy", "keep"):
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    if args.pyspy:  # a worker's profile from an earlier run must not be read as this one's
+        for stale in Path(args.pyspy).parent.glob(Path(args.pyspy).name + ".*"):
+            stale.unlink()
     if args.callstream:
         # `python -m callstream` imports from its working directory first.
         args.callstream = str(Path(args.callstream).resolve())
@@ -779,11 +797,17 @@ def main() -> None:
             coro = bench.run(steps, workers)
             results += uvloop.run(coro) if uvloop else asyncio.run(coro)
         print(f"total {time.monotonic() - started:.0f} s", flush=True)
-    profile = summarize_pyspy(args.pyspy) if args.pyspy and Path(args.pyspy).exists() else None
-    if profile:
-        print(f"server profile (py-spy, {profile['samples']} samples):")
-        for area, share in profile["areas_pct"].items():
-            print(f"  {share:5.1f} %  {area}")
+    profile = {}
+    if args.pyspy:
+        # The last server's processes: the supervisor (or the one process), then workers.
+        paths = [Path(args.pyspy), *sorted(Path(args.pyspy).parent.glob(
+            Path(args.pyspy).name + ".*"))]
+        for n, path in enumerate(p for p in paths if p.exists()):
+            name = "server" if n == 0 else f"worker {n - 1}"
+            profile[name] = summarize_pyspy(str(path))
+            print(f"{name} profile (py-spy, {profile[name]['samples']} samples):")
+            for area, share in profile[name]["areas_pct"].items():
+                print(f"  {share:5.1f} %  {area}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({

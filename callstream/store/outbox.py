@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callstream.store import schema as t
+from callstream.store.direct_sqlite import Statement
 from callstream.store.records import OutboxStatus
 from callstream.store.sql import SqlStore
 
@@ -101,7 +103,11 @@ class OutboxItem:
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> OutboxItem:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> OutboxItem:
+        """From a row's mapping (SQLAlchemy) or an ``sqlite3.Row``."""
         return cls(
             seq=m["seq"],
             id=m["id"],
@@ -319,9 +325,13 @@ class Outbox:
             The leased rows in ``seq`` order (at most ``max_events``). A key's rows are a
             prefix of its pending events, so sending them in order keeps the call's order.
         """
+        params = _claim_params(owner, now, lease_secs, max_keys, max_events, per_url,
+                               skip_urls)
+        if self.store.direct is not None:
+            async with self.store.writing_direct() as db:
+                return self._claim_direct(db, params, len(skip_urls))
         async with self._delivery_write() as conn:
-            return await self._claim(conn, owner, now, lease_secs, max_keys, max_events,
-                                     per_url, skip_urls)
+            return await self._claim(conn, params, len(skip_urls))
 
     async def renew_leases(self, owner: str, until: float) -> int:
         """Extend every lease ``owner`` holds."""
@@ -348,6 +358,10 @@ class Outbox:
         """
         if not (settlements or attempts or releases):
             return
+        if self.store.direct is not None:
+            async with self.store.writing_direct() as db:
+                self._settle_direct(db, owner, now, settlements, attempts, releases)
+            return
         async with self._delivery_write() as conn:
             await _settle(conn, owner, now, settlements, attempts, releases)
 
@@ -372,30 +386,48 @@ class Outbox:
         """
         if not (settlements or attempts or releases or max_keys > 0):
             return []
+        params = _claim_params(owner, now, lease_secs, max_keys, max_events, per_url,
+                               skip_urls)
+        if self.store.direct is not None:
+            async with self.store.writing_direct() as db:
+                self._settle_direct(db, owner, now, settlements, attempts, releases)
+                return self._claim_direct(db, params, len(skip_urls)) if max_keys > 0 else []
         async with self._delivery_write() as conn:
             await _settle(conn, owner, now, settlements, attempts, releases)
             if max_keys <= 0:
                 return []
-            return await self._claim(conn, owner, now, lease_secs, max_keys, max_events,
-                                     per_url, skip_urls)
+            return await self._claim(conn, params, len(skip_urls))
 
     async def _claim(
+        self, conn: AsyncConnection, params: dict[str, Any], skips: int
+    ) -> list[OutboxItem]:
+        stmt = _claim_statement(postgres=self._is_postgres, skips=skips)
+        return _items((await conn.execute(stmt, params)).all())
+
+    def _claim_direct(
+        self, db: sqlite3.Connection, params: dict[str, Any], skips: int
+    ) -> list[OutboxItem]:
+        stmt = self.store.direct_statement(
+            ("claim", skips),
+            lambda: Statement.compile(_claim_statement(postgres=False, skips=skips)))
+        items = [OutboxItem.from_mapping(r) for r in db.execute(stmt.sql, stmt.bind(params))]
+        items.sort(key=lambda item: item.seq)
+        return items
+
+    def _settle_direct(
         self,
-        conn: AsyncConnection,
+        db: sqlite3.Connection,
         owner: str,
         now: float,
-        lease_secs: float,
-        max_keys: int,
-        max_events: int,
-        per_url: int | None,
-        skip_urls: Sequence[str],
-    ) -> list[OutboxItem]:
-        stmt = _claim_statement(postgres=self._is_postgres)
-        params = {"c_owner": owner, "c_now": now, "c_until": now + lease_secs,
-                  "c_keys": max_keys, "c_events": max_events,
-                  "c_per_url": per_url or max_keys, "c_skip": list(skip_urls),
-                  "c_scan": max_keys * CLAIM_SCAN_PER_KEY}
-        return _items((await conn.execute(stmt, params)).all())
+        settlements: Sequence[Settlement],
+        attempts: Sequence[AttemptRecord],
+        releases: Sequence[int],
+    ) -> None:
+        for name, stmt, params in _settle_batches(owner, now, settlements, attempts, releases):
+            columns = list(params[0]) if name == "attempts" else None  # an INSERT's
+            compiled = self.store.direct_statement(
+                ("settle", name), functools.partial(Statement.compile, stmt, columns))
+            db.executemany(compiled.sql, [compiled.bind(p) for p in params])
 
     async def count_pending(self) -> int:
         async with self.store.reading() as conn:
@@ -538,14 +570,34 @@ class Outbox:
                 return removed
 
 
+def _claim_params(
+    owner: str,
+    now: float,
+    lease_secs: float,
+    max_keys: int,
+    max_events: int,
+    per_url: int | None,
+    skip_urls: Sequence[str],
+) -> dict[str, Any]:
+    """The parameters of :func:`_claim_statement` (built for ``len(skip_urls)``)."""
+    params = {"c_owner": owner, "c_now": now, "c_until": now + lease_secs,
+              "c_keys": max_keys, "c_events": max_events,
+              "c_per_url": per_url or max_keys, "c_scan": max_keys * CLAIM_SCAN_PER_KEY}
+    for i, url in enumerate(skip_urls):
+        params[f"c_skip{i}"] = url
+    return params
+
+
 @functools.cache
-def _claim_statement(*, postgres: bool) -> Any:
+def _claim_statement(*, postgres: bool, skips: int) -> Any:
     """The claim UPDATE, built once per dialect; its values are bound at execution.
 
     Building it costs ~1.5 ms (three aliases of a 25-column table, and a cache key made
     from all of it), more than running it: the worker claims on every cycle.
     Parameters: ``c_owner``, ``c_now``, ``c_until``, ``c_keys``, ``c_events``,
-    ``c_per_url``, ``c_skip`` (a list), ``c_scan``.
+    ``c_per_url``, ``c_scan`` and ``c_skip0`` … one per URL to skip (``skips`` of them:
+    plain binds rather than one expanding list, so the statement compiles once for
+    store/direct_sqlite.py).
     """
     now: BindParameter[float] = bindparam("c_now", type_=Float())
     h = _o.alias("h")
@@ -557,15 +609,17 @@ def _claim_statement(*, postgres: bool) -> Any:
     url = func.coalesce(h.c.url, "")
     # The oldest due heads first, bounded, so the scan stops early as a plain LIMIT does;
     # then at most c_per_url of them per URL.
+    due_where = [
+        h.c.status == _PENDING,
+        h.c.next_attempt_at <= now,
+        _lease_free(h.c.lease_until, now),
+        ~exists(earlier),
+    ]
+    if skips:
+        due_where.append(url.not_in([bindparam(f"c_skip{i}") for i in range(skips)]))
     due_rows = (
         select(h.c.ordering_key, h.c.seq, url.label("url"))
-        .where(
-            h.c.status == _PENDING,
-            h.c.next_attempt_at <= now,
-            _lease_free(h.c.lease_until, now),
-            ~exists(earlier),
-            url.not_in(bindparam("c_skip", expanding=True)),
-        )
+        .where(*due_where)
         .order_by(h.c.seq)
         .limit(bindparam("c_scan", type_=Integer()))
     )
@@ -620,11 +674,12 @@ def _settle_batches(
     settlements: Sequence[Settlement],
     attempts: Sequence[AttemptRecord],
     releases: Sequence[int],
-) -> list[tuple[Any, list[dict[str, Any]]]]:
-    """The (statement, executemany parameters) pairs that write a batch of verdicts."""
-    batches: list[tuple[Any, list[dict[str, Any]]]] = []
+) -> list[tuple[str, Any, list[dict[str, Any]]]]:
+    """The (name, statement, executemany parameters) that write a batch of verdicts."""
+    batches: list[tuple[str, Any, list[dict[str, Any]]]] = []
     if settlements:
         batches.append((
+            "settle",
             _SETTLE,
             [
                 {
@@ -645,9 +700,11 @@ def _settle_batches(
             ],
         ))
     if releases:
-        batches.append((_RELEASE, [{"b_owner": owner, "b_seq": seq} for seq in releases]))
+        batches.append(
+            ("release", _RELEASE, [{"b_owner": owner, "b_seq": seq} for seq in releases]))
     if attempts:
         batches.append((
+            "attempts",
             insert(_a),
             [
                 {
@@ -676,7 +733,7 @@ async def _settle(
     attempts: Sequence[AttemptRecord],
     releases: Sequence[int],
 ) -> None:
-    for stmt, params in _settle_batches(owner, now, settlements, attempts, releases):
+    for _, stmt, params in _settle_batches(owner, now, settlements, attempts, releases):
         await conn.execute(stmt, params)
 
 

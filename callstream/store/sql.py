@@ -23,12 +23,12 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy import event, insert, select, text, update
+from sqlalchemy import bindparam, event, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row, make_url
@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from callstream.store import schema as t
+from callstream.store.direct_sqlite import DirectSqlite, Statement
 from callstream.store.exceptions import (
     CommandAlreadyDone,
     SchemaTooNew,
@@ -52,6 +53,7 @@ from callstream.store.records import (
     CallResource,
     Change,
     IdempotencyRecord,
+    OutboxEvent,
     OutboxStatus,
     Receipt,
 )
@@ -100,7 +102,9 @@ class SqlStore:
         self.inline_sqlite = inline_sqlite
         self._checkpointer: Checkpointer | None = None
         self._key_reader: KeyReader | None = None
-        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._upserts: dict[tuple[Any, ...], Any] = {}
+        self._direct: DirectSqlite | None = None
+        self._direct_statements: dict[Any, Statement] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -150,8 +154,12 @@ class SqlStore:
             self._checkpointer.start()
             assert database is not None
             self._key_reader = KeyReader(database)
+            self._direct = DirectSqlite(database)
 
     async def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         if self._key_reader is not None:
             self._key_reader.close()
             self._key_reader = None
@@ -205,6 +213,26 @@ class SqlStore:
             except SQLAlchemyError as exc:
                 raise StoreError(f"write failed: {exc}") from exc
 
+    @property
+    def direct(self) -> DirectSqlite | None:
+        """The stdlib connection for hot writes (inline SQLite only): store/direct_sqlite.py."""
+        return self._direct
+
+    @contextlib.asynccontextmanager
+    async def writing_direct(self) -> AsyncIterator[sqlite3.Connection]:
+        """One write transaction on :attr:`direct`; errors become :class:`StoreError`.
+
+        The body runs synchronously: it must not ``await``, so that no other coroutine of
+        this process runs while the transaction holds SQLite's write lock.
+        """
+        assert self._direct is not None
+        async with self._write_lock:
+            try:
+                with self._direct.transaction() as db:
+                    yield db
+            except sqlite3.Error as exc:
+                raise StoreError(f"write failed: {exc}") from exc
+
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         try:
@@ -239,53 +267,48 @@ class SqlStore:
         if not change:
             return
         now = self._clock()
+        calls = [_call_row(c) for c in sorted(change.calls, key=lambda c: c.call_control_id)]
+        resources = [_resource_row(r) for r in sorted(change.resources, key=lambda r: r.id)]
+        events = [_event_row(ev, now) for ev in change.events]
+        if self.direct is not None:
+            async with self.writing_direct() as db:
+                for rec in change.idempotency:  # first: a duplicate rolls back the rest
+                    self._insert_answer_direct(db, rec)
+                for row in calls:
+                    db.execute(*self._direct_upsert(t.calls, row, "call_control_id"))
+                for row in resources:
+                    db.execute(*self._direct_upsert(t.call_resources, row, "id"))
+                if events:
+                    db.executemany(self.direct_statement(
+                        ("insert", t.webhook_outbox.name),
+                        lambda: Statement.compile(insert(t.webhook_outbox), list(events[0])),
+                    ).sql, events)
+            return
         # Concurrent on PostgreSQL (API requests, call events): rows are locked in key
         # order, and new outbox rows lock nothing another transaction holds.
         async with self.writing(exclusive=False) as conn:
             for rec in change.idempotency:  # first: a duplicate rolls back the rest unwritten
                 await self._insert_answer(conn, rec)
-            for call in sorted(change.calls, key=lambda c: c.call_control_id):
-                await conn.execute(*self._upsert(t.calls, _call_row(call), ["call_control_id"]))
-            for res in sorted(change.resources, key=lambda r: r.id):
-                await conn.execute(
-                    *self._upsert(
-                        t.call_resources,
-                        {
-                            "id": res.id,
-                            "call_control_id": res.call_control_id,
-                            "kind": res.kind,
-                            "status": res.status,
-                            "params": _dumps(res.params),
-                            "created_at": res.created_at,
-                            "updated_at": res.updated_at,
-                        },
-                        ["id"],
-                    )
-                )
-            if change.events:
-                await conn.execute(
-                    insert(t.webhook_outbox),
-                    [
-                        {
-                            "id": ev.id,
-                            "ordering_key": ev.ordering_key,
-                            "event_type": ev.event_type,
-                            "call_control_id": ev.call_control_id,
-                            "data": _dumps(ev.data),
-                            "url": ev.url,
-                            "failover_url": ev.failover_url,
-                            "method": ev.method,
-                            "content_type": ev.content_type,
-                            "timeout_secs": ev.timeout_secs,
-                            "status": OutboxStatus.PENDING.value,
-                            "attempts": 0,
-                            "next_attempt_at": now,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for ev in change.events
-                    ],
-                )
+            for row in calls:
+                await conn.execute(*self._upsert(t.calls, row, ["call_control_id"]))
+            for row in resources:
+                await conn.execute(*self._upsert(t.call_resources, row, ["id"]))
+            if events:
+                await conn.execute(insert(t.webhook_outbox), events)
+
+    def direct_statement(self, key: Any, build: Callable[[], Statement]) -> Statement:
+        """The statement cached under ``key``, compiled by ``build`` the first time."""
+        stmt = self._direct_statements.get(key)
+        if stmt is None:
+            stmt = self._direct_statements[key] = build()
+        return stmt
+
+    def _direct_upsert(self, table: Any, row: dict[str, Any], key: str) -> tuple[str, Any]:
+        stmt = self.direct_statement(
+            ("upsert", table.name, tuple(row)),
+            lambda: Statement.compile(self._upsert(table, row, [key])[0], list(row)),
+        )
+        return stmt.sql, stmt.bind(row)
 
     async def _insert_answer(self, conn: AsyncConnection, rec: IdempotencyRecord) -> None:
         """Store a command's answer unless its command_id has one.
@@ -293,22 +316,36 @@ class SqlStore:
         Raises:
             CommandAlreadyDone: it has one (the transaction then rolls back).
         """
-        ins = (sqlite_insert if self.is_sqlite else pg_insert)(t.idempotency)
-        stored = await conn.execute(
-            ins.values(
-                call_control_id=rec.call_control_id,
-                command_id=rec.command_id,
-                status_code=rec.receipt.status_code,
-                body=rec.receipt.body,
-                created_at=rec.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=["call_control_id", "command_id"])
-            .returning(t.idempotency.c.command_id)
-        )
+        stored = await conn.execute(self._answer_insert(), _answer_row(rec))
         if stored.first() is None:
             first = await _idempotency(conn, rec.call_control_id, rec.command_id)
             assert first is not None  # the conflicting row, committed
             raise CommandAlreadyDone(first)
+
+    def _insert_answer_direct(self, db: sqlite3.Connection, rec: IdempotencyRecord) -> None:
+        """:meth:`_insert_answer` in a direct transaction."""
+        insert_stmt = self.direct_statement(
+            "answer-insert", lambda: Statement.compile(self._answer_insert()))
+        if db.execute(insert_stmt.sql, _answer_row(rec)).fetchone() is None:
+            select_stmt = self.direct_statement(
+                "answer-select", lambda: Statement.compile(_IDEMPOTENCY_SELECT))
+            row = db.execute(select_stmt.sql, {
+                "i_call": rec.call_control_id, "i_command": rec.command_id}).fetchone()
+            assert row is not None  # the conflicting row, committed
+            raise CommandAlreadyDone(_idempotency_record(row))
+
+    def _answer_insert(self) -> Any:
+        """INSERT of a command's answer, unless its (call, command_id) has one, built once."""
+        stmt = self._upserts.get(("answer",))
+        if stmt is None:
+            c = t.idempotency.c
+            ins = (sqlite_insert if self.is_sqlite else pg_insert)(t.idempotency)
+            stmt = self._upserts[("answer",)] = (
+                ins.values({k: bindparam(k) for k in ANSWER_COLUMNS})
+                .on_conflict_do_nothing(index_elements=["call_control_id", "command_id"])
+                .returning(c.command_id)
+            )
+        return stmt
 
     # -- API keys ----------------------------------------------------------
 
@@ -444,26 +481,76 @@ class SqlStore:
             return await _idempotency(conn, call_control_id, command_id)
 
 
+_IDEMPOTENCY_SELECT = select(t.idempotency).where(
+    (t.idempotency.c.call_control_id == bindparam("i_call"))
+    & (t.idempotency.c.command_id == bindparam("i_command"))
+)
+
+#: The columns of a command's stored answer, as :func:`_answer_row` gives them.
+ANSWER_COLUMNS = ("call_control_id", "command_id", "status_code", "body", "created_at")
+
+
 async def _idempotency(
     conn: AsyncConnection, call_control_id: str, command_id: str
 ) -> IdempotencyRecord | None:
-    c = t.idempotency.c
     row = (
         await conn.execute(
-            select(t.idempotency).where(
-                (c.call_control_id == call_control_id) & (c.command_id == command_id)
-            )
+            _IDEMPOTENCY_SELECT, {"i_call": call_control_id, "i_command": command_id}
         )
     ).first()
-    if row is None:
-        return None
-    m = row._mapping
+    return None if row is None else _idempotency_record(row._mapping)
+
+
+def _idempotency_record(m: Any) -> IdempotencyRecord:
+    """From a row's mapping (SQLAlchemy) or an ``sqlite3.Row``."""
     return IdempotencyRecord(
         call_control_id=m["call_control_id"],
         command_id=m["command_id"],
         receipt=Receipt(m["status_code"], bytes(m["body"])),
         created_at=m["created_at"],
     )
+
+
+def _answer_row(rec: IdempotencyRecord) -> dict[str, Any]:
+    return {
+        "call_control_id": rec.call_control_id,
+        "command_id": rec.command_id,
+        "status_code": rec.receipt.status_code,
+        "body": rec.receipt.body,
+        "created_at": rec.created_at,
+    }
+
+
+def _resource_row(res: CallResource) -> dict[str, Any]:
+    return {
+        "id": res.id,
+        "call_control_id": res.call_control_id,
+        "kind": res.kind,
+        "status": res.status,
+        "params": _dumps(res.params),
+        "created_at": res.created_at,
+        "updated_at": res.updated_at,
+    }
+
+
+def _event_row(ev: OutboxEvent, now: float) -> dict[str, Any]:
+    return {
+        "id": ev.id,
+        "ordering_key": ev.ordering_key,
+        "event_type": ev.event_type,
+        "call_control_id": ev.call_control_id,
+        "data": _dumps(ev.data),
+        "url": ev.url,
+        "failover_url": ev.failover_url,
+        "method": ev.method,
+        "content_type": ev.content_type,
+        "timeout_secs": ev.timeout_secs,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _call_row(call: CallRecord) -> dict[str, Any]:
