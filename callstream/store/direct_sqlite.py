@@ -2,10 +2,9 @@
 
 Why: every call writes its row and its webhooks several times (each event is a commit),
 and the delivery worker claims and settles them: about ten transactions per call. Through
-SQLAlchemy's async engine a small one costs ~590 µs of CPU (pool checkout, the statement
-cache key, the greenlet hop per DB-API call, result metadata) against ~200 µs for the same
-statements on a plain ``sqlite3`` connection; at 100 set-ups/s that difference is a
-third of a core (docs/benchmarks.md, "Store writes off SQLAlchemy").
+SQLAlchemy's async engine a commit of a call row and its event costs ~590 µs (pool
+checkout, the statement cache key, a greenlet hop per DB-API call, result metadata);
+here ~150 µs (docs/benchmarks.md, "Store writes off SQLAlchemy").
 
 The statements are still SQLAlchemy's: each is compiled once for SQLite, and only its
 text and its fixed parameters are kept, so the SQL is the one the engine would run. Bind
@@ -13,9 +12,17 @@ processors are not applied: the ones these statements have (``Float`` → ``floa
 ``Boolean`` → ``int()``) are what SQLite's column affinity does with the value anyway.
 
 Transactions run synchronously on the loop thread, as inline statements do
-(store/inline_sqlite.py), inside :meth:`SqlStore.writing`'s lock: an SQLAlchemy write of
+(store/inline_sqlite.py), inside the lock of :meth:`SqlStore.writing`: an SQLAlchemy write of
 this process that spans an ``await`` holds SQLite's write lock meanwhile, and a
 ``BEGIN IMMEDIATE`` here would otherwise wait for it on the very thread it needs.
+
+Another *process* holding the write lock (with ``--workers``, the workers and the
+supervisor all write one file) is waited for by SQLite's busy handler, on the loop
+thread. Measured at 100 set-ups/s on two workers: ``BEGIN`` p50 20 µs, but one in ten
+waits over 1 ms and one in a hundred ~10 ms. Polling for the lock from the loop instead
+(``timeout=0`` and ``asyncio.sleep``) kept the loop free but left the supervisor's claims
+losing the race: webhook latency p50 3 → 10 to 400 ms at the same set-up rate, so it was
+not adopted.
 """
 
 from __future__ import annotations
@@ -88,10 +95,6 @@ class DirectSqlite:
             conn.rollback()
             raise
         conn.execute("COMMIT")
-
-    def read(self, stmt: Statement, params: dict[str, Any]) -> list[sqlite3.Row]:
-        """Rows of one SELECT, from the latest committed state."""
-        return self._conn.execute(stmt.sql, stmt.bind(params)).fetchall()
 
     def close(self) -> None:
         self._conn.close()
