@@ -753,7 +753,9 @@ def main() -> None:
                         help="give the server a cgroup of workers * CORES cores (root; "
                         "bench/cpu_limit.py): the same CPU per worker however many run")
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--pyspy", help="record the server with py-spy (raw) into this file")
+    parser.add_argument("--pyspy", help="record the server with py-spy (raw) into this "
+                        "file; with workers, the supervisor there and each worker into "
+                        "FILE.1, FILE.2, ...")
     parser.add_argument("--callstream", help="run the server from this source tree "
                         "(PYTHONPATH), e.g. an older commit's, to compare")
     parser.add_argument("--keep", help="work in this (new) folder and keep it: server log, "
@@ -800,9 +802,10 @@ def main() -> None:
     profile = {}
     if args.pyspy:
         # The last server's processes: the supervisor (or the one process), then workers.
-        paths = [Path(args.pyspy), *sorted(Path(args.pyspy).parent.glob(
-            Path(args.pyspy).name + ".*"))]
-        for n, path in enumerate(p for p in paths if p.exists()):
+        for n in range(max(args.workers) + 1):
+            path = Path(args.pyspy if n == 0 else f"{args.pyspy}.{n}")
+            if not path.exists():
+                continue
             name = "server" if n == 0 else f"worker {n - 1}"
             profile[name] = summarize_pyspy(str(path))
             print(f"{name} profile (py-spy, {profile[name]['samples']} samples):")

@@ -96,5 +96,9 @@ class DirectSqlite:
             raise
         conn.execute("COMMIT")
 
+    def read(self, stmt: Statement, params: dict[str, Any]) -> list[sqlite3.Row]:
+        """Rows of one SELECT, from the latest committed state (WAL readers never wait)."""
+        return self._conn.execute(stmt.sql, stmt.bind(params)).fetchall()
+
     def close(self) -> None:
         self._conn.close()

@@ -341,7 +341,7 @@ class SqlStore:
             c = t.idempotency.c
             ins = (sqlite_insert if self.is_sqlite else pg_insert)(t.idempotency)
             stmt = self._upserts[("answer",)] = (
-                ins.values({k: bindparam(k) for k in ANSWER_COLUMNS})
+                ins.values({k: bindparam(k) for k in _ANSWER_COLUMNS})
                 .on_conflict_do_nothing(index_elements=["call_control_id", "command_id"])
                 .returning(c.command_id)
             )
@@ -409,18 +409,24 @@ class SqlStore:
             await conn.execute(*self._upsert(t.applications, values, ["id"]))
 
     async def get_application(self, app_id: str) -> Application | None:
+        """Read for every incoming call: on the direct connection where there is one."""
+        if self._direct is not None:
+            stmt = self.direct_statement("application", lambda: Statement.compile(_APPLICATION))
+            try:
+                found = self._direct.read(stmt, {"a_id": app_id})
+            except sqlite3.Error as exc:
+                raise StoreError(f"read failed: {exc}") from exc
+            return _application(dict(found[0])) if found else None
         async with self.reading() as conn:
-            row = (
-                await conn.execute(select(t.applications).where(t.applications.c.id == app_id))
-            ).first()
-        return _application(row) if row else None
+            row = (await conn.execute(_APPLICATION, {"a_id": app_id})).first()
+        return _application(dict(row._mapping)) if row else None
 
     async def list_applications(self) -> list[Application]:
         async with self.reading() as conn:
             rows = (
                 await conn.execute(select(t.applications).order_by(t.applications.c.created_at))
             ).all()
-        return [_application(r) for r in rows]
+        return [_application(dict(r._mapping)) for r in rows]
 
     async def delete_application(self, app_id: str) -> bool:
         async with self.writing() as conn:
@@ -487,7 +493,7 @@ _IDEMPOTENCY_SELECT = select(t.idempotency).where(
 )
 
 #: The columns of a command's stored answer, as :func:`_answer_row` gives them.
-ANSWER_COLUMNS = ("call_control_id", "command_id", "status_code", "body", "created_at")
+_ANSWER_COLUMNS = ("call_control_id", "command_id", "status_code", "body", "created_at")
 
 
 async def _idempotency(
@@ -585,8 +591,10 @@ def _call(row: Row[Any]) -> CallRecord:
     return CallRecord(**m)
 
 
-def _application(row: Row[Any]) -> Application:
-    m = dict(row._mapping)
+_APPLICATION = select(t.applications).where(t.applications.c.id == bindparam("a_id"))
+
+
+def _application(m: dict[str, Any]) -> Application:
     m["extra"] = orjson.loads(m["extra"])
     m["active"] = bool(m["active"])
     return Application(**m)

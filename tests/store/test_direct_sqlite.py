@@ -19,6 +19,7 @@ from callstream.store.direct_sqlite import Statement
 from callstream.store.exceptions import CommandAlreadyDone, StoreError
 from callstream.store.outbox import AttemptRecord, Outbox, Settlement
 from callstream.store.records import (
+    Application,
     CallRecord,
     CallResource,
     Change,
@@ -31,6 +32,8 @@ from callstream.store.sql import SqlStore
 
 URL = "http://127.0.0.1:9/hooks"
 NOW = 1_800_000_000.0
+APP = Application("app-1", "bot", URL, None, 7, True, "2027-01-15T08:00:00Z",
+                  "2027-01-15T08:00:00Z", {"anchorsite_override": "Latency"})
 
 
 def call(n: int, state: str = "parked", alive: bool = True) -> CallRecord:
@@ -105,6 +108,9 @@ async def test_the_direct_path_writes_what_the_engine_writes(tmp_path: Path) -> 
         try:
             assert (store.direct is not None) is inline
             await script(store)
+            await store.put_application(APP)
+            assert await store.get_application(APP.id) == APP
+            assert await store.get_application("missing") is None
         finally:
             await store.close()
         written[inline] = rows(path)
