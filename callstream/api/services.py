@@ -39,6 +39,8 @@ class Services:
     console_feed: ConsoleFeed | None = None
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in a thread pool, a hop to a thread
+    # and back on every request (tests/api/test_routes_stay_on_the_loop.py).
     svc: Services = request.app.state.services
     return svc
