@@ -46,6 +46,7 @@ from callstream.calls.requests import Answer, Bridge, Command, Dial, Hangup, Rej
 from callstream.calls.results import Dialled, Done, Receipts
 from callstream.calls.state import CallEvent, CallState
 from callstream.calls.telephony import Telephony
+from callstream.media.exceptions import MediaStateError
 from callstream.media.hop import HopOffer
 from callstream.store.base import Store
 from callstream.store.exceptions import CommandAlreadyDone, StoreError
@@ -403,14 +404,28 @@ class CallControl:
             if isinstance(exc, PeerUnavailable):  # it may yet join: then it leaves again
                 self.remote_bridges.tell_left(other_id, call.id, ours.hop.ssrc)
             raise
-        self._join(call, ours, theirs)
+        try:
+            self._join(call, ours, theirs)
+        except CallEnded:  # the other call has joined: it must leave again
+            self.remote_bridges.tell_left(other_id, call.id, ours.hop.ssrc)
+            raise
         change.events.append(
             call_event(call, "call.bridged", call_payload(call, **call_identity(call)),
                        self._clock()))
 
     def _join(self, call: Call, ours: RemoteBridge, theirs: HopOffer) -> None:
+        """Connect our hop to theirs.
+
+        Raises:
+            CallEnded: our call's media closed while the hop was set up (its BYE came in
+                during an ``await``); our hop is closed.
+        """
         _leave_remote(call, ours.peer_call)
-        ours.connect(theirs)
+        try:
+            ours.connect(theirs)
+        except MediaStateError:
+            ours.close()
+            raise CallEnded(f"Call {call.id} has no media any more.") from None
         call.features[REMOTE_BRIDGE] = ours
         call.bridged_with = ours.peer_call
         # Stored with the call: if this process dies, whoever ends the call

@@ -113,8 +113,9 @@ class RemoteBridge:
             hub.push_inbound(name, pcm, loop.time())
 
         self.hop.connect(theirs, 2 * rate // FRAMES_PER_SECOND, heard)
-        self._subscriptions = [hub.add_frame_callback(name, Track.OUTBOUND, self.hop.send_frame),
-                               bridge(hub, self.media.leg, hub, name)]
+        # One at a time, so that close() undoes what was done if the call's leg is gone.
+        self._subscriptions = [hub.add_frame_callback(name, Track.OUTBOUND, self.hop.send_frame)]
+        self._subscriptions.append(bridge(hub, self.media.leg, hub, name))
 
     def close(self) -> None:
         if self.hop.closed:

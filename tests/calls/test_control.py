@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +25,7 @@ from callstream.calls.exceptions import (
     UnknownApplication,
 )
 from callstream.calls.model import Call, new_record
-from callstream.calls.remote_bridge import RemoteBridges
+from callstream.calls.remote_bridge import RemoteBridge, RemoteBridges
 from callstream.calls.requests import Answer, Bridge, Dial, Hangup, Reject
 from callstream.calls.state import CallState
 from callstream.media.hop import HopOffer
@@ -361,6 +362,52 @@ async def test_a_remote_bridge_refusals(
         with pytest.raises(PeerUnavailable, match="busy"):
             await control.join_remote(a.id, "v3:far", THEIRS)
     assert a.bridged_with is None
+
+
+async def test_a_leg_that_ends_while_its_hop_opens_is_refused_not_crashed(
+        control: CallControl, telephony: FakeTelephony, monkeypatch: pytest.MonkeyPatch,
+        remote: list[tuple[str, str]]) -> None:
+    """The caller's BYE can land while a cross-worker bridge opens its hop: the join is
+    refused as for an ended call (422 90018), not a 500, and leaves nothing open."""
+    a = await answered(control, telephony)
+    media = telephony.legs[a.id]
+    assert control.remote_bridges is not None
+    real_open = control.remote_bridges.open
+    opened: list[RemoteBridge] = []
+
+    async def open_then_lose_the_leg(*args: Any) -> RemoteBridge:
+        half = await real_open(*args)
+        opened.append(half)
+        media.hub.remove_leg(media.leg)  # the BYE, handled while the hop opened
+        return half
+
+    monkeypatch.setattr(control.remote_bridges, "open", open_then_lose_the_leg)
+    with pytest.raises(CallEnded, match="no media any more"):
+        await control.join_remote(a.id, "v3:far", THEIRS)
+    assert opened[0].hop.closed and a.bridged_with is None
+    assert "peer:v3:far" not in media.hub.legs
+
+
+async def test_a_leg_that_ends_while_the_far_call_joins_leaves_it_again(
+        control: CallControl, telephony: FakeTelephony, store: SqlStore,
+        monkeypatch: pytest.MonkeyPatch, remote: list[tuple[str, str]]) -> None:
+    """The bridging side: our BYE lands while the far owner joins; its call is told to
+    leave again and the command is refused as for an ended call."""
+    a = await answered(control, telephony)
+    far = new_record(direction="incoming", connection_id="default", from_="+1", to="+2",
+                     state=CallState.ANSWERED, start_time=NOW_ISO, owner="elsewhere")
+    await store.commit(Change(calls=[far]))
+    media = telephony.legs[a.id]
+    assert control.remote_bridges is not None
+
+    async def join_then_lose_the_leg(*args: Any) -> HopOffer:
+        media.hub.remove_leg(media.leg)
+        return THEIRS
+
+    monkeypatch.setattr(control.remote_bridges, "ask_join", join_then_lose_the_leg)
+    with pytest.raises(CallEnded, match="no media any more"):
+        await control.bridge(a.id, Bridge(call_control_id=far.call_control_id))
+    assert remote == [(far.call_control_id, a.id)] and a.bridged_with is None
 
 
 # -- the media a feature taps --------------------------------------------------------
