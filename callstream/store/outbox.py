@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,10 +100,6 @@ class OutboxItem:
     next_attempt_at: float
     created_at: float
     started_at: float | None
-
-    @classmethod
-    def from_row(cls, row: Row[Any]) -> OutboxItem:
-        return cls.from_mapping(row._mapping)
 
     @classmethod
     def from_mapping(cls, m: Any) -> OutboxItem:
@@ -402,7 +398,7 @@ class Outbox:
         self, conn: AsyncConnection, params: dict[str, Any], skips: int
     ) -> list[OutboxItem]:
         stmt = _claim_statement(postgres=self._is_postgres, skips=skips)
-        return _items((await conn.execute(stmt, params)).all())
+        return _items(row._mapping for row in await conn.execute(stmt, params))
 
     def _claim_direct(
         self, db: sqlite3.Connection, params: dict[str, Any], skips: int
@@ -410,9 +406,7 @@ class Outbox:
         stmt = self.store.direct_statement(
             ("claim", skips),
             lambda: Statement.compile(_claim_statement(postgres=False, skips=skips)))
-        items = [OutboxItem.from_mapping(r) for r in db.execute(stmt.sql, stmt.bind(params))]
-        items.sort(key=lambda item: item.seq)
-        return items
+        return _items(db.execute(stmt.sql, stmt.bind(params)))
 
     def _settle_direct(
         self,
@@ -662,10 +656,9 @@ def _claim_statement(*, postgres: bool, skips: int) -> Any:
     )
 
 
-def _items(rows: Sequence[Row[Any]]) -> list[OutboxItem]:
-    items = [OutboxItem.from_row(r) for r in rows]
-    items.sort(key=lambda item: item.seq)
-    return items
+def _items(rows: Iterable[Any]) -> list[OutboxItem]:
+    """Claimed rows (SQLAlchemy mappings or ``sqlite3.Row``) in ``seq`` order."""
+    return sorted((OutboxItem.from_mapping(r) for r in rows), key=lambda item: item.seq)
 
 
 def _settle_batches(
