@@ -7,7 +7,7 @@ import soxr
 
 from callstream.transcription.engine import RecognizerOptions
 from callstream.transcription.whisper import SAMPLE_RATE, _Interim
-from tests.corpus import corpus, phone_band
+from tests.corpus import corpus, normalize, phone_band
 from tests.transcription.test_whisper import FRAME, engine, over_pcmu
 
 
@@ -22,12 +22,19 @@ def starts(count: int) -> list[np.ndarray]:
     return out
 
 
+def read(text: str) -> str:
+    """What a text says, letters and digits only."""
+    return "".join(normalize(text))
+
+
 def test_batched_interims_read_as_lone_ones() -> None:
     eng = engine()
     interims = [_Interim(audio, "en", ()) for audio in starts(4)]
     alone = [eng._decode_interims([interim])[0] for interim in interims]
     together = eng._decode_interims(interims)
-    assert [d.text for d in together] == [d.text for d in alone]
+    # The same letters: on some CPUs (an AMD EPYC here) a batch's padding changes the
+    # model's arithmetic just enough to flip a hyphen or a trailing "...".
+    assert [read(d.text) for d in together] == [read(d.text) for d in alone]
     assert all(d.text for d in alone)
     assert [(d.looped, d.no_speech) for d in together] == [(d.looped, d.no_speech)
                                                             for d in alone]
