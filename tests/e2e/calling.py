@@ -54,7 +54,7 @@ class CallerProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+        self.proc.communicate()  # closes its pipes, ended or not (else a ResourceWarning)
 
 
 def start_caller(target: str, *args: str) -> CallerProcess:

@@ -48,7 +48,12 @@ _STARTED = re.compile(r"worker (\d+) started: pid (\d+), HTTP on 127\.0\.0\.1:(\
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    yield from media_rig(tmp_path_factory, (34000, 34999), CALLSTREAM_WORKERS=str(WORKERS))
+    # One source places every call here, and a worker admits only its share of a source's
+    # parked calls and burst (tests/e2e/test_sip_admission.py): up to MAX_CALLS can hash
+    # to one worker, so that share must hold them all.
+    yield from media_rig(tmp_path_factory, (34000, 34999), CALLSTREAM_WORKERS=str(WORKERS),
+                         CALLSTREAM_SIP_MAX_PARKED_PER_SOURCE=str(WORKERS * MAX_CALLS),
+                         CALLSTREAM_SIP_RATE_LIMIT_BURST=str(WORKERS * MAX_CALLS))
 
 
 @pytest.fixture
@@ -83,7 +88,11 @@ def _metric(rig: Rig, sample: str) -> float:
 def _place(rig: Rig, user: str, *args: str, params: str = "") -> tuple[CallerProcess, str]:
     caller = start_caller(f"sip:{user}@{rig.sip_target}{params}", "--codec", "PCMU", "-q",
                           *args)
-    return caller, incoming(rig, user)
+    try:
+        return caller, incoming(rig, user)
+    except BaseException:
+        caller.kill()
+        raise
 
 
 def _hangups(rig: Rig, ccid: str) -> int:
@@ -96,9 +105,14 @@ def _place_on_every_worker(rig: Rig, prefix: str, *args: str, params: str = ""
     """At least ``CALLS`` calls, and more until every worker owns one (Call-IDs are
     random: ``MAX_CALLS`` leave them all on one worker once in 2^(MAX_CALLS-1))."""
     placed: list[tuple[CallerProcess, str]] = []
-    while len(placed) < CALLS or {_owner(rig, c) for _, c in placed} != set(range(WORKERS)):
-        assert len(placed) < MAX_CALLS, [_owner(rig, c) for _, c in placed]
-        placed.append(_place(rig, f"{prefix}-{len(placed)}", *args, params=params))
+    try:
+        while len(placed) < CALLS or {_owner(rig, c) for _, c in placed} != set(range(WORKERS)):
+            assert len(placed) < MAX_CALLS, [_owner(rig, c) for _, c in placed]
+            placed.append(_place(rig, f"{prefix}-{len(placed)}", *args, params=params))
+    except BaseException:
+        for caller, _ in placed:
+            caller.kill()
+        raise
     return placed
 
 
