@@ -37,6 +37,11 @@ from callstream.calls.exceptions import CommandError
 from callstream.console import routes as console
 from callstream.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
+#: Every API's routes but the console's (included when the console is on).
+ROUTERS = (calls.router, applications.router, streaming.router, texml.router,
+           forking.router, transcription.router, webhook_deliveries.router, webrtc.router,
+           internal.router)
+
 
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(
@@ -68,15 +73,8 @@ def create_app(services: Services) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(calls.router)
-    app.include_router(applications.router)
-    app.include_router(streaming.router)
-    app.include_router(texml.router)
-    app.include_router(forking.router)
-    app.include_router(transcription.router)
-    app.include_router(webhook_deliveries.router)
-    app.include_router(webrtc.router)
-    app.include_router(internal.router)
+    for router in ROUTERS:
+        app.include_router(router)
     if services.console_sessions is not None:
         app.include_router(console.router)
     checker = KeyChecker(services.store)

@@ -12,9 +12,10 @@ processors are not applied: the ones these statements have (``Float`` → ``floa
 ``Boolean`` → ``int()``) are what SQLite's column affinity does with the value anyway.
 
 Transactions run synchronously on the loop thread, as inline statements do
-(store/inline_sqlite.py), inside the lock of :meth:`SqlStore.writing`: an SQLAlchemy write of
-this process that spans an ``await`` holds SQLite's write lock meanwhile, and a
-``BEGIN IMMEDIATE`` here would otherwise wait for it on the very thread it needs.
+(store/inline_sqlite.py), inside the write lock that :meth:`SqlStore.writing` takes too:
+an SQLAlchemy write of this process that spans an ``await`` holds SQLite's write lock
+meanwhile, and a ``BEGIN IMMEDIATE`` here would otherwise wait for it on the very thread
+it needs.
 
 Another *process* holding the write lock (with ``--workers``, the workers and the
 supervisor all write one file) is waited for by SQLite's busy handler, on the loop

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -102,7 +103,7 @@ class SqlStore:
         self.inline_sqlite = inline_sqlite
         self._checkpointer: Checkpointer | None = None
         self._key_reader: KeyReader | None = None
-        self._upserts: dict[tuple[Any, ...], Any] = {}
+        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         self._direct: DirectSqlite | None = None
         self._direct_statements: dict[Any, Statement] = {}
 
@@ -316,7 +317,7 @@ class SqlStore:
         Raises:
             CommandAlreadyDone: it has one (the transaction then rolls back).
         """
-        stored = await conn.execute(self._answer_insert(), _answer_row(rec))
+        stored = await conn.execute(_answer_insert(postgres=not self.is_sqlite), _answer_row(rec))
         if stored.first() is None:
             first = await _idempotency(conn, rec.call_control_id, rec.command_id)
             assert first is not None  # the conflicting row, committed
@@ -325,7 +326,7 @@ class SqlStore:
     def _insert_answer_direct(self, db: sqlite3.Connection, rec: IdempotencyRecord) -> None:
         """:meth:`_insert_answer` in a direct transaction."""
         insert_stmt = self.direct_statement(
-            "answer-insert", lambda: Statement.compile(self._answer_insert()))
+            "answer-insert", lambda: Statement.compile(_answer_insert(postgres=False)))
         if db.execute(insert_stmt.sql, _answer_row(rec)).fetchone() is None:
             select_stmt = self.direct_statement(
                 "answer-select", lambda: Statement.compile(_IDEMPOTENCY_SELECT))
@@ -333,19 +334,6 @@ class SqlStore:
                 "i_call": rec.call_control_id, "i_command": rec.command_id}).fetchone()
             assert row is not None  # the conflicting row, committed
             raise CommandAlreadyDone(_idempotency_record(row))
-
-    def _answer_insert(self) -> Any:
-        """INSERT of a command's answer, unless its (call, command_id) has one, built once."""
-        stmt = self._upserts.get(("answer",))
-        if stmt is None:
-            c = t.idempotency.c
-            ins = (sqlite_insert if self.is_sqlite else pg_insert)(t.idempotency)
-            stmt = self._upserts[("answer",)] = (
-                ins.values({k: bindparam(k) for k in _ANSWER_COLUMNS})
-                .on_conflict_do_nothing(index_elements=["call_control_id", "command_id"])
-                .returning(c.command_id)
-            )
-        return stmt
 
     # -- API keys ----------------------------------------------------------
 
@@ -487,13 +475,25 @@ class SqlStore:
             return await _idempotency(conn, call_control_id, command_id)
 
 
+#: The columns of a command's stored answer, as :func:`_answer_row` gives them.
+_ANSWER_COLUMNS = ("call_control_id", "command_id", "status_code", "body", "created_at")
+
+
+@functools.cache
+def _answer_insert(*, postgres: bool) -> Any:
+    """INSERT of a command's answer unless its (call, command_id) has one; built once."""
+    ins = (pg_insert if postgres else sqlite_insert)(t.idempotency)
+    return (
+        ins.values({k: bindparam(k) for k in _ANSWER_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["call_control_id", "command_id"])
+        .returning(t.idempotency.c.command_id)
+    )
+
+
 _IDEMPOTENCY_SELECT = select(t.idempotency).where(
     (t.idempotency.c.call_control_id == bindparam("i_call"))
     & (t.idempotency.c.command_id == bindparam("i_command"))
 )
-
-#: The columns of a command's stored answer, as :func:`_answer_row` gives them.
-_ANSWER_COLUMNS = ("call_control_id", "command_id", "status_code", "body", "created_at")
 
 
 async def _idempotency(
