@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import ipaddress
 
 __all__ = [
@@ -83,10 +84,15 @@ class Verdict(enum.Enum):
 def _key(addr: Address) -> tuple[str, int]:
     # SDP and the socket may spell one IPv6 address differently; asyncio adds
     # flow info and scope to IPv6 addresses.
-    host = addr[0]
+    return _host_key(addr[0]), addr[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_key(host: str) -> str:
+    # Cached: asked for every packet until the source is learned, and peers are few.
     with contextlib.suppress(ValueError):  # a host name in the SDP: compared as written
         host = ipaddress.ip_address(host).compressed
-    return host, addr[1]
+    return host
 
 
 class SourceLatch:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -74,7 +75,9 @@ def _bind_cause(exc: OSError) -> OSError:
     return cause
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_literal(host: str) -> bool:
+    # Cached: it is asked on every send, and peers are few.
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

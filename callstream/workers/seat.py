@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from callstream.workers.dispatch import worker_owner
 from callstream.workers.relay import WAKE_MESSAGE, encode_ready
@@ -12,7 +13,7 @@ from callstream.workers.relay import WAKE_MESSAGE, encode_ready
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerSeat:
     """Worker ``index`` of ``count`` on node ``node``.
 
@@ -29,6 +30,7 @@ class WorkerSeat:
     node: str
     relay: socket.socket
     sip: socket.socket
+    _wake_due: bool = field(default=False, init=False)
 
     @property
     def owner(self) -> str:
@@ -41,7 +43,14 @@ class WorkerSeat:
                          if i != self.index)
 
     def wake_webhooks(self) -> None:
-        """Tell the supervisor, which delivers every worker's webhooks, that rows wait."""
+        """Tell the supervisor, which delivers every worker's webhooks, that rows wait:
+        once per turn of the event loop, as its next claim takes every row committed."""
+        if not self._wake_due:
+            self._wake_due = True
+            asyncio.get_running_loop().call_soon(self._send_wake)
+
+    def _send_wake(self) -> None:
+        self._wake_due = False
         try:
             self.relay.send(WAKE_MESSAGE)
         except BlockingIOError:
