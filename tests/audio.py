@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import soxr
 
 from callstream.media.codecs import FRAMES_PER_SECOND, get_codec
@@ -173,6 +174,19 @@ def snr_db(reference: bytes, received: bytes) -> float:
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref**2) / noise))
 
 
+def correlate_valid(a: npt.NDArray[np.float64], v: npt.NDArray[np.float64]
+                    ) -> npt.NDArray[np.float64]:
+    """``np.correlate(a, v, mode="valid")`` (``len(a) >= len(v)``), computed by FFT: the same
+    values to ~1e-15 of the peak, in milliseconds where the direct sum takes a second at
+    48 kHz."""
+    if len(a) < len(v):
+        return np.correlate(a, v, mode="valid")
+    n = len(a) + len(v) - 1
+    size = 1 << (n - 1).bit_length()
+    full = np.fft.irfft(np.fft.rfft(a, size) * np.fft.rfft(v[::-1], size), size)
+    return full[len(v) - 1: len(a)]
+
+
 def segment_snr(reference: bytes, got: bytes, rate: int, seconds: float = 0.5) -> float:
     """SNR of ``seconds`` from the middle of ``got`` against where it sits in ``reference``.
 
@@ -184,7 +198,7 @@ def segment_snr(reference: bytes, got: bytes, rate: int, seconds: float = 0.5) -
     half = int(rate * seconds) // 2
     mid = len(rec) // 2
     chunk = rec[mid - half: mid + half]
-    corr = np.correlate(ref, chunk, mode="valid")
+    corr = correlate_valid(ref, chunk)
     lag = int(np.argmax(corr))
     aligned = ref[lag: lag + len(chunk)]
     noise = np.sum((aligned - chunk) ** 2)
@@ -230,7 +244,7 @@ def spectral_snr(reference: bytes, got: bytes, rate: int, max_lag: float = 0.2,
         window = ref_env[low: at + offset + block + reach]
         if len(window) < block:
             break
-        found = int(np.argmax(np.correlate(window, rec_env[at: at + block], mode="valid")))
+        found = int(np.argmax(correlate_valid(window, rec_env[at: at + block])))
         coarse = low + found - at
         fine = rate // 400
         s_, e_ = min((energies(at, o) for o in range(coarse - fine, coarse + fine + 1)),

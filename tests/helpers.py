@@ -10,9 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,12 @@ from callstream.store.sql import SqlStore
 from callstream.webhooks.signing import load_signer
 
 STARTUP_TIMEOUT = 20.0
+
+#: Held while os.environ is patched (server_settings) or read whole (a server's process
+#: environment, an HTTP client's proxy settings): servers may start in threads at once
+#: (entered_together), and one's patch must not reach another's environment, outlive
+#: itself, or change os.environ under an iteration.
+ENVIRON_LOCK = threading.Lock()
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -100,6 +108,9 @@ class ServerProcess:
 
     def start(self) -> None:
         self.log_path = self.data_dir / "server.log"
+        with ENVIRON_LOCK:
+            env = {**os.environ, **self.env}
+            workers = workers_args()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -107,17 +118,19 @@ class ServerProcess:
                     "--data-dir", str(self.data_dir),
                     "--http", f"{self.host}:{self.http_port}",
                     "--sip", f"{self.host}:{self.sip_port}",
-                    *workers_args(),
+                    *workers,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
+                env=env,
                 preexec_fn=self.preexec,
             )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         # One client for every try: a new one costs ~30 ms of CPU (its TLS context), which
         # the starting server would wait for on a 2-core machine.
-        with httpx.Client(base_url=self.base_url, timeout=1) as http:
+        with ENVIRON_LOCK:
+            http = httpx.Client(base_url=self.base_url, timeout=1)
+        with http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
@@ -155,7 +168,7 @@ def server_settings(data_dir: Path, env: dict[str, str] | None = None) -> Settin
     With them, the helpers below do what `callstream keys create` and `keys webhook` do
     (tests/api/test_api.py and the docs run those commands) in the test's process,
     without the 0.5 s of CPU a `callstream` process takes to start."""
-    with mock.patch.dict(os.environ, env or {}):
+    with ENVIRON_LOCK, mock.patch.dict(os.environ, env or {}):
         return load_settings(None, data_dir=data_dir)
 
 
@@ -187,6 +200,28 @@ def running_server(data_dir: Path, env: dict[str, str] | None = None,
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def entered_together(*managers: AbstractContextManager[Any]) -> Iterator[list[Any]]:
+    """Enter ``managers`` at once, each in a thread, and exit them all at the end.
+
+    For a module's several servers: a start is mostly Python importing, on one core, and
+    the next need not wait for it. Should one fail, those that started are stopped."""
+    with ExitStack() as stack:
+        with ThreadPoolExecutor(len(managers)) as pool:
+            futures = [pool.submit(manager.__enter__) for manager in managers]
+        values, failure = [], None
+        for manager, future in zip(managers, futures, strict=True):
+            try:
+                values.append(future.result())
+            except BaseException as exc:  # raised below, once all are seen
+                failure = failure or exc
+            else:
+                stack.push(manager)
+        if failure is not None:
+            raise failure
+        yield values
 
 
 def stored_events(data_dir: Path) -> list[dict[str, Any]]:

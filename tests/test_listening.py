@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from callstream.listening import ListenError, bind_tcp
-from tests.helpers import cli, free_port, free_udp_tcp_port
+from tests.helpers import create_api_key, free_port, free_udp_tcp_port
 
 RUN_TIMEOUT = 60
 
@@ -41,7 +41,9 @@ def serve(data_dir: Path, http: int, sip: int) -> subprocess.CompletedProcess[st
 def data_dir(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     data.mkdir()
-    cli("keys", "create", data_dir=data)  # migrated store, as a user's second start finds it
+    # A migrated store, as a user's second start finds it (what `callstream keys create`
+    # does, in this process: no 1 s CLI process per test).
+    create_api_key(data)
     return data
 
 

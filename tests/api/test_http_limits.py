@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from callstream.api.http_protocol import LINGER_TIMEOUT
-from tests.helpers import ServerProcess, read_until_closed, running_server
+from tests.helpers import ServerProcess, entered_together, read_until_closed, running_server
 
 HEADER_TIMEOUT = 1.0
 #: Longer than the header timeout (which a half-sent request on a kept-alive connection
@@ -27,26 +27,35 @@ WAIT = 20.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"CALLSTREAM_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-           "CALLSTREAM_HTTP_KEEPALIVE_TIMEOUT": str(KEEPALIVE_TIMEOUT)}
-    with running_server(tmp_path_factory.mktemp("data"), env=env) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with a small connection cap, started under a lowered soft open-files
-    limit (the child inherits it) so that raising it at start can be seen."""
+def servers(tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """The module's two servers, started at once: ``server`` (short header and keep-alive
+    timeouts) and ``capped`` (a small connection cap). Both start under a lowered soft
+    open-files limit (the children inherit it) so that raising it at start can be seen."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
     try:
-        env = {"CALLSTREAM_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
-        with running_server(tmp_path_factory.mktemp("data"), env=env) as srv:
+        with entered_together(
+            running_server(tmp_path_factory.mktemp("data"), env={
+                "CALLSTREAM_HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+                "CALLSTREAM_HTTP_KEEPALIVE_TIMEOUT": str(KEEPALIVE_TIMEOUT)}),
+            running_server(tmp_path_factory.mktemp("data"), env={
+                "CALLSTREAM_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}),
+        ) as (server, capped):
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-            yield srv
+            yield server, capped
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture(scope="module")
+def server(servers: tuple[ServerProcess, ServerProcess]) -> ServerProcess:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def capped(servers: tuple[ServerProcess, ServerProcess]) -> ServerProcess:
+    return servers[1]
 
 
 def _pid(server: ServerProcess) -> int:

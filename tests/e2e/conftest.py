@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from telnyx import Telnyx
 
-from tests.helpers import ServerProcess, running_server
+from tests.helpers import ENVIRON_LOCK, ServerProcess, running_server
 from tests.receiver import Receiver, webhook_receiver
 
 
@@ -34,7 +34,8 @@ def make_rig(data: Path, rtp_ports: tuple[int, int], env: dict[str, str] | None 
                    "CALLSTREAM_RTP_PORT_MIN": str(rtp_ports[0]),
                    "CALLSTREAM_RTP_PORT_MAX": str(rtp_ports[1]), **(env or {})}
     ) as server:
-        sdk = Telnyx(api_key=server.api_key, base_url=server.api_url, max_retries=0)
+        with ENVIRON_LOCK:  # its HTTP client reads os.environ: rigs may start in threads
+            sdk = Telnyx(api_key=server.api_key, base_url=server.api_url, max_retries=0)
         try:
             yield Rig(server, hooks, sdk, data)
         finally:

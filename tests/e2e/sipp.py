@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from tests.helpers import free_udp_tcp_port
@@ -68,3 +69,17 @@ def uas(scenario: str, *, cwd: Path, port: int, media_port: int,
     a plain answering phone)."""
     return sipp("-sf", str(DATA / scenario), "-i", "127.0.0.1", "-p", str(port),
                 "-mp", str(media_port), "-m", "1", *extra, cwd=cwd)
+
+
+def wait_bound(port: int, timeout: float = 10.0) -> None:
+    """Wait until something (SIPp, just started) has bound UDP ``port`` on 127.0.0.1, as
+    /proc/net/udp lists it: binding the port to find out would race SIPp's own bind."""
+    local = f"0100007F:{port:04X}"
+    deadline = time.monotonic() + timeout
+    while True:
+        with open("/proc/net/udp") as table:
+            if any(line.split()[1] == local for line in list(table)[1:]):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing bound UDP 127.0.0.1:{port} within {timeout} s")
+        time.sleep(0.02)

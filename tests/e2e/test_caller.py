@@ -137,11 +137,20 @@ def test_unanswered_call_is_cancelled_at_timeout(rig: Rig) -> None:
 
 
 def test_bad_options_exit_2(tmp_path: Path) -> None:
-    code, summary, err = run_caller("sip:x@127.0.0.1:9", "--play", str(tmp_path / "nope.wav"))
+    # The three at once: each is a process of its own, mostly Python starting.
+    bad = [start_caller("sip:x@127.0.0.1:9", "--play", str(tmp_path / "nope.wav")),
+           start_caller("sip:x@127.0.0.1:9", "--codec", "OPUS"),
+           start_caller("sip:x@127.0.0.1:9", "--dtmf", "12x")]
+    try:
+        results = [caller.finish() for caller in bad]
+    finally:
+        for caller in bad:
+            caller.kill()
+    code, summary, err = results[0]
     assert code == 2 and not summary and "can't read WAV" in err
-    code, _, err = run_caller("sip:x@127.0.0.1:9", "--codec", "OPUS")
+    code, _, err = results[1]
     assert code == 2 and "unknown codec 'OPUS'" in err
-    code, _, err = run_caller("sip:x@127.0.0.1:9", "--dtmf", "12x")
+    code, _, err = results[2]
     assert code == 2 and "bad --dtmf" in err
 
 

@@ -25,8 +25,8 @@ from tests.rtp_peer import RtpPeer
 
 pytestmark = pytest.mark.slow
 
-#: SIPp's first pause (-d): the talk before the hold re-INVITE.
-TALK_MS = 2500
+#: SIPp's first pause (-d): the talk before the hold re-INVITE (1.2 s of it measured).
+TALK_MS = 1500
 #: Packets the RTP clock takes to settle after an answer (one pacer tick, a reordered send).
 SETTLE_S = 0.3
 
@@ -78,7 +78,11 @@ def test_hold_is_honoured_and_the_o_line_keeps_its_session(
         rig.sdk.calls.actions.answer(ccid, send_silence_when_idle=True,
                                      preferred_codecs="PCMA,G722")
         answers = _answers(answers_file, 4)
-        time.sleep(1.0)  # resumed: a second of audio
+        # Resumed: audio again, within a second (done as soon as 10 packets came).
+        until = time.monotonic() + 1.0
+        while (_packets(peer, answers[4][0] + SETTLE_S, time.monotonic()) < 10
+               and time.monotonic() < until):
+            time.sleep(0.05)
         resumed_end = time.monotonic()
         rig.sdk.calls.actions.hangup(ccid)
         assert proc.wait(30) == 0
@@ -159,7 +163,9 @@ def test_dial_offers_preferred_codecs_first_and_sends_silence(
     the dialled leg send RTP with nothing to play."""
     with _dialled(rig, tmp_path, peer, "sendrecv", preferred_codecs="G722,PCMA",
                   send_silence_when_idle=True) as call:
-        time.sleep(2.0)
+        until = time.monotonic() + 2.0  # done as soon as 50 packets came
+        while len(peer.received) < 50 and time.monotonic() < until:
+            time.sleep(0.05)
     assert call.formats[:3] == ["9", "8", "0"], call.formats
     assert call.codec == "G722"
     assert len(peer.received) >= 50  # 2 s at 50 packets/s, less the start

@@ -22,7 +22,7 @@ from tests.e2e.calling import incoming
 from tests.e2e.conftest import Rig, make_rig
 from tests.e2e.sipp import DATA, sipp
 from tests.e2e.test_streaming import peer_call
-from tests.helpers import free_udp_tcp_port
+from tests.helpers import entered_together, free_udp_tcp_port
 from tests.rtp_peer import RtpPeer
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
@@ -148,10 +148,25 @@ def test_a_stranger_spraying_a_silent_leg_gets_nothing_out_and_puts_nothing_in(
 
 
 @pytest.fixture(scope="module")
-def unsafe_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    with make_rig(tmp_path_factory.mktemp("e2e-strict-rtp-off"), (37000, 37199),
-                  {"CALLSTREAM_STRICT_RTP": "off"}) as rig:
-        yield rig
+def rigs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Rig, Rig]]:
+    """The module's two servers, started at once: the default one, and one with
+    CALLSTREAM_STRICT_RTP=off."""
+    with entered_together(
+        make_rig(tmp_path_factory.mktemp("e2e"), (31000, 31999)),
+        make_rig(tmp_path_factory.mktemp("e2e-strict-rtp-off"), (37000, 37199),
+                 {"CALLSTREAM_STRICT_RTP": "off"}),
+    ) as (rig, unsafe):
+        yield rig, unsafe
+
+
+@pytest.fixture(scope="module")
+def rig(rigs: tuple[Rig, Rig]) -> Rig:
+    return rigs[0]
+
+
+@pytest.fixture(scope="module")
+def unsafe_rig(rigs: tuple[Rig, Rig]) -> Rig:
+    return rigs[1]
 
 
 def test_strict_rtp_off_is_as_unsafe_as_documented(unsafe_rig: Rig, consumer: Consumer) -> None:

@@ -28,6 +28,7 @@ from tests.audio import speech
 from tests.e2e.conftest import Rig, make_rig
 from tests.e2e.test_stream_edges import noise, settle
 from tests.e2e.test_streaming import _payloads, _pcm, _ulaw, peer_call
+from tests.helpers import entered_together
 from tests.ws_consumer import Connection, Consumer, ws_consumer
 
 pytestmark = pytest.mark.slow
@@ -37,9 +38,20 @@ AWAY = 1.0
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    with make_rig(tmp_path_factory.mktemp("reconnect"), (39700, 39799)) as rig:
-        yield rig
+def rigs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Rig, Rig]]:
+    """The module's two servers, started at once: the default one, and one with
+    CALLSTREAM_STREAM_RECONNECT_SECS=5."""
+    with entered_together(
+        make_rig(tmp_path_factory.mktemp("reconnect"), (39700, 39799)),
+        make_rig(tmp_path_factory.mktemp("reconnect-default"), (39800, 39849),
+                 {"CALLSTREAM_STREAM_RECONNECT_SECS": "5"}),
+    ) as (rig, reconnecting):
+        yield rig, reconnecting
+
+
+@pytest.fixture(scope="module")
+def rig(rigs: tuple[Rig, Rig]) -> Rig:
+    return rigs[0]
 
 
 @pytest.fixture
@@ -255,12 +267,11 @@ def test_a_consumer_that_stops_reading_gets_recent_audio_after(
 
 
 def test_the_server_default_applies_to_dial_and_a_request_can_turn_it_off(
-        tmp_path_factory: pytest.TempPathFactory, consumer: Consumer) -> None:
+        rigs: tuple[Rig, Rig], consumer: Consumer) -> None:
     """CALLSTREAM_STREAM_RECONNECT_SECS=5: a dial's stream (no field) reconnects; a
     streaming_start with stream_reconnect_seconds 0 does not."""
-    env = {"CALLSTREAM_STREAM_RECONNECT_SECS": "5"}
-    with make_rig(tmp_path_factory.mktemp("reconnect-default"), (39800, 39849), env) as rig, \
-            peer_call(rig, stream_url=consumer.url) as pc:
+    rig = rigs[1]
+    with peer_call(rig, stream_url=consumer.url) as pc:
         conn = consumer.wait_connection()
         conn.wait_for(lambda c: "start" in c.events())
         consumer.abort(conn)
