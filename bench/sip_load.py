@@ -23,7 +23,11 @@ the share of calls that had RTP both ways, server CPU % (``/proc/<pid>/stat``, o
 SIPp's and the application's CPU %, RTP received against expected and lost by sequence
 number (from each ``call.hangup``'s ``call_quality_stats`` and ``/metrics``), pacer ticks
 late or skipped, webhook latency (event time → received by the application) and the
-answer/bridge API latency (request → response, at the application).
+answer/bridge API latency (request → response, at the application). With workers, the
+server's CPU per call is also split: the supervisor's, the workers' together and the
+busiest worker's share of it; ``proj/s`` projects the set-up rate where every process
+had a core of its own (:func:`project`: calls per CPU-second of the process that would
+fill its core first; read it from an unthrottled step where ``srv wait%`` is near 0).
 
 Usage::
 
@@ -322,6 +326,40 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def process_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU of ``pid`` alone and of each of its live child processes, by pid."""
+    found = {pid: cpu_seconds(pid)}
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            found[child] = cpu_seconds(child)
+    return found
+
+
+def project(res: Result, pid: int, before: dict[int, float], after: dict[int, float],
+            workers: int) -> None:
+    """Split the step's server CPU by process and project the set-up rate on a machine
+    where each process has a core of its own (and the load its own cores): calls per
+    CPU-second of the process that would fill its core first (the supervisor, or the
+    busiest worker, whose share of the calls the hash decided).
+
+    An estimate, not a measurement: it holds CPU per call as measured while the rate
+    grows, which a busier loop (more work per wake-up) tends to better. Take it from a
+    step where nothing waits for a core (``srv wait%`` near 0) and no CPU budget
+    throttles the server, so that what is divided is the work, not the waiting.
+    """
+    calls = res.answered
+    if not calls:
+        return
+    used = {p: after[p] - before[p] for p in after if p in before}
+    sup = used.pop(pid, 0.0) if workers > 1 else 0.0
+    if not used:
+        return
+    res.supervisor_ms_per_call = round(1000 * sup / calls, 2)
+    res.worker_ms_per_call = round(1000 * sum(used.values()) / calls, 2)
+    res.busiest_worker_share = round(max(used.values()) / sum(used.values()), 2)
+    res.projected_cps = round(calls / max(max(used.values()), sup), 1)
+
+
 _WORKER_STARTED = re.compile(r"worker (\d+) started: pid \d+, HTTP on 127\.0\.0\.1:(\d+)")
 
 
@@ -409,6 +447,12 @@ class Result:
     server_cpu_pct: float = 0.0
     server_wait_pct: float = 0.0
     cpu_ms_per_call: float = 0.0
+    # With workers: the supervisor's CPU per call, and the busiest worker's CPU per call
+    # of the step (each call is one worker's), which together bound the projection.
+    supervisor_ms_per_call: float = 0.0
+    busiest_worker_share: float = 0.0  # of the workers' CPU
+    worker_ms_per_call: float = 0.0
+    projected_cps: float = 0.0
     machine_cpu_pct: float = 0.0
     sipp_cpu_pct: float = 0.0
     app_cpu_pct: float = 0.0
@@ -491,6 +535,7 @@ class Bench:
         metrics0 = await scrape_all(ports, key)
         pid = self.server.proc.pid
         cpu0, busy0, wall0 = tree_cpu_seconds(pid), machine_busy(), time.monotonic()
+        procs0 = process_cpu_seconds(pid)
         wait0, app0 = runqueue_wait(pid), cpu_seconds(os.getpid())
         duration = step.calls / step.rate + step.hold_s + 15
         proc = await asyncio.create_subprocess_exec(
@@ -511,6 +556,7 @@ class Bench:
                 await asyncio.wait_for(proc.wait(), 0.5)
         wall1 = time.monotonic()
         cpu1, busy1, wait1 = tree_cpu_seconds(pid), machine_busy(), runqueue_wait(pid)
+        procs1 = process_cpu_seconds(pid)
         # Let the server end every call and the last webhooks land before reading the
         # counters, so that no step's calls spill into the next one's figures.
         deadline = time.monotonic() + 60
@@ -547,6 +593,7 @@ class Bench:
         res.server_cpu_pct = round(100 * (cpu1 - cpu0) / wall, 1)
         res.server_wait_pct = round(100 * (wait1 - wait0) / wall, 1)
         res.cpu_ms_per_call = round(1000 * (cpu1 - cpu0) / max(len(rtt), 1), 2)
+        project(res, pid, procs0, procs1, self.workers)
         res.sipp_cpu_pct = round(100 * sipp_cpu / wall, 1)
         res.app_cpu_pct = round(100 * (cpu_seconds(os.getpid()) - app0) / wall, 1)
         res.machine_cpu_pct = round(100 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1)
@@ -695,6 +742,8 @@ COLUMNS = [
     ("setup_p99_ms", "p99 ms", 7), ("peak_concurrent", "peak", 5),
     ("two_way_rtp_pct", "2-way%", 6), ("server_cpu_pct", "srv CPU%", 8),
     ("server_wait_pct", "srv wait%", 9), ("cpu_ms_per_call", "CPU ms/call", 11),
+    ("supervisor_ms_per_call", "sup ms/call", 11), ("worker_ms_per_call", "wkr ms/call", 11),
+    ("busiest_worker_share", "max wkr", 7), ("projected_cps", "proj/s", 7),
     ("sipp_cpu_pct", "SIPp CPU%", 9), ("app_cpu_pct", "app CPU%", 8),
     ("machine_cpu_pct", "box CPU%", 8), ("rtp_in_loss_pct", "RTP loss%", 9),
     ("rtp_seq_lost", "seq lost", 8), ("pacer_late", "late", 5), ("pacer_skipped", "skip", 5),
