@@ -29,6 +29,7 @@ Usage::
 
     python bench/hot_path.py                                   # this tree, 50 calls
     python bench/hot_path.py --callstream /tmp/old,. --rounds 5 --json out.json
+    python bench/hot_path.py --callstream .,floor --calls 200 --syscalls  # + perf stat counts
 
 Not part of the test suite.
 """
@@ -138,7 +139,7 @@ async def peer(calls: int, echo: bool) -> None:
 
 
 async def server(calls: int, workload: str, seconds: float, ws_port: int,
-                 rtp_ports: list[int], pyspy: str | None) -> dict[str, Any]:
+                 rtp_ports: list[int], pyspy: str | None, syscalls: bool) -> dict[str, Any]:
     from callstream.calls.features import LegMedia
     from callstream.calls.model import Call
     from callstream.calls.state import CallState
@@ -206,6 +207,7 @@ async def server(calls: int, workload: str, seconds: float, ws_port: int,
             "py-spy", "record", "-p", str(os.getpid()), "-d", str(round(seconds)), "-r", "200",
             "-f", "raw", "-o", pyspy, "--nonblocking", stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
+    counter = await count_syscalls(seconds) if syscalls else None
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     ticks0 = pacer.ticks
     frames0 = sum(s.counters.frames_sent for s in sessions)
@@ -220,6 +222,7 @@ async def server(calls: int, workload: str, seconds: float, ws_port: int,
     cpu = user + system
     if spy is not None:
         await spy.wait()
+    counts = await syscalls_per_call_tick(counter, ticks * calls) if counter and ticks else {}
     sent = sum(e.session.packets_sent for e in endpoints)
     received = sum(e.session.packets_received for e in endpoints)
     for session in sessions:
@@ -238,6 +241,7 @@ async def server(calls: int, workload: str, seconds: float, ws_port: int,
         "ws_frames_per_call_per_tick": frames / ticks / calls if ticks else None,
         "rtp_sent": sent,
         "rtp_received": received,
+        "syscalls_per_call_tick": counts,
     }
 
 
@@ -270,7 +274,7 @@ class _Discard(asyncio.Protocol):
 
 
 async def floor_server(calls: int, workload: str, seconds: float, ws_port: int,
-                       rtp_ports: list[int]) -> dict[str, Any]:
+                       rtp_ports: list[int], syscalls: bool) -> dict[str, Any]:
     """What the per-tick path costs with no callstream in it: per call the same UDP
     socket (a uvloop datagram endpoint), the same WebSocket (``websockets``' handshake,
     then raw writes) and, per tick, one RTP packet out (one timer for all calls) and one
@@ -312,12 +316,14 @@ async def floor_server(calls: int, workload: str, seconds: float, ws_port: int,
     start = loop.time()
     handle = loop.call_at(start + TICK, tick)
     await asyncio.sleep(SETTLE_S)
+    counter = await count_syscalls(seconds) if syscalls else None
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     ticks0 = ticks
     await asyncio.sleep(seconds)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     handle.cancel()
     n = ticks - ticks0
+    counts = await syscalls_per_call_tick(counter, n * calls) if counter and n else {}
     user = ru1.ru_utime - ru0.ru_utime
     system = ru1.ru_stime - ru0.ru_stime
     return {
@@ -327,7 +333,38 @@ async def floor_server(calls: int, workload: str, seconds: float, ws_port: int,
         "cpu_percent": 100 * (user + system) / seconds, "ticks": n, "late_ticks": 0,
         "skipped_ticks": 0, "ws_frames_per_call_per_tick": len(frames),
         "rtp_sent": n * calls, "rtp_received": sum(leg.received for leg in legs),
+        "syscalls_per_call_tick": counts,
     }
+
+
+# -- system calls counted by the kernel -------------------------------------------------------
+
+#: The system calls ``--syscalls`` counts (``perf stat`` on their tracepoints: exact counts,
+#: no tracing overhead; needs ``perf`` and root or ``perf_event_paranoid`` ≤ 1 for them).
+SYSCALLS = ("recvmsg", "sendmsg", "write", "writev", "read", "epoll_pwait", "epoll_ctl",
+            "getrandom")
+
+
+async def count_syscalls(seconds: float) -> asyncio.subprocess.Process:
+    """``perf stat`` on this process for ``seconds``: every system call, and those above."""
+    events = ",".join(["raw_syscalls:sys_enter", "context-switches",
+                       *(f"syscalls:sys_enter_{name}" for name in SYSCALLS)])
+    return await asyncio.create_subprocess_exec(
+        "perf", "stat", "-x", ",", "-e", events, "-p", str(os.getpid()), "--", "sleep",
+        f"{seconds:g}", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def syscalls_per_call_tick(proc: asyncio.subprocess.Process,
+                                 call_ticks: int) -> dict[str, float]:
+    """The counts ``perf stat`` printed, each per call-tick (``all``: every system call)."""
+    _, err = await proc.communicate()
+    counts = {}
+    for line in err.decode().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            name = fields[2].removeprefix("syscalls:sys_enter_")
+            counts["all" if name == "raw_syscalls:sys_enter" else name] = int(fields[0])
+    return {name: round(count / call_ticks, 3) for name, count in counts.items()}
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -351,7 +388,7 @@ def top_functions(path: Path, count: int = 10) -> list[tuple[float, str]]:
 
 
 def run_one(tree: str, calls: int, workload: str, seconds: float,
-            pyspy: Path | None = None) -> dict[str, Any]:
+            pyspy: Path | None = None, syscalls: bool = False) -> dict[str, Any]:
     me = str(Path(__file__).resolve())
     floor = tree == FLOOR
     if floor:  # the floor server, from this tree
@@ -365,6 +402,8 @@ def run_one(tree: str, calls: int, workload: str, seconds: float,
         assert peer_proc.stdout is not None and peer_proc.stdin is not None
         ports = json.loads(peer_proc.stdout.readline())
         spy = ["--pyspy", str(pyspy)] if pyspy else []
+        if syscalls:
+            spy.append("--syscalls")
         out = subprocess.run(
             [sys.executable, me, *spy, "--role", "floor" if floor else "server",
              "--calls", str(calls), "--workload",
@@ -396,6 +435,9 @@ def main() -> None:
     parser.add_argument("--json", help="write every run and the medians here")
     parser.add_argument("--pyspy", help="record each server with py-spy (raw) into this "
                         "folder as <workload>-<tree>-<round>.txt")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count the server's system calls per call-tick in the window "
+                        "(perf stat on the syscall tracepoints: exact, no tracing overhead)")
     parser.add_argument("--ws-port", type=int)
     parser.add_argument("--rtp-ports")
     args = parser.parse_args()
@@ -408,10 +450,10 @@ def main() -> None:
         ports = [int(p) for p in args.rtp_ports.split(",")]
         if args.role == "floor":
             result = uvloop.run(floor_server(args.calls, args.workload, args.seconds,
-                                             args.ws_port, ports))
+                                             args.ws_port, ports, args.syscalls))
         else:
             result = uvloop.run(server(args.calls, args.workload, args.seconds, args.ws_port,
-                                       ports, args.pyspy))
+                                       ports, args.pyspy, args.syscalls))
         print(json.dumps(result), flush=True)
         return
 
@@ -427,7 +469,7 @@ def main() -> None:
             for tree in trees:
                 spy = (Path(args.pyspy) / f"{workload}-{Path(tree).resolve().name}-{round_}.txt"
                        if args.pyspy else None)
-                res = run_one(tree, args.calls, workload, args.seconds, spy)
+                res = run_one(tree, args.calls, workload, args.seconds, spy, args.syscalls)
                 if spy is not None:
                     res["top"] = top_functions(spy)
                 runs.append({"tree": tree, "workload": workload, "round": round_, **res})
@@ -437,6 +479,10 @@ def main() -> None:
                       f"{res['system_us_per_call_per_20ms']:.1f}), ws frames/call/tick "
                       f"{res['ws_frames_per_call_per_tick']:.2f}, late {res['late_ticks']}, "
                       f"skipped {res['skipped_ticks']}, peer {res['peer']}", flush=True)
+                if res.get("syscalls_per_call_tick"):
+                    print("      system calls per call-tick: " + ", ".join(
+                        f"{name} {count:g}" for name, count
+                        in res["syscalls_per_call_tick"].items()), flush=True)
                 if spy is not None:
                     for share, name in res["top"]:
                         print(f"      {share:5.1f} %  {name}")
