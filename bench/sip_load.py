@@ -447,8 +447,8 @@ class Result:
     server_cpu_pct: float = 0.0
     server_wait_pct: float = 0.0
     cpu_ms_per_call: float = 0.0
-    # With workers: the supervisor's CPU per call, and the busiest worker's CPU per call
-    # of the step (each call is one worker's), which together bound the projection.
+    # The server's CPU per call by process (the supervisor's only with workers), the
+    # busiest worker's share of the workers' CPU, and the projection they make (project).
     supervisor_ms_per_call: float = 0.0
     busiest_worker_share: float = 0.0  # of the workers' CPU
     worker_ms_per_call: float = 0.0
