@@ -18,28 +18,48 @@ meanwhile, and a ``BEGIN IMMEDIATE`` here would otherwise wait for it on the ver
 it needs.
 
 Another *process* holding the write lock (with ``--workers``, the workers and the
-supervisor all write one file) is waited for by SQLite's busy handler, on the loop
-thread. Measured at 100 set-ups/s on two workers: ``BEGIN`` p50 20 µs, but one in ten
-waits over 1 ms and one in a hundred ~10 ms. Polling for the lock from the loop instead
-(``timeout=0`` and ``asyncio.sleep``) kept the loop free but left the supervisor's claims
-losing the race: webhook latency p50 3 → 10 to 400 ms at the same set-up rate, so it was
-not adopted.
+supervisor all write one file) is waited for on the loop thread. SQLite's own busy handler
+sleeps 1, 2, 5, 10 … ms between tries, however soon the lock is free again, and another
+process's transaction holds it for a few hundred µs: measured at 100 set-ups/s on two
+workers, ``BEGIN`` p50 20 µs, but one in ten waited over 1 ms and one in a hundred ~10 ms,
+each a stall of the whole loop. So :meth:`DirectSqlite.transaction` first tries ``BEGIN
+IMMEDIATE`` with no busy handler, then again after short sleeps (:data:`RETRY_DELAYS`,
+0.05 ms doubling, 3 ms in all), and only then leaves the wait to SQLite's handler, up to
+:data:`BUSY_TIMEOUT` (docs/benchmarks.md, "The write lock, waited for in short steps").
+Polling from the loop instead (``asyncio.sleep`` between tries) kept the loop free but
+left the supervisor's claims losing the race: webhook latency p50 3 → 10 to 400 ms at the
+same set-up rate, so it was not adopted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.dialects import sqlite
 
 __all__ = ["DirectSqlite", "Statement"]
 
 #: A writer waits this long for another process's write lock (as the engine's connections).
 BUSY_TIMEOUT = 30.0
+_BUSY_PRAGMA = f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}"
+#: Seconds slept before each next try of a ``BEGIN IMMEDIATE`` that found the write lock
+#: taken, before SQLite's busy handler (which sleeps 1 ms, then 2, 5, 10 …) takes over.
+RETRY_DELAYS = (0.00005, 0.0001, 0.0002, 0.0004, 0.0008, 0.0016)
+
+LOCK_WAITS = Counter(
+    "callstream_store_write_lock_waits_total",
+    "Store transactions that found another process's SQLite write lock taken, by how "
+    "they got it: after a short retry (3 ms at most) or through SQLite's busy handler",
+    ["wait"],
+)
+_WAITED_SHORT = LOCK_WAITS.labels("short")
+_WAITED_LONG = LOCK_WAITS.labels("long")
 
 _DIALECT = sqlite.dialect(paramstyle="named")
 
@@ -89,13 +109,35 @@ class DirectSqlite:
         a read lock (which fails at once with SQLITE_BUSY when another writer got in).
         """
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             yield conn
         except BaseException:
             conn.rollback()
             raise
         conn.execute("COMMIT")
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``: tried at once, then after each of :data:`RETRY_DELAYS`,
+        then with SQLite's busy handler (up to :data:`BUSY_TIMEOUT` more)."""
+        conn.execute("PRAGMA busy_timeout=0")  # this try and the short ones fail at once
+        try:
+            for delay in (0.0, *RETRY_DELAYS):
+                if delay:
+                    time.sleep(delay)
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # any BUSY_*
+                        raise
+                    continue
+                if delay:
+                    _WAITED_SHORT.inc()
+                return
+        finally:
+            conn.execute(_BUSY_PRAGMA)  # reads and COMMIT keep SQLite's handler
+        _WAITED_LONG.inc()
+        conn.execute("BEGIN IMMEDIATE")
 
     def read(self, stmt: Statement, params: dict[str, Any]) -> list[sqlite3.Row]:
         """Rows of one SELECT, from the latest committed state (WAL readers never wait)."""
