@@ -34,6 +34,7 @@ import socket
 import statistics
 import tempfile
 import time
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 KINDS = ("syscall", "udp wake", "udp busy", "unix wake", "unix busy")
@@ -55,11 +56,11 @@ def _clock_cost() -> float:
     return (time.thread_time() - start) / count
 
 
-def _receive(family: int, address: object, count: int, busy: bool, ready: object,
-             result: object) -> None:
+def _receive(family: int, address: object, count: int, busy: bool, ready: Event,
+             result: multiprocessing.Queue[float]) -> None:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind(address)
-    ready.set()  # type: ignore[attr-defined]
+    ready.set()
     got, start = 0, None
     while got < count:
         if busy:
@@ -72,7 +73,7 @@ def _receive(family: int, address: object, count: int, busy: bool, ready: object
         if start is None:
             start = _cpu()  # from the first message on: not the start-up
         got += 1
-    result.put(_cpu() - (start or 0.0))  # type: ignore[attr-defined]
+    result.put(_cpu() - (start or 0.0))
     sock.close()
 
 
@@ -93,7 +94,8 @@ def measure(kind: str, messages: int) -> dict[str, float]:
             family = socket.AF_INET
         else:
             address, family = str(Path(tmp) / "hop.sock"), socket.AF_UNIX
-        ready, result = multiprocessing.Event(), multiprocessing.Queue()
+        ready = multiprocessing.Event()
+        result: multiprocessing.Queue[float] = multiprocessing.Queue()
         receiver = multiprocessing.Process(
             target=_receive, args=(family, address, messages, mode == "busy", ready, result))
         receiver.start()
@@ -105,8 +107,8 @@ def measure(kind: str, messages: int) -> dict[str, float]:
         spent, deadline = 0.0, time.monotonic()
         for _ in range(messages - 1):
             deadline += GAP_S
-            while time.monotonic() < deadline:  # wait without a system call
-                pass
+            while time.monotonic() < deadline:  # spin: wait without a system call
+                continue
             before = time.thread_time()
             sock.sendto(payload, address)
             spent += time.thread_time() - before - clock

@@ -43,7 +43,7 @@ def rigs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Rig, Rig]]:
     CALLSTREAM_STREAM_RECONNECT_SECS=5."""
     with entered_together(
         make_rig(tmp_path_factory.mktemp("reconnect"), (39700, 39799)),
-        make_rig(tmp_path_factory.mktemp("reconnect-default"), (39800, 39849),
+        make_rig(tmp_path_factory.mktemp("reconnect-5s"), (39800, 39849),
                  {"CALLSTREAM_STREAM_RECONNECT_SECS": "5"}),
     ) as (rig, reconnecting):
         yield rig, reconnecting
